@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what vistter-agent and its test suite need on Debian/Ubuntu. Idempotent: when every
+# tool is already present it only checks and returns in well under a second.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# binary → package
+have ffmpeg || need+=(ffmpeg)
+have ffprobe || need+=(ffmpeg)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+
+if [ "${1:-}" != "--runtime-only" ]; then
+  # Test components (TESTBED.md): RTSP camera simulator, RTMP ingest, MQTT broker, TLS, browser.
+  have nginx || need+=(nginx-light)
+  [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
+  have mosquitto || need+=(mosquitto mosquitto-clients)
+  have stunnel4 || have stunnel || need+=(stunnel4)
+  have openssl || need+=(openssl)
+  have gst-launch-1.0 || need+=(gstreamer1.0-tools)
+  for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+           gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do
+    pkg_installed "$p" || need+=("$p")
+  done
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  # shellcheck disable=SC2207
+  need=($(printf '%s\n' "${need[@]}" | sort -u))
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "setup: cargo is in ~/.cargo/bin; add it to PATH (source ~/.cargo/env)" >&2
+  else
+    echo "setup: installing the Rust toolchain with rustup" >&2
+    have curl || { $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null; }
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  fi
+fi

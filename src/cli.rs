@@ -1,0 +1,591 @@
+//! The `vistter-agent` command line (clap). Every subcommand has `--help`.
+//!
+//! Management commands write desired state to the store; the daemon (`run`) picks changes up within
+//! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::error::*;
+use crate::media::destination::{DestinationInput, Platform};
+use crate::media::probe::{probe_camera, CameraSource};
+use crate::secret::Secret;
+use crate::store::{Desired, NewCamera, Store, StoreError};
+
+/// VistterStream edge agent: turns IP cameras into a 24/7 live show.
+///
+/// Exit codes: 0 ok · 1 failure · 2 usage or invalid value · 3 not found · 4 conflict ·
+/// 69 camera/peer unreachable · 78 configuration error.
+#[derive(Parser, Debug)]
+#[command(name = "vistter-agent", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: /etc/vistter-agent/config.toml if it exists.
+    #[arg(long, global = true, env = "VISTTER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, device key, pid registry). Overrides the config file.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `vistter_agent=debug`. Overrides the config file.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent daemon (keeps desired streams live until stopped with SIGTERM/SIGINT).
+    Run,
+    /// Validate the configuration and print the effective values.
+    CheckConfig,
+    /// Manage cameras.
+    #[command(subcommand)]
+    Camera(CameraCmd),
+    /// Manage streaming destinations (YouTube, Facebook, Twitch, custom RTMP/RTMPS).
+    #[command(subcommand)]
+    Destination(DestinationCmd),
+    /// Manage relay streams (one camera copied to one or more destinations).
+    #[command(subcommand)]
+    Stream(StreamCmd),
+    /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
+    KillAll,
+    /// Show the hardware encoder probe (cached per FFmpeg version).
+    Hwaccel {
+        /// Probe again instead of using the cache.
+        #[arg(long)]
+        refresh: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CameraCmd {
+    /// Add a camera. Credentials may be in the URL or given apart; they are stored encrypted.
+    Add(CameraAdd),
+    /// List cameras (passwords are never shown).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to a camera and report what it sends.
+    Probe {
+        /// A camera id, or use --url.
+        id: Option<String>,
+        /// Probe a URL without adding it.
+        #[arg(long, conflicts_with = "id")]
+        url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a camera (refused while a stream uses it).
+    Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CameraAdd {
+    /// Camera id (letters, digits, '-', '_').
+    pub id: String,
+    /// RTSP URL, e.g. rtsp://192.168.1.20:554/stream1
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Camera password (prefer --password-stdin: command lines are visible to other users).
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// A camera to use when this one fails (program mode).
+    #[arg(long)]
+    pub backup: Option<String>,
+    #[arg(long)]
+    pub onvif_host: Option<String>,
+    /// ONVIF port (some models use 8899).
+    #[arg(long)]
+    pub onvif_port: Option<u16>,
+    /// Probe the camera first and refuse to add it if it does not answer.
+    #[arg(long)]
+    pub probe: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DestinationCmd {
+    /// Add a destination. The stream key is stored encrypted and never printed.
+    Add(DestinationAdd),
+    /// List destinations (keys masked).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a destination; live streams stop pushing to it.
+    Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct DestinationAdd {
+    /// Destination id (letters, digits, '-', '_').
+    pub id: String,
+    /// youtube · facebook · twitch · custom
+    #[arg(long)]
+    pub platform: String,
+    /// Ingest URL (custom only): rtmp://host/app or rtmps://host:443/app
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Stream key (prefer --key-stdin: command lines are visible to other users).
+    #[arg(long, conflicts_with = "key_stdin")]
+    pub key: Option<String>,
+    /// Read the stream key from standard input.
+    #[arg(long)]
+    pub key_stdin: bool,
+    /// YouTube only: also push to the backup ingest.
+    #[arg(long)]
+    pub backup_ingest: bool,
+    /// RTMPS: CA certificate file for a private ingest.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// RTMPS: do not verify the ingest's certificate (not recommended).
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Add it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCmd {
+    /// Create or update a relay stream and set it live.
+    Start {
+        id: String,
+        /// Camera id (required when creating).
+        #[arg(long)]
+        camera: Option<String>,
+        /// Destination id; repeat for several. Replaces the stream's destinations when given.
+        #[arg(long = "destination")]
+        destinations: Vec<String>,
+    },
+    /// Set a stream to stopped.
+    Stop { id: String },
+    /// Delete a stream.
+    Remove { id: String },
+    /// Add a destination to a stream (while live: the others are not disturbed).
+    Attach { id: String, destination: String },
+    /// Remove a destination from a stream (while live: the others are not disturbed).
+    Detach { id: String, destination: String },
+    /// Show what the daemon reports for one stream (or all), with recent events.
+    Status {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List streams.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure of a command, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) => EXIT_CONFIG,
+            CliError::Store(StoreError::NotFound { .. }) => EXIT_NOT_FOUND,
+            CliError::Store(StoreError::Exists { .. } | StoreError::Conflict(_)) => EXIT_CONFLICT,
+            CliError::Store(StoreError::Invalid(_)) | CliError::Invalid(_) => EXIT_USAGE,
+            CliError::Unavailable(_) => EXIT_UNAVAILABLE,
+            CliError::Store(_) | CliError::Failed(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn execute(cli: Cli) -> i32 {
+    let overrides = Overrides { data_dir: cli.data_dir.clone(), log_level: cli.log_level.clone() };
+    let cfg = match Config::load(cli.config.as_deref(), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vistter-agent: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    init_tracing(&cfg, matches!(cli.command, Command::Run));
+    match dispatch(cli.command, cfg).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vistter-agent: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(cfg: &Config, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    // One-shot commands only speak up about problems; the daemon logs at the configured level.
+    let level = if daemon || cfg.log_level != "info" { cfg.log_level.clone() } else { "warn".into() };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
+    match cmd {
+        Command::Run => run_daemon(cfg).await,
+        Command::CheckConfig => {
+            let text = toml::to_string_pretty(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("# configuration is valid; effective values:\n{text}");
+            Ok(())
+        }
+        Command::Camera(c) => camera(c, &cfg).await,
+        Command::Destination(d) => destination(d, &cfg).await,
+        Command::Stream(s) => stream(s, &cfg).await,
+        Command::KillAll => kill_all(&cfg).await,
+        Command::Hwaccel { refresh, json } => {
+            std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+            let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else {
+                println!("{}", v.ffmpeg_version);
+                for c in &v.candidates {
+                    let verdict = if c.works { "works".to_string() } else { c.error.clone().unwrap_or_default() };
+                    println!("  {:<18} {}", c.encoder, verdict);
+                }
+                println!("chosen: {}", v.chosen);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_daemon(cfg: Config) -> Result<(), CliError> {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received");
+        t.cancel();
+    });
+    crate::daemon::run(cfg, token).await.map_err(|e| match e {
+        crate::daemon::DaemonError::Store(s) => CliError::Store(s),
+        other => CliError::Failed(other.to_string()),
+    })
+}
+
+fn read_stdin_secret(what: &str) -> Result<Secret, CliError> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| CliError::Invalid(format!("reading the {what}: {e}")))?;
+    Ok(Secret::new(s.trim_end_matches(['\n', '\r'])))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+}
+
+async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
+    let timeout = Duration::from_secs(cfg.ffmpeg.rtsp_timeout_s);
+    match cmd {
+        CameraCmd::Add(a) => {
+            let password = match (a.password, a.password_stdin) {
+                (Some(p), _) => Some(Secret::new(p)),
+                (None, true) => Some(read_stdin_secret("password")?),
+                (None, false) => None,
+            };
+            // Validate before opening anything, so bad input changes nothing.
+            crate::store::cameras::split_camera_url(&a.url).map_err(|e| CliError::Invalid(e.to_string()))?;
+            crate::store::validate_id("camera", &a.id)?;
+            let new = NewCamera {
+                id: a.id,
+                url: a.url,
+                username: a.username,
+                password,
+                backup_camera_id: a.backup,
+                onvif_host: a.onvif_host,
+                onvif_port: a.onvif_port,
+            };
+            if a.probe {
+                let (url, user, pass) = crate::store::cameras::split_camera_url(&new.url)
+                    .map_err(|e| CliError::Invalid(e.to_string()))?;
+                let cam = crate::store::Camera {
+                    id: new.id.clone(),
+                    url,
+                    username: new.username.clone().or(user),
+                    password: new.password.clone().or(pass),
+                    backup_camera_id: None,
+                    onvif_host: None,
+                    onvif_port: None,
+                };
+                let p = probe_camera(&cfg.ffmpeg.ffprobe, &cam.source(), timeout)
+                    .await
+                    .map_err(|e| CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id)))?;
+                println!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
+            }
+            let store = Store::open(&cfg.data_dir).await?;
+            let c = store.add_camera(new).await?;
+            println!("camera {} added: {}", c.id, c.source().shown);
+            Ok(())
+        }
+        CameraCmd::List { json } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let cams = store.cameras().await?;
+            if json {
+                print_json(&cams);
+            } else {
+                for c in cams {
+                    let backup = c.backup_camera_id.as_deref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
+                    println!("{:<16} {}{backup}", c.id, c.source().shown);
+                }
+            }
+            Ok(())
+        }
+        CameraCmd::Probe { id, url, json } => {
+            let source: CameraSource = match (id, url) {
+                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&id).await?.source(),
+                (None, Some(url)) => {
+                    let (u, user, pass) =
+                        crate::store::cameras::split_camera_url(&url).map_err(|e| CliError::Invalid(e.to_string()))?;
+                    crate::store::Camera {
+                        id: "probe".into(),
+                        url: u,
+                        username: user,
+                        password: pass,
+                        backup_camera_id: None,
+                        onvif_host: None,
+                        onvif_port: None,
+                    }
+                    .source()
+                }
+                (None, None) => return Err(CliError::Invalid("give a camera id or --url".into())),
+            };
+            let p = probe_camera(&cfg.ffmpeg.ffprobe, &source, timeout)
+                .await
+                .map_err(|e| CliError::Unavailable(format!("{}: {e}", source.shown)))?;
+            if json {
+                print_json(&p);
+            } else {
+                println!("{}: video {} {}x{}, audio {}", source.shown, p.video_codec.as_deref().unwrap_or("?"),
+                    p.width.unwrap_or(0), p.height.unwrap_or(0), p.audio_codec.as_deref().unwrap_or("none"));
+            }
+            Ok(())
+        }
+        CameraCmd::Remove { id } => {
+            Store::open(&cfg.data_dir).await?.remove_camera(&id).await?;
+            println!("camera {id} removed");
+            Ok(())
+        }
+    }
+}
+
+async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> {
+    match cmd {
+        DestinationCmd::Add(a) => {
+            let platform: Platform = a.platform.parse().map_err(|e: crate::media::destination::DestinationError| CliError::Invalid(e.to_string()))?;
+            let key = match (a.key, a.key_stdin) {
+                (Some(k), _) => Secret::new(k),
+                (None, true) => read_stdin_secret("stream key")?,
+                (None, false) => return Err(CliError::Invalid("give the stream key with --key or --key-stdin".into())),
+            };
+            crate::store::validate_id("destination", &a.id)?;
+            let settings = DestinationInput {
+                platform,
+                url: a.url,
+                key,
+                backup_ingest: a.backup_ingest,
+                ca_file: a.ca_file,
+                tls_verify: !a.insecure_skip_verify,
+            }
+            .validate()
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
+            let store = Store::open(&cfg.data_dir).await?;
+            let d = store.add_destination(&a.id, &settings, !a.disabled).await?;
+            println!("destination {} added: {} {}", d.id, d.platform, d.url);
+            Ok(())
+        }
+        DestinationCmd::List { json } => {
+            let ds = Store::open(&cfg.data_dir).await?.destinations().await?;
+            if json {
+                print_json(&ds);
+            } else {
+                for d in ds {
+                    let state = if d.enabled { "" } else { " (disabled)" };
+                    println!("{:<16} {:<9} {}{state}", d.id, d.platform, d.url);
+                }
+            }
+            Ok(())
+        }
+        DestinationCmd::Remove { id } => {
+            Store::open(&cfg.data_dir).await?.remove_destination(&id).await?;
+            println!("destination {id} removed");
+            Ok(())
+        }
+    }
+}
+
+async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
+    let store = Store::open(&cfg.data_dir).await?;
+    match cmd {
+        StreamCmd::Start { id, camera, destinations } => {
+            let existing = store.relay(&id).await.ok();
+            let camera = match (camera, &existing) {
+                (Some(c), _) => c,
+                (None, Some(r)) => r.camera_id.clone(),
+                (None, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --camera"))),
+            };
+            let destinations = match (destinations.is_empty(), &existing) {
+                (false, _) => destinations,
+                (true, Some(r)) => r.destinations.clone(),
+                (true, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --destination"))),
+            };
+            store.put_relay(&id, &camera, &destinations, Desired::Live).await?;
+            println!("stream {id} set live: camera {camera} → {}", destinations.join(", "));
+            Ok(())
+        }
+        StreamCmd::Stop { id } => {
+            store.set_relay_desired(&id, Desired::Stopped).await?;
+            println!("stream {id} set to stopped");
+            Ok(())
+        }
+        StreamCmd::Remove { id } => {
+            store.remove_relay(&id).await?;
+            println!("stream {id} removed");
+            Ok(())
+        }
+        StreamCmd::Attach { id, destination } => {
+            let r = store.relay(&id).await?;
+            let mut ds = r.destinations.clone();
+            if !ds.contains(&destination) {
+                ds.push(destination.clone());
+            }
+            store.put_relay(&id, &r.camera_id, &ds, r.desired).await?;
+            println!("stream {id}: destination {destination} attached");
+            Ok(())
+        }
+        StreamCmd::Detach { id, destination } => {
+            let r = store.relay(&id).await?;
+            let ds: Vec<String> = r.destinations.iter().filter(|d| **d != destination).cloned().collect();
+            if ds.len() == r.destinations.len() {
+                return Err(CliError::Invalid(format!("stream {id} does not use destination {destination}")));
+            }
+            store.put_relay(&id, &r.camera_id, &ds, r.desired).await?;
+            println!("stream {id}: destination {destination} detached");
+            Ok(())
+        }
+        StreamCmd::Status { id, json } => {
+            let rows = match id {
+                Some(id) => vec![store.relay(&id).await?],
+                None => store.relays().await?,
+            };
+            let mut out = Vec::new();
+            for r in rows {
+                let status: serde_json::Value =
+                    r.status_json.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+                let events = store.events(Some(&format!("relay:{}", r.id)), 10).await?;
+                out.push(serde_json::json!({ "stream": r, "status": status, "events": events }));
+            }
+            if json {
+                print_json(&out);
+            } else {
+                for s in &out {
+                    print_status(s);
+                }
+            }
+            Ok(())
+        }
+        StreamCmd::List { json } => {
+            let rows = store.relays().await?;
+            if json {
+                print_json(&rows);
+            } else {
+                for r in rows {
+                    println!("{:<16} {:<8} {:<13} camera {:<12} → {}", r.id, format!("{:?}", r.desired).to_lowercase(),
+                        r.state, r.camera_id, r.destinations.join(", "));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(s: &serde_json::Value) {
+    let st = &s["status"];
+    let r = &s["stream"];
+    println!("stream {}: {} (desired {})  camera {} {}", r["id"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?"),
+        r["desired"].as_str().unwrap_or("?"), r["camera_id"].as_str().unwrap_or("?"), st["camera_url"].as_str().unwrap_or(""));
+    let line = |label: String, j: &serde_json::Value| {
+        let mut l = format!("  {label:<28} {}", j["phase"].as_str().unwrap_or("-"));
+        if let Some(pid) = j["pid"].as_u64() {
+            l.push_str(&format!(" pid {pid}"));
+        }
+        if let Some(t) = j["progress"]["out_time_us"].as_i64() {
+            l.push_str(&format!(" t={:.1}s", t as f64 / 1e6));
+        }
+        if let Some(sp) = j["progress"]["speed"].as_f64() {
+            l.push_str(&format!(" speed={sp}x"));
+        }
+        if j["degraded"].as_bool() == Some(true) {
+            l.push_str(" DEGRADED");
+        }
+        if let Some(e) = j["last_error"].as_str() {
+            l.push_str(&format!(" last error: {e}"));
+        }
+        if let Some(ms) = j["retry_in_ms"].as_u64() {
+            l.push_str(&format!(" (retry in {:.1} s)", ms as f64 / 1000.0));
+        }
+        println!("{l}");
+    };
+    if st.get("ingest").is_some() {
+        line("ingest".into(), &st["ingest"]);
+    }
+    for o in st["outputs"].as_array().into_iter().flatten() {
+        line(format!("→ {} ({})", o["destination"].as_str().unwrap_or("?"), o["ingest"].as_str().unwrap_or("")), o);
+    }
+    for e in s["events"].as_array().into_iter().flatten() {
+        println!("  {} {:<8} {:<16} {} {}", e["at"].as_str().unwrap_or(""), e["severity"].as_str().unwrap_or(""),
+            e["event_type"].as_str().unwrap_or(""), e["subject"].as_str().unwrap_or(""), e["detail"].as_str().unwrap_or(""));
+    }
+}
+
+async fn kill_all(cfg: &Config) -> Result<(), CliError> {
+    let store = Store::open(&cfg.data_dir).await?;
+    let n = store.stop_all_relays().await?;
+    println!("{n} stream(s) set to stopped");
+    let _ = store.add_event(crate::store::Severity::Warning, "kill_all", "agent", &format!("{n} stream(s)")).await;
+    // Give a running daemon the chance to stop its jobs cleanly, then kill whatever is left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.ffmpeg.stop_grace_s + 5);
+    let reg = crate::ffmpeg::registry::Registry::open(&crate::daemon::registry_dir(cfg))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    while tokio::time::Instant::now() < deadline && !reg.records().is_empty() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let killed = reg.reap_leftovers().await;
+    println!("{} FFmpeg process(es) killed", killed.len());
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Agent configuration: built-in defaults ← TOML file ← `VISTTER_*` environment ← command-line flags.
+//!
+//! Every key is optional, so `vistter-agent run` works with no file at all. Unknown keys are rejected
+//! with the key and its source named (a typo in a config file must not silently fall back to a
+//! default). Nested keys come from the environment with `__`: `VISTTER_FFMPEG__PATH=/opt/ffmpeg`.
+//! Nothing secret lives here: stream keys and camera passwords are in the encrypted store.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::ffmpeg::backoff::BackoffPolicy;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vistter-agent/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, the device key, the pid registry and caches live.
+    pub data_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `vistter_agent=debug`.
+    pub log_level: String,
+    /// Log format: `text` (journald-friendly) or `json`.
+    pub log_format: LogFormat,
+    /// How often the daemon compares desired state with what runs, in milliseconds.
+    pub reconcile_interval_ms: u64,
+    pub ffmpeg: FfmpegConfig,
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FfmpegConfig {
+    /// The ffmpeg binary (a name looked up on PATH, or a path).
+    pub path: PathBuf,
+    /// The ffprobe binary.
+    pub ffprobe: PathBuf,
+    /// A pusher or encoder whose `out_time` has not advanced for this long is restarted.
+    pub stale_s: u64,
+    /// The same for camera ingests: shorter, so a hung camera is noticed quickly.
+    pub ingest_stale_s: u64,
+    /// How long a freshly started process may take to produce its first progress (slow cameras).
+    pub first_progress_timeout_s: u64,
+    /// RTSP socket timeout handed to FFmpeg (`-timeout`, microseconds in FFmpeg 5.x).
+    pub rtsp_timeout_s: u64,
+    /// Restart backoff: first delay cap, in milliseconds (full jitter: a random delay up to the cap).
+    pub backoff_initial_ms: u64,
+    /// Restart backoff: the largest delay cap, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// A process that ran healthily this long resets its backoff and failure count.
+    pub healthy_reset_s: u64,
+    /// After this many consecutive failures a job reports `degraded` (and keeps retrying).
+    pub degraded_after: u32,
+    /// Grace between SIGINT and SIGTERM when stopping, in seconds.
+    pub stop_grace_s: u64,
+    /// How many stderr lines are kept per job for reports.
+    pub stderr_lines: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Per-destination queue budget in bytes; on overflow the queue drops to the next keyframe.
+    pub queue_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/vistter-agent"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            reconcile_interval_ms: 500,
+            ffmpeg: FfmpegConfig::default(),
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
+impl Default for FfmpegConfig {
+    fn default() -> Self {
+        FfmpegConfig {
+            path: PathBuf::from("ffmpeg"),
+            ffprobe: PathBuf::from("ffprobe"),
+            stale_s: 10,
+            ingest_stale_s: 5,
+            first_progress_timeout_s: 20,
+            rtsp_timeout_s: 5,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 60_000,
+            healthy_reset_s: 60,
+            degraded_after: 10,
+            stop_grace_s: 5,
+            stderr_lines: 50,
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig { queue_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+/// Values given as command-line flags; they win over file and environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Where configuration comes from; tests pass their own environment instead of the process's.
+pub struct Sources<'a> {
+    pub file: Option<&'a Path>,
+    /// `(name, value)` pairs; normally `std::env::vars()`.
+    pub env: Vec<(String, String)>,
+    pub overrides: Overrides,
+}
+
+impl Config {
+    /// Loads from the process environment, `--config` (or the default path if it exists) and flags.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        Config::load_from(Sources { file, env: std::env::vars().collect(), overrides })
+    }
+
+    pub fn load_from(src: Sources<'_>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match src.file {
+            Some(path) if !path.exists() => return Err(ConfigError::Missing(path.to_path_buf())),
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
+            }
+            None => {}
+        }
+        // Only VISTTER_* variables; VISTTER_CONFIG names the file itself and is not a key.
+        let mut env = figment::value::Dict::new();
+        for (name, value) in src.env {
+            let Some(key) = name.strip_prefix("VISTTER_") else { continue };
+            if key == "CONFIG" || key.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = key.to_lowercase().split("__").map(str::to_string).collect();
+            insert_path(&mut env, &path, value.parse().expect("figment values parse infallibly"));
+        }
+        fig = fig.merge(Serialized::defaults(env)).merge(Serialized::defaults(src.overrides));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.ffmpeg;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if f.stale_s == 0 || f.ingest_stale_s == 0 {
+            return bad("ffmpeg.stale_s and ffmpeg.ingest_stale_s must be at least 1");
+        }
+        if f.stderr_lines == 0 || f.stderr_lines > 10_000 {
+            return bad("ffmpeg.stderr_lines must be between 1 and 10000");
+        }
+        if self.relay.queue_bytes < 64 * 1024 {
+            return bad("relay.queue_bytes must be at least 65536");
+        }
+        if self.reconcile_interval_ms < 50 {
+            return bad("reconcile_interval_ms must be at least 50");
+        }
+        self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
+        Ok(())
+    }
+
+    pub fn backoff(&self) -> Result<BackoffPolicy, String> {
+        BackoffPolicy::new(
+            Duration::from_millis(self.ffmpeg.backoff_initial_ms),
+            Duration::from_millis(self.ffmpeg.backoff_max_ms),
+            Duration::from_secs(self.ffmpeg.healthy_reset_s),
+        )
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// figment's errors name the key and the source; flatten them to one readable line each.
+fn describe(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_from(Sources {
+            file,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            overrides: Overrides::default(),
+        })
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.ffmpeg.stale_s, 10);
+        assert_eq!(c.ffmpeg.backoff_initial_ms, 2000);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "data_dir = \"/a\"\n[ffmpeg]\nstale_s = 7\npath = \"/x/ffmpeg\"\n").unwrap();
+        let c = load(Some(&p), &[("VISTTER_FFMPEG__STALE_S", "9")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/a"));
+        assert_eq!(c.ffmpeg.stale_s, 9);
+        assert_eq!(c.ffmpeg.path, PathBuf::from("/x/ffmpeg"));
+        let c = Config::load_from(Sources {
+            file: Some(&p),
+            env: vec![],
+            overrides: Overrides { data_dir: Some("/b".into()), log_level: None },
+        })
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[ffmpeg]\nstale_seconds = 7\n").unwrap();
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("stale_seconds"), "{e}");
+        let e = load(None, &[("VISTTER_BOGUS", "1")]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn missing_explicit_file_and_bad_values() {
+        assert!(matches!(load(Some(Path::new("/nonexistent.toml")), &[]), Err(ConfigError::Missing(_))));
+        let e = load(None, &[("VISTTER_FFMPEG__BACKOFF_INITIAL_MS", "90000")]).unwrap_err();
+        assert!(e.to_string().contains("backoff"), "{e}");
+        let e = load(None, &[("VISTTER_FFMPEG__STALE_S", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("stale_s"), "{e}");
+    }
+}

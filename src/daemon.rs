@@ -1,0 +1,235 @@
+//! `vistter-agent run`: the long-running daemon.
+//!
+//! It owns every media job. Desired state lives in the store (written by the CLI, and later by the
+//! control plane); a reconcile loop brings the running relays to it every `reconcile_interval_ms`
+//! and writes back what it observes. Because desired state is persisted, a relay that was live when
+//! the agent died is live again after a restart. At start-up it first reaps FFmpeg processes left
+//! over by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
+//! Shutdown (SIGTERM/SIGINT) stops every job with the usual escalation, under a deadline.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ffmpeg::job::JobEvent;
+use crate::ffmpeg::registry::Registry;
+use crate::media::destination::OutputTarget;
+use crate::media::relay::{Relay, RelaySpec, RelayStatus};
+use crate::media::MediaEnv;
+use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pid registry {path}: {source}")]
+    Registry { path: String, source: std::io::Error },
+}
+
+/// Where the pid registry lives inside the data dir.
+pub fn registry_dir(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("run").join("ffmpeg")
+}
+
+struct Running {
+    relay: Relay,
+    /// The camera URL the relay was started with (credentials included; never printed).
+    camera_key: String,
+    last_report: Option<(String, Instant)>,
+}
+
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let store = Store::open(&cfg.data_dir).await?;
+    let reg_dir = registry_dir(&cfg);
+    let registry = Registry::open(&reg_dir)
+        .map_err(|source| DaemonError::Registry { path: reg_dir.display().to_string(), source })?;
+    let reaped = registry.reap_leftovers().await;
+    if !reaped.is_empty() {
+        let detail = format!("reaped {} FFmpeg process(es) left by an earlier agent: {reaped:?}", reaped.len());
+        tracing::warn!("{detail}");
+        let _ = store.add_event(Severity::Warning, "orphans_reaped", "agent", &detail).await;
+    }
+    check_ffmpeg(&cfg).await;
+    let _ = store.add_event(Severity::Info, "agent_started", "agent", env!("CARGO_PKG_VERSION")).await;
+
+    let (ev_tx, ev_rx) = mpsc::channel(256);
+    let sink = tokio::spawn(event_sink(Store::open(&cfg.data_dir).await?, ev_rx));
+    let env = MediaEnv::new(&cfg, registry, ev_tx);
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.reconcile_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(e) = reconcile(&store, &env, &mut running).await {
+                    tracing::error!("reconcile: {e}");
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: stopping {} stream(s)", running.len());
+    let deadline = env.stop_grace + Duration::from_secs(5);
+    let ids: Vec<String> = running.keys().cloned().collect();
+    let stops = running.into_values().map(|r| r.relay.stop());
+    if tokio::time::timeout(deadline, join_all(stops)).await.is_err() {
+        tracing::error!("streams did not stop within {deadline:?}; their processes are killed on exit");
+    }
+    for id in ids {
+        let _ = store.report_relay(&id, "stopped", "{}").await;
+    }
+    let _ = store.add_event(Severity::Info, "agent_stopped", "agent", "").await;
+    drop(env);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
+    store.close().await;
+    Ok(())
+}
+
+async fn check_ffmpeg(cfg: &Config) {
+    let ok = tokio::process::Command::new(&cfg.ffmpeg.path)
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !ok {
+        tracing::error!(
+            "{} cannot be run: streams will fail until FFmpeg is installed (scripts/setup.sh) or ffmpeg.path is set",
+            cfg.ffmpeg.path.display()
+        );
+    }
+}
+
+async fn desired_spec(store: &Store, row: &RelayRow) -> Result<(RelaySpec, String), StoreError> {
+    let camera = store.camera(&row.camera_id).await?;
+    let source = camera.source();
+    let mut outputs: Vec<OutputTarget> = Vec::new();
+    for d in &row.destinations {
+        let dest = store.destination(d).await?;
+        if dest.enabled {
+            outputs.extend(dest.settings.outputs(&dest.id));
+        }
+    }
+    let key = source.url.expose().to_string();
+    Ok((RelaySpec { id: row.id.clone(), camera: source, outputs }, key))
+}
+
+async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, Running>) -> Result<(), StoreError> {
+    let rows = store.relays().await?;
+    for row in &rows {
+        if row.desired != Desired::Live {
+            continue;
+        }
+        let (spec, camera_key) = match desired_spec(store, row).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot start: {e}");
+                if row.state != "failed" {
+                    tracing::error!(stream = %row.id, "{msg}");
+                    let _ = store.add_event(Severity::Error, "stream_failed", &format!("relay:{}", row.id), &msg).await;
+                }
+                store.report_relay(&row.id, "failed", &serde_json::json!({ "error": msg }).to_string()).await?;
+                continue;
+            }
+        };
+        match running.get_mut(&row.id) {
+            Some(r) if r.camera_key == camera_key => r.relay.set_outputs(spec.outputs).await,
+            _ => {
+                if let Some(old) = running.remove(&row.id) {
+                    tracing::info!(stream = %row.id, "camera changed: restarting the relay");
+                    old.relay.stop().await;
+                }
+                tracing::info!(stream = %row.id, camera = %spec.camera.shown, outputs = spec.outputs.len(), "starting relay");
+                for d in &row.destinations {
+                    let _ = store.touch_destination(d).await;
+                }
+                let _ = store.add_event(Severity::Info, "stream_started", &format!("relay:{}", row.id), "").await;
+                running.insert(row.id.clone(), Running { relay: Relay::start(spec, env), camera_key, last_report: None });
+            }
+        }
+    }
+    let wanted: Vec<&str> = rows.iter().filter(|r| r.desired == Desired::Live).map(|r| r.id.as_str()).collect();
+    let gone: Vec<String> = running.keys().filter(|k| !wanted.contains(&k.as_str())).cloned().collect();
+    for id in gone {
+        if let Some(r) = running.remove(&id) {
+            tracing::info!(stream = %id, "stopping relay");
+            r.relay.stop().await;
+            let _ = store.add_event(Severity::Info, "stream_stopped", &format!("relay:{id}"), "").await;
+            if rows.iter().any(|row| row.id == id) {
+                store.report_relay(&id, "stopped", "{}").await?;
+            }
+        }
+    }
+    for (id, r) in running.iter_mut() {
+        report(store, id, r).await?;
+    }
+    Ok(())
+}
+
+/// Writes the status when its shape changes, and the progress figures at most every 2 s
+/// (the box runs on flash: no write per tick; LESSONS 23).
+async fn report(store: &Store, id: &str, r: &mut Running) -> Result<(), StoreError> {
+    let st: RelayStatus = r.relay.status();
+    let shape = shape_of(&st);
+    let due = match &r.last_report {
+        None => true,
+        Some((s, at)) => *s != shape || at.elapsed() >= Duration::from_secs(2),
+    };
+    if due {
+        let json = serde_json::to_string(&st).expect("status serializes");
+        store.report_relay(id, st.state, &json).await?;
+        r.last_report = Some((shape, Instant::now()));
+    }
+    Ok(())
+}
+
+fn shape_of(st: &RelayStatus) -> String {
+    let mut s = format!("{}:{:?}:{}", st.state, st.ingest.phase, st.ingest.starts);
+    for o in &st.outputs {
+        s.push_str(&format!("|{}:{:?}:{}:{}", o.destination, o.job.phase, o.job.starts, o.job.degraded));
+    }
+    s
+}
+
+/// Job events → log + event table.
+async fn event_sink(store: Store, mut rx: mpsc::Receiver<JobEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let kind = |job: &str| if job.ends_with("/ingest") { "camera" } else { "destination" };
+        let (sev, ty, subject, detail) = match ev {
+            JobEvent::Started { job, pid, start } => {
+                tracing::debug!(%job, pid, start, "ffmpeg started");
+                continue;
+            }
+            JobEvent::Healthy { job, pid } => {
+                tracing::info!(%job, pid, "live");
+                (Severity::Info, format!("{}_up", kind(&job)), job, format!("pid {pid}"))
+            }
+            JobEvent::Failed { job, reason, permanent, retry_in, failures } => {
+                let sev = if permanent { Severity::Error } else { Severity::Warning };
+                let detail = format!("{reason}; failure {failures}, retry in {:.1} s", retry_in.as_secs_f64());
+                (sev, format!("{}_down", kind(&job)), job, detail)
+            }
+            JobEvent::Degraded { job, failures } => {
+                tracing::error!(%job, failures, "degraded: still failing, still retrying");
+                (Severity::Error, "degraded".to_string(), job, format!("{failures} consecutive failures"))
+            }
+            JobEvent::Recovered { job } => (Severity::Info, "recovered".to_string(), job, String::new()),
+            JobEvent::Stopped { job } => {
+                tracing::debug!(%job, "stopped");
+                continue;
+            }
+        };
+        if let Err(e) = store.add_event(sev, &ty, &subject, &detail).await {
+            tracing::warn!("cannot record event: {e}");
+        }
+    }
+    store.close().await;
+}

@@ -1,0 +1,67 @@
+//! Sorting FFmpeg failures into "retry with backoff" and "a human must fix this".
+//!
+//! A permanent failure (the platform refused the stream key, the camera refused the password, the
+//! URL or an option is wrong) is reported as such and retried only at the slowest pace; hammering an
+//! ingest with a bad key can get a channel rate-limited, and hides the real problem from the operator.
+
+/// Why a job failed, as far as its stderr tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Network, peer restart, stall: retry with backoff.
+    Transient,
+    /// Needs a configuration change; carries a short human reason.
+    Permanent(String),
+}
+
+const PERMANENT: &[(&str, &str)] = &[
+    ("401 unauthorized", "authentication refused (check the camera user and password)"),
+    ("403 forbidden", "access forbidden (check credentials / stream key)"),
+    ("404 not found", "not found (check the URL path)"),
+    ("publish.badname", "publish refused by the ingest (check the stream key)"),
+    ("publish.denied", "publish refused by the ingest (check the stream key)"),
+    ("netconnection.connect.rejected", "connection rejected by the ingest (check the URL and key)"),
+    ("authentication failed", "authentication failed"),
+    ("protocol not found", "unsupported URL scheme in this FFmpeg build"),
+    ("unknown encoder", "encoder not available in this FFmpeg build"),
+    ("unrecognized option", "FFmpeg rejected an option (incompatible FFmpeg version)"),
+    ("option not found", "FFmpeg rejected an option (incompatible FFmpeg version)"),
+    ("invalid argument", "invalid argument (check the URL)"),
+];
+
+/// Classifies from the last stderr lines (most recent last).
+pub fn classify(stderr_tail: &[String]) -> FailureKind {
+    for line in stderr_tail.iter().rev().take(20) {
+        let l = line.to_ascii_lowercase();
+        // nginx-rtmp refuses a second publisher of a live stream; that clears when the old one leaves.
+        if l.contains("already publishing") {
+            return FailureKind::Transient;
+        }
+        for (needle, reason) in PERMANENT {
+            if l.contains(needle) {
+                return FailureKind::Permanent((*reason).to_string());
+            }
+        }
+    }
+    FailureKind::Transient
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn classifies_known_messages() {
+        assert_eq!(classify(&lines(&["[tcp @ 0x1] Connection to tcp://127.0.0.1:1 failed: Connection refused"])), FailureKind::Transient);
+        assert!(matches!(
+            classify(&lines(&["[rtsp @ 0x55] method DESCRIBE failed: 401 Unauthorized"])),
+            FailureKind::Permanent(r) if r.contains("password")
+        ));
+        assert!(matches!(classify(&lines(&["Server error: NetStream.Publish.BadName"])), FailureKind::Permanent(_)));
+        assert_eq!(classify(&lines(&["Server error: Already publishing"])), FailureKind::Transient);
+        assert_eq!(classify(&[]), FailureKind::Transient);
+    }
+}

@@ -1,0 +1,523 @@
+//! The FFmpeg supervisor: one job = one handle + one task that owns the child (DESIGN §2).
+//!
+//! The task is the only authority over its process's life (LESSONS 1): it prepares the arguments
+//! (which may probe a camera), spawns FFmpeg in its own process group, registers the pid on disk,
+//! drains stderr into a bounded ring, reads `-progress` from fd 3, and decides health from progress,
+//! never from "the process exists" (LESSONS 2). Any exit of a live job is a failure, exit 0 included
+//! (LESSONS 3). Failures are retried after a full-jitter backoff; after `degraded_after` consecutive
+//! failures the job reports `degraded` and keeps retrying; permanent failures are reported and retried
+//! only at the slowest pace. Stopping escalates SIGINT → grace → SIGTERM → SIGKILL (LESSONS 7), and
+//! a guard kills the whole group if the task itself is dropped.
+//!
+//! Pipes to the child's stdin/stdout are handed to the job's owner on every (re)start through the
+//! `io` channel, tagged with a generation number.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use command_fds::{CommandFdExt, FdMapping};
+use futures_util::future::BoxFuture;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use rand::SeedableRng;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::argv::Argv;
+use super::backoff::{Backoff, BackoffPolicy};
+use super::classify::{classify, FailureKind};
+use super::progress::{Progress, ProgressParser};
+use super::registry::Registry;
+use super::ring::StderrRing;
+
+/// Builds the argument list for each start. May do I/O (probe a camera) and may fail.
+pub trait ArgSource: Send + Sync + 'static {
+    fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>>;
+}
+
+impl ArgSource for Argv {
+    fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
+        let a = self.clone();
+        Box::pin(async move { Ok(a) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PrepareError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+/// Everything the supervisor needs to run one job.
+pub struct JobSpec {
+    /// Shown in logs, events and status: `relay:cam1/ingest`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Arc<dyn ArgSource>,
+    pub pipe_stdin: bool,
+    pub pipe_stdout: bool,
+    /// No `out_time` advance for this long (once running) = stalled → restart.
+    pub stale_after: Duration,
+    /// Allowance for the first progress after a start (slow cameras, TLS handshakes).
+    pub first_progress_timeout: Duration,
+    /// For jobs fed by the agent (pushers): bytes offered to the job. While nothing is offered, a
+    /// silent progress is not a stall (the source is down, not this process).
+    pub input_activity: Option<Arc<AtomicU64>>,
+    pub backoff: BackoffPolicy,
+    pub degraded_after: u32,
+    pub stop_grace: Duration,
+    pub stderr_lines: usize,
+    pub io: Option<mpsc::Sender<ChildIo>>,
+    pub events: Option<mpsc::Sender<JobEvent>>,
+    pub registry: Option<Registry>,
+}
+
+/// The pipes of one generation of the child, handed to the job's owner.
+#[derive(Debug)]
+pub struct ChildIo {
+    pub generation: u64,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Preparing or spawned, no progress yet.
+    Starting,
+    /// Progress is advancing.
+    Running,
+    /// Waiting before the next start after a failure.
+    Backoff,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub phase: Phase,
+    pub pid: Option<u32>,
+    /// How many times a process was started.
+    pub starts: u64,
+    pub consecutive_failures: u32,
+    pub degraded: bool,
+    /// Set while the last failure needs a human (bad key, bad password, bad URL).
+    pub permanent_error: Option<String>,
+    pub last_error: Option<String>,
+    /// While in backoff: the delay chosen before the next start.
+    pub retry_in_ms: Option<u64>,
+    pub progress: Option<ProgressSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProgressSummary {
+    pub out_time_us: Option<i64>,
+    pub frame: Option<u64>,
+    pub speed: Option<f64>,
+    pub bitrate_kbps: Option<f64>,
+    pub drop_frames: Option<u64>,
+}
+
+impl From<&Progress> for ProgressSummary {
+    fn from(p: &Progress) -> Self {
+        ProgressSummary {
+            out_time_us: p.out_time_us,
+            frame: p.frame,
+            speed: p.speed,
+            bitrate_kbps: p.bitrate_kbps,
+            drop_frames: p.drop_frames,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    Started { job: String, pid: u32, start: u64 },
+    /// The first progress of a start: the process really works.
+    Healthy { job: String, pid: u32 },
+    Failed { job: String, reason: String, permanent: bool, retry_in: Duration, failures: u32 },
+    Degraded { job: String, failures: u32 },
+    Recovered { job: String },
+    Stopped { job: String },
+}
+
+enum Cmd {
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle of a running job. Dropping it stops the job (the task sees its command channel close).
+pub struct Job {
+    name: String,
+    cmd: mpsc::Sender<Cmd>,
+    status: watch::Receiver<JobStatus>,
+    ring: Arc<Mutex<StderrRing>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Job {
+    pub fn spawn(spec: JobSpec) -> Job {
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (status_tx, status_rx) = watch::channel(JobStatus {
+            phase: Phase::Starting,
+            pid: None,
+            starts: 0,
+            consecutive_failures: 0,
+            degraded: false,
+            permanent_error: None,
+            last_error: None,
+            retry_in_ms: None,
+            progress: None,
+        });
+        let ring = Arc::new(Mutex::new(StderrRing::new(spec.stderr_lines, Default::default())));
+        let name = spec.name.clone();
+        let task = tokio::spawn(Runner { spec, cmd: cmd_rx, status: status_tx, ring: ring.clone() }.run());
+        Job { name, cmd: cmd_tx, status: status_rx, ring, task }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<JobStatus> {
+        self.status.clone()
+    }
+
+    /// The last stderr lines (redacted), oldest first.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.ring.lock().expect("ring lock").lines()
+    }
+
+    /// Stops the process (SIGINT → grace → SIGTERM → SIGKILL) and waits for the task to finish.
+    pub async fn stop(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+enum Outcome {
+    Stopped,
+    Failed { reason: String, permanent: bool },
+}
+
+struct Runner {
+    spec: JobSpec,
+    cmd: mpsc::Receiver<Cmd>,
+    status: watch::Sender<JobStatus>,
+    ring: Arc<Mutex<StderrRing>>,
+}
+
+/// Kills the child's whole process group if dropped while armed (task aborted, runtime shut down).
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pgid.take() {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Runner {
+    fn event(&self, e: JobEvent) {
+        if let Some(tx) = &self.spec.events {
+            // Never block the supervisor on a slow event consumer.
+            let _ = tx.try_send(e);
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.spec.backoff);
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let mut stop_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            self.status.send_modify(|s| {
+                s.phase = Phase::Starting;
+                s.retry_in_ms = None;
+            });
+            let started = Instant::now();
+            let prepared = tokio::select! {
+                biased;
+                cmd = self.cmd.recv() => { stop_reply = take_stop(cmd); break; }
+                p = self.spec.args.prepare() => p,
+            };
+            let outcome = match prepared {
+                Err(e) => Outcome::Failed { reason: e.message, permanent: e.permanent },
+                Ok(argv) => self.run_once(argv, &mut backoff, &mut stop_reply).await,
+            };
+            let (reason, permanent) = match outcome {
+                Outcome::Stopped => break,
+                Outcome::Failed { reason, permanent } => (reason, permanent),
+            };
+            let ran = started.elapsed();
+            let mut delay = backoff.on_failure(ran, &mut rng);
+            if permanent {
+                // A human must fix this; retry only at the slowest pace so a fix is picked up.
+                delay = self.spec.backoff.max();
+            }
+            let failures = backoff.failures();
+            let was_degraded = self.status.borrow().degraded;
+            let degraded = failures >= self.spec.degraded_after;
+            tracing::warn!(job = %self.spec.name, %reason, permanent, failures,
+                retry_in_ms = delay.as_millis() as u64, "ffmpeg job failed");
+            self.status.send_modify(|s| {
+                s.phase = Phase::Backoff;
+                s.pid = None;
+                s.consecutive_failures = failures;
+                s.degraded = degraded;
+                s.last_error = Some(reason.clone());
+                s.permanent_error = permanent.then(|| reason.clone());
+                s.retry_in_ms = Some(delay.as_millis() as u64);
+            });
+            self.event(JobEvent::Failed {
+                job: self.spec.name.clone(),
+                reason,
+                permanent,
+                retry_in: delay,
+                failures,
+            });
+            if degraded && !was_degraded {
+                self.event(JobEvent::Degraded { job: self.spec.name.clone(), failures });
+            }
+            tokio::select! {
+                biased;
+                cmd = self.cmd.recv() => { stop_reply = take_stop(cmd); break; }
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.status.send_modify(|s| {
+            s.phase = Phase::Stopped;
+            s.pid = None;
+            s.retry_in_ms = None;
+        });
+        self.event(JobEvent::Stopped { job: self.spec.name.clone() });
+        if let Some(r) = stop_reply {
+            let _ = r.send(());
+        }
+    }
+
+    /// Runs one process until it fails or a stop is requested.
+    async fn run_once(
+        &mut self,
+        argv: Argv,
+        backoff: &mut Backoff,
+        stop_reply: &mut Option<oneshot::Sender<()>>,
+    ) -> Outcome {
+        let name = self.spec.name.clone();
+        let redactor = argv.redactor();
+        {
+            let mut ring = self.ring.lock().expect("ring lock");
+            *ring = StderrRing::new(self.spec.stderr_lines, redactor);
+        }
+        let (prog_read, prog_write) = match std::io::pipe() {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failed { reason: format!("cannot create a pipe: {e}"), permanent: false },
+        };
+        let mut cmd = Command::new(&self.spec.program);
+        cmd.args(argv.expose())
+            .stdin(if self.spec.pipe_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(if self.spec.pipe_stdout { Stdio::piped() } else { Stdio::null() })
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Err(e) = cmd.fd_mappings(vec![FdMapping { parent_fd: OwnedFd::from(prog_write), child_fd: 3 }]) {
+            return Outcome::Failed { reason: format!("fd mapping: {e}"), permanent: true };
+        }
+        tracing::debug!(job = %name, argv = %argv, "starting ffmpeg");
+        let spawned = cmd.spawn();
+        // Our copy of the progress pipe's write end must close, or we would never see EOF.
+        drop(cmd);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let permanent = e.kind() == std::io::ErrorKind::NotFound;
+                return Outcome::Failed {
+                    reason: format!("cannot start {}: {e}", self.spec.program.display()),
+                    permanent,
+                };
+            }
+        };
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let mut guard = GroupGuard { pgid: Some(Pid::from_raw(pid as i32)) };
+        if let Some(reg) = &self.spec.registry {
+            if let Err(e) = reg.register(pid, &name) {
+                tracing::warn!(job = %name, "cannot record pid {pid} in the registry: {e}");
+            }
+        }
+        let starts = self.status.borrow().starts + 1;
+        self.status.send_modify(|s| {
+            s.pid = Some(pid);
+            s.starts = starts;
+            s.progress = None;
+        });
+        self.event(JobEvent::Started { job: name.clone(), pid, start: starts });
+
+        // stderr → bounded ring, continuously.
+        let stderr = child.stderr.take().expect("stderr piped");
+        let ring = self.ring.clone();
+        let job_name = name.clone();
+        let mut stderr_task = tokio::spawn(async move {
+            let mut stderr = stderr;
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match stderr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let lines = ring.lock().expect("ring lock").feed(&buf[..n]);
+                        for l in lines {
+                            tracing::debug!(job = %job_name, "ffmpeg: {l}");
+                        }
+                    }
+                }
+            }
+        });
+        // progress (fd 3) → channel.
+        let (prog_tx, mut prog_rx) = mpsc::channel::<Progress>(16);
+        let progress_task = match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(prog_read)) {
+            Ok(mut rx) => Some(tokio::spawn(async move {
+                let mut parser = ProgressParser::new();
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    match rx.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            for p in parser.feed(&buf[..n]) {
+                                if prog_tx.send(p).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            })),
+            Err(e) => {
+                tracing::warn!(job = %name, "cannot read progress: {e}");
+                None
+            }
+        };
+        // Hand the data pipes to the owner.
+        if let Some(io) = &self.spec.io {
+            let child_io = ChildIo { generation: starts, stdin: child.stdin.take(), stdout: child.stdout.take() };
+            if io.try_send(child_io).is_err() {
+                tracing::warn!(job = %name, "job owner is not taking pipes; the process will fail");
+            }
+        }
+
+        let started = Instant::now();
+        let mut last_out: Option<i64> = None;
+        let mut last_advance = started;
+        let mut got_progress = false;
+        let mut healthy_reset_done = false;
+        let mut last_activity = self.spec.input_activity.as_ref().map(|a| a.load(Ordering::Relaxed));
+        let mut activity_at = started;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                cmd = self.cmd.recv() => {
+                    *stop_reply = take_stop(cmd);
+                    let st = stop_child(&mut child, pid, self.spec.stop_grace).await;
+                    tracing::info!(job = %name, pid, status = %st, "ffmpeg stopped");
+                    break Outcome::Stopped;
+                }
+                st = child.wait() => {
+                    let st = match st { Ok(s) => s.to_string(), Err(e) => e.to_string() };
+                    // Let stderr drain so classification sees FFmpeg's last words.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), &mut stderr_task).await;
+                    let tail = self.ring.lock().expect("ring lock").lines();
+                    let last = tail.last().cloned().unwrap_or_default();
+                    let (kind, reason) = match classify(&tail) {
+                        FailureKind::Permanent(r) => (true, format!("{r} (ffmpeg {st}: {last})")),
+                        FailureKind::Transient => (false, format!("ffmpeg exited ({st}){}", if last.is_empty() { String::new() } else { format!(": {last}") })),
+                    };
+                    break Outcome::Failed { reason, permanent: kind };
+                }
+                Some(p) = prog_rx.recv() => {
+                    if p.out_time_us.is_some() && p.out_time_us != last_out {
+                        last_out = p.out_time_us;
+                        last_advance = Instant::now();
+                        if !got_progress {
+                            got_progress = true;
+                            self.status.send_modify(|s| { s.phase = Phase::Running; s.permanent_error = None; });
+                            self.event(JobEvent::Healthy { job: name.clone(), pid });
+                        }
+                    }
+                    let summary = ProgressSummary::from(&p);
+                    self.status.send_modify(|s| s.progress = Some(summary));
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if let (Some(a), Some(last)) = (&self.spec.input_activity, last_activity.as_mut()) {
+                        let v = a.load(Ordering::Relaxed);
+                        if v != *last { *last = v; activity_at = now; }
+                        if now - activity_at > self.spec.stale_after {
+                            // Nothing to push: silence is expected, not a stall.
+                            last_advance = now;
+                        }
+                    }
+                    let limit = if got_progress { self.spec.stale_after } else { self.spec.first_progress_timeout };
+                    if now - last_advance > limit {
+                        let secs = (now - last_advance).as_secs();
+                        tracing::warn!(job = %name, pid, "no progress for {secs} s: restarting");
+                        stop_child(&mut child, pid, Duration::from_secs(1)).await;
+                        let what = if got_progress { "stalled" } else { "no output after start" };
+                        break Outcome::Failed { reason: format!("{what}: no progress for {secs} s"), permanent: false };
+                    }
+                    if got_progress && !healthy_reset_done && now - started >= self.spec.backoff.reset_after() {
+                        healthy_reset_done = true;
+                        backoff.on_healthy(now - started);
+                        let was = self.status.borrow().degraded;
+                        self.status.send_modify(|s| { s.consecutive_failures = 0; s.degraded = false; s.last_error = None; });
+                        if was { self.event(JobEvent::Recovered { job: name.clone() }); }
+                    }
+                }
+            }
+        };
+        // The child has been reaped (wait or stop_child): its pid is no longer ours to signal.
+        guard.pgid = None;
+        if let Some(reg) = &self.spec.registry {
+            reg.unregister(pid);
+        }
+        stderr_task.abort();
+        if let Some(t) = progress_task {
+            t.abort();
+        }
+        outcome
+    }
+}
+
+fn take_stop(cmd: Option<Cmd>) -> Option<oneshot::Sender<()>> {
+    match cmd {
+        Some(Cmd::Stop(tx)) => Some(tx),
+        None => None,
+    }
+}
+
+/// SIGINT (FFmpeg's graceful stop), then SIGTERM, then SIGKILL, to the whole process group.
+async fn stop_child(child: &mut Child, pid: u32, grace: Duration) -> ExitStatus {
+    let pg = Pid::from_raw(pid as i32);
+    for (sig, wait) in [(Signal::SIGINT, grace), (Signal::SIGTERM, Duration::from_secs(2))] {
+        let _ = killpg(pg, sig);
+        if let Ok(Ok(st)) = tokio::time::timeout(wait, child.wait()).await {
+            return st;
+        }
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
+    child.wait().await.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9))
+}

@@ -1,0 +1,15 @@
+//! FFmpeg supervision (DESIGN §2 "FFmpeg supervision"): one module, one authority over every FFmpeg
+//! process the agent runs.
+//!
+//! - [`job`]: the job handle + owning task (spawn, health from progress, backoff, stop escalation).
+//! - [`argv`]: argument lists with masked secrets.
+//! - [`progress`]: the `-progress` parser. [`ring`]: bounded stderr. [`classify`]: permanent vs transient.
+//! - [`backoff`]: full-jitter exponential backoff. [`registry`]: on-disk pids, reaping leftovers.
+
+pub mod argv;
+pub mod backoff;
+pub mod classify;
+pub mod job;
+pub mod progress;
+pub mod registry;
+pub mod ring;

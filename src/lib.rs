@@ -1,0 +1,20 @@
+//! vistter-agent: the edge agent of the VistterStream camera-streaming appliance.
+//!
+//! Map of the crate (DESIGN §6):
+//! - [`cli`]: the `vistter-agent` command line; [`config`]: file ← env ← flags.
+//! - [`daemon`]: `run`, the reconcile loop that owns every media job.
+//! - [`store`]: SQLite (WAL) with cameras, destinations, relay streams, events; secrets sealed.
+//! - [`ffmpeg`]: the FFmpeg supervisor (jobs, progress, backoff, pid registry).
+//! - [`media`]: fan-out, pushers, relay mode, destination presets, camera probing, hwaccel.
+//! - [`secret`]: `Secret` (prints `***`) and the redactor for FFmpeg output.
+//! - [`error`]: process exit codes.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod ffmpeg;
+pub mod media;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,64 @@
+//! The media pipeline (DESIGN §2). For now: relay mode (one camera, copied, to many destinations)
+//! built on the fan-out and per-destination pushers that the program bus will reuse.
+//!
+//! - [`flv`]: FLV tag reader. [`fanout`]: cached headers + GOP, one bounded queue per destination.
+//! - [`pusher`]: one supervised FFmpeg per destination ingest. [`relay`]: camera ingest → fan-out.
+//! - [`destination`]: platform presets and validation. [`probe`]: ffprobe of cameras.
+//! - [`hwaccel`]: hardware H.264 encoder probing.
+
+pub mod destination;
+pub mod fanout;
+pub mod flv;
+pub mod hwaccel;
+pub mod probe;
+pub mod pusher;
+pub mod relay;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::ffmpeg::backoff::BackoffPolicy;
+use crate::ffmpeg::job::JobEvent;
+use crate::ffmpeg::registry::Registry;
+
+/// What every media job needs from the agent: binaries, supervision settings, where to report.
+#[derive(Clone)]
+pub struct MediaEnv {
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+    pub backoff: BackoffPolicy,
+    pub stale: Duration,
+    pub ingest_stale: Duration,
+    pub first_progress_timeout: Duration,
+    pub rtsp_timeout: Duration,
+    pub degraded_after: u32,
+    pub stop_grace: Duration,
+    pub stderr_lines: usize,
+    pub queue_bytes: usize,
+    pub registry: Registry,
+    pub events: mpsc::Sender<JobEvent>,
+}
+
+impl MediaEnv {
+    pub fn new(cfg: &Config, registry: Registry, events: mpsc::Sender<JobEvent>) -> MediaEnv {
+        let f = &cfg.ffmpeg;
+        MediaEnv {
+            ffmpeg: f.path.clone(),
+            ffprobe: f.ffprobe.clone(),
+            backoff: cfg.backoff().expect("validated with the config"),
+            stale: Duration::from_secs(f.stale_s),
+            ingest_stale: Duration::from_secs(f.ingest_stale_s),
+            first_progress_timeout: Duration::from_secs(f.first_progress_timeout_s),
+            rtsp_timeout: Duration::from_secs(f.rtsp_timeout_s),
+            degraded_after: f.degraded_after,
+            stop_grace: Duration::from_secs(f.stop_grace_s),
+            stderr_lines: f.stderr_lines,
+            queue_bytes: cfg.relay.queue_bytes,
+            registry,
+            events,
+        }
+    }
+}

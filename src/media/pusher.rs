@@ -1,0 +1,135 @@
+//! A pusher: one supervised FFmpeg per destination ingest, fed from the fan-out.
+//!
+//! `ffmpeg -f flv -i pipe:0 -c copy -f flv URL`. Each (re)start of the process gets a fresh
+//! subscription, so it begins with the FLV header, sequence headers and the last keyframe. The
+//! pusher's backoff is its own: a dead destination never delays another.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::destination::{Ingest, OutputTarget};
+use super::fanout::{Fanout, SubStats};
+use super::MediaEnv;
+use crate::ffmpeg::argv::{common_prefix, Argv};
+use crate::ffmpeg::job::{ChildIo, Job, JobSpec, JobStatus};
+
+pub struct Pusher {
+    target: OutputTarget,
+    job: Job,
+    writer: tokio::task::JoinHandle<()>,
+    stats: Arc<Mutex<SubStats>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PusherStatus {
+    pub destination: String,
+    pub ingest: Ingest,
+    pub url: String,
+    #[serde(flatten)]
+    pub job: JobStatus,
+    pub queue: SubStats,
+}
+
+pub fn pusher_args(t: &OutputTarget) -> Argv {
+    let mut a = common_prefix().args(["-f", "flv", "-i", "pipe:0", "-map", "0", "-c", "copy"]);
+    if let Some(tls) = &t.tls {
+        a = a.args(["-tls_verify", if tls.verify { "1" } else { "0" }]);
+        if let Some(ca) = &tls.ca_file {
+            a = a.arg("-ca_file").arg(ca.to_string_lossy());
+        }
+    }
+    a.args(["-f", "flv", "-flvflags", "no_duration_filesize"]).masked(
+        t.url.clone(),
+        t.shown.clone(),
+        std::slice::from_ref(&t.key),
+    )
+}
+
+impl Pusher {
+    pub fn start(job_prefix: &str, fanout: &Fanout, target: OutputTarget, env: &MediaEnv) -> Pusher {
+        let offered = Arc::new(AtomicU64::new(0));
+        let (io_tx, io_rx) = mpsc::channel(4);
+        let suffix = match target.ingest {
+            Ingest::Primary => String::new(),
+            Ingest::Backup => ":backup".into(),
+        };
+        let job = Job::spawn(JobSpec {
+            name: format!("{job_prefix}/push:{}{suffix}", target.destination_id),
+            program: env.ffmpeg.clone(),
+            args: Arc::new(pusher_args(&target)),
+            pipe_stdin: true,
+            pipe_stdout: false,
+            stale_after: env.stale,
+            first_progress_timeout: env.first_progress_timeout,
+            input_activity: Some(offered.clone()),
+            backoff: env.backoff,
+            degraded_after: env.degraded_after,
+            stop_grace: env.stop_grace,
+            stderr_lines: env.stderr_lines,
+            io: Some(io_tx),
+            events: Some(env.events.clone()),
+            registry: Some(env.registry.clone()),
+        });
+        let stats = Arc::new(Mutex::new(SubStats::default()));
+        let writer = tokio::spawn(feed(fanout.clone(), io_rx, offered, stats.clone()));
+        Pusher { target, job, writer, stats }
+    }
+
+    pub fn target(&self) -> &OutputTarget {
+        &self.target
+    }
+
+    pub fn status(&self) -> PusherStatus {
+        PusherStatus {
+            destination: self.target.destination_id.clone(),
+            ingest: self.target.ingest,
+            url: self.target.shown.clone(),
+            job: self.job.status(),
+            queue: *self.stats.lock().expect("stats lock"),
+        }
+    }
+
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.job.stderr_tail()
+    }
+
+    pub async fn stop(self) {
+        self.writer.abort();
+        self.job.stop().await;
+    }
+}
+
+/// Writes the fan-out into each generation's stdin; a new generation gets a new subscription.
+async fn feed(
+    fanout: Fanout,
+    mut io_rx: mpsc::Receiver<ChildIo>,
+    offered: Arc<AtomicU64>,
+    stats: Arc<Mutex<SubStats>>,
+) {
+    let mut next = io_rx.recv().await;
+    while let Some(io) = next.take() {
+        let Some(mut stdin) = io.stdin else { break };
+        let sub = fanout.subscribe(offered.clone());
+        let mut batch = Vec::new();
+        'gen: loop {
+            tokio::select! {
+                biased;
+                newer = io_rx.recv() => { next = newer; break 'gen; }
+                more = sub.next_batch(&mut batch) => {
+                    if more.is_none() { let _ = stdin.shutdown().await; return; }
+                    for b in batch.drain(..) {
+                        if stdin.write_all(&b).await.is_err() {
+                            // The process died; the supervisor will hand us the next one.
+                            next = io_rx.recv().await;
+                            break 'gen;
+                        }
+                    }
+                    *stats.lock().expect("stats lock") = sub.stats();
+                }
+            }
+        }
+    }
+}

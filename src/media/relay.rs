@@ -1,0 +1,249 @@
+//! Relay mode (DESIGN §2): one camera copied, without transcoding, to several destinations.
+//!
+//! The ingest FFmpeg (`-rtsp_transport tcp -timeout … -i URL -c:v copy … -f flv pipe:1`) is probed
+//! before every start: camera AAC is copied, other audio is converted to AAC, and a camera without
+//! audio gets silent AAC (YouTube drops audio-less streams after ~40 s; LESSONS 14). Its FLV goes
+//! through the fan-out to one pusher per destination ingest. A camera restart is absorbed by the
+//! fan-out's timestamp rebasing, so healthy destinations keep their connections.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{join_all, BoxFuture};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::destination::{Ingest, OutputTarget};
+use super::fanout::Fanout;
+use super::flv::FlvReader;
+use super::probe::{probe_camera, CameraProbe, CameraSource, ProbeError};
+use super::pusher::{Pusher, PusherStatus};
+use super::MediaEnv;
+use crate::ffmpeg::argv::{common_prefix, Argv};
+use crate::ffmpeg::job::{ArgSource, ChildIo, Job, JobSpec, JobStatus, Phase, PrepareError};
+
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    pub id: String,
+    pub camera: CameraSource,
+    pub outputs: Vec<OutputTarget>,
+}
+
+/// Builds the ingest's argv from the camera as it is now.
+pub fn ingest_args(cam: &CameraSource, probe: &CameraProbe, rtsp_timeout: Duration) -> Result<Argv, PrepareError> {
+    match probe.video_codec.as_deref() {
+        Some("h264") => {}
+        other => {
+            return Err(PrepareError {
+                message: format!(
+                    "camera {} sends {} video; relay mode needs H.264 (use a program to transcode)",
+                    cam.camera_id,
+                    other.unwrap_or("unknown")
+                ),
+                permanent: true,
+            })
+        }
+    }
+    let mut a = common_prefix();
+    if cam.url.expose().starts_with("rtsp") {
+        a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
+    }
+    a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
+    let silent = probe.audio_codec.is_none();
+    if silent {
+        a = a.args(["-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000"]);
+    }
+    a = a.args(["-map", "0:v:0", "-c:v", "copy"]);
+    a = match probe.audio_codec.as_deref() {
+        Some("aac") => a.args(["-map", "0:a:0", "-c:a", "copy"]),
+        Some(_) => a.args(["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]),
+        // -shortest: when the camera ends, the endless silence must not keep FFmpeg alive.
+        None => a.args(["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-shortest"]),
+    };
+    Ok(a.args(["-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1"]))
+}
+
+struct IngestArgs {
+    ffprobe: std::path::PathBuf,
+    camera: CameraSource,
+    rtsp_timeout: Duration,
+}
+
+impl ArgSource for IngestArgs {
+    fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
+        let (ffprobe, cam, t) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout);
+        Box::pin(async move {
+            let probe = probe_camera(&ffprobe, &cam, t).await.map_err(|e| PrepareError {
+                permanent: matches!(e, ProbeError::Tool(_)) || e.to_string().contains("401"),
+                message: e.to_string(),
+            })?;
+            ingest_args(&cam, &probe, t)
+        })
+    }
+}
+
+pub struct Relay {
+    id: String,
+    camera: CameraSource,
+    fanout: Fanout,
+    ingest: Job,
+    reader: tokio::task::JoinHandle<()>,
+    pushers: BTreeMap<(String, Ingest), Pusher>,
+    env: MediaEnv,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayStatus {
+    pub id: String,
+    /// live · starting · reconnecting · degraded · failed · stopped
+    pub state: &'static str,
+    pub camera: String,
+    pub camera_url: String,
+    pub ingest: JobStatus,
+    pub outputs: Vec<PusherStatus>,
+}
+
+pub fn state_of(job: &JobStatus) -> &'static str {
+    match job.phase {
+        Phase::Running => "live",
+        Phase::Starting => "starting",
+        Phase::Stopped => "stopped",
+        Phase::Backoff if job.permanent_error.is_some() => "failed",
+        Phase::Backoff if job.degraded => "degraded",
+        Phase::Backoff => "reconnecting",
+    }
+}
+
+impl Relay {
+    pub fn start(spec: RelaySpec, env: &MediaEnv) -> Relay {
+        let fanout = Fanout::new(env.queue_bytes);
+        let (io_tx, io_rx) = mpsc::channel(4);
+        let ingest = Job::spawn(JobSpec {
+            name: format!("relay:{}/ingest", spec.id),
+            program: env.ffmpeg.clone(),
+            args: Arc::new(IngestArgs {
+                ffprobe: env.ffprobe.clone(),
+                camera: spec.camera.clone(),
+                rtsp_timeout: env.rtsp_timeout,
+            }),
+            pipe_stdin: false,
+            pipe_stdout: true,
+            stale_after: env.ingest_stale,
+            first_progress_timeout: env.first_progress_timeout,
+            input_activity: None,
+            backoff: env.backoff,
+            degraded_after: env.degraded_after,
+            stop_grace: env.stop_grace,
+            stderr_lines: env.stderr_lines,
+            io: Some(io_tx),
+            events: Some(env.events.clone()),
+            registry: Some(env.registry.clone()),
+        });
+        let reader = tokio::spawn(read_ingest(spec.id.clone(), fanout.clone(), io_rx));
+        let mut relay = Relay {
+            id: spec.id,
+            camera: spec.camera,
+            fanout,
+            ingest,
+            reader,
+            pushers: BTreeMap::new(),
+            env: env.clone(),
+        };
+        for t in spec.outputs {
+            relay.add_output(t);
+        }
+        relay
+    }
+
+    fn add_output(&mut self, t: OutputTarget) {
+        let key = (t.destination_id.clone(), t.ingest);
+        let p = Pusher::start(&format!("relay:{}", self.id), &self.fanout, t, &self.env);
+        self.pushers.insert(key, p);
+    }
+
+    /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones
+    /// stop; untouched ones are not disturbed.
+    pub async fn set_outputs(&mut self, outputs: Vec<OutputTarget>) {
+        let wanted: BTreeMap<(String, Ingest), OutputTarget> =
+            outputs.into_iter().map(|t| ((t.destination_id.clone(), t.ingest), t)).collect();
+        let stale: Vec<(String, Ingest)> = self
+            .pushers
+            .iter()
+            .filter(|(k, p)| wanted.get(*k) != Some(p.target()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut stopping = Vec::new();
+        for k in stale {
+            if let Some(p) = self.pushers.remove(&k) {
+                tracing::info!(relay = %self.id, destination = %k.0, "removing destination");
+                stopping.push(p.stop());
+            }
+        }
+        join_all(stopping).await;
+        for (k, t) in wanted {
+            if !self.pushers.contains_key(&k) {
+                tracing::info!(relay = %self.id, destination = %k.0, url = %t.shown, "adding destination");
+                self.add_output(t);
+            }
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn status(&self) -> RelayStatus {
+        let ingest = self.ingest.status();
+        RelayStatus {
+            id: self.id.clone(),
+            state: state_of(&ingest),
+            camera: self.camera.camera_id.clone(),
+            camera_url: self.camera.shown.clone(),
+            ingest,
+            outputs: self.pushers.values().map(Pusher::status).collect(),
+        }
+    }
+
+    pub fn ingest_stderr(&self) -> Vec<String> {
+        self.ingest.stderr_tail()
+    }
+
+    /// Stops everything; destinations get a clean end of stream.
+    pub async fn stop(self) {
+        let pushers = self.pushers.into_values().map(Pusher::stop);
+        let ingest = self.ingest.stop();
+        let (_, _) = tokio::join!(join_all(pushers), ingest);
+        self.fanout.close();
+        self.reader.abort();
+    }
+}
+
+/// Reads each ingest generation's stdout as FLV into the fan-out.
+async fn read_ingest(id: String, fanout: Fanout, mut io_rx: mpsc::Receiver<ChildIo>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(io) = io_rx.recv().await {
+        let Some(mut out) = io.stdout else { continue };
+        let mut reader = FlvReader::new();
+        'gen: loop {
+            match out.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    reader.push(&buf[..n]);
+                    loop {
+                        match reader.next_item() {
+                            Ok(Some(item)) => fanout.push(item),
+                            Ok(None) => break,
+                            Err(e) => {
+                                // Dropping stdout makes FFmpeg fail on its next write; it restarts.
+                                tracing::error!(relay = %id, "ingest produced bad FLV: {e}");
+                                break 'gen;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

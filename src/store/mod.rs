@@ -1,0 +1,97 @@
+//! The agent's SQLite store (WAL), shared by the daemon and the CLI.
+//!
+//! The CLI writes desired state (cameras, destinations, relay streams) and the daemon reconciles
+//! toward it and writes back what it observes; SQLite in WAL mode with a busy timeout lets both
+//! processes use the file at once. Secrets are sealed with the device key ([`crypto`]) and come back
+//! out only as [`Secret`](crate::secret::Secret). One file per table group.
+
+pub mod cameras;
+pub mod crypto;
+pub mod destinations;
+pub mod events;
+pub mod relays;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crypto::{CryptoError, DeviceKey};
+
+pub use cameras::{Camera, CameraError, NewCamera};
+pub use destinations::Destination;
+pub use events::{Event, Severity};
+pub use relays::{Desired, RelayRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} {id:?} already exists")]
+    Exists { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Store {
+    pool: SqlitePool,
+    key: DeviceKey,
+}
+
+/// Ids are chosen by operators and appear in commands, logs and file names: keep them plain.
+pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid {kind} id {id:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )))
+    }
+}
+
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats")
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/agent.db` and the device key, and migrates.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        let key = DeviceKey::load_or_create(&data_dir.join("device.key"))?;
+        let url = format!("sqlite://{}", data_dir.join("agent.db").display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, key })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,147 @@
+//! Relay streams: the desired state (written by the CLI, survives restarts) and the state the daemon
+//! last reported.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now, validate_id, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Live,
+    Stopped,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Live => "live",
+            Desired::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayRow {
+    pub id: String,
+    pub camera_id: String,
+    pub destinations: Vec<String>,
+    pub desired: Desired,
+    /// As last reported by the daemon.
+    pub state: String,
+    #[serde(skip)]
+    pub status_json: Option<String>,
+    pub updated_at: String,
+}
+
+impl Store {
+    /// Creates or updates a relay stream and sets it to `desired`.
+    pub async fn put_relay(&self, id: &str, camera_id: &str, destinations: &[String], desired: Desired) -> Result<(), StoreError> {
+        validate_id("stream", id)?;
+        self.camera(camera_id).await?;
+        if destinations.is_empty() {
+            return Err(StoreError::Invalid("a stream needs at least one destination".into()));
+        }
+        for d in destinations {
+            self.destination(d).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO relay_streams (id, camera_id, desired, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET camera_id = excluded.camera_id, desired = excluded.desired,
+             updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(camera_id)
+        .bind(desired.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM relay_destinations WHERE relay_id = ?").bind(id).execute(&mut *tx).await?;
+        for d in destinations {
+            sqlx::query("INSERT INTO relay_destinations (relay_id, destination_id) VALUES (?, ?)")
+                .bind(id)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_relay_desired(&self, id: &str, desired: Desired) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE relay_streams SET desired = ?, updated_at = ? WHERE id = ?")
+            .bind(desired.as_str())
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: "stream", id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Sets every stream to stopped (emergency stop); returns how many were live.
+    pub async fn stop_all_relays(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("UPDATE relay_streams SET desired = 'stopped', updated_at = ? WHERE desired = 'live'")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn remove_relay(&self, id: &str) -> Result<(), StoreError> {
+        let r = sqlx::query("DELETE FROM relay_streams WHERE id = ?").bind(id).execute(&self.pool).await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: "stream", id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    pub async fn relays(&self) -> Result<Vec<RelayRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM relay_streams ORDER BY id").fetch_all(&self.pool).await?;
+        let links = sqlx::query("SELECT relay_id, destination_id FROM relay_destinations ORDER BY destination_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: String = r.get("id");
+                RelayRow {
+                    destinations: links
+                        .iter()
+                        .filter(|l| l.get::<String, _>("relay_id") == id)
+                        .map(|l| l.get("destination_id"))
+                        .collect(),
+                    camera_id: r.get("camera_id"),
+                    desired: if r.get::<String, _>("desired") == "live" { Desired::Live } else { Desired::Stopped },
+                    state: r.get("state"),
+                    status_json: r.get("status_json"),
+                    updated_at: r.get("updated_at"),
+                    id,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn relay(&self, id: &str) -> Result<RelayRow, StoreError> {
+        self.relays()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::NotFound { kind: "stream", id: id.to_string() })
+    }
+
+    /// The daemon's report; does not touch `updated_at` (that tracks the desired state).
+    pub async fn report_relay(&self, id: &str, state: &str, status_json: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE relay_streams SET state = ?, status_json = ? WHERE id = ?")
+            .bind(state)
+            .bind(status_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

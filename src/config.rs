@@ -117,7 +117,9 @@ impl Default for FfmpegConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { queue_bytes: 8 * 1024 * 1024 }
+        RelayConfig {
+            queue_bytes: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -141,7 +143,11 @@ pub struct Sources<'a> {
 impl Config {
     /// Loads from the process environment, `--config` (or the default path if it exists) and flags.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
-        Config::load_from(Sources { file, env: std::env::vars().collect(), overrides })
+        Config::load_from(Sources {
+            file,
+            env: std::env::vars().collect(),
+            overrides,
+        })
     }
 
     pub fn load_from(src: Sources<'_>) -> Result<Config, ConfigError> {
@@ -157,15 +163,25 @@ impl Config {
         // Only VISTTER_* variables; VISTTER_CONFIG names the file itself and is not a key.
         let mut env = figment::value::Dict::new();
         for (name, value) in src.env {
-            let Some(key) = name.strip_prefix("VISTTER_") else { continue };
+            let Some(key) = name.strip_prefix("VISTTER_") else {
+                continue;
+            };
             if key == "CONFIG" || key.is_empty() {
                 continue;
             }
             let path: Vec<String> = key.to_lowercase().split("__").map(str::to_string).collect();
-            insert_path(&mut env, &path, value.parse().expect("figment values parse infallibly"));
+            insert_path(
+                &mut env,
+                &path,
+                value.parse().expect("figment values parse infallibly"),
+            );
         }
-        fig = fig.merge(Serialized::defaults(env)).merge(Serialized::defaults(src.overrides));
-        let cfg: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        fig = fig
+            .merge(Serialized::defaults(env))
+            .merge(Serialized::defaults(src.overrides));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -185,7 +201,8 @@ impl Config {
         if self.reconcile_interval_ms < 50 {
             return bad("reconcile_interval_ms must be at least 50");
         }
-        self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
+        self.backoff()
+            .map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
         Ok(())
     }
 
@@ -206,7 +223,9 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
             dict.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
             if let Value::Dict(_, inner) = entry {
                 insert_path(inner, rest, value);
             }
@@ -216,7 +235,10 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
 
 /// figment's errors name the key and the source; flatten them to one readable line each.
 fn describe(e: figment::Error) -> String {
-    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -226,7 +248,10 @@ mod tests {
     fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(Sources {
             file,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             overrides: Overrides::default(),
         })
     }
@@ -242,7 +267,11 @@ mod tests {
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "data_dir = \"/a\"\n[ffmpeg]\nstale_s = 7\npath = \"/x/ffmpeg\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "data_dir = \"/a\"\n[ffmpeg]\nstale_s = 7\npath = \"/x/ffmpeg\"\n",
+        )
+        .unwrap();
         let c = load(Some(&p), &[("VISTTER_FFMPEG__STALE_S", "9")]).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/a"));
         assert_eq!(c.ffmpeg.stale_s, 9);
@@ -250,7 +279,10 @@ mod tests {
         let c = Config::load_from(Sources {
             file: Some(&p),
             env: vec![],
-            overrides: Overrides { data_dir: Some("/b".into()), log_level: None },
+            overrides: Overrides {
+                data_dir: Some("/b".into()),
+                log_level: None,
+            },
         })
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/b"));
@@ -263,13 +295,18 @@ mod tests {
         std::fs::write(&p, "[ffmpeg]\nstale_seconds = 7\n").unwrap();
         let e = load(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("stale_seconds"), "{e}");
-        let e = load(None, &[("VISTTER_BOGUS", "1")]).unwrap_err().to_string();
+        let e = load(None, &[("VISTTER_BOGUS", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]
     fn missing_explicit_file_and_bad_values() {
-        assert!(matches!(load(Some(Path::new("/nonexistent.toml")), &[]), Err(ConfigError::Missing(_))));
+        assert!(matches!(
+            load(Some(Path::new("/nonexistent.toml")), &[]),
+            Err(ConfigError::Missing(_))
+        ));
         let e = load(None, &[("VISTTER_FFMPEG__BACKOFF_INITIAL_MS", "90000")]).unwrap_err();
         assert!(e.to_string().contains("backoff"), "{e}");
         let e = load(None, &[("VISTTER_FFMPEG__STALE_S", "soon")]).unwrap_err();

@@ -117,7 +117,9 @@ impl FlvReader {
                 return Err(FlvError::BadHeader { version, size });
             }
             self.header_done = true;
-            return Ok(Some(Item::Header(self.buf.split_to(HEADER_LEN + 4).freeze())));
+            return Ok(Some(Item::Header(
+                self.buf.split_to(HEADER_LEN + 4).freeze(),
+            )));
         }
         if self.buf.len() < TAG_HEADER_LEN {
             return Ok(None);
@@ -147,7 +149,11 @@ impl FlvReader {
         let data = tag.split_to(size).freeze();
         // The trailing PreviousTagSize is not checked: some muxers write it wrong, and it carries
         // nothing we need.
-        Ok(Some(Item::Tag(Tag { kind, timestamp: ts, data })))
+        Ok(Some(Item::Tag(Tag {
+            kind,
+            timestamp: ts,
+            data,
+        })))
     }
 }
 
@@ -161,13 +167,41 @@ pub(crate) mod tests {
     pub fn sample_stream() -> Vec<u8> {
         let mut v = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
         let tags = [
-            Tag { kind: TagKind::Script, timestamp: 0, data: Bytes::from_static(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09") },
-            Tag { kind: TagKind::Video, timestamp: 0, data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]) },
-            Tag { kind: TagKind::Audio, timestamp: 0, data: Bytes::from_static(&[0xaf, 0, 0x11, 0x90]) },
-            Tag { kind: TagKind::Video, timestamp: 0, data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]) },
-            Tag { kind: TagKind::Audio, timestamp: 21, data: Bytes::from_static(&[0xaf, 1, 0x21, 0x10]) },
-            Tag { kind: TagKind::Video, timestamp: 40, data: Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]) },
-            Tag { kind: TagKind::Video, timestamp: 0x0100_0050, data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]) },
+            Tag {
+                kind: TagKind::Script,
+                timestamp: 0,
+                data: Bytes::from_static(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09"),
+            },
+            Tag {
+                kind: TagKind::Video,
+                timestamp: 0,
+                data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+            },
+            Tag {
+                kind: TagKind::Audio,
+                timestamp: 0,
+                data: Bytes::from_static(&[0xaf, 0, 0x11, 0x90]),
+            },
+            Tag {
+                kind: TagKind::Video,
+                timestamp: 0,
+                data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
+            },
+            Tag {
+                kind: TagKind::Audio,
+                timestamp: 21,
+                data: Bytes::from_static(&[0xaf, 1, 0x21, 0x10]),
+            },
+            Tag {
+                kind: TagKind::Video,
+                timestamp: 40,
+                data: Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]),
+            },
+            Tag {
+                kind: TagKind::Video,
+                timestamp: 0x0100_0050,
+                data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
+            },
         ];
         for t in &tags {
             v.extend_from_slice(&t.encode());
@@ -192,7 +226,10 @@ pub(crate) mod tests {
         let items = read_all(&sample_stream(), 7).unwrap();
         assert_eq!(items.len(), 8);
         assert!(matches!(&items[0], Item::Header(h) if h.len() == 13));
-        let tags: Vec<&Tag> = items.iter().filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None }).collect();
+        let tags: Vec<&Tag> = items
+            .iter()
+            .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
+            .collect();
         assert_eq!(tags[0].kind, TagKind::Script);
         assert!(tags[1].is_sequence_header() && tags[1].is_keyframe());
         assert!(tags[2].is_sequence_header());
@@ -217,13 +254,19 @@ pub(crate) mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert_eq!(read_all(b"RIFF\x00\x00\x00\x00WAVEfmt ", 4).unwrap_err(), FlvError::BadSignature);
+        assert_eq!(
+            read_all(b"RIFF\x00\x00\x00\x00WAVEfmt ", 4).unwrap_err(),
+            FlvError::BadSignature
+        );
         let mut s = sample_stream();
         s[13] = 0x07; // first tag type
         assert_eq!(read_all(&s, 64).unwrap_err(), FlvError::BadTagType(7));
         let mut s = sample_stream();
         s[14] = 0xff; // tag size 16 MiB-ish
-        assert!(matches!(read_all(&s, 64).unwrap_err(), FlvError::TagTooLarge(_)));
+        assert!(matches!(
+            read_all(&s, 64).unwrap_err(),
+            FlvError::TagTooLarge(_)
+        ));
     }
 
     #[test]

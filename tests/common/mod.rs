@@ -6,11 +6,13 @@
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
+mod agent;
 mod camera;
 mod ingest;
 mod probe;
 mod proc;
 
+pub use agent::{alive, tail, TestAgent, AGENT_BIN};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};
 pub use ingest::{RtmpIngest, RTMP_MODULE};
 pub use probe::{codecs_of, max_gap, packet_times, probe_duration, probe_streams, StreamInfo};

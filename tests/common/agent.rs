@@ -1,0 +1,264 @@
+//! `TestAgent`: the real `vistter-agent` binary with a private data dir, its CLI, and its daemon
+//! (`run`) as a guarded child. The daemon logs at debug level into a file the test can read
+//! (the secrets test searches it).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::proc::ProcGuard;
+
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_vistter-agent");
+
+pub struct TestAgent {
+    dir: tempfile::TempDir,
+    daemon: Option<ProcGuard>,
+}
+
+impl TestAgent {
+    /// A fresh data dir and config (fast reconcile), no daemon yet.
+    pub fn new() -> TestAgent {
+        super::require_bin("ffmpeg");
+        super::require_bin("ffprobe");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "data_dir = \"{}\"\nreconcile_interval_ms = 200\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        TestAgent { dir, daemon: None }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    fn base(&self) -> Command {
+        let mut c = Command::new(AGENT_BIN);
+        c.arg("--config").arg(self.dir.path().join("config.toml"));
+        c.env_remove("VISTTER_CONFIG");
+        c
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let out = self
+            .base()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vistter-agent");
+        out
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "vistter-agent {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Starts the daemon (`run`); its stderr is appended to the log file.
+    pub fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = self.base();
+        cmd.args(["--log-level", "vistter_agent=debug", "run"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.daemon = Some(ProcGuard::spawn("vistter-agent run", &mut cmd));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(ProcGuard::pid)
+    }
+
+    /// SIGKILL the daemon (its FFmpeg children are left behind, as after a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.signal(Signal::SIGTERM);
+            assert!(
+                d.wait_timeout(Duration::from_secs(20)).is_some(),
+                "agent did not stop on SIGTERM"
+            );
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `stream status ID --json`: `{stream, status, events}`.
+    pub fn status(&self, id: &str) -> Value {
+        let out = self.ok(&["stream", "status", id, "--json"]);
+        let v: Value = serde_json::from_str(&out).expect("status json");
+        v[0].clone()
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        self.status(id)["stream"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Polls until `pred(status)` holds; returns the elapsed time, or panics with the last status.
+    pub fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let s = self.status(id);
+            if pred(&s) {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; status: {s:#}\nlog tail:\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the stream is live with every output running.
+    pub fn wait_live(&self, id: &str, timeout: Duration) -> Duration {
+        self.wait_for(id, timeout, "stream live with all outputs running", |s| {
+            s["stream"]["state"] == "live"
+                && s["status"]["outputs"]
+                    .as_array()
+                    .is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))
+        })
+    }
+
+    /// Pids of the FFmpeg processes the daemon reports for a stream (ingest first).
+    pub fn ffmpeg_pids(&self, id: &str) -> Vec<u32> {
+        let s = self.status(id);
+        let mut v: Vec<u32> = s["status"]["ingest"]["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+            .into_iter()
+            .collect();
+        for o in s["status"]["outputs"].as_array().into_iter().flatten() {
+            if let Some(p) = o["pid"].as_u64() {
+                v.push(p as u32);
+            }
+        }
+        v
+    }
+
+    /// Adds a camera, destinations (custom RTMP, one per ingest URL, key `key_i`), and a stream.
+    pub fn relay_setup(&self, stream: &str, camera_url: &str, ingests: &[(String, String)]) {
+        self.ok(&["camera", "add", "cam1", "--url", camera_url]);
+        let mut args = vec![
+            "stream".to_string(),
+            "start".into(),
+            stream.into(),
+            "--camera".into(),
+            "cam1".into(),
+        ];
+        for (i, (url, key)) in ingests.iter().enumerate() {
+            let id = format!("d{}", i + 1);
+            self.ok(&[
+                "destination",
+                "add",
+                &id,
+                "--platform",
+                "custom",
+                "--url",
+                url,
+                "--key",
+                key,
+            ]);
+            args.push("--destination".into());
+            args.push(id);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&args);
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.signal(Signal::SIGTERM);
+            if d.wait_timeout(Duration::from_secs(15)).is_none() {
+                d.kill();
+            }
+        }
+        // Whatever a killed daemon left behind: its registry names the pids (and start times).
+        reap_registry(&self.data_dir().join("run").join("ffmpeg"));
+    }
+}
+
+fn reap_registry(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let (Some(pid), Some(ticks)) = (v["pid"].as_u64(), v["start_ticks"].as_u64()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let same = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(19))
+            .and_then(|t| t.parse::<u64>().ok())
+            == Some(ticks);
+        if same {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}

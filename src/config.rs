@@ -86,7 +86,7 @@ pub struct RelayConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            data_dir: PathBuf::from("/var/lib/vistter-agent"),
+            data_dir: default_data_dir(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             reconcile_interval_ms: 500,
@@ -120,6 +120,15 @@ impl Default for RelayConfig {
         RelayConfig {
             queue_bytes: 8 * 1024 * 1024,
         }
+    }
+}
+
+/// `/var/lib/vistter-agent` for root (the appliance), `~/.local/share/vistter-agent` otherwise.
+fn default_data_dir() -> PathBuf {
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    match std::env::var_os("HOME") {
+        Some(home) if !root => PathBuf::from(home).join(".local/share/vistter-agent"),
+        _ => PathBuf::from("/var/lib/vistter-agent"),
     }
 }
 

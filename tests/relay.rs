@@ -294,3 +294,69 @@ fn after_a_crash_the_agent_reaps_its_own_ffmpeg_and_resumes() {
     });
     agent.stop();
 }
+
+/// Destinations are added and removed while live: the newcomer receives within a few seconds and
+/// the others get no new recording; a removed one ends while the others carry on.
+#[test]
+fn destinations_attach_and_detach_while_live() {
+    let cam = RtspCamera::start("smpte");
+    let ingests = [
+        RtmpIngest::start(),
+        RtmpIngest::start(),
+        RtmpIngest::start(),
+    ];
+    let mut agent = setup("r1", &cam, &[&ingests[0], &ingests[1]]);
+    agent.ok(&[
+        "destination",
+        "add",
+        "d3",
+        "--platform",
+        "custom",
+        "--url",
+        &ingests[2].url(),
+        "--key",
+        KEYS[2],
+    ]);
+    agent.spawn();
+    agent.wait_live("r1", Duration::from_secs(30));
+    let pids_before = agent.ffmpeg_pids("r1");
+    let t = std::time::Instant::now();
+    agent.ok(&["stream", "attach", "r1", "d3"]);
+    ingests[2].wait_for_recordings(1, Duration::from_secs(5));
+    eprintln!(
+        "attached destination receiving after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    agent.wait_live("r1", Duration::from_secs(10));
+    agent.ok(&["stream", "detach", "r1", "d2"]);
+    agent.wait_for("r1", Duration::from_secs(10), "d2 removed", |s| {
+        s["status"]["outputs"]
+            .as_array()
+            .is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["destination"] != "d2"))
+    });
+    let pids_after = agent.ffmpeg_pids("r1");
+    assert_eq!(
+        pids_before[0], pids_after[0],
+        "the ingest was not restarted"
+    );
+    assert_eq!(
+        pids_before[1], pids_after[1],
+        "d1's pusher was not restarted"
+    );
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let d2_len = size(&ingests[1].recordings()[0]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        size(&ingests[1].recordings()[0]),
+        d2_len,
+        "d2 no longer receives"
+    );
+    agent.ok(&["stream", "stop", "r1"]);
+    agent.wait_for("r1", Duration::from_secs(20), "stopped", |s| {
+        s["stream"]["state"] == "stopped"
+    });
+    for (n, i) in ingests.iter().enumerate() {
+        assert_eq!(i.recordings().len(), 1, "ingest {}: one session", n + 1);
+    }
+    agent.stop();
+}

@@ -592,10 +592,7 @@ impl Runner {
 }
 
 fn take_stop(cmd: Option<Cmd>) -> Option<oneshot::Sender<()>> {
-    match cmd {
-        Some(Cmd::Stop(tx)) => Some(tx),
-        None => None,
-    }
+    cmd.map(|Cmd::Stop(tx)| tx)
 }
 
 /// SIGINT (FFmpeg's graceful stop), then SIGTERM, then SIGKILL, to the whole process group.

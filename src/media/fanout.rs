@@ -183,7 +183,7 @@ impl Inner {
         if tag.kind != TagKind::Script {
             self.last_out_ts = Some(self.last_out_ts.map_or(ts, |l| l.max(ts)));
         }
-        let keyframe = tag.is_keyframe() && !tag.is_sequence_header();
+        let keyframe = tag.is_keyframe();
         let seq = tag.is_sequence_header();
         let encoded = Tag {
             timestamp: ts,

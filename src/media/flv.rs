@@ -29,9 +29,15 @@ pub struct Tag {
 }
 
 impl Tag {
-    /// A video tag of an AVC keyframe (frame type 1), including the sequence header.
+    /// A video keyframe a decoder can start at: frame type 1 and, for AVC, a NALU packet (not the
+    /// sequence header, not the end-of-sequence tag FFmpeg writes last).
     pub fn is_keyframe(&self) -> bool {
-        self.kind == TagKind::Video && self.data.first().is_some_and(|b| b >> 4 == 1)
+        match (self.kind, self.data.first()) {
+            (TagKind::Video, Some(b)) if b >> 4 == 1 => {
+                b & 0x0f != 7 || self.data.get(1) == Some(&1)
+            }
+            _ => false,
+        }
     }
 
     /// AVC sequence header (codec 7, packet type 0) or AAC sequence header (format 10, type 0).
@@ -231,9 +237,15 @@ pub(crate) mod tests {
             .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
             .collect();
         assert_eq!(tags[0].kind, TagKind::Script);
-        assert!(tags[1].is_sequence_header() && tags[1].is_keyframe());
+        assert!(tags[1].is_sequence_header() && !tags[1].is_keyframe());
         assert!(tags[2].is_sequence_header());
         assert!(tags[3].is_keyframe() && !tags[3].is_sequence_header());
+        let eos = Tag {
+            kind: TagKind::Video,
+            timestamp: 9,
+            data: Bytes::from_static(&[0x17, 2, 0, 0, 0]),
+        };
+        assert!(!eos.is_keyframe(), "end of sequence is not a keyframe");
         assert!(!tags[5].is_keyframe());
         assert_eq!(tags[6].timestamp, 0x0100_0050, "extended timestamp byte");
     }
@@ -277,7 +289,54 @@ pub(crate) mod tests {
         assert_eq!(items.len(), 7, "the last, incomplete tag is not returned");
     }
 
+    /// Captured from FFmpeg (libx264 + aac, 2 s, keyframe every second): see tests/data/flv/.
+    const CAPTURED: &[u8] = include_bytes!("../../tests/data/flv/encoder-output.flv");
+
+    #[test]
+    fn parses_captured_encoder_output() {
+        let items = read_all(CAPTURED, 4096).unwrap();
+        let tags: Vec<&Tag> = items
+            .iter()
+            .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
+            .collect();
+        assert!(matches!(items[0], Item::Header(_)));
+        assert_eq!(tags[0].kind, TagKind::Script, "onMetaData first");
+        assert_eq!(
+            tags.iter().filter(|t| t.is_sequence_header()).count(),
+            2,
+            "one AVC and one AAC sequence header"
+        );
+        let keyframes = tags.iter().filter(|t| t.is_keyframe()).count();
+        assert_eq!(keyframes, 2, "2 s at a keyframe per second");
+        let frames = tags
+            .iter()
+            .filter(|t| t.kind == TagKind::Video && t.data.get(1) == Some(&1))
+            .count();
+        assert_eq!(
+            frames, 20,
+            "10 fps for 2 s (plus the end-of-sequence tag, not counted)"
+        );
+        assert!(tags
+            .iter()
+            .any(|t| t.kind == TagKind::Audio && !t.is_sequence_header()));
+        let video_ts: Vec<u32> = tags
+            .iter()
+            .filter(|t| t.kind == TagKind::Video)
+            .map(|t| t.timestamp)
+            .collect();
+        assert!(video_ts.windows(2).all(|w| w[0] <= w[1]));
+        assert!(*video_ts.last().unwrap() >= 1800);
+    }
+
     proptest! {
+        #[test]
+        fn captured_output_truncated_or_corrupted_never_panics(cut in 0usize..CAPTURED.len(), flip in 0usize..CAPTURED.len(), byte: u8) {
+            let _ = read_all(&CAPTURED[..cut], 333);
+            let mut bad = CAPTURED.to_vec();
+            bad[flip] = byte;
+            let _ = read_all(&bad, 1000);
+        }
+
         #[test]
         fn any_chunking_reads_the_same(chunk in 1usize..64) {
             prop_assert_eq!(read_all(&sample_stream(), chunk).unwrap(), read_all(&sample_stream(), 4096).unwrap());

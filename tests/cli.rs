@@ -1,0 +1,326 @@
+//! The command line: help everywhere, documented exit codes, bad input refused with a clear
+//! message and nothing stored, secrets never printed and encrypted at rest, hwaccel probing.
+
+mod common;
+
+use common::*;
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn every_command_has_help() {
+    let agent = TestAgent::new();
+    let cmds: &[&[&str]] = &[
+        &[],
+        &["run"],
+        &["check-config"],
+        &["camera"],
+        &["camera", "add"],
+        &["camera", "list"],
+        &["camera", "probe"],
+        &["camera", "remove"],
+        &["destination"],
+        &["destination", "add"],
+        &["destination", "list"],
+        &["destination", "remove"],
+        &["stream"],
+        &["stream", "start"],
+        &["stream", "stop"],
+        &["stream", "status"],
+        &["stream", "list"],
+        &["stream", "attach"],
+        &["stream", "detach"],
+        &["stream", "remove"],
+        &["kill-all"],
+        &["hwaccel"],
+    ];
+    for c in cmds {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = agent.cli(&args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+    let top = agent.ok(&["--help"]);
+    assert!(
+        top.contains("78 configuration error"),
+        "exit codes are documented in --help"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_nothing_is_stored() {
+    let agent = TestAgent::new();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["camera", "add", "c1", "--url", "not a url"],
+            2,
+            "invalid camera URL",
+        ),
+        (
+            &["camera", "add", "c1", "--url", "http://10.0.0.1/stream"],
+            2,
+            "rtsp://",
+        ),
+        (
+            &["camera", "add", "bad id!", "--url", "rtsp://10.0.0.1/s"],
+            2,
+            "invalid camera id",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "myspace",
+                "--key",
+                "abcd1234",
+            ],
+            2,
+            "unknown platform",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "youtube",
+                "--key",
+                "",
+            ],
+            2,
+            "stream key is empty",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "youtube",
+                "--key",
+                "   ",
+            ],
+            2,
+            "stream key is empty",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "custom",
+                "--url",
+                "http://x/app",
+                "--key",
+                "abcd1234",
+            ],
+            2,
+            "only rtmp:// and rtmps://",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "custom",
+                "--url",
+                "srt://x:9000",
+                "--key",
+                "abcd1234",
+            ],
+            2,
+            "only rtmp:// and rtmps://",
+        ),
+        (
+            &[
+                "destination",
+                "add",
+                "d1",
+                "--platform",
+                "custom",
+                "--key",
+                "abcd1234",
+            ],
+            2,
+            "needs --url",
+        ),
+        (
+            &[
+                "stream",
+                "start",
+                "s1",
+                "--camera",
+                "nope",
+                "--destination",
+                "nope",
+            ],
+            3,
+            "camera \"nope\" not found",
+        ),
+    ];
+    for (args, want, msg) in cases {
+        let out = agent.cli(args);
+        assert_eq!(code(&out), *want, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(msg),
+            "{args:?}: want {msg:?} in {:?}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(agent.ok(&["camera", "list", "--json"]).trim(), "[]");
+    assert_eq!(agent.ok(&["destination", "list", "--json"]).trim(), "[]");
+    assert_eq!(agent.ok(&["stream", "list", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn an_unreachable_camera_is_a_clear_error_and_is_not_added() {
+    let agent = TestAgent::new();
+    let port = free_port(); // nothing listens there
+    let url = format!("rtsp://admin:hunter2x@127.0.0.1:{port}/cam");
+    let out = agent.cli(&["camera", "probe", "--url", &url]);
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unreachable") || stderr(&out).contains("did not answer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("hunter2x"),
+        "the password is not echoed: {}",
+        stderr(&out)
+    );
+    let out = agent.cli(&["camera", "add", "c1", "--url", &url, "--probe"]);
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing was stored"));
+    assert_eq!(agent.ok(&["camera", "list", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn a_reachable_camera_probes_with_its_codecs() {
+    let cam = RtspCamera::start("smpte");
+    let agent = TestAgent::new();
+    agent.ok(&["camera", "add", "c1", "--url", &cam.url(), "--probe"]);
+    let out = agent.ok(&["camera", "probe", "c1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["video_codec"], "h264");
+    assert_eq!(v["audio_codec"], "aac");
+}
+
+#[test]
+fn secrets_are_masked_in_output_and_encrypted_at_rest() {
+    let agent = TestAgent::new();
+    agent.ok(&[
+        "camera",
+        "add",
+        "c1",
+        "--url",
+        "rtsp://admin:Cam3raPass@10.0.0.9:554/s1",
+    ]);
+    agent.ok(&[
+        "destination",
+        "add",
+        "yt",
+        "--platform",
+        "youtube",
+        "--key",
+        "abcd-efgh-ijkl-mnop",
+        "--backup-ingest",
+    ]);
+    let mut printed = agent.ok(&["camera", "list"]);
+    printed += &agent.ok(&["camera", "list", "--json"]);
+    printed += &agent.ok(&["destination", "list"]);
+    printed += &agent.ok(&["destination", "list", "--json"]);
+    assert!(
+        printed.contains("rtsp://admin:***@10.0.0.9:554/s1"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("rtmp://a.rtmp.youtube.com/live2/***"),
+        "{printed}"
+    );
+    for secret in ["Cam3raPass", "abcd-efgh-ijkl-mnop"] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        for f in ["agent.db", "agent.db-wal"] {
+            let bytes = std::fs::read(agent.data_dir().join(f)).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in clear in {f}"
+            );
+        }
+    }
+    let key = agent.data_dir().join("device.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn a_config_error_has_its_own_exit_code_and_names_the_key() {
+    let agent = TestAgent::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[ffmpeg]\nstale_seconds = 3\n").unwrap();
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["--config", cfg.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stale_seconds"), "{}", stderr(&out));
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78, "run refuses a bad config too");
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "check-config"])
+        .env("VISTTER_FFMPEG__STALE_S", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    // The good default config prints.
+    assert!(agent.ok(&["check-config"]).contains("stale_s = 10"));
+}
+
+#[test]
+fn hwaccel_probe_chooses_a_working_encoder() {
+    let agent = TestAgent::new();
+    let out = agent.ok(&["hwaccel", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let chosen = v["chosen"].as_str().unwrap();
+    let cands = v["candidates"].as_array().unwrap();
+    assert!(
+        cands
+            .iter()
+            .any(|c| c["encoder"] == chosen && c["works"] == true),
+        "{v:#}"
+    );
+    for hw in [
+        "h264_v4l2m2m",
+        "h264_videotoolbox",
+        "h264_vaapi",
+        "h264_qsv",
+        "h264_nvenc",
+    ] {
+        assert!(cands.iter().any(|c| c["encoder"] == hw), "{hw} considered");
+    }
+    // Cached: the second call answers from the cache file.
+    assert!(agent.data_dir().join("hwaccel.json").exists());
+    let again: serde_json::Value = serde_json::from_str(&agent.ok(&["hwaccel", "--json"])).unwrap();
+    assert_eq!(again, v);
+}

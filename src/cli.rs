@@ -221,10 +221,7 @@ impl CliError {
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn execute(cli: Cli) -> i32 {
-    let overrides = Overrides {
-        data_dir: cli.data_dir.clone(),
-        log_level: cli.log_level.clone(),
-    };
+    let overrides = Overrides { data_dir: cli.data_dir.clone(), log_level: cli.log_level.clone() };
     let cfg = match Config::load(cli.config.as_deref(), overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -245,11 +242,7 @@ pub async fn execute(cli: Cli) -> i32 {
 fn init_tracing(cfg: &Config, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     // One-shot commands only speak up about problems; the daemon logs at the configured level.
-    let level = if daemon || cfg.log_level != "info" {
-        cfg.log_level.clone()
-    } else {
-        "warn".into()
-    };
+    let level = if daemon || cfg.log_level != "info" { cfg.log_level.clone() } else { "warn".into() };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -276,23 +269,15 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::KillAll => kill_all(&cfg).await,
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
-            let v = crate::media::hwaccel::cached(
-                &cfg.ffmpeg.path,
-                &cfg.data_dir.join("hwaccel.json"),
-                refresh,
-            )
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
             } else {
                 println!("{}", v.ffmpeg_version);
                 for c in &v.candidates {
-                    let verdict = if c.works {
-                        "works".to_string()
-                    } else {
-                        c.error.clone().unwrap_or_default()
-                    };
+                    let verdict = if c.works { "works".to_string() } else { c.error.clone().unwrap_or_default() };
                     println!("  {:<18} {}", c.encoder, verdict);
                 }
                 println!("chosen: {}", v.chosen);
@@ -321,9 +306,7 @@ async fn run_daemon(cfg: Config) -> Result<(), CliError> {
 
 fn read_stdin_secret(what: &str) -> Result<Secret, CliError> {
     let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| CliError::Invalid(format!("reading the {what}: {e}")))?;
+    std::io::stdin().read_to_string(&mut s).map_err(|e| CliError::Invalid(format!("reading the {what}: {e}")))?;
     Ok(Secret::new(s.trim_end_matches(['\n', '\r'])))
 }
 
@@ -341,8 +324,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 (None, false) => None,
             };
             // Validate before opening anything, so bad input changes nothing.
-            crate::store::cameras::split_camera_url(&a.url)
-                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            crate::store::cameras::split_camera_url(&a.url).map_err(|e| CliError::Invalid(e.to_string()))?;
             crate::store::validate_id("camera", &a.id)?;
             let new = NewCamera {
                 id: a.id,
@@ -354,8 +336,8 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 onvif_port: a.onvif_port,
             };
             if a.probe {
-                let (url, user, pass) = crate::store::cameras::split_camera_url(&new.url)
-                    .map_err(|e| CliError::Invalid(e.to_string()))?;
+                let (url, user, pass) =
+                    crate::store::cameras::split_camera_url(&new.url).map_err(|e| CliError::Invalid(e.to_string()))?;
                 let cam = crate::store::Camera {
                     id: new.id.clone(),
                     url,
@@ -367,13 +349,8 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 };
                 let p = probe_camera(&cfg.ffmpeg.ffprobe, &cam.source(), timeout)
                     .await
-                    .map_err(|e| {
-                        CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id))
-                    })?;
-                println!(
-                    "probe: video {:?}, audio {:?}",
-                    p.video_codec, p.audio_codec
-                );
+                    .map_err(|e| CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id)))?;
+                println!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
             }
             let store = Store::open(&cfg.data_dir).await?;
             let c = store.add_camera(new).await?;
@@ -387,11 +364,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 print_json(&cams);
             } else {
                 for c in cams {
-                    let backup = c
-                        .backup_camera_id
-                        .as_deref()
-                        .map(|b| format!(" (backup: {b})"))
-                        .unwrap_or_default();
+                    let backup = c.backup_camera_id.as_deref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
                     println!("{:<16} {}{backup}", c.id, c.source().shown);
                 }
             }
@@ -399,14 +372,10 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
         }
         CameraCmd::Probe { id, url, json } => {
             let source: CameraSource = match (id, url) {
-                (Some(id), _) => Store::open(&cfg.data_dir)
-                    .await?
-                    .camera(&id)
-                    .await?
-                    .source(),
+                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&id).await?.source(),
                 (None, Some(url)) => {
-                    let (u, user, pass) = crate::store::cameras::split_camera_url(&url)
-                        .map_err(|e| CliError::Invalid(e.to_string()))?;
+                    let (u, user, pass) =
+                        crate::store::cameras::split_camera_url(&url).map_err(|e| CliError::Invalid(e.to_string()))?;
                     crate::store::Camera {
                         id: "probe".into(),
                         url: u,
@@ -448,20 +417,14 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
 async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> {
     match cmd {
         DestinationCmd::Add(a) => {
-            let platform: Platform =
-                a.platform
-                    .parse()
-                    .map_err(|e: crate::media::destination::DestinationError| {
-                        CliError::Invalid(e.to_string())
-                    })?;
+            let platform: Platform = a
+                .platform
+                .parse()
+                .map_err(|e: crate::media::destination::DestinationError| CliError::Invalid(e.to_string()))?;
             let key = match (a.key, a.key_stdin) {
                 (Some(k), _) => Secret::new(k),
                 (None, true) => read_stdin_secret("stream key")?,
-                (None, false) => {
-                    return Err(CliError::Invalid(
-                        "give the stream key with --key or --key-stdin".into(),
-                    ))
-                }
+                (None, false) => return Err(CliError::Invalid("give the stream key with --key or --key-stdin".into())),
             };
             crate::store::validate_id("destination", &a.id)?;
             let settings = DestinationInput {
@@ -492,10 +455,7 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             Ok(())
         }
         DestinationCmd::Remove { id } => {
-            Store::open(&cfg.data_dir)
-                .await?
-                .remove_destination(&id)
-                .await?;
+            Store::open(&cfg.data_dir).await?.remove_destination(&id).await?;
             println!("destination {id} removed");
             Ok(())
         }
@@ -505,37 +465,20 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
 async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     match cmd {
-        StreamCmd::Start {
-            id,
-            camera,
-            destinations,
-        } => {
+        StreamCmd::Start { id, camera, destinations } => {
             let existing = store.relay(&id).await.ok();
             let camera = match (camera, &existing) {
                 (Some(c), _) => c,
                 (None, Some(r)) => r.camera_id.clone(),
-                (None, None) => {
-                    return Err(CliError::Invalid(format!(
-                        "stream {id} is new: give --camera"
-                    )))
-                }
+                (None, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --camera"))),
             };
             let destinations = match (destinations.is_empty(), &existing) {
                 (false, _) => destinations,
                 (true, Some(r)) => r.destinations.clone(),
-                (true, None) => {
-                    return Err(CliError::Invalid(format!(
-                        "stream {id} is new: give --destination"
-                    )))
-                }
+                (true, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --destination"))),
             };
-            store
-                .put_relay(&id, &camera, &destinations, Desired::Live)
-                .await?;
-            println!(
-                "stream {id} set live: camera {camera} → {}",
-                destinations.join(", ")
-            );
+            store.put_relay(&id, &camera, &destinations, Desired::Live).await?;
+            println!("stream {id} set live: camera {camera} → {}", destinations.join(", "));
             Ok(())
         }
         StreamCmd::Stop { id } => {
@@ -560,16 +503,9 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
         }
         StreamCmd::Detach { id, destination } => {
             let r = store.relay(&id).await?;
-            let ds: Vec<String> = r
-                .destinations
-                .iter()
-                .filter(|d| **d != destination)
-                .cloned()
-                .collect();
+            let ds: Vec<String> = r.destinations.iter().filter(|d| **d != destination).cloned().collect();
             if ds.len() == r.destinations.len() {
-                return Err(CliError::Invalid(format!(
-                    "stream {id} does not use destination {destination}"
-                )));
+                return Err(CliError::Invalid(format!("stream {id} does not use destination {destination}")));
             }
             store.put_relay(&id, &r.camera_id, &ds, r.desired).await?;
             println!("stream {id}: destination {destination} detached");
@@ -582,11 +518,8 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
             };
             let mut out = Vec::new();
             for r in rows {
-                let status: serde_json::Value = r
-                    .status_json
-                    .as_deref()
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or_default();
+                let status: serde_json::Value =
+                    r.status_json.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
                 let events = store.events(Some(&format!("relay:{}", r.id)), 10).await?;
                 out.push(serde_json::json!({ "stream": r, "status": status, "events": events }));
             }
@@ -657,14 +590,7 @@ fn print_status(s: &serde_json::Value) {
         line("ingest".into(), &st["ingest"]);
     }
     for o in st["outputs"].as_array().into_iter().flatten() {
-        line(
-            format!(
-                "→ {} ({})",
-                o["destination"].as_str().unwrap_or("?"),
-                o["ingest"].as_str().unwrap_or("")
-            ),
-            o,
-        );
+        line(format!("→ {} ({})", o["destination"].as_str().unwrap_or("?"), o["ingest"].as_str().unwrap_or("")), o);
     }
     for e in s["events"].as_array().into_iter().flatten() {
         println!(
@@ -682,14 +608,7 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     let n = store.stop_all_relays().await?;
     println!("{n} stream(s) set to stopped");
-    let _ = store
-        .add_event(
-            crate::store::Severity::Warning,
-            "kill_all",
-            "agent",
-            &format!("{n} stream(s)"),
-        )
-        .await;
+    let _ = store.add_event(crate::store::Severity::Warning, "kill_all", "agent", &format!("{n} stream(s)")).await;
     // Give a running daemon the chance to stop its jobs cleanly, then kill whatever is left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.ffmpeg.stop_grace_s + 5);
     let reg = crate::ffmpeg::registry::Registry::open(&crate::daemon::registry_dir(cfg))

@@ -117,9 +117,7 @@ impl Default for FfmpegConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig {
-            queue_bytes: 8 * 1024 * 1024,
-        }
+        RelayConfig { queue_bytes: 8 * 1024 * 1024 }
     }
 }
 
@@ -152,11 +150,7 @@ pub struct Sources<'a> {
 impl Config {
     /// Loads from the process environment, `--config` (or the default path if it exists) and flags.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
-        Config::load_from(Sources {
-            file,
-            env: std::env::vars().collect(),
-            overrides,
-        })
+        Config::load_from(Sources { file, env: std::env::vars().collect(), overrides })
     }
 
     pub fn load_from(src: Sources<'_>) -> Result<Config, ConfigError> {
@@ -164,9 +158,7 @@ impl Config {
         match src.file {
             Some(path) if !path.exists() => return Err(ConfigError::Missing(path.to_path_buf())),
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
-            }
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH)),
             None => {}
         }
         // Only VISTTER_* variables; VISTTER_CONFIG names the file itself and is not a key.
@@ -179,18 +171,10 @@ impl Config {
                 continue;
             }
             let path: Vec<String> = key.to_lowercase().split("__").map(str::to_string).collect();
-            insert_path(
-                &mut env,
-                &path,
-                value.parse().expect("figment values parse infallibly"),
-            );
+            insert_path(&mut env, &path, value.parse().expect("figment values parse infallibly"));
         }
-        fig = fig
-            .merge(Serialized::defaults(env))
-            .merge(Serialized::defaults(src.overrides));
-        let cfg: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        fig = fig.merge(Serialized::defaults(env)).merge(Serialized::defaults(src.overrides));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -210,8 +194,7 @@ impl Config {
         if self.reconcile_interval_ms < 50 {
             return bad("reconcile_interval_ms must be at least 50");
         }
-        self.backoff()
-            .map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
+        self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
         Ok(())
     }
 
@@ -232,9 +215,7 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
             dict.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict
-                .entry(first.clone())
-                .or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
             if let Value::Dict(_, inner) = entry {
                 insert_path(inner, rest, value);
             }
@@ -244,10 +225,7 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
 
 /// figment's errors name the key and the source; flatten them to one readable line each.
 fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -257,10 +235,7 @@ mod tests {
     fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(Sources {
             file,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             overrides: Overrides::default(),
         })
     }
@@ -276,11 +251,7 @@ mod tests {
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(
-            &p,
-            "data_dir = \"/a\"\n[ffmpeg]\nstale_s = 7\npath = \"/x/ffmpeg\"\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "data_dir = \"/a\"\n[ffmpeg]\nstale_s = 7\npath = \"/x/ffmpeg\"\n").unwrap();
         let c = load(Some(&p), &[("VISTTER_FFMPEG__STALE_S", "9")]).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/a"));
         assert_eq!(c.ffmpeg.stale_s, 9);
@@ -288,10 +259,7 @@ mod tests {
         let c = Config::load_from(Sources {
             file: Some(&p),
             env: vec![],
-            overrides: Overrides {
-                data_dir: Some("/b".into()),
-                log_level: None,
-            },
+            overrides: Overrides { data_dir: Some("/b".into()), log_level: None },
         })
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/b"));
@@ -304,18 +272,13 @@ mod tests {
         std::fs::write(&p, "[ffmpeg]\nstale_seconds = 7\n").unwrap();
         let e = load(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("stale_seconds"), "{e}");
-        let e = load(None, &[("VISTTER_BOGUS", "1")])
-            .unwrap_err()
-            .to_string();
+        let e = load(None, &[("VISTTER_BOGUS", "1")]).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]
     fn missing_explicit_file_and_bad_values() {
-        assert!(matches!(
-            load(Some(Path::new("/nonexistent.toml")), &[]),
-            Err(ConfigError::Missing(_))
-        ));
+        assert!(matches!(load(Some(Path::new("/nonexistent.toml")), &[]), Err(ConfigError::Missing(_))));
         let e = load(None, &[("VISTTER_FFMPEG__BACKOFF_INITIAL_MS", "90000")]).unwrap_err();
         assert!(e.to_string().contains("backoff"), "{e}");
         let e = load(None, &[("VISTTER_FFMPEG__STALE_S", "soon")]).unwrap_err();

@@ -28,10 +28,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("pid registry {path}: {source}")]
-    Registry {
-        path: String,
-        source: std::io::Error,
-    },
+    Registry { path: String, source: std::io::Error },
 }
 
 /// Where the pid registry lives inside the data dir.
@@ -49,32 +46,18 @@ struct Running {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&cfg.data_dir).await?;
     let reg_dir = registry_dir(&cfg);
-    let registry = Registry::open(&reg_dir).map_err(|source| DaemonError::Registry {
-        path: reg_dir.display().to_string(),
-        source,
-    })?;
+    let registry = Registry::open(&reg_dir)
+        .map_err(|source| DaemonError::Registry { path: reg_dir.display().to_string(), source })?;
     let reaped = registry.reap_leftovers().await;
     if !reaped.is_empty() {
-        let detail = format!(
-            "reaped {} FFmpeg process(es) left by an earlier agent: {reaped:?}",
-            reaped.len()
-        );
+        let detail = format!("reaped {} FFmpeg process(es) left by an earlier agent: {reaped:?}", reaped.len());
         tracing::warn!("{detail}");
-        let _ = store
-            .add_event(Severity::Warning, "orphans_reaped", "agent", &detail)
-            .await;
+        let _ = store.add_event(Severity::Warning, "orphans_reaped", "agent", &detail).await;
     }
     check_ffmpeg(&cfg).await;
     // Reports written by an earlier instance describe processes that are gone.
     store.clear_relay_reports().await?;
-    let _ = store
-        .add_event(
-            Severity::Info,
-            "agent_started",
-            "agent",
-            env!("CARGO_PKG_VERSION"),
-        )
-        .await;
+    let _ = store.add_event(Severity::Info, "agent_started", "agent", env!("CARGO_PKG_VERSION")).await;
 
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let sink = tokio::spawn(event_sink(Store::open(&cfg.data_dir).await?, ev_rx));
@@ -98,20 +81,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let deadline = env.stop_grace + Duration::from_secs(5);
     let ids: Vec<String> = running.keys().cloned().collect();
     let stops = running.into_values().map(|r| r.relay.stop());
-    if tokio::time::timeout(deadline, join_all(stops))
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            "streams did not stop within {deadline:?}; their processes are killed on exit"
-        );
+    if tokio::time::timeout(deadline, join_all(stops)).await.is_err() {
+        tracing::error!("streams did not stop within {deadline:?}; their processes are killed on exit");
     }
     for id in ids {
         let _ = store.report_relay(&id, "stopped", "{}").await;
     }
-    let _ = store
-        .add_event(Severity::Info, "agent_stopped", "agent", "")
-        .await;
+    let _ = store.add_event(Severity::Info, "agent_stopped", "agent", "").await;
     drop(env);
     let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
     store.close().await;
@@ -145,21 +121,10 @@ async fn desired_spec(store: &Store, row: &RelayRow) -> Result<(RelaySpec, Strin
         }
     }
     let key = source.url.expose().to_string();
-    Ok((
-        RelaySpec {
-            id: row.id.clone(),
-            camera: source,
-            outputs,
-        },
-        key,
-    ))
+    Ok((RelaySpec { id: row.id.clone(), camera: source, outputs }, key))
 }
 
-async fn reconcile(
-    store: &Store,
-    env: &MediaEnv,
-    running: &mut HashMap<String, Running>,
-) -> Result<(), StoreError> {
+async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, Running>) -> Result<(), StoreError> {
     let rows = store.relays().await?;
     for row in &rows {
         if row.desired != Desired::Live {
@@ -171,22 +136,9 @@ async fn reconcile(
                 let msg = format!("cannot start: {e}");
                 if row.state != "failed" {
                     tracing::error!(stream = %row.id, "{msg}");
-                    let _ = store
-                        .add_event(
-                            Severity::Error,
-                            "stream_failed",
-                            &format!("relay:{}", row.id),
-                            &msg,
-                        )
-                        .await;
+                    let _ = store.add_event(Severity::Error, "stream_failed", &format!("relay:{}", row.id), &msg).await;
                 }
-                store
-                    .report_relay(
-                        &row.id,
-                        "failed",
-                        &serde_json::json!({ "error": msg }).to_string(),
-                    )
-                    .await?;
+                store.report_relay(&row.id, "failed", &serde_json::json!({ "error": msg }).to_string()).await?;
                 continue;
             }
         };
@@ -201,42 +153,19 @@ async fn reconcile(
                 for d in &row.destinations {
                     let _ = store.touch_destination(d).await;
                 }
-                let _ = store
-                    .add_event(
-                        Severity::Info,
-                        "stream_started",
-                        &format!("relay:{}", row.id),
-                        "",
-                    )
-                    .await;
-                running.insert(
-                    row.id.clone(),
-                    Running {
-                        relay: Relay::start(spec, env),
-                        camera_key,
-                        last_report: None,
-                    },
-                );
+                let _ = store.add_event(Severity::Info, "stream_started", &format!("relay:{}", row.id), "").await;
+                running
+                    .insert(row.id.clone(), Running { relay: Relay::start(spec, env), camera_key, last_report: None });
             }
         }
     }
-    let wanted: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.desired == Desired::Live)
-        .map(|r| r.id.as_str())
-        .collect();
-    let gone: Vec<String> = running
-        .keys()
-        .filter(|k| !wanted.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let wanted: Vec<&str> = rows.iter().filter(|r| r.desired == Desired::Live).map(|r| r.id.as_str()).collect();
+    let gone: Vec<String> = running.keys().filter(|k| !wanted.contains(&k.as_str())).cloned().collect();
     for id in gone {
         if let Some(r) = running.remove(&id) {
             tracing::info!(stream = %id, "stopping relay");
             r.relay.stop().await;
-            let _ = store
-                .add_event(Severity::Info, "stream_stopped", &format!("relay:{id}"), "")
-                .await;
+            let _ = store.add_event(Severity::Info, "stream_stopped", &format!("relay:{id}"), "").await;
             if rows.iter().any(|row| row.id == id) {
                 store.report_relay(&id, "stopped", "{}").await?;
             }
@@ -268,10 +197,7 @@ async fn report(store: &Store, id: &str, r: &mut Running) -> Result<(), StoreErr
 fn shape_of(st: &RelayStatus) -> String {
     let mut s = format!("{}:{:?}:{}", st.state, st.ingest.phase, st.ingest.starts);
     for o in &st.outputs {
-        s.push_str(&format!(
-            "|{}:{:?}:{}:{}",
-            o.destination, o.job.phase, o.job.starts, o.job.degraded
-        ));
+        s.push_str(&format!("|{}:{:?}:{}:{}", o.destination, o.job.phase, o.job.starts, o.job.degraded));
     }
     s
 }
@@ -293,43 +219,18 @@ async fn event_sink(store: Store, mut rx: mpsc::Receiver<JobEvent>) {
             }
             JobEvent::Healthy { job, pid } => {
                 tracing::info!(%job, pid, "live");
-                (
-                    Severity::Info,
-                    format!("{}_up", kind(&job)),
-                    job,
-                    format!("pid {pid}"),
-                )
+                (Severity::Info, format!("{}_up", kind(&job)), job, format!("pid {pid}"))
             }
-            JobEvent::Failed {
-                job,
-                reason,
-                permanent,
-                retry_in,
-                failures,
-            } => {
-                let sev = if permanent {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                };
-                let detail = format!(
-                    "{reason}; failure {failures}, retry in {:.1} s",
-                    retry_in.as_secs_f64()
-                );
+            JobEvent::Failed { job, reason, permanent, retry_in, failures } => {
+                let sev = if permanent { Severity::Error } else { Severity::Warning };
+                let detail = format!("{reason}; failure {failures}, retry in {:.1} s", retry_in.as_secs_f64());
                 (sev, format!("{}_down", kind(&job)), job, detail)
             }
             JobEvent::Degraded { job, failures } => {
                 tracing::error!(%job, failures, "degraded: still failing, still retrying");
-                (
-                    Severity::Error,
-                    "degraded".to_string(),
-                    job,
-                    format!("{failures} consecutive failures"),
-                )
+                (Severity::Error, "degraded".to_string(), job, format!("{failures} consecutive failures"))
             }
-            JobEvent::Recovered { job } => {
-                (Severity::Info, "recovered".to_string(), job, String::new())
-            }
+            JobEvent::Recovered { job } => (Severity::Info, "recovered".to_string(), job, String::new()),
             JobEvent::Stopped { job } => {
                 tracing::debug!(%job, "stopped");
                 continue;

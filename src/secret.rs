@@ -72,8 +72,7 @@ impl Redactor {
                 out = out.replace(s.expose(), "***");
             }
             // FFmpeg and URL parsers may print the percent-encoded form.
-            let enc =
-                url::form_urlencoded::byte_serialize(s.expose().as_bytes()).collect::<String>();
+            let enc = url::form_urlencoded::byte_serialize(s.expose().as_bytes()).collect::<String>();
             if enc != s.0 && out.contains(&enc) {
                 out = out.replace(&enc, "***");
             }
@@ -97,10 +96,7 @@ mod tests {
     #[test]
     fn redactor_masks_plain_and_encoded() {
         let r = Redactor::new([Secret::new("p@ss word"), Secret::new("key123")]);
-        assert_eq!(
-            r.redact("rtmp://x/app/key123: refused"),
-            "rtmp://x/app/***: refused"
-        );
+        assert_eq!(r.redact("rtmp://x/app/key123: refused"), "rtmp://x/app/***: refused");
         assert_eq!(r.redact("rtsp://u:p%40ss+word@h"), "rtsp://u:***@h");
         assert_eq!(r.redact("user p@ss word"), "user ***");
     }

@@ -45,141 +45,39 @@ fn every_command_has_help() {
         args.push("--help");
         let out = agent.cli(&args);
         assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
     let top = agent.ok(&["--help"]);
-    assert!(
-        top.contains("78 configuration error"),
-        "exit codes are documented in --help"
-    );
+    assert!(top.contains("78 configuration error"), "exit codes are documented in --help");
 }
 
 #[test]
 fn bad_input_is_refused_clearly_and_nothing_is_stored() {
     let agent = TestAgent::new();
     let cases: &[(&[&str], i32, &str)] = &[
+        (&["camera", "add", "c1", "--url", "not a url"], 2, "invalid camera URL"),
+        (&["camera", "add", "c1", "--url", "http://10.0.0.1/stream"], 2, "rtsp://"),
+        (&["camera", "add", "bad id!", "--url", "rtsp://10.0.0.1/s"], 2, "invalid camera id"),
+        (&["destination", "add", "d1", "--platform", "myspace", "--key", "abcd1234"], 2, "unknown platform"),
+        (&["destination", "add", "d1", "--platform", "youtube", "--key", ""], 2, "stream key is empty"),
+        (&["destination", "add", "d1", "--platform", "youtube", "--key", "   "], 2, "stream key is empty"),
         (
-            &["camera", "add", "c1", "--url", "not a url"],
-            2,
-            "invalid camera URL",
-        ),
-        (
-            &["camera", "add", "c1", "--url", "http://10.0.0.1/stream"],
-            2,
-            "rtsp://",
-        ),
-        (
-            &["camera", "add", "bad id!", "--url", "rtsp://10.0.0.1/s"],
-            2,
-            "invalid camera id",
-        ),
-        (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "myspace",
-                "--key",
-                "abcd1234",
-            ],
-            2,
-            "unknown platform",
-        ),
-        (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "youtube",
-                "--key",
-                "",
-            ],
-            2,
-            "stream key is empty",
-        ),
-        (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "youtube",
-                "--key",
-                "   ",
-            ],
-            2,
-            "stream key is empty",
-        ),
-        (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "custom",
-                "--url",
-                "http://x/app",
-                "--key",
-                "abcd1234",
-            ],
+            &["destination", "add", "d1", "--platform", "custom", "--url", "http://x/app", "--key", "abcd1234"],
             2,
             "only rtmp:// and rtmps://",
         ),
         (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "custom",
-                "--url",
-                "srt://x:9000",
-                "--key",
-                "abcd1234",
-            ],
+            &["destination", "add", "d1", "--platform", "custom", "--url", "srt://x:9000", "--key", "abcd1234"],
             2,
             "only rtmp:// and rtmps://",
         ),
-        (
-            &[
-                "destination",
-                "add",
-                "d1",
-                "--platform",
-                "custom",
-                "--key",
-                "abcd1234",
-            ],
-            2,
-            "needs --url",
-        ),
-        (
-            &[
-                "stream",
-                "start",
-                "s1",
-                "--camera",
-                "nope",
-                "--destination",
-                "nope",
-            ],
-            3,
-            "camera \"nope\" not found",
-        ),
+        (&["destination", "add", "d1", "--platform", "custom", "--key", "abcd1234"], 2, "needs --url"),
+        (&["stream", "start", "s1", "--camera", "nope", "--destination", "nope"], 3, "camera \"nope\" not found"),
     ];
     for (args, want, msg) in cases {
         let out = agent.cli(args);
         assert_eq!(code(&out), *want, "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(msg),
-            "{args:?}: want {msg:?} in {:?}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains(msg), "{args:?}: want {msg:?} in {:?}", stderr(&out));
     }
     assert_eq!(agent.ok(&["camera", "list", "--json"]).trim(), "[]");
     assert_eq!(agent.ok(&["destination", "list", "--json"]).trim(), "[]");
@@ -193,16 +91,8 @@ fn an_unreachable_camera_is_a_clear_error_and_is_not_added() {
     let url = format!("rtsp://admin:hunter2x@127.0.0.1:{port}/cam");
     let out = agent.cli(&["camera", "probe", "--url", &url]);
     assert_eq!(code(&out), 69, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("unreachable") || stderr(&out).contains("did not answer"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        !stderr(&out).contains("hunter2x"),
-        "the password is not echoed: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("unreachable") || stderr(&out).contains("did not answer"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("hunter2x"), "the password is not echoed: {}", stderr(&out));
     let out = agent.cli(&["camera", "add", "c1", "--url", &url, "--probe"]);
     assert_eq!(code(&out), 69, "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing was stored"));
@@ -223,51 +113,24 @@ fn a_reachable_camera_probes_with_its_codecs() {
 #[test]
 fn secrets_are_masked_in_output_and_encrypted_at_rest() {
     let agent = TestAgent::new();
-    agent.ok(&[
-        "camera",
-        "add",
-        "c1",
-        "--url",
-        "rtsp://admin:Cam3raPass@10.0.0.9:554/s1",
-    ]);
-    agent.ok(&[
-        "destination",
-        "add",
-        "yt",
-        "--platform",
-        "youtube",
-        "--key",
-        "abcd-efgh-ijkl-mnop",
-        "--backup-ingest",
-    ]);
+    agent.ok(&["camera", "add", "c1", "--url", "rtsp://admin:Cam3raPass@10.0.0.9:554/s1"]);
+    agent.ok(&["destination", "add", "yt", "--platform", "youtube", "--key", "abcd-efgh-ijkl-mnop", "--backup-ingest"]);
     let mut printed = agent.ok(&["camera", "list"]);
     printed += &agent.ok(&["camera", "list", "--json"]);
     printed += &agent.ok(&["destination", "list"]);
     printed += &agent.ok(&["destination", "list", "--json"]);
-    assert!(
-        printed.contains("rtsp://admin:***@10.0.0.9:554/s1"),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("rtmp://a.rtmp.youtube.com/live2/***"),
-        "{printed}"
-    );
+    assert!(printed.contains("rtsp://admin:***@10.0.0.9:554/s1"), "{printed}");
+    assert!(printed.contains("rtmp://a.rtmp.youtube.com/live2/***"), "{printed}");
     for secret in ["Cam3raPass", "abcd-efgh-ijkl-mnop"] {
         assert!(!printed.contains(secret), "{secret} printed: {printed}");
         for f in ["agent.db", "agent.db-wal"] {
             let bytes = std::fs::read(agent.data_dir().join(f)).unwrap_or_default();
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} in clear in {f}"
-            );
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in clear in {f}");
         }
     }
     let key = agent.data_dir().join("device.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -282,10 +145,7 @@ fn a_config_error_has_its_own_exit_code_and_names_the_key() {
         .unwrap();
     assert_eq!(code(&out), 78, "{}", stderr(&out));
     assert!(stderr(&out).contains("stale_seconds"), "{}", stderr(&out));
-    let out = std::process::Command::new(AGENT_BIN)
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(AGENT_BIN).args(["--config", cfg.to_str().unwrap(), "run"]).output().unwrap();
     assert_eq!(code(&out), 78, "run refuses a bad config too");
     let out = std::process::Command::new(AGENT_BIN)
         .args(["--data-dir", dir.path().to_str().unwrap(), "check-config"])
@@ -304,19 +164,8 @@ fn hwaccel_probe_chooses_a_working_encoder() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let chosen = v["chosen"].as_str().unwrap();
     let cands = v["candidates"].as_array().unwrap();
-    assert!(
-        cands
-            .iter()
-            .any(|c| c["encoder"] == chosen && c["works"] == true),
-        "{v:#}"
-    );
-    for hw in [
-        "h264_v4l2m2m",
-        "h264_videotoolbox",
-        "h264_vaapi",
-        "h264_qsv",
-        "h264_nvenc",
-    ] {
+    assert!(cands.iter().any(|c| c["encoder"] == chosen && c["works"] == true), "{v:#}");
+    for hw in ["h264_v4l2m2m", "h264_videotoolbox", "h264_vaapi", "h264_qsv", "h264_nvenc"] {
         assert!(cands.iter().any(|c| c["encoder"] == hw), "{hw} considered");
     }
     // Cached: the second call answers from the cache file.

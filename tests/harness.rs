@@ -10,33 +10,28 @@ use common::*;
 
 fn publish(src: &str, dst: &str, secs: u32) -> ProcGuard {
     let mut cmd = ffmpeg_cmd();
-    cmd.args(["-rtsp_transport", "tcp", "-timeout", "5000000", "-i", src])
-        .args(["-t", &secs.to_string(), "-c", "copy", "-f", "flv", dst]);
+    cmd.args(["-rtsp_transport", "tcp", "-timeout", "5000000", "-i", src]).args([
+        "-t",
+        &secs.to_string(),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        dst,
+    ]);
     ProcGuard::spawn("ffmpeg", &mut cmd)
 }
 
 fn finish(mut p: ProcGuard, within: Duration) {
-    let st = p
-        .wait_timeout(within)
-        .unwrap_or_else(|| panic!("ffmpeg did not finish within {within:?}"));
+    let st = p.wait_timeout(within).unwrap_or_else(|| panic!("ffmpeg did not finish within {within:?}"));
     assert!(st.success(), "ffmpeg failed: {st}");
 }
 
 fn probe_ok(url: &str, timeout_us: u32) -> bool {
     let mut c = Command::new("ffprobe");
-    c.args([
-        "-v",
-        "error",
-        "-rtsp_transport",
-        "tcp",
-        "-timeout",
-        &timeout_us.to_string(),
-    ])
-    .args(["-show_streams", url]);
+    c.args(["-v", "error", "-rtsp_transport", "tcp", "-timeout", &timeout_us.to_string()]).args(["-show_streams", url]);
     run_with_timeout(&mut c, Duration::from_secs(15))
-        .map(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("codec_type=video")
-        })
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("codec_type=video"))
         .unwrap_or(false)
 }
 
@@ -53,10 +48,7 @@ fn camera_to_ingest_records_and_survives_ingest_restart() {
     assert!(ingest.url().starts_with("rtmp://127.0.0.1:") && ingest.url().ends_with("/live"));
 
     let port = ingest.port();
-    finish(
-        publish(&cam.url(), &format!("{}/key1", ingest.url()), 5),
-        Duration::from_secs(30),
-    );
+    finish(publish(&cam.url(), &format!("{}/key1", ingest.url()), 5), Duration::from_secs(30));
     let recs = ingest.wait_for_recordings(1, Duration::from_secs(5));
     assert_eq!(recs.len(), 1, "{recs:?}");
 
@@ -71,11 +63,7 @@ fn camera_to_ingest_records_and_survives_ingest_restart() {
     assert!(vt.len() >= 100, "only {} video packets", vt.len());
     assert!(max_gap(&vt) < 0.2, "video gap {}", max_gap(&vt));
     let at = packet_times(&recs[0], "a");
-    assert!(
-        !at.is_empty() && max_gap(&at) < 0.2,
-        "audio gap {}",
-        max_gap(&at)
-    );
+    assert!(!at.is_empty() && max_gap(&at) < 0.2, "audio gap {}", max_gap(&at));
 
     let t = Instant::now();
     ingest.stop();
@@ -84,20 +72,10 @@ fn camera_to_ingest_records_and_survives_ingest_restart() {
     eprintln!("ingest stop+restart in {:?}", t.elapsed());
     assert_eq!(ingest.port(), port);
     // record_unique names files KEY-<unix seconds>: a new key avoids same-second collisions.
-    finish(
-        publish(&cam.url(), &format!("{}/key2", ingest.url()), 2),
-        Duration::from_secs(30),
-    );
+    finish(publish(&cam.url(), &format!("{}/key2", ingest.url()), 2), Duration::from_secs(30));
     let recs = ingest.wait_for_recordings(2, Duration::from_secs(5));
     assert_eq!(recs.len(), 2, "{recs:?}");
-    assert!(
-        recs[1]
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("key2-"),
-        "{recs:?}"
-    );
+    assert!(recs[1].file_name().unwrap().to_string_lossy().starts_with("key2-"), "{recs:?}");
     let d2 = probe_duration(&recs[1]);
     assert!((1.0..=3.0).contains(&d2), "duration {d2}");
 }
@@ -112,10 +90,7 @@ fn ingest_stop_closes_a_live_recording() {
     std::thread::sleep(Duration::from_secs(3));
     ingest.stop();
     // The publisher sees the ingest go away.
-    assert!(
-        ff.wait_timeout(Duration::from_secs(10)).is_some(),
-        "ffmpeg kept running after ingest stop"
-    );
+    assert!(ff.wait_timeout(Duration::from_secs(10)).is_some(), "ffmpeg kept running after ingest stop");
     let recs = ingest.recordings();
     assert_eq!(recs.len(), 1);
     let d = probe_duration(&recs[0]);
@@ -133,17 +108,11 @@ fn camera_hang_resume_kill_restart() {
     cam.hang();
     assert!(!probe_ok(&url, 2_000_000), "a hung camera must not answer");
     cam.resume();
-    assert!(
-        probe_ok(&url, 5_000_000),
-        "camera must answer again after resume"
-    );
+    assert!(probe_ok(&url, 5_000_000), "camera must answer again after resume");
 
     cam.kill();
     assert!(!cam.is_running());
-    assert!(
-        !probe_ok(&url, 2_000_000),
-        "a killed camera must not answer"
-    );
+    assert!(!probe_ok(&url, 2_000_000), "a killed camera must not answer");
     let t = Instant::now();
     cam.restart();
     eprintln!("camera restart in {:?}", t.elapsed());
@@ -154,18 +123,12 @@ fn camera_hang_resume_kill_restart() {
 
 #[test]
 fn camera_without_audio_has_only_video() {
-    let cam = RtspCamera::start_with(CameraOpts {
-        pattern: "blue".into(),
-        audio: false,
-    });
+    let cam = RtspCamera::start_with(CameraOpts { pattern: "blue".into(), audio: false });
     let streams = probe_streams(cam.url());
     assert_eq!(streams.len(), 1, "{streams:?}");
     assert_eq!(streams[0].codec_type, "video");
     assert_eq!(streams[0].codec_name, "h264");
-    assert_eq!(
-        (streams[0].width, streams[0].height),
-        (Some(320), Some(180))
-    );
+    assert_eq!((streams[0].width, streams[0].height), (Some(320), Some(180)));
 }
 
 #[test]

@@ -7,35 +7,19 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const KEYS: [&str; 3] = [
-    "sk-live-7f3a9c2e1b",
-    "sk-live-0d4e8b6a2f",
-    "sk-live-93c1f5e7aa",
-];
+const KEYS: [&str; 3] = ["sk-live-7f3a9c2e1b", "sk-live-0d4e8b6a2f", "sk-live-93c1f5e7aa"];
 
 fn setup(stream: &str, cam: &RtspCamera, ingests: &[&RtmpIngest]) -> TestAgent {
     let agent = TestAgent::new();
-    let pairs: Vec<(String, String)> = ingests
-        .iter()
-        .zip(KEYS)
-        .map(|(i, k)| (i.url(), k.to_string()))
-        .collect();
+    let pairs: Vec<(String, String)> = ingests.iter().zip(KEYS).map(|(i, k)| (i.url(), k.to_string())).collect();
     agent.relay_setup(stream, &cam.url(), &pairs);
     agent
 }
 
 fn assert_h264_aac(path: &std::path::Path) {
     let streams = probe_streams(path);
-    assert_eq!(
-        codecs_of(&streams, "video"),
-        vec!["h264"],
-        "{path:?}: {streams:?}"
-    );
-    assert_eq!(
-        codecs_of(&streams, "audio"),
-        vec!["aac"],
-        "{path:?}: {streams:?}"
-    );
+    assert_eq!(codecs_of(&streams, "video"), vec!["h264"], "{path:?}: {streams:?}");
+    assert_eq!(codecs_of(&streams, "audio"), vec!["aac"], "{path:?}: {streams:?}");
 }
 
 /// Relay one camera to 3 ingests for 20 s: each recording is H.264 + AAC, at least 18 s long, one
@@ -43,26 +27,16 @@ fn assert_h264_aac(path: &std::path::Path) {
 #[test]
 fn relays_one_camera_to_three_ingests_without_leaking_keys() {
     let cam = RtspCamera::start("smpte");
-    let ingests = [
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-    ];
+    let ingests = [RtmpIngest::start(), RtmpIngest::start(), RtmpIngest::start()];
     let mut agent = setup("r1", &cam, &ingests.iter().collect::<Vec<_>>());
     agent.spawn();
     agent.wait_live("r1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(20));
     agent.ok(&["stream", "stop", "r1"]);
-    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| {
-        s["stream"]["state"] == "stopped"
-    });
+    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| s["stream"]["state"] == "stopped");
     for (n, ingest) in ingests.iter().enumerate() {
         let recs = ingest.recordings();
-        assert_eq!(
-            recs.len(),
-            1,
-            "ingest {n}: one publish session, got {recs:?}"
-        );
+        assert_eq!(recs.len(), 1, "ingest {n}: one publish session, got {recs:?}");
         assert_h264_aac(&recs[0]);
         let d = probe_duration(&recs[0]);
         assert!(d >= 18.0, "ingest {n}: recording is {d:.1} s, want >= 18 s");
@@ -71,18 +45,12 @@ fn relays_one_camera_to_three_ingests_without_leaking_keys() {
     let mut text = agent.log();
     text.push_str(&agent.ok(&["destination", "list", "--json"]));
     text.push_str(&agent.ok(&["stream", "status", "--json"]));
-    assert!(
-        text.contains("relay:r1/push:d1"),
-        "the log covers the pushers"
-    );
+    assert!(text.contains("relay:r1/push:d1"), "the log covers the pushers");
     for k in KEYS {
         assert!(
             !text.contains(k),
             "stream key {k} leaked:\n{}",
-            text.lines()
-                .filter(|l| l.contains(k))
-                .collect::<Vec<_>>()
-                .join("\n")
+            text.lines().filter(|l| l.contains(k)).collect::<Vec<_>>().join("\n")
         );
     }
     agent.stop();
@@ -93,11 +61,7 @@ fn relays_one_camera_to_three_ingests_without_leaking_keys() {
 #[test]
 fn a_dead_destination_does_not_disturb_the_others() {
     let cam = RtspCamera::start("ball");
-    let mut ingests = [
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-    ];
+    let mut ingests = [RtmpIngest::start(), RtmpIngest::start(), RtmpIngest::start()];
     let mut agent = setup("r1", &cam, &ingests.iter().collect::<Vec<_>>());
     agent.spawn();
     agent.wait_live("r1", Duration::from_secs(30));
@@ -106,9 +70,7 @@ fn a_dead_destination_does_not_disturb_the_others() {
     ingests[1].stop();
     std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
     // The pending retry of d2 fires at most one backoff cap after its last failure.
-    let failures = agent.status("r1")["status"]["outputs"][1]["consecutive_failures"]
-        .as_u64()
-        .unwrap_or(0) as u32;
+    let failures = agent.status("r1")["status"]["outputs"][1]["consecutive_failures"].as_u64().unwrap_or(0) as u32;
     assert!(failures >= 1, "the agent noticed ingest 2 going away");
     let cap = Duration::from_secs((2u64 << failures.saturating_sub(1).min(5)).min(60));
     ingests[1].restart();
@@ -126,39 +88,22 @@ fn a_dead_destination_does_not_disturb_the_others() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let reconnect = back.elapsed();
-    eprintln!(
-        "ingest 2 re-published {:.1} s after its return (backoff cap {cap:?})",
-        reconnect.as_secs_f64()
-    );
+    eprintln!("ingest 2 re-published {:.1} s after its return (backoff cap {cap:?})", reconnect.as_secs_f64());
     std::thread::sleep(Duration::from_secs(3));
     agent.ok(&["stream", "stop", "r1"]);
-    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| {
-        s["stream"]["state"] == "stopped"
-    });
+    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| s["stream"]["state"] == "stopped");
     for n in [0, 2] {
         let recs = ingests[n].recordings();
-        assert_eq!(
-            recs.len(),
-            1,
-            "ingest {} must not see a reconnect: {recs:?}",
-            n + 1
-        );
+        assert_eq!(recs.len(), 1, "ingest {} must not see a reconnect: {recs:?}", n + 1);
         let gap = max_gap(&packet_times(&recs[0], "v"));
         assert!(gap <= 0.5, "ingest {}: timestamp gap of {gap:.2} s", n + 1);
         assert!(probe_duration(&recs[0]) >= 18.0);
     }
     let recs = ingests[1].recordings();
-    assert_eq!(
-        recs.len(),
-        2,
-        "ingest 2: first session and the one after its return"
-    );
+    assert_eq!(recs.len(), 2, "ingest 2: first session and the one after its return");
     assert_h264_aac(&recs[1]);
     let events = agent.status("r1")["events"].to_string();
-    assert!(
-        events.contains("destination_down"),
-        "the outage is an event: {events}"
-    );
+    assert!(events.contains("destination_down"), "the outage is an event: {events}");
     agent.stop();
 }
 
@@ -173,37 +118,22 @@ fn a_hung_camera_is_detected_and_recovers() {
     agent.wait_live("r1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     cam.hang();
-    let detected = agent.wait_for("r1", Duration::from_secs(10), "hang detected", |s| {
-        s["stream"]["state"] != "live"
-    });
+    let detected = agent.wait_for("r1", Duration::from_secs(10), "hang detected", |s| s["stream"]["state"] != "live");
     let s = agent.status("r1");
     let err = s["status"]["ingest"]["last_error"].as_str().unwrap_or("");
-    assert!(
-        err.contains("no progress") || err.contains("exited"),
-        "reported cause: {s:#}"
-    );
+    assert!(err.contains("no progress") || err.contains("exited"), "reported cause: {s:#}");
     eprintln!("hang detected after {:.1} s: {err}", detected.as_secs_f64());
     std::thread::sleep(Duration::from_secs(3));
     cam.resume();
-    let back = agent.wait_for("r1", Duration::from_secs(90), "relay live again", |s| {
-        s["stream"]["state"] == "live"
-    });
+    let back = agent.wait_for("r1", Duration::from_secs(90), "relay live again", |s| s["stream"]["state"] == "live");
     eprintln!("live again {:.1} s after resume", back.as_secs_f64());
     std::thread::sleep(Duration::from_secs(3));
     let events = agent.status("r1")["events"].to_string();
-    assert!(
-        events.contains("camera_down") && events.contains("camera_up"),
-        "{events}"
-    );
+    assert!(events.contains("camera_down") && events.contains("camera_up"), "{events}");
     agent.ok(&["stream", "stop", "r1"]);
-    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| {
-        s["stream"]["state"] == "stopped"
-    });
+    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| s["stream"]["state"] == "stopped");
     let log = agent.log();
-    let pusher: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("push:d1") && !l.contains("ffmpeg started"))
-        .collect();
+    let pusher: Vec<&str> = log.lines().filter(|l| l.contains("push:d1") && !l.contains("ffmpeg started")).collect();
     assert_eq!(
         ingest.recordings().len(),
         1,
@@ -216,32 +146,20 @@ fn a_hung_camera_is_detected_and_recovers() {
 /// A camera without audio: the output still has an AAC track (silence).
 #[test]
 fn a_camera_without_audio_gets_silent_aac() {
-    let cam = RtspCamera::start_with(CameraOpts {
-        pattern: "red".into(),
-        audio: false,
-    });
-    assert!(
-        codecs_of(&probe_streams(cam.url()), "audio").is_empty(),
-        "the simulator really has no audio"
-    );
+    let cam = RtspCamera::start_with(CameraOpts { pattern: "red".into(), audio: false });
+    assert!(codecs_of(&probe_streams(cam.url()), "audio").is_empty(), "the simulator really has no audio");
     let ingest = RtmpIngest::start();
     let mut agent = setup("r1", &cam, &[&ingest]);
     agent.spawn();
     agent.wait_live("r1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(8));
     agent.ok(&["stream", "stop", "r1"]);
-    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| {
-        s["stream"]["state"] == "stopped"
-    });
+    agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| s["stream"]["state"] == "stopped");
     let recs = ingest.recordings();
     assert_eq!(recs.len(), 1);
     assert_h264_aac(&recs[0]);
     let audio = packet_times(&recs[0], "a");
-    assert!(
-        audio.len() > 200,
-        "audio packets all along: {}",
-        audio.len()
-    );
+    assert!(audio.len() > 200, "audio packets all along: {}", audio.len());
     agent.stop();
 }
 
@@ -264,34 +182,19 @@ fn after_a_crash_the_agent_reaps_its_own_ffmpeg_and_resumes() {
     agent.kill9();
     std::thread::sleep(Duration::from_secs(1));
     agent.spawn();
-    let t = agent.wait_for(
-        "r1",
-        Duration::from_secs(30),
-        "live with new processes",
-        |s| {
-            s["stream"]["state"] == "live"
-                && s["status"]["outputs"][0]["phase"] == "running"
-                && s["status"]["ingest"]["pid"]
-                    .as_u64()
-                    .is_some_and(|p| !old.contains(&(p as u32)))
-        },
-    );
+    let t = agent.wait_for("r1", Duration::from_secs(30), "live with new processes", |s| {
+        s["stream"]["state"] == "live"
+            && s["status"]["outputs"][0]["phase"] == "running"
+            && s["status"]["ingest"]["pid"].as_u64().is_some_and(|p| !old.contains(&(p as u32)))
+    });
     eprintln!("live again {:.1} s after restart", t.as_secs_f64());
     let new = agent.ffmpeg_pids("r1");
-    assert!(
-        new.iter().all(|p| !old.contains(p)),
-        "new processes: {old:?} → {new:?}"
-    );
+    assert!(new.iter().all(|p| !old.contains(p)), "new processes: {old:?} → {new:?}");
     for p in &old {
         assert!(!alive(*p), "old FFmpeg {p} is still running");
     }
-    assert!(
-        decoy.is_running(),
-        "an FFmpeg the agent did not start was touched"
-    );
-    agent.wait_for("r1", Duration::from_secs(10), "a second recording", |_| {
-        ingest.recordings().len() == 2
-    });
+    assert!(decoy.is_running(), "an FFmpeg the agent did not start was touched");
+    agent.wait_for("r1", Duration::from_secs(10), "a second recording", |_| ingest.recordings().len() == 2);
     agent.stop();
 }
 
@@ -300,61 +203,30 @@ fn after_a_crash_the_agent_reaps_its_own_ffmpeg_and_resumes() {
 #[test]
 fn destinations_attach_and_detach_while_live() {
     let cam = RtspCamera::start("smpte");
-    let ingests = [
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-        RtmpIngest::start(),
-    ];
+    let ingests = [RtmpIngest::start(), RtmpIngest::start(), RtmpIngest::start()];
     let mut agent = setup("r1", &cam, &[&ingests[0], &ingests[1]]);
-    agent.ok(&[
-        "destination",
-        "add",
-        "d3",
-        "--platform",
-        "custom",
-        "--url",
-        &ingests[2].url(),
-        "--key",
-        KEYS[2],
-    ]);
+    agent.ok(&["destination", "add", "d3", "--platform", "custom", "--url", &ingests[2].url(), "--key", KEYS[2]]);
     agent.spawn();
     agent.wait_live("r1", Duration::from_secs(30));
     let pids_before = agent.ffmpeg_pids("r1");
     let t = std::time::Instant::now();
     agent.ok(&["stream", "attach", "r1", "d3"]);
     ingests[2].wait_for_recordings(1, Duration::from_secs(5));
-    eprintln!(
-        "attached destination receiving after {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("attached destination receiving after {:.1} s", t.elapsed().as_secs_f64());
     agent.wait_live("r1", Duration::from_secs(10));
     agent.ok(&["stream", "detach", "r1", "d2"]);
     agent.wait_for("r1", Duration::from_secs(10), "d2 removed", |s| {
-        s["status"]["outputs"]
-            .as_array()
-            .is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["destination"] != "d2"))
+        s["status"]["outputs"].as_array().is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["destination"] != "d2"))
     });
     let pids_after = agent.ffmpeg_pids("r1");
-    assert_eq!(
-        pids_before[0], pids_after[0],
-        "the ingest was not restarted"
-    );
-    assert_eq!(
-        pids_before[1], pids_after[1],
-        "d1's pusher was not restarted"
-    );
+    assert_eq!(pids_before[0], pids_after[0], "the ingest was not restarted");
+    assert_eq!(pids_before[1], pids_after[1], "d1's pusher was not restarted");
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let d2_len = size(&ingests[1].recordings()[0]);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        size(&ingests[1].recordings()[0]),
-        d2_len,
-        "d2 no longer receives"
-    );
+    assert_eq!(size(&ingests[1].recordings()[0]), d2_len, "d2 no longer receives");
     agent.ok(&["stream", "stop", "r1"]);
-    agent.wait_for("r1", Duration::from_secs(20), "stopped", |s| {
-        s["stream"]["state"] == "stopped"
-    });
+    agent.wait_for("r1", Duration::from_secs(20), "stopped", |s| s["stream"]["state"] == "stopped");
     for (n, i) in ingests.iter().enumerate() {
         assert_eq!(i.recordings().len(), 1, "ingest {}: one session", n + 1);
     }

@@ -24,12 +24,8 @@ fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
         stale_after: Duration::from_secs(2),
         first_progress_timeout: Duration::from_secs(3),
         input_activity: None,
-        backoff: BackoffPolicy::new(
-            Duration::from_millis(100),
-            Duration::from_millis(400),
-            Duration::from_secs(60),
-        )
-        .unwrap(),
+        backoff: BackoffPolicy::new(Duration::from_millis(100), Duration::from_millis(400), Duration::from_secs(60))
+            .unwrap(),
         degraded_after: 10,
         stop_grace: Duration::from_secs(5),
         stderr_lines: 50,
@@ -39,23 +35,14 @@ fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
     }
 }
 
-async fn wait_status(
-    job: &Job,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&JobStatus) -> bool,
-) -> JobStatus {
+async fn wait_status(job: &Job, timeout: Duration, what: &str, pred: impl Fn(&JobStatus) -> bool) -> JobStatus {
     let start = Instant::now();
     loop {
         let s = job.status();
         if pred(&s) {
             return s;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting for {what}: {s:?}\nstderr: {:?}",
-            job.stderr_tail()
-        );
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:?}\nstderr: {:?}", job.stderr_tail());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -63,36 +50,12 @@ async fn wait_status(
 #[tokio::test]
 async fn an_exit_with_status_zero_is_a_failure_and_is_restarted() {
     common::require_bin("ffmpeg");
-    let args = common_prefix().args([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x36:rate=10",
-        "-t",
-        "0.5",
-        "-f",
-        "null",
-        "-",
-    ]);
+    let args =
+        common_prefix().args(["-f", "lavfi", "-i", "testsrc=size=64x36:rate=10", "-t", "0.5", "-f", "null", "-"]);
     let (tx, mut rx) = mpsc::channel(64);
-    let job = Job::spawn(JobSpec {
-        events: Some(tx),
-        ..spec("exit0", "ffmpeg", args)
-    });
-    let s = wait_status(
-        &job,
-        Duration::from_secs(10),
-        "a restart after exit 0",
-        |s| s.starts >= 2,
-    )
-    .await;
-    assert!(
-        s.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("exit status: 0"),
-        "{s:?}"
-    );
+    let job = Job::spawn(JobSpec { events: Some(tx), ..spec("exit0", "ffmpeg", args) });
+    let s = wait_status(&job, Duration::from_secs(10), "a restart after exit 0", |s| s.starts >= 2).await;
+    assert!(s.last_error.as_deref().unwrap_or("").contains("exit status: 0"), "{s:?}");
     let mut failed = 0;
     while let Ok(e) = rx.try_recv() {
         if let JobEvent::Failed { permanent, .. } = e {
@@ -129,17 +92,8 @@ async fn a_process_whose_progress_stops_is_restarted_but_an_idle_one_is_not() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let s = wait_status(&job, Duration::from_secs(12), "stall detected", |s| {
-        s.consecutive_failures >= 1
-    })
-    .await;
-    assert!(
-        s.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("no progress"),
-        "{s:?}"
-    );
+    let s = wait_status(&job, Duration::from_secs(12), "stall detected", |s| s.consecutive_failures >= 1).await;
+    assert!(s.last_error.as_deref().unwrap_or("").contains("no progress"), "{s:?}");
     feeding.abort();
     job.stop().await;
 }
@@ -158,89 +112,43 @@ async fn stop_escalates_to_sigkill_for_a_process_that_ignores_signals() {
     job.stop().await;
     let took = t.elapsed();
     assert!(!common::alive(pid), "the process group was killed");
-    assert!(
-        took >= Duration::from_secs(3),
-        "SIGINT (1 s grace) then SIGTERM (2 s) were tried first: {took:?}"
-    );
+    assert!(took >= Duration::from_secs(3), "SIGINT (1 s grace) then SIGTERM (2 s) were tried first: {took:?}");
     assert!(took < Duration::from_secs(8), "stop is bounded: {took:?}");
 }
 
 #[tokio::test]
 async fn permanent_errors_are_reported_and_retried_slowly() {
     common::require_bin("ffmpeg");
-    let args = common_prefix().args([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc",
-        "-c:v",
-        "no_such_encoder",
-        "-f",
-        "null",
-        "-",
-    ]);
+    let args = common_prefix().args(["-f", "lavfi", "-i", "testsrc", "-c:v", "no_such_encoder", "-f", "null", "-"]);
     let job = Job::spawn(spec("bad-encoder", "ffmpeg", args));
-    let s = wait_status(&job, Duration::from_secs(10), "permanent failure", |s| {
-        s.phase == Phase::Backoff
-    })
-    .await;
-    assert!(
-        s.permanent_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("encoder"),
-        "{s:?}"
-    );
-    assert_eq!(
-        s.retry_in_ms,
-        Some(400),
-        "permanent failures wait the maximum backoff"
-    );
+    let s = wait_status(&job, Duration::from_secs(10), "permanent failure", |s| s.phase == Phase::Backoff).await;
+    assert!(s.permanent_error.as_deref().unwrap_or("").contains("encoder"), "{s:?}");
+    assert_eq!(s.retry_in_ms, Some(400), "permanent failures wait the maximum backoff");
     job.stop().await;
 }
 
 #[tokio::test]
 async fn ten_consecutive_failures_report_degraded_and_keep_retrying() {
     common::require_bin("ffmpeg");
-    let args = common_prefix().args([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=32x32:rate=5",
-        "-t",
-        "0.1",
-        "-f",
-        "null",
-        "-",
-    ]);
+    let args = common_prefix().args(["-f", "lavfi", "-i", "testsrc=size=32x32:rate=5", "-t", "0.1", "-f", "null", "-"]);
     let (tx, mut rx) = mpsc::channel(256);
     let job = Job::spawn(JobSpec {
-        backoff: BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(20),
-            Duration::from_secs(60),
-        )
-        .unwrap(),
+        backoff: BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(20), Duration::from_secs(60))
+            .unwrap(),
         degraded_after: 3,
         events: Some(tx),
         ..spec("flappy", "ffmpeg", args)
     });
     let s = wait_status(&job, Duration::from_secs(20), "degraded", |s| s.degraded).await;
     assert!(s.consecutive_failures >= 3);
-    wait_status(&job, Duration::from_secs(20), "still retrying", |st| {
-        st.starts > s.starts + 1
-    })
-    .await;
+    wait_status(&job, Duration::from_secs(20), "still retrying", |st| st.starts > s.starts + 1).await;
     let mut degraded_events = 0;
     while let Ok(e) = rx.try_recv() {
         if matches!(e, JobEvent::Degraded { .. }) {
             degraded_events += 1;
         }
     }
-    assert_eq!(
-        degraded_events, 1,
-        "one degraded event, not one per failure"
-    );
+    assert_eq!(degraded_events, 1, "one degraded event, not one per failure");
     job.stop().await;
 }
 
@@ -261,17 +169,8 @@ async fn a_restarted_agent_reaps_only_its_own_leftovers() {
     let mut recycled = spawn();
     std::thread::sleep(Duration::from_millis(200));
     let write = |pid: u32, ticks: u64| {
-        let rec = Record {
-            pid,
-            start_ticks: ticks,
-            job: "relay:x/ingest".into(),
-            agent_pid: 1,
-        };
-        std::fs::write(
-            dir.path().join(format!("{pid}.json")),
-            serde_json::to_vec(&rec).unwrap(),
-        )
-        .unwrap();
+        let rec = Record { pid, start_ticks: ticks, job: "relay:x/ingest".into(), agent_pid: 1 };
+        std::fs::write(dir.path().join(format!("{pid}.json")), serde_json::to_vec(&rec).unwrap()).unwrap();
     };
     // Ours, from a dead agent: pid and start time match.
     write(orphan.pid(), start_ticks(orphan.pid()).unwrap());
@@ -279,14 +178,8 @@ async fn a_restarted_agent_reaps_only_its_own_leftovers() {
     write(recycled.pid(), start_ticks(recycled.pid()).unwrap() + 1);
     let reaped = reg.reap_leftovers().await;
     assert_eq!(reaped, vec![orphan.pid()]);
-    assert!(
-        orphan.wait_timeout(Duration::from_secs(5)).is_some(),
-        "the orphan was killed"
-    );
-    assert!(
-        stranger.is_running(),
-        "an unregistered FFmpeg was left alone"
-    );
+    assert!(orphan.wait_timeout(Duration::from_secs(5)).is_some(), "the orphan was killed");
+    assert!(stranger.is_running(), "an unregistered FFmpeg was left alone");
     assert!(recycled.is_running(), "a recycled pid was left alone");
     assert!(reg.records().is_empty(), "the registry was cleaned");
 }

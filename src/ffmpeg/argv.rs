@@ -33,18 +33,14 @@ impl Argv {
 
     #[must_use]
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, it: I) -> Self {
-        self.args
-            .extend(it.into_iter().map(|a| Arg::Plain(a.into())));
+        self.args.extend(it.into_iter().map(|a| Arg::Plain(a.into())));
         self
     }
 
     /// An argument containing secrets: `shown` is what logs print, `secrets` are redacted from stderr.
     #[must_use]
     pub fn masked(mut self, real: Secret, shown: impl Into<String>, secrets: &[Secret]) -> Self {
-        self.args.push(Arg::Masked {
-            real,
-            shown: shown.into(),
-        });
+        self.args.push(Arg::Masked { real, shown: shown.into() });
         self.secrets.extend(secrets.iter().cloned());
         self
     }
@@ -95,15 +91,12 @@ impl fmt::Debug for Argv {
 /// The options every supervised FFmpeg gets: quiet banner, no keyboard on stdin (SIGINT is the
 /// graceful stop), machine-readable progress on fd 3 every half second.
 pub fn common_prefix() -> Argv {
-    Argv::new()
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-            "-nostats",
-        ])
-        .args(["-progress", "pipe:3", "-stats_period", "0.5"])
+    Argv::new().args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats"]).args([
+        "-progress",
+        "pipe:3",
+        "-stats_period",
+        "0.5",
+    ])
 }
 
 #[cfg(test)]
@@ -113,11 +106,7 @@ mod tests {
     #[test]
     fn masked_args_never_display() {
         let key = Secret::new("abcd-1234");
-        let a = Argv::new().arg("-i").masked(
-            Secret::new("rtmp://h/app/abcd-1234"),
-            "rtmp://h/app/***",
-            &[key],
-        );
+        let a = Argv::new().arg("-i").masked(Secret::new("rtmp://h/app/abcd-1234"), "rtmp://h/app/***", &[key]);
         assert_eq!(a.to_string(), "-i rtmp://h/app/***");
         assert_eq!(format!("{a:?}"), "Argv(-i rtmp://h/app/***)");
         assert_eq!(a.expose(), vec!["-i", "rtmp://h/app/abcd-1234"]);

@@ -22,15 +22,9 @@ impl BackoffPolicy {
             return Err("the initial delay must be positive".into());
         }
         if initial > max {
-            return Err(format!(
-                "initial delay {initial:?} exceeds the maximum {max:?}"
-            ));
+            return Err(format!("initial delay {initial:?} exceeds the maximum {max:?}"));
         }
-        Ok(BackoffPolicy {
-            initial,
-            max,
-            reset_after,
-        })
+        Ok(BackoffPolicy { initial, max, reset_after })
     }
 
     pub fn max(&self) -> Duration {
@@ -57,10 +51,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(policy: BackoffPolicy) -> Self {
-        Backoff {
-            policy,
-            failures: 0,
-        }
+        Backoff { policy, failures: 0 }
     }
 
     /// Consecutive failures since the last healthy run.
@@ -94,12 +85,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn policy() -> BackoffPolicy {
-        BackoffPolicy::new(
-            Duration::from_secs(2),
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        )
-        .unwrap()
+        BackoffPolicy::new(Duration::from_secs(2), Duration::from_secs(60), Duration::from_secs(60)).unwrap()
     }
 
     #[test]
@@ -112,15 +98,8 @@ mod tests {
 
     #[test]
     fn invalid_policies_are_refused() {
-        assert!(
-            BackoffPolicy::new(Duration::ZERO, Duration::from_secs(1), Duration::ZERO).is_err()
-        );
-        assert!(BackoffPolicy::new(
-            Duration::from_secs(5),
-            Duration::from_secs(1),
-            Duration::ZERO
-        )
-        .is_err());
+        assert!(BackoffPolicy::new(Duration::ZERO, Duration::from_secs(1), Duration::ZERO).is_err());
+        assert!(BackoffPolicy::new(Duration::from_secs(5), Duration::from_secs(1), Duration::ZERO).is_err());
     }
 
     #[test]

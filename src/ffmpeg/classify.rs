@@ -14,44 +14,17 @@ pub enum FailureKind {
 }
 
 const PERMANENT: &[(&str, &str)] = &[
-    (
-        "401 unauthorized",
-        "authentication refused (check the camera user and password)",
-    ),
-    (
-        "403 forbidden",
-        "access forbidden (check credentials / stream key)",
-    ),
+    ("401 unauthorized", "authentication refused (check the camera user and password)"),
+    ("403 forbidden", "access forbidden (check credentials / stream key)"),
     ("404 not found", "not found (check the URL path)"),
-    (
-        "publish.badname",
-        "publish refused by the ingest (check the stream key)",
-    ),
-    (
-        "publish.denied",
-        "publish refused by the ingest (check the stream key)",
-    ),
-    (
-        "netconnection.connect.rejected",
-        "connection rejected by the ingest (check the URL and key)",
-    ),
+    ("publish.badname", "publish refused by the ingest (check the stream key)"),
+    ("publish.denied", "publish refused by the ingest (check the stream key)"),
+    ("netconnection.connect.rejected", "connection rejected by the ingest (check the URL and key)"),
     ("authentication failed", "authentication failed"),
-    (
-        "protocol not found",
-        "unsupported URL scheme in this FFmpeg build",
-    ),
-    (
-        "unknown encoder",
-        "encoder not available in this FFmpeg build",
-    ),
-    (
-        "unrecognized option",
-        "FFmpeg rejected an option (incompatible FFmpeg version)",
-    ),
-    (
-        "option not found",
-        "FFmpeg rejected an option (incompatible FFmpeg version)",
-    ),
+    ("protocol not found", "unsupported URL scheme in this FFmpeg build"),
+    ("unknown encoder", "encoder not available in this FFmpeg build"),
+    ("unrecognized option", "FFmpeg rejected an option (incompatible FFmpeg version)"),
+    ("option not found", "FFmpeg rejected an option (incompatible FFmpeg version)"),
     ("invalid argument", "invalid argument (check the URL)"),
 ];
 
@@ -83,23 +56,15 @@ mod tests {
     #[test]
     fn classifies_known_messages() {
         assert_eq!(
-            classify(&lines(&[
-                "[tcp @ 0x1] Connection to tcp://127.0.0.1:1 failed: Connection refused"
-            ])),
+            classify(&lines(&["[tcp @ 0x1] Connection to tcp://127.0.0.1:1 failed: Connection refused"])),
             FailureKind::Transient
         );
         assert!(matches!(
             classify(&lines(&["[rtsp @ 0x55] method DESCRIBE failed: 401 Unauthorized"])),
             FailureKind::Permanent(r) if r.contains("password")
         ));
-        assert!(matches!(
-            classify(&lines(&["Server error: NetStream.Publish.BadName"])),
-            FailureKind::Permanent(_)
-        ));
-        assert_eq!(
-            classify(&lines(&["Server error: Already publishing"])),
-            FailureKind::Transient
-        );
+        assert!(matches!(classify(&lines(&["Server error: NetStream.Publish.BadName"])), FailureKind::Permanent(_)));
+        assert_eq!(classify(&lines(&["Server error: Already publishing"])), FailureKind::Transient);
         assert_eq!(classify(&[]), FailureKind::Transient);
     }
 }

@@ -197,27 +197,10 @@ impl Job {
             retry_in_ms: None,
             progress: None,
         });
-        let ring = Arc::new(Mutex::new(StderrRing::new(
-            spec.stderr_lines,
-            Default::default(),
-        )));
+        let ring = Arc::new(Mutex::new(StderrRing::new(spec.stderr_lines, Default::default())));
         let name = spec.name.clone();
-        let task = tokio::spawn(
-            Runner {
-                spec,
-                cmd: cmd_rx,
-                status: status_tx,
-                ring: ring.clone(),
-            }
-            .run(),
-        );
-        Job {
-            name,
-            cmd: cmd_tx,
-            status: status_rx,
-            ring,
-            task,
-        }
+        let task = tokio::spawn(Runner { spec, cmd: cmd_rx, status: status_tx, ring: ring.clone() }.run());
+        Job { name, cmd: cmd_tx, status: status_rx, ring, task }
     }
 
     pub fn name(&self) -> &str {
@@ -296,10 +279,7 @@ impl Runner {
                 p = self.spec.args.prepare() => p,
             };
             let outcome = match prepared {
-                Err(e) => Outcome::Failed {
-                    reason: e.message,
-                    permanent: e.permanent,
-                },
+                Err(e) => Outcome::Failed { reason: e.message, permanent: e.permanent },
                 Ok(argv) => self.run_once(argv, &mut backoff, &mut stop_reply).await,
             };
             let (reason, permanent) = match outcome {
@@ -326,18 +306,9 @@ impl Runner {
                 s.permanent_error = permanent.then(|| reason.clone());
                 s.retry_in_ms = Some(delay.as_millis() as u64);
             });
-            self.event(JobEvent::Failed {
-                job: self.spec.name.clone(),
-                reason,
-                permanent,
-                retry_in: delay,
-                failures,
-            });
+            self.event(JobEvent::Failed { job: self.spec.name.clone(), reason, permanent, retry_in: delay, failures });
             if degraded && !was_degraded {
-                self.event(JobEvent::Degraded {
-                    job: self.spec.name.clone(),
-                    failures,
-                });
+                self.event(JobEvent::Degraded { job: self.spec.name.clone(), failures });
             }
             tokio::select! {
                 biased;
@@ -350,9 +321,7 @@ impl Runner {
             s.pid = None;
             s.retry_in_ms = None;
         });
-        self.event(JobEvent::Stopped {
-            job: self.spec.name.clone(),
-        });
+        self.event(JobEvent::Stopped { job: self.spec.name.clone() });
         if let Some(r) = stop_reply {
             let _ = r.send(());
         }
@@ -373,36 +342,17 @@ impl Runner {
         }
         let (prog_read, prog_write) = match std::io::pipe() {
             Ok(p) => p,
-            Err(e) => {
-                return Outcome::Failed {
-                    reason: format!("cannot create a pipe: {e}"),
-                    permanent: false,
-                }
-            }
+            Err(e) => return Outcome::Failed { reason: format!("cannot create a pipe: {e}"), permanent: false },
         };
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(argv.expose())
-            .stdin(if self.spec.pipe_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(if self.spec.pipe_stdout {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if self.spec.pipe_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(if self.spec.pipe_stdout { Stdio::piped() } else { Stdio::null() })
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Err(e) = cmd.fd_mappings(vec![FdMapping {
-            parent_fd: OwnedFd::from(prog_write),
-            child_fd: 3,
-        }]) {
-            return Outcome::Failed {
-                reason: format!("fd mapping: {e}"),
-                permanent: true,
-            };
+        if let Err(e) = cmd.fd_mappings(vec![FdMapping { parent_fd: OwnedFd::from(prog_write), child_fd: 3 }]) {
+            return Outcome::Failed { reason: format!("fd mapping: {e}"), permanent: true };
         }
         tracing::debug!(job = %name, argv = %argv, "starting ffmpeg");
         let spawned = cmd.spawn();
@@ -419,9 +369,7 @@ impl Runner {
             }
         };
         let pid = child.id().expect("a just-spawned child has a pid");
-        let mut guard = GroupGuard {
-            pgid: Some(Pid::from_raw(pid as i32)),
-        };
+        let mut guard = GroupGuard { pgid: Some(Pid::from_raw(pid as i32)) };
         if let Some(reg) = &self.spec.registry {
             if let Err(e) = reg.register(pid, &name) {
                 tracing::warn!(job = %name, "cannot record pid {pid} in the registry: {e}");
@@ -433,11 +381,7 @@ impl Runner {
             s.starts = starts;
             s.progress = None;
         });
-        self.event(JobEvent::Started {
-            job: name.clone(),
-            pid,
-            start: starts,
-        });
+        self.event(JobEvent::Started { job: name.clone(), pid, start: starts });
 
         // stderr → bounded ring, continuously.
         let stderr = child.stderr.take().expect("stderr piped");
@@ -460,36 +404,31 @@ impl Runner {
         });
         // progress (fd 3) → channel.
         let (prog_tx, mut prog_rx) = mpsc::channel::<Progress>(16);
-        let progress_task =
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(prog_read)) {
-                Ok(mut rx) => Some(tokio::spawn(async move {
-                    let mut parser = ProgressParser::new();
-                    let mut buf = vec![0u8; 2048];
-                    loop {
-                        match rx.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                for p in parser.feed(&buf[..n]) {
-                                    if prog_tx.send(p).await.is_err() {
-                                        return;
-                                    }
+        let progress_task = match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(prog_read)) {
+            Ok(mut rx) => Some(tokio::spawn(async move {
+                let mut parser = ProgressParser::new();
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    match rx.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            for p in parser.feed(&buf[..n]) {
+                                if prog_tx.send(p).await.is_err() {
+                                    return;
                                 }
                             }
                         }
                     }
-                })),
-                Err(e) => {
-                    tracing::warn!(job = %name, "cannot read progress: {e}");
-                    None
                 }
-            };
+            })),
+            Err(e) => {
+                tracing::warn!(job = %name, "cannot read progress: {e}");
+                None
+            }
+        };
         // Hand the data pipes to the owner.
         if let Some(io) = &self.spec.io {
-            let child_io = ChildIo {
-                generation: starts,
-                stdin: child.stdin.take(),
-                stdout: child.stdout.take(),
-            };
+            let child_io = ChildIo { generation: starts, stdin: child.stdin.take(), stdout: child.stdout.take() };
             if io.try_send(child_io).is_err() {
                 tracing::warn!(job = %name, "job owner is not taking pipes; the process will fail");
             }
@@ -500,11 +439,7 @@ impl Runner {
         let mut last_advance = started;
         let mut got_progress = false;
         let mut healthy_reset_done = false;
-        let mut last_activity = self
-            .spec
-            .input_activity
-            .as_ref()
-            .map(|a| a.load(Ordering::Relaxed));
+        let mut last_activity = self.spec.input_activity.as_ref().map(|a| a.load(Ordering::Relaxed));
         let mut activity_at = started;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -598,18 +533,12 @@ fn take_stop(cmd: Option<Cmd>) -> Option<oneshot::Sender<()>> {
 /// SIGINT (FFmpeg's graceful stop), then SIGTERM, then SIGKILL, to the whole process group.
 async fn stop_child(child: &mut Child, pid: u32, grace: Duration) -> ExitStatus {
     let pg = Pid::from_raw(pid as i32);
-    for (sig, wait) in [
-        (Signal::SIGINT, grace),
-        (Signal::SIGTERM, Duration::from_secs(2)),
-    ] {
+    for (sig, wait) in [(Signal::SIGINT, grace), (Signal::SIGTERM, Duration::from_secs(2))] {
         let _ = killpg(pg, sig);
         if let Ok(Ok(st)) = tokio::time::timeout(wait, child.wait()).await {
             return st;
         }
     }
     let _ = killpg(pg, Signal::SIGKILL);
-    child
-        .wait()
-        .await
-        .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9))
+    child.wait().await.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9))
 }

@@ -31,9 +31,7 @@ pub struct Registry {
 impl Registry {
     pub fn open(dir: &Path) -> std::io::Result<Registry> {
         std::fs::create_dir_all(dir)?;
-        Ok(Registry {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Registry { dir: dir.to_path_buf() })
     }
 
     fn path(&self, pid: u32) -> PathBuf {
@@ -127,17 +125,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         // A record whose pid exists (this test process) but with a wrong start time: not ours.
-        let rec = Record {
-            pid: std::process::id(),
-            start_ticks: 1,
-            job: "x".into(),
-            agent_pid: 1,
-        };
-        std::fs::write(
-            dir.path().join(format!("{}.json", rec.pid)),
-            serde_json::to_vec(&rec).unwrap(),
-        )
-        .unwrap();
+        let rec = Record { pid: std::process::id(), start_ticks: 1, job: "x".into(), agent_pid: 1 };
+        std::fs::write(dir.path().join(format!("{}.json", rec.pid)), serde_json::to_vec(&rec).unwrap()).unwrap();
         assert!(reg.reap_leftovers().await.is_empty());
         assert!(reg.records().is_empty());
     }

@@ -20,12 +20,7 @@ pub struct StderrRing {
 
 impl StderrRing {
     pub fn new(capacity: usize, redactor: Redactor) -> Self {
-        StderrRing {
-            lines: VecDeque::with_capacity(capacity),
-            capacity,
-            partial: Vec::new(),
-            redactor,
-        }
+        StderrRing { lines: VecDeque::with_capacity(capacity), capacity, partial: Vec::new(), redactor }
     }
 
     /// Feeds a chunk; returns the lines it completed (already redacted), for logging.
@@ -34,9 +29,7 @@ impl StderrRing {
         for &b in bytes {
             if b == b'\n' || b == b'\r' {
                 if !self.partial.is_empty() {
-                    let line = self
-                        .redactor
-                        .redact(String::from_utf8_lossy(&self.partial).trim_end());
+                    let line = self.redactor.redact(String::from_utf8_lossy(&self.partial).trim_end());
                     self.partial.clear();
                     if !line.is_empty() {
                         self.push(line.clone());
@@ -77,10 +70,7 @@ mod tests {
         let mut r = StderrRing::new(3, Redactor::new([Secret::new("sekret-key")]));
         r.feed(b"a\nb\rc\r\nd\n");
         r.feed(b"rtmp://h/app/sekret-key: Connection refused\n");
-        assert_eq!(
-            r.lines(),
-            vec!["c", "d", "rtmp://h/app/***: Connection refused"]
-        );
+        assert_eq!(r.lines(), vec!["c", "d", "rtmp://h/app/***: Connection refused"]);
         r.feed(&vec![b'z'; 10_000]);
         r.feed(b"\n");
         assert_eq!(r.lines().last().unwrap().len(), MAX_LINE);

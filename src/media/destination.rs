@@ -138,10 +138,7 @@ impl DestinationInput {
         if key.is_empty() {
             return Err(DestinationError::EmptyKey);
         }
-        if key
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-        {
+        if key.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
             return Err(DestinationError::BadKey);
         }
         let url = match (self.platform.ingest_url(), self.url) {
@@ -227,11 +224,10 @@ impl DestinationSettings {
         let base = base.trim_end_matches('/');
         let tls = base.starts_with("rtmps://").then(|| TlsOptions {
             verify: self.tls_verify,
-            ca_file: self.ca_file.clone().or_else(|| {
-                std::path::Path::new(SYSTEM_CA_BUNDLE)
-                    .exists()
-                    .then(|| SYSTEM_CA_BUNDLE.into())
-            }),
+            ca_file: self
+                .ca_file
+                .clone()
+                .or_else(|| std::path::Path::new(SYSTEM_CA_BUNDLE).exists().then(|| SYSTEM_CA_BUNDLE.into())),
         });
         OutputTarget {
             destination_id: id.to_string(),
@@ -266,53 +262,27 @@ mod tests {
 
     #[test]
     fn presets_build_the_platform_urls() {
-        let d = input(Platform::Youtube, None, "aaaa-bbbb-cccc")
-            .validate()
-            .unwrap();
+        let d = input(Platform::Youtube, None, "aaaa-bbbb-cccc").validate().unwrap();
         let o = d.outputs("yt");
-        assert_eq!(
-            o[0].url.expose(),
-            "rtmp://a.rtmp.youtube.com/live2/aaaa-bbbb-cccc"
-        );
+        assert_eq!(o[0].url.expose(), "rtmp://a.rtmp.youtube.com/live2/aaaa-bbbb-cccc");
         assert_eq!(o[0].shown, "rtmp://a.rtmp.youtube.com/live2/***");
         let mut i = input(Platform::Youtube, None, "k123");
         i.backup_ingest = true;
         let o = i.validate().unwrap().outputs("yt");
-        assert_eq!(
-            o[1].url.expose(),
-            "rtmp://b.rtmp.youtube.com/live2?backup=1/k123"
-        );
-        let fb = input(Platform::Facebook, None, "FB-1")
-            .validate()
-            .unwrap()
-            .outputs("fb");
-        assert_eq!(
-            fb[0].url.expose(),
-            "rtmps://live-api-s.facebook.com:443/rtmp/FB-1"
-        );
+        assert_eq!(o[1].url.expose(), "rtmp://b.rtmp.youtube.com/live2?backup=1/k123");
+        let fb = input(Platform::Facebook, None, "FB-1").validate().unwrap().outputs("fb");
+        assert_eq!(fb[0].url.expose(), "rtmps://live-api-s.facebook.com:443/rtmp/FB-1");
         assert!(fb[0].tls.as_ref().unwrap().verify);
-        let tw = input(Platform::Twitch, None, "live_1")
-            .validate()
-            .unwrap()
-            .outputs("tw");
+        let tw = input(Platform::Twitch, None, "live_1").validate().unwrap().outputs("tw");
         assert_eq!(tw[0].url.expose(), "rtmp://live.twitch.tv/app/live_1");
         assert!(tw[0].tls.is_none());
     }
 
     #[test]
     fn bad_input_is_refused() {
-        assert_eq!(
-            input(Platform::Youtube, None, "  ").validate(),
-            Err(DestinationError::EmptyKey)
-        );
-        assert_eq!(
-            input(Platform::Youtube, None, "a b").validate(),
-            Err(DestinationError::BadKey)
-        );
-        assert_eq!(
-            input(Platform::Custom, None, "k").validate(),
-            Err(DestinationError::MissingUrl)
-        );
+        assert_eq!(input(Platform::Youtube, None, "  ").validate(), Err(DestinationError::EmptyKey));
+        assert_eq!(input(Platform::Youtube, None, "a b").validate(), Err(DestinationError::BadKey));
+        assert_eq!(input(Platform::Custom, None, "k").validate(), Err(DestinationError::MissingUrl));
         assert_eq!(
             input(Platform::Custom, Some("http://x/app"), "k123").validate(),
             Err(DestinationError::BadScheme("http".into()))
@@ -333,10 +303,7 @@ mod tests {
             input(Platform::Twitch, Some("rtmp://x/app"), "k123").validate(),
             Err(DestinationError::UrlNotAllowed(Platform::Twitch))
         );
-        assert!(matches!(
-            "myspace".parse::<Platform>(),
-            Err(DestinationError::UnknownPlatform(_))
-        ));
+        assert!(matches!("myspace".parse::<Platform>(), Err(DestinationError::UnknownPlatform(_))));
         let mut i = input(Platform::Custom, Some("rtmp://x/app"), "k123");
         i.ca_file = Some("/etc/hostname".into());
         assert_eq!(i.validate(), Err(DestinationError::CaWithoutTls));

@@ -84,12 +84,7 @@ pub struct SubStats {
 
 impl Fanout {
     pub fn new(queue_bytes: usize) -> Fanout {
-        Fanout {
-            shared: Arc::new(Shared {
-                inner: Mutex::new(Inner::default()),
-                queue_bytes,
-            }),
-        }
+        Fanout { shared: Arc::new(Shared { inner: Mutex::new(Inner::default()), queue_bytes }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -133,12 +128,7 @@ impl Fanout {
     pub fn subscribe(&self, offered: Arc<AtomicU64>) -> Subscription {
         let mut inner = self.lock();
         let mut items = VecDeque::new();
-        items.push_back(
-            inner
-                .header
-                .clone()
-                .unwrap_or_else(|| Bytes::from_static(DEFAULT_HEADER)),
-        );
+        items.push_back(inner.header.clone().unwrap_or_else(|| Bytes::from_static(DEFAULT_HEADER)));
         items.extend(inner.metadata.iter().cloned());
         items.extend(inner.avc_seq.iter().cloned());
         items.extend(inner.aac_seq.iter().cloned());
@@ -160,11 +150,7 @@ impl Fanout {
         let id = inner.next_sub;
         inner.next_sub += 1;
         inner.subs.insert(id, sub.clone());
-        Subscription {
-            id,
-            fanout: self.clone(),
-            sub,
-        }
+        Subscription { id, fanout: self.clone(), sub }
     }
 }
 
@@ -185,11 +171,7 @@ impl Inner {
         }
         let keyframe = tag.is_keyframe();
         let seq = tag.is_sequence_header();
-        let encoded = Tag {
-            timestamp: ts,
-            ..tag.clone()
-        }
-        .encode();
+        let encoded = Tag { timestamp: ts, ..tag.clone() }.encode();
         match tag.kind {
             TagKind::Script => {
                 // Metadata of later generations is only cached: a mid-stream onMetaData is noise.
@@ -221,12 +203,7 @@ impl Inner {
         }
         let headers = (self.avc_seq.clone(), self.aac_seq.clone());
         for s in self.subs.values() {
-            s.offer(
-                &encoded,
-                keyframe,
-                seq || tag.kind == TagKind::Script,
-                &headers,
-            );
+            s.offer(&encoded, keyframe, seq || tag.kind == TagKind::Script, &headers);
         }
     }
 }
@@ -296,11 +273,7 @@ impl Subscription {
 
     pub fn stats(&self) -> SubStats {
         let q = self.sub.queue.lock().expect("queue lock");
-        SubStats {
-            queued_bytes: q.bytes,
-            dropped_tags: q.dropped_tags,
-            overflows: q.overflows,
-        }
+        SubStats { queued_bytes: q.bytes, dropped_tags: q.dropped_tags, overflows: q.overflows }
     }
 }
 
@@ -330,10 +303,7 @@ mod tests {
         for b in batch.iter().skip(1) {
             all.extend_from_slice(b);
         }
-        items(&all)
-            .into_iter()
-            .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
-            .collect()
+        items(&all).into_iter().filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None }).collect()
     }
 
     #[tokio::test]
@@ -350,10 +320,7 @@ mod tests {
         assert_eq!(tags[0].kind, TagKind::Script);
         assert!(tags[1].is_sequence_header() && tags[1].kind == TagKind::Video);
         assert!(tags[2].is_sequence_header() && tags[2].kind == TagKind::Audio);
-        assert!(
-            tags[3].is_keyframe(),
-            "GOP cache starts at the last keyframe"
-        );
+        assert!(tags[3].is_keyframe(), "GOP cache starts at the last keyframe");
         assert_eq!(tags.len(), 4, "only the last keyframe, not earlier frames");
     }
 
@@ -363,16 +330,8 @@ mod tests {
         let slow = f.subscribe(Default::default());
         let fast = f.subscribe(Default::default());
         let stream = items(&sample_stream());
-        let big_inter = Tag {
-            kind: TagKind::Video,
-            timestamp: 100,
-            data: Bytes::from(vec![0x27u8; 30_000]),
-        };
-        let key = Tag {
-            kind: TagKind::Video,
-            timestamp: 200,
-            data: Bytes::from(vec![0x17u8, 1, 0, 0, 0]),
-        };
+        let big_inter = Tag { kind: TagKind::Video, timestamp: 100, data: Bytes::from(vec![0x27u8; 30_000]) };
+        let key = Tag { kind: TagKind::Video, timestamp: 200, data: Bytes::from(vec![0x17u8, 1, 0, 0, 0]) };
         for i in stream.iter().take(5).cloned() {
             f.push(i);
         }
@@ -407,21 +366,11 @@ mod tests {
         }
         let mut out = vec![];
         sub.next_batch(&mut out).await.unwrap();
-        let ts: Vec<u32> = tags_of(&out)
-            .iter()
-            .filter(|t| t.kind != TagKind::Script)
-            .map(|t| t.timestamp)
-            .collect();
+        let ts: Vec<u32> = tags_of(&out).iter().filter(|t| t.kind != TagKind::Script).map(|t| t.timestamp).collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
         assert!(*ts.last().unwrap() >= 40 + REBASE_GAP_MS + 40);
-        let scripts = tags_of(&out)
-            .iter()
-            .filter(|t| t.kind == TagKind::Script)
-            .count();
-        assert_eq!(
-            scripts, 1,
-            "metadata of the second generation is not forwarded"
-        );
+        let scripts = tags_of(&out).iter().filter(|t| t.kind == TagKind::Script).count();
+        assert_eq!(scripts, 1, "metadata of the second generation is not forwarded");
     }
 
     #[tokio::test]
@@ -433,10 +382,7 @@ mod tests {
         assert_eq!(f.lock().subs.len(), 1);
         f.close();
         let mut out = vec![];
-        assert!(
-            s.next_batch(&mut out).await.is_some(),
-            "the header is still delivered"
-        );
+        assert!(s.next_batch(&mut out).await.is_some(), "the header is still delivered");
         assert!(s.next_batch(&mut out).await.is_none());
     }
 }

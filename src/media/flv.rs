@@ -33,9 +33,7 @@ impl Tag {
     /// sequence header, not the end-of-sequence tag FFmpeg writes last).
     pub fn is_keyframe(&self) -> bool {
         match (self.kind, self.data.first()) {
-            (TagKind::Video, Some(b)) if b >> 4 == 1 => {
-                b & 0x0f != 7 || self.data.get(1) == Some(&1)
-            }
+            (TagKind::Video, Some(b)) if b >> 4 == 1 => b & 0x0f != 7 || self.data.get(1) == Some(&1),
             _ => false,
         }
     }
@@ -123,9 +121,7 @@ impl FlvReader {
                 return Err(FlvError::BadHeader { version, size });
             }
             self.header_done = true;
-            return Ok(Some(Item::Header(
-                self.buf.split_to(HEADER_LEN + 4).freeze(),
-            )));
+            return Ok(Some(Item::Header(self.buf.split_to(HEADER_LEN + 4).freeze())));
         }
         if self.buf.len() < TAG_HEADER_LEN {
             return Ok(None);
@@ -155,11 +151,7 @@ impl FlvReader {
         let data = tag.split_to(size).freeze();
         // The trailing PreviousTagSize is not checked: some muxers write it wrong, and it carries
         // nothing we need.
-        Ok(Some(Item::Tag(Tag {
-            kind,
-            timestamp: ts,
-            data,
-        })))
+        Ok(Some(Item::Tag(Tag { kind, timestamp: ts, data })))
     }
 }
 
@@ -178,26 +170,10 @@ pub(crate) mod tests {
                 timestamp: 0,
                 data: Bytes::from_static(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09"),
             },
-            Tag {
-                kind: TagKind::Video,
-                timestamp: 0,
-                data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
-            },
-            Tag {
-                kind: TagKind::Audio,
-                timestamp: 0,
-                data: Bytes::from_static(&[0xaf, 0, 0x11, 0x90]),
-            },
-            Tag {
-                kind: TagKind::Video,
-                timestamp: 0,
-                data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
-            },
-            Tag {
-                kind: TagKind::Audio,
-                timestamp: 21,
-                data: Bytes::from_static(&[0xaf, 1, 0x21, 0x10]),
-            },
+            Tag { kind: TagKind::Video, timestamp: 0, data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]) },
+            Tag { kind: TagKind::Audio, timestamp: 0, data: Bytes::from_static(&[0xaf, 0, 0x11, 0x90]) },
+            Tag { kind: TagKind::Video, timestamp: 0, data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]) },
+            Tag { kind: TagKind::Audio, timestamp: 21, data: Bytes::from_static(&[0xaf, 1, 0x21, 0x10]) },
             Tag {
                 kind: TagKind::Video,
                 timestamp: 40,
@@ -232,19 +208,12 @@ pub(crate) mod tests {
         let items = read_all(&sample_stream(), 7).unwrap();
         assert_eq!(items.len(), 8);
         assert!(matches!(&items[0], Item::Header(h) if h.len() == 13));
-        let tags: Vec<&Tag> = items
-            .iter()
-            .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
-            .collect();
+        let tags: Vec<&Tag> = items.iter().filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None }).collect();
         assert_eq!(tags[0].kind, TagKind::Script);
         assert!(tags[1].is_sequence_header() && !tags[1].is_keyframe());
         assert!(tags[2].is_sequence_header());
         assert!(tags[3].is_keyframe() && !tags[3].is_sequence_header());
-        let eos = Tag {
-            kind: TagKind::Video,
-            timestamp: 9,
-            data: Bytes::from_static(&[0x17, 2, 0, 0, 0]),
-        };
+        let eos = Tag { kind: TagKind::Video, timestamp: 9, data: Bytes::from_static(&[0x17, 2, 0, 0, 0]) };
         assert!(!eos.is_keyframe(), "end of sequence is not a keyframe");
         assert!(!tags[5].is_keyframe());
         assert_eq!(tags[6].timestamp, 0x0100_0050, "extended timestamp byte");
@@ -266,19 +235,13 @@ pub(crate) mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert_eq!(
-            read_all(b"RIFF\x00\x00\x00\x00WAVEfmt ", 4).unwrap_err(),
-            FlvError::BadSignature
-        );
+        assert_eq!(read_all(b"RIFF\x00\x00\x00\x00WAVEfmt ", 4).unwrap_err(), FlvError::BadSignature);
         let mut s = sample_stream();
         s[13] = 0x07; // first tag type
         assert_eq!(read_all(&s, 64).unwrap_err(), FlvError::BadTagType(7));
         let mut s = sample_stream();
         s[14] = 0xff; // tag size 16 MiB-ish
-        assert!(matches!(
-            read_all(&s, 64).unwrap_err(),
-            FlvError::TagTooLarge(_)
-        ));
+        assert!(matches!(read_all(&s, 64).unwrap_err(), FlvError::TagTooLarge(_)));
     }
 
     #[test]
@@ -295,35 +258,16 @@ pub(crate) mod tests {
     #[test]
     fn parses_captured_encoder_output() {
         let items = read_all(CAPTURED, 4096).unwrap();
-        let tags: Vec<&Tag> = items
-            .iter()
-            .filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None })
-            .collect();
+        let tags: Vec<&Tag> = items.iter().filter_map(|i| if let Item::Tag(t) = i { Some(t) } else { None }).collect();
         assert!(matches!(items[0], Item::Header(_)));
         assert_eq!(tags[0].kind, TagKind::Script, "onMetaData first");
-        assert_eq!(
-            tags.iter().filter(|t| t.is_sequence_header()).count(),
-            2,
-            "one AVC and one AAC sequence header"
-        );
+        assert_eq!(tags.iter().filter(|t| t.is_sequence_header()).count(), 2, "one AVC and one AAC sequence header");
         let keyframes = tags.iter().filter(|t| t.is_keyframe()).count();
         assert_eq!(keyframes, 2, "2 s at a keyframe per second");
-        let frames = tags
-            .iter()
-            .filter(|t| t.kind == TagKind::Video && t.data.get(1) == Some(&1))
-            .count();
-        assert_eq!(
-            frames, 20,
-            "10 fps for 2 s (plus the end-of-sequence tag, not counted)"
-        );
-        assert!(tags
-            .iter()
-            .any(|t| t.kind == TagKind::Audio && !t.is_sequence_header()));
-        let video_ts: Vec<u32> = tags
-            .iter()
-            .filter(|t| t.kind == TagKind::Video)
-            .map(|t| t.timestamp)
-            .collect();
+        let frames = tags.iter().filter(|t| t.kind == TagKind::Video && t.data.get(1) == Some(&1)).count();
+        assert_eq!(frames, 20, "10 fps for 2 s (plus the end-of-sequence tag, not counted)");
+        assert!(tags.iter().any(|t| t.kind == TagKind::Audio && !t.is_sequence_header()));
+        let video_ts: Vec<u32> = tags.iter().filter(|t| t.kind == TagKind::Video).map(|t| t.timestamp).collect();
         assert!(video_ts.windows(2).all(|w| w[0] <= w[1]));
         assert!(*video_ts.last().unwrap() >= 1800);
     }

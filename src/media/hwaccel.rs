@@ -13,13 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 /// Hardware encoders, in order of preference.
-pub const CANDIDATES: &[&str] = &[
-    "h264_v4l2m2m",
-    "h264_videotoolbox",
-    "h264_vaapi",
-    "h264_qsv",
-    "h264_nvenc",
-];
+pub const CANDIDATES: &[&str] = &["h264_v4l2m2m", "h264_videotoolbox", "h264_vaapi", "h264_qsv", "h264_nvenc"];
 pub const SOFTWARE: &str = "libx264";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,11 +39,7 @@ pub enum HwError {
     NoFfmpeg(String, String),
 }
 
-async fn output(
-    ffmpeg: &Path,
-    args: &[&str],
-    timeout: Duration,
-) -> Result<std::process::Output, String> {
+async fn output(ffmpeg: &Path, args: &[&str], timeout: Duration) -> Result<std::process::Output, String> {
     let child = Command::new(ffmpeg)
         .args(args)
         .stdin(Stdio::null())
@@ -70,14 +60,7 @@ fn test_args(encoder: &str) -> Vec<&str> {
     if encoder == "h264_vaapi" {
         a.extend(["-vaapi_device", "/dev/dri/renderD128"]);
     }
-    a.extend([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=30",
-        "-t",
-        "1",
-    ]);
+    a.extend(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "1"]);
     match encoder {
         "h264_vaapi" => a.extend(["-vf", "format=nv12,hwupload"]),
         "h264_qsv" => a.extend(["-pix_fmt", "nv12"]),
@@ -90,51 +73,24 @@ fn test_args(encoder: &str) -> Vec<&str> {
 /// Lists and test-encodes every candidate (no cache).
 pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
     let name = ffmpeg.display().to_string();
-    let version = output(
-        ffmpeg,
-        &["-hide_banner", "-version"],
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| HwError::NoFfmpeg(name.clone(), e))?;
-    let version = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let list = output(
-        ffmpeg,
-        &["-hide_banner", "-encoders"],
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| HwError::NoFfmpeg(name, e))?;
+    let version = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
+        .await
+        .map_err(|e| HwError::NoFfmpeg(name.clone(), e))?;
+    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or_default().to_string();
+    let list = output(ffmpeg, &["-hide_banner", "-encoders"], Duration::from_secs(10))
+        .await
+        .map_err(|e| HwError::NoFfmpeg(name, e))?;
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
-    let is_listed = |enc: &str| {
-        listed
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(enc))
-    };
+    let is_listed = |enc: &str| listed.lines().any(|l| l.split_whitespace().nth(1) == Some(enc));
     let mut candidates = Vec::new();
     for enc in CANDIDATES.iter().chain([&SOFTWARE]) {
-        let mut c = Candidate {
-            encoder: enc.to_string(),
-            listed: is_listed(enc),
-            works: false,
-            error: None,
-        };
+        let mut c = Candidate { encoder: enc.to_string(), listed: is_listed(enc), works: false, error: None };
         if c.listed {
             match output(ffmpeg, &test_args(enc), Duration::from_secs(15)).await {
                 Ok(o) if o.status.success() => c.works = true,
                 Ok(o) => {
                     let err = String::from_utf8_lossy(&o.stderr);
-                    c.error = Some(
-                        err.lines()
-                            .rev()
-                            .find(|l| !l.trim().is_empty())
-                            .unwrap_or("failed")
-                            .to_string(),
-                    );
+                    c.error = Some(err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed").to_string());
                 }
                 Err(e) => c.error = Some(e),
             }
@@ -143,37 +99,18 @@ pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
         }
         candidates.push(c);
     }
-    let chosen = candidates
-        .iter()
-        .find(|c| c.works)
-        .map(|c| c.encoder.clone())
-        .unwrap_or_else(|| SOFTWARE.into());
-    Ok(Verdict {
-        ffmpeg_version: version,
-        candidates,
-        chosen,
-    })
+    let chosen = candidates.iter().find(|c| c.works).map(|c| c.encoder.clone()).unwrap_or_else(|| SOFTWARE.into());
+    Ok(Verdict { ffmpeg_version: version, candidates, chosen })
 }
 
 /// The cached verdict for this FFmpeg, probing (and caching) when absent, stale or `refresh`.
 pub async fn cached(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdict, HwError> {
-    let current = output(
-        ffmpeg,
-        &["-hide_banner", "-version"],
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e))?;
-    let current = String::from_utf8_lossy(&current.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let current = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
+        .await
+        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e))?;
+    let current = String::from_utf8_lossy(&current.stdout).lines().next().unwrap_or_default().to_string();
     if !refresh {
-        if let Some(v) = std::fs::read(cache)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Verdict>(&b).ok())
-        {
+        if let Some(v) = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<Verdict>(&b).ok()) {
             if v.ffmpeg_version == current {
                 return Ok(v);
             }

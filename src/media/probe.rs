@@ -45,26 +45,16 @@ pub struct CameraSource {
     pub secrets: Vec<Secret>,
 }
 
-pub async fn probe_camera(
-    ffprobe: &Path,
-    cam: &CameraSource,
-    timeout: Duration,
-) -> Result<CameraProbe, ProbeError> {
+pub async fn probe_camera(ffprobe: &Path, cam: &CameraSource, timeout: Duration) -> Result<CameraProbe, ProbeError> {
     let rtsp_timeout_us = timeout.as_micros().to_string();
     let mut cmd = Command::new(ffprobe);
     cmd.args(["-v", "error", "-of", "json", "-show_streams"]);
     if cam.url.expose().starts_with("rtsp") {
         cmd.args(["-rtsp_transport", "tcp", "-timeout", &rtsp_timeout_us]);
     }
-    cmd.arg(cam.url.expose())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.arg(cam.url.expose()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let redactor = Redactor::new(cam.secrets.iter().cloned().chain([cam.url.clone()]));
-    let child = cmd
-        .spawn()
-        .map_err(|e| ProbeError::Tool(format!("{}: {e}", ffprobe.display())))?;
+    let child = cmd.spawn().map_err(|e| ProbeError::Tool(format!("{}: {e}", ffprobe.display())))?;
     let deadline = timeout + Duration::from_secs(3);
     let out = match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Err(_) => return Err(ProbeError::Timeout(deadline.as_secs())),
@@ -73,15 +63,8 @@ pub async fn probe_camera(
     };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no answer")
-            .to_string();
-        return Err(ProbeError::Unreachable(
-            redactor.redact(&last).replace(cam.url.expose(), &cam.shown),
-        ));
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no answer").to_string();
+        return Err(ProbeError::Unreachable(redactor.redact(&last).replace(cam.url.expose(), &cam.shown)));
     }
     parse_probe(&out.stdout)
 }
@@ -99,17 +82,10 @@ fn parse_probe(json: &[u8]) -> Result<CameraProbe, ProbeError> {
         width: Option<u32>,
         height: Option<u32>,
     }
-    let out: Out = serde_json::from_slice(json)
-        .map_err(|e| ProbeError::Tool(format!("unreadable ffprobe output: {e}")))?;
-    let video = out
-        .streams
-        .iter()
-        .find(|s| s.codec_type.as_deref() == Some("video"))
-        .ok_or(ProbeError::NoVideo)?;
-    let audio = out
-        .streams
-        .iter()
-        .find(|s| s.codec_type.as_deref() == Some("audio"));
+    let out: Out =
+        serde_json::from_slice(json).map_err(|e| ProbeError::Tool(format!("unreadable ffprobe output: {e}")))?;
+    let video = out.streams.iter().find(|s| s.codec_type.as_deref() == Some("video")).ok_or(ProbeError::NoVideo)?;
+    let audio = out.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
     Ok(CameraProbe {
         video_codec: video.codec_name.clone(),
         width: video.width,
@@ -128,10 +104,7 @@ mod tests {
         let p = parse_probe(j).unwrap();
         assert_eq!(p.video_codec.as_deref(), Some("h264"));
         assert_eq!(p.audio_codec.as_deref(), Some("aac"));
-        assert_eq!(
-            parse_probe(br#"{"streams":[{"codec_type":"audio"}]}"#),
-            Err(ProbeError::NoVideo)
-        );
+        assert_eq!(parse_probe(br#"{"streams":[{"codec_type":"audio"}]}"#), Err(ProbeError::NoVideo));
         assert!(parse_probe(b"not json").is_err());
     }
 }

@@ -41,17 +41,15 @@ pub fn pusher_args(t: &OutputTarget) -> Argv {
             a = a.arg("-ca_file").arg(ca.to_string_lossy());
         }
     }
-    a.args(["-f", "flv", "-flvflags", "no_duration_filesize"])
-        .masked(t.url.clone(), t.shown.clone(), std::slice::from_ref(&t.key))
+    a.args(["-f", "flv", "-flvflags", "no_duration_filesize"]).masked(
+        t.url.clone(),
+        t.shown.clone(),
+        std::slice::from_ref(&t.key),
+    )
 }
 
 impl Pusher {
-    pub fn start(
-        job_prefix: &str,
-        fanout: &Fanout,
-        target: OutputTarget,
-        env: &MediaEnv,
-    ) -> Pusher {
+    pub fn start(job_prefix: &str, fanout: &Fanout, target: OutputTarget, env: &MediaEnv) -> Pusher {
         let offered = Arc::new(AtomicU64::new(0));
         let (io_tx, io_rx) = mpsc::channel(4);
         let suffix = match target.ingest {
@@ -77,12 +75,7 @@ impl Pusher {
         });
         let stats = Arc::new(Mutex::new(SubStats::default()));
         let writer = tokio::spawn(feed(fanout.clone(), io_rx, offered, stats.clone()));
-        Pusher {
-            target,
-            job,
-            writer,
-            stats,
-        }
+        Pusher { target, job, writer, stats }
     }
 
     pub fn target(&self) -> &OutputTarget {

@@ -32,11 +32,7 @@ pub struct RelaySpec {
 }
 
 /// Builds the ingest's argv from the camera as it is now.
-pub fn ingest_args(
-    cam: &CameraSource,
-    probe: &CameraProbe,
-    rtsp_timeout: Duration,
-) -> Result<Argv, PrepareError> {
+pub fn ingest_args(cam: &CameraSource, probe: &CameraProbe, rtsp_timeout: Duration) -> Result<Argv, PrepareError> {
     match probe.video_codec.as_deref() {
         Some("h264") => {}
         other => {
@@ -52,28 +48,17 @@ pub fn ingest_args(
     }
     let mut a = common_prefix();
     if cam.url.expose().starts_with("rtsp") {
-        a = a
-            .args(["-rtsp_transport", "tcp", "-timeout"])
-            .arg(rtsp_timeout.as_micros().to_string());
+        a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
     }
-    a = a
-        .arg("-i")
-        .masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
+    a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
     let silent = probe.audio_codec.is_none();
     if silent {
-        a = a.args([
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=channel_layout=stereo:sample_rate=48000",
-        ]);
+        a = a.args(["-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000"]);
     }
     a = a.args(["-map", "0:v:0", "-c:v", "copy"]);
     a = match probe.audio_codec.as_deref() {
         Some("aac") => a.args(["-map", "0:a:0", "-c:a", "copy"]),
-        Some(_) => a.args([
-            "-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2",
-        ]),
+        Some(_) => a.args(["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]),
         // -shortest: when the camera ends, the endless silence must not keep FFmpeg alive.
         None => a.args(["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-shortest"]),
     };
@@ -90,12 +75,10 @@ impl ArgSource for IngestArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout);
         Box::pin(async move {
-            let probe = probe_camera(&ffprobe, &cam, t)
-                .await
-                .map_err(|e| PrepareError {
-                    permanent: matches!(e, ProbeError::Tool(_)) || e.to_string().contains("401"),
-                    message: e.to_string(),
-                })?;
+            let probe = probe_camera(&ffprobe, &cam, t).await.map_err(|e| PrepareError {
+                permanent: matches!(e, ProbeError::Tool(_)) || e.to_string().contains("401"),
+                message: e.to_string(),
+            })?;
             ingest_args(&cam, &probe, t)
         })
     }
@@ -183,16 +166,10 @@ impl Relay {
     /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones
     /// stop; untouched ones are not disturbed.
     pub async fn set_outputs(&mut self, outputs: Vec<OutputTarget>) {
-        let wanted: BTreeMap<(String, Ingest), OutputTarget> = outputs
-            .into_iter()
-            .map(|t| ((t.destination_id.clone(), t.ingest), t))
-            .collect();
-        let stale: Vec<(String, Ingest)> = self
-            .pushers
-            .iter()
-            .filter(|(k, p)| wanted.get(*k) != Some(p.target()))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let wanted: BTreeMap<(String, Ingest), OutputTarget> =
+            outputs.into_iter().map(|t| ((t.destination_id.clone(), t.ingest), t)).collect();
+        let stale: Vec<(String, Ingest)> =
+            self.pushers.iter().filter(|(k, p)| wanted.get(*k) != Some(p.target())).map(|(k, _)| k.clone()).collect();
         let mut stopping = Vec::new();
         for k in stale {
             if let Some(p) = self.pushers.remove(&k) {

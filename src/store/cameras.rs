@@ -41,9 +41,7 @@ pub struct Camera {
 }
 
 /// Checks an RTSP URL and splits credentials out of it (they are stored apart, sealed).
-pub fn split_camera_url(
-    input: &str,
-) -> Result<(String, Option<String>, Option<Secret>), CameraError> {
+pub fn split_camera_url(input: &str) -> Result<(String, Option<String>, Option<Secret>), CameraError> {
     let mut u = url::Url::parse(input.trim()).map_err(|e| CameraError::BadUrl(e.to_string()))?;
     match u.scheme() {
         "rtsp" | "rtsps" => {}
@@ -97,27 +95,19 @@ impl Camera {
 impl Store {
     pub async fn add_camera(&self, c: NewCamera) -> Result<Camera, StoreError> {
         validate_id("camera", &c.id)?;
-        let (url, url_user, url_pass) =
-            split_camera_url(&c.url).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (url, url_user, url_pass) = split_camera_url(&c.url).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let username = c.username.or(url_user);
         let password = c.password.or(url_pass);
         if let Some(b) = &c.backup_camera_id {
             if b == &c.id {
-                return Err(StoreError::Invalid(
-                    "a camera cannot be its own backup".into(),
-                ));
+                return Err(StoreError::Invalid("a camera cannot be its own backup".into()));
             }
             self.camera(b).await?;
         }
         if self.camera(&c.id).await.is_ok() {
-            return Err(StoreError::Exists {
-                kind: "camera",
-                id: c.id,
-            });
+            return Err(StoreError::Exists { kind: "camera", id: c.id });
         }
-        let sealed = password
-            .as_ref()
-            .map(|p| self.key.seal(p, &format!("camera:{}:password", c.id)));
+        let sealed = password.as_ref().map(|p| self.key.seal(p, &format!("camera:{}:password", c.id)));
         sqlx::query(
             "INSERT INTO cameras (id, url, username, password_enc, backup_camera_id, onvif_host, onvif_port, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,14 +126,8 @@ impl Store {
     }
 
     pub async fn camera(&self, id: &str) -> Result<Camera, StoreError> {
-        let row = sqlx::query("SELECT * FROM cameras WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let row = row.ok_or_else(|| StoreError::NotFound {
-            kind: "camera",
-            id: id.to_string(),
-        })?;
+        let row = sqlx::query("SELECT * FROM cameras WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = row.ok_or_else(|| StoreError::NotFound { kind: "camera", id: id.to_string() })?;
         self.camera_from_row(&row)
     }
 
@@ -166,29 +150,23 @@ impl Store {
     }
 
     pub async fn cameras(&self) -> Result<Vec<Camera>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM cameras ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM cameras ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter().map(|r| self.camera_from_row(r)).collect()
     }
 
     pub async fn remove_camera(&self, id: &str) -> Result<(), StoreError> {
         self.camera(id).await?;
-        let users: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM relay_streams WHERE camera_id = ?")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
+        let users: Vec<String> = sqlx::query_scalar("SELECT id FROM relay_streams WHERE camera_id = ?")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         if !users.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "camera {id:?} is used by stream(s) {}; remove them first (stream remove)",
                 users.join(", ")
             )));
         }
-        sqlx::query("DELETE FROM cameras WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM cameras WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())
     }
 }
@@ -203,18 +181,9 @@ mod tests {
         assert_eq!(u, "rtsp://10.0.0.5:554/stream1");
         assert_eq!(user.as_deref(), Some("admin"));
         assert_eq!(pass.unwrap().expose(), "p@ss");
-        assert_eq!(
-            split_camera_url("http://cam/x"),
-            Err(CameraError::BadScheme("http".into()))
-        );
-        assert!(matches!(
-            split_camera_url("not a url"),
-            Err(CameraError::BadUrl(_))
-        ));
-        assert!(matches!(
-            split_camera_url("rtsp://"),
-            Err(CameraError::BadUrl(_))
-        ));
+        assert_eq!(split_camera_url("http://cam/x"), Err(CameraError::BadScheme("http".into())));
+        assert!(matches!(split_camera_url("not a url"), Err(CameraError::BadUrl(_))));
+        assert!(matches!(split_camera_url("rtsp://"), Err(CameraError::BadUrl(_))));
     }
 
     #[test]

@@ -20,10 +20,7 @@ const NONCE_LEN: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
     #[error("device key {path}: {source}")]
-    KeyFile {
-        path: String,
-        source: std::io::Error,
-    },
+    KeyFile { path: String, source: std::io::Error },
     #[error("device key {0} is corrupt (expected 32 bytes)")]
     BadKey(String),
     #[error("a stored secret cannot be decrypted (device key changed or data corrupted)")]
@@ -37,29 +34,20 @@ pub struct DeviceKey {
 impl DeviceKey {
     /// Loads the key, creating it (0600) if absent.
     pub fn load_or_create(path: &Path) -> Result<DeviceKey, CryptoError> {
-        let err = |source| CryptoError::KeyFile {
-            path: path.display().to_string(),
-            source,
-        };
+        let err = |source| CryptoError::KeyFile { path: path.display().to_string(), source };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path);
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
                 if let Err(e) = &f {
                     // Another process (CLI vs daemon) created it first: use theirs.
                     if e.kind() == std::io::ErrorKind::AlreadyExists {
                         return Self::load_or_create(path);
                     }
                 }
-                let f = f
-                    .as_mut()
-                    .map_err(|e| err(std::io::Error::new(e.kind(), e.to_string())))?;
+                let f = f.as_mut().map_err(|e| err(std::io::Error::new(e.kind(), e.to_string())))?;
                 f.write_all(&key).and_then(|_| f.sync_all()).map_err(err)?;
                 key.to_vec()
             }
@@ -70,16 +58,11 @@ impl DeviceKey {
         }
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "device key {} was readable by others; restricting to 0600",
-                    path.display()
-                );
+                tracing::warn!("device key {} was readable by others; restricting to 0600", path.display());
                 let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
             }
         }
-        Ok(DeviceKey {
-            cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key"),
-        })
+        Ok(DeviceKey { cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key") })
     }
 
     pub fn seal(&self, secret: &Secret, context: &str) -> Vec<u8> {
@@ -87,13 +70,7 @@ impl DeviceKey {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: secret.expose().as_bytes(),
-                    aad: context.as_bytes(),
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret.expose().as_bytes(), aad: context.as_bytes() })
             .expect("encryption cannot fail for in-memory buffers");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -107,17 +84,9 @@ impl DeviceKey {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let pt = self
             .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: context.as_bytes(),
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
             .map_err(|_| CryptoError::Open)?;
-        String::from_utf8(pt)
-            .map(Secret::new)
-            .map_err(|_| CryptoError::Open)
+        String::from_utf8(pt).map(Secret::new).map_err(|_| CryptoError::Open)
     }
 }
 
@@ -130,21 +99,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("device.key");
         let k = DeviceKey::load_or_create(&p).unwrap();
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         let sealed = k.seal(&Secret::new("hunter22"), "camera:a:password");
         assert!(!sealed.windows(8).any(|w| w == b"hunter22"));
-        assert_eq!(
-            k.open(&sealed, "camera:a:password").unwrap().expose(),
-            "hunter22"
-        );
+        assert_eq!(k.open(&sealed, "camera:a:password").unwrap().expose(), "hunter22");
         assert!(k.open(&sealed, "camera:b:password").is_err());
         let k2 = DeviceKey::load_or_create(&p).unwrap();
-        assert_eq!(
-            k2.open(&sealed, "camera:a:password").unwrap().expose(),
-            "hunter22"
-        );
+        assert_eq!(k2.open(&sealed, "camera:a:password").unwrap().expose(), "hunter22");
     }
 }

@@ -27,10 +27,7 @@ impl Store {
     ) -> Result<Destination, StoreError> {
         validate_id("destination", id)?;
         if self.destination(id).await.is_ok() {
-            return Err(StoreError::Exists {
-                kind: "destination",
-                id: id.to_string(),
-            });
+            return Err(StoreError::Exists { kind: "destination", id: id.to_string() });
         }
         let sealed = self.key.seal(&s.key, &format!("destination:{id}:key"));
         sqlx::query(
@@ -52,29 +49,18 @@ impl Store {
     }
 
     pub async fn destination(&self, id: &str) -> Result<Destination, StoreError> {
-        let row = sqlx::query("SELECT * FROM destinations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let row = row.ok_or_else(|| StoreError::NotFound {
-            kind: "destination",
-            id: id.to_string(),
-        })?;
+        let row = sqlx::query("SELECT * FROM destinations WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = row.ok_or_else(|| StoreError::NotFound { kind: "destination", id: id.to_string() })?;
         self.destination_from_row(&row)
     }
 
-    fn destination_from_row(
-        &self,
-        row: &sqlx::sqlite::SqliteRow,
-    ) -> Result<Destination, StoreError> {
+    fn destination_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Destination, StoreError> {
         let id: String = row.get("id");
-        let platform: Platform = row.get::<String, _>("platform").parse().map_err(
-            |e: crate::media::destination::DestinationError| StoreError::Invalid(e.to_string()),
-        )?;
-        let key = self.key.open(
-            &row.get::<Vec<u8>, _>("stream_key_enc"),
-            &format!("destination:{id}:key"),
-        )?;
+        let platform: Platform = row
+            .get::<String, _>("platform")
+            .parse()
+            .map_err(|e: crate::media::destination::DestinationError| StoreError::Invalid(e.to_string()))?;
+        let key = self.key.open(&row.get::<Vec<u8>, _>("stream_key_enc"), &format!("destination:{id}:key"))?;
         let settings = DestinationSettings {
             platform,
             url: row.get("url"),
@@ -94,19 +80,14 @@ impl Store {
     }
 
     pub async fn destinations(&self) -> Result<Vec<Destination>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM destinations ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM destinations ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter().map(|r| self.destination_from_row(r)).collect()
     }
 
     /// Removes a destination; streams using it drop it (live pushers are stopped by the daemon).
     pub async fn remove_destination(&self, id: &str) -> Result<(), StoreError> {
         self.destination(id).await?;
-        sqlx::query("DELETE FROM destinations WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM destinations WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())
     }
 

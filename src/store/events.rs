@@ -47,16 +47,14 @@ impl Store {
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO events (at, severity, event_type, subject, detail) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(now())
-        .bind(severity.as_str())
-        .bind(event_type)
-        .bind(subject)
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO events (at, severity, event_type, subject, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(now())
+            .bind(severity.as_str())
+            .bind(event_type)
+            .bind(subject)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
         sqlx::query("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?")
             .bind(MAX_EVENTS)
             .execute(&self.pool)
@@ -67,12 +65,11 @@ impl Store {
     /// The newest events (newest last), optionally only those whose subject starts with `prefix`.
     pub async fn events(&self, prefix: Option<&str>, limit: i64) -> Result<Vec<Event>, StoreError> {
         let like = format!("{}%", prefix.unwrap_or(""));
-        let rows =
-            sqlx::query("SELECT * FROM events WHERE subject LIKE ? ORDER BY id DESC LIMIT ?")
-                .bind(like)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT * FROM events WHERE subject LIKE ? ORDER BY id DESC LIMIT ?")
+            .bind(like)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut v: Vec<Event> = rows
             .iter()
             .map(|r| Event {

@@ -47,9 +47,7 @@ impl Store {
         validate_id("stream", id)?;
         self.camera(camera_id).await?;
         if destinations.is_empty() {
-            return Err(StoreError::Invalid(
-                "a stream needs at least one destination".into(),
-            ));
+            return Err(StoreError::Invalid("a stream needs at least one destination".into()));
         }
         for d in destinations {
             self.destination(d).await?;
@@ -66,10 +64,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM relay_destinations WHERE relay_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM relay_destinations WHERE relay_id = ?").bind(id).execute(&mut *tx).await?;
         for d in destinations {
             sqlx::query("INSERT INTO relay_destinations (relay_id, destination_id) VALUES (?, ?)")
                 .bind(id)
@@ -89,48 +84,33 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "stream",
-                id: id.to_string(),
-            });
+            return Err(StoreError::NotFound { kind: "stream", id: id.to_string() });
         }
         Ok(())
     }
 
     /// Sets every stream to stopped (emergency stop); returns how many were live.
     pub async fn stop_all_relays(&self) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE relay_streams SET desired = 'stopped', updated_at = ? WHERE desired = 'live'",
-        )
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
+        let r = sqlx::query("UPDATE relay_streams SET desired = 'stopped', updated_at = ? WHERE desired = 'live'")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
     pub async fn remove_relay(&self, id: &str) -> Result<(), StoreError> {
-        let r = sqlx::query("DELETE FROM relay_streams WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query("DELETE FROM relay_streams WHERE id = ?").bind(id).execute(&self.pool).await?;
         if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "stream",
-                id: id.to_string(),
-            });
+            return Err(StoreError::NotFound { kind: "stream", id: id.to_string() });
         }
         Ok(())
     }
 
     pub async fn relays(&self) -> Result<Vec<RelayRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM relay_streams ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM relay_streams ORDER BY id").fetch_all(&self.pool).await?;
+        let links = sqlx::query("SELECT relay_id, destination_id FROM relay_destinations ORDER BY destination_id")
             .fetch_all(&self.pool)
             .await?;
-        let links = sqlx::query(
-            "SELECT relay_id, destination_id FROM relay_destinations ORDER BY destination_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -142,11 +122,7 @@ impl Store {
                         .map(|l| l.get("destination_id"))
                         .collect(),
                     camera_id: r.get("camera_id"),
-                    desired: if r.get::<String, _>("desired") == "live" {
-                        Desired::Live
-                    } else {
-                        Desired::Stopped
-                    },
+                    desired: if r.get::<String, _>("desired") == "live" { Desired::Live } else { Desired::Stopped },
                     state: r.get("state"),
                     status_json: r.get("status_json"),
                     updated_at: r.get("updated_at"),
@@ -161,27 +137,17 @@ impl Store {
             .await?
             .into_iter()
             .find(|r| r.id == id)
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "stream",
-                id: id.to_string(),
-            })
+            .ok_or_else(|| StoreError::NotFound { kind: "stream", id: id.to_string() })
     }
 
     /// Forgets every report (at daemon start: the previous reports describe processes now gone).
     pub async fn clear_relay_reports(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE relay_streams SET state = 'stopped', status_json = NULL")
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE relay_streams SET state = 'stopped', status_json = NULL").execute(&self.pool).await?;
         Ok(())
     }
 
     /// The daemon's report; does not touch `updated_at` (that tracks the desired state).
-    pub async fn report_relay(
-        &self,
-        id: &str,
-        state: &str,
-        status_json: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn report_relay(&self, id: &str, state: &str, status_json: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE relay_streams SET state = ?, status_json = ? WHERE id = ?")
             .bind(state)
             .bind(status_json)

@@ -27,10 +27,7 @@ impl TestAgent {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("config.toml"),
-            format!(
-                "data_dir = \"{}\"\nreconcile_interval_ms = 200\n",
-                dir.path().join("data").display()
-            ),
+            format!("data_dir = \"{}\"\nreconcile_interval_ms = 200\n", dir.path().join("data").display()),
         )
         .unwrap();
         TestAgent { dir, daemon: None }
@@ -53,12 +50,7 @@ impl TestAgent {
 
     /// Runs a CLI command to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let out = self
-            .base()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vistter-agent");
+        let out = self.base().args(args).stdin(Stdio::null()).output().expect("run vistter-agent");
         out
     }
 
@@ -76,11 +68,7 @@ impl TestAgent {
 
     /// Starts the daemon (`run`); its stderr is appended to the log file.
     pub fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = self.base();
         cmd.args(["--log-level", "vistter_agent=debug", "run"])
             .stdin(Stdio::null())
@@ -104,10 +92,7 @@ impl TestAgent {
     pub fn stop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             d.signal(Signal::SIGTERM);
-            assert!(
-                d.wait_timeout(Duration::from_secs(20)).is_some(),
-                "agent did not stop on SIGTERM"
-            );
+            assert!(d.wait_timeout(Duration::from_secs(20)).is_some(), "agent did not stop on SIGTERM");
         }
     }
 
@@ -123,20 +108,11 @@ impl TestAgent {
     }
 
     pub fn state(&self, id: &str) -> String {
-        self.status(id)["stream"]["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.status(id)["stream"]["state"].as_str().unwrap_or("").to_string()
     }
 
     /// Polls until `pred(status)` holds; returns the elapsed time, or panics with the last status.
-    pub fn wait_for(
-        &self,
-        id: &str,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Duration {
+    pub fn wait_for(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Duration {
         let start = Instant::now();
         loop {
             let s = self.status(id);
@@ -166,11 +142,7 @@ impl TestAgent {
     /// Pids of the FFmpeg processes the daemon reports for a stream (ingest first).
     pub fn ffmpeg_pids(&self, id: &str) -> Vec<u32> {
         let s = self.status(id);
-        let mut v: Vec<u32> = s["status"]["ingest"]["pid"]
-            .as_u64()
-            .map(|p| p as u32)
-            .into_iter()
-            .collect();
+        let mut v: Vec<u32> = s["status"]["ingest"]["pid"].as_u64().map(|p| p as u32).into_iter().collect();
         for o in s["status"]["outputs"].as_array().into_iter().flatten() {
             if let Some(p) = o["pid"].as_u64() {
                 v.push(p as u32);
@@ -182,26 +154,10 @@ impl TestAgent {
     /// Adds a camera, destinations (custom RTMP, one per ingest URL, key `key_i`), and a stream.
     pub fn relay_setup(&self, stream: &str, camera_url: &str, ingests: &[(String, String)]) {
         self.ok(&["camera", "add", "cam1", "--url", camera_url]);
-        let mut args = vec![
-            "stream".to_string(),
-            "start".into(),
-            stream.into(),
-            "--camera".into(),
-            "cam1".into(),
-        ];
+        let mut args = vec!["stream".to_string(), "start".into(), stream.into(), "--camera".into(), "cam1".into()];
         for (i, (url, key)) in ingests.iter().enumerate() {
             let id = format!("d{}", i + 1);
-            self.ok(&[
-                "destination",
-                "add",
-                &id,
-                "--platform",
-                "custom",
-                "--url",
-                url,
-                "--key",
-                key,
-            ]);
+            self.ok(&["destination", "add", &id, "--platform", "custom", "--url", url, "--key", key]);
             args.push("--destination".into());
             args.push(id);
         }
@@ -251,14 +207,11 @@ fn reap_registry(dir: &Path) {
             continue;
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let same = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].split_whitespace().nth(19))
-            .and_then(|t| t.parse::<u64>().ok())
-            == Some(ticks);
+        let same =
+            stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(19)).and_then(|t| t.parse::<u64>().ok())
+                == Some(ticks);
         if same {
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 }

@@ -30,10 +30,7 @@ pub struct CameraOpts {
 
 impl CameraOpts {
     pub fn new(pattern: &str) -> CameraOpts {
-        CameraOpts {
-            pattern: pattern.to_string(),
-            audio: true,
-        }
+        CameraOpts { pattern: pattern.to_string(), audio: true }
     }
 }
 
@@ -67,20 +64,12 @@ impl RtspCamera {
     pub fn start_with(opts: CameraOpts) -> RtspCamera {
         require_bin("ffprobe");
         if !std::path::Path::new(CAMERA_PYTHON).exists() {
-            panic!("{CAMERA_PYTHON} not found: run scripts/setup.sh (installs Debian packages python3 {CAMERA_PACKAGES})");
+            panic!(
+                "{CAMERA_PYTHON} not found: run scripts/setup.sh (installs Debian packages python3 {CAMERA_PACKAGES})"
+            );
         }
-        let log_dir = tempfile::Builder::new()
-            .prefix("rtsp-cam-")
-            .tempdir()
-            .expect("tempdir");
-        let mut cam = RtspCamera {
-            port: 0,
-            opts,
-            proc: None,
-            hung: false,
-            log_dir,
-            starts: 0,
-        };
+        let log_dir = tempfile::Builder::new().prefix("rtsp-cam-").tempdir().expect("tempdir");
+        let mut cam = RtspCamera { port: 0, opts, proc: None, hung: false, log_dir, starts: 0 };
         // A port found free can be taken before the camera binds it: retry on a fresh one.
         for attempt in 1..=5 {
             cam.port = free_port();
@@ -146,10 +135,7 @@ impl RtspCamera {
             match self.spawn_and_wait() {
                 Ok(()) => return,
                 Err(StartError::Bind(msg)) if Instant::now() < deadline => {
-                    eprintln!(
-                        "rtsp_camera restart: port {} busy, retrying: {msg}",
-                        self.port
-                    );
+                    eprintln!("rtsp_camera restart: port {} busy, retrying: {msg}", self.port);
                     thread::sleep(Duration::from_millis(200));
                 }
                 Err(StartError::Bind(msg)) => {
@@ -165,9 +151,7 @@ impl RtspCamera {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.log_dir
-            .path()
-            .join(format!("camera-{}.log", self.starts))
+        self.log_dir.path().join(format!("camera-{}.log", self.starts))
     }
 
     fn script() -> PathBuf {
@@ -179,12 +163,7 @@ impl RtspCamera {
         let log = File::create(self.log_path()).expect("camera log file");
         let mut cmd = Command::new(CAMERA_PYTHON);
         cmd.arg(Self::script())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--pattern",
-                &self.opts.pattern,
-            ])
+            .args(["--port", &self.port.to_string(), "--pattern", &self.opts.pattern])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -222,10 +201,7 @@ impl RtspCamera {
                 );
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!(
-                    "rtsp_camera.py printed no READY within {READY_TIMEOUT:?}; stderr:\n{}",
-                    self.log()
-                )
+                panic!("rtsp_camera.py printed no READY within {READY_TIMEOUT:?}; stderr:\n{}", self.log())
             }
         }
         // READY means attached; make sure it really serves media (ffprobe sees the streams).
@@ -234,21 +210,13 @@ impl RtspCamera {
         loop {
             let mut probe = Command::new("ffprobe");
             // A short analyzeduration halves the wait; only "it serves video" matters here.
-            probe.args([
-                "-v",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-timeout",
-                "5000000",
-            ]);
+            probe.args(["-v", "error", "-rtsp_transport", "tcp", "-timeout", "5000000"]);
             probe.args(["-analyzeduration", "500000"]);
             probe.args(["-show_streams", &url]);
             let out = run_with_timeout(&mut probe, Duration::from_secs(10));
-            let ok = out.as_ref().map(|o| {
-                o.status.success()
-                    && String::from_utf8_lossy(&o.stdout).contains("codec_type=video")
-            });
+            let ok = out
+                .as_ref()
+                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("codec_type=video"));
             if ok == Some(true) {
                 break;
             }
@@ -259,10 +227,7 @@ impl RtspCamera {
                 let why = out
                     .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
                     .unwrap_or_else(|| "ffprobe timed out".into());
-                panic!(
-                    "camera {url} not serving within {SERVE_TIMEOUT:?}: {why}\nstderr:\n{}",
-                    self.log()
-                );
+                panic!("camera {url} not serving within {SERVE_TIMEOUT:?}: {why}\nstderr:\n{}", self.log());
             }
             thread::sleep(Duration::from_millis(200));
         }

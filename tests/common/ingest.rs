@@ -33,20 +33,13 @@ impl RtmpIngest {
         if !Path::new(RTMP_MODULE).exists() {
             panic!("{RTMP_MODULE} not found: run scripts/setup.sh (installs Debian package libnginx-mod-rtmp)");
         }
-        let dir = tempfile::Builder::new()
-            .prefix("rtmp-ingest-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("rtmp-ingest-").tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("rec")).expect("record dir");
         // nginx runs as a single process (master_process off) as the current user, so no
         // worker-user permission games are needed; keep the dirs open anyway in case.
         set_mode(dir.path(), 0o755);
         set_mode(&dir.path().join("rec"), 0o777);
-        let mut ingest = RtmpIngest {
-            port: 0,
-            dir,
-            proc: None,
-        };
+        let mut ingest = RtmpIngest { port: 0, dir, proc: None };
         for attempt in 1..=5 {
             ingest.port = free_port();
             match ingest.spawn_and_wait() {
@@ -114,10 +107,7 @@ impl RtmpIngest {
             match self.spawn_and_wait() {
                 Ok(()) => return,
                 Err(StartError::Bind(msg)) if Instant::now() < deadline => {
-                    eprintln!(
-                        "rtmp ingest restart: port {} busy, retrying: {msg}",
-                        self.port
-                    );
+                    eprintln!("rtmp ingest restart: port {} busy, retrying: {msg}", self.port);
                     thread::sleep(Duration::from_millis(200));
                 }
                 Err(StartError::Bind(msg)) => {
@@ -130,19 +120,18 @@ impl RtmpIngest {
     /// Recorded FLV files, oldest first (one per publish session). A file appears as soon as a
     /// publish starts and grows while it lasts; after stop() every file is closed.
     pub fn recordings(&self) -> Vec<PathBuf> {
-        let mut files: Vec<(Option<SystemTime>, u64, PathBuf)> =
-            std::fs::read_dir(self.record_dir())
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().map(|x| x == "flv").unwrap_or(false))
-                        .map(|p| {
-                            let created = std::fs::metadata(&p).and_then(|m| m.created()).ok();
-                            (created, unique_suffix(&p), p)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        let mut files: Vec<(Option<SystemTime>, u64, PathBuf)> = std::fs::read_dir(self.record_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().map(|x| x == "flv").unwrap_or(false))
+                    .map(|p| {
+                        let created = std::fs::metadata(&p).and_then(|m| m.created()).ok();
+                        (created, unique_suffix(&p), p)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         // Birth time when the filesystem has it, else the record_unique timestamp, then name.
         files.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         files.into_iter().map(|f| f.2).collect()
@@ -158,10 +147,7 @@ impl RtmpIngest {
                 return r;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "expected {n} recordings within {timeout:?}, have {r:?}\nnginx error.log:\n{}",
-                    self.log()
-                );
+                panic!("expected {n} recordings within {timeout:?}, have {r:?}\nnginx error.log:\n{}", self.log());
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -223,19 +209,14 @@ impl RtmpIngest {
             }
             // nginx writes its pid file only after binding every listen socket, so this cannot
             // be fooled by someone else listening on the port.
-            let pid_written = std::fs::read_to_string(&pid_file)
-                .map(|s| s.trim() == proc.pid().to_string())
-                .unwrap_or(false);
+            let pid_written =
+                std::fs::read_to_string(&pid_file).map(|s| s.trim() == proc.pid().to_string()).unwrap_or(false);
             if pid_written && self.accepts() {
                 self.proc = Some(proc);
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "nginx not accepting on {} within {READY_TIMEOUT:?}; error.log:\n{}",
-                    self.port,
-                    self.log()
-                );
+                panic!("nginx not accepting on {} within {READY_TIMEOUT:?}; error.log:\n{}", self.port, self.log());
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -255,9 +236,5 @@ fn set_mode(p: &Path, mode: u32) {
 
 /// The number record_unique appends ("key-1716912345.flv" → 1716912345), 0 if none.
 fn unique_suffix(p: &Path) -> u64 {
-    p.file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.rsplit('-').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.rsplit('-').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }

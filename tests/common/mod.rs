@@ -66,18 +66,13 @@ pub fn find_bin(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(name))
         .find(|c| {
             use std::os::unix::fs::PermissionsExt;
-            c.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
+            c.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
         })
 }
 
 /// Panics with how to get `name` if it is not installed.
 pub fn require_bin(name: &str) {
     if find_bin(name).is_none() {
-        panic!(
-            "{name} not found: run scripts/setup.sh (installs Debian package {})",
-            package_of(name)
-        );
+        panic!("{name} not found: run scripts/setup.sh (installs Debian package {})", package_of(name));
     }
 }

@@ -21,18 +21,11 @@ pub struct StreamInfo {
 
 fn ffprobe(input: &OsStr, args: &[&str]) -> String {
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error"])
-        .args(input_opts(input))
-        .args(args)
-        .arg(input);
+    cmd.args(["-v", "error"]).args(input_opts(input)).args(args).arg(input);
     let out = run_with_timeout(&mut cmd, PROBE_TIMEOUT)
         .unwrap_or_else(|| panic!("ffprobe {input:?} timed out after {PROBE_TIMEOUT:?}"));
     if !out.status.success() {
-        panic!(
-            "ffprobe {args:?} {input:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("ffprobe {args:?} {input:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -41,8 +34,7 @@ fn json(input: &OsStr, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["-of", "json"];
     a.extend_from_slice(args);
     let text = ffprobe(input, &a);
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("ffprobe json for {input:?}: {e}: {text}"))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ffprobe json for {input:?}: {e}: {text}"))
 }
 
 fn num(v: &serde_json::Value) -> Option<f64> {
@@ -73,19 +65,12 @@ pub fn probe_streams(input: impl AsRef<OsStr>) -> Vec<StreamInfo> {
 
 /// Codec names of the streams of the given type ("video" / "audio").
 pub fn codecs_of(streams: &[StreamInfo], codec_type: &str) -> Vec<String> {
-    streams
-        .iter()
-        .filter(|s| s.codec_type == codec_type)
-        .map(|s| s.codec_name.clone())
-        .collect()
+    streams.iter().filter(|s| s.codec_type == codec_type).map(|s| s.codec_name.clone()).collect()
 }
 
 /// Duration in seconds: the max of the format's and every stream's duration (0.0 if none).
 pub fn probe_duration(input: impl AsRef<OsStr>) -> f64 {
-    let v = json(
-        input.as_ref(),
-        &["-show_entries", "format=duration:stream=duration"],
-    );
+    let v = json(input.as_ref(), &["-show_entries", "format=duration:stream=duration"]);
     let mut best = num(&v["format"]["duration"]).unwrap_or(0.0);
     if let Some(streams) = v["streams"].as_array() {
         for s in streams {
@@ -102,18 +87,9 @@ pub fn probe_duration(input: impl AsRef<OsStr>) -> f64 {
 pub fn packet_times(input: impl AsRef<OsStr>, stream: &str) -> Vec<f64> {
     let text = ffprobe(
         input.as_ref(),
-        &[
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "packet=pts_time,dts_time",
-            "-of",
-            "csv=p=0",
-        ],
+        &["-select_streams", stream, "-show_entries", "packet=pts_time,dts_time", "-of", "csv=p=0"],
     );
-    text.lines()
-        .filter_map(|line| line.split(',').find_map(|f| f.trim().parse::<f64>().ok()))
-        .collect()
+    text.lines().filter_map(|line| line.split(',').find_map(|f| f.trim().parse::<f64>().ok())).collect()
 }
 
 /// Largest gap between consecutive timestamps (after sorting, so B-frame reordering does not

@@ -21,14 +21,8 @@ impl ProcGuard {
     /// Spawns `cmd` (stdin is set to null unless the caller configured it). Panics with the
     /// program name if it cannot be started.
     pub fn spawn(name: &str, cmd: &mut Command) -> ProcGuard {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        ProcGuard {
-            name: name.to_string(),
-            child,
-            status: None,
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        ProcGuard { name: name.to_string(), child, status: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -83,10 +77,7 @@ impl ProcGuard {
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGCONT);
         let _ = kill(pid, Signal::SIGKILL);
-        let st = self
-            .child
-            .wait()
-            .unwrap_or_else(|e| panic!("waiting for {} (pid {}): {e}", self.name, pid));
+        let st = self.child.wait().unwrap_or_else(|e| panic!("waiting for {} (pid {}): {e}", self.name, pid));
         self.status = Some(st);
         st
     }
@@ -110,9 +101,7 @@ impl Drop for ProcGuard {
 /// Runs `cmd` to completion with captured stdout/stderr, killing it (by pid) if it takes longer
 /// than `timeout`. Returns None on timeout.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Option<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let prog = cmd.get_program().to_string_lossy().into_owned();
     let mut guard = ProcGuard::spawn(&prog, cmd);
     let mut out = guard.child_mut().stdout.take().unwrap();
@@ -133,18 +122,13 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Option<Output> 
     }
     let stdout = t_out.join().unwrap_or_default();
     let stderr = t_err.join().unwrap_or_default();
-    status.map(|status| Output {
-        status,
-        stdout,
-        stderr,
-    })
+    status.map(|status| Output { status, stdout, stderr })
 }
 
 /// `ffmpeg -nostdin -hide_banner -loglevel error` — add the rest of the arguments.
 pub fn ffmpeg_cmd() -> Command {
     let mut c = Command::new("ffmpeg");
-    c.args(["-nostdin", "-hide_banner", "-loglevel", "error"])
-        .stdin(Stdio::null());
+    c.args(["-nostdin", "-hide_banner", "-loglevel", "error"]).stdin(Stdio::null());
     c
 }
 

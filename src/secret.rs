@@ -53,28 +53,34 @@ impl<'de> Deserialize<'de> for Secret {
 /// and are rejected at input anyway).
 #[derive(Clone, Default, Debug)]
 pub struct Redactor {
-    secrets: Vec<Secret>,
+    /// (secret, what to print instead), longest secret first.
+    secrets: Vec<(Secret, String)>,
 }
 
 impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
-        let mut secrets: Vec<Secret> = secrets.into_iter().filter(|s| s.0.len() >= 4).collect();
+        Self::with_replacements(secrets.into_iter().map(|s| (s, "***".to_string())))
+    }
+
+    /// Secrets with their own masked rendering (a URL with a key becomes the URL with `***`).
+    pub fn with_replacements(secrets: impl IntoIterator<Item = (Secret, String)>) -> Self {
+        let mut secrets: Vec<(Secret, String)> = secrets.into_iter().filter(|(s, _)| s.0.len() >= 4).collect();
         // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
-        secrets.dedup();
+        secrets.sort_by_key(|(s, _)| std::cmp::Reverse(s.0.len()));
+        secrets.dedup_by(|a, b| a.0 == b.0);
         Redactor { secrets }
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for (s, shown) in &self.secrets {
             if out.contains(s.expose()) {
-                out = out.replace(s.expose(), "***");
+                out = out.replace(s.expose(), shown);
             }
             // FFmpeg and URL parsers may print the percent-encoded form.
             let enc = url::form_urlencoded::byte_serialize(s.expose().as_bytes()).collect::<String>();
             if enc != s.0 && out.contains(&enc) {
-                out = out.replace(&enc, "***");
+                out = out.replace(&enc, shown);
             }
         }
         out
@@ -99,5 +105,10 @@ mod tests {
         assert_eq!(r.redact("rtmp://x/app/key123: refused"), "rtmp://x/app/***: refused");
         assert_eq!(r.redact("rtsp://u:p%40ss+word@h"), "rtsp://u:***@h");
         assert_eq!(r.redact("user p@ss word"), "user ***");
+        let url = Redactor::with_replacements([
+            (Secret::new("rtmp://h/app/key123"), "rtmp://h/app/***".to_string()),
+            (Secret::new("key123"), "***".to_string()),
+        ]);
+        assert_eq!(url.redact("rtmp://h/app/key123: I/O error; key123"), "rtmp://h/app/***: I/O error; ***");
     }
 }

@@ -232,3 +232,43 @@ fn destinations_attach_and_detach_while_live() {
     }
     agent.stop();
 }
+
+/// An ingest that refuses the stream key is reported as such (a permanent error, retried only at
+/// the slowest pace) and the other destinations are not affected.
+#[test]
+fn a_refused_stream_key_is_reported_not_hammered() {
+    let cam = RtspCamera::start("smpte");
+    let ingest = RtmpIngest::start();
+    let good = RtmpIngest::start();
+    let mut agent = TestAgent::new();
+    agent.ok(&["camera", "add", "cam1", "--url", &cam.url()]);
+    agent.ok(&[
+        "destination",
+        "add",
+        "locked",
+        "--platform",
+        "custom",
+        "--url",
+        &ingest.refusing_url(),
+        "--key",
+        "wrong-key-123",
+    ]);
+    agent.ok(&["destination", "add", "ok", "--platform", "custom", "--url", &good.url(), "--key", KEYS[0]]);
+    agent.ok(&["stream", "start", "r1", "--camera", "cam1", "--destination", "locked", "--destination", "ok"]);
+    agent.spawn();
+    agent.wait_for("r1", Duration::from_secs(60), "the refusal reported as permanent", |s| {
+        s["status"]["outputs"].as_array().is_some_and(|o| o.iter().any(|o| o["permanent_error"].is_string()))
+    });
+    let s = agent.status("r1");
+    let locked =
+        s["status"]["outputs"].as_array().unwrap().iter().find(|o| o["destination"] == "locked").unwrap().clone();
+    eprintln!("refusal: {}", locked["permanent_error"]);
+    assert!(locked["permanent_error"].as_str().unwrap().contains("refuses the stream key"), "{locked:#}");
+    assert_eq!(locked["retry_in_ms"], 60_000, "retried only at the slowest pace");
+    assert_eq!(s["stream"]["state"], "live", "the stream itself is live");
+    assert_eq!(good.recordings().len(), 1, "the other destination is unaffected");
+    assert!(ingest.recordings().is_empty());
+    let events = s["events"].to_string();
+    assert!(events.contains("\"severity\":\"error\""), "an error event: {events}");
+    agent.stop();
+}

@@ -57,13 +57,13 @@ impl Argv {
     }
 
     pub fn redactor(&self) -> Redactor {
-        let mut all = self.secrets.clone();
+        let mut all: Vec<(Secret, String)> = self.secrets.iter().map(|s| (s.clone(), "***".to_string())).collect();
         for a in &self.args {
-            if let Arg::Masked { real, .. } = a {
-                all.push(real.clone());
+            if let Arg::Masked { real, shown } = a {
+                all.push((real.clone(), shown.clone()));
             }
         }
-        Redactor::new(all)
+        Redactor::with_replacements(all)
     }
 }
 

@@ -10,7 +10,7 @@ pub enum FailureKind {
     /// Network, peer restart, stall: retry with backoff.
     Transient,
     /// Needs a configuration change; carries a short human reason.
-    Permanent(String),
+    Permanent { reason: String, line: String },
 }
 
 const PERMANENT: &[(&str, &str)] = &[
@@ -26,6 +26,8 @@ const PERMANENT: &[(&str, &str)] = &[
     ("unrecognized option", "FFmpeg rejected an option (incompatible FFmpeg version)"),
     ("option not found", "FFmpeg rejected an option (incompatible FFmpeg version)"),
     ("invalid argument", "invalid argument (check the URL)"),
+    ("certificate failed verification", "the ingest's TLS certificate is not trusted (check --ca-file)"),
+    ("certificate verify failed", "the ingest's TLS certificate is not trusted (check --ca-file)"),
 ];
 
 /// Classifies from the last stderr lines (most recent last).
@@ -38,7 +40,7 @@ pub fn classify(stderr_tail: &[String]) -> FailureKind {
         }
         for (needle, reason) in PERMANENT {
             if l.contains(needle) {
-                return FailureKind::Permanent((*reason).to_string());
+                return FailureKind::Permanent { reason: (*reason).to_string(), line: line.clone() };
             }
         }
     }
@@ -61,9 +63,16 @@ mod tests {
         );
         assert!(matches!(
             classify(&lines(&["[rtsp @ 0x55] method DESCRIBE failed: 401 Unauthorized"])),
-            FailureKind::Permanent(r) if r.contains("password")
+            FailureKind::Permanent { reason, .. } if reason.contains("password")
         ));
-        assert!(matches!(classify(&lines(&["Server error: NetStream.Publish.BadName"])), FailureKind::Permanent(_)));
+        assert!(matches!(
+            classify(&lines(&["Server error: NetStream.Publish.BadName"])),
+            FailureKind::Permanent { .. }
+        ));
+        let tls = lines(&["[tls @ 0x1] Peer certificate failed verification", "rtmps://h/app/***: Input/output error"]);
+        assert!(
+            matches!(classify(&tls), FailureKind::Permanent { reason, line } if reason.contains("TLS") && line.contains("Peer"))
+        );
         assert_eq!(classify(&lines(&["Server error: Already publishing"])), FailureKind::Transient);
         assert_eq!(classify(&[]), FailureKind::Transient);
     }

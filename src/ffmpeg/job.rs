@@ -232,8 +232,18 @@ impl Job {
 
 enum Outcome {
     Stopped,
-    Failed { reason: String, permanent: bool },
+    /// `refused`: the process never made progress and ended on an I/O error after connecting.
+    Failed {
+        reason: String,
+        permanent: bool,
+        refused: bool,
+    },
 }
+
+/// An ingest that refuses a stream key usually just closes the connection: FFmpeg reports only an
+/// I/O error, like a network drop. The same thing three times in a row, before any progress, is
+/// reported as a refusal.
+const REFUSALS_FOR_PERMANENT: u32 = 3;
 
 struct Runner {
     spec: JobSpec,
@@ -267,6 +277,7 @@ impl Runner {
         let mut backoff = Backoff::new(self.spec.backoff);
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut stop_reply: Option<oneshot::Sender<()>> = None;
+        let mut refusals = 0u32;
         loop {
             self.status.send_modify(|s| {
                 s.phase = Phase::Starting;
@@ -279,13 +290,23 @@ impl Runner {
                 p = self.spec.args.prepare() => p,
             };
             let outcome = match prepared {
-                Err(e) => Outcome::Failed { reason: e.message, permanent: e.permanent },
+                Err(e) => Outcome::Failed { reason: e.message, permanent: e.permanent, refused: false },
                 Ok(argv) => self.run_once(argv, &mut backoff, &mut stop_reply).await,
             };
-            let (reason, permanent) = match outcome {
+            let (mut reason, mut permanent) = match outcome {
                 Outcome::Stopped => break,
-                Outcome::Failed { reason, permanent } => (reason, permanent),
+                Outcome::Failed { reason, permanent, refused } => {
+                    refusals = if refused { refusals + 1 } else { 0 };
+                    (reason, permanent)
+                }
             };
+            if refusals >= REFUSALS_FOR_PERMANENT && !permanent {
+                permanent = true;
+                reason = format!(
+                    "the peer accepted the connection but closed it at once, {refusals} times in a row \
+                     (an ingest does this when it refuses the stream key): {reason}"
+                );
+            }
             let ran = started.elapsed();
             let mut delay = backoff.on_failure(ran, &mut rng);
             if permanent {
@@ -342,7 +363,13 @@ impl Runner {
         }
         let (prog_read, prog_write) = match std::io::pipe() {
             Ok(p) => p,
-            Err(e) => return Outcome::Failed { reason: format!("cannot create a pipe: {e}"), permanent: false },
+            Err(e) => {
+                return Outcome::Failed {
+                    reason: format!("cannot create a pipe: {e}"),
+                    permanent: false,
+                    refused: false,
+                }
+            }
         };
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(argv.expose())
@@ -352,7 +379,7 @@ impl Runner {
             .process_group(0)
             .kill_on_drop(true);
         if let Err(e) = cmd.fd_mappings(vec![FdMapping { parent_fd: OwnedFd::from(prog_write), child_fd: 3 }]) {
-            return Outcome::Failed { reason: format!("fd mapping: {e}"), permanent: true };
+            return Outcome::Failed { reason: format!("fd mapping: {e}"), permanent: true, refused: false };
         }
         tracing::debug!(job = %name, argv = %argv, "starting ffmpeg");
         let spawned = cmd.spawn();
@@ -365,6 +392,7 @@ impl Runner {
                 return Outcome::Failed {
                     reason: format!("cannot start {}: {e}", self.spec.program.display()),
                     permanent,
+                    refused: false,
                 };
             }
         };
@@ -460,10 +488,11 @@ impl Runner {
                     let tail = self.ring.lock().expect("ring lock").lines();
                     let last = tail.last().cloned().unwrap_or_default();
                     let (kind, reason) = match classify(&tail) {
-                        FailureKind::Permanent(r) => (true, format!("{r} (ffmpeg {st}: {last})")),
+                        FailureKind::Permanent { reason, line } => (true, format!("{reason} (ffmpeg {st}: {line})")),
                         FailureKind::Transient => (false, format!("ffmpeg exited ({st}){}", if last.is_empty() { String::new() } else { format!(": {last}") })),
                     };
-                    break Outcome::Failed { reason, permanent: kind };
+                    let refused = !got_progress && last.contains("Input/output error");
+                    break Outcome::Failed { reason, permanent: kind, refused };
                 }
                 Some(p) = prog_rx.recv() => {
                     if p.out_time_us.is_some() && p.out_time_us != last_out {
@@ -501,7 +530,11 @@ impl Runner {
                         tracing::warn!(job = %name, pid, "no progress for {secs} s: restarting");
                         stop_child(&mut child, pid, Duration::from_secs(1)).await;
                         let what = if got_progress { "stalled" } else { "no output after start" };
-                        break Outcome::Failed { reason: format!("{what}: no progress for {secs} s"), permanent: false };
+                        break Outcome::Failed {
+                            reason: format!("{what}: no progress for {secs} s"),
+                            permanent: false,
+                            refused: false,
+                        };
                     }
                     if got_progress && !healthy_reset_done && now - started >= self.spec.backoff.reset_after() {
                         healthy_reset_done = true;

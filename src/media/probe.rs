@@ -53,7 +53,9 @@ pub async fn probe_camera(ffprobe: &Path, cam: &CameraSource, timeout: Duration)
         cmd.args(["-rtsp_transport", "tcp", "-timeout", &rtsp_timeout_us]);
     }
     cmd.arg(cam.url.expose()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let redactor = Redactor::new(cam.secrets.iter().cloned().chain([cam.url.clone()]));
+    let redactor = Redactor::with_replacements(
+        cam.secrets.iter().map(|s| (s.clone(), "***".to_string())).chain([(cam.url.clone(), cam.shown.clone())]),
+    );
     let child = cmd.spawn().map_err(|e| ProbeError::Tool(format!("{}: {e}", ffprobe.display())))?;
     let deadline = timeout + Duration::from_secs(3);
     let out = match tokio::time::timeout(deadline, child.wait_with_output()).await {
@@ -64,7 +66,7 @@ pub async fn probe_camera(ffprobe: &Path, cam: &CameraSource, timeout: Duration)
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no answer").to_string();
-        return Err(ProbeError::Unreachable(redactor.redact(&last).replace(cam.url.expose(), &cam.shown)));
+        return Err(ProbeError::Unreachable(redactor.redact(&last)));
     }
     parse_probe(&out.stdout)
 }

@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drop stops it.
 pub struct RtmpIngest {
     port: u16,
+    /// nginx's HTTP port, serving the `on_publish` refusal for the `locked` application.
+    http_port: u16,
     dir: tempfile::TempDir,
     proc: Option<ProcGuard>,
 }
@@ -39,9 +41,10 @@ impl RtmpIngest {
         // worker-user permission games are needed; keep the dirs open anyway in case.
         set_mode(dir.path(), 0o755);
         set_mode(&dir.path().join("rec"), 0o777);
-        let mut ingest = RtmpIngest { port: 0, dir, proc: None };
+        let mut ingest = RtmpIngest { port: 0, http_port: 0, dir, proc: None };
         for attempt in 1..=5 {
             ingest.port = free_port();
+            ingest.http_port = free_port();
             match ingest.spawn_and_wait() {
                 Ok(()) => return ingest,
                 Err(StartError::Bind(msg)) if attempt < 5 => {
@@ -56,6 +59,12 @@ impl RtmpIngest {
     /// rtmp://127.0.0.1:PORT/live — append "/STREAM_KEY" to publish.
     pub fn url(&self) -> String {
         format!("rtmp://127.0.0.1:{}/live", self.port)
+    }
+
+    /// rtmp://127.0.0.1:PORT/locked: an application whose `on_publish` check refuses every stream
+    /// key, as a platform does with a wrong key.
+    pub fn refusing_url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/locked", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -167,10 +176,13 @@ impl RtmpIngest {
              pid {d}/nginx.pid;\n\
              error_log {d}/error.log info;\n\
              events {{ worker_connections 256; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{http_port}; location /refuse {{ return 403; }} }} }}\n\
              rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n\
+             \x20   application locked {{ live on; on_publish http://127.0.0.1:{http_port}/refuse; }}\n\
              \x20   application live {{\n      live on;\n      record all;\n      record_path {d}/rec;\n\
              \x20     record_unique on;\n    }}\n  }}\n}}\n",
-            port = self.port
+            port = self.port,
+            http_port = self.http_port
         );
         let path = self.dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");

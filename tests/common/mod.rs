@@ -11,12 +11,14 @@ mod camera;
 mod ingest;
 mod probe;
 mod proc;
+mod tls;
 
 pub use agent::{alive, tail, TestAgent, AGENT_BIN};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};
 pub use ingest::{RtmpIngest, RTMP_MODULE};
 pub use probe::{codecs_of, max_gap, packet_times, probe_duration, probe_streams, StreamInfo};
 pub use proc::{ffmpeg_cmd, run_with_timeout, ProcGuard};
+pub use tls::TlsFront;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

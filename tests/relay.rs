@@ -272,3 +272,29 @@ fn a_refused_stream_key_is_reported_not_hammered() {
     assert!(events.contains("\"severity\":\"error\""), "an error event: {events}");
     agent.stop();
 }
+
+/// `kill-all` while live: every stream is set to stopped, every FFmpeg of the agent is gone, and a
+/// restarted agent does not bring them back.
+#[test]
+fn kill_all_stops_everything_and_it_stays_stopped() {
+    let cam = RtspCamera::start("smpte");
+    let ingest = RtmpIngest::start();
+    let mut agent = setup("r1", &cam, &[&ingest]);
+    agent.spawn();
+    agent.wait_live("r1", Duration::from_secs(30));
+    let pids = agent.ffmpeg_pids("r1");
+    let out = agent.ok(&["kill-all"]);
+    assert!(out.contains("1 stream(s) set to stopped"), "{out}");
+    for p in &pids {
+        assert!(!alive(*p), "FFmpeg {p} survived kill-all");
+    }
+    agent.wait_for("r1", Duration::from_secs(10), "stopped", |s| s["stream"]["state"] == "stopped");
+    agent.stop();
+    agent.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let s = agent.status("r1");
+    assert_eq!(s["stream"]["desired"], "stopped");
+    assert_eq!(s["stream"]["state"], "stopped", "{s:#}");
+    assert_eq!(ingest.recordings().len(), 1, "nothing was published again");
+    agent.stop();
+}

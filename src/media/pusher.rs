@@ -31,6 +31,17 @@ pub struct PusherStatus {
     #[serde(flatten)]
     pub job: JobStatus,
     pub queue: SubStats,
+    /// FFmpeg's last stderr lines (redacted), for reports.
+    pub stderr: Vec<String>,
+}
+
+/// How many of the kept stderr lines go into each status report.
+pub const STATUS_STDERR_LINES: usize = 10;
+
+pub fn last_lines(mut v: Vec<String>) -> Vec<String> {
+    let n = v.len().saturating_sub(STATUS_STDERR_LINES);
+    v.drain(..n);
+    v
 }
 
 pub fn pusher_args(t: &OutputTarget) -> Argv {
@@ -89,11 +100,8 @@ impl Pusher {
             url: self.target.shown.clone(),
             job: self.job.status(),
             queue: *self.stats.lock().expect("stats lock"),
+            stderr: last_lines(self.job.stderr_tail()),
         }
-    }
-
-    pub fn stderr_tail(&self) -> Vec<String> {
-        self.job.stderr_tail()
     }
 
     pub async fn stop(self) {

@@ -102,6 +102,8 @@ pub struct RelayStatus {
     pub camera: String,
     pub camera_url: String,
     pub ingest: JobStatus,
+    /// The ingest FFmpeg's last stderr lines (redacted).
+    pub ingest_stderr: Vec<String>,
     pub outputs: Vec<PusherStatus>,
 }
 
@@ -198,12 +200,9 @@ impl Relay {
             camera: self.camera.camera_id.clone(),
             camera_url: self.camera.shown.clone(),
             ingest,
+            ingest_stderr: super::pusher::last_lines(self.ingest.stderr_tail()),
             outputs: self.pushers.values().map(Pusher::status).collect(),
         }
-    }
-
-    pub fn ingest_stderr(&self) -> Vec<String> {
-        self.ingest.stderr_tail()
     }
 
     /// Stops everything; destinations get a clean end of stream.

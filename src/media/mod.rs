@@ -9,6 +9,7 @@
 pub mod destination;
 pub mod fanout;
 pub mod flv;
+pub mod frame;
 pub mod hwaccel;
 pub mod probe;
 pub mod pusher;

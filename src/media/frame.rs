@@ -1,0 +1,123 @@
+//! Raw program frames: planar YUV 4:2:0 (FFmpeg's `yuv420p`, BT.601 limited range), the format
+//! the decode ingests produce and the encoder consumes. Program sizes are even.
+
+/// One frame: the Y plane (`width * height` bytes), then U and V (`width/2 * height/2` each).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({}x{})", self.width, self.height)
+    }
+}
+
+/// BT.601 limited-range RGB → YUV, as FFmpeg's default `yuv420p` conversion.
+pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let (r, g, b) = (r as f32, g as f32, b as f32);
+    let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
+    let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
+    let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
+    (y.round().clamp(0.0, 255.0) as u8, u.round().clamp(0.0, 255.0) as u8, v.round().clamp(0.0, 255.0) as u8)
+}
+
+/// BT.601 limited-range YUV → RGB (for analysing frames in tests and thumbnails).
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
+    let (c, d, e) = (y as f32 - 16.0, u as f32 - 128.0, v as f32 - 128.0);
+    let r = 1.164 * c + 1.596 * e;
+    let g = 1.164 * c - 0.392 * d - 0.813 * e;
+    let b = 1.164 * c + 2.017 * d;
+    (r.round().clamp(0.0, 255.0) as u8, g.round().clamp(0.0, 255.0) as u8, b.round().clamp(0.0, 255.0) as u8)
+}
+
+impl Frame {
+    /// Bytes of one frame of this size.
+    pub fn byte_len(width: u32, height: u32) -> usize {
+        let (w, h) = (width as usize, height as usize);
+        w * h + 2 * (w / 2) * (h / 2)
+    }
+
+    /// A frame of one colour.
+    pub fn solid(width: u32, height: u32, rgb: (u8, u8, u8)) -> Frame {
+        assert!(width % 2 == 0 && height % 2 == 0, "program frames have even sizes");
+        let (y, u, v) = rgb_to_yuv(rgb.0, rgb.1, rgb.2);
+        let luma = (width * height) as usize;
+        let chroma = luma / 4;
+        let mut data = vec![y; luma + 2 * chroma];
+        data[luma..luma + chroma].fill(u);
+        data[luma + chroma..].fill(v);
+        Frame { width, height, data }
+    }
+
+    pub fn from_bytes(width: u32, height: u32, data: Vec<u8>) -> Option<Frame> {
+        (data.len() == Self::byte_len(width, height)).then_some(Frame { width, height, data })
+    }
+
+    /// (Y, U, V) planes.
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        let luma = (self.width * self.height) as usize;
+        let chroma = luma / 4;
+        let (y, rest) = self.data.split_at(luma);
+        let (u, v) = rest.split_at(chroma);
+        (y, u, v)
+    }
+
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let luma = (self.width * self.height) as usize;
+        let chroma = luma / 4;
+        let (y, rest) = self.data.split_at_mut(luma);
+        let (u, v) = rest.split_at_mut(chroma);
+        (y, u, v)
+    }
+
+    /// The RGB colour at a pixel.
+    pub fn rgb_at(&self, x: u32, y: u32) -> (u8, u8, u8) {
+        let (yp, up, vp) = self.planes();
+        let w = self.width as usize;
+        let c = (y as usize / 2) * (w / 2) + x as usize / 2;
+        yuv_to_rgb(yp[y as usize * w + x as usize], up[c], vp[c])
+    }
+
+    /// `self = self * (1 - t) + other * t`, for crossfades (t in 0..=1).
+    pub fn mix_from(&mut self, other: &Frame, t: f32) {
+        let t = (t.clamp(0.0, 1.0) * 256.0) as u32;
+        for (a, b) in self.data.iter_mut().zip(&other.data) {
+            *a = ((*a as u32 * (256 - t) + *b as u32 * t) >> 8) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_round_trip_is_close() {
+        for rgb in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (128, 64, 200)] {
+            let (y, u, v) = rgb_to_yuv(rgb.0, rgb.1, rgb.2);
+            let back = yuv_to_rgb(y, u, v);
+            for (a, b) in [(rgb.0, back.0), (rgb.1, back.1), (rgb.2, back.2)] {
+                assert!((a as i32 - b as i32).abs() <= 3, "{rgb:?} → {back:?}");
+            }
+        }
+        assert_eq!(rgb_to_yuv(0, 0, 0), (16, 128, 128));
+        assert_eq!(rgb_to_yuv(255, 255, 255), (235, 128, 128));
+    }
+
+    #[test]
+    fn solid_frames_and_mixing() {
+        let mut a = Frame::solid(4, 2, (255, 0, 0));
+        assert_eq!(a.data.len(), Frame::byte_len(4, 2));
+        let b = Frame::solid(4, 2, (0, 0, 255));
+        a.mix_from(&b, 1.0);
+        assert_eq!(a, b);
+        let red = Frame::solid(4, 2, (255, 0, 0));
+        let mut half = red.clone();
+        half.mix_from(&b, 0.5);
+        let (r, _, bl) = half.rgb_at(1, 1);
+        assert!((100..160).contains(&r) && (100..160).contains(&bl), "{:?}", half.rgb_at(1, 1));
+    }
+}

@@ -32,6 +32,7 @@ fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
         io: None,
         events: None,
         registry: None,
+        extra_fds: vec![],
     }
 }
 

@@ -77,6 +77,31 @@ pub struct JobSpec {
     pub io: Option<mpsc::Sender<ChildIo>>,
     pub events: Option<mpsc::Sender<JobEvent>>,
     pub registry: Option<Registry>,
+    /// Extra pipes beyond stdin/stdout/stderr and the progress fd 3 (e.g. PCM audio on fd 4).
+    pub extra_fds: Vec<ExtraFd>,
+}
+
+/// An extra pipe: which fd the child sees, and which way data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtraFd {
+    pub child_fd: i32,
+    /// true: the child writes (`pipe:N` as an output); false: the child reads (`pipe:N` as an input).
+    pub child_writes: bool,
+}
+
+/// The parent's end of an extra pipe.
+#[derive(Debug)]
+pub enum ExtraPipe {
+    /// Read what the child writes.
+    Reader(tokio::net::unix::pipe::Receiver),
+    /// Write what the child reads.
+    Writer(tokio::net::unix::pipe::Sender),
+}
+
+/// Big pipes for raw video: a 720p frame is 1.4 MB; the default 64 KiB pipe means ~20 wake-ups per
+/// frame. Best effort (the kernel caps it at /proc/sys/fs/pipe-max-size).
+pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: i32) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes));
 }
 
 /// The pipes of one generation of the child, handed to the job's owner.
@@ -85,6 +110,8 @@ pub struct ChildIo {
     pub generation: u64,
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
+    /// In the order of `JobSpec::extra_fds`.
+    pub extra: Vec<ExtraPipe>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -378,7 +405,28 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Err(e) = cmd.fd_mappings(vec![FdMapping { parent_fd: OwnedFd::from(prog_write), child_fd: 3 }]) {
+        let mut mappings = vec![FdMapping { parent_fd: OwnedFd::from(prog_write), child_fd: 3 }];
+        let mut parent_ends: Vec<(bool, OwnedFd)> = Vec::new();
+        for x in &self.spec.extra_fds {
+            let (r, w) = match std::io::pipe() {
+                Ok(p) => p,
+                Err(e) => {
+                    return Outcome::Failed {
+                        reason: format!("cannot create a pipe: {e}"),
+                        permanent: false,
+                        refused: false,
+                    }
+                }
+            };
+            let (child_end, parent_end) = if x.child_writes {
+                (OwnedFd::from(w), OwnedFd::from(r))
+            } else {
+                (OwnedFd::from(r), OwnedFd::from(w))
+            };
+            mappings.push(FdMapping { parent_fd: child_end, child_fd: x.child_fd });
+            parent_ends.push((x.child_writes, parent_end));
+        }
+        if let Err(e) = cmd.fd_mappings(mappings) {
             return Outcome::Failed { reason: format!("fd mapping: {e}"), permanent: true, refused: false };
         }
         tracing::debug!(job = %name, argv = %argv, "starting ffmpeg");
@@ -456,7 +504,22 @@ impl Runner {
         };
         // Hand the data pipes to the owner.
         if let Some(io) = &self.spec.io {
-            let child_io = ChildIo { generation: starts, stdin: child.stdin.take(), stdout: child.stdout.take() };
+            let mut extra = Vec::new();
+            for (child_writes, fd) in parent_ends {
+                use std::os::fd::AsFd;
+                enlarge_pipe(fd.as_fd(), 1 << 20);
+                let pipe = if child_writes {
+                    tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(ExtraPipe::Reader)
+                } else {
+                    tokio::net::unix::pipe::Sender::from_owned_fd(fd).map(ExtraPipe::Writer)
+                };
+                match pipe {
+                    Ok(p) => extra.push(p),
+                    Err(e) => tracing::warn!(job = %name, "extra pipe: {e}"),
+                }
+            }
+            let child_io =
+                ChildIo { generation: starts, stdin: child.stdin.take(), stdout: child.stdout.take(), extra };
             if io.try_send(child_io).is_err() {
                 tracing::warn!(job = %name, "job owner is not taking pipes; the process will fail");
             }

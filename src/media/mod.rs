@@ -14,6 +14,7 @@ pub mod hwaccel;
 pub mod probe;
 pub mod pusher;
 pub mod relay;
+pub mod switcher;
 
 use std::path::PathBuf;
 use std::time::Duration;

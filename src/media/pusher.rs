@@ -83,6 +83,7 @@ impl Pusher {
             io: Some(io_tx),
             events: Some(env.events.clone()),
             registry: Some(env.registry.clone()),
+            extra_fds: vec![],
         });
         let stats = Arc::new(Mutex::new(SubStats::default()));
         let writer = tokio::spawn(feed(fanout.clone(), io_rx, offered, stats.clone()));

@@ -142,6 +142,7 @@ impl Relay {
             io: Some(io_tx),
             events: Some(env.events.clone()),
             registry: Some(env.registry.clone()),
+            extra_fds: vec![],
         });
         let reader = tokio::spawn(read_ingest(spec.id.clone(), fanout.clone(), io_rx));
         let mut relay = Relay {

@@ -1,0 +1,398 @@
+//! The program switcher: what is on air for each frame (DESIGN §2 "Program bus").
+//!
+//! A pure state machine. Each tick it is told the time and how fresh every source is, and it
+//! answers with what to draw: a camera (or the slate), possibly mixed with the previous picture
+//! during a crossfade. The fallback ladder lives here:
+//! - no fresh frame from the wanted camera for `stall` → hold its last frame (the frame store does
+//!   that by itself: drawing the camera shows its newest frame, however old);
+//! - after `fallback` → its backup camera if that is healthy, else the slate;
+//! - back to the camera once it has delivered steadily for `recover`.
+//! A pinned camera overrides cuts; the emergency slate overrides everything. Cuts are scheduled on
+//! the program clock and applied at the first frame due at or after their time, so they are
+//! frame-accurate by construction.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SwitcherConfig {
+    pub stall: Duration,
+    pub fallback: Duration,
+    pub recover: Duration,
+}
+
+impl Default for SwitcherConfig {
+    fn default() -> Self {
+        SwitcherConfig {
+            stall: Duration::from_millis(500),
+            fallback: Duration::from_millis(1000),
+            recover: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What a source looks like right now (from its frame store).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// When its newest frame arrived.
+    pub last_frame: Option<Instant>,
+    /// Since when it has delivered without a gap longer than `stall`.
+    pub steady_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "camera")]
+pub enum Visual {
+    Camera(String),
+    Slate,
+}
+
+/// The picture for one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub main: Visual,
+    /// During a crossfade: the outgoing picture and how much of it remains (1 → 0).
+    pub from: Option<(Visual, f32)>,
+    /// The wanted camera is stalled and its last frame is being held.
+    pub holding: bool,
+}
+
+/// Something the switcher did that an operator should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchEvent {
+    Cut { camera: String },
+    FallbackOn { camera: String, to: Visual },
+    FallbackOff { camera: String },
+}
+
+#[derive(Debug, Clone)]
+struct Cut {
+    at: Instant,
+    camera: String,
+    fade: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Transition {
+    from: Visual,
+    start: Instant,
+    duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct Switcher {
+    cfg: SwitcherConfig,
+    /// The camera the show wants (last cut).
+    program: Option<String>,
+    /// When `program` became the wanted camera (a camera that never delivered stalls from here).
+    program_since: Option<Instant>,
+    pinned: Option<String>,
+    emergency: bool,
+    cuts: Vec<Cut>,
+    backups: HashMap<String, String>,
+    /// The fallback picture while the wanted camera is failed.
+    fallback: Option<Visual>,
+    on_air: Option<Visual>,
+    transition: Option<Transition>,
+    events: Vec<SwitchEvent>,
+}
+
+impl Switcher {
+    pub fn new(cfg: SwitcherConfig) -> Switcher {
+        Switcher {
+            cfg,
+            program: None,
+            program_since: None,
+            pinned: None,
+            emergency: false,
+            cuts: Vec::new(),
+            backups: HashMap::new(),
+            fallback: None,
+            on_air: None,
+            transition: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn set_backup(&mut self, camera: &str, backup: Option<&str>) {
+        match backup {
+            Some(b) => self.backups.insert(camera.to_string(), b.to_string()),
+            None => self.backups.remove(camera),
+        };
+    }
+
+    /// Schedules a cut at `at` (use the current time for "now"); a zero fade is a hard cut.
+    pub fn cut(&mut self, camera: &str, at: Instant, fade: Duration) {
+        self.cuts.push(Cut { at, camera: camera.to_string(), fade });
+        self.cuts.sort_by_key(|c| c.at);
+    }
+
+    pub fn pin(&mut self, camera: Option<&str>) {
+        self.pinned = camera.map(str::to_string);
+    }
+
+    pub fn set_emergency_slate(&mut self, on: bool) {
+        self.emergency = on;
+    }
+
+    pub fn pinned(&self) -> Option<&str> {
+        self.pinned.as_deref()
+    }
+
+    pub fn program_camera(&self) -> Option<&str> {
+        self.program.as_deref()
+    }
+
+    pub fn emergency(&self) -> bool {
+        self.emergency
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<SwitchEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Decides the picture for the frame due at `now`.
+    pub fn tick(&mut self, now: Instant, health: impl Fn(&str) -> Health) -> Decision {
+        let mut fade = Duration::ZERO;
+        while self.cuts.first().is_some_and(|c| c.at <= now) {
+            let c = self.cuts.remove(0);
+            if self.program.as_deref() != Some(&c.camera) {
+                self.program = Some(c.camera.clone());
+                self.program_since = Some(now);
+                self.fallback = None;
+                self.events.push(SwitchEvent::Cut { camera: c.camera });
+            }
+            fade = c.fade;
+        }
+        let wanted = if self.emergency { None } else { self.pinned.clone().or_else(|| self.program.clone()) };
+        let mut holding = false;
+        let visual = match wanted {
+            None => Visual::Slate,
+            Some(cam) => {
+                let h = health(&cam);
+                // A camera that never delivered is as old as the moment it was asked for.
+                let since = h.last_frame.or(self.program_since).unwrap_or(now);
+                let age = now.saturating_duration_since(since);
+                if let Some(fb) = self.fallback.clone() {
+                    let steady = h.steady_since.is_some_and(|s| now.saturating_duration_since(s) >= self.cfg.recover)
+                        && age <= self.cfg.stall;
+                    if steady {
+                        self.fallback = None;
+                        self.events.push(SwitchEvent::FallbackOff { camera: cam.clone() });
+                        Visual::Camera(cam)
+                    } else {
+                        // The backup itself may fail while standing in: re-evaluate it.
+                        let to = self.fallback_for(&cam, now, &health);
+                        if to != fb {
+                            self.fallback = Some(to.clone());
+                        }
+                        to
+                    }
+                } else if age <= self.cfg.fallback && h.last_frame.is_none() {
+                    // Cut to a camera with no picture yet (not pre-rolled): keep the current
+                    // picture until it delivers or the fallback time is up.
+                    holding = true;
+                    self.on_air.clone().filter(|v| *v != Visual::Camera(cam.clone())).unwrap_or(Visual::Slate)
+                } else if age <= self.cfg.stall {
+                    Visual::Camera(cam)
+                } else if age <= self.cfg.fallback {
+                    holding = true;
+                    Visual::Camera(cam)
+                } else {
+                    let to = self.fallback_for(&cam, now, &health);
+                    self.fallback = Some(to.clone());
+                    self.events.push(SwitchEvent::FallbackOn { camera: cam.clone(), to: to.clone() });
+                    to
+                }
+            }
+        };
+        if self.on_air.as_ref() != Some(&visual) {
+            if let (Some(prev), false) = (self.on_air.clone(), fade.is_zero()) {
+                self.transition = Some(Transition { from: prev, start: now, duration: fade });
+            } else {
+                self.transition = None;
+            }
+            self.on_air = Some(visual.clone());
+        }
+        let from = match &self.transition {
+            Some(t) => {
+                let done = now.saturating_duration_since(t.start).as_secs_f32() / t.duration.as_secs_f32();
+                if done >= 1.0 {
+                    self.transition = None;
+                    None
+                } else {
+                    Some((t.from.clone(), 1.0 - done))
+                }
+            }
+            None => None,
+        };
+        Decision { main: visual, from, holding }
+    }
+
+    fn fallback_for(&self, cam: &str, now: Instant, health: &impl Fn(&str) -> Health) -> Visual {
+        if let Some(b) = self.backups.get(cam) {
+            let h = health(b);
+            if h.last_frame.is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.stall) {
+                return Visual::Camera(b.clone());
+            }
+        }
+        Visual::Slate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FRAME: Duration = Duration::from_millis(40);
+
+    /// A simulated world: per camera, the intervals in which it delivers frames.
+    struct World {
+        t0: Instant,
+        up: HashMap<&'static str, Vec<(u64, u64)>>,
+    }
+
+    impl World {
+        fn health(&self, cam: &str, now: Instant) -> Health {
+            let ms = now.duration_since(self.t0).as_millis() as u64;
+            let Some(spans) = self.up.get(cam) else { return Health::default() };
+            // The newest frame at or before `now`, on a 40 ms grid, inside an up-span.
+            let mut h = Health::default();
+            for &(a, b) in spans {
+                if a <= ms {
+                    let last = ms.min(b);
+                    let last = last - last % 40;
+                    h.last_frame = Some(self.t0 + Duration::from_millis(last));
+                    h.steady_since = Some(self.t0 + Duration::from_millis(a));
+                }
+            }
+            h
+        }
+    }
+
+    fn run(sw: &mut Switcher, w: &World, from_ms: u64, to_ms: u64) -> Vec<(u64, Decision)> {
+        (from_ms / 40..to_ms / 40)
+            .map(|n| {
+                let now = w.t0 + FRAME * n as u32;
+                (n * 40, sw.tick(now, |c| w.health(c, now)))
+            })
+            .collect()
+    }
+
+    fn cam(c: &str) -> Visual {
+        Visual::Camera(c.to_string())
+    }
+
+    #[test]
+    fn cuts_land_on_the_first_frame_due() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("a", t0, Duration::ZERO);
+        sw.cut("b", t0 + Duration::from_millis(1000), Duration::ZERO);
+        sw.cut("a", t0 + Duration::from_millis(2010), Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 3000);
+        let first_b = d.iter().find(|(_, d)| d.main == cam("b")).unwrap().0;
+        let back_a = d.iter().find(|(t, d)| *t > 1000 && d.main == cam("a")).unwrap().0;
+        assert_eq!(first_b, 1000);
+        assert_eq!(back_a, 2040, "the first frame due at or after 2010 ms");
+        assert!(d.iter().all(|(_, d)| d.from.is_none()));
+    }
+
+    #[test]
+    fn dead_camera_holds_then_slate_then_returns_after_steady_delivery() {
+        let t0 = Instant::now();
+        // b dies at 2000 ms and comes back at 5000 ms.
+        let w = World { t0, up: HashMap::from([("b", vec![(0, 2000), (5000, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("b", t0, Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 10_000);
+        let at = |ms: u64| d.iter().find(|(t, _)| *t == ms).unwrap().1.clone();
+        assert_eq!(at(2400).main, cam("b"));
+        assert!(!at(2400).holding);
+        assert!(at(2600).holding, "stalled: holding the last frame");
+        assert_eq!(at(3040).main, Visual::Slate, "after fallback_ms: slate");
+        assert_eq!(at(7960).main, Visual::Slate, "not back before 3 s of steady delivery");
+        assert_eq!(at(8000).main, cam("b"), "back after 3 s steady");
+        let events = sw.take_events();
+        assert!(events.contains(&SwitchEvent::FallbackOn { camera: "b".into(), to: Visual::Slate }));
+        assert!(events.contains(&SwitchEvent::FallbackOff { camera: "b".into() }));
+    }
+
+    #[test]
+    fn backup_camera_stands_in_when_healthy() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 1000)]), ("c", vec![(0, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.set_backup("a", Some("c"));
+        sw.cut("a", t0, Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 3000);
+        let first_c = d.iter().find(|(_, d)| d.main == cam("c")).unwrap().0;
+        assert!((2000..=2080).contains(&first_c), "backup on air ~1 s after the last frame: {first_c}");
+    }
+
+    #[test]
+    fn a_camera_that_never_delivers_falls_back_from_its_cut() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("a", t0, Duration::ZERO);
+        sw.cut("ghost", t0 + Duration::from_millis(1000), Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 3000);
+        let slate = d.iter().find(|(_, d)| d.main == Visual::Slate).unwrap().0;
+        assert!((2000..=2080).contains(&slate), "{slate}");
+    }
+
+    #[test]
+    fn pin_and_emergency_slate_override_cuts() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("a", t0, Duration::ZERO);
+        sw.pin(Some("b"));
+        sw.cut("a", t0 + Duration::from_millis(500), Duration::ZERO);
+        assert!(run(&mut sw, &w, 0, 1000).iter().all(|(_, d)| d.main == cam("b")));
+        sw.set_emergency_slate(true);
+        assert!(run(&mut sw, &w, 1000, 2000).iter().all(|(_, d)| d.main == Visual::Slate));
+        sw.set_emergency_slate(false);
+        sw.pin(None);
+        assert!(run(&mut sw, &w, 2000, 2100).iter().all(|(_, d)| d.main == cam("a")));
+    }
+
+    #[test]
+    fn crossfade_ramps_down_the_outgoing_picture() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("a", t0, Duration::ZERO);
+        sw.cut("b", t0 + Duration::from_millis(1000), Duration::from_millis(400));
+        let d = run(&mut sw, &w, 960, 1600);
+        let remaining: Vec<f32> = d.iter().filter_map(|(_, d)| d.from.as_ref().map(|f| f.1)).collect();
+        assert_eq!(remaining.len(), 10, "400 ms at 40 ms a frame");
+        assert!(remaining.windows(2).all(|w| w[0] > w[1]), "{remaining:?}");
+        assert!(d.iter().filter(|(t, _)| *t >= 1000).all(|(_, d)| d.main == cam("b")));
+    }
+
+    proptest! {
+        /// Whatever the outages, exactly one picture is chosen per frame and the slate is on air
+        /// within fallback + one frame of a camera's last frame.
+        #[test]
+        fn fallback_is_bounded(down_at in 100u64..3000, down_for in 0u64..4000) {
+            let t0 = Instant::now();
+            let w = World { t0, up: HashMap::from([("a", vec![(0, down_at), (down_at + down_for, 99_999)])]) };
+            let mut sw = Switcher::new(SwitcherConfig::default());
+            sw.cut("a", t0, Duration::ZERO);
+            let d = run(&mut sw, &w, 0, 12_000);
+            let last_frame = down_at - down_at % 40;
+            if down_for > 1100 {
+                let slate = d.iter().find(|(_, d)| d.main == Visual::Slate).map(|x| x.0);
+                prop_assert!(slate.is_some_and(|s| s <= last_frame + 1000 + 40), "{slate:?}");
+            }
+            prop_assert_eq!(&d.last().unwrap().1.main, &cam("a"));
+        }
+    }
+}

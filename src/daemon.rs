@@ -155,7 +155,7 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
                 }
                 let _ = store.add_event(Severity::Info, "stream_started", &format!("relay:{}", row.id), "").await;
                 running
-                    .insert(row.id.clone(), Running { relay: Relay::start(spec, env), camera_key, last_report: None });
+                    .insert(row.id.clone(), Running { relay: Relay::start(spec, env).await, camera_key, last_report: None });
             }
         }
     }

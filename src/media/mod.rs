@@ -7,10 +7,12 @@
 //! - [`hwaccel`]: hardware H.264 encoder probing.
 
 pub mod destination;
+pub mod encoder;
 pub mod fanout;
 pub mod flv;
 pub mod frame;
 pub mod hwaccel;
+pub mod ingest;
 pub mod probe;
 pub mod pusher;
 pub mod relay;

@@ -4,9 +4,11 @@
 //! subscription, so it begins with the FLV header, sequence headers and the last keyframe. The
 //! pusher's backoff is its own: a dead destination never delays another.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::join_all;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -140,5 +142,51 @@ async fn feed(
                 }
             }
         }
+    }
+}
+
+/// The pushers of one program or relay, keyed by destination and ingest.
+pub struct Outputs {
+    job_prefix: String,
+    fanout: Fanout,
+    env: MediaEnv,
+    pushers: BTreeMap<(String, Ingest), Pusher>,
+}
+
+impl Outputs {
+    pub fn new(job_prefix: &str, fanout: &Fanout, env: &MediaEnv) -> Outputs {
+        Outputs { job_prefix: job_prefix.to_string(), fanout: fanout.clone(), env: env.clone(), pushers: BTreeMap::new() }
+    }
+
+    /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones
+    /// stop; untouched ones are not disturbed.
+    pub async fn set(&mut self, outputs: Vec<OutputTarget>) {
+        let wanted: BTreeMap<(String, Ingest), OutputTarget> =
+            outputs.into_iter().map(|t| ((t.destination_id.clone(), t.ingest), t)).collect();
+        let stale: Vec<(String, Ingest)> =
+            self.pushers.iter().filter(|(k, p)| wanted.get(*k) != Some(p.target())).map(|(k, _)| k.clone()).collect();
+        let mut stopping = Vec::new();
+        for k in stale {
+            if let Some(p) = self.pushers.remove(&k) {
+                tracing::info!(job = %self.job_prefix, destination = %k.0, "removing destination");
+                stopping.push(p.stop());
+            }
+        }
+        join_all(stopping).await;
+        for (k, t) in wanted {
+            if !self.pushers.contains_key(&k) {
+                tracing::info!(job = %self.job_prefix, destination = %k.0, url = %t.shown, "adding destination");
+                let p = Pusher::start(&self.job_prefix, &self.fanout, t, &self.env);
+                self.pushers.insert(k, p);
+            }
+        }
+    }
+
+    pub fn status(&self) -> Vec<PusherStatus> {
+        self.pushers.values().map(Pusher::status).collect()
+    }
+
+    pub async fn stop(self) {
+        join_all(self.pushers.into_values().map(Pusher::stop)).await;
     }
 }

@@ -6,20 +6,19 @@
 //! through the fan-out to one pusher per destination ingest. A camera restart is absorbed by the
 //! fan-out's timestamp rebasing, so healthy destinations keep their connections.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::destination::{Ingest, OutputTarget};
+use super::destination::OutputTarget;
 use super::fanout::Fanout;
 use super::flv::FlvReader;
 use super::probe::{probe_camera, CameraProbe, CameraSource, ProbeError};
-use super::pusher::{Pusher, PusherStatus};
+use super::pusher::{Outputs, PusherStatus};
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{ArgSource, ChildIo, Job, JobSpec, JobStatus, Phase, PrepareError};
@@ -90,8 +89,7 @@ pub struct Relay {
     fanout: Fanout,
     ingest: Job,
     reader: tokio::task::JoinHandle<()>,
-    pushers: BTreeMap<(String, Ingest), Pusher>,
-    env: MediaEnv,
+    outputs: Outputs,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +117,7 @@ pub fn state_of(job: &JobStatus) -> &'static str {
 }
 
 impl Relay {
-    pub fn start(spec: RelaySpec, env: &MediaEnv) -> Relay {
+    pub async fn start(spec: RelaySpec, env: &MediaEnv) -> Relay {
         let fanout = Fanout::new(env.queue_bytes);
         let (io_tx, io_rx) = mpsc::channel(4);
         let ingest = Job::spawn(JobSpec {
@@ -144,49 +142,16 @@ impl Relay {
             registry: Some(env.registry.clone()),
             extra_fds: vec![],
         });
-        let reader = tokio::spawn(read_ingest(spec.id.clone(), fanout.clone(), io_rx));
-        let mut relay = Relay {
-            id: spec.id,
-            camera: spec.camera,
-            fanout,
-            ingest,
-            reader,
-            pushers: BTreeMap::new(),
-            env: env.clone(),
-        };
-        for t in spec.outputs {
-            relay.add_output(t);
-        }
+        let reader = tokio::spawn(read_flv_generations(spec.id.clone(), fanout.clone(), io_rx));
+        let outputs = Outputs::new(&format!("relay:{}", spec.id), &fanout, env);
+        let mut relay = Relay { id: spec.id, camera: spec.camera, fanout, ingest, reader, outputs };
+        relay.outputs.set(spec.outputs).await;
         relay
     }
 
-    fn add_output(&mut self, t: OutputTarget) {
-        let key = (t.destination_id.clone(), t.ingest);
-        let p = Pusher::start(&format!("relay:{}", self.id), &self.fanout, t, &self.env);
-        self.pushers.insert(key, p);
-    }
-
-    /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones
-    /// stop; untouched ones are not disturbed.
+    /// Brings the set of outputs to `outputs` while live (see [`Outputs::set`]).
     pub async fn set_outputs(&mut self, outputs: Vec<OutputTarget>) {
-        let wanted: BTreeMap<(String, Ingest), OutputTarget> =
-            outputs.into_iter().map(|t| ((t.destination_id.clone(), t.ingest), t)).collect();
-        let stale: Vec<(String, Ingest)> =
-            self.pushers.iter().filter(|(k, p)| wanted.get(*k) != Some(p.target())).map(|(k, _)| k.clone()).collect();
-        let mut stopping = Vec::new();
-        for k in stale {
-            if let Some(p) = self.pushers.remove(&k) {
-                tracing::info!(relay = %self.id, destination = %k.0, "removing destination");
-                stopping.push(p.stop());
-            }
-        }
-        join_all(stopping).await;
-        for (k, t) in wanted {
-            if !self.pushers.contains_key(&k) {
-                tracing::info!(relay = %self.id, destination = %k.0, url = %t.shown, "adding destination");
-                self.add_output(t);
-            }
-        }
+        self.outputs.set(outputs).await;
     }
 
     pub fn id(&self) -> &str {
@@ -202,22 +167,20 @@ impl Relay {
             camera_url: self.camera.shown.clone(),
             ingest,
             ingest_stderr: super::pusher::last_lines(self.ingest.stderr_tail()),
-            outputs: self.pushers.values().map(Pusher::status).collect(),
+            outputs: self.outputs.status(),
         }
     }
 
     /// Stops everything; destinations get a clean end of stream.
     pub async fn stop(self) {
-        let pushers = self.pushers.into_values().map(Pusher::stop);
-        let ingest = self.ingest.stop();
-        let (_, _) = tokio::join!(join_all(pushers), ingest);
+        tokio::join!(self.outputs.stop(), self.ingest.stop());
         self.fanout.close();
         self.reader.abort();
     }
 }
 
-/// Reads each ingest generation's stdout as FLV into the fan-out.
-async fn read_ingest(id: String, fanout: Fanout, mut io_rx: mpsc::Receiver<ChildIo>) {
+/// Reads each generation's stdout as FLV into the fan-out (relay ingest, program encoder).
+pub async fn read_flv_generations(id: String, fanout: Fanout, mut io_rx: mpsc::Receiver<ChildIo>) {
     let mut buf = vec![0u8; 64 * 1024];
     while let Some(io) = io_rx.recv().await {
         let Some(mut out) = io.stdout else { continue };

@@ -1,0 +1,229 @@
+//! The program encoder (DESIGN §2 "Encoder"): raw frames + PCM in, H.264 + AAC FLV out.
+//!
+//! One supervised FFmpeg per program reads `rawvideo` on stdin and `s16le` 48 kHz stereo on fd 4,
+//! and writes FLV on stdout into the program's fan-out. Its input timestamps come from counting
+//! frames and samples, so the program clock of the bus is the only clock (LESSONS 11). Two writer
+//! tasks feed it through small bounded queues: when the encoder falls behind, the bus drops a whole
+//! frame (picture and its audio together, so A/V stays locked) instead of blocking its clock.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::fanout::Fanout;
+use super::frame::Frame;
+use super::ingest::ProgramFormat;
+use super::relay::read_flv_generations;
+use super::MediaEnv;
+use crate::ffmpeg::argv::{common_prefix, Argv};
+use crate::ffmpeg::job::{enlarge_pipe, ChildIo, ExtraFd, ExtraPipe, Job, JobSpec, JobStatus};
+
+/// Encoding profiles (DESIGN §2; AAC 128k 48 kHz stereo always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// 1080p30, 4500k, CBR-like.
+    Reliability,
+    /// 1080p30, 6000k.
+    Quality,
+    /// 720p30, 2500k.
+    #[value(name = "720p30")]
+    #[serde(rename = "720p30")]
+    P720,
+    /// 480p30, 1200k.
+    #[value(name = "480p30")]
+    #[serde(rename = "480p30")]
+    P480,
+}
+
+impl Profile {
+    pub fn settings(self) -> (ProgramFormat, u32) {
+        match self {
+            Profile::Reliability => (ProgramFormat { width: 1920, height: 1080, fps: 30 }, 4500),
+            Profile::Quality => (ProgramFormat { width: 1920, height: 1080, fps: 30 }, 6000),
+            Profile::P720 => (ProgramFormat { width: 1280, height: 720, fps: 30 }, 2500),
+            Profile::P480 => (ProgramFormat { width: 854, height: 480, fps: 30 }, 1200),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSettings {
+    pub format: ProgramFormat,
+    pub bitrate_kbps: u32,
+    /// From the hardware probe (`libx264` when nothing else works).
+    pub encoder: String,
+}
+
+pub fn encoder_args(s: &EncoderSettings) -> Argv {
+    let f = s.format;
+    let gop = (f.fps * super::destination::KEYFRAME_INTERVAL_S).to_string();
+    let (b, maxrate, bufsize) =
+        (format!("{}k", s.bitrate_kbps), format!("{}k", s.bitrate_kbps), format!("{}k", s.bitrate_kbps * 2));
+    let mut a = common_prefix();
+    if s.encoder == "h264_vaapi" {
+        a = a.args(["-vaapi_device", "/dev/dri/renderD128"]);
+    }
+    a = a
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s"])
+        .arg(format!("{}x{}", f.width, f.height))
+        .args(["-framerate"])
+        .arg(f.fps.to_string())
+        .args(["-thread_queue_size", "64", "-i", "pipe:0"])
+        .args(["-f", "s16le", "-ar", "48000", "-ac", "2", "-thread_queue_size", "64", "-i", "pipe:4"])
+        .args(["-map", "0:v:0", "-map", "1:a:0"]);
+    a = match s.encoder.as_str() {
+        "h264_vaapi" => a.args(["-vf", "format=nv12,hwupload", "-c:v", "h264_vaapi"]),
+        "h264_qsv" => a.args(["-pix_fmt", "nv12", "-c:v", "h264_qsv"]),
+        "h264_nvenc" => a.args(["-c:v", "h264_nvenc", "-preset", "p4", "-tune", "ll"]),
+        "h264_videotoolbox" => a.args(["-c:v", "h264_videotoolbox", "-realtime", "1"]),
+        "h264_v4l2m2m" => a.args(["-c:v", "h264_v4l2m2m"]),
+        _ => a.args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]),
+    };
+    a.args(["-b:v", &b, "-maxrate", &maxrate, "-bufsize", &bufsize, "-g", &gop, "-keyint_min", &gop])
+        .args(["-sc_threshold", "0", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
+        .args(["-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1"])
+}
+
+pub struct Encoder {
+    job: Job,
+    video_tx: mpsc::Sender<Frame>,
+    audio_tx: mpsc::Sender<Vec<u8>>,
+    offered: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    dropped: u64,
+}
+
+impl Encoder {
+    pub fn start(job_prefix: &str, settings: &EncoderSettings, fanout: &Fanout, env: &MediaEnv) -> Encoder {
+        let (io_tx, mut io_rx) = mpsc::channel::<ChildIo>(4);
+        let offered = Arc::new(AtomicU64::new(0));
+        let job = Job::spawn(JobSpec {
+            name: format!("{job_prefix}/encoder"),
+            program: env.ffmpeg.clone(),
+            args: Arc::new(encoder_args(settings)),
+            pipe_stdin: true,
+            pipe_stdout: true,
+            stale_after: env.stale,
+            first_progress_timeout: env.first_progress_timeout,
+            input_activity: Some(offered.clone()),
+            backoff: env.backoff,
+            degraded_after: env.degraded_after,
+            stop_grace: env.stop_grace,
+            stderr_lines: env.stderr_lines,
+            io: Some(io_tx),
+            events: Some(env.events.clone()),
+            registry: Some(env.registry.clone()),
+            extra_fds: vec![ExtraFd { child_fd: 4, child_writes: false }],
+        });
+        let (video_tx, video_rx) = mpsc::channel::<Frame>(3);
+        let (audio_tx, audio_rx) = mpsc::channel::<Vec<u8>>(3);
+        let (stdin_tx, stdin_rx) = mpsc::channel(2);
+        let (pcm_tx, pcm_rx) = mpsc::channel(2);
+        let (flv_tx, flv_rx) = mpsc::channel(2);
+        // Split each generation's pipes between the FLV reader and the two writers.
+        let splitter = tokio::spawn(async move {
+            while let Some(mut io) = io_rx.recv().await {
+                let stdin = io.stdin.take();
+                if let Some(s) = &stdin {
+                    enlarge_pipe(s.as_fd(), 4 << 20);
+                }
+                let pcm = io.extra.drain(..).find_map(|p| match p {
+                    ExtraPipe::Writer(w) => Some(w),
+                    ExtraPipe::Reader(_) => None,
+                });
+                let _ = stdin_tx.send(stdin).await;
+                let _ = pcm_tx.send(pcm).await;
+                let _ = flv_tx.send(io).await;
+            }
+        });
+        let reader = tokio::spawn(read_flv_generations(job_prefix.to_string(), fanout.clone(), flv_rx));
+        let video = tokio::spawn(write_loop(stdin_rx, video_rx, |f: &Frame| f.data.as_slice()));
+        let audio = tokio::spawn(write_loop(pcm_rx, audio_rx, |b: &Vec<u8>| b.as_slice()));
+        Encoder { job, video_tx, audio_tx, offered, tasks: vec![splitter, reader, video, audio], dropped: 0 }
+    }
+
+    /// Queues one frame and its audio; returns false (and drops both) when the encoder is behind.
+    pub fn send(&mut self, frame: Frame, audio: &[i16]) -> bool {
+        if self.video_tx.capacity() == 0 || self.audio_tx.capacity() == 0 {
+            self.dropped += 1;
+            return false;
+        }
+        let pcm: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.offered.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let _ = self.video_tx.try_send(frame);
+        let _ = self.audio_tx.try_send(pcm);
+        true
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.job.status()
+    }
+
+    pub async fn stop(self) {
+        drop(self.video_tx);
+        drop(self.audio_tx);
+        self.job.stop().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Writes queued buffers into the current generation's pipe; buffers arriving while there is no
+/// live pipe are discarded (the encoder is restarting).
+async fn write_loop<P, T>(
+    mut pipes: mpsc::Receiver<Option<P>>,
+    mut items: mpsc::Receiver<T>,
+    bytes: impl for<'a> Fn(&'a T) -> &'a [u8],
+) where
+    P: tokio::io::AsyncWrite + Unpin,
+{
+    let mut current: Option<P> = None;
+    loop {
+        tokio::select! {
+            biased;
+            p = pipes.recv() => match p { Some(p) => current = p, None => return },
+            item = items.recv() => {
+                let Some(item) = item else { return };
+                if let Some(pipe) = current.as_mut() {
+                    if pipe.write_all(bytes(&item)).await.is_err() {
+                        current = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x264_arguments_follow_the_profile() {
+        let (format, kbps) = Profile::Reliability.settings();
+        let a = encoder_args(&EncoderSettings { format, bitrate_kbps: kbps, encoder: "libx264".into() }).to_string();
+        for want in [
+            "-s 1920x1080",
+            "-framerate 30",
+            "-b:v 4500k -maxrate 4500k -bufsize 9000k",
+            "-g 60 -keyint_min 60",
+            "-sc_threshold 0",
+            "-c:a aac -b:a 128k -ar 48000 -ac 2",
+            "-tune zerolatency",
+        ] {
+            assert!(a.contains(want), "{want} in {a}");
+        }
+        let v = encoder_args(&EncoderSettings { format, bitrate_kbps: 2500, encoder: "h264_vaapi".into() }).to_string();
+        assert!(v.contains("-vaapi_device") && v.contains("hwupload"), "{v}");
+    }
+}

@@ -1,0 +1,309 @@
+//! Decode-mode camera ingest for the program bus (DESIGN §2 "Ingest").
+//!
+//! One supervised FFmpeg per camera decodes the RTSP stream and delivers raw `yuv420p` frames at
+//! the program size and rate on stdout and `s16le` 48 kHz stereo PCM on fd 4. Two reader tasks
+//! keep the newest frame and a short audio buffer in a [`SourceStore`] that the bus samples at its
+//! own pace; the store also tracks freshness for the switcher's fallback ladder. Starting an ingest
+//! ahead of its cut is the pre-roll. A camera without audio simply writes no PCM; the bus pads
+//! silence.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::frame::Frame;
+use super::probe::{probe_camera, CameraSource, ProbeError};
+use super::switcher::Health;
+use super::MediaEnv;
+use crate::ffmpeg::argv::{common_prefix, Argv};
+use crate::ffmpeg::job::{enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobSpec, JobStatus, PrepareError};
+
+pub const SAMPLE_RATE: u32 = 48_000;
+pub const CHANNELS: usize = 2;
+/// Audio kept per source; older samples are dropped (a source not on air must not grow).
+const MAX_AUDIO: Duration = Duration::from_millis(500);
+
+/// The program's picture format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramFormat {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+impl ProgramFormat {
+    pub fn frame_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.fps as f64)
+    }
+
+    /// Interleaved stereo samples per frame (48000 / fps per channel).
+    pub fn samples_per_frame(&self) -> usize {
+        SAMPLE_RATE as usize / self.fps as usize * CHANNELS
+    }
+}
+
+#[derive(Default)]
+struct SourceState {
+    latest: Option<Arc<Frame>>,
+    health: Health,
+    audio: VecDeque<i16>,
+    frames_in: u64,
+    /// Set when the source's audio was read since the last frame (it has audio at all).
+    has_audio: bool,
+}
+
+/// The newest picture and recent audio of one source, shared between its readers and the bus.
+#[derive(Clone, Default)]
+pub struct SourceStore {
+    inner: Arc<Mutex<SourceState>>,
+    stall: Duration,
+}
+
+impl SourceStore {
+    pub fn new(stall: Duration) -> SourceStore {
+        SourceStore { inner: Arc::default(), stall }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceState> {
+        self.inner.lock().expect("source lock")
+    }
+
+    pub fn put_frame(&self, f: Frame, now: Instant) {
+        let mut s = self.lock();
+        let gap = s.health.last_frame.is_none_or(|t| now.saturating_duration_since(t) > self.stall);
+        if gap {
+            s.health.steady_since = Some(now);
+        }
+        s.health.last_frame = Some(now);
+        s.latest = Some(Arc::new(f));
+        s.frames_in += 1;
+    }
+
+    pub fn put_audio(&self, samples: &[i16]) {
+        let mut s = self.lock();
+        s.has_audio = true;
+        s.audio.extend(samples);
+        let max = (MAX_AUDIO.as_secs_f64() * SAMPLE_RATE as f64) as usize * CHANNELS;
+        if s.audio.len() > max {
+            let drop = s.audio.len() - max;
+            s.audio.drain(..drop);
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.lock().health
+    }
+
+    pub fn latest(&self) -> Option<Arc<Frame>> {
+        self.lock().latest.clone()
+    }
+
+    pub fn frames_in(&self) -> u64 {
+        self.lock().frames_in
+    }
+
+    /// Takes exactly `n` interleaved samples into `out`, padding with silence when short. Surplus
+    /// beyond a small cushion is dropped, so the source's audio never lags the picture.
+    pub fn take_audio(&self, n: usize, out: &mut Vec<i16>) {
+        let mut s = self.lock();
+        let cushion = n * 4;
+        if s.audio.len() > n + cushion {
+            let drop = s.audio.len() - n - cushion;
+            s.audio.drain(..drop);
+        }
+        let take = n.min(s.audio.len());
+        out.extend(s.audio.drain(..take));
+        out.resize(out.len() + (n - take), 0);
+    }
+
+    /// Forgets buffered audio (a source going on air starts from its newest samples).
+    pub fn trim_audio(&self, keep: usize) {
+        let mut s = self.lock();
+        if s.audio.len() > keep {
+            let drop = s.audio.len() - keep;
+            s.audio.drain(..drop);
+        }
+    }
+}
+
+/// Arguments of a decode ingest, probed before each start.
+struct DecodeArgs {
+    ffprobe: std::path::PathBuf,
+    camera: CameraSource,
+    rtsp_timeout: Duration,
+    format: ProgramFormat,
+}
+
+pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp_timeout: Duration) -> Argv {
+    let mut a = common_prefix().args(["-fflags", "nobuffer"]);
+    if cam.url.expose().starts_with("rtsp") {
+        a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
+    }
+    a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
+    let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    let vf = format!(
+        "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+    );
+    a = a.args(["-map", "0:v:0", "-vf"]).arg(vf).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
+    if has_audio {
+        a = a.args(["-map", "0:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"]);
+    }
+    a
+}
+
+impl ArgSource for DecodeArgs {
+    fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
+        let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
+        Box::pin(async move {
+            let probe = probe_camera(&ffprobe, &cam, t).await.map_err(|e| PrepareError {
+                permanent: matches!(e, ProbeError::Tool(_)),
+                message: e.to_string(),
+            })?;
+            Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t))
+        })
+    }
+}
+
+/// A running decode ingest.
+pub struct DecodeIngest {
+    pub camera_id: String,
+    job: Job,
+    reader: tokio::task::JoinHandle<()>,
+    store: SourceStore,
+}
+
+impl DecodeIngest {
+    pub fn start(job_prefix: &str, cam: CameraSource, fmt: ProgramFormat, env: &MediaEnv, stall: Duration) -> Self {
+        let store = SourceStore::new(stall);
+        let (io_tx, io_rx) = mpsc::channel(4);
+        let camera_id = cam.camera_id.clone();
+        let job = Job::spawn(JobSpec {
+            name: format!("{job_prefix}/camera:{camera_id}"),
+            program: env.ffmpeg.clone(),
+            args: Arc::new(DecodeArgs {
+                ffprobe: env.ffprobe.clone(),
+                camera: cam,
+                rtsp_timeout: env.rtsp_timeout,
+                format: fmt,
+            }),
+            pipe_stdin: false,
+            pipe_stdout: true,
+            stale_after: env.ingest_stale,
+            first_progress_timeout: env.first_progress_timeout,
+            input_activity: None,
+            backoff: env.backoff,
+            degraded_after: env.degraded_after,
+            stop_grace: env.stop_grace,
+            stderr_lines: env.stderr_lines,
+            io: Some(io_tx),
+            events: Some(env.events.clone()),
+            registry: Some(env.registry.clone()),
+            extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
+        });
+        let reader = tokio::spawn(read_generations(io_rx, store.clone(), fmt));
+        DecodeIngest { camera_id, job, reader, store }
+    }
+
+    pub fn store(&self) -> SourceStore {
+        self.store.clone()
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.job.status()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.job.status().pid
+    }
+
+    pub async fn stop(self) {
+        self.job.stop().await;
+        self.reader.abort();
+    }
+}
+
+async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore, fmt: ProgramFormat) {
+    let frame_len = Frame::byte_len(fmt.width, fmt.height);
+    while let Some(io) = io_rx.recv().await {
+        let Some(mut stdout) = io.stdout else { continue };
+        enlarge_pipe(stdout.as_fd(), 4 << 20);
+        let audio = io.extra.into_iter().find_map(|p| match p {
+            ExtraPipe::Reader(r) => Some(r),
+            ExtraPipe::Writer(_) => None,
+        });
+        let audio_task = audio.map(|mut r| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut carry: Option<u8> = None;
+                let mut samples = Vec::with_capacity(8 * 1024);
+                loop {
+                    let n = match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    samples.clear();
+                    let mut bytes = &buf[..n];
+                    if let Some(lo) = carry.take() {
+                        samples.push(i16::from_le_bytes([lo, bytes[0]]));
+                        bytes = &bytes[1..];
+                    }
+                    let mut chunks = bytes.chunks_exact(2);
+                    samples.extend(chunks.by_ref().map(|c| i16::from_le_bytes([c[0], c[1]])));
+                    carry = chunks.remainder().first().copied();
+                    store.put_audio(&samples);
+                }
+            })
+        });
+        loop {
+            let mut buf = vec![0u8; frame_len];
+            if stdout.read_exact(&mut buf).await.is_err() {
+                break;
+            }
+            let frame = Frame::from_bytes(fmt.width, fmt.height, buf).expect("exact frame length");
+            store.put_frame(frame, Instant::now());
+        }
+        if let Some(t) = audio_task {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_is_padded_and_surplus_dropped() {
+        let s = SourceStore::new(Duration::from_millis(500));
+        let mut out = vec![];
+        s.take_audio(100, &mut out);
+        assert_eq!(out, vec![0; 100], "silence when the source has none");
+        s.put_audio(&vec![7; 2_000]);
+        out.clear();
+        s.take_audio(100, &mut out);
+        assert_eq!(out, vec![7; 100]);
+        assert!(s.lock().audio.len() <= 400, "surplus beyond the cushion was dropped");
+        s.put_audio(&vec![1; 1_000_000]);
+        assert!(s.lock().audio.len() <= 48_000, "bounded at 0.5 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn freshness_tracks_gaps() {
+        let s = SourceStore::new(Duration::from_millis(500));
+        let t0 = Instant::now();
+        s.put_frame(Frame::solid(2, 2, (0, 0, 0)), t0);
+        s.put_frame(Frame::solid(2, 2, (0, 0, 0)), t0 + Duration::from_millis(40));
+        assert_eq!(s.health().steady_since, Some(t0));
+        let later = t0 + Duration::from_secs(2);
+        s.put_frame(Frame::solid(2, 2, (0, 0, 0)), later);
+        assert_eq!(s.health().steady_since, Some(later), "a gap restarts the steady period");
+        assert_eq!(s.frames_in(), 3);
+    }
+}

@@ -52,6 +52,9 @@ pub enum Command {
     /// Manage relay streams (one camera copied to one or more destinations).
     #[command(subcommand)]
     Stream(StreamCmd),
+    /// Control a live program (camera cuts, slate, pin) in the running daemon.
+    #[command(subcommand)]
+    Program(ProgramCmdArgs),
     /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
     KillAll,
     /// Show the hardware encoder probe (cached per FFmpeg version).
@@ -191,6 +194,93 @@ pub enum StreamCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ProgramCmdArgs {
+    /// Start a program: the cameras are pre-rolled, the first goes on air.
+    Start {
+        /// Camera id; repeat for each camera the show may cut to (backups are added automatically).
+        #[arg(long = "camera", required = true)]
+        cameras: Vec<String>,
+        /// Destination id; repeat for several.
+        #[arg(long = "destination")]
+        destinations: Vec<String>,
+        #[arg(long, value_enum)]
+        profile: Option<crate::media::encoder::Profile>,
+        /// Override the profile's size, e.g. 640x360.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<(u32, u32)>,
+        /// Override the profile's frame rate (must divide 48000).
+        #[arg(long)]
+        fps: Option<u32>,
+        /// Override the profile's video bitrate, kbit/s.
+        #[arg(long)]
+        bitrate: Option<u32>,
+        /// Slate image (PNG); default: a generated card.
+        #[arg(long)]
+        slate: Option<PathBuf>,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Cut to a camera now, at a program time (--at SECONDS) or after a delay (--in SECONDS).
+    Cut {
+        camera: String,
+        #[arg(long, conflicts_with = "after")]
+        at: Option<f64>,
+        #[arg(long = "in")]
+        after: Option<f64>,
+        /// Crossfade duration in milliseconds (0: hard cut).
+        #[arg(long, default_value_t = 0)]
+        fade: u64,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Emergency slate on or off (overrides everything).
+    Slate {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Pin a camera: cuts are ignored until unpinned.
+    Pin {
+        camera: String,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    Unpin {
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Add a destination to the live program (the others are not disturbed).
+    Attach {
+        destination: String,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Remove a destination from the live program.
+    Detach {
+        destination: String,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// What is on air, camera and encoder health, destinations.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    Stop {
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
+    Ok((w.parse().map_err(|_| "bad width")?, h.parse().map_err(|_| "bad height")?))
+}
+
 /// A failure of a command, carrying its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -204,6 +294,8 @@ pub enum CliError {
     Unavailable(String),
     #[error("{0}")]
     Failed(String),
+    #[error("{1}")]
+    Coded(i32, String),
 }
 
 impl CliError {
@@ -215,6 +307,7 @@ impl CliError {
             CliError::Store(StoreError::Invalid(_)) | CliError::Invalid(_) => EXIT_USAGE,
             CliError::Unavailable(_) => EXIT_UNAVAILABLE,
             CliError::Store(_) | CliError::Failed(_) => EXIT_FAILURE,
+            CliError::Coded(c, _) => *c,
         }
     }
 }
@@ -267,6 +360,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Destination(d) => destination(d, &cfg).await,
         Command::Stream(s) => stream(s, &cfg).await,
         Command::KillAll => kill_all(&cfg).await,
+        Command::Program(p) => program(p, &cfg).await,
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)
@@ -618,5 +712,76 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     }
     let killed = reg.reap_leftovers().await;
     println!("{} FFmpeg process(es) killed", killed.len());
+    Ok(())
+}
+
+async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
+    use crate::local_api::Request;
+    let (req, json_out) = match cmd {
+        ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, id } => (
+            Request::ProgramStart {
+                id,
+                cameras,
+                destinations,
+                profile,
+                size,
+                fps,
+                bitrate_kbps: bitrate,
+                first: None,
+                slate,
+            },
+            false,
+        ),
+        ProgramCmdArgs::Cut { camera, at, after, fade, id } => {
+            (Request::Cut { id, camera, at, after, fade_ms: fade }, false)
+        }
+        ProgramCmdArgs::Slate { state, id } => (Request::Slate { id, on: state == "on" }, false),
+        ProgramCmdArgs::Pin { camera, id } => (Request::Pin { id, camera: Some(camera) }, false),
+        ProgramCmdArgs::Unpin { id } => (Request::Pin { id, camera: None }, false),
+        ProgramCmdArgs::Attach { destination, id } => (Request::Attach { id, destination }, false),
+        ProgramCmdArgs::Detach { destination, id } => (Request::Detach { id, destination }, false),
+        ProgramCmdArgs::Status { json, id } => (Request::ProgramStatus { id }, json),
+        ProgramCmdArgs::Stop { id } => (Request::ProgramStop { id }, false),
+    };
+    let status = matches!(req, Request::ProgramStatus { .. });
+    let resp = crate::local_api::call(&cfg.data_dir, &req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
+    if !resp.ok {
+        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
+    }
+    if json_out {
+        print_json(&resp.result);
+    } else if status {
+        for p in resp.result.as_array().into_iter().flatten() {
+            let on_air = match p["on_air"]["kind"].as_str() {
+                Some("camera") => format!("camera {}", p["on_air"]["camera"].as_str().unwrap_or("?")),
+                _ => "slate".to_string(),
+            };
+            println!(
+                "program {}: {on_air}{} · t={:.1}s · {} frames, {} dropped · encoder {} {}",
+                p["id"].as_str().unwrap_or("?"),
+                if p["holding"].as_bool() == Some(true) { " (holding last frame)" } else { "" },
+                p["program_time_s"].as_f64().unwrap_or(0.0),
+                p["frames"],
+                p["dropped_frames"],
+                p["encoder_name"].as_str().unwrap_or("?"),
+                p["encoder"]["phase"].as_str().unwrap_or("?"),
+            );
+            for c in p["cameras"].as_array().into_iter().flatten() {
+                println!(
+                    "  camera {:<12} {:<9} frame age {} ms",
+                    c["camera"].as_str().unwrap_or("?"),
+                    c["ingest"]["phase"].as_str().unwrap_or("?"),
+                    c["frame_age_ms"]
+                );
+            }
+            for o in p["outputs"].as_array().into_iter().flatten() {
+                println!("  → {:<14} {}", o["destination"].as_str().unwrap_or("?"), o["phase"].as_str().unwrap_or("?"));
+            }
+        }
+    } else if resp.result.is_null() {
+        println!("ok");
+    } else {
+        println!("{}", resp.result);
+    }
     Ok(())
 }

@@ -16,10 +16,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::{EXIT_CONFLICT, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
 use crate::ffmpeg::job::JobEvent;
 use crate::ffmpeg::registry::Registry;
+use crate::local_api::{self, socket_path, Incoming, Request, Response};
 use crate::media::destination::OutputTarget;
+use crate::media::encoder::{EncoderSettings, Profile};
+use crate::media::ingest::ProgramFormat;
+use crate::media::program::{Program, ProgramCamera, ProgramCmd, ProgramSpec};
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
+use crate::media::switcher::SwitcherConfig;
 use crate::media::MediaEnv;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 
@@ -29,6 +35,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("pid registry {path}: {source}")]
     Registry { path: String, source: std::io::Error },
+    #[error("control socket {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
 }
 
 /// Where the pid registry lives inside the data dir.
@@ -63,6 +71,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let sink = tokio::spawn(event_sink(Store::open(&cfg.data_dir).await?, ev_rx));
     let env = MediaEnv::new(&cfg, registry, ev_tx);
     let mut running: HashMap<String, Running> = HashMap::new();
+    let mut programs: HashMap<String, ProgramEntry> = HashMap::new();
+    let (api_tx, mut api_rx) = mpsc::channel::<Incoming>(16);
+    let sock = socket_path(&cfg.data_dir);
+    let api = local_api::serve(sock.clone(), api_tx)
+        .await
+        .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
@@ -70,6 +84,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some((req, reply)) = api_rx.recv() => {
+                let resp = handle_request(&cfg, &store, &env, &mut programs, req).await;
+                let _ = reply.send(resp);
+            }
             _ = tick.tick() => {
                 if let Err(e) = reconcile(&store, &env, &mut running).await {
                     tracing::error!("reconcile: {e}");
@@ -77,7 +95,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             }
         }
     }
-    tracing::info!("shutting down: stopping {} stream(s)", running.len());
+    api.abort();
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("shutting down: stopping {} stream(s) and {} program(s)", running.len(), programs.len());
+    let progs = programs.into_values().map(|e| e.program.stop());
+    if tokio::time::timeout(env.stop_grace + Duration::from_secs(5), join_all(progs)).await.is_err() {
+        tracing::error!("programs did not stop in time; their processes are killed on exit");
+    }
     let deadline = env.stop_grace + Duration::from_secs(5);
     let ids: Vec<String> = running.keys().cloned().collect();
     let stops = running.into_values().map(|r| r.relay.stop());
@@ -154,8 +178,10 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
                     let _ = store.touch_destination(d).await;
                 }
                 let _ = store.add_event(Severity::Info, "stream_started", &format!("relay:{}", row.id), "").await;
-                running
-                    .insert(row.id.clone(), Running { relay: Relay::start(spec, env).await, camera_key, last_report: None });
+                running.insert(
+                    row.id.clone(),
+                    Running { relay: Relay::start(spec, env).await, camera_key, last_report: None },
+                );
             }
         }
     }
@@ -231,6 +257,9 @@ async fn event_sink(store: Store, mut rx: mpsc::Receiver<JobEvent>) {
                 (Severity::Error, "degraded".to_string(), job, format!("{failures} consecutive failures"))
             }
             JobEvent::Recovered { job } => (Severity::Info, "recovered".to_string(), job, String::new()),
+            JobEvent::Note { job, event_type, detail, warning } => {
+                (if warning { Severity::Warning } else { Severity::Info }, event_type, job, detail)
+            }
             JobEvent::Stopped { job } => {
                 tracing::debug!(%job, "stopped");
                 continue;
@@ -241,4 +270,211 @@ async fn event_sink(store: Store, mut rx: mpsc::Receiver<JobEvent>) {
         }
     }
     store.close().await;
+}
+
+fn store_err(e: StoreError) -> Response {
+    let code = match &e {
+        StoreError::NotFound { .. } => EXIT_NOT_FOUND,
+        StoreError::Exists { .. } | StoreError::Conflict(_) => EXIT_CONFLICT,
+        StoreError::Invalid(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    };
+    Response::err(code, e.to_string())
+}
+
+async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
+    let mut outputs = Vec::new();
+    for d in ids {
+        let dest = store.destination(d).await?;
+        if dest.enabled {
+            outputs.extend(dest.settings.outputs(&dest.id));
+        }
+    }
+    Ok(outputs)
+}
+
+/// Sends a command to a program and waits for its answer.
+async fn ask<T>(
+    programs: &HashMap<String, ProgramEntry>,
+    id: &str,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
+) -> Result<T, Response> {
+    let p = &programs
+        .get(id)
+        .ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?
+        .program;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    p.sender().send(make(tx)).await.map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?;
+    rx.await
+        .map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?
+        .map_err(|e| Response::err(EXIT_USAGE, e))
+}
+
+/// A running program and the destinations it was asked to push to (for attach/detach).
+pub struct ProgramEntry {
+    program: Program,
+    destinations: Vec<String>,
+}
+
+async fn handle_request(
+    cfg: &Config,
+    store: &Store,
+    env: &MediaEnv,
+    programs: &mut HashMap<String, ProgramEntry>,
+    req: Request,
+) -> Response {
+    match req {
+        Request::ProgramStart { id, cameras, destinations, profile, size, fps, bitrate_kbps, first, slate } => {
+            if let Err(e) = crate::store::validate_id("program", &id) {
+                return store_err(e);
+            }
+            if programs.contains_key(&id) {
+                return Response::err(EXIT_CONFLICT, format!("program {id:?} is already running"));
+            }
+            if cameras.is_empty() {
+                return Response::err(EXIT_USAGE, "a program needs at least one camera");
+            }
+            let mut cams: Vec<ProgramCamera> = Vec::new();
+            let mut wanted: Vec<String> = cameras.clone();
+            let mut i = 0;
+            while i < wanted.len() {
+                let c = match store.camera(&wanted[i]).await {
+                    Ok(c) => c,
+                    Err(e) => return store_err(e),
+                };
+                if let Some(b) = &c.backup_camera_id {
+                    if !wanted.contains(b) {
+                        wanted.push(b.clone());
+                    }
+                }
+                cams.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() });
+                i += 1;
+            }
+            let outputs = match outputs_for(store, &destinations).await {
+                Ok(o) => o,
+                Err(e) => return store_err(e),
+            };
+            let (mut format, mut kbps) = profile.unwrap_or(Profile::P720).settings();
+            if let Some((w, h)) = size {
+                if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 || w > 3840 || h > 2160 {
+                    return Response::err(EXIT_USAGE, "size must be even, non-zero and at most 3840x2160");
+                }
+                format = ProgramFormat { width: w, height: h, ..format };
+            }
+            if let Some(f) = fps {
+                if !(1..=60).contains(&f) || 48_000 % f != 0 {
+                    return Response::err(EXIT_USAGE, "fps must divide 48000 (e.g. 24, 25, 30, 50, 60)");
+                }
+                format.fps = f;
+            }
+            if let Some(b) = bitrate_kbps {
+                kbps = b;
+            }
+            let encoder = match crate::media::hwaccel::cached(
+                &cfg.ffmpeg.path,
+                &cfg.data_dir.join("hwaccel.json"),
+                false,
+            )
+            .await
+            {
+                Ok(v) => v.chosen,
+                Err(e) => return Response::err(EXIT_FAILURE, e.to_string()),
+            };
+            let first = first.or_else(|| cameras.first().cloned());
+            let spec = ProgramSpec {
+                id: id.clone(),
+                cameras: cams,
+                first,
+                outputs,
+                encoder: EncoderSettings { format, bitrate_kbps: kbps, encoder },
+                slate_png: slate,
+                switcher: SwitcherConfig::default(),
+            };
+            for d in &destinations {
+                let _ = store.touch_destination(d).await;
+            }
+            let _ = store.add_event(Severity::Info, "program_started", &format!("program:{id}"), "").await;
+            programs.insert(id.clone(), ProgramEntry { program: Program::start(spec, env).await, destinations });
+            Response::ok(serde_json::json!({ "id": id }))
+        }
+        Request::ProgramStop { id } => match programs.remove(&id) {
+            None => Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")),
+            Some(p) => {
+                p.program.stop().await;
+                let _ = store.add_event(Severity::Info, "program_stopped", &format!("program:{id}"), "").await;
+                Response::ok(serde_json::Value::Null)
+            }
+        },
+        Request::ProgramStatus { id } => {
+            let list: Vec<serde_json::Value> = programs
+                .iter()
+                .filter(|(k, _)| id.as_ref().is_none_or(|i| i == *k))
+                .map(|(_, p)| {
+                    let mut v = serde_json::to_value(p.program.status()).expect("serializes");
+                    v["destinations"] = serde_json::json!(p.destinations);
+                    v
+                })
+                .collect();
+            if let (Some(id), true) = (&id, list.is_empty()) {
+                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
+            }
+            Response::ok(serde_json::Value::Array(list))
+        }
+        Request::Cut { id, camera, at, after, fade_ms } => {
+            let fade = Duration::from_millis(fade_ms);
+            let at = match (at, after, programs.get(&id).and_then(|p| p.program.status())) {
+                (Some(a), _, _) => Some(a),
+                (None, Some(d), Some(st)) => Some(st.program_time_s + d),
+                _ => None,
+            };
+            match ask(programs, &id, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await {
+                Ok(t) => Response::ok(serde_json::json!({ "at": t })),
+                Err(r) => r,
+            }
+        }
+        Request::Slate { id, on } => match ask(programs, &id, |reply| ProgramCmd::Slate { on, reply }).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(r) => r,
+        },
+        Request::Pin { id, camera } => match ask(programs, &id, |reply| ProgramCmd::Pin { camera, reply }).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(r) => r,
+        },
+        Request::Attach { id, destination } | Request::Detach { id, destination } if !programs.contains_key(&id) => {
+            let _ = destination;
+            Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"))
+        }
+        Request::Attach { id, destination } => {
+            let mut ds = programs[&id].destinations.clone();
+            if !ds.contains(&destination) {
+                ds.push(destination);
+            }
+            set_outputs(store, programs, &id, ds).await
+        }
+        Request::Detach { id, destination } => {
+            let ds: Vec<String> = programs[&id].destinations.iter().filter(|d| **d != destination).cloned().collect();
+            set_outputs(store, programs, &id, ds).await
+        }
+    }
+}
+
+async fn set_outputs(
+    store: &Store,
+    programs: &mut HashMap<String, ProgramEntry>,
+    id: &str,
+    ds: Vec<String>,
+) -> Response {
+    let outputs = match outputs_for(store, &ds).await {
+        Ok(o) => o,
+        Err(e) => return store_err(e),
+    };
+    match ask(programs, id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
+        Ok(()) => {
+            if let Some(e) = programs.get_mut(id) {
+                e.destinations = ds.clone();
+            }
+            Response::ok(serde_json::json!({ "destinations": ds }))
+        }
+        Err(r) => r,
+    }
 }

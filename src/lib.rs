@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod ffmpeg;
+pub mod local_api;
 pub mod media;
 pub mod secret;
 pub mod store;

@@ -192,6 +192,13 @@ pub enum JobEvent {
     Stopped {
         job: String,
     },
+    /// Something a job's owner reports (a cut, a fallback) through the same event path.
+    Note {
+        job: String,
+        event_type: String,
+        detail: String,
+        warning: bool,
+    },
 }
 
 /// Input silence longer than this is a pause of the source, not a hiccup.

@@ -21,6 +21,7 @@ use super::relay::read_flv_generations;
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{enlarge_pipe, ChildIo, ExtraFd, ExtraPipe, Job, JobSpec, JobStatus};
+use tokio::process::ChildStdin;
 
 /// Encoding profiles (DESIGN §2; AAC 128k 48 kHz stereo always).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,8 +74,11 @@ pub fn encoder_args(s: &EncoderSettings) -> Argv {
         .arg(format!("{}x{}", f.width, f.height))
         .args(["-framerate"])
         .arg(f.fps.to_string())
-        .args(["-thread_queue_size", "64", "-i", "pipe:0"])
-        .args(["-f", "s16le", "-ar", "48000", "-ac", "2", "-thread_queue_size", "64", "-i", "pipe:4"])
+        // Raw inputs need no probing; FFmpeg's default probe would wait for seconds of audio
+        // before reading any video, and deadlock against a full video pipe.
+        .args(["-probesize", "32", "-analyzeduration", "0", "-thread_queue_size", "64", "-i", "pipe:0"])
+        .args(["-f", "s16le", "-ar", "48000", "-ac", "2", "-probesize", "32", "-analyzeduration", "0"])
+        .args(["-thread_queue_size", "64", "-i", "pipe:4"])
         .args(["-map", "0:v:0", "-map", "1:a:0"]);
     a = match s.encoder.as_str() {
         "h264_vaapi" => a.args(["-vf", "format=nv12,hwupload", "-c:v", "h264_vaapi"]),
@@ -91,8 +95,7 @@ pub fn encoder_args(s: &EncoderSettings) -> Argv {
 
 pub struct Encoder {
     job: Job,
-    video_tx: mpsc::Sender<Frame>,
-    audio_tx: mpsc::Sender<Vec<u8>>,
+    frames_tx: mpsc::Sender<(Frame, Vec<u8>)>,
     offered: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     dropped: u64,
@@ -120,12 +123,10 @@ impl Encoder {
             registry: Some(env.registry.clone()),
             extra_fds: vec![ExtraFd { child_fd: 4, child_writes: false }],
         });
-        let (video_tx, video_rx) = mpsc::channel::<Frame>(3);
-        let (audio_tx, audio_rx) = mpsc::channel::<Vec<u8>>(3);
-        let (stdin_tx, stdin_rx) = mpsc::channel(2);
-        let (pcm_tx, pcm_rx) = mpsc::channel(2);
+        let (frames_tx, frames_rx) = mpsc::channel::<(Frame, Vec<u8>)>(3);
+        let (pipes_tx, pipes_rx) = mpsc::channel(2);
         let (flv_tx, flv_rx) = mpsc::channel(2);
-        // Split each generation's pipes between the FLV reader and the two writers.
+        // Split each generation's pipes between the FLV reader and the writer.
         let splitter = tokio::spawn(async move {
             while let Some(mut io) = io_rx.recv().await {
                 let stdin = io.stdin.take();
@@ -136,28 +137,24 @@ impl Encoder {
                     ExtraPipe::Writer(w) => Some(w),
                     ExtraPipe::Reader(_) => None,
                 });
-                let _ = stdin_tx.send(stdin).await;
-                let _ = pcm_tx.send(pcm).await;
+                let _ = pipes_tx.send((stdin, pcm)).await;
                 let _ = flv_tx.send(io).await;
             }
         });
         let reader = tokio::spawn(read_flv_generations(job_prefix.to_string(), fanout.clone(), flv_rx));
-        let video = tokio::spawn(write_loop(stdin_rx, video_rx, |f: &Frame| f.data.as_slice()));
-        let audio = tokio::spawn(write_loop(pcm_rx, audio_rx, |b: &Vec<u8>| b.as_slice()));
-        Encoder { job, video_tx, audio_tx, offered, tasks: vec![splitter, reader, video, audio], dropped: 0 }
+        let writer = tokio::spawn(write_loop(pipes_rx, frames_rx));
+        Encoder { job, frames_tx, offered, tasks: vec![splitter, reader, writer], dropped: 0 }
     }
 
     /// Queues one frame and its audio; returns false (and drops both) when the encoder is behind.
     pub fn send(&mut self, frame: Frame, audio: &[i16]) -> bool {
-        if self.video_tx.capacity() == 0 || self.audio_tx.capacity() == 0 {
+        if self.frames_tx.capacity() == 0 {
             self.dropped += 1;
             return false;
         }
         let pcm: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
         self.offered.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-        let _ = self.video_tx.try_send(frame);
-        let _ = self.audio_tx.try_send(pcm);
-        true
+        self.frames_tx.try_send((frame, pcm)).is_ok()
     }
 
     pub fn dropped(&self) -> u64 {
@@ -169,8 +166,7 @@ impl Encoder {
     }
 
     pub async fn stop(self) {
-        drop(self.video_tx);
-        drop(self.audio_tx);
+        drop(self.frames_tx);
         self.job.stop().await;
         for t in self.tasks {
             t.abort();
@@ -178,24 +174,28 @@ impl Encoder {
     }
 }
 
-/// Writes queued buffers into the current generation's pipe; buffers arriving while there is no
-/// live pipe are discarded (the encoder is restarting).
-async fn write_loop<P, T>(
-    mut pipes: mpsc::Receiver<Option<P>>,
-    mut items: mpsc::Receiver<T>,
-    bytes: impl for<'a> Fn(&'a T) -> &'a [u8],
-) where
-    P: tokio::io::AsyncWrite + Unpin,
-{
-    let mut current: Option<P> = None;
+/// Writes each frame's audio, then its picture, into the current generation's pipes. One writer
+/// for both keeps them in lockstep; audio first because FFmpeg probes its audio input before it
+/// reads video (a video-first writer deadlocks at start), and the enlarged pipes absorb the order.
+/// Frames arriving while there is no live encoder are discarded (it is restarting).
+async fn write_loop(
+    mut pipes: mpsc::Receiver<(Option<ChildStdin>, Option<tokio::net::unix::pipe::Sender>)>,
+    mut frames: mpsc::Receiver<(Frame, Vec<u8>)>,
+) {
+    let mut current: Option<(ChildStdin, tokio::net::unix::pipe::Sender)> = None;
     loop {
         tokio::select! {
             biased;
-            p = pipes.recv() => match p { Some(p) => current = p, None => return },
-            item = items.recv() => {
-                let Some(item) = item else { return };
-                if let Some(pipe) = current.as_mut() {
-                    if pipe.write_all(bytes(&item)).await.is_err() {
+            p = pipes.recv() => match p {
+                Some((Some(v), Some(a))) => current = Some((v, a)),
+                Some(_) => current = None,
+                None => return,
+            },
+            item = frames.recv() => {
+                let Some((frame, pcm)) = item else { return };
+                if let Some((video, audio)) = current.as_mut() {
+                    let ok = audio.write_all(&pcm).await.is_ok() && video.write_all(&frame.data).await.is_ok();
+                    if !ok {
                         current = None;
                     }
                 }

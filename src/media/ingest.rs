@@ -161,10 +161,9 @@ impl ArgSource for DecodeArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
         Box::pin(async move {
-            let probe = probe_camera(&ffprobe, &cam, t).await.map_err(|e| PrepareError {
-                permanent: matches!(e, ProbeError::Tool(_)),
-                message: e.to_string(),
-            })?;
+            let probe = probe_camera(&ffprobe, &cam, t)
+                .await
+                .map_err(|e| PrepareError { permanent: matches!(e, ProbeError::Tool(_)), message: e.to_string() })?;
             Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t))
         })
     }

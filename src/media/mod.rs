@@ -14,6 +14,7 @@ pub mod frame;
 pub mod hwaccel;
 pub mod ingest;
 pub mod probe;
+pub mod program;
 pub mod pusher;
 pub mod relay;
 pub mod switcher;

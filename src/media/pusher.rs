@@ -155,7 +155,12 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn new(job_prefix: &str, fanout: &Fanout, env: &MediaEnv) -> Outputs {
-        Outputs { job_prefix: job_prefix.to_string(), fanout: fanout.clone(), env: env.clone(), pushers: BTreeMap::new() }
+        Outputs {
+            job_prefix: job_prefix.to_string(),
+            fanout: fanout.clone(),
+            env: env.clone(),
+            pushers: BTreeMap::new(),
+        }
     }
 
     /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones

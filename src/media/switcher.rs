@@ -97,6 +97,7 @@ pub struct Switcher {
     on_air: Option<Visual>,
     transition: Option<Transition>,
     events: Vec<SwitchEvent>,
+    last: Option<Decision>,
 }
 
 impl Switcher {
@@ -113,6 +114,7 @@ impl Switcher {
             on_air: None,
             transition: None,
             events: Vec::new(),
+            last: None,
         }
     }
 
@@ -229,7 +231,14 @@ impl Switcher {
             }
             None => None,
         };
-        Decision { main: visual, from, holding }
+        let d = Decision { main: visual, from, holding };
+        self.last = Some(d.clone());
+        d
+    }
+
+    /// The decision of the latest tick.
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.last.as_ref()
     }
 
     fn fallback_for(&self, cam: &str, now: Instant, health: &impl Fn(&str) -> Health) -> Visual {

@@ -1,0 +1,432 @@
+//! A program: one continuous show (DESIGN §1–§2).
+//!
+//! Decode ingests (pre-rolled) fill source stores; the bus ticks on absolute deadlines
+//! (frame n at t0 + n/fps, never "sleep a frame"), asks the [`Switcher`] what is on air, builds the
+//! picture (crossfades mixed here), composites overlays, takes the matching 48000/fps samples of
+//! audio (silence for the slate or a camera without audio), and hands both to the encoder, whose FLV
+//! feeds the fan-out and the destinations. A cut, a dead camera or a new destination changes what
+//! the bus draws or which pushers run; the encoder and the healthy destinations are never
+//! restarted (LESSONS 10).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::destination::OutputTarget;
+use super::encoder::{Encoder, EncoderSettings};
+use super::fanout::Fanout;
+use super::frame::Frame;
+use super::ingest::{DecodeIngest, ProgramFormat, SourceStore};
+use super::probe::CameraSource;
+use super::pusher::{Outputs, PusherStatus};
+use super::switcher::{SwitchEvent, Switcher, SwitcherConfig, Visual};
+use super::MediaEnv;
+use crate::ffmpeg::job::{JobEvent, JobStatus};
+
+/// How long a new program waits for its first camera before starting on the slate.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+/// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
+const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct ProgramCamera {
+    pub source: CameraSource,
+    pub backup: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    pub id: String,
+    /// Every camera the show may cut to; all are pre-rolled (backups included).
+    pub cameras: Vec<ProgramCamera>,
+    /// On air at start.
+    pub first: Option<String>,
+    pub outputs: Vec<OutputTarget>,
+    pub encoder: EncoderSettings,
+    pub slate_png: Option<PathBuf>,
+    pub switcher: SwitcherConfig,
+}
+
+/// Operator commands; each answers on its `reply`.
+#[derive(Debug)]
+pub enum ProgramCmd {
+    /// Cut at a program time (seconds since start), or now.
+    Cut {
+        camera: String,
+        at: Option<f64>,
+        fade: Duration,
+        reply: oneshot::Sender<Result<f64, String>>,
+    },
+    Slate {
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Pin {
+        camera: Option<String>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    SetOutputs {
+        outputs: Vec<OutputTarget>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraStatus {
+    pub camera: String,
+    pub backup: Option<String>,
+    /// Age of its newest frame, ms (None: no frame yet).
+    pub frame_age_ms: Option<u64>,
+    pub frames_in: u64,
+    pub ingest: JobStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramStatus {
+    pub id: String,
+    pub format: ProgramFormat,
+    pub encoder_name: String,
+    /// Seconds of program time so far (frames / fps).
+    pub program_time_s: f64,
+    pub frames: u64,
+    /// Frames the encoder could not take in time.
+    pub dropped_frames: u64,
+    pub on_air: Visual,
+    pub wanted_camera: Option<String>,
+    pub holding: bool,
+    pub pinned: Option<String>,
+    pub emergency_slate: bool,
+    pub encoder: JobStatus,
+    pub cameras: Vec<CameraStatus>,
+    pub outputs: Vec<PusherStatus>,
+}
+
+pub struct Program {
+    tx: mpsc::Sender<ProgramCmd>,
+    status: watch::Receiver<Option<ProgramStatus>>,
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Program {
+    pub async fn start(spec: ProgramSpec, env: &MediaEnv) -> Program {
+        let (tx, rx) = mpsc::channel(32);
+        let (status_tx, status_rx) = watch::channel(None);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let prefix = format!("program:{}", spec.id);
+        let fmt = spec.encoder.format;
+        let mut ingests = HashMap::new();
+        let mut switcher = Switcher::new(spec.switcher);
+        for c in &spec.cameras {
+            let id = c.source.camera_id.clone();
+            switcher.set_backup(&id, c.backup.as_deref());
+            ingests.insert(id, DecodeIngest::start(&prefix, c.source.clone(), fmt, env, spec.switcher.stall));
+        }
+        let fanout = Fanout::new(env.queue_bytes);
+        let encoder = Encoder::start(&prefix, &spec.encoder, &fanout, env);
+        let mut outputs = Outputs::new(&prefix, &fanout, env);
+        outputs.set(spec.outputs.clone()).await;
+        let slate = make_slate(fmt, spec.slate_png.as_deref());
+        let bus = Bus {
+            id: spec.id.clone(),
+            fmt,
+            encoder_name: spec.encoder.encoder.clone(),
+            ingests,
+            switcher,
+            encoder,
+            outputs,
+            slate,
+            fanout,
+            events: env.events.clone(),
+            status: status_tx,
+            first: spec.first.clone(),
+            backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
+        };
+        let task = tokio::spawn(bus.run(rx, stop_rx));
+        Program { tx, status: status_rx, stop: Some(stop_tx), task }
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<ProgramCmd> {
+        self.tx.clone()
+    }
+
+    pub fn status(&self) -> Option<ProgramStatus> {
+        self.status.borrow().clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// The slate: a configured PNG (scaled to fit on black), else a dark card. Text ("We'll be right
+/// back" and the time) is drawn on it by the compositor when available.
+fn make_slate(fmt: ProgramFormat, png: Option<&std::path::Path>) -> Frame {
+    let base = Frame::solid(fmt.width, fmt.height, (16, 24, 40));
+    if let Some(p) = png {
+        match load_png_fit(p, fmt) {
+            Ok(f) => return f,
+            Err(e) => tracing::warn!("slate image {}: {e}; using the generated card", p.display()),
+        }
+    }
+    base
+}
+
+fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = dec.read_info().map_err(|e| e.to_string())?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let chans = info.color_type.samples();
+    let (iw, ih) = (info.width as f64, info.height as f64);
+    let mut out = Frame::solid(fmt.width, fmt.height, (0, 0, 0));
+    let scale = (fmt.width as f64 / iw).min(fmt.height as f64 / ih);
+    let (dw, dh) = ((iw * scale) as u32, (ih * scale) as u32);
+    let (ox, oy) = ((fmt.width - dw) / 2, (fmt.height - dh) / 2);
+    let (w, h) = (fmt.width as usize, fmt.height as usize);
+    let rgb = |x: u32, y: u32| {
+        let sx = ((x as f64 / scale) as usize).min(info.width as usize - 1);
+        let sy = ((y as f64 / scale) as usize).min(info.height as usize - 1);
+        let i = (sy * info.width as usize + sx) * chans;
+        match chans {
+            1 | 2 => (buf[i], buf[i], buf[i]),
+            _ => (buf[i], buf[i + 1], buf[i + 2]),
+        }
+    };
+    let (yp, up, vp) = out.planes_mut();
+    for y in 0..dh {
+        for x in 0..dw {
+            let (r, g, b) = rgb(x, y);
+            let (yy, u, v) = super::frame::rgb_to_yuv(r, g, b);
+            let (px, py) = ((ox + x) as usize, (oy + y) as usize);
+            yp[py * w + px] = yy;
+            if px % 2 == 0 && py % 2 == 0 {
+                up[(py / 2) * (w / 2) + px / 2] = u;
+                vp[(py / 2) * (w / 2) + px / 2] = v;
+            }
+        }
+    }
+    let _ = h;
+    Ok(out)
+}
+
+struct Bus {
+    id: String,
+    fmt: ProgramFormat,
+    encoder_name: String,
+    ingests: HashMap<String, DecodeIngest>,
+    switcher: Switcher,
+    encoder: Encoder,
+    outputs: Outputs,
+    slate: Frame,
+    fanout: Fanout,
+    events: mpsc::Sender<JobEvent>,
+    status: watch::Sender<Option<ProgramStatus>>,
+    first: Option<String>,
+    backups: HashMap<String, Option<String>>,
+}
+
+impl Bus {
+    fn note(&self, event_type: &str, detail: String, warning: bool) {
+        tracing::info!(program = %self.id, event_type, "{detail}");
+        let _ = self.events.try_send(JobEvent::Note {
+            job: format!("program:{}", self.id),
+            event_type: event_type.to_string(),
+            detail,
+            warning,
+        });
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<ProgramCmd>, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
+        let interval = self.fmt.frame_interval();
+        // Go live on a picture: wait (bounded) for the first camera's first frame.
+        if let Some(store) = self.first.as_ref().and_then(|c| self.ingests.get(c)).map(|i| i.store()) {
+            let give_up = Instant::now() + FIRST_FRAME_WAIT;
+            while store.latest().is_none() && Instant::now() < give_up {
+                tokio::select! {
+                    biased;
+                    d = &mut stop => {
+                        if let Ok(d) = d { let _ = d.send(()); }
+                        return;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        }
+        let t0 = Instant::now();
+        if let Some(first) = self.first.clone() {
+            self.switcher.cut(&first, t0, Duration::ZERO);
+        }
+        let mut n: u64 = 0;
+        let mut audio = Vec::with_capacity(self.fmt.samples_per_frame());
+        let mut on_air_source: Option<String> = None;
+        let done = loop {
+            let deadline = t0 + interval.mul_f64(n as f64);
+            tokio::select! {
+                biased;
+                d = &mut stop => break d.ok(),
+                Some(cmd) = rx.recv() => self.command(cmd, t0).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let late = Instant::now().saturating_duration_since(deadline);
+                    if late > MAX_CATCH_UP {
+                        // The process was starved (suspended VM, overloaded box): skip ahead and keep
+                        // the clock's phase rather than flooding the encoder with a burst.
+                        let skip = (late.as_secs_f64() / interval.as_secs_f64()) as u64;
+                        tracing::warn!(program = %self.id, skipped = skip, "bus fell behind its clock");
+                        n += skip;
+                        continue;
+                    }
+                    self.tick(deadline, &mut audio, &mut on_air_source);
+                    n += 1;
+                    if n % 5 == 0 {
+                        self.publish_status(n);
+                    }
+                }
+            }
+        };
+        let Bus { encoder, outputs, ingests, fanout, .. } = self;
+        let stops = ingests.into_values().map(DecodeIngest::stop);
+        tokio::join!(outputs.stop(), encoder.stop(), futures_util::future::join_all(stops));
+        fanout.close();
+        if let Some(d) = done {
+            let _ = d.send(());
+        }
+    }
+
+    fn tick(&mut self, deadline: Instant, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
+        let stores: HashMap<&str, SourceStore> = self.ingests.iter().map(|(k, v)| (k.as_str(), v.store())).collect();
+        let d = self.switcher.tick(deadline, |cam| stores.get(cam).map(|s| s.health()).unwrap_or_default());
+        for e in self.switcher.take_events() {
+            match e {
+                SwitchEvent::Cut { camera } => self.note("cut", format!("cut to {camera}"), false),
+                SwitchEvent::FallbackOn { camera, to } => {
+                    let to = match to {
+                        Visual::Camera(c) => format!("backup camera {c}"),
+                        Visual::Slate => "the slate".into(),
+                    };
+                    self.note("fallback_on", format!("camera {camera} stalled: {to} on air"), true)
+                }
+                SwitchEvent::FallbackOff { camera } => {
+                    self.note("fallback_off", format!("camera {camera} is back on air"), false)
+                }
+            }
+        }
+        let picture = |v: &Visual| -> Option<std::sync::Arc<Frame>> {
+            match v {
+                Visual::Camera(c) => stores.get(c.as_str()).and_then(|s| s.latest()),
+                Visual::Slate => None,
+            }
+        };
+        let mut frame = match picture(&d.main) {
+            Some(f) => (*f).clone(),
+            None => self.slate.clone(),
+        };
+        if let Some((from, remaining)) = &d.from {
+            let prev = picture(from).map(|f| (*f).clone()).unwrap_or_else(|| self.slate.clone());
+            frame.mix_from(&prev, *remaining);
+        }
+        // Audio follows the picture; a source going on air starts from its newest samples.
+        let source = match &d.main {
+            Visual::Camera(c) => Some(c.clone()),
+            Visual::Slate => None,
+        };
+        if source != *on_air_source {
+            if let Some(s) = source.as_deref().and_then(|c| stores.get(c)) {
+                s.trim_audio(self.fmt.samples_per_frame() * 2);
+            }
+            *on_air_source = source.clone();
+        }
+        audio.clear();
+        match source.as_deref().and_then(|c| stores.get(c)) {
+            Some(s) => s.take_audio(self.fmt.samples_per_frame(), audio),
+            None => audio.resize(self.fmt.samples_per_frame(), 0),
+        }
+        self.encoder.send(frame, audio);
+    }
+
+    async fn command(&mut self, cmd: ProgramCmd, t0: Instant) {
+        match cmd {
+            ProgramCmd::Cut { camera, at, fade, reply } => {
+                if !self.ingests.contains_key(&camera) {
+                    let _ = reply.send(Err(format!("camera {camera:?} is not part of this program")));
+                    return;
+                }
+                let now = Instant::now();
+                let when = at.map(|s| t0 + Duration::from_secs_f64(s.max(0.0))).unwrap_or(now).max(now);
+                self.switcher.cut(&camera, when, fade);
+                let _ = reply.send(Ok((when - t0).as_secs_f64()));
+            }
+            ProgramCmd::Slate { on, reply } => {
+                self.switcher.set_emergency_slate(on);
+                self.note("emergency_slate", format!("emergency slate {}", if on { "on" } else { "off" }), on);
+                let _ = reply.send(Ok(()));
+            }
+            ProgramCmd::Pin { camera, reply } => {
+                if let Some(c) = &camera {
+                    if !self.ingests.contains_key(c) {
+                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        return;
+                    }
+                }
+                self.switcher.pin(camera.as_deref());
+                self.note("pin", format!("pinned: {}", camera.as_deref().unwrap_or("none")), false);
+                let _ = reply.send(Ok(()));
+            }
+            ProgramCmd::SetOutputs { outputs, reply } => {
+                self.outputs.set(outputs).await;
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn publish_status(&self, frames: u64) {
+        let now = Instant::now();
+        let cameras = self
+            .ingests
+            .iter()
+            .map(|(id, ing)| {
+                let h = ing.store().health();
+                CameraStatus {
+                    camera: id.clone(),
+                    backup: self.backups.get(id).cloned().flatten(),
+                    frame_age_ms: h.last_frame.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    frames_in: ing.store().frames_in(),
+                    ingest: ing.status(),
+                }
+            })
+            .collect();
+        let on_air = self.switcher_on_air();
+        let _ = self.status.send(Some(ProgramStatus {
+            id: self.id.clone(),
+            format: self.fmt,
+            encoder_name: self.encoder_name.clone(),
+            program_time_s: frames as f64 / self.fmt.fps as f64,
+            frames,
+            dropped_frames: self.encoder.dropped(),
+            on_air: on_air.0,
+            wanted_camera: self.switcher.pinned().or(self.switcher.program_camera()).map(str::to_string),
+            holding: on_air.1,
+            pinned: self.switcher.pinned().map(str::to_string),
+            emergency_slate: self.switcher.emergency(),
+            encoder: self.encoder.status(),
+            cameras,
+            outputs: self.outputs.status(),
+        }));
+    }
+
+    fn switcher_on_air(&self) -> (Visual, bool) {
+        self.switcher.last_decision().map(|d| (d.main.clone(), d.holding)).unwrap_or((Visual::Slate, false))
+    }
+}

@@ -42,7 +42,7 @@ impl Frame {
 
     /// A frame of one colour.
     pub fn solid(width: u32, height: u32, rgb: (u8, u8, u8)) -> Frame {
-        assert!(width % 2 == 0 && height % 2 == 0, "program frames have even sizes");
+        assert!(width.is_multiple_of(2) && height.is_multiple_of(2), "program frames have even sizes");
         let (y, u, v) = rgb_to_yuv(rgb.0, rgb.1, rgb.2);
         let luma = (width * height) as usize;
         let chroma = luma / 4;

@@ -5,7 +5,9 @@
 //! - [`pusher`]: one supervised FFmpeg per destination ingest. [`relay`]: camera ingest → fan-out.
 //! - [`destination`]: platform presets and validation. [`probe`]: ffprobe of cameras.
 //! - [`hwaccel`]: hardware H.264 encoder probing.
+//! - Program mode: [`ingest`] (decode), [`switcher`], [`compositor`], [`encoder`], [`program`] (the bus), [`frame`].
 
+pub mod compositor;
 pub mod destination;
 pub mod encoder;
 pub mod fanout;

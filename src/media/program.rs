@@ -103,6 +103,9 @@ pub struct ProgramStatus {
     pub encoder: JobStatus,
     pub cameras: Vec<CameraStatus>,
     pub outputs: Vec<PusherStatus>,
+    /// The program clock's origin (program time = now - t0).
+    #[serde(skip)]
+    pub t0: Option<Instant>,
 }
 
 pub struct Program {
@@ -154,8 +157,13 @@ impl Program {
         self.tx.clone()
     }
 
+    /// The last published status, with the program time brought up to now.
     pub fn status(&self) -> Option<ProgramStatus> {
-        self.status.borrow().clone()
+        let mut s = self.status.borrow().clone()?;
+        if let Some(t0) = s.t0 {
+            s.program_time_s = Instant::now().saturating_duration_since(t0).as_secs_f64();
+        }
+        Some(s)
     }
 
     pub async fn stop(mut self) {
@@ -290,8 +298,8 @@ impl Bus {
                     }
                     self.tick(deadline, &mut audio, &mut on_air_source);
                     n += 1;
-                    if n % 5 == 0 {
-                        self.publish_status(n);
+                    if n % 5 == 1 {
+                        self.publish_status(n, t0);
                     }
                 }
             }
@@ -391,7 +399,7 @@ impl Bus {
         }
     }
 
-    fn publish_status(&self, frames: u64) {
+    fn publish_status(&self, frames: u64, t0: Instant) {
         let now = Instant::now();
         let cameras = self
             .ingests
@@ -423,6 +431,7 @@ impl Bus {
             encoder: self.encoder.status(),
             cameras,
             outputs: self.outputs.status(),
+            t0: Some(t0),
         }));
     }
 

@@ -7,6 +7,7 @@
 //!   that by itself: drawing the camera shows its newest frame, however old);
 //! - after `fallback` → its backup camera if that is healthy, else the slate;
 //! - back to the camera once it has delivered steadily for `recover`.
+//!
 //! A pinned camera overrides cuts; the emergency slate overrides everything. Cuts are scheduled on
 //! the program clock and applied at the first frame due at or after their time, so they are
 //! frame-accurate by construction.

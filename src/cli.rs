@@ -55,6 +55,9 @@ pub enum Command {
     /// Control a live program (camera cuts, slate, pin) in the running daemon.
     #[command(subcommand)]
     Program(ProgramCmdArgs),
+    /// Live overlays on a program: show, hide, set variables, clear.
+    #[command(subcommand)]
+    Overlay(OverlayCmdArgs),
     /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
     KillAll,
     /// Show the hardware encoder probe (cached per FFmpeg version).
@@ -276,6 +279,72 @@ pub enum ProgramCmdArgs {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum OverlayCmdArgs {
+    /// Show (or replace) an overlay. Text may hold {{time}}, {{date}} and {{var:NAME}}.
+    Show {
+        /// Overlay id (showing the same id again replaces it).
+        overlay: String,
+        /// text · image · logo · lower_third (default: text if --text, else image).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(long)]
+        text: Option<String>,
+        /// PNG file.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// top_left · top_right · bottom_left · bottom_right · center · lower_third
+        #[arg(long)]
+        position: Option<String>,
+        /// Pixels, or a percentage like 5%.
+        #[arg(long, allow_hyphen_values = true)]
+        offset_x: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        offset_y: Option<String>,
+        #[arg(long)]
+        scale: Option<f32>,
+        /// 0..1
+        #[arg(long)]
+        opacity: Option<f32>,
+        /// Z-order: higher is on top.
+        #[arg(long, allow_hyphen_values = true)]
+        layer: Option<i32>,
+        #[arg(long)]
+        font_size: Option<f32>,
+        /// #rrggbb or #rrggbbaa
+        #[arg(long)]
+        color: Option<String>,
+        #[arg(long)]
+        background: Option<String>,
+        /// Fade-in, ms.
+        #[arg(long)]
+        fade_in: Option<u64>,
+        /// Fade-out when hidden, ms.
+        #[arg(long)]
+        fade_out: Option<u64>,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+    /// Hide an overlay (with its fade-out).
+    Hide {
+        overlay: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+    /// Set a {{var:NAME}} value; text using it changes on the next frame.
+    SetVar {
+        name: String,
+        value: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+    /// Remove every overlay at once.
+    Clear {
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+}
+
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
     Ok((w.parse().map_err(|_| "bad width")?, h.parse().map_err(|_| "bad height")?))
@@ -361,6 +430,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Stream(s) => stream(s, &cfg).await,
         Command::KillAll => kill_all(&cfg).await,
         Command::Program(p) => program(p, &cfg).await,
+        Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)
@@ -712,6 +782,58 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     }
     let killed = reg.reap_leftovers().await;
     println!("{} FFmpeg process(es) killed", killed.len());
+    Ok(())
+}
+
+async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), CliError> {
+    use crate::local_api::{OverlayRequest, Request};
+    let req = match cmd {
+        OverlayCmdArgs::Show {
+            overlay,
+            kind,
+            text,
+            image,
+            position,
+            offset_x,
+            offset_y,
+            scale,
+            opacity,
+            layer,
+            font_size,
+            color,
+            background,
+            fade_in,
+            fade_out,
+            program,
+        } => Request::OverlayShow {
+            id: program,
+            overlay: OverlayRequest {
+                id: overlay,
+                kind: kind.unwrap_or_else(|| if text.is_some() { "text".into() } else { "image".into() }),
+                text,
+                image: image.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                position,
+                offset_x,
+                offset_y,
+                scale,
+                opacity,
+                layer,
+                font_size,
+                color,
+                background,
+                fade_in_ms: fade_in,
+                fade_out_ms: fade_out,
+            },
+        },
+        OverlayCmdArgs::Hide { overlay, program } => Request::OverlayHide { id: program, overlay },
+        OverlayCmdArgs::SetVar { name, value, program } => Request::OverlaySetVar { id: program, name, value },
+        OverlayCmdArgs::Clear { program } => Request::OverlayClear { id: program },
+    };
+    let resp = crate::local_api::call(&cfg.data_dir, &req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
+    if !resp.ok {
+        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
+    }
+    println!("ok");
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use crate::local_api::{self, socket_path, Incoming, Request, Response};
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::{EncoderSettings, Profile};
 use crate::media::ingest::ProgramFormat;
-use crate::media::program::{Program, ProgramCamera, ProgramCmd, ProgramSpec};
+use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramSpec};
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::switcher::SwitcherConfig;
 use crate::media::MediaEnv;
@@ -440,6 +440,29 @@ async fn handle_request(
             Ok(()) => Response::ok(serde_json::Value::Null),
             Err(r) => r,
         },
+        Request::OverlayShow { id, overlay } => {
+            let spec = match overlay.to_spec() {
+                Ok(s) => s,
+                Err(e) => return Response::err(EXIT_USAGE, e),
+            };
+            let Some(fmt) = programs.get(&id).and_then(|p| p.program.status()).map(|s| s.format) else {
+                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
+            };
+            // Decoding a PNG can take a while: never on the bus task.
+            let prepared = tokio::task::spawn_blocking(move || {
+                crate::media::compositor::Prepared::load(spec, fmt.width, fmt.height)
+            })
+            .await;
+            let prepared = match prepared {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return Response::err(EXIT_USAGE, e.to_string()),
+                Err(e) => return Response::err(EXIT_FAILURE, e.to_string()),
+            };
+            overlay_op(programs, &id, OverlayOp::Show(Box::new(prepared))).await
+        }
+        Request::OverlayHide { id, overlay } => overlay_op(programs, &id, OverlayOp::Hide(overlay)).await,
+        Request::OverlaySetVar { id, name, value } => overlay_op(programs, &id, OverlayOp::SetVar(name, value)).await,
+        Request::OverlayClear { id } => overlay_op(programs, &id, OverlayOp::Clear).await,
         Request::Attach { id, destination } | Request::Detach { id, destination } if !programs.contains_key(&id) => {
             let _ = destination;
             Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"))
@@ -455,6 +478,13 @@ async fn handle_request(
             let ds: Vec<String> = programs[&id].destinations.iter().filter(|d| **d != destination).cloned().collect();
             set_outputs(store, programs, &id, ds).await
         }
+    }
+}
+
+async fn overlay_op(programs: &HashMap<String, ProgramEntry>, id: &str, op: OverlayOp) -> Response {
+    match ask(programs, id, |reply| ProgramCmd::Overlay { op, reply }).await {
+        Ok(()) => Response::ok(serde_json::Value::Null),
+        Err(r) => r,
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::compositor::{Offset, OverlayKind, OverlaySpec, Position};
 use crate::media::encoder::Profile;
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -63,6 +64,108 @@ pub enum Request {
         id: String,
         destination: String,
     },
+    OverlayShow {
+        id: String,
+        overlay: OverlayRequest,
+    },
+    OverlayHide {
+        id: String,
+        overlay: String,
+    },
+    OverlaySetVar {
+        id: String,
+        name: String,
+        value: String,
+    },
+    OverlayClear {
+        id: String,
+    },
+}
+
+/// An overlay as an operator (or, later, the timeline's `show_overlay`) describes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayRequest {
+    pub id: String,
+    /// text · image · logo · lower_third
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub image: Option<PathBuf>,
+    /// top_left · top_right · bottom_left · bottom_right · center · lower_third
+    pub position: Option<String>,
+    /// Pixels ("12") or percent of the frame ("5%").
+    pub offset_x: Option<String>,
+    pub offset_y: Option<String>,
+    pub scale: Option<f32>,
+    pub opacity: Option<f32>,
+    pub layer: Option<i32>,
+    pub font_size: Option<f32>,
+    /// "#rrggbb" or "#rrggbbaa".
+    pub color: Option<String>,
+    pub background: Option<String>,
+    pub fade_in_ms: Option<u64>,
+    pub fade_out_ms: Option<u64>,
+}
+
+fn parse_colour(s: &str) -> Result<[u8; 4], String> {
+    let h = s.trim_start_matches('#');
+    let byte = |i: usize| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| format!("bad colour {s:?}"));
+    match h.len() {
+        6 => Ok([byte(0)?, byte(2)?, byte(4)?, 255]),
+        8 => Ok([byte(0)?, byte(2)?, byte(4)?, byte(6)?]),
+        _ => Err(format!("bad colour {s:?}: use #rrggbb or #rrggbbaa")),
+    }
+}
+
+fn parse_offset(s: &str) -> Result<Offset, String> {
+    match s.strip_suffix('%') {
+        Some(p) => p.trim().parse().map(Offset::Percent).map_err(|_| format!("bad offset {s:?}")),
+        None => s.trim().parse().map(Offset::Px).map_err(|_| format!("bad offset {s:?}: pixels or a percentage")),
+    }
+}
+
+impl OverlayRequest {
+    pub fn to_spec(&self) -> Result<OverlaySpec, String> {
+        let colour = self.color.as_deref().map(parse_colour).transpose()?.unwrap_or([255, 255, 255, 255]);
+        let background = self.background.as_deref().map(parse_colour).transpose()?;
+        let font_size = self.font_size.unwrap_or(32.0);
+        let text = || self.text.clone().ok_or_else(|| format!("a {} overlay needs text", self.kind));
+        let image = || self.image.clone().ok_or_else(|| format!("a {} overlay needs an image", self.kind));
+        let kind = match self.kind.as_str() {
+            "text" => OverlayKind::Text { text: text()?, font_size, color: colour, background },
+            "image" => OverlayKind::Image { png: image()? },
+            "logo" => OverlayKind::Logo { png: image()? },
+            "lower_third" => {
+                OverlayKind::LowerThird { png: self.image.clone(), text: text()?, font_size, color: colour, background }
+            }
+            k => return Err(format!("unknown overlay type {k:?} (text, image, logo, lower_third)")),
+        };
+        let mut spec = OverlaySpec::new(self.id.clone(), kind);
+        if let Some(p) = &self.position {
+            spec.position = match p.as_str() {
+                "top_left" => Position::TopLeft,
+                "top_right" => Position::TopRight,
+                "bottom_left" => Position::BottomLeft,
+                "bottom_right" => Position::BottomRight,
+                "center" => Position::Center,
+                "lower_third" => Position::LowerThird,
+                other => return Err(format!("unknown position {other:?}")),
+            };
+        }
+        if let Some(o) = &self.offset_x {
+            spec.offset_x = parse_offset(o)?;
+        }
+        if let Some(o) = &self.offset_y {
+            spec.offset_y = parse_offset(o)?;
+        }
+        spec.scale = self.scale.unwrap_or(1.0);
+        spec.opacity = self.opacity.unwrap_or(1.0);
+        spec.layer = self.layer.unwrap_or(0);
+        spec.fade_in = Duration::from_millis(self.fade_in_ms.unwrap_or(0));
+        spec.fade_out = Duration::from_millis(self.fade_out_ms.unwrap_or(0));
+        Ok(spec)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

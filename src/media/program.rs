@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::compositor::{Compositor, OverlayKind, OverlaySpec, Position, Prepared};
 use super::destination::OutputTarget;
 use super::encoder::{Encoder, EncoderSettings};
 use super::fanout::Fanout;
@@ -73,6 +74,20 @@ pub enum ProgramCmd {
         outputs: Vec<OutputTarget>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Overlay {
+        op: OverlayOp,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Overlay changes. Images are decoded before they reach the bus (`Prepared::load` off the frame
+/// path), so applying any of these costs a frame nothing noticeable.
+#[derive(Debug)]
+pub enum OverlayOp {
+    Show(Box<Prepared>),
+    Hide(String),
+    SetVar(String, String),
+    Clear,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,7 +149,14 @@ impl Program {
         let mut outputs = Outputs::new(&prefix, &fanout, env);
         outputs.set(spec.outputs.clone()).await;
         let slate = make_slate(fmt, spec.slate_png.as_deref());
+        let compositor = Compositor::new(fmt.width, fmt.height, None).ok();
+        if compositor.is_none() {
+            tracing::error!(program = %spec.id, "overlay compositor unavailable (program size)");
+        }
+        let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
         let bus = Bus {
+            compositor,
+            slate_card,
             id: spec.id.clone(),
             fmt,
             encoder_name: spec.encoder.encoder.clone(),
@@ -175,6 +197,25 @@ impl Program {
         }
         let _ = self.task.await;
     }
+}
+
+/// The text of the generated slate card.
+fn slate_card(fmt: ProgramFormat) -> Option<Compositor> {
+    let mut c = Compositor::new(fmt.width, fmt.height, None).ok()?;
+    let size = (fmt.height as f32 / 10.0).max(8.0);
+    let text = |id: &str, text: &str, size: f32, dy: i32| {
+        let mut s = OverlaySpec::new(
+            id,
+            OverlayKind::Text { text: text.into(), font_size: size, color: [255, 255, 255, 255], background: None },
+        );
+        s.position = Position::Center;
+        s.offset_y = super::compositor::Offset::Px(dy);
+        s
+    };
+    let now = Instant::now();
+    c.show(text("title", "We'll be right back", size, -(size as i32) / 2), now).ok()?;
+    c.show(text("clock", "{{time}} UTC", size * 0.6, size as i32 / 2 + 4), now).ok()?;
+    Some(c)
 }
 
 /// The slate: a configured PNG (scaled to fit on black), else a dark card. Text ("We'll be right
@@ -231,6 +272,9 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
 }
 
 struct Bus {
+    compositor: Option<Compositor>,
+    /// Draws "We'll be right back" and the time on the generated slate.
+    slate_card: Option<Compositor>,
     id: String,
     fmt: ProgramFormat,
     encoder_name: String,
@@ -337,13 +381,24 @@ impl Bus {
                 Visual::Slate => None,
             }
         };
+        let wall = time::OffsetDateTime::now_utc();
+        let mut slate = || {
+            let mut f = self.slate.clone();
+            if let Some(card) = self.slate_card.as_mut() {
+                card.compose(&mut f, deadline, wall);
+            }
+            f
+        };
         let mut frame = match picture(&d.main) {
             Some(f) => (*f).clone(),
-            None => self.slate.clone(),
+            None => slate(),
         };
         if let Some((from, remaining)) = &d.from {
-            let prev = picture(from).map(|f| (*f).clone()).unwrap_or_else(|| self.slate.clone());
+            let prev = picture(from).map(|f| (*f).clone()).unwrap_or_else(&mut slate);
             frame.mix_from(&prev, *remaining);
+        }
+        if let Some(c) = self.compositor.as_mut() {
+            c.compose(&mut frame, deadline, wall);
         }
         // Audio follows the picture; a source going on air starts from its newest samples.
         let source = match &d.main {
@@ -395,6 +450,32 @@ impl Bus {
             ProgramCmd::SetOutputs { outputs, reply } => {
                 self.outputs.set(outputs).await;
                 let _ = reply.send(Ok(()));
+            }
+            ProgramCmd::Overlay { op, reply } => {
+                let Some(c) = self.compositor.as_mut() else {
+                    let _ = reply.send(Err("overlays are unavailable for this program".into()));
+                    return;
+                };
+                let now = Instant::now();
+                let r = match op {
+                    OverlayOp::Show(p) => c.show_prepared(*p, now).map_err(|e| e.to_string()),
+                    OverlayOp::Hide(id) => {
+                        if c.hide(&id, now) {
+                            Ok(())
+                        } else {
+                            Err(format!("no overlay {id:?} is shown"))
+                        }
+                    }
+                    OverlayOp::SetVar(k, v) => {
+                        c.set_var(&k, &v);
+                        Ok(())
+                    }
+                    OverlayOp::Clear => {
+                        c.clear();
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
             }
         }
     }

@@ -166,6 +166,61 @@ impl TestAgent {
     }
 }
 
+impl TestAgent {
+    /// `program status --json` of one program (Null while it is not running or not yet publishing).
+    pub fn program(&self, id: &str) -> Value {
+        let out = self.cli(&["program", "status", "--json", "--id", id]);
+        if !out.status.success() {
+            return Value::Null;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v[0].clone()
+    }
+
+    /// Starts a small test program (320x180, 25 fps) once the daemon's socket answers, and waits
+    /// until the encoder and every destination run.
+    pub fn start_program(&self, cameras: &[&str], destinations: &[&str]) {
+        let mut args = vec!["program", "start", "--size", "320x180", "--fps", "25", "--bitrate", "400"];
+        for c in cameras {
+            args.extend(["--camera", c]);
+        }
+        for d in destinations {
+            args.extend(["--destination", d]);
+        }
+        let start = Instant::now();
+        loop {
+            let out = self.cli(&args);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "program start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.wait_program(Duration::from_secs(30), "program live", |p| {
+            p["encoder"]["phase"] == "running"
+                && p["outputs"].as_array().is_some_and(|o| o.iter().all(|o| o["phase"] == "running"))
+        });
+    }
+
+    pub fn wait_program(&self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let p = self.program("main");
+            if !p.is_null() && pred(&p) {
+                return p;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}; program: {p:#}\nlog tail:\n{}", tail(&self.log(), 40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

@@ -8,12 +8,14 @@
 
 mod agent;
 mod camera;
+mod frames;
 mod ingest;
 mod probe;
 mod proc;
 mod tls;
 
 pub use agent::{alive, tail, TestAgent, AGENT_BIN};
+pub use frames::{classes, classify, decode_rgb, first_from, pixel};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};
 pub use ingest::{RtmpIngest, RTMP_MODULE};
 pub use probe::{codecs_of, max_gap, packet_times, probe_duration, probe_streams, StreamInfo};

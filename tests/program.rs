@@ -130,3 +130,159 @@ fn a_hung_camera_is_replaced_by_its_backup() {
     assert!(!cls[hang_frame..green].contains(&'S'), "no slate while the backup was healthy");
     agent.stop();
 }
+
+fn write_png(path: &std::path::Path, w: u32, h: u32, rgba: [u8; 4]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().unwrap();
+    wr.write_image_data(&rgba.repeat((w * h) as usize)).unwrap();
+}
+
+/// Overlays on air: a half-transparent logo blends to the expected colour, a `{{var:…}}` change is
+/// visible within 2 frames, a 1 s fade-in ramps monotonically; the encoder is never restarted and
+/// the ingest never reconnects.
+#[test]
+fn overlays_blend_change_live_and_fade_without_restarts() {
+    let a = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a)], &[&ingest]);
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("white.png");
+    write_png(&logo, 40, 40, [255, 255, 255, 255]);
+    agent.start_program(&["a"], &["d1"]);
+    let encoder_pid = agent.program("main")["encoder"]["pid"].as_u64();
+    let logo_s = logo.to_str().unwrap();
+    agent.ok(&["overlay", "show", "logo", "--image", logo_s, "--position", "top_right", "--opacity", "0.5"]);
+    agent.ok(&["overlay", "show", "tide", "--text", "{{var:tide}}", "--position", "bottom_left", "--font-size", "40", "--color", "#ffffff", "--background", "#000000"]);
+    agent.ok(&["overlay", "set-var", "tide", "1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let t_var = program_time(&agent);
+    agent.ok(&["overlay", "set-var", "tide", "8888888"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let t_fade = program_time(&agent);
+    agent.ok(&["overlay", "show", "fader", "--image", logo_s, "--position", "top_left", "--fade-in", "1000"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.program("main")["encoder"]["pid"].as_u64(), encoder_pid, "no encoder restart");
+    agent.ok(&["program", "stop"]);
+    let recs = ingest.recordings();
+    assert_eq!(recs.len(), 1, "no reconnect during overlay changes");
+    let (w, h) = (320, 180);
+    let frames = decode_rgb(&recs[0], w, h);
+    let last = frames.last().unwrap();
+    // The logo: white at 50% over red → (255, 128, 128), within what H.264 keeps.
+    let (r, g, b) = pixel(last, w, 300, 20);
+    assert!(r > 220 && (100..160).contains(&g) && (100..160).contains(&b), "blended logo colour {:?}", (r, g, b));
+    assert_eq!(classify(pixel(last, w, 250, 20)), 'R', "outside the logo the camera is untouched");
+    // The variable: the text region changes within 2 frames of the command.
+    let region = |f: &[u8]| -> i64 { (110..170).flat_map(|y| (0..200).map(move |x| (x, y))).map(|(x, y)| pixel(f, w, x, y).1 as i64).sum() };
+    let var_frame = (t_var * FPS).floor() as usize;
+    let before = region(&frames[var_frame.saturating_sub(3)]);
+    let changed = (var_frame.saturating_sub(2)..frames.len()).find(|&i| (region(&frames[i]) - before).abs() > 20_000).expect("text changed");
+    let delay = changed as i64 - var_frame as i64;
+    eprintln!("variable change on air after {delay} frame(s)");
+    assert!(delay <= 2 + 1, "variable change took {delay} frames (≤ 2, + 1 for the command's own latency)");
+    // The fade-in: the fader's centre goes from red towards white, monotonically, over ~1 s.
+    let fade_frame = (t_fade * FPS).floor() as usize;
+    let greens: Vec<u8> = (fade_frame..fade_frame + 35).map(|i| pixel(&frames[i], w, 20, 20).1).collect();
+    eprintln!("fade-in green channel: {greens:?}");
+    assert!(greens.windows(2).all(|p| p[1] as i32 >= p[0] as i32 - 6), "monotonic ramp: {greens:?}");
+    assert!(greens[0] < 60 && *greens.last().unwrap() > 200, "from camera to full logo: {greens:?}");
+    let start = greens.iter().position(|&g| g > 5).unwrap();
+    let full = greens.iter().position(|&g| g >= 250).unwrap();
+    assert!((22..=28).contains(&(full - start)), "the ramp spans 1 s (25 frames): {} frames", full - start);
+    agent.stop();
+}
+
+/// Attach a destination while live: it receives within 3 s, the other gets no new recording;
+/// detach it: the other carries on.
+#[test]
+fn destinations_attach_and_detach_while_the_program_runs() {
+    let a = RtspCamera::start("red");
+    let i1 = RtmpIngest::start();
+    let i2 = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a)], &[&i1, &i2]);
+    agent.start_program(&["a"], &["d1"]);
+    let t = Instant::now();
+    agent.ok(&["program", "attach", "d2"]);
+    i2.wait_for_recordings(1, Duration::from_secs(3));
+    eprintln!("attached destination receiving after {:.2} s", t.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    agent.ok(&["program", "detach", "d2"]);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (s1, s2) = (size(&i1.recordings()[0]), size(&i2.recordings()[0]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(size(&i1.recordings()[0]) > s1, "d1 carries on after the detach");
+    assert_eq!(size(&i2.recordings()[0]), s2, "d2 no longer receives");
+    let _ = stop_and_recording(&mut agent, &i1);
+    assert_eq!(i2.recordings().len(), 1);
+    agent.stop();
+}
+
+/// SIGKILL the encoder: the supervisor restarts it and the destination resumes on the same
+/// connection; the gap is measured at the ingest.
+#[test]
+fn a_killed_encoder_is_restarted_and_the_destination_resumes() {
+    let a = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a)], &[&ingest]);
+    agent.start_program(&["a"], &["d1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = agent.program("main")["encoder"]["pid"].as_u64().unwrap() as i32;
+    let rec = ingest.recordings()[0].clone();
+    let size = || std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
+    let mut last = (size(), Instant::now());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let mut gap = Duration::ZERO;
+    while killed.elapsed() < Duration::from_secs(15) {
+        let s = size();
+        if s != last.0 {
+            gap = gap.max(last.1.elapsed());
+            last = (s, Instant::now());
+            if killed.elapsed() > Duration::from_secs(2) && gap > Duration::ZERO && last.1.duration_since(killed) > gap {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("encoder SIGKILL → destination receiving again: gap {:.2} s", gap.as_secs_f64());
+    let p = agent.wait_program(Duration::from_secs(20), "encoder running again", |p| p["encoder"]["phase"] == "running");
+    assert_ne!(p["encoder"]["pid"].as_u64(), Some(pid as u64), "a new encoder process");
+    assert!(gap < Duration::from_secs(10), "gap {gap:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = stop_and_recording(&mut agent, &ingest);
+    agent.stop();
+}
+
+/// Three minutes of cuts between a camera with audio and one without: the program always carries
+/// AAC, and audio and video durations stay within 100 ms.
+#[test]
+fn audio_stays_locked_to_video_over_three_minutes_of_cuts() {
+    let a = RtspCamera::start("red");
+    let b = RtspCamera::start_with(CameraOpts { pattern: "blue".into(), audio: false });
+    let ingest = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a), ("b", &b)], &[&ingest]);
+    agent.start_program(&["a", "b"], &["d1"]);
+    let base = program_time(&agent).ceil() + 1.0;
+    for k in 0..36 {
+        let cam = if k % 2 == 0 { "b" } else { "a" };
+        agent.ok(&["program", "cut", cam, "--at", &format!("{:.3}", base + k as f64 * 5.0)]);
+    }
+    agent.wait_program(Duration::from_secs(240), "three minutes", |p| p["program_time_s"].as_f64().unwrap_or(0.0) > base + 180.0);
+    agent.ok(&["program", "stop"]);
+    let recs = ingest.recordings();
+    assert_eq!(recs.len(), 1);
+    let streams = probe_streams(&recs[0]);
+    assert_eq!(codecs_of(&streams, "audio"), vec!["aac"]);
+    let v = packet_times(&recs[0], "v");
+    let au = packet_times(&recs[0], "a");
+    let (vd, ad) = (v.iter().cloned().fold(0.0, f64::max) + 1.0 / FPS, au.iter().cloned().fold(0.0, f64::max) + 1024.0 / 48000.0);
+    eprintln!("video {vd:.3} s, audio {ad:.3} s, difference {:.0} ms", (vd - ad).abs() * 1000.0);
+    assert!(vd > 180.0, "three minutes recorded: {vd:.1} s");
+    assert!((vd - ad).abs() < 0.1, "A/V durations differ by {:.0} ms", (vd - ad).abs() * 1000.0);
+    assert!(max_gap(&au) < 0.1, "audio never stops (max gap {:.3} s)", max_gap(&au));
+    agent.stop();
+}

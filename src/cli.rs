@@ -277,6 +277,16 @@ pub enum ProgramCmdArgs {
         #[arg(long, default_value = "main")]
         id: String,
     },
+    /// Save the latest thumbnail (JPEG, refreshed every second) of the program or of a camera.
+    Thumbnail {
+        /// A camera of the program (default: the program output).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -864,6 +874,22 @@ async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
         ProgramCmdArgs::Detach { destination, id } => (Request::Detach { id, destination }, false),
         ProgramCmdArgs::Status { json, id } => (Request::ProgramStatus { id }, json),
         ProgramCmdArgs::Stop { id } => (Request::ProgramStop { id }, false),
+        ProgramCmdArgs::Thumbnail { source, out, id } => {
+            let resp = crate::local_api::call(&cfg.data_dir, &Request::Thumbnail { id, source })
+                .await
+                .map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
+            if !resp.ok {
+                return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
+            }
+            use base64::Engine;
+            let b64 = resp.result["jpeg_base64"].as_str().unwrap_or_default();
+            let jpeg = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| CliError::Failed(format!("bad thumbnail from the agent: {e}")))?;
+            std::fs::write(&out, jpeg).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+            println!("{}", out.display());
+            return Ok(());
+        }
     };
     let status = matches!(req, Request::ProgramStatus { .. });
     let resp = crate::local_api::call(&cfg.data_dir, &req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;

@@ -460,6 +460,21 @@ async fn handle_request(
             };
             overlay_op(programs, &id, OverlayOp::Show(Box::new(prepared))).await
         }
+        Request::Thumbnail { id, source } => {
+            let Some(p) = programs.get(&id) else {
+                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
+            };
+            let name = source.unwrap_or_else(|| "program".into());
+            match p.program.thumbnail(&name) {
+                Some(j) => {
+                    use base64::Engine;
+                    Response::ok(
+                        serde_json::json!({ "jpeg_base64": base64::engine::general_purpose::STANDARD.encode(&*j) }),
+                    )
+                }
+                None => Response::err(EXIT_NOT_FOUND, format!("no thumbnail of {name:?} yet")),
+            }
+        }
         Request::OverlayHide { id, overlay } => overlay_op(programs, &id, OverlayOp::Hide(overlay)).await,
         Request::OverlaySetVar { id, name, value } => overlay_op(programs, &id, OverlayOp::SetVar(name, value)).await,
         Request::OverlayClear { id } => overlay_op(programs, &id, OverlayOp::Clear).await,

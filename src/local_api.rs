@@ -80,6 +80,11 @@ pub enum Request {
     OverlayClear {
         id: String,
     },
+    /// The latest JPEG of the program, or of one of its cameras; answered as base64.
+    Thumbnail {
+        id: String,
+        source: Option<String>,
+    },
 }
 
 /// An overlay as an operator (or, later, the timeline's `show_overlay`) describes it.

@@ -18,7 +18,17 @@ fn setup(cams: &[(&str, &RtspCamera)], ingests: &[&RtmpIngest]) -> TestAgent {
         agent.ok(&["camera", "add", id, "--url", &cam.url()]);
     }
     for (i, ing) in ingests.iter().enumerate() {
-        agent.ok(&["destination", "add", &format!("d{}", i + 1), "--platform", "custom", "--url", &ing.url(), "--key", &format!("prog-key-{i}")]);
+        agent.ok(&[
+            "destination",
+            "add",
+            &format!("d{}", i + 1),
+            "--platform",
+            "custom",
+            "--url",
+            &ing.url(),
+            "--key",
+            &format!("prog-key-{i}"),
+        ]);
     }
     agent.spawn();
     agent
@@ -46,13 +56,16 @@ fn scheduled_cuts_are_frame_accurate_without_reconnect() {
     agent.start_program(&["a", "b"], &["d1"]);
     let encoder_pid = agent.program("main")["encoder"]["pid"].as_u64();
     let base = program_time(&agent).ceil() + 2.0;
-    let cuts: Vec<(f64, &str, char)> =
-        (0..10).map(|k| (base + k as f64 * 1.3, if k % 2 == 0 { "b" } else { "a" }, if k % 2 == 0 { 'B' } else { 'R' })).collect();
+    let cuts: Vec<(f64, &str, char)> = (0..10)
+        .map(|k| (base + k as f64 * 1.3, if k % 2 == 0 { "b" } else { "a" }, if k % 2 == 0 { 'B' } else { 'R' }))
+        .collect();
     for (at, cam, _) in &cuts {
         agent.ok(&["program", "cut", cam, "--at", &format!("{at:.3}")]);
     }
     let end = cuts.last().unwrap().0 + 2.0;
-    agent.wait_program(Duration::from_secs(60), "the cuts to play out", |p| p["program_time_s"].as_f64().unwrap_or(0.0) > end);
+    agent.wait_program(Duration::from_secs(60), "the cuts to play out", |p| {
+        p["program_time_s"].as_f64().unwrap_or(0.0) > end
+    });
     assert_eq!(agent.program("main")["encoder"]["pid"].as_u64(), encoder_pid, "the encoder was never restarted");
     let cls = stop_and_recording(&mut agent, &ingest);
     let mut errors = Vec::new();
@@ -82,7 +95,11 @@ fn a_dead_camera_goes_to_slate_and_comes_back() {
     std::thread::sleep(Duration::from_secs(2));
     b.restart();
     let p = agent.wait_program(Duration::from_secs(40), "camera b delivering again", |p| {
-        p["cameras"].as_array().unwrap().iter().any(|c| c["camera"] == "b" && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200) && c["ingest"]["phase"] == "running")
+        p["cameras"].as_array().unwrap().iter().any(|c| {
+            c["camera"] == "b"
+                && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200)
+                && c["ingest"]["phase"] == "running"
+        })
     });
     let t_first = p["program_time_s"].as_f64().unwrap();
     agent.wait_program(Duration::from_secs(10), "b back on air", |p| p["on_air"]["camera"] == "b");
@@ -113,9 +130,26 @@ fn a_hung_camera_is_replaced_by_its_backup() {
     agent.ok(&["camera", "add", "a", "--url", &a.url(), "--backup", "c"]);
     agent.start_program(&["a"], &["d1"]);
     agent.wait_program(Duration::from_secs(20), "backup pre-rolled", |p| {
-        p["cameras"].as_array().unwrap().iter().any(|c| c["camera"] == "c" && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200))
+        p["cameras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["camera"] == "c" && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200))
     });
     std::thread::sleep(Duration::from_secs(1));
+    // Thumbnails of the program and of each source, refreshed every second.
+    let dir = tempfile::tempdir().unwrap();
+    for (source, want) in [(None, 'R'), (Some("a"), 'R'), (Some("c"), 'G')] {
+        let out = dir.path().join("t.jpg");
+        let mut args = vec!["program", "thumbnail", "--out", out.to_str().unwrap()];
+        if let Some(s) = source {
+            args.extend(["--source", s]);
+        }
+        agent.ok(&args);
+        let frames = decode_rgb(&out, W, H);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(classify(pixel(&frames[0], W, 8, 4)), want, "thumbnail of {source:?}");
+    }
     let t_hang = program_time(&agent);
     a.hang();
     agent.wait_program(Duration::from_secs(5), "backup on air", |p| p["on_air"]["camera"] == "c");
@@ -155,7 +189,21 @@ fn overlays_blend_change_live_and_fade_without_restarts() {
     let encoder_pid = agent.program("main")["encoder"]["pid"].as_u64();
     let logo_s = logo.to_str().unwrap();
     agent.ok(&["overlay", "show", "logo", "--image", logo_s, "--position", "top_right", "--opacity", "0.5"]);
-    agent.ok(&["overlay", "show", "tide", "--text", "{{var:tide}}", "--position", "bottom_left", "--font-size", "40", "--color", "#ffffff", "--background", "#000000"]);
+    agent.ok(&[
+        "overlay",
+        "show",
+        "tide",
+        "--text",
+        "{{var:tide}}",
+        "--position",
+        "bottom_left",
+        "--font-size",
+        "40",
+        "--color",
+        "#ffffff",
+        "--background",
+        "#000000",
+    ]);
     agent.ok(&["overlay", "set-var", "tide", "1"]);
     std::thread::sleep(Duration::from_secs(2));
     let t_var = program_time(&agent);
@@ -176,10 +224,14 @@ fn overlays_blend_change_live_and_fade_without_restarts() {
     assert!(r > 220 && (100..160).contains(&g) && (100..160).contains(&b), "blended logo colour {:?}", (r, g, b));
     assert_eq!(classify(pixel(last, w, 250, 20)), 'R', "outside the logo the camera is untouched");
     // The variable: the text region changes within 2 frames of the command.
-    let region = |f: &[u8]| -> i64 { (110..170).flat_map(|y| (0..200).map(move |x| (x, y))).map(|(x, y)| pixel(f, w, x, y).1 as i64).sum() };
+    let region = |f: &[u8]| -> i64 {
+        (110..170).flat_map(|y| (0..200).map(move |x| (x, y))).map(|(x, y)| pixel(f, w, x, y).1 as i64).sum()
+    };
     let var_frame = (t_var * FPS).floor() as usize;
     let before = region(&frames[var_frame.saturating_sub(3)]);
-    let changed = (var_frame.saturating_sub(2)..frames.len()).find(|&i| (region(&frames[i]) - before).abs() > 20_000).expect("text changed");
+    let changed = (var_frame.saturating_sub(2)..frames.len())
+        .find(|&i| (region(&frames[i]) - before).abs() > 20_000)
+        .expect("text changed");
     let delay = changed as i64 - var_frame as i64;
     eprintln!("variable change on air after {delay} frame(s)");
     assert!(delay <= 2 + 1, "variable change took {delay} frames (≤ 2, + 1 for the command's own latency)");
@@ -242,14 +294,16 @@ fn a_killed_encoder_is_restarted_and_the_destination_resumes() {
         if s != last.0 {
             gap = gap.max(last.1.elapsed());
             last = (s, Instant::now());
-            if killed.elapsed() > Duration::from_secs(2) && gap > Duration::ZERO && last.1.duration_since(killed) > gap {
+            if killed.elapsed() > Duration::from_secs(2) && gap > Duration::ZERO && last.1.duration_since(killed) > gap
+            {
                 break;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("encoder SIGKILL → destination receiving again: gap {:.2} s", gap.as_secs_f64());
-    let p = agent.wait_program(Duration::from_secs(20), "encoder running again", |p| p["encoder"]["phase"] == "running");
+    let p =
+        agent.wait_program(Duration::from_secs(20), "encoder running again", |p| p["encoder"]["phase"] == "running");
     assert_ne!(p["encoder"]["pid"].as_u64(), Some(pid as u64), "a new encoder process");
     assert!(gap < Duration::from_secs(10), "gap {gap:?}");
     std::thread::sleep(Duration::from_secs(2));
@@ -271,7 +325,9 @@ fn audio_stays_locked_to_video_over_three_minutes_of_cuts() {
         let cam = if k % 2 == 0 { "b" } else { "a" };
         agent.ok(&["program", "cut", cam, "--at", &format!("{:.3}", base + k as f64 * 5.0)]);
     }
-    agent.wait_program(Duration::from_secs(240), "three minutes", |p| p["program_time_s"].as_f64().unwrap_or(0.0) > base + 180.0);
+    agent.wait_program(Duration::from_secs(240), "three minutes", |p| {
+        p["program_time_s"].as_f64().unwrap_or(0.0) > base + 180.0
+    });
     agent.ok(&["program", "stop"]);
     let recs = ingest.recordings();
     assert_eq!(recs.len(), 1);
@@ -279,7 +335,8 @@ fn audio_stays_locked_to_video_over_three_minutes_of_cuts() {
     assert_eq!(codecs_of(&streams, "audio"), vec!["aac"]);
     let v = packet_times(&recs[0], "v");
     let au = packet_times(&recs[0], "a");
-    let (vd, ad) = (v.iter().cloned().fold(0.0, f64::max) + 1.0 / FPS, au.iter().cloned().fold(0.0, f64::max) + 1024.0 / 48000.0);
+    let (vd, ad) =
+        (v.iter().cloned().fold(0.0, f64::max) + 1.0 / FPS, au.iter().cloned().fold(0.0, f64::max) + 1024.0 / 48000.0);
     eprintln!("video {vd:.3} s, audio {ad:.3} s, difference {:.0} ms", (vd - ad).abs() * 1000.0);
     assert!(vd > 180.0, "three minutes recorded: {vd:.1} s");
     assert!((vd - ad).abs() < 0.1, "A/V durations differ by {:.0} ms", (vd - ad).abs() * 1000.0);

@@ -20,6 +20,7 @@ pub mod program;
 pub mod pusher;
 pub mod relay;
 pub mod switcher;
+pub mod thumbnail;
 
 use std::path::PathBuf;
 use std::time::Duration;

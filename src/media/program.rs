@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -25,6 +27,7 @@ use super::ingest::{DecodeIngest, ProgramFormat, SourceStore};
 use super::probe::CameraSource;
 use super::pusher::{Outputs, PusherStatus};
 use super::switcher::{SwitchEvent, Switcher, SwitcherConfig, Visual};
+use super::thumbnail::{self, Thumbnails};
 use super::MediaEnv;
 use crate::ffmpeg::job::{JobEvent, JobStatus};
 
@@ -124,6 +127,7 @@ pub struct ProgramStatus {
 }
 
 pub struct Program {
+    thumbs: Thumbnails,
     tx: mpsc::Sender<ProgramCmd>,
     status: watch::Receiver<Option<ProgramStatus>>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
@@ -154,7 +158,10 @@ impl Program {
             tracing::error!(program = %spec.id, "overlay compositor unavailable (program size)");
         }
         let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
+        let thumbs = Thumbnails::default();
         let bus = Bus {
+            thumbs: thumbs.clone(),
+            thumbs_busy: Arc::new(AtomicBool::new(false)),
             compositor,
             slate_card,
             id: spec.id.clone(),
@@ -172,7 +179,12 @@ impl Program {
             backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
         };
         let task = tokio::spawn(bus.run(rx, stop_rx));
-        Program { tx, status: status_rx, stop: Some(stop_tx), task }
+        Program { thumbs, tx, status: status_rx, stop: Some(stop_tx), task }
+    }
+
+    /// The latest JPEG of the program (`program`) or of a camera (its id), refreshed every second.
+    pub fn thumbnail(&self, name: &str) -> Option<Arc<Vec<u8>>> {
+        self.thumbs.get(name)
     }
 
     pub fn sender(&self) -> mpsc::Sender<ProgramCmd> {
@@ -272,6 +284,9 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
 }
 
 struct Bus {
+    thumbs: Thumbnails,
+    /// A thumbnail job is running (at most one at a time; a slow box skips a refresh).
+    thumbs_busy: Arc<AtomicBool>,
     compositor: Option<Compositor>,
     /// Draws "We'll be right back" and the time on the generated slate.
     slate_card: Option<Compositor>,
@@ -340,7 +355,7 @@ impl Bus {
                         n += skip;
                         continue;
                     }
-                    self.tick(deadline, &mut audio, &mut on_air_source);
+                    self.tick(deadline, n, &mut audio, &mut on_air_source);
                     n += 1;
                     if n % 5 == 1 {
                         self.publish_status(n, t0);
@@ -357,7 +372,7 @@ impl Bus {
         }
     }
 
-    fn tick(&mut self, deadline: Instant, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
+    fn tick(&mut self, deadline: Instant, n: u64, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
         let stores: HashMap<&str, SourceStore> = self.ingests.iter().map(|(k, v)| (k.as_str(), v.store())).collect();
         let d = self.switcher.tick(deadline, |cam| stores.get(cam).map(|s| s.health()).unwrap_or_default());
         for e in self.switcher.take_events() {
@@ -375,7 +390,7 @@ impl Bus {
                 }
             }
         }
-        let picture = |v: &Visual| -> Option<std::sync::Arc<Frame>> {
+        let picture = |v: &Visual| -> Option<Arc<Frame>> {
             match v {
                 Visual::Camera(c) => stores.get(c.as_str()).and_then(|s| s.latest()),
                 Visual::Slate => None,
@@ -415,6 +430,19 @@ impl Bus {
         match source.as_deref().and_then(|c| stores.get(c)) {
             Some(s) => s.take_audio(self.fmt.samples_per_frame(), audio),
             None => audio.resize(self.fmt.samples_per_frame(), 0),
+        }
+        if n % self.fmt.fps as u64 == 0 && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
+            let program = frame.clone();
+            let sources: Vec<(String, Arc<Frame>)> =
+                stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();
+            let (thumbs, busy) = (self.thumbs.clone(), self.thumbs_busy.clone());
+            tokio::task::spawn_blocking(move || {
+                thumbs.put("program", thumbnail::jpeg(&program, thumbnail::MAX_WIDTH));
+                for (k, f) in sources {
+                    thumbs.put(&k, thumbnail::jpeg(&f, thumbnail::MAX_WIDTH));
+                }
+                busy.store(false, Ordering::Release);
+            });
         }
         self.encoder.send(frame, audio);
     }

@@ -214,7 +214,10 @@ impl TestAgent {
                 return p;
             }
             if start.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}; program: {p:#}\nlog tail:\n{}", tail(&self.log(), 40));
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; program: {p:#}\nlog tail:\n{}",
+                    tail(&self.log(), 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

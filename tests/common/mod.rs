@@ -15,8 +15,8 @@ mod proc;
 mod tls;
 
 pub use agent::{alive, tail, TestAgent, AGENT_BIN};
-pub use frames::{classes, classify, decode_rgb, first_from, pixel};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};
+pub use frames::{classes, classify, decode_rgb, first_from, pixel};
 pub use ingest::{RtmpIngest, RTMP_MODULE};
 pub use probe::{codecs_of, max_gap, packet_times, probe_duration, probe_streams, StreamInfo};
 pub use proc::{ffmpeg_cmd, run_with_timeout, ProcGuard};

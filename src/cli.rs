@@ -289,6 +289,8 @@ pub enum ProgramCmdArgs {
     },
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum OverlayCmdArgs {
     /// Show (or replace) an overlay. Text may hold {{time}}, {{date}} and {{var:NAME}}.

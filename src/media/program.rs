@@ -431,7 +431,7 @@ impl Bus {
             Some(s) => s.take_audio(self.fmt.samples_per_frame(), audio),
             None => audio.resize(self.fmt.samples_per_frame(), 0),
         }
-        if n % self.fmt.fps as u64 == 0 && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
+        if n.is_multiple_of(self.fmt.fps as u64) && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
             let program = frame.clone();
             let sources: Vec<(String, Arc<Frame>)> =
                 stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();

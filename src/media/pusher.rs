@@ -125,18 +125,28 @@ async fn feed(
         let Some(mut stdin) = io.stdin else { break };
         let sub = fanout.subscribe(offered.clone());
         let mut batch = Vec::new();
+        let mut coalesced = Vec::new();
         'gen: loop {
             tokio::select! {
                 biased;
                 newer = io_rx.recv() => { next = newer; break 'gen; }
                 more = sub.next_batch(&mut batch) => {
                     if more.is_none() { let _ = stdin.shutdown().await; return; }
-                    for b in batch.drain(..) {
-                        if stdin.write_all(&b).await.is_err() {
-                            // The process died; the supervisor will hand us the next one.
-                            next = io_rx.recv().await;
-                            break 'gen;
+                    // One write per batch, not per tag: syscalls were most of the agent's CPU.
+                    let ok = if batch.len() == 1 {
+                        stdin.write_all(&batch[0]).await.is_ok()
+                    } else {
+                        coalesced.clear();
+                        for b in &batch {
+                            coalesced.extend_from_slice(b);
                         }
+                        stdin.write_all(&coalesced).await.is_ok()
+                    };
+                    batch.clear();
+                    if !ok {
+                        // The process died; the supervisor will hand us the next one.
+                        next = io_rx.recv().await;
+                        break 'gen;
                     }
                     *stats.lock().expect("stats lock") = sub.stats();
                 }

@@ -38,6 +38,40 @@ pub struct Config {
     pub reconcile_interval_ms: u64,
     pub ffmpeg: FfmpegConfig,
     pub relay: RelayConfig,
+    pub program: ProgramConfig,
+}
+
+/// Program bus and degraded-mode thresholds (DESIGN §2; issue 3 §6).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgramConfig {
+    /// No fresh frame for this long: hold the last frame.
+    pub stall_ms: u64,
+    /// No fresh frame for this long: backup camera or slate.
+    pub fallback_ms: u64,
+    /// A recovered camera must deliver steadily this long before it is back on air.
+    pub recover_ms: u64,
+    /// Encoder speed below this (for `degrade_window_s`) counts as overload.
+    pub degrade_slow_speed: f64,
+    pub degrade_window_s: u64,
+    /// Steps that restart the encoder are at least this far apart.
+    pub degrade_step_interval_s: u64,
+    /// Calm this long before stepping back up.
+    pub degrade_stable_s: u64,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> Self {
+        ProgramConfig {
+            stall_ms: 500,
+            fallback_ms: 1000,
+            recover_ms: 3000,
+            degrade_slow_speed: 0.95,
+            degrade_window_s: 10,
+            degrade_step_interval_s: 300,
+            degrade_stable_s: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -92,6 +126,7 @@ impl Default for Config {
             reconcile_interval_ms: 500,
             ffmpeg: FfmpegConfig::default(),
             relay: RelayConfig::default(),
+            program: ProgramConfig::default(),
         }
     }
 }
@@ -193,6 +228,13 @@ impl Config {
         }
         if self.reconcile_interval_ms < 50 {
             return bad("reconcile_interval_ms must be at least 50");
+        }
+        let p = &self.program;
+        if p.stall_ms == 0 || p.fallback_ms < p.stall_ms {
+            return bad("program.fallback_ms must be at least program.stall_ms (> 0)");
+        }
+        if !(p.degrade_slow_speed.is_finite() && p.degrade_slow_speed > 0.0) || p.degrade_window_s == 0 {
+            return bad("program.degrade_slow_speed must be > 0 and program.degrade_window_s at least 1");
         }
         self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
         Ok(())

@@ -25,7 +25,6 @@ use crate::media::encoder::{EncoderSettings, Profile};
 use crate::media::ingest::ProgramFormat;
 use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramSpec};
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
-use crate::media::switcher::SwitcherConfig;
 use crate::media::MediaEnv;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 
@@ -388,7 +387,7 @@ async fn handle_request(
                 outputs,
                 encoder: EncoderSettings { format, bitrate_kbps: kbps, encoder },
                 slate_png: slate,
-                switcher: SwitcherConfig::default(),
+                switcher: env.switcher,
             };
             for d in &destinations {
                 let _ = store.touch_destination(d).await;

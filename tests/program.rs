@@ -343,3 +343,33 @@ fn audio_stays_locked_to_video_over_three_minutes_of_cuts() {
     assert!(max_gap(&au) < 0.1, "audio never stops (max gap {:.3} s)", max_gap(&au));
     agent.stop();
 }
+
+/// Degraded mode, forced by configuration (any encoder speed counts as "slow"): the program steps
+/// down its frame rate once, with an event, a new encoder, and no reconnect at the destination.
+#[test]
+fn degraded_mode_steps_down_without_reconnecting() {
+    let a = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::with_config(
+        "[program]\ndegrade_slow_speed = 100.0\ndegrade_window_s = 2\ndegrade_step_interval_s = 600\n",
+    );
+    agent.ok(&["camera", "add", "a", "--url", &a.url()]);
+    agent.ok(&["destination", "add", "d1", "--platform", "custom", "--url", &ingest.url(), "--key", "deg-key"]);
+    agent.spawn();
+    agent.start_program(&["a"], &["d1"]);
+    let pid = agent.program("main")["encoder"]["pid"].as_u64();
+    let p = agent.wait_program(Duration::from_secs(20), "a step down", |p| p["format"]["fps"] == 16);
+    assert_eq!(p["format"]["width"], 320, "a frame-rate step comes before a size step");
+    let p =
+        agent.wait_program(Duration::from_secs(20), "the new encoder running", |p| p["encoder"]["phase"] == "running");
+    assert_ne!(p["encoder"]["pid"].as_u64(), pid, "the step restarted the encoder (the one deliberate restart)");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(agent.program("main")["format"]["fps"], 16, "one step only within the step interval");
+    let cls = stop_and_recording(&mut agent, &ingest);
+    assert!(cls.iter().filter(|c| **c == 'R').count() > 50);
+    let v = packet_times(&ingest.recordings()[0], "v");
+    let tail: Vec<f64> = v[v.len() - 20..].windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(tail.iter().all(|d| (d - 1.0 / 16.0).abs() < 0.01), "16 fps at the end: {tail:?}");
+    assert!(agent.log().contains("program now 320x180 at 16 fps"), "the step is an event");
+    agent.stop();
+}

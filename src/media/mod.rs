@@ -8,6 +8,7 @@
 //! - Program mode: [`ingest`] (decode), [`switcher`], [`compositor`], [`encoder`], [`program`] (the bus), [`frame`].
 
 pub mod compositor;
+pub mod degrade;
 pub mod destination;
 pub mod encoder;
 pub mod fanout;
@@ -48,6 +49,8 @@ pub struct MediaEnv {
     pub queue_bytes: usize,
     pub registry: Registry,
     pub events: mpsc::Sender<JobEvent>,
+    pub switcher: switcher::SwitcherConfig,
+    pub degrade: degrade::DegradeConfig,
 }
 
 impl MediaEnv {
@@ -67,6 +70,18 @@ impl MediaEnv {
             queue_bytes: cfg.relay.queue_bytes,
             registry,
             events,
+            switcher: switcher::SwitcherConfig {
+                stall: Duration::from_millis(cfg.program.stall_ms),
+                fallback: Duration::from_millis(cfg.program.fallback_ms),
+                recover: Duration::from_millis(cfg.program.recover_ms),
+            },
+            degrade: degrade::DegradeConfig {
+                slow_speed: cfg.program.degrade_slow_speed,
+                window: Duration::from_secs(cfg.program.degrade_window_s),
+                min_step_interval: Duration::from_secs(cfg.program.degrade_step_interval_s),
+                stable_for: Duration::from_secs(cfg.program.degrade_stable_s),
+                ..Default::default()
+            },
         }
     }
 }

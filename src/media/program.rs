@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::compositor::{Compositor, OverlayKind, OverlaySpec, Position, Prepared};
+use super::degrade::{Action, DegradeController, Sample};
 use super::destination::OutputTarget;
 use super::encoder::{Encoder, EncoderSettings};
 use super::fanout::Fanout;
@@ -31,6 +32,8 @@ use super::thumbnail::{self, Thumbnails};
 use super::MediaEnv;
 use crate::ffmpeg::job::{JobEvent, JobStatus};
 
+/// A destination with more than this queued counts as falling behind.
+const BEHIND_BYTES: usize = 2 * 1024 * 1024;
 /// How long a new program waits for its first camera before starting on the slate.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 /// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
@@ -160,6 +163,14 @@ impl Program {
         let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
         let thumbs = Thumbnails::default();
         let bus = Bus {
+            degrade: DegradeController::new(env.degrade, fmt, spec.encoder.bitrate_kbps),
+            encoder_settings: spec.encoder.clone(),
+            cameras: spec.cameras.clone(),
+            slate_png: spec.slate_png.clone(),
+            env: env.clone(),
+            overlays_enabled: true,
+            last_out: None,
+            last_overflows: HashMap::new(),
             thumbs: thumbs.clone(),
             thumbs_busy: Arc::new(AtomicBool::new(false)),
             compositor,
@@ -284,6 +295,17 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
 }
 
 struct Bus {
+    /// Degraded mode: what the box can sustain now, and the settings to rebuild with.
+    degrade: DegradeController,
+    encoder_settings: EncoderSettings,
+    cameras: Vec<ProgramCamera>,
+    slate_png: Option<PathBuf>,
+    env: MediaEnv,
+    overlays_enabled: bool,
+    /// Encoder output time at the last degrade sample, for its real speed.
+    last_out: Option<(Instant, i64)>,
+    /// Queue overflows per destination at the last degrade sample.
+    last_overflows: HashMap<String, u64>,
     thumbs: Thumbnails,
     /// A thumbnail job is running (at most one at a time; a slow box skips a refresh).
     thumbs_busy: Arc<AtomicBool>,
@@ -317,7 +339,6 @@ impl Bus {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<ProgramCmd>, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
-        let interval = self.fmt.frame_interval();
         // Go live on a picture: wait (bounded) for the first camera's first frame.
         if let Some(store) = self.first.as_ref().and_then(|c| self.ingests.get(c)).map(|i| i.store()) {
             let give_up = Instant::now() + FIRST_FRAME_WAIT;
@@ -332,15 +353,20 @@ impl Bus {
                 }
             }
         }
+        // Program time counts from `t0`; frames are clocked from the start of the current segment
+        // (a degraded-mode step changes the frame rate and starts a new one).
         let t0 = Instant::now();
         if let Some(first) = self.first.clone() {
             self.switcher.cut(&first, t0, Duration::ZERO);
         }
-        let mut n: u64 = 0;
+        let mut interval = self.fmt.frame_interval();
+        let mut seg_start = t0;
+        let mut k: u64 = 0;
+        let mut frames: u64 = 0;
         let mut audio = Vec::with_capacity(self.fmt.samples_per_frame());
         let mut on_air_source: Option<String> = None;
         let done = loop {
-            let deadline = t0 + interval.mul_f64(n as f64);
+            let deadline = seg_start + interval.mul_f64(k as f64);
             tokio::select! {
                 biased;
                 d = &mut stop => break d.ok(),
@@ -352,13 +378,22 @@ impl Bus {
                         // the clock's phase rather than flooding the encoder with a burst.
                         let skip = (late.as_secs_f64() / interval.as_secs_f64()) as u64;
                         tracing::warn!(program = %self.id, skipped = skip, "bus fell behind its clock");
-                        n += skip;
+                        k += skip;
                         continue;
                     }
-                    self.tick(deadline, n, &mut audio, &mut on_air_source);
-                    n += 1;
-                    if n % 5 == 1 {
-                        self.publish_status(n, t0);
+                    self.tick(deadline, frames, &mut audio, &mut on_air_source);
+                    k += 1;
+                    frames += 1;
+                    if frames % 5 == 1 {
+                        self.publish_status(frames, t0);
+                    }
+                    if frames.is_multiple_of(self.fmt.fps as u64) {
+                        if let Some(action) = self.degrade_sample(deadline) {
+                            self.apply(action).await;
+                            interval = self.fmt.frame_interval();
+                            seg_start = Instant::now();
+                            k = 0;
+                        }
                     }
                 }
             }
@@ -412,7 +447,7 @@ impl Bus {
             let prev = picture(from).map(|f| (*f).clone()).unwrap_or_else(&mut slate);
             frame.mix_from(&prev, *remaining);
         }
-        if let Some(c) = self.compositor.as_mut() {
+        if let (Some(c), true) = (self.compositor.as_mut(), self.overlays_enabled) {
             c.compose(&mut frame, deadline, wall);
         }
         // Audio follows the picture; a source going on air starts from its newest samples.
@@ -445,6 +480,72 @@ impl Bus {
             });
         }
         self.encoder.send(frame, audio);
+    }
+
+    /// One second of observations for degraded mode.
+    fn degrade_sample(&mut self, now: Instant) -> Option<Action> {
+        let enc = self.encoder.status();
+        let out = enc.progress.as_ref().and_then(|p| p.out_time_us);
+        let speed = match (self.last_out, out) {
+            (Some((t, prev)), Some(cur)) if now > t => {
+                Some((cur - prev) as f64 / 1e6 / now.saturating_duration_since(t).as_secs_f64())
+            }
+            _ => None,
+        };
+        self.last_out = out.map(|o| (now, o));
+        let outputs = self.outputs.status();
+        let mut behind = !outputs.is_empty();
+        for o in &outputs {
+            let prev = self.last_overflows.insert(o.destination.clone(), o.queue.overflows).unwrap_or(0);
+            behind &= o.queue.overflows > prev || o.queue.queued_bytes > BEHIND_BYTES;
+        }
+        self.degrade.sample(Sample { at: now, speed, dropped_total: self.encoder.dropped(), outputs_behind: behind })
+    }
+
+    /// Carries out a degraded-mode step. Reformatting restarts the ingests and the encoder;
+    /// a bitrate step restarts the encoder only; the destinations keep their connections.
+    async fn apply(&mut self, action: Action) {
+        match action {
+            Action::Overlays(on) => {
+                self.overlays_enabled = on;
+                let what = if on { "overlays back on" } else { "overlays off: sustained overload" };
+                self.note("degraded", what.into(), !on);
+            }
+            Action::Bitrate(kbps) => {
+                self.note("degraded", format!("destinations falling behind: video bitrate now {kbps} kbit/s"), true);
+                self.encoder_settings.bitrate_kbps = kbps;
+                self.restart_encoder().await;
+            }
+            Action::Reformat(fmt) => {
+                self.note(
+                    "degraded",
+                    format!("encoder load: program now {}x{} at {} fps", fmt.width, fmt.height, fmt.fps),
+                    true,
+                );
+                let prefix = format!("program:{}", self.id);
+                let old: Vec<DecodeIngest> = self.ingests.drain().map(|(_, v)| v).collect();
+                futures_util::future::join_all(old.into_iter().map(DecodeIngest::stop)).await;
+                for c in &self.cameras {
+                    let ing = DecodeIngest::start(&prefix, c.source.clone(), fmt, &self.env, self.env.switcher.stall);
+                    self.ingests.insert(c.source.camera_id.clone(), ing);
+                }
+                self.fmt = fmt;
+                self.slate = make_slate(fmt, self.slate_png.as_deref());
+                if self.slate_png.is_none() {
+                    self.slate_card = slate_card(fmt);
+                }
+                self.encoder_settings.format = fmt;
+                self.restart_encoder().await;
+            }
+        }
+    }
+
+    async fn restart_encoder(&mut self) {
+        let prefix = format!("program:{}", self.id);
+        let fresh = Encoder::start(&prefix, &self.encoder_settings, &self.fanout, &self.env);
+        let old = std::mem::replace(&mut self.encoder, fresh);
+        old.stop().await;
+        self.last_out = None;
     }
 
     async fn command(&mut self, cmd: ProgramCmd, t0: Instant) {

@@ -22,12 +22,17 @@ pub struct TestAgent {
 impl TestAgent {
     /// A fresh data dir and config (fast reconcile), no daemon yet.
     pub fn new() -> TestAgent {
+        Self::with_config("")
+    }
+
+    /// Like `new`, with extra TOML appended to the config file.
+    pub fn with_config(extra: &str) -> TestAgent {
         super::require_bin("ffmpeg");
         super::require_bin("ffprobe");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("config.toml"),
-            format!("data_dir = \"{}\"\nreconcile_interval_ms = 200\n", dir.path().join("data").display()),
+            format!("data_dir = \"{}\"\nreconcile_interval_ms = 200\n{extra}\n", dir.path().join("data").display()),
         )
         .unwrap();
         TestAgent { dir, daemon: None }

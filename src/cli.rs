@@ -132,6 +132,18 @@ pub enum DestinationCmd {
     },
     /// Remove a destination; live streams stop pushing to it.
     Remove { id: String },
+    /// Add a destination to a live program (same as `program attach`).
+    Attach {
+        id: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+    /// Remove a destination from a live program (same as `program detach`).
+    Detach {
+        id: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +263,12 @@ pub enum ProgramCmdArgs {
         id: String,
     },
     Unpin {
+        #[arg(long, default_value = "main")]
+        id: String,
+    },
+    /// Start decoding a camera ahead of a cut to it, so the cut is instant.
+    Preroll {
+        camera: String,
         #[arg(long, default_value = "main")]
         id: String,
     },
@@ -635,6 +653,12 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             println!("destination {id} removed");
             Ok(())
         }
+        DestinationCmd::Attach { id, program: p } => {
+            program(ProgramCmdArgs::Attach { destination: id, id: p }, cfg).await
+        }
+        DestinationCmd::Detach { id, program: p } => {
+            program(ProgramCmdArgs::Detach { destination: id, id: p }, cfg).await
+        }
     }
 }
 
@@ -872,6 +896,7 @@ async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
         ProgramCmdArgs::Slate { state, id } => (Request::Slate { id, on: state == "on" }, false),
         ProgramCmdArgs::Pin { camera, id } => (Request::Pin { id, camera: Some(camera) }, false),
         ProgramCmdArgs::Unpin { id } => (Request::Pin { id, camera: None }, false),
+        ProgramCmdArgs::Preroll { camera, id } => (Request::Preroll { id, camera }, false),
         ProgramCmdArgs::Attach { destination, id } => (Request::Attach { id, destination }, false),
         ProgramCmdArgs::Detach { destination, id } => (Request::Detach { id, destination }, false),
         ProgramCmdArgs::Status { json, id } => (Request::ProgramStatus { id }, json),

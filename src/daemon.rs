@@ -459,6 +459,26 @@ async fn handle_request(
             };
             overlay_op(programs, &id, OverlayOp::Show(Box::new(prepared))).await
         }
+        Request::Preroll { id, camera } => {
+            let mut wanted = vec![camera];
+            let mut i = 0;
+            while i < wanted.len() {
+                let c = match store.camera(&wanted[i]).await {
+                    Ok(c) => c,
+                    Err(e) => return store_err(e),
+                };
+                if let Some(b) = c.backup_camera_id.clone().filter(|b| !wanted.contains(b)) {
+                    wanted.push(b);
+                }
+                let cam = ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() };
+                // Backups first would be nicer, but order does not matter: each starts on its own.
+                if let Err(r) = ask(programs, &id, |reply| ProgramCmd::Preroll { camera: cam, reply }).await {
+                    return r;
+                }
+                i += 1;
+            }
+            Response::ok(serde_json::Value::Null)
+        }
         Request::Thumbnail { id, source } => {
             let Some(p) = programs.get(&id) else {
                 return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));

@@ -80,6 +80,11 @@ pub enum Request {
     OverlayClear {
         id: String,
     },
+    /// Start decoding a camera ahead of a cut to it (its backup too).
+    Preroll {
+        id: String,
+        camera: String,
+    },
     /// The latest JPEG of the program, or of one of its cameras; answered as base64.
     Thumbnail {
         id: String,

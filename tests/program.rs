@@ -252,23 +252,36 @@ fn overlays_blend_change_live_and_fade_without_restarts() {
 #[test]
 fn destinations_attach_and_detach_while_the_program_runs() {
     let a = RtspCamera::start("red");
+    let b = RtspCamera::start("blue");
     let i1 = RtmpIngest::start();
     let i2 = RtmpIngest::start();
-    let mut agent = setup(&[("a", &a)], &[&i1, &i2]);
+    let mut agent = setup(&[("a", &a), ("b", &b)], &[&i1, &i2]);
     agent.start_program(&["a"], &["d1"]);
     let t = Instant::now();
-    agent.ok(&["program", "attach", "d2"]);
+    agent.ok(&["destination", "attach", "d2"]);
     i2.wait_for_recordings(1, Duration::from_secs(3));
     eprintln!("attached destination receiving after {:.2} s", t.elapsed().as_secs_f64());
-    std::thread::sleep(Duration::from_secs(2));
-    agent.ok(&["program", "detach", "d2"]);
+    // A camera that was not part of the program: pre-roll it, then the cut is instant.
+    agent.ok(&["program", "preroll", "b"]);
+    agent.wait_program(Duration::from_secs(20), "b pre-rolled", |p| {
+        p["cameras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["camera"] == "b" && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200))
+    });
+    agent.ok(&["program", "cut", "b"]);
+    agent.wait_program(Duration::from_millis(500), "b on air at once", |p| p["on_air"]["camera"] == "b");
+    agent.ok(&["destination", "detach", "d2"]);
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     std::thread::sleep(Duration::from_millis(500));
     let (s1, s2) = (size(&i1.recordings()[0]), size(&i2.recordings()[0]));
     std::thread::sleep(Duration::from_secs(2));
     assert!(size(&i1.recordings()[0]) > s1, "d1 carries on after the detach");
     assert_eq!(size(&i2.recordings()[0]), s2, "d2 no longer receives");
-    let _ = stop_and_recording(&mut agent, &i1);
+    let cls = stop_and_recording(&mut agent, &i1);
+    assert!(cls.contains(&'B'), "the pre-rolled camera went on air");
+    assert!(!cls.contains(&'S'), "no slate: the cut to the pre-rolled camera was instant");
     assert_eq!(i2.recordings().len(), 1);
     agent.stop();
 }

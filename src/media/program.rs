@@ -84,6 +84,11 @@ pub enum ProgramCmd {
         op: OverlayOp,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Start decoding a camera (and its backup) ahead of a cut to it.
+    Preroll {
+        camera: ProgramCamera,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Overlay changes. Images are decoded before they reach the bus (`Prepared::load` off the frame
@@ -578,6 +583,25 @@ impl Bus {
             }
             ProgramCmd::SetOutputs { outputs, reply } => {
                 self.outputs.set(outputs).await;
+                let _ = reply.send(Ok(()));
+            }
+            ProgramCmd::Preroll { camera, reply } => {
+                let id = camera.source.camera_id.clone();
+                if !self.ingests.contains_key(&id) {
+                    let prefix = format!("program:{}", self.id);
+                    let ing = DecodeIngest::start(
+                        &prefix,
+                        camera.source.clone(),
+                        self.fmt,
+                        &self.env,
+                        self.env.switcher.stall,
+                    );
+                    self.ingests.insert(id.clone(), ing);
+                    self.switcher.set_backup(&id, camera.backup.as_deref());
+                    self.backups.insert(id.clone(), camera.backup.clone());
+                    self.cameras.push(camera);
+                    self.note("preroll", format!("camera {id} pre-rolled"), false);
+                }
                 let _ = reply.send(Ok(()));
             }
             ProgramCmd::Overlay { op, reply } => {

@@ -106,22 +106,12 @@ impl Encoder {
         let (io_tx, mut io_rx) = mpsc::channel::<ChildIo>(4);
         let offered = Arc::new(AtomicU64::new(0));
         let job = Job::spawn(JobSpec {
-            name: format!("{job_prefix}/encoder"),
-            program: env.ffmpeg.clone(),
-            args: Arc::new(encoder_args(settings)),
             pipe_stdin: true,
             pipe_stdout: true,
-            stale_after: env.stale,
-            first_progress_timeout: env.first_progress_timeout,
             input_activity: Some(offered.clone()),
-            backoff: env.backoff,
-            degraded_after: env.degraded_after,
-            stop_grace: env.stop_grace,
-            stderr_lines: env.stderr_lines,
             io: Some(io_tx),
-            events: Some(env.events.clone()),
-            registry: Some(env.registry.clone()),
             extra_fds: vec![ExtraFd { child_fd: 4, child_writes: false }],
+            ..env.job(format!("{job_prefix}/encoder"), Arc::new(encoder_args(settings)), env.stale)
         });
         let (frames_tx, frames_rx) = mpsc::channel::<(Frame, Vec<u8>)>(3);
         let (pipes_tx, pipes_rx) = mpsc::channel(2);

@@ -183,27 +183,19 @@ impl DecodeIngest {
         let (io_tx, io_rx) = mpsc::channel(4);
         let camera_id = cam.camera_id.clone();
         let job = Job::spawn(JobSpec {
-            name: format!("{job_prefix}/camera:{camera_id}"),
-            program: env.ffmpeg.clone(),
-            args: Arc::new(DecodeArgs {
-                ffprobe: env.ffprobe.clone(),
-                camera: cam,
-                rtsp_timeout: env.rtsp_timeout,
-                format: fmt,
-            }),
-            pipe_stdin: false,
             pipe_stdout: true,
-            stale_after: env.ingest_stale,
-            first_progress_timeout: env.first_progress_timeout,
-            input_activity: None,
-            backoff: env.backoff,
-            degraded_after: env.degraded_after,
-            stop_grace: env.stop_grace,
-            stderr_lines: env.stderr_lines,
             io: Some(io_tx),
-            events: Some(env.events.clone()),
-            registry: Some(env.registry.clone()),
             extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
+            ..env.job(
+                format!("{job_prefix}/camera:{camera_id}"),
+                Arc::new(DecodeArgs {
+                    ffprobe: env.ffprobe.clone(),
+                    camera: cam,
+                    rtsp_timeout: env.rtsp_timeout,
+                    format: fmt,
+                }),
+                env.ingest_stale,
+            )
         });
         let reader = tokio::spawn(read_generations(io_rx, store.clone(), fmt));
         DecodeIngest { camera_id, job, reader, store }

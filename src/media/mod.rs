@@ -24,13 +24,14 @@ pub mod switcher;
 pub mod thumbnail;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::ffmpeg::backoff::BackoffPolicy;
-use crate::ffmpeg::job::JobEvent;
+use crate::ffmpeg::job::{ArgSource, JobEvent, JobSpec};
 use crate::ffmpeg::registry::Registry;
 
 /// What every media job needs from the agent: binaries, supervision settings, where to report.
@@ -54,6 +55,28 @@ pub struct MediaEnv {
 }
 
 impl MediaEnv {
+    /// A job with this environment's supervision settings and no pipes; callers add theirs.
+    pub fn job(&self, name: String, args: Arc<dyn ArgSource>, stale_after: Duration) -> JobSpec {
+        JobSpec {
+            name,
+            program: self.ffmpeg.clone(),
+            args,
+            pipe_stdin: false,
+            pipe_stdout: false,
+            stale_after,
+            first_progress_timeout: self.first_progress_timeout,
+            input_activity: None,
+            backoff: self.backoff,
+            degraded_after: self.degraded_after,
+            stop_grace: self.stop_grace,
+            stderr_lines: self.stderr_lines,
+            io: None,
+            events: Some(self.events.clone()),
+            registry: Some(self.registry.clone()),
+            extra_fds: vec![],
+        }
+    }
+
     pub fn new(cfg: &Config, registry: Registry, events: mpsc::Sender<JobEvent>) -> MediaEnv {
         let f = &cfg.ffmpeg;
         MediaEnv {

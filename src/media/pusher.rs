@@ -70,22 +70,14 @@ impl Pusher {
             Ingest::Backup => ":backup".into(),
         };
         let job = Job::spawn(JobSpec {
-            name: format!("{job_prefix}/push:{}{suffix}", target.destination_id),
-            program: env.ffmpeg.clone(),
-            args: Arc::new(pusher_args(&target)),
             pipe_stdin: true,
-            pipe_stdout: false,
-            stale_after: env.stale,
-            first_progress_timeout: env.first_progress_timeout,
             input_activity: Some(offered.clone()),
-            backoff: env.backoff,
-            degraded_after: env.degraded_after,
-            stop_grace: env.stop_grace,
-            stderr_lines: env.stderr_lines,
             io: Some(io_tx),
-            events: Some(env.events.clone()),
-            registry: Some(env.registry.clone()),
-            extra_fds: vec![],
+            ..env.job(
+                format!("{job_prefix}/push:{}{suffix}", target.destination_id),
+                Arc::new(pusher_args(&target)),
+                env.stale,
+            )
         });
         let stats = Arc::new(Mutex::new(SubStats::default()));
         let writer = tokio::spawn(feed(fanout.clone(), io_rx, offered, stats.clone()));

@@ -121,26 +121,17 @@ impl Relay {
         let fanout = Fanout::new(env.queue_bytes);
         let (io_tx, io_rx) = mpsc::channel(4);
         let ingest = Job::spawn(JobSpec {
-            name: format!("relay:{}/ingest", spec.id),
-            program: env.ffmpeg.clone(),
-            args: Arc::new(IngestArgs {
-                ffprobe: env.ffprobe.clone(),
-                camera: spec.camera.clone(),
-                rtsp_timeout: env.rtsp_timeout,
-            }),
-            pipe_stdin: false,
             pipe_stdout: true,
-            stale_after: env.ingest_stale,
-            first_progress_timeout: env.first_progress_timeout,
-            input_activity: None,
-            backoff: env.backoff,
-            degraded_after: env.degraded_after,
-            stop_grace: env.stop_grace,
-            stderr_lines: env.stderr_lines,
             io: Some(io_tx),
-            events: Some(env.events.clone()),
-            registry: Some(env.registry.clone()),
-            extra_fds: vec![],
+            ..env.job(
+                format!("relay:{}/ingest", spec.id),
+                Arc::new(IngestArgs {
+                    ffprobe: env.ffprobe.clone(),
+                    camera: spec.camera.clone(),
+                    rtsp_timeout: env.rtsp_timeout,
+                }),
+                env.ingest_stale,
+            )
         });
         let reader = tokio::spawn(read_flv_generations(spec.id.clone(), fanout.clone(), io_rx));
         let outputs = Outputs::new(&format!("relay:{}", spec.id), &fanout, env);

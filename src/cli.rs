@@ -41,6 +41,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent daemon (keeps desired streams live until stopped with SIGTERM/SIGINT).
     Run,
+    /// A demo show on two built-in sources (cuts, logo, clock, lower third) to a local recording or
+    /// an RTMP URL. Needs no configuration; Ctrl-C stops it.
+    Demo {
+        /// Recording to write (FLV). Ignored with --rtmp.
+        #[arg(long, default_value = "vistter-demo.flv")]
+        out: PathBuf,
+        /// Push to this RTMP(S) URL (stream key included) instead of a file.
+        #[arg(long)]
+        rtmp: Option<String>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        #[arg(long, value_parser = parse_size, default_value = "1280x720")]
+        size: (u32, u32),
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Video bitrate, kbit/s.
+        #[arg(long, default_value_t = 2500)]
+        bitrate: u32,
+        /// Seconds on each source before the next cut.
+        #[arg(long, default_value_t = 8)]
+        cut_every: u64,
+    },
     /// Validate the configuration and print the effective values.
     CheckConfig,
     /// Manage cameras.
@@ -450,6 +473,9 @@ fn init_tracing(cfg: &Config, daemon: bool) {
 async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
     match cmd {
         Command::Run => run_daemon(cfg).await,
+        Command::Demo { out, rtmp, seconds, size, fps, bitrate, cut_every } => {
+            demo(cfg, out, rtmp, seconds, size, fps, bitrate, cut_every).await
+        }
         Command::CheckConfig => {
             let text = toml::to_string_pretty(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
             println!("# configuration is valid; effective values:\n{text}");
@@ -479,6 +505,65 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn demo(
+    cfg: Config,
+    out: PathBuf,
+    rtmp: Option<String>,
+    seconds: Option<u64>,
+    size: (u32, u32),
+    fps: u32,
+    bitrate: u32,
+    cut_every: u64,
+) -> Result<(), CliError> {
+    if size.0 % 2 == 1 || size.1 % 2 == 1 || size.0 < 64 || size.1 < 36 || size.0 > 3840 || size.1 > 2160 {
+        return Err(CliError::Invalid("--size must be even, between 64x36 and 3840x2160".into()));
+    }
+    if !(1..=60).contains(&fps) || 48_000 % fps != 0 {
+        return Err(CliError::Invalid("--fps must divide 48000 (e.g. 24, 25, 30, 50, 60)".into()));
+    }
+    let (output, shown) = match rtmp {
+        Some(u) if u.starts_with("rtmp://") || u.starts_with("rtmps://") => {
+            let shown = match u.rfind('/') {
+                Some(i) if i > "rtmps://".len() => format!("{}/***", &u[..i]),
+                _ => u.clone(),
+            };
+            (u, shown)
+        }
+        Some(u) => return Err(CliError::Invalid(format!("--rtmp {u:?}: only rtmp:// and rtmps:// URLs"))),
+        None => {
+            let p = std::path::absolute(&out).unwrap_or(out);
+            (p.display().to_string(), p.display().to_string())
+        }
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(format!("{}: {e}", cfg.data_dir.display())))?;
+    println!(
+        "vistter-agent demo: two built-in sources, a cut every {cut_every} s, logo, clock and lower third, {}x{} at {fps} fps\n  → {shown}{}\n  Ctrl-C to stop.",
+        size.0,
+        size.1,
+        if shown.starts_with("rtmp") { String::new() } else { format!("\n  watch it with: ffplay {shown}   (or open it in VLC)") }
+    );
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        t.cancel();
+    });
+    let opts = crate::demo::DemoOptions {
+        output,
+        format: crate::media::ingest::ProgramFormat { width: size.0, height: size.1, fps },
+        bitrate_kbps: bitrate,
+        duration: seconds.map(Duration::from_secs),
+        cut_every: Duration::from_secs(cut_every.max(1)),
+    };
+    crate::demo::run(&cfg, opts, token).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("demo stopped");
+    Ok(())
 }
 
 async fn run_daemon(cfg: Config) -> Result<(), CliError> {

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod error;
 pub mod ffmpeg;
 pub mod local_api;

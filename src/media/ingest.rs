@@ -157,9 +157,25 @@ pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp
     a
 }
 
+/// Built-in synthetic sources for the demo: `lavfi:VIDEO_GRAPH|AUDIO_GRAPH`, paced in real time.
+pub fn synthetic_args(spec: &str, fmt: ProgramFormat) -> Argv {
+    let (video, audio) = spec.split_once('|').unwrap_or((spec, "anullsrc=channel_layout=stereo:sample_rate=48000"));
+    let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    common_prefix()
+        .args(["-re", "-f", "lavfi", "-i", video, "-re", "-f", "lavfi", "-i", audio])
+        .args(["-map", "0:v:0", "-vf"])
+        .arg(format!("fps={f},scale={w}:{h},setsar=1,format=yuv420p"))
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"])
+        .args(["-map", "1:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"])
+}
+
 impl ArgSource for DecodeArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
+        if let Some(spec) = cam.url.expose().strip_prefix("lavfi:") {
+            let a = synthetic_args(spec, fmt);
+            return Box::pin(async move { Ok(a) });
+        }
         Box::pin(async move {
             let probe = probe_camera(&ffprobe, &cam, t)
                 .await

@@ -330,51 +330,12 @@ pub enum ProgramCmdArgs {
     },
 }
 
-// Parsed once per process: the size of the biggest variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum OverlayCmdArgs {
     /// Show (or replace) an overlay. Text may hold {{time}}, {{date}} and {{var:NAME}}.
     Show {
-        /// Overlay id (showing the same id again replaces it).
-        overlay: String,
-        /// text · image · logo · lower_third (default: text if --text, else image).
-        #[arg(long = "type")]
-        kind: Option<String>,
-        #[arg(long)]
-        text: Option<String>,
-        /// PNG file.
-        #[arg(long)]
-        image: Option<PathBuf>,
-        /// top_left · top_right · bottom_left · bottom_right · center · lower_third
-        #[arg(long)]
-        position: Option<String>,
-        /// Pixels, or a percentage like 5%.
-        #[arg(long, allow_hyphen_values = true)]
-        offset_x: Option<String>,
-        #[arg(long, allow_hyphen_values = true)]
-        offset_y: Option<String>,
-        #[arg(long)]
-        scale: Option<f32>,
-        /// 0..1
-        #[arg(long)]
-        opacity: Option<f32>,
-        /// Z-order: higher is on top.
-        #[arg(long, allow_hyphen_values = true)]
-        layer: Option<i32>,
-        #[arg(long)]
-        font_size: Option<f32>,
-        /// #rrggbb or #rrggbbaa
-        #[arg(long)]
-        color: Option<String>,
-        #[arg(long)]
-        background: Option<String>,
-        /// Fade-in, ms.
-        #[arg(long)]
-        fade_in: Option<u64>,
-        /// Fade-out when hidden, ms.
-        #[arg(long)]
-        fade_out: Option<u64>,
+        #[command(flatten)]
+        overlay: Box<crate::local_api::OverlayRequest>,
         #[arg(long, default_value = "main")]
         program: String,
     },
@@ -906,54 +867,28 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// One request to the running daemon; a refusal carries the daemon's exit code.
+async fn ask_daemon(cfg: &Config, req: &crate::local_api::Request) -> Result<serde_json::Value, CliError> {
+    let resp = crate::local_api::call(&cfg.data_dir, req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
+    if !resp.ok {
+        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
+    }
+    Ok(resp.result)
+}
+
 async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), CliError> {
-    use crate::local_api::{OverlayRequest, Request};
+    use crate::local_api::Request;
     let req = match cmd {
-        OverlayCmdArgs::Show {
-            overlay,
-            kind,
-            text,
-            image,
-            position,
-            offset_x,
-            offset_y,
-            scale,
-            opacity,
-            layer,
-            font_size,
-            color,
-            background,
-            fade_in,
-            fade_out,
-            program,
-        } => Request::OverlayShow {
-            id: program,
-            overlay: OverlayRequest {
-                id: overlay,
-                kind: kind.unwrap_or_else(|| if text.is_some() { "text".into() } else { "image".into() }),
-                text,
-                image: image.map(|p| std::path::absolute(&p).unwrap_or(p)),
-                position,
-                offset_x,
-                offset_y,
-                scale,
-                opacity,
-                layer,
-                font_size,
-                color,
-                background,
-                fade_in_ms: fade_in,
-                fade_out_ms: fade_out,
-            },
-        },
+        OverlayCmdArgs::Show { mut overlay, program } => {
+            // The daemon may run in another directory.
+            overlay.image = overlay.image.map(|p| std::path::absolute(&p).unwrap_or(p));
+            Request::OverlayShow { id: program, overlay: *overlay }
+        }
         OverlayCmdArgs::Hide { overlay, program } => Request::OverlayHide { id: program, overlay },
         OverlayCmdArgs::SetVar { name, value, program } => Request::OverlaySetVar { id: program, name, value },
         OverlayCmdArgs::Clear { program } => Request::OverlayClear { id: program },
     };
-    let resp = crate::local_api::call(&cfg.data_dir, &req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
-    if !resp.ok {
-        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
-    }
+    ask_daemon(cfg, &req).await?;
     println!("ok");
     Ok(())
 }
@@ -987,14 +922,9 @@ async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
         ProgramCmdArgs::Status { json, id } => (Request::ProgramStatus { id }, json),
         ProgramCmdArgs::Stop { id } => (Request::ProgramStop { id }, false),
         ProgramCmdArgs::Thumbnail { source, out, id } => {
-            let resp = crate::local_api::call(&cfg.data_dir, &Request::Thumbnail { id, source })
-                .await
-                .map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
-            if !resp.ok {
-                return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
-            }
+            let result = ask_daemon(cfg, &Request::Thumbnail { id, source }).await?;
             use base64::Engine;
-            let b64 = resp.result["jpeg_base64"].as_str().unwrap_or_default();
+            let b64 = result["jpeg_base64"].as_str().unwrap_or_default();
             let jpeg = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|e| CliError::Failed(format!("bad thumbnail from the agent: {e}")))?;
@@ -1004,14 +934,11 @@ async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
         }
     };
     let status = matches!(req, Request::ProgramStatus { .. });
-    let resp = crate::local_api::call(&cfg.data_dir, &req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
-    if !resp.ok {
-        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
-    }
+    let result = ask_daemon(cfg, &req).await?;
     if json_out {
-        print_json(&resp.result);
+        print_json(&result);
     } else if status {
-        for p in resp.result.as_array().into_iter().flatten() {
+        for p in result.as_array().into_iter().flatten() {
             let on_air = match p["on_air"]["kind"].as_str() {
                 Some("camera") => format!("camera {}", p["on_air"]["camera"].as_str().unwrap_or("?")),
                 _ => "slate".to_string(),
@@ -1038,10 +965,10 @@ async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
                 println!("  → {:<14} {}", o["destination"].as_str().unwrap_or("?"), o["phase"].as_str().unwrap_or("?"));
             }
         }
-    } else if resp.result.is_null() {
+    } else if result.is_null() {
         println!("ok");
     } else {
-        println!("{}", resp.result);
+        println!("{result}");
     }
     Ok(())
 }

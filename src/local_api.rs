@@ -92,29 +92,51 @@ pub enum Request {
     },
 }
 
-/// An overlay as an operator (or, later, the timeline's `show_overlay`) describes it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// An overlay as an operator (or, later, the timeline's `show_overlay`) describes it; also the
+/// `overlay show` command line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct OverlayRequest {
+    /// Overlay id (showing the same id again replaces it).
     pub id: String,
-    /// text · image · logo · lower_third
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// text · image · logo · lower_third (default: text if there is text, else image).
+    #[serde(rename = "type", default)]
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Text; may hold {{time}}, {{date}} and {{var:NAME}}.
+    #[arg(long)]
     pub text: Option<String>,
+    /// PNG file.
+    #[arg(long)]
     pub image: Option<PathBuf>,
     /// top_left · top_right · bottom_left · bottom_right · center · lower_third
+    #[arg(long)]
     pub position: Option<String>,
     /// Pixels ("12") or percent of the frame ("5%").
+    #[arg(long, allow_hyphen_values = true)]
     pub offset_x: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
     pub offset_y: Option<String>,
+    #[arg(long)]
     pub scale: Option<f32>,
+    /// 0..1
+    #[arg(long)]
     pub opacity: Option<f32>,
+    /// Z-order: higher is on top.
+    #[arg(long, allow_hyphen_values = true)]
     pub layer: Option<i32>,
+    #[arg(long)]
     pub font_size: Option<f32>,
     /// "#rrggbb" or "#rrggbbaa".
+    #[arg(long)]
     pub color: Option<String>,
+    #[arg(long)]
     pub background: Option<String>,
+    /// Fade-in, ms.
+    #[arg(long = "fade-in")]
     pub fade_in_ms: Option<u64>,
+    /// Fade-out when hidden, ms.
+    #[arg(long = "fade-out")]
     pub fade_out_ms: Option<u64>,
 }
 
@@ -140,9 +162,10 @@ impl OverlayRequest {
         let colour = self.color.as_deref().map(parse_colour).transpose()?.unwrap_or([255, 255, 255, 255]);
         let background = self.background.as_deref().map(parse_colour).transpose()?;
         let font_size = self.font_size.unwrap_or(32.0);
-        let text = || self.text.clone().ok_or_else(|| format!("a {} overlay needs text", self.kind));
-        let image = || self.image.clone().ok_or_else(|| format!("a {} overlay needs an image", self.kind));
-        let kind = match self.kind.as_str() {
+        let kind = self.kind.clone().unwrap_or_else(|| if self.text.is_some() { "text" } else { "image" }.into());
+        let text = || self.text.clone().ok_or_else(|| format!("a {kind} overlay needs text"));
+        let image = || self.image.clone().ok_or_else(|| format!("a {kind} overlay needs an image"));
+        let kind = match kind.as_str() {
             "text" => OverlayKind::Text { text: text()?, font_size, color: colour, background },
             "image" => OverlayKind::Image { png: image()? },
             "logo" => OverlayKind::Logo { png: image()? },

@@ -47,7 +47,9 @@ pub struct Config {
 pub struct ProgramConfig {
     /// No fresh frame for this long: hold the last frame.
     pub stall_ms: u64,
-    /// No fresh frame for this long: backup camera or slate.
+    /// No fresh frame for this long: backup camera or slate. 900, not DESIGN's 1000: measured from
+    /// the camera's last frame, 1000 ms plus a frame tick and the decoder's latency put the slate
+    /// on air 1.03–1.08 s after a camera dies, past the 1 s promise.
     pub fallback_ms: u64,
     /// A recovered camera must deliver steadily this long before it is back on air.
     pub recover_ms: u64,
@@ -64,7 +66,7 @@ impl Default for ProgramConfig {
     fn default() -> Self {
         ProgramConfig {
             stall_ms: 500,
-            fallback_ms: 1000,
+            fallback_ms: 900,
             recover_ms: 3000,
             degrade_slow_speed: 0.95,
             degrade_window_s: 10,

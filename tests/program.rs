@@ -46,14 +46,16 @@ fn stop_and_recording(agent: &mut TestAgent, ingest: &RtmpIngest) -> Vec<char> {
 }
 
 /// Ten scheduled cuts A→B→A…: each lands within one frame of its scheduled program time, with one
-/// recording and one encoder process for the whole run.
+/// recording and one encoder process for the whole run. At 30 fps, where a frame (33.3 ms) is not a
+/// whole number of nanoseconds and cuts fall exactly on frame times.
 #[test]
 fn scheduled_cuts_are_frame_accurate_without_reconnect() {
+    const FPS: f64 = 30.0;
     let a = RtspCamera::start("red");
     let b = RtspCamera::start("blue");
     let ingest = RtmpIngest::start();
     let mut agent = setup(&[("a", &a), ("b", &b)], &[&ingest]);
-    agent.start_program(&["a", "b"], &["d1"]);
+    agent.start_program_fps(&["a", "b"], &["d1"], 30);
     let encoder_pid = agent.program("main")["encoder"]["pid"].as_u64();
     let base = program_time(&agent).ceil() + 2.0;
     let cuts: Vec<(f64, &str, char)> = (0..10)
@@ -70,12 +72,16 @@ fn scheduled_cuts_are_frame_accurate_without_reconnect() {
     let cls = stop_and_recording(&mut agent, &ingest);
     let mut errors = Vec::new();
     for (at, cam, want) in &cuts {
-        let expected = (at * FPS).ceil() as usize;
+        let expected = (at * FPS - 1e-6).ceil() as usize; // at*fps may land a hair above an integer
         let actual = first_from(&cls, expected.saturating_sub(10), *want).unwrap_or(usize::MAX);
         errors.push(actual as i64 - expected as i64);
-        assert!(actual.abs_diff(expected) <= 1, "cut to {cam} at {at:.3} s: frame {actual}, expected {expected}");
     }
     eprintln!("cut errors in frames: {errors:?}");
+    assert!(errors.iter().all(|e| e.abs() <= 1), "every cut within ±1 frame: {errors:?}");
+    assert!(
+        errors.iter().filter(|e| **e == 0).count() >= 9,
+        "cuts on exact frame times land on that frame: {errors:?}"
+    );
     agent.stop();
 }
 
@@ -113,7 +119,8 @@ fn a_dead_camera_goes_to_slate_and_comes_back() {
     let back = first_from(&cls, slate, 'B').expect("b back on air");
     let to_back = back as f64 / FPS - t_first;
     eprintln!("camera death → slate: {to_slate:.2} s; first frames → on air: {to_back:.2} s");
-    assert!(to_slate <= 1.0 + 0.1, "slate after {to_slate:.2} s");
+    // t_kill is read just before the kill: allow the CLI's round trip (tens of ms).
+    assert!(to_slate <= 1.0 + 0.05, "slate after {to_slate:.2} s");
     assert!(to_back <= 5.0, "camera back after {to_back:.2} s");
     let log = agent.log();
     assert!(log.contains("fallback_on") && log.contains("fallback_off"), "events recorded");
@@ -160,7 +167,7 @@ fn a_hung_camera_is_replaced_by_its_backup() {
     let green = first_from(&cls, hang_frame, 'G').expect("backup on air");
     let took = (green - hang_frame) as f64 / FPS;
     eprintln!("camera hang → backup: {took:.2} s");
-    assert!(took <= 1.0 + 0.1, "backup after {took:.2} s");
+    assert!(took <= 1.0 + 0.05, "backup after {took:.2} s");
     assert!(!cls[hang_frame..green].contains(&'S'), "no slate while the backup was healthy");
     agent.stop();
 }

@@ -227,6 +227,12 @@ impl Program {
     }
 }
 
+/// When frame `k` of a segment is due, relative to the segment's start (never before k/fps).
+fn frame_offset(k: u64, fps: u32) -> Duration {
+    let nanos = (k as u128 * 1_000_000_000).div_ceil(fps as u128);
+    Duration::from_nanos(nanos as u64)
+}
+
 /// The text of the generated slate card.
 fn slate_card(fmt: ProgramFormat) -> Option<Compositor> {
     let mut c = Compositor::new(fmt.width, fmt.height, None).ok()?;
@@ -365,13 +371,16 @@ impl Bus {
             self.switcher.cut(&first, t0, Duration::ZERO);
         }
         let mut interval = self.fmt.frame_interval();
+        let mut fps = self.fmt.fps;
         let mut seg_start = t0;
         let mut k: u64 = 0;
         let mut frames: u64 = 0;
         let mut audio = Vec::with_capacity(self.fmt.samples_per_frame());
         let mut on_air_source: Option<String> = None;
         let done = loop {
-            let deadline = seg_start + interval.mul_f64(k as f64);
+            // Exact integer nanoseconds: with a rounded interval, frame n of a 30 fps program
+            // fell a hair before n/30 s and a cut scheduled exactly on a frame waited one more.
+            let deadline = seg_start + frame_offset(k, fps);
             tokio::select! {
                 biased;
                 d = &mut stop => break d.ok(),
@@ -396,6 +405,7 @@ impl Bus {
                         if let Some(action) = self.degrade_sample(deadline) {
                             self.apply(action).await;
                             interval = self.fmt.frame_interval();
+                            fps = self.fmt.fps;
                             seg_start = Instant::now();
                             k = 0;
                         }
@@ -671,5 +681,19 @@ impl Bus {
 
     fn switcher_on_air(&self) -> (Visual, bool) {
         self.switcher.last_decision().map(|d| (d.main.clone(), d.holding)).unwrap_or((Visual::Slate, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_deadlines_are_exact() {
+        assert_eq!(frame_offset(330, 30), Duration::from_secs(11), "frame 330 of 30 fps is due at exactly 11 s");
+        assert_eq!(frame_offset(1, 30), Duration::from_nanos(33_333_334), "never before k/fps");
+        assert_eq!(frame_offset(25, 25), Duration::from_secs(1));
+        assert!((1..10_000u64)
+            .all(|k| frame_offset(k, 30) >= Duration::from_secs_f64(k as f64 / 30.0) - Duration::from_nanos(1)));
     }
 }

@@ -185,7 +185,13 @@ impl TestAgent {
     /// Starts a small test program (320x180, 25 fps) once the daemon's socket answers, and waits
     /// until the encoder and every destination run.
     pub fn start_program(&self, cameras: &[&str], destinations: &[&str]) {
-        let mut args = vec!["program", "start", "--size", "320x180", "--fps", "25", "--bitrate", "400"];
+        self.start_program_fps(cameras, destinations, 25)
+    }
+
+    /// `start_program` at another frame rate.
+    pub fn start_program_fps(&self, cameras: &[&str], destinations: &[&str], fps: u32) {
+        let fps = fps.to_string();
+        let mut args = vec!["program", "start", "--size", "320x180", "--fps", &fps, "--bitrate", "400"];
         for c in cameras {
             args.extend(["--camera", c]);
         }

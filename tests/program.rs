@@ -71,7 +71,7 @@ fn scheduled_cuts_are_frame_accurate_without_reconnect() {
     assert_eq!(agent.program("main")["encoder"]["pid"].as_u64(), encoder_pid, "the encoder was never restarted");
     let cls = stop_and_recording(&mut agent, &ingest);
     let mut errors = Vec::new();
-    for (at, cam, want) in &cuts {
+    for (at, _cam, want) in &cuts {
         let expected = (at * FPS - 1e-6).ceil() as usize; // at*fps may land a hair above an integer
         let actual = first_from(&cls, expected.saturating_sub(10), *want).unwrap_or(usize::MAX);
         errors.push(actual as i64 - expected as i64);

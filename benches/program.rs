@@ -262,15 +262,14 @@ fn children_of(pid: u32) -> Vec<(u32, Stat)> {
     v
 }
 
-/// (busy, total) jiffies of the whole machine, from /proc/stat.
+/// (busy, steal) jiffies of the whole machine, from /proc/stat: busy = user + nice + system + irq +
+/// softirq (guest time is already in user); steal = time the hypervisor gave this VM's CPUs to others.
 fn machine_jiffies() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total.saturating_sub(idle), total)
+    let f = |i: usize| v.get(i).copied().unwrap_or(0);
+    (f(0) + f(1) + f(2) + f(5) + f(6), f(7))
 }
 
 #[derive(Default, Clone)]
@@ -388,9 +387,10 @@ impl Meter {
         v
     }
 
-    /// Busy share of the whole machine over the window, in cores.
-    fn machine_cores(&self, tck: f64) -> f64 {
-        self.machine.0.saturating_sub(self.machine0.0) as f64 / tck / self.wall.as_secs_f64().max(1e-9)
+    /// (busy, stolen) cores of the whole machine over the window.
+    fn machine_cores(&self, tck: f64) -> (f64, f64) {
+        let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / tck / self.wall.as_secs_f64().max(1e-9);
+        (per_s(self.machine.0, self.machine0.0), per_s(self.machine.1, self.machine0.1))
     }
 }
 
@@ -592,7 +592,15 @@ fn main() {
     let threads = cpu.meter.thread_cpu();
 
     // ---- Part 2: cuts. -------------------------------------------------------------------------
-    let base = program_time(&agent).ceil() + 3.0 + cut_offset_s;
+    // A calibration pair first: b at half a frame after a boundary (no rounding question: it must
+    // land on the next frame), back to a 15 frames later. Where it shows up in the recording says
+    // whether recording frame i really is program frame i in this run.
+    let whole = program_time(&agent).ceil() + 1.0;
+    let cal_at = whole + 0.5 / FPS;
+    let cal_expected = (cal_at * FPS).ceil() as usize;
+    agent.ok(&["program", "cut", "b", "--at", &format!("{cal_at:.4}")]);
+    agent.ok(&["program", "cut", "a", "--at", &format!("{:.4}", cal_at + 15.0 / FPS)]);
+    let base = whole + 2.0 + cut_offset_s;
     let cuts: Vec<Cut> = (0..n_cuts)
         .map(|k| {
             let at = base + k as f64 * CUT_SPACING_S;
@@ -653,7 +661,6 @@ fn main() {
         let id = format!("g{i}");
         add_destination(&agent, &id, &ing, &format!("golive-{i}"));
         let t = Instant::now();
-        eprintln!("ATTACH {id} at {:?}", std::time::SystemTime::now());
         agent.ok(&["program", "attach", &id]);
         let cli_s = t.elapsed().as_secs_f64();
         let took = wait_first_recording(&ing, t, Duration::from_secs(30));
@@ -663,7 +670,6 @@ fn main() {
         agent.ok(&["program", "detach", &id]);
         thread::sleep(Duration::from_millis(500));
     }
-    std::fs::write("/tmp/pb-agent.log", agent.log()).unwrap();
     agent.ok(&["program", "stop"]);
     let mut colds = Vec::new();
     for i in 0..n_cold {
@@ -698,6 +704,7 @@ fn main() {
     let root = m.root();
     let agent_pct = pct(root.ticks());
 
+    let cal_offset = first_from(&cls, cal_expected.saturating_sub(10), 'B').map(|i| i as i64 - cal_expected as i64);
     let cut_errors: Vec<Option<i64>> = cuts
         .iter()
         .map(|c| first_from(&cls, c.expected.saturating_sub(10), c.want).map(|a| a as i64 - c.expected as i64))
@@ -732,14 +739,14 @@ fn main() {
         cpu.before["encoder_name"].as_str().unwrap_or("?")
     );
     let ours: u64 = m.procs.values().map(Tracked::ticks).sum();
-    let machine = m.machine_cores(tck);
+    let (machine, steal) = m.machine_cores(tck);
+    let ours = ours as f64 / tck / wall;
     println!(
         "machine: {} cores, shared with other work, so these numbers are noisy: during the CPU window it was busy \
-         {machine:.2} cores, {:.2} of them this benchmark, {:.2} anything else. CLK_TCK {tck}, parts 1-3 in one program \
-         (one recording), part 4 in two more; whole run {:.0} s",
+         {machine:.2} cores, {ours:.2} of them this benchmark, {:.2} anything else; {steal:.2} cores stolen by the \
+         hypervisor. CLK_TCK {tck}; parts 1-3 in one program (one recording), part 4 in two more; whole run {:.0} s",
         thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        ours as f64 / tck / wall,
-        (machine - ours as f64 / tck / wall).max(0.0),
+        (machine - ours).max(0.0),
         run_start.elapsed().as_secs_f64()
     );
     println!();
@@ -776,6 +783,24 @@ fn main() {
         format!("<= {ATTACH_TARGET_S:.0} s"),
         attach_max <= ATTACH_TARGET_S,
     );
+    match cal_offset {
+        Some(0) => println!(
+            "    calibration cut at {cal_at:.4} s (half a frame after a boundary) landed on frame {cal_expected} as \
+             expected: recording frame i is program frame i in this run"
+        ),
+        Some(off) => {
+            let (cmin, cmax) =
+                (found.iter().map(|e| e - off).min().unwrap_or(0), found.iter().map(|e| e - off).max().unwrap_or(0));
+            println!(
+                "    NOTE: the calibration cut at {cal_at:.4} s (half a frame after a boundary) landed {off:+} frame(s) \
+                 from frame {cal_expected}: this run's recording is shifted by {off:+} frame(s) against the program \
+                 clock (dropped_frames does not count it). Without that shift: cut errors min {cmin:+} max {cmax:+}, \
+                 slate max {:.3} s",
+                slate_max - off as f64 / FPS
+            );
+        }
+        None => println!("    calibration cut at {cal_at:.4} s not found in the recording"),
+    }
 
     // Details, part 1.
     println!();

@@ -549,6 +549,10 @@ fn main() {
     agent.spawn();
     let agent_pid = agent.pid().expect("agent pid");
     eprintln!("agent daemon pid {agent_pid}");
+    let fallback_ms = agent
+        .ok(&["check-config"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fallback_ms")?.trim().strip_prefix('=')?.trim().parse::<u64>().ok());
 
     // ---- Part 1: CPU. ------------------------------------------------------------------------
     let t = Instant::now();
@@ -949,8 +953,10 @@ fn main() {
         );
     }
     println!(
-        "   mean {slate_mean:.3} s, max {slate_max:.3} s (the fallback fires 1000 ms after the camera's last frame, which \
-         can precede the kill by up to a frame; floor(t_kill x fps) and the frame clock each add up to a frame)"
+        "   mean {slate_mean:.3} s, max {slate_max:.3} s (the fallback fires program.fallback_ms = {} after the \
+         camera's last frame, which can precede the kill by up to a frame; floor(t_kill x fps) and the frame clock \
+         each add up to a frame)",
+        fallback_ms.map(|f| format!("{f} ms")).unwrap_or_else(|| "?".into())
     );
 
     // Details, part 4.

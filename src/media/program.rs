@@ -278,7 +278,7 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
     let scale = (fmt.width as f64 / iw).min(fmt.height as f64 / ih);
     let (dw, dh) = ((iw * scale) as u32, (ih * scale) as u32);
     let (ox, oy) = ((fmt.width - dw) / 2, (fmt.height - dh) / 2);
-    let (w, h) = (fmt.width as usize, fmt.height as usize);
+    let w = fmt.width as usize;
     let rgb = |x: u32, y: u32| {
         let sx = ((x as f64 / scale) as usize).min(info.width as usize - 1);
         let sy = ((y as f64 / scale) as usize).min(info.height as usize - 1);
@@ -301,7 +301,6 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
             }
         }
     }
-    let _ = h;
     Ok(out)
 }
 
@@ -687,6 +686,22 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slate_png_is_scaled_to_fit_and_letterboxed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slate.png");
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), 4, 2);
+        enc.set_color(png::ColorType::Rgb);
+        enc.write_header().unwrap().write_image_data(&[255, 0, 0].repeat(8)).unwrap();
+        let fmt = ProgramFormat { width: 16, height: 16, fps: 25 };
+        let f = make_slate(fmt, Some(&path));
+        let (r, g, b) = f.rgb_at(8, 8);
+        assert!(r > 200 && g < 40 && b < 40, "the image fills the width: {:?}", (r, g, b));
+        assert!(f.rgb_at(8, 1).0 < 40, "black bars above and below (2:1 image in a square)");
+        let fallback = make_slate(fmt, Some(&dir.path().join("missing.png")));
+        assert_eq!(fallback, Frame::solid(16, 16, (16, 24, 40)), "an unreadable slate image falls back to the card");
+    }
 
     #[test]
     fn frame_deadlines_are_exact() {

@@ -18,5 +18,7 @@ pub mod error;
 pub mod ffmpeg;
 pub mod local_api;
 pub mod media;
+pub mod ptz;
 pub mod secret;
 pub mod store;
+pub mod timeline;

@@ -1,0 +1,796 @@
+//! The timeline contract (DESIGN §5) and its checks.
+//!
+//! A timeline arrives as JSON from an operator, a segment package or the cloud: untrusted. It is
+//! checked twice before anything can play it:
+//! 1. against `schemas/timeline.v1.json` (JSON Schema 2020-12, the published contract), so a client
+//!    in any language gets the same verdict on shape;
+//! 2. semantically, against this appliance: overlapping cues in a track, cues past the timeline's
+//!    end, fades longer than their cue, unknown cameras, presets and assets, duplicate cue ids.
+//!
+//! Every error names the track and the cue. Only a [`Timeline`] that passed both exists in typed
+//! form; the engine never sees raw JSON. Times become integer microseconds here, so the engine's
+//! arithmetic is exact (a cue at 1/3 s stays at 333 333 µs on every loop).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Microseconds: timeline positions and program times.
+pub type Us = i64;
+
+pub const US_PER_S: Us = 1_000_000;
+
+/// The published schema, compiled into the binary so validation never depends on files at run time.
+pub const SCHEMA_JSON: &str = include_str!("../../schemas/timeline.v1.json");
+
+/// Frame rates a program can run at (the audio clock needs 48000 / fps whole samples).
+pub const FPS_ALLOWED: [u32; 12] = [10, 12, 15, 16, 20, 24, 25, 30, 40, 48, 50, 60];
+
+// ---------------------------------------------------------------------------------------------
+// Wire shape (exactly DESIGN §5; unknown members are rejected by the schema and by serde)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineDoc {
+    pub id: String,
+    pub name: String,
+    /// Seconds.
+    pub duration: f64,
+    pub fps: u32,
+    /// "WIDTHxHEIGHT", e.g. "1280x720".
+    pub resolution: String,
+    #[serde(rename = "loop", default)]
+    pub looping: bool,
+    pub tracks: TracksDoc,
+    #[serde(default)]
+    pub fallback: FallbackDoc,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracksDoc {
+    pub video: VideoTrackDoc,
+    #[serde(default)]
+    pub overlays: Vec<OverlayTrackDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VideoTrackDoc {
+    pub cues: Vec<CueDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayTrackDoc {
+    pub layer: i32,
+    pub cues: Vec<CueDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CueDoc {
+    pub id: String,
+    /// Seconds from the timeline's start.
+    pub start_time: f64,
+    /// Seconds.
+    pub duration: f64,
+    pub action: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackDoc {
+    /// A PNG asset shown instead of the generated card.
+    pub slate: Option<String>,
+    /// Stands in for any camera of the show that fails (a camera's own backup comes first).
+    pub backup_camera_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ShowCameraParams {
+    camera_id: String,
+    preset_id: Option<String>,
+    #[serde(default)]
+    transition: TransitionKind,
+    /// Seconds.
+    #[serde(default)]
+    transition_duration: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum TransitionKind {
+    #[default]
+    Cut,
+    Fade,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ShowMediaParams {
+    asset: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+/// `show_overlay` params, as on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayParams {
+    #[serde(rename = "type")]
+    pub kind: OverlayType,
+    pub text: Option<String>,
+    /// An image asset (package-relative path).
+    pub image: Option<String>,
+    pub position: String,
+    pub offset: Option<OffsetDoc>,
+    pub scale: Option<f32>,
+    pub opacity: f32,
+    pub font_size: Option<f32>,
+    pub color: Option<String>,
+    pub background: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub fade_in: f64,
+    /// Seconds; the fade-out ends when the cue ends.
+    #[serde(default)]
+    pub fade_out: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlayType {
+    Text,
+    Image,
+    Logo,
+    LowerThird,
+}
+
+/// Pixels (a number) or percent of the frame ("5%").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetDoc {
+    #[serde(default)]
+    pub x: Option<Value>,
+    #[serde(default)]
+    pub y: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checked, typed form
+// ---------------------------------------------------------------------------------------------
+
+/// A timeline that passed the schema and the semantic checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    pub id: String,
+    pub name: String,
+    pub duration: Us,
+    pub fps: u32,
+    pub width: u32,
+    pub height: u32,
+    pub looping: bool,
+    /// Sorted by start; never overlapping.
+    pub video: Vec<VideoCue>,
+    /// Each track's cues sorted by start, never overlapping.
+    pub overlays: Vec<OverlayTrack>,
+    pub fallback: Fallback,
+    /// The document it came from (stored and shown as is).
+    pub doc: TimelineDoc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoCue {
+    pub id: String,
+    pub start: Us,
+    pub duration: Us,
+    pub source: VideoSource,
+    /// Crossfade length; zero is a hard cut.
+    pub fade: Us,
+}
+
+impl VideoCue {
+    pub fn end(&self) -> Us {
+        self.start + self.duration
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VideoSource {
+    Camera { camera_id: String, preset_id: Option<String> },
+    Media { asset: String },
+    Slate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayTrack {
+    pub layer: i32,
+    pub cues: Vec<OverlayCue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayCue {
+    pub id: String,
+    pub layer: i32,
+    pub start: Us,
+    pub duration: Us,
+    pub fade_in: Us,
+    pub fade_out: Us,
+    pub params: OverlayParams,
+}
+
+impl OverlayCue {
+    pub fn end(&self) -> Us {
+        self.start + self.duration
+    }
+    /// When the hide is issued: early enough for the fade-out to finish at the cue's end.
+    pub fn hide_at(&self) -> Us {
+        self.end() - self.fade_out
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fallback {
+    pub slate: Option<String>,
+    pub backup_camera_id: Option<String>,
+}
+
+impl Timeline {
+    /// Every camera the show may put on air (cues and the fallback), in first-use order.
+    pub fn cameras(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let cues = self.video.iter().filter_map(|c| match &c.source {
+            VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
+            _ => None,
+        });
+        for c in cues.chain(self.fallback.backup_camera_id.clone()) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Every media asset of video cues.
+    pub fn media(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in &self.video {
+            if let VideoSource::Media { asset } = &c.source {
+                if !out.contains(asset) {
+                    out.push(asset.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every asset the timeline refers to (media, images, slate).
+    pub fn assets(&self) -> Vec<String> {
+        let mut out = self.media();
+        let images = self.overlays.iter().flat_map(|t| t.cues.iter()).filter_map(|c| c.params.image.clone());
+        for a in images.chain(self.fallback.slate.clone()) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// A cue's start by id, if it exists (video or overlay).
+    pub fn cue_start(&self, id: &str) -> Option<Us> {
+        self.video
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.start)
+            .or_else(|| self.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == id).map(|c| c.start))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// One problem, located: which track and which cue (or "timeline" for top-level fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineError {
+    /// e.g. `video cue "c4"`, `overlay layer 2 cue "logo"`, `timeline`.
+    pub at: String,
+    /// JSON pointer of the offending value, when it comes from the document.
+    pub pointer: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for TimelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)?;
+        if let Some(p) = &self.pointer {
+            write!(f, " (at {p})")?;
+        }
+        Ok(())
+    }
+}
+
+/// All the problems of a rejected timeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TimelineErrors(pub Vec<TimelineError>);
+
+impl fmt::Display for TimelineErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid timeline: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the appliance has, for the semantic checks.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Camera id → its preset ids.
+    pub cameras: HashMap<String, HashSet<String>>,
+    /// Where package-relative assets live (None: assets are not checked for presence).
+    pub asset_root: Option<PathBuf>,
+}
+
+fn schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: Value = serde_json::from_str(SCHEMA_JSON).expect("the bundled timeline schema is JSON");
+        jsonschema::draft202012::new(&schema).expect("the bundled timeline schema compiles")
+    })
+}
+
+/// Names the track and cue a JSON pointer falls in, reading the ids from the document.
+fn locate(doc: &Value, pointer: &str) -> String {
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    let cue_id = |cue: &Value| cue.get("id").and_then(Value::as_str).map(|s| format!("{s:?}"));
+    match parts.as_slice() {
+        ["tracks", "video", "cues", i, ..] => {
+            let cue = doc.pointer(&format!("/tracks/video/cues/{i}")).unwrap_or(&Value::Null);
+            format!("video cue {}", cue_id(cue).unwrap_or_else(|| format!("#{i}")))
+        }
+        ["tracks", "overlays", t, "cues", i, ..] => {
+            let track = doc.pointer(&format!("/tracks/overlays/{t}")).unwrap_or(&Value::Null);
+            let layer = track.get("layer").map(|l| format!("layer {l}")).unwrap_or_else(|| format!("track #{t}"));
+            let cue = doc.pointer(&format!("/tracks/overlays/{t}/cues/{i}")).unwrap_or(&Value::Null);
+            format!("overlay {layer} cue {}", cue_id(cue).unwrap_or_else(|| format!("#{i}")))
+        }
+        ["tracks", "overlays", t, ..] => format!("overlay track #{t}"),
+        ["tracks", "video", ..] => "video track".into(),
+        ["fallback", ..] => "fallback".into(),
+        _ => "timeline".into(),
+    }
+}
+
+/// Checks a timeline's JSON and returns it typed, or every problem found.
+pub fn parse(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| {
+        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: format!("not JSON: {e}") }])
+    })?;
+    check_value(&doc, inv)
+}
+
+/// As [`parse`], from a parsed JSON value.
+pub fn check_value(doc: &Value, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
+    let mut errs: Vec<TimelineError> = schema()
+        .iter_errors(doc)
+        .map(|e| {
+            let pointer = e.instance_path.to_string();
+            TimelineError { at: locate(doc, &pointer), pointer: Some(pointer), message: e.to_string() }
+        })
+        .collect();
+    if !errs.is_empty() {
+        errs.truncate(20);
+        return Err(TimelineErrors(errs));
+    }
+    let d: TimelineDoc = serde_json::from_value(doc.clone()).map_err(|e| {
+        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
+    })?;
+    semantic(d, inv)
+}
+
+fn us(seconds: f64) -> Us {
+    (seconds * US_PER_S as f64).round() as Us
+}
+
+/// A package-relative path that cannot leave its root.
+pub fn safe_rel_path(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if p.is_empty() || path.is_absolute() {
+        return Err(format!("asset path {p:?} must be relative to the package"));
+    }
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => {}
+            Component::CurDir => {}
+            _ => return Err(format!("asset path {p:?} must stay inside the package (no '..')")),
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
+    let mut errs = Vec::new();
+    let mut err = |at: String, message: String| errs.push(TimelineError { at, pointer: None, message });
+    let duration = us(d.duration);
+    if duration <= 0 {
+        err("timeline".into(), "duration must be positive".into());
+    }
+    if !FPS_ALLOWED.contains(&d.fps) {
+        err("timeline".into(), format!("fps {} is not one of {FPS_ALLOWED:?}", d.fps));
+    }
+    let (width, height) = match d.resolution.split_once('x').map(|(w, h)| (w.parse::<u32>(), h.parse::<u32>())) {
+        Some((Ok(w), Ok(h))) if w > 0 && h > 0 && w % 2 == 0 && h % 2 == 0 && w <= 3840 && h <= 2160 => (w, h),
+        _ => {
+            err("timeline".into(), format!("resolution {:?}: use even WIDTHxHEIGHT up to 3840x2160", d.resolution));
+            (0, 0)
+        }
+    };
+    let mut ids: HashSet<&str> = HashSet::new();
+    let check_asset = |p: &str| -> Result<(), String> {
+        let rel = safe_rel_path(p)?;
+        if let Some(root) = &inv.asset_root {
+            if !root.join(&rel).is_file() {
+                return Err(format!("asset {p:?} is missing"));
+            }
+        }
+        Ok(())
+    };
+    let check_camera = |cam: &str, preset: Option<&str>| -> Result<(), String> {
+        match inv.cameras.get(cam) {
+            None => Err(format!("camera {cam:?} is not configured on this appliance")),
+            Some(presets) => match preset {
+                Some(p) if !presets.contains(p) => Err(format!("camera {cam:?} has no preset {p:?}")),
+                _ => Ok(()),
+            },
+        }
+    };
+    let span = |at: &str, start: Us, dur: Us, errs: &mut Vec<(String, String)>| {
+        if start < 0 {
+            errs.push((at.to_string(), "start_time must not be negative".into()));
+        }
+        if dur <= 0 {
+            errs.push((at.to_string(), "duration must be positive".into()));
+        }
+        if duration > 0 && start + dur > duration {
+            errs.push((
+                at.to_string(),
+                format!(
+                    "ends at {:.3} s, past the timeline's duration of {:.3} s",
+                    (start + dur) as f64 / 1e6,
+                    duration as f64 / 1e6
+                ),
+            ));
+        }
+    };
+    let mut located: Vec<(String, String)> = Vec::new();
+
+    let mut video = Vec::new();
+    for c in &d.tracks.video.cues {
+        let at = format!("video cue {:?}", c.id);
+        if !ids.insert(&c.id) {
+            located.push((at.clone(), "duplicate cue id".into()));
+        }
+        let (start, dur) = (us(c.start_time), us(c.duration));
+        span(&at, start, dur, &mut located);
+        let (source, fade) = match c.action.as_str() {
+            "show_camera" => match serde_json::from_value::<ShowCameraParams>(c.params.clone()) {
+                Ok(p) => {
+                    if let Err(e) = check_camera(&p.camera_id, p.preset_id.as_deref()) {
+                        located.push((at.clone(), e));
+                    }
+                    let fade = match p.transition {
+                        TransitionKind::Cut => 0,
+                        TransitionKind::Fade => us(p.transition_duration),
+                    };
+                    if fade < 0 || (fade > dur && dur > 0) {
+                        located
+                            .push((at.clone(), "transition_duration must be between 0 and the cue's duration".into()));
+                    }
+                    (VideoSource::Camera { camera_id: p.camera_id, preset_id: p.preset_id }, fade.max(0))
+                }
+                Err(e) => {
+                    located.push((at.clone(), format!("params: {e}")));
+                    continue;
+                }
+            },
+            "show_media" => match serde_json::from_value::<ShowMediaParams>(c.params.clone()) {
+                Ok(p) => {
+                    if let Err(e) = check_asset(&p.asset) {
+                        located.push((at.clone(), e));
+                    }
+                    (VideoSource::Media { asset: p.asset }, 0)
+                }
+                Err(e) => {
+                    located.push((at.clone(), format!("params: {e}")));
+                    continue;
+                }
+            },
+            "show_slate" => {
+                let empty = c.params.is_null() || serde_json::from_value::<NoParams>(c.params.clone()).is_ok();
+                if !empty {
+                    located.push((at.clone(), "show_slate takes no params".into()));
+                }
+                (VideoSource::Slate, 0)
+            }
+            other => {
+                located.push((at.clone(), format!("unknown video action {other:?}")));
+                continue;
+            }
+        };
+        video.push(VideoCue { id: c.id.clone(), start, duration: dur, source, fade });
+    }
+    video.sort_by_key(|c| c.start);
+    for w in video.windows(2) {
+        if w[1].start < w[0].end() {
+            located.push((format!("video cue {:?}", w[1].id), format!("overlaps cue {:?} in the same track", w[0].id)));
+        }
+    }
+
+    let mut overlays = Vec::new();
+    let mut layers = HashSet::new();
+    for t in &d.tracks.overlays {
+        if !layers.insert(t.layer) {
+            located.push((format!("overlay layer {}", t.layer), "two overlay tracks use this layer".into()));
+        }
+        let mut cues = Vec::new();
+        for c in &t.cues {
+            let at = format!("overlay layer {} cue {:?}", t.layer, c.id);
+            if !ids.insert(&c.id) {
+                located.push((at.clone(), "duplicate cue id".into()));
+            }
+            let (start, dur) = (us(c.start_time), us(c.duration));
+            span(&at, start, dur, &mut located);
+            if c.action != "show_overlay" {
+                located.push((at.clone(), format!("unknown overlay action {:?}", c.action)));
+                continue;
+            }
+            let p = match serde_json::from_value::<OverlayParams>(c.params.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    located.push((at.clone(), format!("params: {e}")));
+                    continue;
+                }
+            };
+            match p.kind {
+                OverlayType::Text | OverlayType::LowerThird if p.text.as_deref().is_none_or(str::is_empty) => {
+                    located.push((at.clone(), "a text overlay needs text".into()))
+                }
+                OverlayType::Image | OverlayType::Logo if p.image.is_none() => {
+                    located.push((at.clone(), "an image overlay needs an image asset".into()))
+                }
+                _ => {}
+            }
+            if let Some(img) = &p.image {
+                if let Err(e) = check_asset(img) {
+                    located.push((at.clone(), e));
+                }
+            }
+            if !(0.0..=1.0).contains(&p.opacity) {
+                located.push((at.clone(), "opacity must be between 0 and 1".into()));
+            }
+            let (fi, fo) = (us(p.fade_in), us(p.fade_out));
+            if fi < 0 || fo < 0 || (dur > 0 && (fi + fo > dur || fo >= dur)) {
+                located.push((at.clone(), "fade_in + fade_out must fit in the cue's duration".into()));
+            }
+            // Reuse the operator path's checks (position, offsets, colours) so both agree.
+            if let Err(e) = to_overlay_request(&c.id, t.layer, &p, Path::new(".")).to_spec() {
+                located.push((at.clone(), e));
+            }
+            cues.push(OverlayCue {
+                id: c.id.clone(),
+                layer: t.layer,
+                start,
+                duration: dur,
+                fade_in: fi,
+                fade_out: fo,
+                params: p,
+            });
+        }
+        cues.sort_by_key(|c| c.start);
+        for w in cues.windows(2) {
+            if w[1].start < w[0].end() {
+                located.push((
+                    format!("overlay layer {} cue {:?}", t.layer, w[1].id),
+                    format!("overlaps cue {:?} in the same track", w[0].id),
+                ));
+            }
+        }
+        overlays.push(OverlayTrack { layer: t.layer, cues });
+    }
+    overlays.sort_by_key(|t| t.layer);
+
+    if let Some(b) = &d.fallback.backup_camera_id {
+        if let Err(e) = check_camera(b, None) {
+            located.push(("fallback".into(), e));
+        }
+    }
+    if let Some(s) = &d.fallback.slate {
+        if let Err(e) = check_asset(s) {
+            located.push(("fallback".into(), e));
+        }
+    }
+    for (at, message) in located {
+        err(at, message);
+    }
+    if !errs.is_empty() {
+        return Err(TimelineErrors(errs));
+    }
+    Ok(Timeline {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        duration,
+        fps: d.fps,
+        width,
+        height,
+        looping: d.looping,
+        video,
+        overlays,
+        fallback: Fallback { slate: d.fallback.slate.clone(), backup_camera_id: d.fallback.backup_camera_id.clone() },
+        doc: d,
+    })
+}
+
+/// The operator's overlay form of a timeline overlay cue (one code path for both), with image
+/// assets resolved under `asset_root`. The compositor id is the cue id, so consecutive cues on
+/// one layer never hide each other.
+pub fn to_overlay_request(
+    cue_id: &str,
+    layer: i32,
+    p: &OverlayParams,
+    asset_root: &Path,
+) -> crate::local_api::OverlayRequest {
+    let off = |v: &Option<Value>| -> Option<String> {
+        match v {
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    crate::local_api::OverlayRequest {
+        id: cue_id.to_string(),
+        kind: Some(
+            match p.kind {
+                OverlayType::Text => "text",
+                OverlayType::Image => "image",
+                OverlayType::Logo => "logo",
+                OverlayType::LowerThird => "lower_third",
+            }
+            .into(),
+        ),
+        text: p.text.clone(),
+        image: p.image.as_ref().map(|i| asset_root.join(i)),
+        position: Some(p.position.clone()),
+        offset_x: p.offset.as_ref().and_then(|o| off(&o.x)),
+        offset_y: p.offset.as_ref().and_then(|o| off(&o.y)),
+        scale: p.scale,
+        opacity: Some(p.opacity),
+        layer: Some(layer),
+        font_size: p.font_size,
+        color: p.color.clone(),
+        background: p.background.clone(),
+        fade_in_ms: Some((p.fade_in * 1000.0).round() as u64),
+        fade_out_ms: Some((p.fade_out * 1000.0).round() as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inv() -> Inventory {
+        let mut inv = Inventory::default();
+        inv.cameras.insert("cam-a".into(), ["dock".to_string()].into_iter().collect());
+        inv.cameras.insert("cam-b".into(), HashSet::new());
+        inv
+    }
+
+    fn good() -> Value {
+        json!({"id": "marina", "name": "Marina", "duration": 20, "fps": 30, "resolution": "1280x720", "loop": true,
+            "tracks": {"video": {"cues": [
+                {"id": "c1", "start_time": 0, "duration": 10, "action": "show_camera",
+                 "params": {"camera_id": "cam-a", "preset_id": "dock", "transition": "cut"}},
+                {"id": "c2", "start_time": 10, "duration": 10, "action": "show_camera",
+                 "params": {"camera_id": "cam-b", "transition": "fade", "transition_duration": 0.5}}]},
+              "overlays": [{"layer": 2, "cues": [{"id": "clock", "start_time": 0, "duration": 20, "action": "show_overlay",
+                 "params": {"type": "text", "text": "{{time}}", "position": "top_right", "opacity": 0.9,
+                            "offset": {"x": 12, "y": "5%"}, "fade_in": 0.5}}]}]},
+            "fallback": {"backup_camera_id": "cam-b"}})
+    }
+
+    fn errors(doc: Value) -> Vec<String> {
+        check_value(&doc, &inv()).expect_err("must be rejected").0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn a_good_timeline_is_typed_in_microseconds() {
+        let t = check_value(&good(), &inv()).unwrap();
+        assert_eq!(t.duration, 20_000_000);
+        assert_eq!(t.video[1].fade, 500_000);
+        assert_eq!(t.cameras(), vec!["cam-a", "cam-b"]);
+        assert_eq!((t.width, t.height, t.fps, t.looping), (1280, 720, 30, true));
+        assert_eq!(t.overlays[0].cues[0].fade_in, 500_000);
+    }
+
+    #[test]
+    fn schema_errors_name_the_cue() {
+        let mut d = good();
+        d["tracks"]["video"]["cues"][1]["params"].as_object_mut().unwrap().remove("camera_id");
+        let e = errors(d);
+        assert!(e.iter().any(|m| m.starts_with("video cue \"c2\"") && m.contains("camera_id")), "{e:?}");
+        let mut d = good();
+        d["tracks"]["overlays"][0]["cues"][0]["params"]["opacity"] = json!(3);
+        let e = errors(d);
+        assert!(e.iter().any(|m| m.starts_with("overlay layer 2 cue \"clock\"")), "{e:?}");
+        let mut d = good();
+        d["tracks"]["video"]["cues"][0]["duration"] = json!(0);
+        assert!(errors(d).iter().any(|m| m.starts_with("video cue \"c1\"")), "non-positive duration");
+        let mut d = good();
+        d["surprise"] = json!(1);
+        assert!(errors(d).iter().any(|m| m.starts_with("timeline:")), "unknown members are refused");
+    }
+
+    #[test]
+    fn overlapping_cues_in_one_track_are_refused() {
+        let mut d = good();
+        d["tracks"]["video"]["cues"][1]["start_time"] = json!(9.5);
+        let e = errors(d);
+        assert!(e.iter().any(|m| m == "video cue \"c2\": overlaps cue \"c1\" in the same track"), "{e:?}");
+    }
+
+    #[test]
+    fn cues_past_the_end_unknown_cameras_presets_and_assets_are_refused() {
+        let mut d = good();
+        d["tracks"]["video"]["cues"][1]["duration"] = json!(11);
+        assert!(errors(d).iter().any(|m| m.starts_with("video cue \"c2\": ends at 21.000 s, past")));
+        let mut d = good();
+        d["tracks"]["video"]["cues"][1]["params"]["camera_id"] = json!("cam-x");
+        assert!(errors(d)
+            .iter()
+            .any(|m| m == "video cue \"c2\": camera \"cam-x\" is not configured on this appliance"));
+        let mut d = good();
+        d["tracks"]["video"]["cues"][0]["params"]["preset_id"] = json!("beach");
+        assert!(errors(d).iter().any(|m| m == "video cue \"c1\": camera \"cam-a\" has no preset \"beach\""));
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Inventory { asset_root: Some(dir.path().to_path_buf()), ..inv() };
+        let mut d = good();
+        d["tracks"]["video"]["cues"][1] = json!({"id": "c2", "start_time": 10, "duration": 10, "action": "show_media", "params": {"asset": "clip.mp4"}});
+        let e = check_value(&d, &inv).unwrap_err().to_string();
+        assert!(e.contains("video cue \"c2\": asset \"clip.mp4\" is missing"), "{e}");
+        d["tracks"]["video"]["cues"][1]["params"]["asset"] = json!("../../etc/passwd");
+        assert!(check_value(&d, &inv).unwrap_err().to_string().contains("video cue \"c2\""));
+    }
+
+    #[test]
+    fn fades_longer_than_the_cue_and_bad_colours_are_refused() {
+        let mut d = good();
+        d["tracks"]["overlays"][0]["cues"][0]["params"]["fade_out"] = json!(19.6);
+        assert!(errors(d).iter().any(|m| m.contains("\"clock\": fade_in + fade_out")));
+        let mut d = good();
+        d["tracks"]["overlays"][0]["cues"][0]["params"]["color"] = json!("red");
+        assert!(errors(d).iter().any(|m| m.starts_with("overlay layer 2 cue \"clock\"")));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_clear_message() {
+        let e = parse("{not json", &inv()).unwrap_err().to_string();
+        assert!(e.starts_with("invalid timeline: timeline: not JSON"), "{e}");
+        assert!(parse("[]", &inv()).is_err());
+    }
+}

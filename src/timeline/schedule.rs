@@ -288,8 +288,11 @@ impl ValidSchedule {
     /// `now + 8 days` onto the next local date.
     fn windows_around(&self, now: Timestamp) -> impl Iterator<Item = Window> + '_ {
         let today = self.tz.to_datetime(now).date();
-        let days = if self.schedule.enabled { -2..=HORIZON_DAYS + 1 } else { 1..=0 };
-        days.filter_map(move |n| today.checked_add(n.days()).ok()).filter_map(|d| self.window_starting_on(d))
+        let enabled = self.schedule.enabled;
+        (-2..=HORIZON_DAYS + 1)
+            .take_while(move |_| enabled)
+            .filter_map(move |n| today.checked_add(n.days()).ok())
+            .filter_map(|d| self.window_starting_on(d))
     }
 
     /// The window starting on local date `day`, if `day` is a schedule day and the window is not empty.

@@ -275,11 +275,11 @@ impl ValidSchedule {
         self.windows_around(now).find(|w| w.contains(now))
     }
 
-    /// The first window that starts after `now` (strictly), looking 8 days ahead; None when disabled.
+    /// The first window that starts after `now` (strictly) and at most 8 days (192 h) later; None when disabled.
     pub fn next_window_after(&self, now: Timestamp) -> Option<Window> {
         // Starts are the same local time on successive days, so they increase with the day: the first is the
         // earliest.
-        self.windows_around(now).find(|w| w.start > now)
+        self.windows_around(now).find(|w| w.start > now).filter(|w| w.start <= horizon(now))
     }
 
     /// The windows starting on the local days around `now`, in order: from two days before (a window lasts at
@@ -309,6 +309,11 @@ impl ValidSchedule {
     }
 }
 
+/// The last instant the look-ahead covers.
+fn horizon(now: Timestamp) -> Timestamp {
+    now.checked_add(SignedDuration::from_hours(24 * HORIZON_DAYS)).unwrap_or(Timestamp::MAX)
+}
+
 /// Of several schedules, the active window: the containing window of the first schedule in list order (list
 /// order is priority).
 pub fn active(schedules: &[ValidSchedule], now: Timestamp) -> Option<Window> {
@@ -318,7 +323,7 @@ pub fn active(schedules: &[ValidSchedule], now: Timestamp) -> Option<Window> {
 /// The next instant after `now` at which [`active`] may change (a window of any schedule starts or ends); None
 /// if none within 8 days (no enabled schedule).
 pub fn next_change(schedules: &[ValidSchedule], now: Timestamp) -> Option<Timestamp> {
-    let horizon = now.checked_add(SignedDuration::from_hours(24 * HORIZON_DAYS)).unwrap_or(Timestamp::MAX);
+    let horizon = horizon(now);
     schedules
         .iter()
         .flat_map(|s| s.windows_around(now))

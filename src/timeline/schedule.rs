@@ -321,7 +321,8 @@ pub fn active(schedules: &[ValidSchedule], now: Timestamp) -> Option<Window> {
 }
 
 /// The next instant after `now` at which [`active`] may change (a window of any schedule starts or ends); None
-/// if none within 8 days (no enabled schedule).
+/// if none within 8 days. None is "not soon", not "never" (a weekly window can be lost to a DST gap, see the
+/// module doc): a caller with nothing to wait for evaluates again 8 days later.
 pub fn next_change(schedules: &[ValidSchedule], now: Timestamp) -> Option<Timestamp> {
     let horizon = horizon(now);
     schedules
@@ -450,7 +451,10 @@ mod tests {
         assert_eq!(s.window_at(ts("2026-03-29T01:40:00Z")), None);
         // The next Sunday is back to normal (BST): 00:30–01:15 UTC.
         assert_window(&s, "2026-04-05T00:30:00Z", "2026-04-05T01:15:00Z");
-        assert_eq!(s.next_window_after(ts("2026-03-28T00:00:00Z")).unwrap().start, ts("2026-04-05T00:30:00Z"));
+        assert_eq!(s.next_window_after(ts("2026-03-29T00:00:00Z")).unwrap().start, ts("2026-04-05T00:30:00Z"));
+        // Seen from Saturday that is more than 8 days away: beyond the look-ahead.
+        assert_eq!(s.next_window_after(ts("2026-03-28T00:00:00Z")), None);
+        assert_eq!(next_change(&[s], ts("2026-03-28T00:00:00Z")), None);
     }
 
     // --- America/New_York 2026: EDT from 2026-03-08 07:00 UTC to 2026-11-01 06:00 UTC. ---

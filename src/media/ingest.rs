@@ -145,12 +145,31 @@ pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp
     if cam.url.expose().starts_with("rtsp") {
         a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
     }
+    if let Some(path) = cam.url.expose().strip_prefix(MEDIA_PREFIX) {
+        // A media asset plays like a camera: paced in real time, looped for as long as it is used.
+        return media_args(path, has_audio, fmt);
+    }
     a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
     let vf = format!(
         "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
     );
     a = a.args(["-map", "0:v:0", "-vf"]).arg(vf).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
+    if has_audio {
+        a = a.args(["-map", "0:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"]);
+    }
+    a
+}
+
+/// Sources whose URL starts with this are local media files (a timeline's `show_media`).
+pub const MEDIA_PREFIX: &str = "media:";
+
+fn media_args(path: &str, has_audio: bool, fmt: ProgramFormat) -> Argv {
+    let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    let mut a = common_prefix().args(["-re", "-stream_loop", "-1", "-i", path, "-map", "0:v:0", "-vf"]).arg(format!(
+        "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+    ));
+    a = a.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
     if has_audio {
         a = a.args(["-map", "0:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"]);
     }

@@ -52,7 +52,11 @@ pub async fn probe_camera(ffprobe: &Path, cam: &CameraSource, timeout: Duration)
     if cam.url.expose().starts_with("rtsp") {
         cmd.args(["-rtsp_transport", "tcp", "-timeout", &rtsp_timeout_us]);
     }
-    cmd.arg(cam.url.expose()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.arg(cam.url.expose().strip_prefix(super::ingest::MEDIA_PREFIX).unwrap_or(cam.url.expose()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let redactor = Redactor::with_replacements(
         cam.secrets.iter().map(|s| (s.clone(), "***".to_string())).chain([(cam.url.clone(), cam.shown.clone())]),
     );

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::compositor::{Compositor, OverlayKind, OverlaySpec, Position, Prepared};
@@ -84,11 +84,42 @@ pub enum ProgramCmd {
         op: OverlayOp,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Do something at a program time (µs); announced on [`Program::applied`] with `tag` when done.
+    Timed {
+        at_us: i64,
+        tag: u64,
+        action: TimedAction,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Withdraw every timed action and cut scheduled for after a program time (µs).
+    CancelAfter {
+        at_us: i64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Start decoding a camera (and its backup) ahead of a cut to it.
     Preroll {
         camera: ProgramCamera,
         reply: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// Something the bus does at the first frame due at or after a program time (a timeline's cues).
+#[derive(Debug)]
+pub enum TimedAction {
+    /// To a camera (or media source) already in the program, or (None) to the slate.
+    Cut {
+        camera: Option<String>,
+        fade: Duration,
+    },
+    Overlay(OverlayOp),
+}
+
+/// A timed action went on air.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub tag: u64,
+    /// Program time of the frame it went out with, µs.
+    pub at_us: i64,
 }
 
 /// Overlay changes. Images are decoded before they reach the bus (`Prepared::load` off the frame
@@ -134,8 +165,30 @@ pub struct ProgramStatus {
     pub t0: Option<Instant>,
 }
 
+/// What another task needs to drive a program: its command queue, its status, and the
+/// announcements of timed actions going on air.
+#[derive(Clone)]
+pub struct ProgramHandle {
+    pub tx: mpsc::Sender<ProgramCmd>,
+    pub status: watch::Receiver<Option<ProgramStatus>>,
+    pub applied: broadcast::Sender<Applied>,
+}
+
+impl ProgramHandle {
+    /// Program time now, µs (None before the bus's clock has started).
+    pub fn now_us(&self) -> Option<i64> {
+        let t0 = self.status.borrow().as_ref()?.t0?;
+        Some(Instant::now().saturating_duration_since(t0).as_micros() as i64)
+    }
+
+    pub fn fps(&self) -> Option<u32> {
+        self.status.borrow().as_ref().map(|s| s.format.fps)
+    }
+}
+
 pub struct Program {
     thumbs: Thumbnails,
+    applied: broadcast::Sender<Applied>,
     tx: mpsc::Sender<ProgramCmd>,
     status: watch::Receiver<Option<ProgramStatus>>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
@@ -167,7 +220,11 @@ impl Program {
         }
         let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
         let thumbs = Thumbnails::default();
+        let (applied, _) = broadcast::channel(256);
         let bus = Bus {
+            applied: applied.clone(),
+            timed: Vec::new(),
+            t0: None,
             degrade: DegradeController::new(env.degrade, fmt, spec.encoder.bitrate_kbps),
             encoder_settings: spec.encoder.clone(),
             cameras: spec.cameras.clone(),
@@ -195,7 +252,11 @@ impl Program {
             backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
         };
         let task = tokio::spawn(bus.run(rx, stop_rx));
-        Program { thumbs, tx, status: status_rx, stop: Some(stop_tx), task }
+        Program { thumbs, applied, tx, status: status_rx, stop: Some(stop_tx), task }
+    }
+
+    pub fn handle(&self) -> ProgramHandle {
+        ProgramHandle { tx: self.tx.clone(), status: self.status.clone(), applied: self.applied.clone() }
     }
 
     /// The latest JPEG of the program (`program`) or of a camera (its id), refreshed every second.
@@ -305,6 +366,12 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
 }
 
 struct Bus {
+    /// Announces timed actions as they go on air.
+    applied: broadcast::Sender<Applied>,
+    /// Timed actions waiting for their frame, in time order.
+    timed: Vec<(Instant, u64, TimedAction)>,
+    /// The program clock's origin, once running.
+    t0: Option<Instant>,
     /// Degraded mode: what the box can sustain now, and the settings to rebuild with.
     degrade: DegradeController,
     encoder_settings: EncoderSettings,
@@ -366,6 +433,7 @@ impl Bus {
         // Program time counts from `t0`; frames are clocked from the start of the current segment
         // (a degraded-mode step changes the frame rate and starts a new one).
         let t0 = Instant::now();
+        self.t0 = Some(t0);
         if let Some(first) = self.first.clone() {
             self.switcher.cut(&first, t0, Duration::ZERO);
         }
@@ -422,6 +490,19 @@ impl Bus {
     }
 
     fn tick(&mut self, deadline: Instant, n: u64, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
+        while self.timed.first().is_some_and(|(at, ..)| *at <= deadline) {
+            let (_, tag, action) = self.timed.remove(0);
+            match action {
+                TimedAction::Cut { camera, fade } => self.switcher.cut_to(camera.as_deref(), deadline, fade),
+                TimedAction::Overlay(op) => {
+                    if let Err(e) = self.overlay(op, deadline) {
+                        tracing::debug!(program = %self.id, "timed overlay: {e}");
+                    }
+                }
+            }
+            let at_us = self.t0.map(|t0| deadline.saturating_duration_since(t0).as_micros() as i64).unwrap_or(0);
+            let _ = self.applied.send(Applied { tag, at_us });
+        }
         let stores: HashMap<&str, SourceStore> = self.ingests.iter().map(|(k, v)| (k.as_str(), v.store())).collect();
         let d = self.switcher.tick(deadline, |cam| stores.get(cam).map(|s| s.health()).unwrap_or_default());
         for e in self.switcher.take_events() {
@@ -574,6 +655,24 @@ impl Bus {
                 self.switcher.cut(&camera, when, fade);
                 let _ = reply.send(Ok((when - t0).as_secs_f64()));
             }
+            ProgramCmd::Timed { at_us, tag, action, reply } => {
+                if let TimedAction::Cut { camera: Some(c), .. } = &action {
+                    if !self.ingests.contains_key(c) {
+                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        return;
+                    }
+                }
+                let at = t0 + Duration::from_micros(at_us.max(0) as u64);
+                let i = self.timed.partition_point(|(t, ..)| *t <= at);
+                self.timed.insert(i, (at, tag, action));
+                let _ = reply.send(Ok(()));
+            }
+            ProgramCmd::CancelAfter { at_us, reply } => {
+                let after = t0 + Duration::from_micros(at_us.max(0) as u64);
+                self.timed.retain(|(t, ..)| *t <= after);
+                self.switcher.cancel_after(after);
+                let _ = reply.send(Ok(()));
+            }
             ProgramCmd::Slate { on, reply } => {
                 self.switcher.set_emergency_slate(on);
                 self.note("emergency_slate", format!("emergency slate {}", if on { "on" } else { "off" }), on);
@@ -614,30 +713,32 @@ impl Bus {
                 let _ = reply.send(Ok(()));
             }
             ProgramCmd::Overlay { op, reply } => {
-                let Some(c) = self.compositor.as_mut() else {
-                    let _ = reply.send(Err("overlays are unavailable for this program".into()));
-                    return;
-                };
-                let now = Instant::now();
-                let r = match op {
-                    OverlayOp::Show(p) => c.show_prepared(*p, now).map_err(|e| e.to_string()),
-                    OverlayOp::Hide(id) => {
-                        if c.hide(&id, now) {
-                            Ok(())
-                        } else {
-                            Err(format!("no overlay {id:?} is shown"))
-                        }
-                    }
-                    OverlayOp::SetVar(k, v) => {
-                        c.set_var(&k, &v);
-                        Ok(())
-                    }
-                    OverlayOp::Clear => {
-                        c.clear();
-                        Ok(())
-                    }
-                };
+                let r = self.overlay(op, Instant::now());
                 let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn overlay(&mut self, op: OverlayOp, now: Instant) -> Result<(), String> {
+        let Some(c) = self.compositor.as_mut() else {
+            return Err("overlays are unavailable for this program".into());
+        };
+        match op {
+            OverlayOp::Show(p) => c.show_prepared(*p, now).map_err(|e| e.to_string()),
+            OverlayOp::Hide(id) => {
+                if c.hide(&id, now) {
+                    Ok(())
+                } else {
+                    Err(format!("no overlay {id:?} is shown"))
+                }
+            }
+            OverlayOp::SetVar(k, v) => {
+                c.set_var(&k, &v);
+                Ok(())
+            }
+            OverlayOp::Clear => {
+                c.clear();
+                Ok(())
             }
         }
     }

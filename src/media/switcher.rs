@@ -72,7 +72,8 @@ pub enum SwitchEvent {
 #[derive(Debug, Clone)]
 struct Cut {
     at: Instant,
-    camera: String,
+    /// None: the slate (a timeline's `show_slate`).
+    camera: Option<String>,
     fade: Duration,
 }
 
@@ -129,8 +130,18 @@ impl Switcher {
 
     /// Schedules a cut at `at` (use the current time for "now"); a zero fade is a hard cut.
     pub fn cut(&mut self, camera: &str, at: Instant, fade: Duration) {
-        self.cuts.push(Cut { at, camera: camera.to_string(), fade });
+        self.cut_to(Some(camera), at, fade);
+    }
+
+    /// As [`cut`](Self::cut), to a camera or (None) to the slate.
+    pub fn cut_to(&mut self, camera: Option<&str>, at: Instant, fade: Duration) {
+        self.cuts.push(Cut { at, camera: camera.map(str::to_string), fade });
         self.cuts.sort_by_key(|c| c.at);
+    }
+
+    /// Withdraws the cuts scheduled for later than `after` (a paused or re-positioned timeline).
+    pub fn cancel_after(&mut self, after: Instant) {
+        self.cuts.retain(|c| c.at <= after);
     }
 
     pub fn pin(&mut self, camera: Option<&str>) {
@@ -163,11 +174,11 @@ impl Switcher {
         let mut fade = Duration::ZERO;
         while self.cuts.first().is_some_and(|c| c.at <= now) {
             let c = self.cuts.remove(0);
-            if self.program.as_deref() != Some(&c.camera) {
-                self.program = Some(c.camera.clone());
+            if self.program != c.camera {
+                self.program = c.camera.clone();
                 self.program_since = Some(now);
                 self.fallback = None;
-                self.events.push(SwitchEvent::Cut { camera: c.camera });
+                self.events.push(SwitchEvent::Cut { camera: c.camera.unwrap_or_else(|| "slate".into()) });
             }
             fade = c.fade;
         }

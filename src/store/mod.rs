@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod destinations;
 pub mod events;
 pub mod relays;
+pub mod shows;
 
 use std::path::Path;
 use std::str::FromStr;

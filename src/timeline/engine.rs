@@ -250,7 +250,8 @@ impl Engine {
             SeekTarget::Cue(id) => self.tl.cue_start(id).ok_or_else(|| EngineError::UnknownCue(id.clone()))?,
             SeekTarget::Seconds(s) => {
                 let t = (s * 1e6).round() as Us;
-                if !(0..d).contains(&t) && !(t == d && !self.tl.looping) {
+                let inside = (0..d).contains(&t) || (t == d && !self.tl.looping);
+                if !inside {
                     return Err(EngineError::OutOfRange(format!("{s}")));
                 }
                 t

@@ -39,6 +39,28 @@ pub struct Config {
     pub ffmpeg: FfmpegConfig,
     pub relay: RelayConfig,
     pub program: ProgramConfig,
+    pub timeline: TimelineConfig,
+}
+
+/// Timeline playback and PTZ (DESIGN §5; issue 4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimelineConfig {
+    /// How long before its cue a camera is started and moved to its preset.
+    pub preroll_lead_ms: u64,
+    /// How long a PTZ preset move may take before the cut goes ahead anyway (per camera:
+    /// `camera ptz --settle-ms`).
+    pub ptz_settle_ms: u64,
+    /// Default ONVIF port when a camera has a host but no port.
+    pub onvif_port: u16,
+    /// The show's video bitrate when none is given, kbit/s (0: by resolution).
+    pub bitrate_kbps: u32,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig { preroll_lead_ms: 5000, ptz_settle_ms: 8000, onvif_port: 80, bitrate_kbps: 0 }
+    }
 }
 
 /// Program bus and degraded-mode thresholds (DESIGN §2; issue 3 §6).
@@ -129,6 +151,7 @@ impl Default for Config {
             ffmpeg: FfmpegConfig::default(),
             relay: RelayConfig::default(),
             program: ProgramConfig::default(),
+            timeline: TimelineConfig::default(),
         }
     }
 }

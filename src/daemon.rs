@@ -27,6 +27,8 @@ use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, Progr
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::MediaEnv;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
+use crate::timeline::actor::Origin;
+use crate::timeline::director::{self, Ctx, DesiredShow, Director, DirectorError, SHOW_PROGRAM};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -64,6 +66,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     check_ffmpeg(&cfg).await;
     // Reports written by an earlier instance describe processes that are gone.
     store.clear_relay_reports().await?;
+    let interrupted = store.interrupt_stale_executions().await?;
+    if interrupted > 0 {
+        tracing::warn!("{interrupted} timeline execution(s) were interrupted by the last stop");
+    }
     let _ = store.add_event(Severity::Info, "agent_started", "agent", env!("CARGO_PKG_VERSION")).await;
 
     let (ev_tx, ev_rx) = mpsc::channel(256);
@@ -79,13 +85,30 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
+    let mut director = Director::default();
+    {
+        let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
+        match director.resume_persisted(&ctx).await {
+            Ok(Some(d)) => tracing::info!(timeline = %d.timeline_id, "resumed the show that was playing"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("cannot resume the recorded show: {e}");
+                let _ = store.add_event(Severity::Error, "show_resume_failed", "agent", &e.to_string()).await;
+            }
+        }
+    }
+    let mut sched_at = Instant::now();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some((req, reply)) = api_rx.recv() => {
-                let resp = handle_request(&cfg, &store, &env, &mut programs, req).await;
+                let resp = handle_request(&cfg, &store, &env, &mut programs, &mut director, req).await;
                 let _ = reply.send(resp);
+            }
+            _ = tokio::time::sleep_until(sched_at) => {
+                let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
+                sched_at = Instant::now() + director.schedule_tick(&ctx, jiff::Timestamp::now()).await;
             }
             _ = tick.tick() => {
                 if let Err(e) = reconcile(&store, &env, &mut running).await {
@@ -97,6 +120,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     api.abort();
     let _ = std::fs::remove_file(&sock);
     tracing::info!("shutting down: stopping {} stream(s) and {} program(s)", running.len(), programs.len());
+    director.shutdown().await;
     let progs = programs.into_values().map(|e| e.program.stop());
     if tokio::time::timeout(env.stop_grace + Duration::from_secs(5), join_all(progs)).await.is_err() {
         tracing::error!("programs did not stop in time; their processes are killed on exit");
@@ -295,18 +319,46 @@ async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>,
 /// Sends a command to a program and waits for its answer.
 async fn ask<T>(
     programs: &HashMap<String, ProgramEntry>,
+    director: &Director,
     id: &str,
     make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
 ) -> Result<T, Response> {
-    let p = &programs
-        .get(id)
-        .ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?
-        .program;
+    let p = lookup(programs, director, id)
+        .ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     p.sender().send(make(tx)).await.map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?;
     rx.await
         .map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?
         .map_err(|e| Response::err(EXIT_USAGE, e))
+}
+
+/// A program by id: the operator's, or the show's ([`SHOW_PROGRAM`]).
+fn lookup<'a>(programs: &'a HashMap<String, ProgramEntry>, director: &'a Director, id: &str) -> Option<&'a Program> {
+    if id == SHOW_PROGRAM {
+        return director.program();
+    }
+    programs.get(id).map(|e| &e.program)
+}
+
+fn director_err(e: DirectorError) -> Response {
+    let code = match &e {
+        DirectorError::Store(s) => return store_err_ref(s, e.to_string()),
+        DirectorError::Invalid(_) => EXIT_USAGE,
+        DirectorError::Conflict(_) => EXIT_CONFLICT,
+        DirectorError::NoShow => EXIT_NOT_FOUND,
+        DirectorError::Blocked(_) | DirectorError::Failed(_) => EXIT_FAILURE,
+    };
+    Response::err(code, e.to_string())
+}
+
+fn store_err_ref(e: &StoreError, msg: String) -> Response {
+    let code = match e {
+        StoreError::NotFound { .. } => EXIT_NOT_FOUND,
+        StoreError::Exists { .. } | StoreError::Conflict(_) => EXIT_CONFLICT,
+        StoreError::Invalid(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    };
+    Response::err(code, msg)
 }
 
 /// A running program and the destinations it was asked to push to (for attach/detach).
@@ -320,9 +372,51 @@ async fn handle_request(
     store: &Store,
     env: &MediaEnv,
     programs: &mut HashMap<String, ProgramEntry>,
+    director: &mut Director,
     req: Request,
 ) -> Response {
+    let ctx = Ctx { cfg, store, env };
     match req {
+        Request::TimelinePlay { timeline, destinations, from, bitrate_kbps } => {
+            let from_us = (from.unwrap_or(0.0).max(0.0) * 1e6) as i64;
+            let desired = DesiredShow {
+                timeline_id: timeline,
+                origin: Origin::Operator,
+                schedule_id: None,
+                destinations,
+                anchor_unix_us: jiff::Timestamp::now().as_microsecond() - from_us,
+                paused_pos_us: None,
+                pinned: None,
+                bitrate_kbps,
+            };
+            match director.start(&ctx, desired, true).await {
+                Ok(report) => Response::ok(serde_json::json!({ "preflight": report })),
+                Err(e) => director_err(e),
+            }
+        }
+        Request::TimelineStop => match director.stop(&ctx, Some(Origin::Operator)).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => director_err(e),
+        },
+        Request::TimelineControl { control } => match director.control(&ctx, Origin::Operator, control).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => director_err(e),
+        },
+        Request::TimelineStatus => match director.status() {
+            Some((desired, status)) => Response::ok(serde_json::json!({ "desired": desired, "status": status })),
+            None => Response::err(EXIT_NOT_FOUND, "no show is running"),
+        },
+        Request::Preflight { timeline, destinations } => {
+            let report = director::preflight(&ctx, &timeline, &destinations).await;
+            Response::ok(serde_json::to_value(report).expect("serializes"))
+        }
+        Request::KillAll => {
+            let _ = director.stop(&ctx, None).await;
+            let _ = store.set_desired_show(None).await;
+            let progs: Vec<ProgramEntry> = programs.drain().map(|(_, v)| v).collect();
+            join_all(progs.into_iter().map(|e| e.program.stop())).await;
+            Response::ok(serde_json::Value::Null)
+        }
         Request::ProgramStart { id, cameras, destinations, profile, size, fps, bitrate_kbps, first, slate } => {
             if let Err(e) = crate::store::validate_id("program", &id) {
                 return store_err(e);
@@ -421,30 +515,34 @@ async fn handle_request(
         }
         Request::Cut { id, camera, at, after, fade_ms } => {
             let fade = Duration::from_millis(fade_ms);
-            let at = match (at, after, programs.get(&id).and_then(|p| p.program.status())) {
+            let at = match (at, after, lookup(programs, director, &id).and_then(|p| p.status())) {
                 (Some(a), _, _) => Some(a),
                 (None, Some(d), Some(st)) => Some(st.program_time_s + d),
                 _ => None,
             };
-            match ask(programs, &id, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await {
+            match ask(programs, director, &id, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await {
                 Ok(t) => Response::ok(serde_json::json!({ "at": t })),
                 Err(r) => r,
             }
         }
-        Request::Slate { id, on } => match ask(programs, &id, |reply| ProgramCmd::Slate { on, reply }).await {
-            Ok(()) => Response::ok(serde_json::Value::Null),
-            Err(r) => r,
-        },
-        Request::Pin { id, camera } => match ask(programs, &id, |reply| ProgramCmd::Pin { camera, reply }).await {
-            Ok(()) => Response::ok(serde_json::Value::Null),
-            Err(r) => r,
-        },
+        Request::Slate { id, on } => {
+            match ask(programs, director, &id, |reply| ProgramCmd::Slate { on, reply }).await {
+                Ok(()) => Response::ok(serde_json::Value::Null),
+                Err(r) => r,
+            }
+        }
+        Request::Pin { id, camera } => {
+            match ask(programs, director, &id, |reply| ProgramCmd::Pin { camera, reply }).await {
+                Ok(()) => Response::ok(serde_json::Value::Null),
+                Err(r) => r,
+            }
+        }
         Request::OverlayShow { id, overlay } => {
             let spec = match overlay.to_spec() {
                 Ok(s) => s,
                 Err(e) => return Response::err(EXIT_USAGE, e),
             };
-            let Some(fmt) = programs.get(&id).and_then(|p| p.program.status()).map(|s| s.format) else {
+            let Some(fmt) = lookup(programs, director, &id).and_then(|p| p.status()).map(|s| s.format) else {
                 return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
             };
             // Decoding a PNG can take a while: never on the bus task.
@@ -457,7 +555,7 @@ async fn handle_request(
                 Ok(Err(e)) => return Response::err(EXIT_USAGE, e.to_string()),
                 Err(e) => return Response::err(EXIT_FAILURE, e.to_string()),
             };
-            overlay_op(programs, &id, OverlayOp::Show(Box::new(prepared))).await
+            overlay_op(programs, director, &id, OverlayOp::Show(Box::new(prepared))).await
         }
         Request::Preroll { id, camera } => {
             let mut wanted = vec![camera];
@@ -472,7 +570,7 @@ async fn handle_request(
                 }
                 let cam = ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() };
                 // Backups first would be nicer, but order does not matter: each starts on its own.
-                if let Err(r) = ask(programs, &id, |reply| ProgramCmd::Preroll { camera: cam, reply }).await {
+                if let Err(r) = ask(programs, director, &id, |reply| ProgramCmd::Preroll { camera: cam, reply }).await {
                     return r;
                 }
                 i += 1;
@@ -480,11 +578,11 @@ async fn handle_request(
             Response::ok(serde_json::Value::Null)
         }
         Request::Thumbnail { id, source } => {
-            let Some(p) = programs.get(&id) else {
+            let Some(p) = lookup(programs, director, &id) else {
                 return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
             };
             let name = source.unwrap_or_else(|| "program".into());
-            match p.program.thumbnail(&name) {
+            match p.thumbnail(&name) {
                 Some(j) => {
                     use base64::Engine;
                     Response::ok(
@@ -494,9 +592,11 @@ async fn handle_request(
                 None => Response::err(EXIT_NOT_FOUND, format!("no thumbnail of {name:?} yet")),
             }
         }
-        Request::OverlayHide { id, overlay } => overlay_op(programs, &id, OverlayOp::Hide(overlay)).await,
-        Request::OverlaySetVar { id, name, value } => overlay_op(programs, &id, OverlayOp::SetVar(name, value)).await,
-        Request::OverlayClear { id } => overlay_op(programs, &id, OverlayOp::Clear).await,
+        Request::OverlayHide { id, overlay } => overlay_op(programs, director, &id, OverlayOp::Hide(overlay)).await,
+        Request::OverlaySetVar { id, name, value } => {
+            overlay_op(programs, director, &id, OverlayOp::SetVar(name, value)).await
+        }
+        Request::OverlayClear { id } => overlay_op(programs, director, &id, OverlayOp::Clear).await,
         Request::Attach { id, destination } | Request::Detach { id, destination } if !programs.contains_key(&id) => {
             let _ = destination;
             Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"))
@@ -515,8 +615,13 @@ async fn handle_request(
     }
 }
 
-async fn overlay_op(programs: &HashMap<String, ProgramEntry>, id: &str, op: OverlayOp) -> Response {
-    match ask(programs, id, |reply| ProgramCmd::Overlay { op, reply }).await {
+async fn overlay_op(
+    programs: &HashMap<String, ProgramEntry>,
+    director: &Director,
+    id: &str,
+    op: OverlayOp,
+) -> Response {
+    match ask(programs, director, id, |reply| ProgramCmd::Overlay { op, reply }).await {
         Ok(()) => Response::ok(serde_json::Value::Null),
         Err(r) => r,
     }
@@ -532,7 +637,7 @@ async fn set_outputs(
         Ok(o) => o,
         Err(e) => return store_err(e),
     };
-    match ask(programs, id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
+    match ask(programs, &Director::default(), id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
         Ok(()) => {
             if let Some(e) = programs.get_mut(id) {
                 e.destinations = ds.clone();

@@ -90,6 +90,25 @@ pub enum Request {
         id: String,
         source: Option<String>,
     },
+    /// Play a stored timeline as the show (replacing the operator's current show).
+    TimelinePlay {
+        timeline: String,
+        destinations: Vec<String>,
+        /// Seconds into the timeline to start at.
+        from: Option<f64>,
+        bitrate_kbps: Option<u32>,
+    },
+    TimelineStop,
+    TimelineControl {
+        control: crate::timeline::actor::Control,
+    },
+    TimelineStatus,
+    Preflight {
+        timeline: String,
+        destinations: Vec<String>,
+    },
+    /// Stop every show and program now (emergency; never refused).
+    KillAll,
 }
 
 /// An overlay as an operator (or, later, the timeline's `show_overlay`) describes it; also the

@@ -112,6 +112,8 @@ pub enum TimedAction {
         fade: Duration,
     },
     Overlay(OverlayOp),
+    /// Nothing: only the announcement (a cue's end, for its lateness report).
+    Mark,
 }
 
 /// A timed action went on air.
@@ -157,6 +159,8 @@ pub struct ProgramStatus {
     pub holding: bool,
     pub pinned: Option<String>,
     pub emergency_slate: bool,
+    /// Times a stalled camera was replaced by its backup or the slate.
+    pub fallbacks: u64,
     pub encoder: JobStatus,
     pub cameras: Vec<CameraStatus>,
     pub outputs: Vec<PusherStatus>,
@@ -223,6 +227,7 @@ impl Program {
         let (applied, _) = broadcast::channel(256);
         let bus = Bus {
             applied: applied.clone(),
+            fallbacks: 0,
             timed: Vec::new(),
             t0: None,
             degrade: DegradeController::new(env.degrade, fmt, spec.encoder.bitrate_kbps),
@@ -366,6 +371,7 @@ fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, Str
 }
 
 struct Bus {
+    fallbacks: u64,
     /// Announces timed actions as they go on air.
     applied: broadcast::Sender<Applied>,
     /// Timed actions waiting for their frame, in time order.
@@ -499,6 +505,7 @@ impl Bus {
                         tracing::debug!(program = %self.id, "timed overlay: {e}");
                     }
                 }
+                TimedAction::Mark => {}
             }
             let at_us = self.t0.map(|t0| deadline.saturating_duration_since(t0).as_micros() as i64).unwrap_or(0);
             let _ = self.applied.send(Applied { tag, at_us });
@@ -509,6 +516,7 @@ impl Bus {
             match e {
                 SwitchEvent::Cut { camera } => self.note("cut", format!("cut to {camera}"), false),
                 SwitchEvent::FallbackOn { camera, to } => {
+                    self.fallbacks += 1;
                     let to = match to {
                         Visual::Camera(c) => format!("backup camera {c}"),
                         Visual::Slate => "the slate".into(),
@@ -772,6 +780,7 @@ impl Bus {
             holding: on_air.1,
             pinned: self.switcher.pinned().map(str::to_string),
             emergency_slate: self.switcher.emergency(),
+            fallbacks: self.fallbacks,
             encoder: self.encoder.status(),
             cameras,
             outputs: self.outputs.status(),

@@ -27,6 +27,7 @@ pub enum CryptoError {
     Open,
 }
 
+#[derive(Clone)]
 pub struct DeviceKey {
     cipher: XChaCha20Poly1305,
 }

@@ -46,6 +46,7 @@ pub enum StoreError {
     Invalid(String),
 }
 
+#[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
     key: DeviceKey,

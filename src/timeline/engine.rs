@@ -260,6 +260,13 @@ impl Engine {
         Ok(self.jump(now, cur, base + local))
     }
 
+    /// Jumps to an absolute position (loops counted), as a resumed show does.
+    pub fn seek_abs(&mut self, now: Us, pos: Us) -> Vec<Scheduled> {
+        let cur = self.position(now);
+        let pos = if self.tl.looping { pos.max(0) } else { pos.clamp(0, self.tl.duration) };
+        self.jump(now, cur, pos)
+    }
+
     /// Seeks to the start of the next video cue (wrapping on a looping timeline; to the end on a
     /// non-looping one with no cue left).
     pub fn skip(&mut self, now: Us) -> Result<Vec<Scheduled>, EngineError> {

@@ -3,6 +3,8 @@
 //! Management commands write desired state to the store; the daemon (`run`) picks changes up within
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
+mod timeline;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +83,12 @@ pub enum Command {
     /// Live overlays on a program: show, hide, set variables, clear.
     #[command(subcommand)]
     Overlay(OverlayCmdArgs),
+    /// Timelines: load, check, play, and control the show (pause, seek, skip, pin...).
+    #[command(subcommand)]
+    Timeline(timeline::TimelineCmd),
+    /// Schedules: when shows play, by local time in a time zone, with no cloud needed.
+    #[command(subcommand)]
+    Schedule(timeline::ScheduleCmd),
     /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
     KillAll,
     /// Show the hardware encoder probe (cached per FFmpeg version).
@@ -114,6 +122,19 @@ pub enum CameraCmd {
     },
     /// Remove a camera (refused while a stream uses it).
     Remove { id: String },
+    /// PTZ presets: map the ids timelines use to the camera's ONVIF preset tokens.
+    #[command(subcommand)]
+    Preset(timeline::PresetCmd),
+    /// PTZ settings: ONVIF media profile token and how long a preset move may take.
+    Ptz {
+        id: String,
+        /// ONVIF media profile token (default: the camera's first profile).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Longest preset move before the cut goes ahead anyway, ms.
+        #[arg(long)]
+        settle_ms: Option<u64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -448,6 +469,8 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::KillAll => kill_all(&cfg).await,
         Command::Program(p) => program(p, &cfg).await,
         Command::Overlay(o) => overlay(o, &cfg).await,
+        Command::Timeline(t) => timeline::timeline(t, &cfg).await,
+        Command::Schedule(s) => timeline::schedule(s, &cfg).await,
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)
@@ -649,6 +672,12 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
         CameraCmd::Remove { id } => {
             Store::open(&cfg.data_dir).await?.remove_camera(&id).await?;
             println!("camera {id} removed");
+            Ok(())
+        }
+        CameraCmd::Preset(p) => timeline::preset(p, cfg).await,
+        CameraCmd::Ptz { id, profile, settle_ms } => {
+            Store::open(&cfg.data_dir).await?.set_camera_ptz(&id, profile.as_deref(), settle_ms).await?;
+            println!("ok");
             Ok(())
         }
     }
@@ -854,6 +883,11 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     let n = store.stop_all_relays().await?;
     println!("{n} stream(s) set to stopped");
+    // The show too, and it must not come back after a restart.
+    store.set_desired_show(None).await?;
+    if ask_daemon(cfg, &crate::local_api::Request::KillAll).await.is_ok() {
+        println!("show and programs stopped");
+    }
     let _ = store.add_event(crate::store::Severity::Warning, "kill_all", "agent", &format!("{n} stream(s)")).await;
     // Give a running daemon the chance to stop its jobs cleanly, then kill whatever is left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.ffmpeg.stop_grace_s + 5);

@@ -1,0 +1,412 @@
+//! `timeline`, `schedule` and `camera preset|ptz`: shows and when they play (DESIGN §5).
+//!
+//! Loading, listing and scheduling write the store directly (the daemon picks schedules up
+//! within a second); playback controls go to the running daemon over the local socket, where
+//! the director applies them at the next frame.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::{ask_daemon, CliError};
+use crate::config::Config;
+use crate::local_api::Request;
+use crate::store::Store;
+use crate::timeline::actor::Control;
+use crate::timeline::model::{self, Inventory};
+use crate::timeline::schedule::{self, LocalTime, Schedule, Weekday};
+
+#[derive(Subcommand, Debug)]
+pub enum TimelineCmd {
+    /// Check a timeline file (schema and semantics) and store it; assets are relative to the file.
+    Load {
+        file: PathBuf,
+    },
+    /// Check a timeline file without storing it.
+    Validate {
+        file: PathBuf,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stored timeline's JSON.
+    Show {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
+    /// Check a show before going live: blockers and warnings.
+    Preflight {
+        id: String,
+        #[arg(long = "destination", required = true)]
+        destinations: Vec<String>,
+    },
+    /// Play a timeline as the show, to one or more destinations.
+    Play {
+        id: String,
+        #[arg(long = "destination", required = true)]
+        destinations: Vec<String>,
+        /// Start this many seconds in.
+        #[arg(long)]
+        from: Option<f64>,
+        /// Video bitrate, kbit/s (default by resolution).
+        #[arg(long)]
+        bitrate: Option<u32>,
+    },
+    /// Hold the current shot and stop the timeline's clock.
+    Pause,
+    Resume,
+    /// Stop the show (its destinations disconnect).
+    Stop,
+    /// Jump to a cue or to seconds into the current loop.
+    Seek {
+        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+        cue: Option<String>,
+        #[arg(long)]
+        to: Option<f64>,
+    },
+    /// Jump to the next video cue.
+    Skip,
+    /// Keep a camera on air whatever the video cues say (overlays continue).
+    Pin {
+        camera: String,
+    },
+    Unpin,
+    /// Emergency slate on or off.
+    Slate {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Hide every overlay now (later overlay cues still show).
+    ClearOverlays,
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent executions with their outcome and cue lateness.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCmd {
+    /// Add or replace a schedule: a daily window on some days, in a time zone, playing timelines
+    /// in turn to destinations. A window ending at or before its start ends the next day.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// IANA time zone, e.g. Europe/London.
+        #[arg(long)]
+        timezone: String,
+        /// Days the window starts on: mon,tue,... or "daily".
+        #[arg(long, default_value = "daily")]
+        days: String,
+        /// Window start, HH:MM[:SS] local time.
+        #[arg(long)]
+        start: String,
+        /// Window end, HH:MM[:SS] local time.
+        #[arg(long)]
+        end: String,
+        /// Timelines, played in turn (repeat the flag).
+        #[arg(long = "timeline", required = true)]
+        timelines: Vec<String>,
+        #[arg(long = "destination", required = true)]
+        destinations: Vec<String>,
+        /// Store it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PresetCmd {
+    /// Map a preset id (used by timelines) to the camera's ONVIF preset token.
+    Set {
+        camera: String,
+        preset: String,
+        #[arg(long)]
+        token: String,
+    },
+    Remove {
+        camera: String,
+        preset: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn invalid(e: impl std::fmt::Display) -> CliError {
+    CliError::Invalid(e.to_string())
+}
+
+async fn read_checked(store: &Store, file: &PathBuf) -> Result<(model::Timeline, String, PathBuf), CliError> {
+    let json = std::fs::read_to_string(file).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+    let root = std::path::absolute(file)
+        .map_err(|e| CliError::Invalid(e.to_string()))?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
+    let tl = model::parse(&json, &inv).map_err(invalid)?;
+    Ok((tl, json, root))
+}
+
+pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
+    let control = |c: Control| Request::TimelineControl { control: c };
+    let req = match cmd {
+        TimelineCmd::Load { file } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let (tl, json, root) = read_checked(&store, &file).await?;
+            store
+                .put_timeline(&tl.id, &tl.name, &json, Some(&root.display().to_string()), tl.duration as f64 / 1e6)
+                .await?;
+            println!(
+                "timeline {} loaded ({} video cues, {:.1} s{})",
+                tl.id,
+                tl.video.len(),
+                tl.duration as f64 / 1e6,
+                if tl.looping { ", loops" } else { "" }
+            );
+            return Ok(());
+        }
+        TimelineCmd::Validate { file } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let (tl, ..) = read_checked(&store, &file).await?;
+            println!("timeline {} is valid", tl.id);
+            return Ok(());
+        }
+        TimelineCmd::List { json } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let rows = store.timelines().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+            } else {
+                for r in rows {
+                    println!("{:<24} {:>9.1} s  {}", r.id, r.duration_s, r.name);
+                }
+            }
+            return Ok(());
+        }
+        TimelineCmd::Show { id } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            println!("{}", store.timeline(&id).await?.json);
+            return Ok(());
+        }
+        TimelineCmd::Remove { id } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            store.remove_timeline(&id).await?;
+            println!("removed");
+            return Ok(());
+        }
+        TimelineCmd::History { limit, json } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let rows = store.executions(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+            } else {
+                for r in rows {
+                    println!(
+                        "{:>5} {:<20} {:<9} {:<11} {} → {}{}",
+                        r.id,
+                        r.timeline_id,
+                        r.origin,
+                        r.status,
+                        r.started_at,
+                        r.ended_at.unwrap_or_else(|| "…".into()),
+                        r.error.map(|e| format!("  ({e})")).unwrap_or_default()
+                    );
+                }
+            }
+            return Ok(());
+        }
+        TimelineCmd::Preflight { id, destinations } => {
+            let r = ask_daemon(cfg, &Request::Preflight { timeline: id, destinations }).await?;
+            let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
+            for b in list("blockers") {
+                println!("BLOCKER  {}", b.as_str().unwrap_or_default());
+            }
+            for w in list("warnings") {
+                println!("warning  {}", w.as_str().unwrap_or_default());
+            }
+            if !list("blockers").is_empty() {
+                return Err(CliError::Failed("pre-flight failed".into()));
+            }
+            println!("ready to go live");
+            return Ok(());
+        }
+        TimelineCmd::Status { json } => {
+            let r = ask_daemon(cfg, &Request::TimelineStatus).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+            } else {
+                let s = &r["status"];
+                println!(
+                    "{} ({} by the {}): {} at {:.1} s, loop {}, on {}",
+                    r["desired"]["timeline_id"].as_str().unwrap_or("?"),
+                    s["engine"]["state"].as_str().unwrap_or("starting"),
+                    r["desired"]["origin"].as_str().unwrap_or("?"),
+                    s["engine"]["video_cue"].as_str().unwrap_or("-"),
+                    s["engine"]["position_s"].as_f64().unwrap_or(0.0),
+                    s["engine"]["loop_index"],
+                    s["engine"]["pinned"].as_str().map(|p| format!("pinned {p}")).unwrap_or_else(|| "cue".into()),
+                );
+            }
+            return Ok(());
+        }
+        TimelineCmd::Play { id, destinations, from, bitrate } => {
+            Request::TimelinePlay { timeline: id, destinations, from, bitrate_kbps: bitrate }
+        }
+        TimelineCmd::Pause => control(Control::Pause),
+        TimelineCmd::Resume => control(Control::Resume),
+        TimelineCmd::Stop => Request::TimelineStop,
+        TimelineCmd::Seek { cue, to } => control(Control::Seek { cue, seconds: to }),
+        TimelineCmd::Skip => control(Control::Skip),
+        TimelineCmd::Pin { camera } => control(Control::Pin { camera }),
+        TimelineCmd::Unpin => control(Control::Unpin),
+        TimelineCmd::Slate { state } => control(Control::EmergencySlate { on: state == "on" }),
+        TimelineCmd::ClearOverlays => control(Control::ClearOverlays),
+    };
+    let r = ask_daemon(cfg, &req).await?;
+    if let Some(w) = r["preflight"]["warnings"].as_array() {
+        for w in w {
+            println!("warning  {}", w.as_str().unwrap_or_default());
+        }
+    }
+    println!("ok");
+    Ok(())
+}
+
+fn parse_days(s: &str) -> Result<Vec<Weekday>, CliError> {
+    if s == "daily" {
+        return Ok(vec![
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ]);
+    }
+    s.split(',')
+        .map(|d| serde_json::from_value::<Weekday>(serde_json::Value::String(d.trim().to_lowercase())).map_err(invalid))
+        .collect()
+}
+
+pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
+    let store = Store::open(&cfg.data_dir).await?;
+    match cmd {
+        ScheduleCmd::Add { id, name, timezone, days, start, end, timelines, destinations, disabled } => {
+            let s = Schedule {
+                name: name.unwrap_or_else(|| id.clone()),
+                id: id.clone(),
+                enabled: !disabled,
+                timezone,
+                days_of_week: parse_days(&days)?,
+                window_start: start.parse::<LocalTime>().map_err(invalid)?,
+                window_end: end.parse::<LocalTime>().map_err(invalid)?,
+                timelines,
+                destinations,
+            };
+            schedule::validate(&s).map_err(invalid)?;
+            for t in &s.timelines {
+                store.timeline(t).await?;
+            }
+            for d in &s.destinations {
+                store.destination(d).await?;
+            }
+            store.put_schedule(&id, &serde_json::to_string(&s).expect("serializes")).await?;
+            println!("schedule {id} saved");
+        }
+        ScheduleCmd::List { json } => {
+            let rows = store.schedules().await?;
+            let list: Vec<serde_json::Value> = rows.iter().filter_map(|(_, j)| serde_json::from_str(j).ok()).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+            } else {
+                for s in list {
+                    println!(
+                        "{:<16} {:<8} {} {}–{} {:?} → {:?}{}",
+                        s["id"].as_str().unwrap_or_default(),
+                        s["timezone"].as_str().unwrap_or_default(),
+                        s["days_of_week"],
+                        s["window_start"].as_str().unwrap_or_default(),
+                        s["window_end"].as_str().unwrap_or_default(),
+                        s["timelines"],
+                        s["destinations"],
+                        if s["enabled"].as_bool() == Some(false) { " (disabled)" } else { "" },
+                    );
+                }
+            }
+        }
+        ScheduleCmd::Remove { id } => {
+            store.remove_schedule(&id).await?;
+            println!("removed");
+        }
+        ScheduleCmd::Enable { id } => set_enabled(&store, &id, true).await?,
+        ScheduleCmd::Disable { id } => set_enabled(&store, &id, false).await?,
+    }
+    Ok(())
+}
+
+async fn set_enabled(store: &Store, id: &str, on: bool) -> Result<(), CliError> {
+    let rows = store.schedules().await?;
+    let (_, json) = rows
+        .into_iter()
+        .find(|(i, _)| i == id)
+        .ok_or_else(|| CliError::Store(crate::store::StoreError::NotFound { kind: "schedule", id: id.into() }))?;
+    let mut s: Schedule = serde_json::from_str(&json).map_err(invalid)?;
+    s.enabled = on;
+    store.put_schedule(id, &serde_json::to_string(&s).expect("serializes")).await?;
+    println!("schedule {id} {}", if on { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+pub async fn preset(cmd: PresetCmd, cfg: &Config) -> Result<(), CliError> {
+    let store = Store::open(&cfg.data_dir).await?;
+    match cmd {
+        PresetCmd::Set { camera, preset, token } => {
+            store.put_preset(&camera, &preset, &token).await?;
+            println!("ok");
+        }
+        PresetCmd::Remove { camera, preset } => {
+            store.remove_preset(&camera, &preset).await?;
+            println!("removed");
+        }
+        PresetCmd::List { json } => {
+            let p = store.presets().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p).expect("serializes"));
+            } else {
+                let mut rows: Vec<_> = p.iter().flat_map(|(c, m)| m.iter().map(move |(k, t)| (c, k, t))).collect();
+                rows.sort();
+                for (c, k, t) in rows {
+                    println!("{c:<16} {k:<16} token {t}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,681 @@
+//! The show actor: drives one program bus from the [`Engine`] (DESIGN §5).
+//!
+//! It polls the engine a little ahead of the program clock and hands each effect to the bus with
+//! its exact program time; the bus applies it at the first frame due at or after that time and
+//! announces it, which is how cue lateness is measured (scheduled vs the frame it went out with).
+//! Operator controls arrive on a channel and take effect on the next frame boundary: a pause or a
+//! seek first withdraws whatever was handed to the bus for later.
+//!
+//! Pre-rolls start each camera's decoder (and its backup) `lead` before its cue and, while the
+//! camera is off air, move it to the cue's PTZ preset. A cut waits for that move to settle (or to
+//! time out, with a warning): a camera is never put on air mid-swing unless it was already on air.
+//!
+//! The actor owns no process: the program (encoder, pushers, decoders) belongs to the daemon, so
+//! stopping or replacing a show never touches the destinations' connections by accident.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::engine::{Effect, Engine, EngineStatus, PlayState, Scheduled, SeekTarget};
+use super::model::{to_overlay_request, Timeline, Us, VideoSource};
+use crate::ffmpeg::job::JobEvent;
+use crate::media::compositor::Prepared;
+use crate::media::program::{OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
+use crate::ptz::{OnvifEndpoint, PtzClient};
+use crate::store::Store;
+
+/// How far ahead of the program clock effects are handed to the bus.
+const LOOKAHEAD: Duration = Duration::from_millis(300);
+/// How often the engine is polled.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Who asked for a show. Higher wins: cloud > schedule > local operator (DESIGN §3); emergency
+/// actions are not subject to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Operator,
+    Schedule,
+    Cloud,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Operator => "operator",
+            Origin::Schedule => "schedule",
+            Origin::Cloud => "cloud",
+        }
+    }
+}
+
+/// Playback controls: the one internal API the CLI (and later the control plane) calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    Pause,
+    Resume,
+    /// To a cue id or to seconds into the current loop.
+    Seek {
+        cue: Option<String>,
+        seconds: Option<f64>,
+    },
+    Skip,
+    Pin {
+        camera: String,
+    },
+    Unpin,
+    EmergencySlate {
+        on: bool,
+    },
+    ClearOverlays,
+}
+
+/// How a PTZ camera is reached and moved.
+#[derive(Debug, Clone)]
+pub struct PtzTarget {
+    pub endpoint: OnvifEndpoint,
+    /// Timeline preset id → ONVIF PresetToken.
+    pub presets: HashMap<String, String>,
+    pub settle: Duration,
+}
+
+/// Everything the actor needs, resolved by the daemon (which owns the store and the cameras).
+pub struct ShowSpec {
+    pub timeline: Arc<Timeline>,
+    pub asset_root: PathBuf,
+    /// Every source the show may pre-roll (cameras, their backups, media), by bus id.
+    pub sources: HashMap<String, ProgramCamera>,
+    pub ptz: HashMap<String, PtzTarget>,
+    pub preroll_lead: Duration,
+    /// Absolute timeline position to start from (0, or where a resumed show is by the wall clock).
+    pub start_pos: Us,
+    pub paused: bool,
+    pub pinned: Option<String>,
+    pub execution_id: Option<i64>,
+}
+
+/// The bus id of a video source (None: the slate).
+pub fn bus_id(source: &VideoSource) -> Option<String> {
+    match source {
+        VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
+        VideoSource::Media { asset } => Some(media_id(asset)),
+        VideoSource::Slate => None,
+    }
+}
+
+/// Media assets are sources named after their path.
+pub fn media_id(asset: &str) -> String {
+    let safe: String = asset.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("media-{safe}")
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Lateness {
+    pub cues: u64,
+    /// Cues that went out more than one frame after their time.
+    pub late_over_1_frame: u64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+    /// Cuts held back for a PTZ move.
+    pub held_for_ptz: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShowStatus {
+    pub timeline_id: String,
+    pub engine: EngineStatus,
+    pub emergency_slate: bool,
+    pub lateness: Lateness,
+    pub ptz_moving: Vec<String>,
+    pub execution_id: Option<i64>,
+}
+
+pub enum ShowMsg {
+    Control { control: Control, reply: oneshot::Sender<Result<(), String>> },
+    Stop { reply: oneshot::Sender<()> },
+}
+
+/// A running show.
+pub struct ShowHandle {
+    pub tx: mpsc::Sender<ShowMsg>,
+    pub status: watch::Receiver<Option<ShowStatus>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl ShowHandle {
+    pub async fn control(&self, control: Control) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ShowMsg::Control { control, reply }).await.map_err(|_| "the show has stopped".to_string())?;
+        rx.await.map_err(|_| "the show has stopped".to_string())?
+    }
+
+    pub async fn stop(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(ShowMsg::Stop { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+
+    pub fn status(&self) -> Option<ShowStatus> {
+        self.status.borrow().clone()
+    }
+}
+
+/// Starts the actor on a running program.
+pub fn spawn(
+    spec: ShowSpec,
+    program: ProgramHandle,
+    events: mpsc::Sender<JobEvent>,
+    store: Option<Store>,
+) -> ShowHandle {
+    let (tx, rx) = mpsc::channel(16);
+    let (status_tx, status_rx) = watch::channel(None);
+    let (ptz_tx, ptz_rx) = mpsc::channel(16);
+    let fps = spec.timeline.fps;
+    let actor = Actor {
+        engine: Engine::new(spec.timeline.clone(), spec.preroll_lead.as_micros() as Us),
+        tl: spec.timeline,
+        asset_root: spec.asset_root,
+        sources: spec.sources,
+        ptz: spec.ptz.into_iter().map(|(k, v)| (k, (PtzClient::new(v.endpoint.clone()), v))).collect(),
+        ptz_moving: HashMap::new(),
+        ptz_tx,
+        held: Vec::new(),
+        prerolled: HashSet::new(),
+        moved_for: HashSet::new(),
+        program,
+        events,
+        store,
+        status: status_tx,
+        tags: HashMap::new(),
+        next_tag: 1,
+        lateness: Lateness::default(),
+        lateness_sum_ms: 0.0,
+        fps,
+        emergency: false,
+        execution_id: spec.execution_id,
+        start_pos: spec.start_pos,
+        start_paused: spec.paused,
+        start_pinned: spec.pinned,
+    };
+    let task = tokio::spawn(actor.run(rx, ptz_rx));
+    ShowHandle { tx, status: status_rx, task }
+}
+
+/// What a tag handed to the bus stands for.
+struct Tagged {
+    cue_id: String,
+    kind: &'static str,
+    scheduled: Us,
+}
+
+struct Actor {
+    engine: Engine,
+    tl: Arc<Timeline>,
+    asset_root: PathBuf,
+    sources: HashMap<String, ProgramCamera>,
+    /// Camera id → its PTZ client (the client caches the camera's service addresses) and settings.
+    ptz: HashMap<String, (PtzClient, PtzTarget)>,
+    /// Cameras moving to a preset, and the cue each move is for.
+    ptz_moving: HashMap<String, String>,
+    ptz_tx: mpsc::Sender<PtzDone>,
+    /// Cuts waiting for a PTZ move.
+    held: Vec<Scheduled>,
+    prerolled: HashSet<String>,
+    /// Cues whose preset move was made during pre-roll.
+    moved_for: HashSet<String>,
+    program: ProgramHandle,
+    events: mpsc::Sender<JobEvent>,
+    store: Option<Store>,
+    status: watch::Sender<Option<ShowStatus>>,
+    tags: HashMap<u64, Tagged>,
+    next_tag: u64,
+    lateness: Lateness,
+    lateness_sum_ms: f64,
+    fps: u32,
+    emergency: bool,
+    execution_id: Option<i64>,
+    start_pos: Us,
+    start_paused: bool,
+    start_pinned: Option<String>,
+}
+
+struct PtzDone {
+    camera: String,
+    cue_id: String,
+    result: Result<Duration, String>,
+    client: PtzClient,
+}
+
+impl Actor {
+    fn note(&self, event_type: &str, detail: String, warning: bool) {
+        if warning {
+            tracing::warn!(timeline = %self.tl.id, event_type, "{detail}");
+        } else {
+            tracing::info!(timeline = %self.tl.id, event_type, "{detail}");
+        }
+        let _ = self.events.try_send(JobEvent::Note {
+            job: format!("timeline:{}", self.tl.id),
+            event_type: event_type.into(),
+            detail,
+            warning,
+        });
+    }
+
+    /// Program time now, rounded up to the next frame boundary (controls land on a frame, and cue
+    /// times stay whole frames from it).
+    fn now_aligned(&self) -> Us {
+        let now = self.program.now_us().unwrap_or(0);
+        let fps = self.fps as i64;
+        let k = (now * fps + 999_999) / 1_000_000;
+        k * 1_000_000 / fps
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<ShowMsg>, mut ptz_rx: mpsc::Receiver<PtzDone>) {
+        let mut applied = self.program.applied.subscribe();
+        // The bus's clock starts with its first frame.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while self.program.now_us().is_none() && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = self.now_aligned();
+        let first = if self.start_pos > 0 {
+            self.engine.play(now);
+            let mut e = self.engine.seek_abs(now, self.start_pos);
+            e.extend(self.engine.poll(now));
+            e
+        } else {
+            self.engine.play(now);
+            self.engine.poll(now)
+        };
+        if let Some(p) = self.start_pinned.clone() {
+            let e = self.engine.pin(Some(p));
+            self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
+        }
+        self.dispatch(first).await;
+        if self.start_paused {
+            self.engine.pause(now);
+        }
+        self.note("timeline_started", format!("{} at {:.3} s", self.tl.id, self.start_pos as f64 / 1e6), false);
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ended_reported = false;
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(ShowMsg::Stop { reply }) => {
+                        self.finish("stopped", None).await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(ShowMsg::Control { control, reply }) => {
+                        let r = self.control(control).await;
+                        let _ = reply.send(r);
+                    }
+                },
+                a = applied.recv() => match a {
+                    Ok(a) => self.on_applied(a.tag, a.at_us),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(timeline = %self.tl.id, "missed {n} cue confirmations");
+                    }
+                    Err(_) => break,
+                },
+                Some(done) = ptz_rx.recv() => self.on_ptz(done).await,
+                _ = tick.tick() => {
+                    let horizon = self.program.now_us().unwrap_or(0) + LOOKAHEAD.as_micros() as Us;
+                    let effects = self.engine.poll(horizon);
+                    self.dispatch(effects).await;
+                    if self.engine.state() == PlayState::Ended && !ended_reported {
+                        ended_reported = true;
+                        self.finish("completed", None).await;
+                    }
+                    self.publish();
+                }
+            }
+        }
+        self.finish("stopped", Some("the program went away")).await;
+    }
+
+    fn publish(&self) {
+        let now = self.program.now_us().unwrap_or(0);
+        let _ = self.status.send(Some(ShowStatus {
+            timeline_id: self.tl.id.clone(),
+            engine: self.engine.status(now),
+            emergency_slate: self.emergency,
+            lateness: self.lateness.clone(),
+            ptz_moving: self.ptz_moving.keys().cloned().collect(),
+            execution_id: self.execution_id,
+        }));
+    }
+
+    fn metrics(&self) -> serde_json::Value {
+        let st = self.program.status.borrow().clone();
+        serde_json::json!({
+            "cue_lateness": self.lateness,
+            "fallbacks": st.as_ref().map(|s| s.fallbacks).unwrap_or(0),
+            "restarts": st.as_ref().map(|s| s.encoder.starts.saturating_sub(1)
+                + s.cameras.iter().map(|c| c.ingest.starts.saturating_sub(1)).sum::<u64>()).unwrap_or(0),
+            "dropped_frames": st.as_ref().map(|s| s.dropped_frames).unwrap_or(0),
+        })
+    }
+
+    async fn finish(&mut self, status: &str, error: Option<&str>) {
+        let Some(id) = self.execution_id else { return };
+        let metrics = self.metrics();
+        if let Some(store) = &self.store {
+            if let Err(e) = store.finish_execution(id, status, error, &metrics).await {
+                tracing::warn!("cannot record the end of execution {id}: {e}");
+            }
+        }
+        self.note(
+            if status == "completed" { "timeline_completed" } else { "timeline_stopped" },
+            format!("{} {status}", self.tl.id),
+            false,
+        );
+        // A completed timeline keeps its execution row closed; the show itself holds the last shot.
+        self.execution_id = None;
+    }
+
+    fn on_applied(&mut self, tag: u64, at_us: i64) {
+        let Some(t) = self.tags.remove(&tag) else { return };
+        let late_ms = (at_us - t.scheduled) as f64 / 1000.0;
+        let frame_ms = 1000.0 / self.fps as f64;
+        if t.kind == "cue_started" {
+            self.lateness.cues += 1;
+            if late_ms > frame_ms + 0.5 {
+                self.lateness.late_over_1_frame += 1;
+            }
+            self.lateness.max_ms = self.lateness.max_ms.max(late_ms.abs());
+            self.lateness_sum_ms += late_ms;
+            self.lateness.mean_ms = self.lateness_sum_ms / self.lateness.cues as f64;
+        }
+        let detail = serde_json::json!({
+            "cue": t.cue_id, "scheduled_s": t.scheduled as f64 / 1e6, "actual_s": at_us as f64 / 1e6,
+            "lateness_ms": late_ms,
+        });
+        self.note(t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
+        if self.lateness.cues.is_multiple_of(20) && t.kind == "cue_started" {
+            if let (Some(store), Some(id)) = (&self.store, self.execution_id) {
+                let (store, m) = (store.clone(), self.metrics());
+                tokio::spawn(async move {
+                    let _ = store.update_execution_metrics(id, &m).await;
+                });
+            }
+        }
+    }
+
+    fn tag(&mut self, cue_id: &str, kind: &'static str, scheduled: Us) -> u64 {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        self.tags.insert(t, Tagged { cue_id: cue_id.into(), kind, scheduled });
+        t
+    }
+
+    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> ProgramCmd) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.program.tx.send(make(reply)).await.map_err(|_| "the program has stopped".to_string())?;
+        rx.await.map_err(|_| "the program has stopped".to_string())?
+    }
+
+    async fn timed(&self, at_us: Us, tag: u64, action: TimedAction) {
+        if let Err(e) = self.send(|reply| ProgramCmd::Timed { at_us, tag, action, reply }).await {
+            self.note("cue_failed", e, true);
+        }
+    }
+
+    async fn dispatch(&mut self, effects: Vec<Scheduled>) {
+        for s in effects {
+            match s.effect.clone() {
+                Effect::Cut { cue_id, source, fade } => {
+                    if let Some(cam) = bus_id(&source) {
+                        if !self.prerolled.contains(&cam) {
+                            // A cut the pre-roll did not see coming (a seek, a skip, a restart).
+                            self.preroll(&cam).await;
+                        }
+                        if self.ptz_moving.contains_key(&cam) {
+                            self.lateness.held_for_ptz += 1;
+                            self.held.push(s);
+                            continue;
+                        }
+                        if let VideoSource::Camera { preset_id: Some(p), camera_id } = &source {
+                            if !self.moved_for.contains(&cue_id) {
+                                // The camera was on air when its cue was pre-rolled: it moves live.
+                                self.start_move(camera_id, p, &cue_id);
+                            }
+                        }
+                        self.moved_for.remove(&cue_id);
+                        let tag = self.tag(&cue_id, "cue_started", s.at);
+                        self.timed(s.at, tag, TimedAction::Cut { camera: Some(cam), fade: us_dur(fade) }).await;
+                    } else {
+                        let tag = self.tag(&cue_id, "cue_started", s.at);
+                        self.timed(s.at, tag, TimedAction::Cut { camera: None, fade: us_dur(fade) }).await;
+                    }
+                }
+                Effect::ShowOverlay { cue_id, layer } => {
+                    let Some(cue) = self.tl.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == cue_id) else {
+                        continue;
+                    };
+                    let req = to_overlay_request(&cue.id, layer, &cue.params, &self.asset_root);
+                    let fmt = (self.tl.width, self.tl.height);
+                    let prepared = match req.to_spec() {
+                        Ok(spec) => tokio::task::spawn_blocking(move || Prepared::load(spec, fmt.0, fmt.1))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string())),
+                        Err(e) => Err(e),
+                    };
+                    match prepared {
+                        Ok(p) => {
+                            let tag = self.tag(&cue_id, "cue_started", s.at);
+                            self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Show(Box::new(p)))).await;
+                        }
+                        Err(e) => self.note("cue_failed", format!("overlay cue {cue_id:?}: {e}"), true),
+                    }
+                }
+                Effect::HideOverlay { cue_id } => {
+                    let tag = self.tag(&cue_id, "overlay_hidden", s.at);
+                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id))).await;
+                }
+                Effect::CueEnded { cue_id } => {
+                    let tag = self.tag(&cue_id, "cue_completed", s.at);
+                    self.timed(s.at, tag, TimedAction::Mark).await;
+                }
+                Effect::Preroll { cue_id, source, .. } => {
+                    let Some(cam) = bus_id(&source) else { continue };
+                    self.preroll(&cam).await;
+                    if let VideoSource::Camera { camera_id, preset_id: Some(p) } = &source {
+                        let on_air = self.program.status.borrow().as_ref().and_then(|s| s.wanted_camera.clone());
+                        let pinned = self.engine.pinned().map(str::to_string);
+                        let off_air = on_air.as_deref() != Some(camera_id) && pinned.as_deref() != Some(camera_id);
+                        if off_air && self.start_move(camera_id, p, &cue_id) {
+                            self.moved_for.insert(cue_id.clone());
+                        }
+                    }
+                }
+                Effect::Pin { camera } => {
+                    let camera2 = camera.clone();
+                    if let Err(e) = self.send(|reply| ProgramCmd::Pin { camera: camera2, reply }).await {
+                        self.note("pin_failed", e, true);
+                    }
+                }
+                Effect::Ended => {
+                    self.note(
+                        "timeline_ended",
+                        format!("{} reached its end; holding the last shot", self.tl.id),
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    async fn preroll(&mut self, cam: &str) {
+        let mut wanted = vec![cam.to_string()];
+        while let Some(c) = wanted.pop() {
+            if !self.prerolled.insert(c.clone()) {
+                continue;
+            }
+            let Some(pc) = self.sources.get(&c).cloned() else {
+                self.note("preroll_failed", format!("source {c:?} is unknown to this show"), true);
+                continue;
+            };
+            if let Some(b) = pc.backup.clone() {
+                wanted.push(b);
+            }
+            if let Err(e) = self.send(|reply| ProgramCmd::Preroll { camera: pc, reply }).await {
+                self.note("preroll_failed", format!("{c}: {e}"), true);
+            }
+        }
+    }
+
+    /// Starts a preset move; false if the camera has no PTZ or is already moving.
+    fn start_move(&mut self, camera: &str, preset: &str, cue_id: &str) -> bool {
+        if self.ptz_moving.contains_key(camera) {
+            return false;
+        }
+        let Some((client, target)) = self.ptz.remove(camera) else {
+            self.note("ptz_failed", format!("camera {camera} has no ONVIF address: preset {preset} not applied"), true);
+            return false;
+        };
+        let Some(token) = target.presets.get(preset).cloned() else {
+            self.note("ptz_failed", format!("camera {camera} has no preset {preset}"), true);
+            self.ptz.insert(camera.to_string(), (client, target));
+            return false;
+        };
+        self.ptz_moving.insert(camera.to_string(), cue_id.to_string());
+        let (tx, camera, cue_id, settle) = (self.ptz_tx.clone(), camera.to_string(), cue_id.to_string(), target.settle);
+        let mut client = client;
+        self.ptz.insert(camera.clone(), (PtzClient::new(target.endpoint.clone()), target));
+        tokio::spawn(async move {
+            let result = client.goto_preset_and_settle(&token, settle).await.map_err(|e| e.to_string());
+            let _ = tx.send(PtzDone { camera, cue_id, result, client }).await;
+        });
+        true
+    }
+
+    async fn on_ptz(&mut self, done: PtzDone) {
+        self.ptz_moving.remove(&done.camera);
+        if let Some((c, _)) = self.ptz.get_mut(&done.camera) {
+            *c = done.client;
+        }
+        match &done.result {
+            Ok(took) => self.note(
+                "ptz_moved",
+                format!(
+                    "camera {} at its preset for cue {:?} after {:.1} s",
+                    done.camera,
+                    done.cue_id,
+                    took.as_secs_f64()
+                ),
+                false,
+            ),
+            Err(e) => self.note(
+                "ptz_failed",
+                format!(
+                    "camera {} (cue {:?}): {e}; the show goes on with the camera where it is",
+                    done.camera, done.cue_id
+                ),
+                true,
+            ),
+        }
+        // Release the cuts that waited for this camera, now (they are late by the move's overrun).
+        let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
+            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(&done.camera)),
+        );
+        self.held = still;
+        for s in ready {
+            // Due in the past: the bus takes it at the next frame, and its lateness shows the wait.
+            if let Effect::Cut { cue_id, .. } = &s.effect {
+                self.moved_for.insert(cue_id.clone());
+            }
+            self.dispatch(vec![s]).await;
+        }
+    }
+
+    async fn control(&mut self, c: Control) -> Result<(), String> {
+        let now = self.now_aligned();
+        match c {
+            Control::Pause => {
+                if self.engine.state() != PlayState::Playing {
+                    return Err("the timeline is not playing".into());
+                }
+                self.engine.pause(now);
+                self.withdraw(now).await?;
+                self.note("timeline_paused", format!("at {:.3} s", self.engine.status(now).position_s), false);
+            }
+            Control::Resume => {
+                if self.engine.state() != PlayState::Paused {
+                    return Err("the timeline is not paused".into());
+                }
+                self.engine.resume(now);
+                let e = self.engine.poll(now);
+                self.dispatch(e).await;
+                self.note("timeline_resumed", format!("at {:.3} s", self.engine.status(now).position_s), false);
+            }
+            Control::Seek { cue, seconds } => {
+                let target = match (cue, seconds) {
+                    (Some(c), None) => SeekTarget::Cue(c),
+                    (None, Some(s)) => SeekTarget::Seconds(s),
+                    _ => return Err("seek takes a cue id or seconds".into()),
+                };
+                let jump = self.engine.seek(now, target.clone()).map_err(|e| e.to_string())?;
+                self.withdraw(now).await?;
+                self.dispatch(jump).await;
+                let e = self.engine.poll(now);
+                self.dispatch(e).await;
+                self.note("timeline_seek", format!("{target:?}"), false);
+            }
+            Control::Skip => {
+                let jump = self.engine.skip(now).map_err(|e| e.to_string())?;
+                self.withdraw(now).await?;
+                self.dispatch(jump).await;
+                let e = self.engine.poll(now);
+                self.dispatch(e).await;
+                self.note("timeline_skip", format!("to {:.3} s", self.engine.status(now).position_s), false);
+            }
+            Control::Pin { camera } => {
+                if !self.sources.contains_key(&camera) {
+                    return Err(format!("camera {camera:?} is not part of this show"));
+                }
+                self.preroll(&camera).await;
+                let e = self.engine.pin(Some(camera));
+                self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
+            }
+            Control::Unpin => {
+                let e = self.engine.pin(None);
+                self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
+            }
+            Control::EmergencySlate { on } => {
+                self.emergency = on;
+                self.send(|reply| ProgramCmd::Slate { on, reply }).await?;
+            }
+            Control::ClearOverlays => {
+                self.send(|reply| ProgramCmd::Overlay { op: OverlayOp::Clear, reply }).await?;
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Withdraws what the bus holds for after `now` and forgets those tags and held cuts.
+    async fn withdraw(&mut self, now: Us) -> Result<(), String> {
+        self.send(|reply| ProgramCmd::CancelAfter { at_us: now, reply }).await?;
+        self.tags.retain(|_, t| t.scheduled <= now);
+        self.held.clear();
+        Ok(())
+    }
+}
+
+fn us_dur(us: Us) -> Duration {
+    Duration::from_micros(us.max(0) as u64)
+}

@@ -1,0 +1,624 @@
+//! The director: which show runs, for whom, and from where (DESIGN §5; issue 4 §3, §4, §7, §8).
+//!
+//! It lives in the daemon and owns at most one show: a program bus named [`SHOW_PROGRAM`] plus
+//! the [`actor`](super::actor) driving it. Everything that decides what plays comes through here:
+//! the local operator, the schedules, and later the cloud, each with its [`Origin`]. A request
+//! from a lower origin than the show's owner is refused with a conflict (cloud > schedule >
+//! operator); emergency slate and kill-all are never refused.
+//!
+//! **Autonomy.** The desired show is persisted (`desired_show`) whenever it changes: which
+//! timeline, for whom, to which destinations, and the wall-clock instant at which the timeline's
+//! position 0 was (or the position it is paused at). After a crash or a reboot the daemon starts
+//! it again **at the wall-clock position**, not from the top: a show is usually a 24/7 loop whose
+//! cues mean something at a time of day (a tide board at the half hour, a sponsor slot), and a
+//! scheduled show must stay aligned with its window; restarting from 0 would replay the opening
+//! after every crash and drift the show from its schedule. The gap is the restart time, already
+//! lost to viewers either way. A paused show comes back paused at its position.
+//!
+//! **Pre-flight** runs before a show goes live: blockers (unknown or disabled-only destinations,
+//! an invalid timeline, no usable encoder) stop it; warnings (a camera that does not answer a
+//! probe) are reported and the show goes on, the fallback standing in.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus};
+use super::model::{self, Inventory, Timeline, Us};
+use super::schedule::{self, ValidSchedule};
+use crate::config::Config;
+use crate::media::destination::OutputTarget;
+use crate::media::encoder::EncoderSettings;
+use crate::media::ingest::{ProgramFormat, MEDIA_PREFIX};
+use crate::media::probe::CameraSource;
+use crate::media::program::{Program, ProgramCamera, ProgramSpec};
+use crate::media::MediaEnv;
+use crate::ptz::OnvifEndpoint;
+use crate::secret::Secret;
+use crate::store::{Severity, Store, StoreError};
+
+/// The program a show runs on.
+pub const SHOW_PROGRAM: &str = "show";
+
+/// What must be playing, persisted so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredShow {
+    pub timeline_id: String,
+    pub origin: Origin,
+    pub schedule_id: Option<String>,
+    pub destinations: Vec<String>,
+    /// Wall-clock time of absolute timeline position 0 while playing (µs since the Unix epoch).
+    pub anchor_unix_us: i64,
+    /// The position it is paused at, µs.
+    pub paused_pos_us: Option<i64>,
+    pub pinned: Option<String>,
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl DesiredShow {
+    /// Where the timeline is at wall-clock time `now`.
+    pub fn position_at(&self, now: Timestamp) -> Us {
+        self.paused_pos_us.unwrap_or_else(|| (now.as_microsecond() - self.anchor_unix_us).max(0))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Preflight {
+    pub blockers: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("pre-flight failed: {}", .0.blockers.join("; "))]
+    Blocked(Preflight),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no show is running")]
+    NoShow,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A running show.
+struct Current {
+    desired: DesiredShow,
+    show: ShowHandle,
+    timeline: Arc<Timeline>,
+}
+
+/// What the daemon lends the director for a call.
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub store: &'a Store,
+    pub env: &'a MediaEnv,
+}
+
+#[derive(Default)]
+pub struct Director {
+    current: Option<Current>,
+    /// The show's program (the daemon lists it with the others).
+    program: Option<Program>,
+    /// Schedules as last loaded (reloaded when the table changes).
+    schedules: Vec<ValidSchedule>,
+    schedules_sig: String,
+}
+
+/// What the schedules want now, given what plays.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Keep,
+    Start(DesiredShow),
+    Stop,
+}
+
+/// The scheduler's decision, pure: active window → which timeline (round-robin) and where in it.
+/// `durations_s` of each timeline id (missing: not loaded, skipped); `current` is what plays and
+/// whether it has ended.
+pub fn plan(
+    schedules: &[ValidSchedule],
+    durations_s: &HashMap<String, f64>,
+    now: Timestamp,
+    current: Option<(&DesiredShow, bool)>,
+) -> Plan {
+    let Some(w) = schedule::active(schedules, now) else {
+        return match current {
+            Some((d, _)) if d.origin == Origin::Schedule => Plan::Stop,
+            _ => Plan::Keep,
+        };
+    };
+    if let Some((d, _)) = current {
+        if d.origin > Origin::Schedule {
+            return Plan::Keep;
+        }
+    }
+    let Some(s) = schedules.iter().find(|s| s.id() == w.schedule_id) else { return Plan::Keep };
+    let sched = s.schedule();
+    let playable: Vec<(&String, f64)> =
+        sched.timelines.iter().filter_map(|t| durations_s.get(t).map(|d| (t, *d))).collect();
+    if playable.is_empty() {
+        return Plan::Keep;
+    }
+    let since = now.duration_since(w.start).as_secs_f64();
+    let durs: Vec<f64> = playable.iter().map(|p| p.1).collect();
+    let (i, offset) = schedule::rotation(&durs, since);
+    let timeline_id = playable[i].0.clone();
+    if let Some((d, ended)) = current {
+        let same = d.origin == Origin::Schedule
+            && d.schedule_id.as_deref() == Some(&w.schedule_id)
+            && d.timeline_id == timeline_id;
+        // The same timeline keeps playing; a finished one starts again when its turn comes round.
+        if same && !(ended && offset < durs[i] / 2.0) {
+            return Plan::Keep;
+        }
+    }
+    Plan::Start(DesiredShow {
+        timeline_id,
+        origin: Origin::Schedule,
+        schedule_id: Some(w.schedule_id.clone()),
+        destinations: sched.destinations.clone(),
+        anchor_unix_us: now.as_microsecond() - (offset * 1e6) as i64,
+        paused_pos_us: None,
+        pinned: None,
+        bitrate_kbps: None,
+    })
+}
+
+fn bitrate_for(fmt: ProgramFormat, cfg: &Config) -> u32 {
+    if cfg.timeline.bitrate_kbps > 0 {
+        return cfg.timeline.bitrate_kbps;
+    }
+    match fmt.height {
+        h if h >= 1080 => 4500,
+        h if h >= 720 => 2500,
+        h if h >= 480 => 1200,
+        _ => 600,
+    }
+}
+
+/// Loads a stored timeline and checks it against what the appliance has now.
+pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf), DirectorError> {
+    let row = store.timeline(id).await?;
+    let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
+    let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
+    let tl = model::parse(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
+    Ok((Arc::new(tl), root))
+}
+
+/// Checks a show before it goes live (see the module doc).
+pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) -> Preflight {
+    let mut p = Preflight::default();
+    let tl = match load_timeline(ctx.store, timeline_id).await {
+        Ok((tl, _)) => Some(tl),
+        Err(e) => {
+            p.blockers.push(e.to_string());
+            None
+        }
+    };
+    if destinations.is_empty() {
+        p.blockers.push("no destination: the show would go nowhere".into());
+    }
+    let mut enabled = 0;
+    for d in destinations {
+        match ctx.store.destination(d).await {
+            Ok(dest) if dest.enabled => enabled += 1,
+            Ok(_) => p.warnings.push(format!("destination {d:?} is disabled")),
+            Err(e) => p.blockers.push(e.to_string()),
+        }
+    }
+    if !destinations.is_empty() && enabled == 0 {
+        p.blockers.push("every destination is disabled".into());
+    }
+    if let Err(e) =
+        crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false).await
+    {
+        p.blockers.push(format!("no usable encoder: {e}"));
+    }
+    if let Some(tl) = tl {
+        let mut probes = Vec::new();
+        for id in tl.cameras() {
+            if let Ok(c) = ctx.store.camera(&id).await {
+                let src = c.source();
+                let ffprobe = ctx.env.ffprobe.clone();
+                probes.push(async move {
+                    let r = crate::media::probe::probe_camera(&ffprobe, &src, Duration::from_secs(4)).await;
+                    (id, r)
+                });
+            }
+        }
+        for (id, r) in futures_util::future::join_all(probes).await {
+            if let Err(e) = r {
+                p.warnings.push(format!("camera {id:?} does not answer ({e}): its fallback will stand in"));
+            }
+        }
+    }
+    p
+}
+
+impl Director {
+    pub fn program(&self) -> Option<&Program> {
+        self.program.as_ref()
+    }
+
+    pub fn desired(&self) -> Option<&DesiredShow> {
+        self.current.as_ref().map(|c| &c.desired)
+    }
+
+    pub fn status(&self) -> Option<(DesiredShow, Option<ShowStatus>)> {
+        self.current.as_ref().map(|c| (c.desired.clone(), c.show.status()))
+    }
+
+    fn ended(&self) -> bool {
+        self.current
+            .as_ref()
+            .and_then(|c| c.show.status())
+            .is_some_and(|s| s.engine.state == super::engine::PlayState::Ended)
+    }
+
+    /// Starts (or replaces) the show. `origin` must not be below the current show's.
+    pub async fn start(
+        &mut self,
+        ctx: &Ctx<'_>,
+        desired: DesiredShow,
+        check: bool,
+    ) -> Result<Preflight, DirectorError> {
+        if let Some(c) = &self.current {
+            if desired.origin < c.desired.origin {
+                return Err(DirectorError::Conflict(format!(
+                    "the show was started by the {} and outranks the {}: stop it there first",
+                    c.desired.origin.as_str(),
+                    desired.origin.as_str()
+                )));
+            }
+        }
+        let report = if check {
+            preflight(ctx, &desired.timeline_id, &desired.destinations).await
+        } else {
+            Preflight::default()
+        };
+        if !report.blockers.is_empty() {
+            let _ = ctx
+                .store
+                .add_event(
+                    Severity::Error,
+                    "preflight_failed",
+                    &format!("timeline:{}", desired.timeline_id),
+                    &report.blockers.join("; "),
+                )
+                .await;
+            return Err(DirectorError::Blocked(report));
+        }
+        for w in &report.warnings {
+            let _ = ctx
+                .store
+                .add_event(Severity::Warning, "preflight_warning", &format!("timeline:{}", desired.timeline_id), w)
+                .await;
+        }
+        let (tl, root) = load_timeline(ctx.store, &desired.timeline_id).await?;
+        let outputs = outputs_for(ctx.store, &desired.destinations).await?;
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        // Same picture format: the running program is kept, so the destinations stay connected
+        // from one timeline to the next (a schedule's rotation).
+        let reuse = self.program.as_ref().and_then(|p| p.status()).is_some_and(|s| s.format == fmt);
+        if let Some(c) = self.current.take() {
+            c.show.stop().await;
+        }
+        let now_wall = Timestamp::now();
+        let start_pos = desired.position_at(now_wall);
+        let start_pos = if tl.looping { start_pos } else { start_pos.min(tl.duration) };
+        let sources = self.sources(ctx, &tl, &root).await?;
+        let state = super::engine::state_at(&tl, start_pos);
+        let first = state
+            .video
+            .as_ref()
+            .and_then(|id| tl.video.iter().find(|c| &c.id == id))
+            .and_then(|c| actor::bus_id(&c.source));
+        if reuse {
+            let p = self.program.as_ref().expect("checked");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = p.sender().send(crate::media::program::ProgramCmd::SetOutputs { outputs, reply: tx }).await;
+            let _ = rx.await;
+        } else {
+            if let Some(p) = self.program.take() {
+                p.stop().await;
+            }
+            let encoder =
+                crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false)
+                    .await
+                    .map_err(|e| DirectorError::Failed(e.to_string()))?
+                    .chosen;
+            let mut cams: Vec<ProgramCamera> = Vec::new();
+            if let Some(f) = &first {
+                let mut want = vec![f.clone()];
+                while let Some(id) = want.pop() {
+                    if let Some(pc) = sources.get(&id) {
+                        if !cams.iter().any(|c| c.source.camera_id == id) {
+                            want.extend(pc.backup.clone());
+                            cams.push(pc.clone());
+                        }
+                    }
+                }
+            }
+            let spec = ProgramSpec {
+                id: SHOW_PROGRAM.into(),
+                cameras: cams,
+                first: first.clone(),
+                outputs,
+                encoder: EncoderSettings {
+                    format: fmt,
+                    bitrate_kbps: desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg)),
+                    encoder,
+                },
+                slate_png: tl.fallback.slate.as_ref().map(|s| root.join(s)),
+                switcher: ctx.env.switcher,
+            };
+            self.program = Some(Program::start(spec, ctx.env).await);
+        }
+        let program = self.program.as_ref().expect("started").handle();
+        let ptz = self.ptz_targets(ctx, &tl).await?;
+        let execution_id =
+            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
+        let spec = ShowSpec {
+            timeline: tl.clone(),
+            asset_root: root,
+            sources,
+            ptz,
+            preroll_lead: Duration::from_millis(ctx.cfg.timeline.preroll_lead_ms),
+            start_pos,
+            paused: desired.paused_pos_us.is_some(),
+            pinned: desired.pinned.clone(),
+            execution_id,
+        };
+        let show = actor::spawn(spec, program, ctx.env.events.clone(), Some(ctx.store.clone()));
+        ctx.store.set_desired_show(Some(&serde_json::to_string(&desired).expect("serializes"))).await?;
+        let _ = ctx
+            .store
+            .add_event(
+                Severity::Info,
+                "show_started",
+                &format!("timeline:{}", tl.id),
+                &format!("by the {} at {:.3} s", desired.origin.as_str(), start_pos as f64 / 1e6),
+            )
+            .await;
+        self.current = Some(Current { desired, show, timeline: tl });
+        Ok(report)
+    }
+
+    /// Every source the show may need, by bus id: its cameras with their backups (a camera's own
+    /// backup first, else the timeline's fallback camera), and its media.
+    async fn sources(
+        &self,
+        ctx: &Ctx<'_>,
+        tl: &Timeline,
+        root: &Path,
+    ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
+        let mut out = HashMap::new();
+        let mut want: Vec<String> = tl.cameras();
+        while let Some(id) = want.pop() {
+            if out.contains_key(&id) {
+                continue;
+            }
+            let c = ctx.store.camera(&id).await?;
+            let backup =
+                c.backup_camera_id.clone().or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
+            want.extend(backup.clone());
+            out.insert(id, ProgramCamera { source: c.source(), backup });
+        }
+        for asset in tl.media() {
+            let path = root.join(model::safe_rel_path(&asset).map_err(DirectorError::Invalid)?);
+            let id = media_id(&asset);
+            let source = CameraSource {
+                camera_id: id.clone(),
+                url: Secret::new(format!("{MEDIA_PREFIX}{}", path.display())),
+                shown: asset.clone(),
+                secrets: vec![],
+            };
+            out.insert(id, ProgramCamera { source, backup: None });
+        }
+        Ok(out)
+    }
+
+    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<String, PtzTarget>, DirectorError> {
+        let presets = ctx.store.presets().await?;
+        let mut out = HashMap::new();
+        for id in tl.cameras() {
+            let c = ctx.store.camera(&id).await?;
+            let Some(host) = c.onvif_host.clone() else { continue };
+            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
+            out.insert(
+                id.clone(),
+                PtzTarget {
+                    endpoint: OnvifEndpoint {
+                        host,
+                        port: c.onvif_port.unwrap_or(ctx.cfg.timeline.onvif_port),
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                        profile_token: profile,
+                    },
+                    presets: presets.get(&id).cloned().unwrap_or_default(),
+                    settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Stops the show and its program. `origin` None: an emergency (kill-all) or shutdown, never refused.
+    pub async fn stop(&mut self, ctx: &Ctx<'_>, origin: Option<Origin>) -> Result<(), DirectorError> {
+        let Some(c) = &self.current else {
+            if let Some(p) = self.program.take() {
+                p.stop().await;
+            }
+            return Err(DirectorError::NoShow);
+        };
+        if let Some(o) = origin {
+            if o < c.desired.origin {
+                return Err(DirectorError::Conflict(format!(
+                    "the show was started by the {} and outranks the {}",
+                    c.desired.origin.as_str(),
+                    o.as_str()
+                )));
+            }
+        }
+        let c = self.current.take().expect("checked");
+        c.show.stop().await;
+        if let Some(p) = self.program.take() {
+            p.stop().await;
+        }
+        ctx.store.set_desired_show(None).await?;
+        let _ = ctx.store.add_event(Severity::Info, "show_stopped", &format!("timeline:{}", c.timeline.id), "").await;
+        Ok(())
+    }
+
+    /// Stops for shutdown: the desired show stays recorded, so the next start resumes it.
+    pub async fn shutdown(&mut self) {
+        if let Some(c) = self.current.take() {
+            c.show.stop().await;
+        }
+        if let Some(p) = self.program.take() {
+            p.stop().await;
+        }
+    }
+
+    /// A playback control. Emergency slate and clearing overlays are never refused; the rest need
+    /// an origin at least the show's.
+    pub async fn control(&mut self, ctx: &Ctx<'_>, origin: Origin, control: Control) -> Result<(), DirectorError> {
+        let Some(c) = &mut self.current else { return Err(DirectorError::NoShow) };
+        let emergency = matches!(control, Control::EmergencySlate { .. } | Control::ClearOverlays);
+        if !emergency && origin < c.desired.origin {
+            return Err(DirectorError::Conflict(format!(
+                "the show was started by the {} and outranks the {}",
+                c.desired.origin.as_str(),
+                origin.as_str()
+            )));
+        }
+        c.show.control(control.clone()).await.map_err(DirectorError::Invalid)?;
+        // Persist where the show is now, so a restart resumes it exactly so.
+        if let Some(st) = c.show.status() {
+            let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
+            let now = Timestamp::now().as_microsecond();
+            match st.engine.state {
+                super::engine::PlayState::Paused => c.desired.paused_pos_us = Some(abs),
+                _ => {
+                    c.desired.paused_pos_us = None;
+                    c.desired.anchor_unix_us = now - abs;
+                }
+            }
+            c.desired.pinned = st.engine.pinned.clone();
+        }
+        ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
+        let _ = ctx
+            .store
+            .add_event(
+                Severity::Info,
+                "operator_override",
+                &format!("timeline:{}", c.timeline.id),
+                &format!("{control:?} by the {}", origin.as_str()),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// At start-up: the show that was playing when the agent stopped, resumed where the wall
+    /// clock says it is now.
+    pub async fn resume_persisted(&mut self, ctx: &Ctx<'_>) -> Result<Option<DesiredShow>, DirectorError> {
+        let Some(json) = ctx.store.desired_show().await? else { return Ok(None) };
+        let desired: DesiredShow = match serde_json::from_str(&json) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("the recorded show cannot be read ({e}); forgetting it");
+                ctx.store.set_desired_show(None).await?;
+                return Ok(None);
+            }
+        };
+        // Schedules decide for themselves (their window may be over); others resume here.
+        if desired.origin == Origin::Schedule {
+            return Ok(None);
+        }
+        self.start(ctx, desired.clone(), false).await?;
+        Ok(Some(desired))
+    }
+
+    /// Reloads schedules if they changed, then applies the plan. Returns when to look again.
+    pub async fn schedule_tick(&mut self, ctx: &Ctx<'_>, now: Timestamp) -> Duration {
+        if let Err(e) = self.reload_schedules(ctx).await {
+            tracing::error!("schedules: {e}");
+        }
+        let mut durations = HashMap::new();
+        for s in &self.schedules {
+            for t in &s.schedule().timelines {
+                if let Ok(row) = ctx.store.timeline(t).await {
+                    durations.insert(t.clone(), row.duration_s);
+                }
+            }
+        }
+        let ended = self.ended();
+        let p = plan(&self.schedules, &durations, now, self.current.as_ref().map(|c| (&c.desired, ended)));
+        match p {
+            Plan::Keep => {}
+            Plan::Stop => {
+                tracing::info!("schedule window over: stopping the show");
+                let _ = self.stop(ctx, Some(Origin::Schedule)).await;
+            }
+            Plan::Start(d) => {
+                tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
+                if let Err(e) = self.start(ctx, d.clone(), true).await {
+                    tracing::error!(timeline = %d.timeline_id, "schedule could not start the show: {e}");
+                    let _ = ctx
+                        .store
+                        .add_event(
+                            Severity::Error,
+                            "schedule_failed",
+                            &format!("schedule:{}", d.schedule_id.unwrap_or_default()),
+                            &e.to_string(),
+                        )
+                        .await;
+                }
+            }
+        }
+        let next = schedule::next_change(&self.schedules, now)
+            .map(|t| t.duration_since(now).unsigned_abs())
+            .unwrap_or(Duration::from_secs(60));
+        next.clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    async fn reload_schedules(&mut self, ctx: &Ctx<'_>) -> Result<(), DirectorError> {
+        let rows = ctx.store.schedules().await?;
+        let sig: String = rows.iter().map(|(id, j)| format!("{id}={j};")).collect();
+        if sig == self.schedules_sig {
+            return Ok(());
+        }
+        self.schedules_sig = sig;
+        self.schedules.clear();
+        for (id, json) in rows {
+            match serde_json::from_str::<schedule::Schedule>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|s| schedule::validate(&s).map_err(|e| e.to_string()))
+            {
+                Ok(v) => self.schedules.push(v),
+                Err(e) => tracing::error!(schedule = %id, "ignored: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
+    let mut outputs = Vec::new();
+    for d in ids {
+        let dest = store.destination(d).await?;
+        if dest.enabled {
+            outputs.extend(dest.settings.outputs(&dest.id));
+        }
+    }
+    Ok(outputs)
+}

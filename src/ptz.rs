@@ -46,6 +46,10 @@ const MEDIA_PATH: &str = "/onvif/media_service";
 const NS_TDS: &str = "http://www.onvif.org/ver10/device/wsdl";
 const NS_TRT: &str = "http://www.onvif.org/ver10/media/wsdl";
 const NS_TPTZ: &str = "http://www.onvif.org/ver20/ptz/wsdl";
+const WSSE_DIGEST: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest";
+const WSSE_BASE64: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 
 /// Where a camera's ONVIF device service lives and how to log in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,7 +240,10 @@ impl PtzClient {
             return Ok(s.clone());
         }
         let s = self.discover().await?;
-        tracing::debug!(camera = %self.camera, ptz = %s.ptz_url, profile = %s.profile_token, "ONVIF services discovered");
+        tracing::debug!(
+            camera = %self.camera, ptz = %s.ptz_url, profile = %s.profile_token,
+            "ONVIF services discovered"
+        );
         self.services = Some(s.clone());
         Ok(s)
     }
@@ -250,7 +257,10 @@ impl PtzClient {
             Ok(doc) => parse_capabilities(&doc),
             // Some cameras only implement GetServices; the well-known paths work on nearly all of them.
             Err(PtzError::Fault { code, .. }) => {
-                tracing::debug!(camera = %self.camera, %code, "GetCapabilities refused; using the default service paths");
+                tracing::debug!(
+                    camera = %self.camera, %code,
+                    "GetCapabilities refused; using the default service paths"
+                );
                 Capabilities::default()
             }
             Err(e) => return Err(e),
@@ -371,8 +381,8 @@ impl SecurityHeader {
              xmlns:wsse=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd\" \
              xmlns:wsu=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd\">\
              <wsse:UsernameToken><wsse:Username>{}</wsse:Username>\
-             <wsse:Password Type=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest\">{digest_b64}</wsse:Password>\
-             <wsse:Nonce EncodingType=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary\">{nonce_b64}</wsse:Nonce>\
+             <wsse:Password Type=\"{WSSE_DIGEST}\">{digest_b64}</wsse:Password>\
+             <wsse:Nonce EncodingType=\"{WSSE_BASE64}\">{nonce_b64}</wsse:Nonce>\
              <wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security></s:Header>",
             escape(user)
         );
@@ -851,7 +861,8 @@ mod tests {
             r#"<?xml version="1.0"?><env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body>
                <tptz:GetStatusResponse><tptz:PTZStatus><tt:Position><tt:PanTilt x="0.1" y="0.2"/>
                <tt:Zoom x="0"/></tt:Position><tt:MoveStatus><tt:PanTilt>MOVING</tt:PanTilt>
-               <tt:Zoom>IDLE</tt:Zoom></tt:MoveStatus></tptz:PTZStatus></tptz:GetStatusResponse></env:Body></env:Envelope>"#,
+               <tt:Zoom>IDLE</tt:Zoom></tt:MoveStatus></tptz:PTZStatus></tptz:GetStatusResponse></env:Body>
+               </env:Envelope>"#,
             // Generated prefixes (gSOAP style) and no prefix at all on the inner elements.
             r#"<SOAP-ENV:Envelope><SOAP-ENV:Body><ns5:GetStatusResponse><ns5:PTZStatus><MoveStatus>
                <PanTilt> MOVING </PanTilt><Zoom>IDLE</Zoom></MoveStatus></ns5:PTZStatus></ns5:GetStatusResponse>
@@ -1010,7 +1021,10 @@ mod tests {
         let nonce = [7u8; 16];
         let h = SecurityHeader::new("admin", "pw", &nonce, "2026-11-24T12:00:00Z");
         let reason = format!("bad token {} nonce {}\nforged log line", h.digest_b64, h.nonce_b64);
-        let body = format!("<Envelope><Body><Fault><faultcode>X</faultcode><faultstring>{reason}</faultstring></Fault></Body></Envelope>");
+        let body = format!(
+            "<Envelope><Body><Fault><faultcode>X</faultcode><faultstring>{reason}</faultstring></Fault></Body>\
+             </Envelope>"
+        );
         let err = check_reply("c:1", "GetStatus", 500, &doc(&body), Some(&h)).expect_err("a fault");
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(&h.digest_b64) && !shown.contains(&h.nonce_b64), "{shown}");

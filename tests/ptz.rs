@@ -266,3 +266,61 @@ async fn without_username_no_security_header_is_sent() {
     let reqs = cam.requests();
     assert!(reqs.len() >= 4 && reqs.iter().all(|r| !r.has_security), "{reqs:?}");
 }
+
+/// The fake is only worth its passing tests if it is as strict as a camera: unsigned, stale and replayed
+/// requests are refused with `ter:NotAuthorized`; the same request freshly signed is accepted.
+#[tokio::test]
+async fn fake_camera_refuses_unsigned_stale_and_replayed_requests() {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+
+    let opts = FakeOnvifOptions::default();
+    let cam = FakeOnvif::start(opts.clone()).await;
+    let url = format!("http://127.0.0.1:{}/onvif/ptz_service", cam.port());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let signed = |created: &str, nonce: [u8; 16]| {
+        let mut h = sha1::Sha1::new();
+        h.update(nonce);
+        h.update(created.as_bytes());
+        h.update(opts.password.as_bytes());
+        format!(
+            "<s:Header><wsse:Security><wsse:UsernameToken><wsse:Username>{}</wsse:Username>\
+             <wsse:Password Type=\"x#PasswordDigest\">{}</wsse:Password><wsse:Nonce>{}</wsse:Nonce>\
+             <wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security></s:Header>",
+            opts.username,
+            b64.encode(h.finalize()),
+            b64.encode(nonce)
+        )
+    };
+    let post = |header: String| {
+        let url = url.clone();
+        async move {
+            let body = format!(
+                "<s:Envelope>{header}<s:Body><tptz:GetStatus><tptz:ProfileToken>Profile_000</tptz:ProfileToken>\
+                 </tptz:GetStatus></s:Body></s:Envelope>"
+            );
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/soap+xml; charset=utf-8")
+                .body(body)
+                .send()
+                .await
+                .expect("fake answers");
+            (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let fresh = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let stale = (now - jiff::SignedDuration::from_secs(600)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+
+    let (status, body) = post(String::new()).await;
+    assert!(status == 400 && body.contains("ter:NotAuthorized"), "unsigned: {status} {body}");
+    let (status, _) = post(signed(&stale, [1; 16])).await;
+    assert_eq!(status, 400, "stale Created accepted");
+    let (status, body) = post(signed(&fresh, [2; 16])).await;
+    assert_eq!(status, 200, "fresh, correctly signed request refused: {body}");
+    let (status, _) = post(signed(&fresh, [2; 16])).await;
+    assert_eq!(status, 400, "replayed nonce accepted");
+    let ok: Vec<bool> = cam.requests().iter().map(|r| r.auth_ok).collect();
+    assert_eq!(ok, [false, false, true, false]);
+}

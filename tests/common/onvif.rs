@@ -226,8 +226,7 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap,
             let utc = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
             ok(&format!(
                 "<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>\
-                 <tt:PanTilt space=\"http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace\" x=\"0.5\" y=\"0.1\"/>\
-                 <tt:Zoom space=\"http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace\" x=\"0.2\"/>\
+                 <tt:PanTilt x=\"0.5\" y=\"0.1\"/><tt:Zoom x=\"0.2\"/>\
                  </tt:Position><tt:MoveStatus><tt:PanTilt>{state}</tt:PanTilt><tt:Zoom>{state}</tt:Zoom>\
                  </tt:MoveStatus><tt:UtcTime>{utc}</tt:UtcTime></tptz:PTZStatus></tptz:GetStatusResponse>"
             ))

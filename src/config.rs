@@ -55,11 +55,16 @@ pub struct TimelineConfig {
     pub onvif_port: u16,
     /// The show's video bitrate when none is given, kbit/s (0: by resolution).
     pub bitrate_kbps: u32,
+    /// Decode every camera of the show from its start, as a vision mixer keeps its inputs hot, so
+    /// a seek, a skip or a pin to any camera is instant. Off: each camera starts only
+    /// `preroll_lead_ms` before its first cue (less CPU with many cameras; a jump to a camera
+    /// not yet started then shows the held shot or the slate for a few seconds).
+    pub hot_inputs: bool,
 }
 
 impl Default for TimelineConfig {
     fn default() -> Self {
-        TimelineConfig { preroll_lead_ms: 5000, ptz_settle_ms: 8000, onvif_port: 80, bitrate_kbps: 0 }
+        TimelineConfig { preroll_lead_ms: 5000, ptz_settle_ms: 8000, onvif_port: 80, bitrate_kbps: 0, hot_inputs: true }
     }
 }
 

@@ -389,7 +389,7 @@ async fn handle_request(
                 pinned: None,
                 bitrate_kbps,
             };
-            match director.start(&ctx, desired, true).await {
+            match director.start(&ctx, desired, Some(from_us), true).await {
                 Ok(report) => Response::ok(serde_json::json!({ "preflight": report })),
                 Err(e) => director_err(e),
             }
@@ -499,7 +499,7 @@ async fn handle_request(
             }
         },
         Request::ProgramStatus { id } => {
-            let list: Vec<serde_json::Value> = programs
+            let mut list: Vec<serde_json::Value> = programs
                 .iter()
                 .filter(|(k, _)| id.as_ref().is_none_or(|i| i == *k))
                 .map(|(_, p)| {
@@ -508,6 +508,13 @@ async fn handle_request(
                     v
                 })
                 .collect();
+            if id.as_ref().is_none_or(|i| i == SHOW_PROGRAM) {
+                if let Some(st) = director.program().and_then(|p| p.status()) {
+                    let mut v = serde_json::to_value(st).expect("serializes");
+                    v["destinations"] = serde_json::json!(director.desired().map(|d| d.destinations.clone()));
+                    list.push(v);
+                }
+            }
             if let (Some(id), true) = (&id, list.is_empty()) {
                 return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
             }

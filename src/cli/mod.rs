@@ -89,6 +89,16 @@ pub enum Command {
     /// Schedules: when shows play, by local time in a time zone, with no cloud needed.
     #[command(subcommand)]
     Schedule(timeline::ScheduleCmd),
+    /// The local event log (newest last): cameras, destinations, cues, overrides.
+    Events {
+        /// Only events whose subject starts with this, e.g. `timeline:` or `program:show`.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
     KillAll,
     /// Show the hardware encoder probe (cached per FFmpeg version).
@@ -471,6 +481,24 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,
         Command::Schedule(s) => timeline::schedule(s, &cfg).await,
+        Command::Events { subject, limit, json } => {
+            let events = Store::open(&cfg.data_dir).await?.events(subject.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events).expect("serializes"));
+            } else {
+                for e in events {
+                    println!(
+                        "{} {:<8} {:<18} {:<28} {}",
+                        e.at,
+                        e.severity,
+                        e.event_type,
+                        e.subject.unwrap_or_default(),
+                        e.detail.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)

@@ -34,6 +34,8 @@ use crate::ffmpeg::job::{JobEvent, JobStatus};
 
 /// A destination with more than this queued counts as falling behind.
 const BEHIND_BYTES: usize = 2 * 1024 * 1024;
+/// Timed actions due this close after a frame's deadline go out with that frame.
+const TIMED_SLACK: Duration = Duration::from_micros(500);
 /// How long a new program waits for its first camera before starting on the slate.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 /// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
@@ -496,7 +498,9 @@ impl Bus {
     }
 
     fn tick(&mut self, deadline: Instant, n: u64, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
-        while self.timed.first().is_some_and(|(at, ..)| *at <= deadline) {
+        // A hair of slack: a cue time computed in whole microseconds may sit a microsecond past
+        // the frame it belongs to (frame deadlines are exact nanoseconds).
+        while self.timed.first().is_some_and(|(at, ..)| *at <= deadline + TIMED_SLACK) {
             let (_, tag, action) = self.timed.remove(0);
             match action {
                 TimedAction::Cut { camera, fade } => self.switcher.cut_to(camera.as_deref(), deadline, fade),

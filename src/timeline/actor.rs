@@ -32,6 +32,8 @@ use crate::store::Store;
 
 /// How far ahead of the program clock effects are handed to the bus.
 const LOOKAHEAD: Duration = Duration::from_millis(300);
+/// How long a starting show waits for the sources of its first cues.
+const WARM_UP: Duration = Duration::from_secs(10);
 /// How often the engine is polled.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -94,6 +96,8 @@ pub struct ShowSpec {
     pub sources: HashMap<String, ProgramCamera>,
     pub ptz: HashMap<String, PtzTarget>,
     pub preroll_lead: Duration,
+    /// Start every source at once (see `TimelineConfig::hot_inputs`).
+    pub hot_inputs: bool,
     /// Absolute timeline position to start from (0, or where a resumed show is by the wall clock).
     pub start_pos: Us,
     pub paused: bool,
@@ -203,6 +207,8 @@ pub fn spawn(
         emergency: false,
         execution_id: spec.execution_id,
         start_pos: spec.start_pos,
+        lead: spec.preroll_lead.as_micros() as Us,
+        hot_inputs: spec.hot_inputs,
         start_paused: spec.paused,
         start_pinned: spec.pinned,
     };
@@ -244,6 +250,9 @@ struct Actor {
     emergency: bool,
     execution_id: Option<i64>,
     start_pos: Us,
+    /// Pre-roll lead, µs.
+    lead: Us,
+    hot_inputs: bool,
     start_paused: bool,
     start_pinned: Option<String>,
 }
@@ -286,6 +295,7 @@ impl Actor {
         while self.program.now_us().is_none() && Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.warm_up().await;
         let now = self.now_aligned();
         let first = if self.start_pos > 0 {
             self.engine.play(now);
@@ -344,6 +354,47 @@ impl Actor {
             }
         }
         self.finish("stopped", Some("the program went away")).await;
+    }
+
+    /// Pre-rolls the sources of the cues due within the lead of the starting position and waits
+    /// (bounded) for their first frames, so the first cues of a show land on time too. The
+    /// program is already on air meanwhile, on the first shot.
+    async fn warm_up(&mut self) {
+        let (d, lead) = (self.tl.duration, self.lead);
+        let local = if self.tl.looping { self.start_pos % d } else { self.start_pos };
+        let hot = self.hot_inputs;
+        let soon: Vec<String> = self
+            .tl
+            .video
+            .iter()
+            .filter(|c| {
+                if hot {
+                    return true;
+                }
+                let ahead = if self.tl.looping { (c.start - local).rem_euclid(d) } else { c.start - local };
+                (0..=lead).contains(&ahead)
+            })
+            .filter_map(|c| bus_id(&c.source))
+            .fold(Vec::new(), |mut v, id| {
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+                v
+            });
+        for id in &soon {
+            self.preroll(id).await;
+        }
+        let give_up = Instant::now() + WARM_UP;
+        while Instant::now() < give_up {
+            let ready = self.program.status.borrow().as_ref().is_some_and(|st| {
+                soon.iter().all(|id| st.cameras.iter().any(|c| &c.camera == id && c.frame_age_ms.is_some()))
+            });
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.note("preroll_slow", format!("sources not ready after {WARM_UP:?}: starting anyway"), true);
     }
 
     fn publish(&self) {

@@ -265,10 +265,13 @@ impl Director {
     }
 
     /// Starts (or replaces) the show. `origin` must not be below the current show's.
+    /// `start_at`: the position to start from (an operator's fresh start); None: where the wall
+    /// clock says the show is (a schedule, or a show resumed after a restart).
     pub async fn start(
         &mut self,
         ctx: &Ctx<'_>,
         desired: DesiredShow,
+        start_at: Option<Us>,
         check: bool,
     ) -> Result<Preflight, DirectorError> {
         if let Some(c) = &self.current {
@@ -313,8 +316,11 @@ impl Director {
             c.show.stop().await;
         }
         let now_wall = Timestamp::now();
-        let start_pos = desired.position_at(now_wall);
+        let start_pos = start_at.unwrap_or_else(|| desired.position_at(now_wall));
         let start_pos = if tl.looping { start_pos } else { start_pos.min(tl.duration) };
+        // Whole frames, so that cues on frame times stay on frame times.
+        let frame = 1_000_000 / tl.fps as i64;
+        let start_pos = start_pos / frame * frame;
         let sources = self.sources(ctx, &tl, &root).await?;
         let state = super::engine::state_at(&tl, start_pos);
         let first = state
@@ -373,6 +379,7 @@ impl Director {
             sources,
             ptz,
             preroll_lead: Duration::from_millis(ctx.cfg.timeline.preroll_lead_ms),
+            hot_inputs: ctx.cfg.timeline.hot_inputs,
             start_pos,
             paused: desired.paused_pos_us.is_some(),
             pinned: desired.pinned.clone(),
@@ -544,12 +551,32 @@ impl Director {
         if desired.origin == Origin::Schedule {
             return Ok(None);
         }
-        self.start(ctx, desired.clone(), false).await?;
+        self.start(ctx, desired.clone(), None, false).await?;
         Ok(Some(desired))
+    }
+
+    /// Keeps the persisted anchor true to where the show really is (it started after its cameras
+    /// did, and operators move it), so a restart resumes at the right place.
+    async fn sync_anchor(&mut self, ctx: &Ctx<'_>, now: Timestamp) {
+        let Some(c) = &mut self.current else { return };
+        let Some(st) = c.show.status() else { return };
+        if st.engine.state != super::engine::PlayState::Playing {
+            return;
+        }
+        let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
+        let anchor = now.as_microsecond() - abs;
+        if (anchor - c.desired.anchor_unix_us).abs() > 200_000 && c.desired.origin != Origin::Schedule {
+            c.desired.anchor_unix_us = anchor;
+            let json = serde_json::to_string(&c.desired).expect("serializes");
+            if let Err(e) = ctx.store.set_desired_show(Some(&json)).await {
+                tracing::warn!("cannot record the show's position: {e}");
+            }
+        }
     }
 
     /// Reloads schedules if they changed, then applies the plan. Returns when to look again.
     pub async fn schedule_tick(&mut self, ctx: &Ctx<'_>, now: Timestamp) -> Duration {
+        self.sync_anchor(ctx, now).await;
         if let Err(e) = self.reload_schedules(ctx).await {
             tracing::error!("schedules: {e}");
         }
@@ -571,7 +598,7 @@ impl Director {
             }
             Plan::Start(d) => {
                 tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
-                if let Err(e) = self.start(ctx, d.clone(), true).await {
+                if let Err(e) = self.start(ctx, d.clone(), None, true).await {
                     tracing::error!(timeline = %d.timeline_id, "schedule could not start the show: {e}");
                     let _ = ctx
                         .store

@@ -98,8 +98,12 @@ pub struct ShowSpec {
     pub preroll_lead: Duration,
     /// Start every source at once (see `TimelineConfig::hot_inputs`).
     pub hot_inputs: bool,
-    /// Absolute timeline position to start from (0, or where a resumed show is by the wall clock).
+    /// Absolute timeline position to start from (an operator's fresh start).
     pub start_pos: Us,
+    /// Instead of `start_pos`: the wall-clock time of position 0 (µs since the epoch), for a
+    /// scheduled or resumed show; the position is taken when the clock starts, after the warm-up,
+    /// so the show lands exactly where the wall clock says.
+    pub wall_anchor_us: Option<i64>,
     pub paused: bool,
     pub pinned: Option<String>,
     pub execution_id: Option<i64>,
@@ -207,6 +211,7 @@ pub fn spawn(
         emergency: false,
         execution_id: spec.execution_id,
         start_pos: spec.start_pos,
+        wall_anchor_us: spec.wall_anchor_us,
         lead: spec.preroll_lead.as_micros() as Us,
         hot_inputs: spec.hot_inputs,
         start_paused: spec.paused,
@@ -250,6 +255,7 @@ struct Actor {
     emergency: bool,
     execution_id: Option<i64>,
     start_pos: Us,
+    wall_anchor_us: Option<i64>,
     /// Pre-roll lead, µs.
     lead: Us,
     hot_inputs: bool,
@@ -296,6 +302,12 @@ impl Actor {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.warm_up().await;
+        if let Some(a) = self.wall_anchor_us {
+            let pos = (jiff::Timestamp::now().as_microsecond() - a).max(0);
+            let pos = if self.tl.looping { pos } else { pos.min(self.tl.duration) };
+            let frame = 1_000_000 / self.fps as i64;
+            self.start_pos = pos / frame * frame;
+        }
         let now = self.now_aligned();
         let first = if self.start_pos > 0 {
             self.engine.play(now);

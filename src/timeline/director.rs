@@ -111,7 +111,12 @@ pub struct Director {
     /// Schedules as last loaded (reloaded when the table changes).
     schedules: Vec<ValidSchedule>,
     schedules_sig: String,
+    /// A scheduled show's program started ahead of its window (timeline id).
+    prepared: Option<String>,
 }
+
+/// How long before a window opens its show is prepared.
+const PREPARE_LEAD: Duration = Duration::from_secs(8);
 
 /// What the schedules want now, given what plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,40 +339,8 @@ impl Director {
             let _ = p.sender().send(crate::media::program::ProgramCmd::SetOutputs { outputs, reply: tx }).await;
             let _ = rx.await;
         } else {
-            if let Some(p) = self.program.take() {
-                p.stop().await;
-            }
-            let encoder =
-                crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false)
-                    .await
-                    .map_err(|e| DirectorError::Failed(e.to_string()))?
-                    .chosen;
-            let mut cams: Vec<ProgramCamera> = Vec::new();
-            if let Some(f) = &first {
-                let mut want = vec![f.clone()];
-                while let Some(id) = want.pop() {
-                    if let Some(pc) = sources.get(&id) {
-                        if !cams.iter().any(|c| c.source.camera_id == id) {
-                            want.extend(pc.backup.clone());
-                            cams.push(pc.clone());
-                        }
-                    }
-                }
-            }
-            let spec = ProgramSpec {
-                id: SHOW_PROGRAM.into(),
-                cameras: cams,
-                first: first.clone(),
-                outputs,
-                encoder: EncoderSettings {
-                    format: fmt,
-                    bitrate_kbps: desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg)),
-                    encoder,
-                },
-                slate_png: tl.fallback.slate.as_ref().map(|s| root.join(s)),
-                switcher: ctx.env.switcher,
-            };
-            self.program = Some(Program::start(spec, ctx.env).await);
+            let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
+            self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();
         let ptz = self.ptz_targets(ctx, &tl).await?;
@@ -381,6 +354,11 @@ impl Director {
             preroll_lead: Duration::from_millis(ctx.cfg.timeline.preroll_lead_ms),
             hot_inputs: ctx.cfg.timeline.hot_inputs,
             start_pos,
+            wall_anchor_us: if start_at.is_none() && desired.paused_pos_us.is_none() {
+                Some(desired.anchor_unix_us)
+            } else {
+                None
+            },
             paused: desired.paused_pos_us.is_some(),
             pinned: desired.pinned.clone(),
             execution_id,
@@ -397,7 +375,85 @@ impl Director {
             )
             .await;
         self.current = Some(Current { desired, show, timeline: tl });
+        self.prepared = None;
         Ok(report)
+    }
+
+    /// Starts the show's program (replacing any): the first shot's camera and its backups, or
+    /// every camera with hot inputs, encoding to `outputs` (none while a show is only prepared).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_program(
+        &mut self,
+        ctx: &Ctx<'_>,
+        tl: &Timeline,
+        root: &Path,
+        sources: &HashMap<String, ProgramCamera>,
+        first: Option<String>,
+        outputs: Vec<OutputTarget>,
+        kbps: u32,
+    ) -> Result<(), DirectorError> {
+        if let Some(p) = self.program.take() {
+            p.stop().await;
+        }
+        let encoder =
+            crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false)
+                .await
+                .map_err(|e| DirectorError::Failed(e.to_string()))?
+                .chosen;
+        let mut want: Vec<String> = first.iter().cloned().collect();
+        if ctx.cfg.timeline.hot_inputs {
+            want.extend(tl.cameras());
+        }
+        let mut cams: Vec<ProgramCamera> = Vec::new();
+        while let Some(id) = want.pop() {
+            if let Some(pc) = sources.get(&id) {
+                if !cams.iter().any(|c| c.source.camera_id == id) {
+                    want.extend(pc.backup.clone());
+                    cams.push(pc.clone());
+                }
+            }
+        }
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        let spec = ProgramSpec {
+            id: SHOW_PROGRAM.into(),
+            cameras: cams,
+            first,
+            outputs,
+            encoder: EncoderSettings { format: fmt, bitrate_kbps: kbps, encoder },
+            slate_png: tl.fallback.slate.as_ref().map(|s| root.join(s)),
+            switcher: ctx.env.switcher,
+        };
+        self.program = Some(Program::start(spec, ctx.env).await);
+        Ok(())
+    }
+
+    /// Gets a scheduled show ready before its window opens: its program runs with its cameras
+    /// decoding and its encoder warm, but no destination, so going live at the window start is
+    /// only connecting the destinations (well under the 2 s a cold start would take).
+    async fn prepare(&mut self, ctx: &Ctx<'_>, desired: &DesiredShow) -> Result<(), DirectorError> {
+        let timeline_id = desired.timeline_id.as_str();
+        // Pre-flight now, while nothing decodes the cameras yet; the start then skips it.
+        let report = preflight(ctx, timeline_id, &desired.destinations).await;
+        if !report.blockers.is_empty() {
+            return Err(DirectorError::Blocked(report));
+        }
+        for w in &report.warnings {
+            let _ = ctx
+                .store
+                .add_event(Severity::Warning, "preflight_warning", &format!("timeline:{timeline_id}"), w)
+                .await;
+        }
+        let (tl, root) = load_timeline(ctx.store, timeline_id).await?;
+        let sources = self.sources(ctx, &tl, &root).await?;
+        let first = super::engine::state_at(&tl, 0)
+            .video
+            .and_then(|id| tl.video.iter().find(|c| c.id == id).map(|c| c.source.clone()))
+            .and_then(|s| actor::bus_id(&s));
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        self.start_program(ctx, &tl, &root, &sources, first, Vec::new(), bitrate_for(fmt, ctx.cfg)).await?;
+        self.prepared = Some(timeline_id.to_string());
+        tracing::info!(timeline = %timeline_id, "scheduled show prepared (no destination yet)");
+        Ok(())
     }
 
     /// Every source the show may need, by bus id: its cameras with their backups (a camera's own
@@ -590,6 +646,9 @@ impl Director {
         }
         let ended = self.ended();
         let p = plan(&self.schedules, &durations, now, self.current.as_ref().map(|c| (&c.desired, ended)));
+        if !matches!(p, Plan::Start(_)) && self.current.is_none() {
+            self.prepare_next(ctx, &durations, now).await;
+        }
         match p {
             Plan::Keep => {}
             Plan::Stop => {
@@ -598,7 +657,8 @@ impl Director {
             }
             Plan::Start(d) => {
                 tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
-                if let Err(e) = self.start(ctx, d.clone(), None, true).await {
+                let checked = self.prepared.as_deref() == Some(d.timeline_id.as_str()) && self.program.is_some();
+                if let Err(e) = self.start(ctx, d.clone(), None, !checked).await {
                     tracing::error!(timeline = %d.timeline_id, "schedule could not start the show: {e}");
                     let _ = ctx
                         .store
@@ -616,6 +676,33 @@ impl Director {
             .map(|t| t.duration_since(now).unsigned_abs())
             .unwrap_or(Duration::from_secs(60));
         next.clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Prepares the show of a window opening within [`PREPARE_LEAD`], or drops a preparation
+    /// nobody needs any more.
+    async fn prepare_next(&mut self, ctx: &Ctx<'_>, durations: &HashMap<String, f64>, now: Timestamp) {
+        let next = schedule::next_change(&self.schedules, now)
+            .filter(|t| t.duration_since(now).unsigned_abs() <= PREPARE_LEAD)
+            .and_then(|t| match plan(&self.schedules, durations, t, None) {
+                Plan::Start(d) => Some(d),
+                _ => None,
+            });
+        match (next, self.prepared.clone()) {
+            (Some(d), Some(p)) if d.timeline_id == p => {}
+            (Some(d), _) => {
+                if let Err(e) = self.prepare(ctx, &d).await {
+                    tracing::warn!(timeline = %d.timeline_id, "cannot prepare the scheduled show: {e}");
+                    self.prepared = Some(d.timeline_id.clone());
+                }
+            }
+            (None, Some(_)) => {
+                self.prepared = None;
+                if let Some(p) = self.program.take() {
+                    p.stop().await;
+                }
+            }
+            (None, None) => {}
+        }
     }
 
     async fn reload_schedules(&mut self, ctx: &Ctx<'_>) -> Result<(), DirectorError> {

@@ -50,7 +50,7 @@ struct BuiltIn {
     pattern: &'static str,
     /// A tone, so each source is recognisable by ear too.
     tone_hz: u32,
-    /// The crossfade into this source; None: a hard cut.
+    /// Whether the cut into this source is a crossfade (else a hard cut).
     fade: bool,
 }
 
@@ -116,17 +116,18 @@ pub fn timeline_doc(fmt: ProgramFormat, cut_every: Duration) -> Value {
         let tag = src.camera_id.trim_start_matches("demo-");
         video.push(json!({"id": format!("shot-{tag}"), "start_time": start, "duration": cut,
                           "action": "show_camera", "params": params}));
+        let text = format!("VistterStream demo · {} ({})", src.camera_id, src.pattern);
         thirds.push(json!({"id": format!("third-{tag}"), "start_time": start, "duration": cut,
             "action": "show_overlay",
-            "params": {"type": "lower_third", "text": format!("VistterStream demo · {} ({})", src.camera_id, src.pattern),
-                       "position": "lower_third", "opacity": 1.0, "font_size": (font * 1.2).round(),
-                       "color": "#FFFFFF", "fade_in": THIRD_FADE_IN_S.min(cut / 4.0),
-                       "fade_out": THIRD_FADE_OUT_S.min(cut / 4.0)}}));
+            "params": {"type": "lower_third", "text": text, "position": "lower_third", "opacity": 1.0,
+                       "font_size": (font * 1.2).round(), "color": "#FFFFFF",
+                       "fade_in": THIRD_FADE_IN_S.min(cut / 4.0), "fade_out": THIRD_FADE_OUT_S.min(cut / 4.0)}}));
     }
     let duration = SOURCES.len() as f64 * cut;
     // Logo and clock span the whole loop; with no fades they stay put across the loop boundary.
     let whole = |id: &str, params: Value| {
-        json!({"id": id, "start_time": 0, "duration": duration, "action": "show_overlay", "params": params})
+        json!({"id": id, "start_time": 0, "duration": duration,
+               "action": "show_overlay", "params": params})
     };
     let logo = whole(
         "logo",
@@ -277,7 +278,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
     if let Some(st) = status {
         let l = &st.lateness;
         println!(
-            "  timeline {:?}: {} cues on air (loop {}), worst {:.0} ms from their frame time, {} more than a frame late",
+            "  timeline {:?}: {} cues on air (loop {}), worst {:.0} ms off their frame time, {} over a frame late",
             st.timeline_id, l.cues, st.engine.loop_index, l.max_ms, l.late_over_1_frame
         );
     }
@@ -287,7 +288,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::model::{OverlayType, VideoSource};
+    use crate::timeline::model::{OverlayType, Us, VideoSource};
 
     fn fmt(fps: u32) -> ProgramFormat {
         ProgramFormat { width: 320, height: 180, fps }

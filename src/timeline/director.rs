@@ -736,3 +736,136 @@ async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>,
     }
     Ok(outputs)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler's decisions under a fake wall clock: every instant is given, none is read.
+    use super::*;
+    use crate::timeline::schedule::{LocalTime, Schedule, Weekday};
+
+    fn sched(id: &str, tz: &str, start: &str, end: &str, timelines: &[&str]) -> ValidSchedule {
+        use Weekday::*;
+        schedule::validate(&Schedule {
+            id: id.into(),
+            name: id.into(),
+            enabled: true,
+            timezone: tz.into(),
+            days_of_week: vec![Mon, Tue, Wed, Thu, Fri, Sat, Sun],
+            window_start: start.parse::<LocalTime>().unwrap(),
+            window_end: end.parse::<LocalTime>().unwrap(),
+            timelines: timelines.iter().map(|s| s.to_string()).collect(),
+            destinations: vec!["d1".into()],
+        })
+        .unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn durations() -> HashMap<String, f64> {
+        [("t1".to_string(), 600.0), ("t2".to_string(), 1200.0)].into_iter().collect()
+    }
+
+    fn show(timeline: &str, origin: Origin, schedule: Option<&str>) -> DesiredShow {
+        DesiredShow {
+            timeline_id: timeline.into(),
+            origin,
+            schedule_id: schedule.map(str::to_string),
+            destinations: vec!["d1".into()],
+            anchor_unix_us: 0,
+            paused_pos_us: None,
+            pinned: None,
+            bitrate_kbps: None,
+        }
+    }
+
+    /// Runs the scheduler from `from` to `to` the way the daemon does: evaluate, then sleep to the
+    /// next change (the fake clock jumps there), applying each plan to the "running" show.
+    fn walk(s: &[ValidSchedule], from: &str, to: &str) -> Vec<(Timestamp, String)> {
+        let (mut now, end) = (ts(from), ts(to));
+        let mut current: Option<DesiredShow> = None;
+        let mut log = Vec::new();
+        while now < end {
+            match plan(s, &durations(), now, current.as_ref().map(|d| (d, false))) {
+                Plan::Keep => {}
+                Plan::Stop => {
+                    current = None;
+                    log.push((now, "stop".to_string()));
+                }
+                Plan::Start(d) => {
+                    log.push((now, format!("start {}", d.timeline_id)));
+                    current = Some(d);
+                }
+            }
+            // Round-robin turns are not window changes: look at least every minute as well.
+            let next = schedule::next_change(s, now).unwrap_or(end);
+            now = next.min(now + jiff::SignedDuration::from_secs(60));
+        }
+        log
+    }
+
+    #[test]
+    fn an_overnight_window_across_london_spring_forward_starts_and_stops_at_the_right_instants() {
+        let s = [sched("night", "Europe/London", "22:00", "06:00", &["t1"])];
+        let log = walk(&s, "2026-03-28T20:00:00Z", "2026-03-29T12:00:00Z");
+        // 22:00 GMT = 22:00Z; 06:00 BST = 05:00Z: a 7 h night.
+        assert_eq!(
+            log,
+            vec![(ts("2026-03-28T22:00:00Z"), "start t1".into()), (ts("2026-03-29T05:00:00Z"), "stop".into())]
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back_makes_a_nine_hour_night_and_rotates_timelines_in_turn() {
+        let s = [sched("night", "America/New_York", "22:00", "06:00", &["t1", "t2"])];
+        let log = walk(&s, "2026-11-01T01:00:00Z", "2026-11-01T12:00:00Z");
+        // 22:00 EDT = 02:00Z; 06:00 EST = 11:00Z. t1 600 s then t2 1200 s, round and round.
+        assert_eq!(log.first().unwrap(), &(ts("2026-11-01T02:00:00Z"), "start t1".to_string()));
+        assert_eq!(log[1], (ts("2026-11-01T02:10:00Z"), "start t2".to_string()));
+        assert_eq!(log[2], (ts("2026-11-01T02:30:00Z"), "start t1".to_string()));
+        assert_eq!(log.last().unwrap(), &(ts("2026-11-01T11:00:00Z"), "stop".to_string()));
+        assert_eq!(log.len(), 9 * 2 * 2 + 1, "a t1+t2 pair every 30 min for 9 h, then the stop: {log:?}");
+    }
+
+    #[test]
+    fn a_daily_window_keeps_its_local_time_across_both_changes() {
+        let s = [sched("day", "Europe/London", "09:00", "17:00", &["t1"])];
+        for (day, start_utc) in [
+            ("2026-03-28", "2026-03-28T09:00:00Z"),
+            ("2026-03-29", "2026-03-29T08:00:00Z"),
+            ("2026-10-24", "2026-10-24T08:00:00Z"),
+            ("2026-10-25", "2026-10-25T09:00:00Z"),
+        ] {
+            let log = walk(&s, &format!("{day}T00:00:00Z"), &format!("{day}T23:00:00Z"));
+            assert_eq!(log[0], (ts(start_utc), "start t1".to_string()), "{day}");
+            assert_eq!(log.last().unwrap().0, ts(start_utc) + jiff::SignedDuration::from_hours(8), "{day}");
+        }
+    }
+
+    #[test]
+    fn cloud_outranks_a_schedule_and_a_schedule_outranks_the_operator() {
+        let s = [sched("day", "UTC", "09:00", "17:00", &["t1"])];
+        let noon = ts("2026-06-01T12:00:00Z");
+        let cloud = show("other", Origin::Cloud, None);
+        assert_eq!(plan(&s, &durations(), noon, Some((&cloud, false))), Plan::Keep);
+        let op = show("other", Origin::Operator, None);
+        assert!(matches!(plan(&s, &durations(), noon, Some((&op, false))), Plan::Start(d) if d.timeline_id == "t1"));
+        // Outside the window: the operator's show is left alone, a scheduled one stops.
+        let evening = ts("2026-06-01T18:00:00Z");
+        assert_eq!(plan(&s, &durations(), evening, Some((&op, false))), Plan::Keep);
+        let mine = show("t1", Origin::Schedule, Some("day"));
+        assert_eq!(plan(&s, &durations(), evening, Some((&mine, false))), Plan::Stop);
+        // The same show keeps playing (no restart) while its window lasts.
+        assert_eq!(plan(&s, &durations(), noon, Some((&mine, false))), Plan::Keep);
+    }
+
+    #[test]
+    fn a_scheduled_show_is_anchored_to_its_window_not_to_when_it_was_noticed() {
+        let s = [sched("day", "UTC", "09:00", "17:00", &["t1", "t2"])];
+        // Noticed 25 min into the window (an agent that just rebooted): t2, 15 min in.
+        let Plan::Start(d) = plan(&s, &durations(), ts("2026-06-01T09:25:00Z"), None) else { panic!() };
+        assert_eq!(d.timeline_id, "t2");
+        assert_eq!(d.position_at(ts("2026-06-01T09:25:00Z")), 900_000_000);
+    }
+}

@@ -326,3 +326,50 @@ fn bad_timelines_are_rejected_naming_the_cue_and_nothing_changes() {
     let out = agent.cli(&["timeline", "load", &write(dir.path(), "garbage.json", &json!("not a timeline"))]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `show_media`: a video file from the timeline's assets plays like a camera, looped and paced in
+/// real time, between two camera cues.
+#[test]
+fn a_media_cue_plays_its_file_between_camera_cues() {
+    let r = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::new();
+    setup(&mut agent, &[("r", &r)], &ingest);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("clips")).unwrap();
+    let clip = dir.path().join("clips/green.mp4");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x00ff00:s=320x180:r=25", "-f", "lavfi", "-i"])
+        .args(["sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "aac", "-shortest"])
+        .arg(&clip)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "make the clip: {}", String::from_utf8_lossy(&out.stderr));
+    let media = json!({"id": "m", "start_time": 3.0, "duration": 5.0, "action": "show_media",
+                       "params": {"asset": "clips/green.mp4"}});
+    let tl = timeline("media", 12.0, false, vec![cam("a", 0.0, 3.0, "r"), media, cam("b", 8.0, 4.0, "r")], vec![]);
+    agent.ok(&["timeline", "load", &write(dir.path(), "media.json", &tl)]);
+    agent.spawn();
+    play(&agent, &["timeline", "play", "media", "--destination", "d1"]);
+    wait_show(&agent, Duration::from_secs(40), "the end", |s| s["status"]["engine"]["state"] == "ended");
+    let started = cue_events(&agent, "cue_started");
+    let cls = stop_and_classes(&mut agent, &ingest, 2, 1);
+    let m = started.iter().find(|c| c.0 == "m").expect("media cue started");
+    let b = started.iter().find(|c| c.0 == "b").expect("cue b started");
+    let green = first_from(&cls, 0, 'G').unwrap_or_else(|| {
+        panic!("the clip went on air: {}\n{}", cls.iter().collect::<String>(), tail(&agent.log(), 40))
+    });
+    assert!((green as i64 - (m.1 * FPS).round() as i64).abs() <= 1, "green at the media cue: frame {green}");
+    // The 2 s clip loops through its 5 s cue: green all along (a few codec frames of slack).
+    let span = &cls[green..(b.1 * FPS) as usize];
+    let not_green = span.iter().filter(|c| **c != 'G').count();
+    assert!(not_green <= 3, "the clip loops for the whole cue: {}", span.iter().collect::<String>());
+    assert_eq!(
+        first_from(&cls, (b.1 * FPS) as usize - 1, 'R')
+            .map(|f| f as i64 - (b.1 * FPS).round() as i64)
+            .map(i64::abs)
+            .unwrap_or(99)
+            <= 1,
+        true
+    );
+}

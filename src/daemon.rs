@@ -388,6 +388,7 @@ async fn handle_request(
                 paused_pos_us: None,
                 pinned: None,
                 bitrate_kbps,
+                emergency_slate: false,
             };
             match director.start(&ctx, desired, Some(from_us), true).await {
                 Ok(report) => Response::ok(serde_json::json!({ "preflight": report })),

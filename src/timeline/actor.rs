@@ -106,6 +106,7 @@ pub struct ShowSpec {
     pub wall_anchor_us: Option<i64>,
     pub paused: bool,
     pub pinned: Option<String>,
+    pub emergency_slate: bool,
     pub execution_id: Option<i64>,
 }
 
@@ -208,7 +209,7 @@ pub fn spawn(
         lateness: Lateness::default(),
         lateness_sum_ms: 0.0,
         fps,
-        emergency: false,
+        emergency: spec.emergency_slate,
         execution_id: spec.execution_id,
         start_pos: spec.start_pos,
         wall_anchor_us: spec.wall_anchor_us,
@@ -318,6 +319,9 @@ impl Actor {
             self.engine.play(now);
             self.engine.poll(now)
         };
+        if self.emergency {
+            let _ = self.send(|reply| ProgramCmd::Slate { on: true, reply }).await;
+        }
         if let Some(p) = self.start_pinned.clone() {
             let e = self.engine.pin(Some(p));
             self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;

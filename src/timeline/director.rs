@@ -58,6 +58,9 @@ pub struct DesiredShow {
     pub paused_pos_us: Option<i64>,
     pub pinned: Option<String>,
     pub bitrate_kbps: Option<u32>,
+    /// An emergency slate survives a restart: whoever put it up takes it down.
+    #[serde(default)]
+    pub emergency_slate: bool,
 }
 
 impl DesiredShow {
@@ -175,6 +178,7 @@ pub fn plan(
         paused_pos_us: None,
         pinned: None,
         bitrate_kbps: None,
+        emergency_slate: false,
     })
 }
 
@@ -361,6 +365,7 @@ impl Director {
             },
             paused: desired.paused_pos_us.is_some(),
             pinned: desired.pinned.clone(),
+            emergency_slate: desired.emergency_slate,
             execution_id,
         };
         let show = actor::spawn(spec, program, ctx.env.events.clone(), Some(ctx.store.clone()));
@@ -577,6 +582,7 @@ impl Director {
                 }
             }
             c.desired.pinned = st.engine.pinned.clone();
+            c.desired.emergency_slate = st.emergency_slate;
         }
         ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
         let _ = ctx
@@ -777,6 +783,7 @@ mod tests {
             paused_pos_us: None,
             pinned: None,
             bitrate_kbps: None,
+            emergency_slate: false,
         }
     }
 

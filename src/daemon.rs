@@ -305,7 +305,8 @@ fn store_err(e: StoreError) -> Response {
     Response::err(code, e.to_string())
 }
 
-async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
+/// The outputs of destinations by id (disabled ones left out).
+pub(crate) async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
     let mut outputs = Vec::new();
     for d in ids {
         let dest = store.destination(d).await?;

@@ -31,6 +31,7 @@ use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowS
 use super::model::{self, Inventory, Timeline, Us};
 use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
+use crate::daemon::outputs_for;
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::{ProgramFormat, MEDIA_PREFIX};
@@ -732,16 +733,6 @@ impl Director {
     }
 }
 
-async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
-    let mut outputs = Vec::new();
-    for d in ids {
-        let dest = store.destination(d).await?;
-        if dest.enabled {
-            outputs.extend(dest.settings.outputs(&dest.id));
-        }
-    }
-    Ok(outputs)
-}
 
 #[cfg(test)]
 mod tests {

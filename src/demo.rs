@@ -255,6 +255,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
             wall_anchor_us: None,
             paused: false,
             pinned: None,
+            emergency_slate: false,
             execution_id: None,
         },
         program.handle(),

@@ -184,7 +184,7 @@ fn demo_refuses_a_frame_rate_a_timeline_cannot_run_at() {
     let out = dir.path().join("demo.flv");
     let res = demo(dir.path(), &["--out", out.to_str().unwrap(), "--seconds", "2", "--fps", "8"]);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success(), "demo at 8 fps must fail");
+    assert_eq!(res.status.code(), Some(2), "demo at 8 fps is refused as invalid usage");
     assert!(err.contains("--fps 8") && err.contains("24, 25, 30"), "says which rates work: {err}");
     assert!(!out.exists(), "nothing was recorded");
 }

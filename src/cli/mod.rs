@@ -533,8 +533,11 @@ async fn demo(
     if size.0 % 2 == 1 || size.1 % 2 == 1 || size.0 < 64 || size.1 < 36 || size.0 > 3840 || size.1 > 2160 {
         return Err(CliError::Invalid("--size must be even, between 64x36 and 3840x2160".into()));
     }
-    if !(1..=60).contains(&fps) || 48_000 % fps != 0 {
-        return Err(CliError::Invalid("--fps must divide 48000 (e.g. 24, 25, 30, 50, 60)".into()));
+    if !crate::timeline::model::FPS_ALLOWED.contains(&fps) {
+        return Err(CliError::Invalid(format!(
+            "--fps {fps} cannot drive a timeline: use one of {:?}",
+            crate::timeline::model::FPS_ALLOWED
+        )));
     }
     let (output, shown) = match rtmp {
         Some(u) if u.starts_with("rtmp://") || u.starts_with("rtmps://") => {

@@ -36,6 +36,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How often the daemon compares desired state with what runs, in milliseconds.
     pub reconcile_interval_ms: u64,
+    /// The venue's IANA time zone, for `{{time}}`/`{{date}}` overlays and the slate's clock
+    /// (empty: the system's zone; schedules carry their own zone).
+    pub timezone: String,
     pub ffmpeg: FfmpegConfig,
     pub relay: RelayConfig,
     pub program: ProgramConfig,
@@ -153,6 +156,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             reconcile_interval_ms: 500,
+            timezone: String::new(),
             ffmpeg: FfmpegConfig::default(),
             relay: RelayConfig::default(),
             program: ProgramConfig::default(),
@@ -267,7 +271,17 @@ impl Config {
             return bad("program.degrade_slow_speed must be > 0 and program.degrade_window_s at least 1");
         }
         self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
+        self.time_zone()?;
         Ok(())
+    }
+
+    /// The zone of `timezone` (the system's when empty; UTC if the system has none).
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, ConfigError> {
+        if self.timezone.is_empty() {
+            return Ok(jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC));
+        }
+        jiff::tz::TimeZone::get(&self.timezone)
+            .map_err(|_| ConfigError::Invalid(format!("timezone: unknown IANA time zone {:?}", self.timezone)))
     }
 
     pub fn backoff(&self) -> Result<BackoffPolicy, String> {
@@ -335,6 +349,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn the_venue_time_zone_is_checked() {
+        let c = load(None, &[("VISTTER_TIMEZONE", "Europe/London")]).unwrap();
+        let summer = "2026-07-01T12:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(c.time_zone().unwrap().to_offset(summer).seconds(), 3600, "BST in July");
+        let e = load(None, &[("VISTTER_TIMEZONE", "Mars/Base")]).unwrap_err().to_string();
+        assert!(e.contains("unknown IANA time zone \"Mars/Base\""), "{e}");
     }
 
     #[test]

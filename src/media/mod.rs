@@ -37,6 +37,8 @@ use crate::ffmpeg::registry::Registry;
 /// What every media job needs from the agent: binaries, supervision settings, where to report.
 #[derive(Clone)]
 pub struct MediaEnv {
+    /// The venue's zone, for clocks drawn on the picture.
+    pub tz: jiff::tz::TimeZone,
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
     pub backoff: BackoffPolicy,
@@ -55,6 +57,13 @@ pub struct MediaEnv {
 }
 
 impl MediaEnv {
+    /// Wall-clock time now in the venue's zone, for `{{time}}` and `{{date}}`.
+    pub fn local_now(&self) -> time::OffsetDateTime {
+        let offset = self.tz.to_offset(jiff::Timestamp::now()).seconds();
+        let utc = time::OffsetDateTime::now_utc();
+        time::UtcOffset::from_whole_seconds(offset).map(|o| utc.to_offset(o)).unwrap_or(utc)
+    }
+
     /// A job with this environment's supervision settings and no pipes; callers add theirs.
     pub fn job(&self, name: String, args: Arc<dyn ArgSource>, stale_after: Duration) -> JobSpec {
         JobSpec {
@@ -80,6 +89,7 @@ impl MediaEnv {
     pub fn new(cfg: &Config, registry: Registry, events: mpsc::Sender<JobEvent>) -> MediaEnv {
         let f = &cfg.ffmpeg;
         MediaEnv {
+            tz: cfg.time_zone().unwrap_or(jiff::tz::TimeZone::UTC),
             ffmpeg: f.path.clone(),
             ffprobe: f.ffprobe.clone(),
             backoff: cfg.backoff().expect("validated with the config"),

@@ -538,7 +538,7 @@ impl Bus {
                 Visual::Slate => None,
             }
         };
-        let wall = time::OffsetDateTime::now_utc();
+        let wall = self.env.local_now();
         let mut slate = || {
             let mut f = self.slate.clone();
             if let Some(card) = self.slate_card.as_mut() {

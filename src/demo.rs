@@ -136,7 +136,7 @@ pub fn timeline_doc(fmt: ProgramFormat, cut_every: Duration) -> Value {
     );
     let clock = whole(
         "clock",
-        json!({"type": "text", "text": "{{date}} {{time}} UTC", "position": "top_left",
+        json!({"type": "text", "text": "{{date}} {{time}}", "position": "top_left",
                "offset": {"x": "2%", "y": "3%"}, "opacity": 1.0, "font_size": font, "color": "#FFFFFF",
                "background": "#0000008C"}),
     );
@@ -319,7 +319,7 @@ mod tests {
                 tl.overlays.iter().map(|t| t.cues.iter().map(|c| c.params.kind).collect()).collect();
             use OverlayType::*;
             assert_eq!(kinds, vec![vec![Logo], vec![Text], vec![LowerThird, LowerThird]]);
-            assert_eq!(tl.overlays[1].cues[0].params.text.as_deref(), Some("{{date}} {{time}} UTC"));
+            assert_eq!(tl.overlays[1].cues[0].params.text.as_deref(), Some("{{date}} {{time}}"));
             for (shot, third) in tl.video.iter().zip(&tl.overlays[2].cues) {
                 assert_eq!((third.start, third.duration), (shot.start, shot.duration), "one lower third per cue");
                 let VideoSource::Camera { camera_id, .. } = &shot.source else { unreachable!() };

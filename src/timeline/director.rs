@@ -117,6 +117,8 @@ pub struct Director {
     schedules_sig: String,
     /// A scheduled show's program started ahead of its window (timeline id).
     prepared: Option<String>,
+    /// A scheduled start that failed is retried from this time (timeline id, when).
+    retry_at: Option<(String, Timestamp)>,
 }
 
 /// How long before a window opens its show is prepared.
@@ -662,11 +664,14 @@ impl Director {
                 tracing::info!("schedule window over: stopping the show");
                 let _ = self.stop(ctx, Some(Origin::Schedule)).await;
             }
+            Plan::Start(d) if self.retry_at.as_ref().is_some_and(|(k, t)| *k == d.timeline_id && now < *t) => {}
             Plan::Start(d) => {
                 tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
                 let checked = self.prepared.as_deref() == Some(d.timeline_id.as_str()) && self.program.is_some();
                 if let Err(e) = self.start(ctx, d.clone(), None, !checked).await {
-                    tracing::error!(timeline = %d.timeline_id, "schedule could not start the show: {e}");
+                    // Not every second: a misconfigured schedule must not flood the log or the disk.
+                    self.retry_at = Some((d.timeline_id.clone(), now + jiff::SignedDuration::from_secs(30)));
+                    tracing::error!(timeline = %d.timeline_id, "schedule could not start the show (retry in 30 s): {e}");
                     let _ = ctx
                         .store
                         .add_event(

@@ -738,7 +738,6 @@ impl Director {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! The scheduler's decisions under a fake wall clock: every instant is given, none is read.

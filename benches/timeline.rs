@@ -14,6 +14,7 @@
 //!    its FFmpeg children excluded) while the timeline plays vs while a plain `program start`
 //!    with the same cameras is driven by `program cut --at` / `overlay show|hide` commands from
 //!    this bench on the same cue list, over the same number of seconds.
+//!    `BENCH_ONLY=engine` runs this part alone.
 //! 3. **scheduled go-live**: `BENCH_TRIALS` (default 3) times, a fresh `run` with a schedule
 //!    whose window opens ~12 s later (UTC, HH:MM:SS): window start → first recording file at the
 //!    ingest. Baseline: an operator `timeline play` issued at the same point of a fresh `run`
@@ -1102,6 +1103,20 @@ fn main() {
 
     // ---- Part 1: the engine. -------------------------------------------------------------------
     let (engine_results, timer_ns) = part_engine(engine_secs);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("engine") {
+        // Part 1 alone (seconds instead of minutes), e.g. after an engine change.
+        for r in &engine_results {
+            println!(
+                "engine {:>6} cues: {:>9.0} ns/poll = {:.3}% core   naive state_at: {:>7.0} ns/poll",
+                r.n,
+                r.engine.mean_ns(),
+                r.engine.core_pct_at_30fps(),
+                r.naive.mean_ns()
+            );
+        }
+        println!("(timer overhead {timer_ns} ns per sample)");
+        return;
+    }
 
     // ---- Setup for parts 2-4: three cameras, four ingests, one agent. ----------------------------
     let plan = ShowPlan::new();

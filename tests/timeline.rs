@@ -246,6 +246,7 @@ fn pause_resume_seek_skip_and_pin_are_visible_in_the_recording() {
     let bb = started.iter().find(|c| c.0 == "bb").expect("cue bb started");
     let (a_start, _) = started.iter().find(|c| c.0 == "a").map(|c| (c.1, c.2)).unwrap();
     let delay = bb.1 - (a_start + 6.0);
+    eprintln!("pause lasted {paused:.3} s; cue bb moved by {delay:.3} s");
     assert!((delay - paused).abs() < 0.1, "cue bb moved by the pause ({paused:.2} s): moved {delay:.2} s");
     assert!(
         (red_until as i64 - frame(bb.1) as i64).abs() <= 1,
@@ -256,6 +257,7 @@ fn pause_resume_seek_skip_and_pin_are_visible_in_the_recording() {
     // Seek to cc (green), skip to dd (red), pin b (blue), unpin (red again).
     let check = |what: &str, from: f64, to: f64, colour: char| {
         let got = first_from(&cls, frame(from), colour).unwrap_or(usize::MAX);
+        eprintln!("{what}: on air {} frame(s) after the command was sent", got as i64 - frame(from) as i64);
         assert!(
             got <= frame(to) + 3,
             "{what}: {colour} on air by frame {} (command {from:.2}..{to:.2}), got frame {got}",

@@ -63,11 +63,21 @@ pub struct TimelineConfig {
     /// `preroll_lead_ms` before its first cue (less CPU with many cameras; a jump to a camera
     /// not yet started then shows the held shot or the slate for a few seconds).
     pub hot_inputs: bool,
+    /// How long before a schedule's window opens its show is prepared (pre-flight, cameras,
+    /// encoder; no destination yet). Cameras that take long to deliver want more.
+    pub prepare_lead_ms: u64,
 }
 
 impl Default for TimelineConfig {
     fn default() -> Self {
-        TimelineConfig { preroll_lead_ms: 5000, ptz_settle_ms: 8000, onvif_port: 80, bitrate_kbps: 0, hot_inputs: true }
+        TimelineConfig {
+            preroll_lead_ms: 5000,
+            ptz_settle_ms: 8000,
+            onvif_port: 80,
+            bitrate_kbps: 0,
+            hot_inputs: true,
+            prepare_lead_ms: 10_000,
+        }
     }
 }
 

@@ -121,9 +121,6 @@ pub struct Director {
     retry_at: Option<(String, Timestamp)>,
 }
 
-/// How long before a window opens its show is prepared.
-const PREPARE_LEAD: Duration = Duration::from_secs(8);
-
 /// What the schedules want now, given what plays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
@@ -690,11 +687,11 @@ impl Director {
         next.clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Prepares the show of a window opening within [`PREPARE_LEAD`], or drops a preparation
+    /// Prepares the show of a window opening within `timeline.prepare_lead_ms`, or drops a preparation
     /// nobody needs any more.
     async fn prepare_next(&mut self, ctx: &Ctx<'_>, durations: &HashMap<String, f64>, now: Timestamp) {
         let next = schedule::next_change(&self.schedules, now)
-            .filter(|t| t.duration_since(now).unsigned_abs() <= PREPARE_LEAD)
+            .filter(|t| t.duration_since(now).unsigned_abs() <= Duration::from_millis(ctx.cfg.timeline.prepare_lead_ms))
             .and_then(|t| match plan(&self.schedules, durations, t, None) {
                 Plan::Start(d) => Some(d),
                 _ => None,

@@ -47,7 +47,12 @@ pub fn last_lines(mut v: Vec<String>) -> Vec<String> {
 }
 
 pub fn pusher_args(t: &OutputTarget) -> Argv {
-    let mut a = common_prefix().args(["-f", "flv", "-i", "pipe:0", "-map", "0", "-c", "copy"]);
+    // The fan-out sends the FLV header and both sequence headers first, so both streams are known
+    // within a few hundred bytes. FFmpeg's default probing waited for about 2 s of real-time input
+    // before connecting, which was most of a go-live or an attach.
+    let mut a = common_prefix()
+        .args(["-probesize", "32768", "-analyzeduration", "200000"])
+        .args(["-f", "flv", "-i", "pipe:0", "-map", "0", "-c", "copy"]);
     if let Some(tls) = &t.tls {
         a = a.args(["-tls_verify", if tls.verify { "1" } else { "0" }]);
         if let Some(ca) = &tls.ca_file {

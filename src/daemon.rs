@@ -305,6 +305,34 @@ fn store_err(e: StoreError) -> Response {
     Response::err(code, e.to_string())
 }
 
+/// The lowest of the destinations' platform bitrate limits (YouTube 9000k, Facebook 8000k,
+/// Twitch 6000k), so a program never sends more than any of its platforms accepts.
+pub(crate) async fn bitrate_cap(store: &Store, ids: &[String]) -> Option<u32> {
+    let mut cap: Option<u32> = None;
+    for d in ids {
+        if let Ok(dest) = store.destination(d).await {
+            if let Some(m) = dest.platform.max_bitrate_kbps().filter(|_| dest.enabled) {
+                cap = Some(cap.map_or(m, |c| c.min(m)));
+            }
+        }
+    }
+    cap
+}
+
+/// Clamps a program's video bitrate to its platforms' limits, saying so when it does.
+pub(crate) async fn capped_bitrate(store: &Store, program: &str, ids: &[String], kbps: u32) -> u32 {
+    match bitrate_cap(store, ids).await {
+        Some(cap) if kbps > cap => {
+            let detail =
+                format!("video bitrate {kbps} kbit/s lowered to {cap} kbit/s, the destinations' platform limit");
+            tracing::warn!(program, "{detail}");
+            let _ = store.add_event(Severity::Warning, "bitrate_capped", &format!("program:{program}"), &detail).await;
+            cap
+        }
+        _ => kbps,
+    }
+}
+
 /// The outputs of destinations by id (disabled ones left out).
 pub(crate) async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
     let mut outputs = Vec::new();
@@ -465,6 +493,7 @@ async fn handle_request(
             if let Some(b) = bitrate_kbps {
                 kbps = b;
             }
+            let kbps = capped_bitrate(store, &id, &destinations, kbps).await;
             let encoder = match crate::media::hwaccel::cached(
                 &cfg.ffmpeg.path,
                 &cfg.data_dir.join("hwaccel.json"),
@@ -654,5 +683,44 @@ async fn set_outputs(
             Response::ok(serde_json::json!({ "destinations": ds }))
         }
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::destination::{DestinationInput, Platform};
+    use crate::secret::Secret;
+
+    async fn add(store: &Store, id: &str, platform: Platform, enabled: bool) {
+        let url = (platform == Platform::Custom).then(|| "rtmp://127.0.0.1:1935/live".to_string());
+        let input = DestinationInput {
+            platform,
+            url,
+            key: Secret::new("k"),
+            backup_ingest: false,
+            ca_file: None,
+            tls_verify: true,
+        };
+        store.add_destination(id, &input.validate().unwrap(), enabled).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_program_never_sends_more_than_its_strictest_platform_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        add(&store, "yt", Platform::Youtube, true).await;
+        add(&store, "tw", Platform::Twitch, true).await;
+        add(&store, "tw-off", Platform::Twitch, false).await;
+        add(&store, "own", Platform::Custom, true).await;
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "tw"]), 12_000).await, 6_000);
+        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "own"]), 12_000).await, 9_000);
+        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "tw-off"]), 12_000).await, 9_000, "disabled: ignored");
+        assert_eq!(capped_bitrate(&store, "p", &ids(&["own"]), 12_000).await, 12_000, "custom: no limit");
+        assert_eq!(capped_bitrate(&store, "p", &ids(&["tw"]), 2_500).await, 2_500, "below the cap: unchanged");
+        let ev = store.events(Some("program:p"), 10).await.unwrap();
+        assert_eq!(ev.iter().filter(|e| e.event_type == "bitrate_capped").count(), 3);
+        store.close().await;
     }
 }

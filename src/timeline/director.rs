@@ -344,6 +344,7 @@ impl Director {
             let _ = rx.await;
         } else {
             let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
+            let kbps = crate::daemon::capped_bitrate(ctx.store, SHOW_PROGRAM, &desired.destinations, kbps).await;
             self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();

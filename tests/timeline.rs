@@ -369,3 +369,33 @@ fn a_media_cue_plays_its_file_between_camera_cues() {
     let red = first_from(&cls, (b.1 * FPS) as usize - 1, 'R').expect("camera r back on air");
     assert!((red as i64 - (b.1 * FPS).round() as i64).abs() <= 1, "back to the camera at cue b: frame {red}");
 }
+
+/// With `hot_inputs = false`, each camera starts only `preroll_lead_ms` before its first cue, and
+/// its cut still lands on its frame.
+#[test]
+fn cold_inputs_are_prerolled_their_lead_before_the_cue_and_cut_on_time() {
+    let (r, b) = (RtspCamera::start("red"), RtspCamera::start("blue"));
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::with_config("[timeline]\nhot_inputs = false\npreroll_lead_ms = 5000\n");
+    setup(&mut agent, &[("r", &r), ("b", &b)], &ingest);
+    let dir = tempfile::tempdir().unwrap();
+    let tl = timeline("cold", 16.0, false, vec![cam("a", 0.0, 9.0, "r"), cam("bb", 9.0, 7.0, "b")], vec![]);
+    agent.ok(&["timeline", "load", &write(dir.path(), "cold.json", &tl)]);
+    agent.spawn();
+    play(&agent, &["timeline", "play", "cold", "--destination", "d1"]);
+    let has_b = |agent: &TestAgent| {
+        agent.program("show")["cameras"].as_array().is_some_and(|c| c.iter().any(|c| c["camera"] == "b"))
+    };
+    wait_show(&agent, Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(1.0));
+    assert!(!has_b(&agent), "camera b is not decoding yet, 8 s before its cue");
+    let s = wait_show(&agent, Duration::from_secs(15), "b pre-rolled", |_| has_b(&agent));
+    let at = s["status"]["engine"]["position_s"].as_f64().unwrap();
+    eprintln!("camera b started at timeline position {at:.2} s (cue at 9 s, lead 5 s)");
+    assert!((3.5..=5.5).contains(&at), "pre-rolled about 5 s before its cue: at {at:.2} s");
+    wait_show(&agent, Duration::from_secs(20), "the end", |s| s["status"]["engine"]["state"] == "ended");
+    let started = cue_events(&agent, "cue_started");
+    let cls = stop_and_classes(&mut agent, &ingest, 2, 1);
+    let bb = started.iter().find(|c| c.0 == "bb").expect("cue bb started");
+    let blue = first_from(&cls, 0, 'B').expect("camera b on air");
+    assert!((blue as i64 - (bb.1 * FPS).round() as i64).abs() <= 1, "cut on its frame: {blue} vs {:.0}", bb.1 * FPS);
+}

@@ -247,7 +247,9 @@ fn pause_resume_seek_skip_and_pin_are_visible_in_the_recording() {
     let (a_start, _) = started.iter().find(|c| c.0 == "a").map(|c| (c.1, c.2)).unwrap();
     let delay = bb.1 - (a_start + 6.0);
     eprintln!("pause lasted {paused:.3} s; cue bb moved by {delay:.3} s");
-    assert!((delay - paused).abs() < 0.1, "cue bb moved by the pause ({paused:.2} s): moved {delay:.2} s");
+    // `paused` is measured between two CLI calls, each of which takes a process start to act, so
+    // it is only close to the real pause; the exact shift is the engine property tests' job.
+    assert!((delay - paused).abs() < 0.35, "cue bb moved by the pause ({paused:.2} s): moved {delay:.2} s");
     assert!(
         (red_until as i64 - frame(bb.1) as i64).abs() <= 1,
         "blue came at its shifted time: frame {red_until} vs {}",

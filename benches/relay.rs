@@ -11,6 +11,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use support::{clk_tck, env_u64, pass};
 
 const WARMUP: Duration = Duration::from_secs(2);
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -32,24 +35,7 @@ const KEYS: [&str; 3] = ["bench-k1", "bench-k2", "bench-k3"];
 const CPU_RATIO_TARGET: f64 = 2.0;
 const AGENT_RSS_TARGET_MB: f64 = 20.0;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
 
-/// Clock ticks per second for /proc/PID/stat times. (nix's `sysconf` needs its "feature" feature,
-/// which this crate does not enable, so ask getconf.)
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Camera: tests/support/rtsp_camera.py at 1280x720, with the bitrate raised and the SMPTE bars
@@ -471,13 +457,6 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-fn pass(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "MISS"
-    }
-}
 
 /// Prints each ingest's recordings; false if one has nothing close to the run length.
 fn report_recordings(what: &str, recs: &[Recording], expect: f64) -> bool {

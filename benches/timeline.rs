@@ -28,24 +28,23 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
+use support::*;
 use serde_json::{json, Value};
 use vistter_agent::timeline::engine::{self, Effect, Engine, ShowState};
 use vistter_agent::timeline::model::{self, Inventory, Timeline, Us};
 
-const CAM_W: u32 = 1280;
-const CAM_H: u32 = 720;
 const FPS: u32 = 30;
 const FPS_F: f64 = FPS as f64;
 /// Recordings are decoded at 16x9 and sampled near the top-left corner; the overlays sit bottom
@@ -72,23 +71,7 @@ const CUT_TARGET_FRAMES: i64 = 1;
 const GO_LIVE_TARGET_S: f64 = 2.0;
 const AUTONOMY_TARGET_S: f64 = 10.0;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
 
-/// Clock ticks per second for /proc/PID/stat times.
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
@@ -100,13 +83,6 @@ fn hms(t: f64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn pass(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let min = v.iter().copied().fold(f64::NAN, f64::min);
@@ -277,112 +253,6 @@ fn part_engine(program_secs: u64) -> (Vec<EngineResult>, u64) {
         out.push(EngineResult { n, overlay_cues, check, engine, naive });
     }
     (out, timer_ns)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cameras: tests/support/rtsp_camera.py at 1280x720@30 (RtspCamera is fixed at 320x180@25).
-// Copied from benches/program.rs.
-
-struct SimCamera {
-    pattern: &'static str,
-    port: u16,
-    proc: Option<ProcGuard>,
-    dir: tempfile::TempDir,
-    starts: u32,
-}
-
-impl SimCamera {
-    fn start(pattern: &'static str) -> SimCamera {
-        require_bin("ffprobe");
-        let dir = tempfile::Builder::new().prefix("bench-cam-").tempdir().expect("tempdir");
-        let mut cam = SimCamera { pattern, port: 0, proc: None, dir, starts: 0 };
-        cam.port = free_port();
-        for attempt in 1..=5 {
-            match cam.spawn() {
-                Ok(()) => return cam,
-                Err(e) if attempt < 5 => {
-                    eprintln!("bench camera on port {}: {e}; retrying", cam.port);
-                    if e.starts_with("port busy") {
-                        cam.port = free_port();
-                    }
-                }
-                Err(e) => panic!("camera simulator did not start: {e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/cam", self.port)
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().map(ProcGuard::pid)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("camera-{}.log", self.starts))).unwrap_or_default()
-    }
-
-    /// Err("port busy: …") when the port could not be bound, Err("not serving: …") when the
-    /// simulator started but served no video within 20 s (it is killed); panics on anything else.
-    fn spawn(&mut self) -> Result<(), String> {
-        self.starts += 1;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_camera.py");
-        let log_path = self.dir.path().join(format!("camera-{}.log", self.starts));
-        let mut cmd = Command::new(CAMERA_PYTHON);
-        cmd.arg(script)
-            .args(["--port", &self.port.to_string(), "--pattern", self.pattern])
-            .args(["--width", &CAM_W.to_string(), "--height", &CAM_H.to_string(), "--fps", &FPS.to_string()])
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log_path).expect("camera log"));
-        let mut proc = ProcGuard::spawn("rtsp_camera.py (bench)", &mut cmd);
-        let stdout = proc.child_mut().stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.trim() == "READY" {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(15)).is_err() {
-            let st = proc.wait_timeout(Duration::from_secs(5));
-            let text = self.log();
-            if text.contains("cannot listen") {
-                return Err(format!("port busy: {}", text.trim()));
-            }
-            panic!("camera simulator printed no READY ({st:?}); stderr:\n{text}");
-        }
-        let url = self.url();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut probe = Command::new("ffprobe");
-            probe.args(["-v", "error", "-rtsp_transport", "tcp", "-timeout", "5000000"]);
-            probe.args(["-analyzeduration", "500000", "-show_streams", &url]);
-            let out = run_with_timeout(&mut probe, Duration::from_secs(10));
-            let ok = out
-                .as_ref()
-                .is_some_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("codec_type=video"));
-            if ok {
-                self.proc = Some(proc);
-                return Ok(());
-            }
-            assert!(proc.is_running(), "camera died; stderr:\n{}", self.log());
-            if Instant::now() >= deadline {
-                let why = out.map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string());
-                proc.kill();
-                return Err(format!(
-                    "not serving {url} within 20 s (last ffprobe: {}); simulator stderr: {}",
-                    why.unwrap_or_else(|| "timed out".into()),
-                    self.log().trim()
-                ));
-            }
-            thread::sleep(Duration::from_millis(300));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

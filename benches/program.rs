@@ -35,8 +35,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::*;
 use serde_json::Value;
+use support::*;
 
 const WARMUP: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -54,8 +54,6 @@ const CPU_TARGET_PCT: f64 = 10.0;
 const CUT_TARGET_FRAMES: i64 = 1;
 const SLATE_TARGET_S: f64 = 1.0;
 const ATTACH_TARGET_S: f64 = 3.0;
-
-
 
 // ---------------------------------------------------------------------------------------------
 // /proc sampling.
@@ -361,7 +359,6 @@ struct Kill {
     /// Camera restarted → back on air (status).
     back_s: f64,
 }
-
 
 fn main() {
     let secs = env_u64("BENCH_SECS", 60).max(1);

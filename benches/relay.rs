@@ -35,8 +35,6 @@ const KEYS: [&str; 3] = ["bench-k1", "bench-k2", "bench-k3"];
 const CPU_RATIO_TARGET: f64 = 2.0;
 const AGENT_RSS_TARGET_MB: f64 = 20.0;
 
-
-
 // ---------------------------------------------------------------------------------------------
 // Camera: tests/support/rtsp_camera.py at 1280x720, with the bitrate raised and the SMPTE bars
 // scrolling (static bars compress to almost nothing whatever the target).
@@ -456,7 +454,6 @@ fn bench_tee(cam: &BenchCamera, secs: u64) -> TeeResult {
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
-
 
 /// Prints each ingest's recordings; false if one has nothing close to the run length.
 fn report_recordings(what: &str, recs: &[Recording], expect: f64) -> bool {

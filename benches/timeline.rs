@@ -40,8 +40,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use support::*;
 use serde_json::{json, Value};
+use support::*;
 use vistter_agent::timeline::engine::{self, Effect, Engine, ShowState};
 use vistter_agent::timeline::model::{self, Inventory, Timeline, Us};
 
@@ -71,8 +71,6 @@ const CUT_TARGET_FRAMES: i64 = 1;
 const GO_LIVE_TARGET_S: f64 = 2.0;
 const AUTONOMY_TARGET_S: f64 = 10.0;
 
-
-
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
 }
@@ -82,7 +80,6 @@ fn hms(t: f64) -> String {
     let s = t as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
-
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let min = v.iter().copied().fold(f64::NAN, f64::min);

@@ -48,7 +48,6 @@ pub fn pass(ok: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Cameras: tests/support/rtsp_camera.py at 1280x720@30.
 
-
 pub struct SimCamera {
     pattern: &'static str,
     port: u16,
@@ -173,4 +172,3 @@ impl SimCamera {
         }
     }
 }
-

@@ -426,48 +426,9 @@ fn write_logo(path: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The agent through its CLI.
 
-/// `timeline status --json` (Null when no show runs).
-fn show_status(agent: &TestAgent) -> Value {
-    let out = agent.cli(&["timeline", "status", "--json"]);
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn wait_show(agent: &TestAgent, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = show_status(agent);
-        if !s.is_null() && pred(&s) {
-            return s;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:#}\nlog:\n{}", tail(&agent.log(), 40));
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs a CLI command, retried until the daemon's socket answers (20 s).
-fn cli_retry(agent: &TestAgent, args: &[&str]) {
-    let start = Instant::now();
-    loop {
-        let out = agent.cli(args);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{args:?} failed: {}\nlog:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            tail(&agent.log(), 40)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits until the daemon answers on its socket.
 fn wait_daemon(agent: &TestAgent) {
-    cli_retry(agent, &["program", "status", "--json"]);
+    agent.ok_when_up(&["program", "status", "--json"]);
 }
 
 /// Polls the ingest every 20 ms until it holds more than `before` recordings; the Unix time it
@@ -587,9 +548,9 @@ struct BusBaseline {
 fn part_accuracy(agent: &TestAgent, plan: &ShowPlan, ingest: &RtmpIngest, secs: u64, tck: f64) -> AccuracyResult {
     let agent_pid = agent.pid().expect("daemon running");
     let t = Instant::now();
-    cli_retry(agent, &["timeline", "play", SHOW_ID, "--destination", "d1"]);
+    agent.ok_when_up(&["timeline", "play", SHOW_ID, "--destination", "d1"]);
     let play_cli_s = t.elapsed().as_secs_f64();
-    wait_show(agent, Duration::from_secs(60), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
+    agent.wait_show(Duration::from_secs(60), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
     wait_new_recording(ingest, agent, 0, Duration::from_secs(60));
     let live_s = t.elapsed().as_secs_f64();
     eprintln!("show playing, recording after {live_s:.1} s; warming up {} s, measuring {secs} s", WARMUP.as_secs());
@@ -597,7 +558,7 @@ fn part_accuracy(agent: &TestAgent, plan: &ShowPlan, ingest: &RtmpIngest, secs: 
     let cpu = CpuWindow::start(agent_pid);
     thread::sleep(Duration::from_secs(secs));
     let cpu = cpu.finish(tck);
-    let st = show_status(agent);
+    let st = agent.show();
     let loops = st["status"]["engine"]["loop_index"].as_u64().unwrap_or(0);
     let bus_frames = frames_of(&agent.program("show"));
     let events = cue_started(agent);
@@ -665,23 +626,20 @@ enum BusCmd {
 /// at their times, for warm-up + `secs`, the agent's CPU measured over the last `secs`.
 fn part_bus_baseline(agent: &TestAgent, plan: &ShowPlan, logo: &Path, secs: u64, tck: f64) -> BusBaseline {
     let agent_pid = agent.pid().expect("daemon running");
-    cli_retry(
-        agent,
-        &[
-            "program",
-            "start",
-            "--camera",
-            "r",
-            "--camera",
-            "g",
-            "--camera",
-            "b",
-            "--profile",
-            "720p30",
-            "--destination",
-            "db",
-        ],
-    );
+    agent.ok_when_up(&[
+        "program",
+        "start",
+        "--camera",
+        "r",
+        "--camera",
+        "g",
+        "--camera",
+        "b",
+        "--profile",
+        "720p30",
+        "--destination",
+        "db",
+    ]);
     agent.wait_program(Duration::from_secs(60), "the bus live with its three cameras", |p| {
         p["encoder"]["phase"] == "running"
             && p["outputs"].as_array().is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))

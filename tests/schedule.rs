@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn setup(cam: &RtspCamera, ingest: &RtmpIngest) -> (TestAgent, tempfile::TempDir) {
     let agent = TestAgent::new();
@@ -30,14 +30,6 @@ fn unix_now() -> f64 {
 fn hms(t: f64) -> String {
     let s = t as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-fn show(agent: &TestAgent) -> Value {
-    let out = agent.cli(&["timeline", "status", "--json"]);
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
 /// Waits for the ingest to hold `n` recordings; returns the Unix time it saw the n-th appear.
@@ -85,7 +77,7 @@ fn a_schedule_starts_the_show_within_2s_of_its_window_with_no_broker() {
     }
     assert!(after >= -0.3, "nothing goes out before the window opens ({after:.2} s)");
     assert!(after <= 2.0, "recording within 2 s of the window start: {after:.2} s");
-    let st = show(&agent);
+    let st = agent.show();
     assert_eq!(st["desired"]["origin"], "schedule", "{st:#}");
     assert_eq!(st["desired"]["schedule_id"], "soon");
     // An operator cannot take over a scheduled show.
@@ -148,16 +140,9 @@ fn an_operator_show_resumes_at_its_wall_clock_position_after_sigkill() {
     let ingest = RtmpIngest::start();
     let (mut agent, _dir) = setup(&cam, &ingest);
     agent.spawn();
-    let start = Instant::now();
-    loop {
-        if agent.cli(&["timeline", "play", "loop", "--destination", "d1"]).status.success() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agent.ok_when_up(&["timeline", "play", "loop", "--destination", "d1"]);
     wait_recordings(&ingest, &agent, 1, Duration::from_secs(40));
-    let pos = |agent: &TestAgent| show(agent)["status"]["engine"]["position_s"].as_f64();
+    let pos = |agent: &TestAgent| agent.show()["status"]["engine"]["position_s"].as_f64();
     while pos(&agent).unwrap_or(0.0) < 3.0 {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -171,7 +156,7 @@ fn an_operator_show_resumes_at_its_wall_clock_position_after_sigkill() {
     let mut after = None;
     while Instant::now() < deadline {
         if let Some(p) = pos(&agent) {
-            if show(&agent)["status"]["engine"]["state"] == "playing" {
+            if agent.show()["status"]["engine"]["state"] == "playing" {
                 after = Some((p, killed.elapsed().as_secs_f64()));
                 break;
             }
@@ -188,6 +173,6 @@ fn an_operator_show_resumes_at_its_wall_clock_position_after_sigkill() {
     agent.stop();
     agent.spawn();
     std::thread::sleep(Duration::from_secs(4));
-    assert!(show(&agent).is_null(), "a killed show stays stopped");
+    assert!(agent.show().is_null(), "a killed show stays stopped");
     agent.stop();
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::onvif::{FakeOnvif, FakeOnvifOptions};
 use common::*;
@@ -71,21 +71,8 @@ fn rig(settle_ms: Option<u64>) -> Rig {
 
 fn run_show(agent: &mut TestAgent) -> Value {
     agent.spawn();
-    let start = Instant::now();
-    while !agent.cli(&["timeline", "play", "ptz", "--destination", "d1"]).status.success() {
-        assert!(start.elapsed() < Duration::from_secs(20), "play failed:\n{}", tail(&agent.log(), 30));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let start = Instant::now();
-    loop {
-        let out = agent.cli(&["timeline", "status", "--json"]);
-        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if s["status"]["engine"]["state"] == "ended" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(40), "the show did not end: {s:#}\n{}", tail(&agent.log(), 30));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agent.ok_when_up(&["timeline", "play", "ptz", "--destination", "d1"]);
+    agent.wait_show(Duration::from_secs(40), "the show to end", |s| s["status"]["engine"]["state"] == "ended");
     let out = agent.ok(&["events", "--subject", "timeline:", "--limit", "200", "--json"]);
     serde_json::from_str(&out).unwrap()
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -37,43 +37,9 @@ fn write(dir: &Path, name: &str, v: &Value) -> String {
     p.display().to_string()
 }
 
-/// `timeline status --json` (Null when no show runs).
-fn show(agent: &TestAgent) -> Value {
-    let out = agent.cli(&["timeline", "status", "--json"]);
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn wait_show(agent: &TestAgent, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = show(agent);
-        if !s.is_null() && pred(&s) {
-            return s;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:#}\nlog:\n{}", tail(&agent.log(), 40));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Program time of the show's bus.
 fn program_time(agent: &TestAgent) -> f64 {
     agent.program("show")["program_time_s"].as_f64().expect("show program time")
-}
-
-/// Starts the daemon's show once its socket answers.
-fn play(agent: &TestAgent, args: &[&str]) {
-    let start = Instant::now();
-    loop {
-        let out = agent.cli(args);
-        if out.status.success() {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "play failed: {}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Cue events (`cue_started`, ...) as (cue id, scheduled program time, actual program time).
@@ -133,12 +99,12 @@ fn a_ten_cue_timeline_loops_twice_with_frame_accurate_cuts() {
     );
     agent.ok(&["timeline", "load", &write(dir.path(), "ten.json", &tl)]);
     agent.spawn();
-    play(&agent, &["timeline", "play", "ten", "--destination", "d1"]);
+    agent.ok_when_up(&["timeline", "play", "ten", "--destination", "d1"]);
     let encoder_pid = {
-        wait_show(&agent, Duration::from_secs(30), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
+        agent.wait_show(Duration::from_secs(30), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
         agent.program("show")["encoder"]["pid"].as_u64()
     };
-    wait_show(&agent, Duration::from_secs(60), "two loops", |s| {
+    agent.wait_show(Duration::from_secs(60), "two loops", |s| {
         s["status"]["engine"]["loop_index"].as_u64() >= Some(2)
             && s["status"]["engine"]["position_s"].as_f64() > Some(1.0)
     });
@@ -207,8 +173,8 @@ fn pause_resume_seek_skip_and_pin_are_visible_in_the_recording() {
     );
     agent.ok(&["timeline", "load", &write(dir.path(), "ctl.json", &tl)]);
     agent.spawn();
-    play(&agent, &["timeline", "play", "ctl", "--destination", "d1"]);
-    wait_show(&agent, Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(2.0));
+    agent.ok_when_up(&["timeline", "play", "ctl", "--destination", "d1"]);
+    agent.wait_show(Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(2.0));
     // Pause at ~2 s for 5 s: red stays on air past the 6 s mark.
     let t_pause = program_time(&agent);
     agent.ok(&["timeline", "pause"]);
@@ -216,7 +182,7 @@ fn pause_resume_seek_skip_and_pin_are_visible_in_the_recording() {
     let t_resume = program_time(&agent);
     agent.ok(&["timeline", "resume"]);
     // Blue comes 6 s of timeline after the start, i.e. later by the pause.
-    wait_show(&agent, Duration::from_secs(15), "cue bb", |s| s["status"]["engine"]["video_cue"] == "bb");
+    agent.wait_show(Duration::from_secs(15), "cue bb", |s| s["status"]["engine"]["video_cue"] == "bb");
     std::thread::sleep(Duration::from_secs(1));
     let t_seek = program_time(&agent);
     agent.ok(&["timeline", "seek", "--cue", "cc"]);
@@ -354,8 +320,8 @@ fn a_media_cue_plays_its_file_between_camera_cues() {
     let tl = timeline("media", 12.0, false, vec![cam("a", 0.0, 3.0, "r"), media, cam("b", 8.0, 4.0, "r")], vec![]);
     agent.ok(&["timeline", "load", &write(dir.path(), "media.json", &tl)]);
     agent.spawn();
-    play(&agent, &["timeline", "play", "media", "--destination", "d1"]);
-    wait_show(&agent, Duration::from_secs(40), "the end", |s| s["status"]["engine"]["state"] == "ended");
+    agent.ok_when_up(&["timeline", "play", "media", "--destination", "d1"]);
+    agent.wait_show(Duration::from_secs(40), "the end", |s| s["status"]["engine"]["state"] == "ended");
     let started = cue_events(&agent, "cue_started");
     let cls = stop_and_classes(&mut agent, &ingest, 2, 1);
     let m = started.iter().find(|c| c.0 == "m").expect("media cue started");
@@ -384,17 +350,17 @@ fn cold_inputs_are_prerolled_their_lead_before_the_cue_and_cut_on_time() {
     let tl = timeline("cold", 16.0, false, vec![cam("a", 0.0, 9.0, "r"), cam("bb", 9.0, 7.0, "b")], vec![]);
     agent.ok(&["timeline", "load", &write(dir.path(), "cold.json", &tl)]);
     agent.spawn();
-    play(&agent, &["timeline", "play", "cold", "--destination", "d1"]);
+    agent.ok_when_up(&["timeline", "play", "cold", "--destination", "d1"]);
     let has_b = |agent: &TestAgent| {
         agent.program("show")["cameras"].as_array().is_some_and(|c| c.iter().any(|c| c["camera"] == "b"))
     };
-    wait_show(&agent, Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(1.0));
+    agent.wait_show(Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(1.0));
     assert!(!has_b(&agent), "camera b is not decoding yet, 8 s before its cue");
-    let s = wait_show(&agent, Duration::from_secs(15), "b pre-rolled", |_| has_b(&agent));
+    let s = agent.wait_show(Duration::from_secs(15), "b pre-rolled", |_| has_b(&agent));
     let at = s["status"]["engine"]["position_s"].as_f64().unwrap();
     eprintln!("camera b started at timeline position {at:.2} s (cue at 9 s, lead 5 s)");
     assert!((3.5..=5.5).contains(&at), "pre-rolled about 5 s before its cue: at {at:.2} s");
-    wait_show(&agent, Duration::from_secs(20), "the end", |s| s["status"]["engine"]["state"] == "ended");
+    agent.wait_show(Duration::from_secs(20), "the end", |s| s["status"]["engine"]["state"] == "ended");
     let started = cue_events(&agent, "cue_started");
     let cls = stop_and_classes(&mut agent, &ingest, 2, 1);
     let bb = started.iter().find(|c| c.0 == "bb").expect("cue bb started");

@@ -235,6 +235,47 @@ impl TestAgent {
     }
 }
 
+impl TestAgent {
+    /// `timeline status --json` (Null when no show runs).
+    pub fn show(&self) -> Value {
+        let out = self.cli(&["timeline", "status", "--json"]);
+        if !out.status.success() {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    pub fn wait_show(&self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.show();
+            if !s.is_null() && pred(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:#}\nlog:\n{}", tail(&self.log(), 40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a CLI command, retried until the daemon's socket answers (20 s).
+    pub fn ok_when_up(&self, args: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let out = self.cli(args);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{args:?} failed: {}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail(&self.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

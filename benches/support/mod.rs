@@ -45,6 +45,25 @@ pub fn pass(ok: bool) -> &'static str {
     }
 }
 
+/// A 200x100 RGBA badge with a gradient and a solid border, for overlay load.
+pub fn write_logo(path: &Path) {
+    let (w, h) = (200u32, 100u32);
+    let mut rgba = Vec::with_capacity((w * h * 4) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let edge = x < 6 || y < 6 || x >= w - 6 || y >= h - 6;
+            let a = if edge { 255 } else { 160 + (x * 95 / w) as u8 };
+            rgba.extend_from_slice(&[255, (x * 255 / w) as u8, (y * 255 / h) as u8, a]);
+        }
+    }
+    let file = File::create(path).expect("logo png");
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().expect("png header");
+    wr.write_image_data(&rgba).expect("png data");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cameras: tests/support/rtsp_camera.py at 1280x720@30.
 

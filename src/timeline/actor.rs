@@ -194,7 +194,7 @@ pub fn spawn(
         tl: spec.timeline,
         asset_root: spec.asset_root,
         sources: spec.sources,
-        ptz: spec.ptz.into_iter().map(|(k, v)| (k, (PtzClient::new(v.endpoint.clone()), v))).collect(),
+        ptz: spec.ptz.into_iter().map(|(k, v)| (k, (Some(PtzClient::new(v.endpoint.clone())), v))).collect(),
         ptz_moving: HashMap::new(),
         ptz_tx,
         held: Vec::new(),
@@ -235,7 +235,8 @@ struct Actor {
     asset_root: PathBuf,
     sources: HashMap<String, ProgramCamera>,
     /// Camera id → its PTZ client (the client caches the camera's service addresses) and settings.
-    ptz: HashMap<String, (PtzClient, PtzTarget)>,
+    /// The client is lent to the task moving the camera, and comes back with its result.
+    ptz: HashMap<String, (Option<PtzClient>, PtzTarget)>,
     /// Cameras moving to a preset, and the cue each move is for.
     ptz_moving: HashMap<String, String>,
     ptz_tx: mpsc::Sender<PtzDone>,
@@ -610,19 +611,18 @@ impl Actor {
         if self.ptz_moving.contains_key(camera) {
             return false;
         }
-        let Some((client, target)) = self.ptz.remove(camera) else {
+        let Some((slot, target)) = self.ptz.get_mut(camera) else {
             self.note("ptz_failed", format!("camera {camera} has no ONVIF address: preset {preset} not applied"), true);
             return false;
         };
         let Some(token) = target.presets.get(preset).cloned() else {
             self.note("ptz_failed", format!("camera {camera} has no preset {preset}"), true);
-            self.ptz.insert(camera.to_string(), (client, target));
             return false;
         };
+        let Some(mut client) = slot.take() else { return false };
+        let settle = target.settle;
         self.ptz_moving.insert(camera.to_string(), cue_id.to_string());
-        let (tx, camera, cue_id, settle) = (self.ptz_tx.clone(), camera.to_string(), cue_id.to_string(), target.settle);
-        let mut client = client;
-        self.ptz.insert(camera.clone(), (PtzClient::new(target.endpoint.clone()), target));
+        let (tx, camera, cue_id) = (self.ptz_tx.clone(), camera.to_string(), cue_id.to_string());
         tokio::spawn(async move {
             let result = client.goto_preset_and_settle(&token, settle).await.map_err(|e| e.to_string());
             let _ = tx.send(PtzDone { camera, cue_id, result, client }).await;
@@ -632,8 +632,8 @@ impl Actor {
 
     async fn on_ptz(&mut self, done: PtzDone) {
         self.ptz_moving.remove(&done.camera);
-        if let Some((c, _)) = self.ptz.get_mut(&done.camera) {
-            *c = done.client;
+        if let Some((slot, _)) = self.ptz.get_mut(&done.camera) {
+            *slot = Some(done.client);
         }
         match &done.result {
             Ok(took) => self.note(

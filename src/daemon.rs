@@ -352,8 +352,15 @@ async fn ask<T>(
     id: &str,
     make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
 ) -> Result<T, Response> {
-    let p = lookup(programs, director, id)
-        .ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?;
+    ask_program(lookup(programs, director, id), id, make).await
+}
+
+async fn ask_program<T>(
+    p: Option<&Program>,
+    id: &str,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
+) -> Result<T, Response> {
+    let p = p.ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     p.sender().send(make(tx)).await.map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?;
     rx.await
@@ -675,7 +682,9 @@ async fn set_outputs(
         Ok(o) => o,
         Err(e) => return store_err(e),
     };
-    match ask(programs, &Director::default(), id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
+    // Operator programs only: a show's destinations belong to the show.
+    let program = programs.get(id).map(|e| &e.program);
+    match ask_program(program, id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
         Ok(()) => {
             if let Some(e) = programs.get_mut(id) {
                 e.destinations = ds.clone();

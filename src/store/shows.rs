@@ -87,6 +87,12 @@ impl Store {
         Ok(rows.iter().map(Self::timeline_row).collect())
     }
 
+    /// id → duration in seconds, for the scheduler's rotation (without loading documents).
+    pub async fn timeline_durations(&self) -> Result<HashMap<String, f64>, StoreError> {
+        let rows = sqlx::query("SELECT id, duration_s FROM timelines").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.get("id"), r.get("duration_s"))).collect())
+    }
+
     pub async fn remove_timeline(&self, id: &str) -> Result<(), StoreError> {
         let n = sqlx::query("DELETE FROM timelines WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected();
         if n == 0 {

@@ -643,14 +643,18 @@ impl Director {
         if let Err(e) = self.reload_schedules(ctx).await {
             tracing::error!("schedules: {e}");
         }
-        let mut durations = HashMap::new();
-        for s in &self.schedules {
-            for t in &s.schedule().timelines {
-                if let Ok(row) = ctx.store.timeline(t).await {
-                    durations.insert(t.clone(), row.duration_s);
-                }
-            }
+        let scheduled_show = self.current.as_ref().is_some_and(|c| c.desired.origin == Origin::Schedule);
+        if self.schedules.is_empty() && self.prepared.is_none() && !scheduled_show {
+            // Nothing to schedule: no database reads every second.
+            return Duration::from_secs(1);
         }
+        let durations = match ctx.store.timeline_durations().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("schedules: {e}");
+                return Duration::from_secs(1);
+            }
+        };
         let ended = self.ended();
         let p = plan(&self.schedules, &durations, now, self.current.as_ref().map(|c| (&c.desired, ended)));
         if !matches!(p, Plan::Start(_)) && self.current.is_none() {

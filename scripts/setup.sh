@@ -11,6 +11,9 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'insta
 have ffmpeg || need+=(ffmpeg)
 have ffprobe || need+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# Building: the linker and C compiler (SQLite and ring are compiled from source), and curl for rustup.
+have cc || need+=(gcc libc6-dev)
+have cargo || have curl || need+=(curl ca-certificates)
 
 if [ "${1:-}" != "--runtime-only" ]; then
   # Test components (TESTBED.md): RTSP camera simulator, RTMP ingest, MQTT broker, TLS, browser.

@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{EXIT_CONFLICT, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
-use crate::ffmpeg::job::JobEvent;
 use crate::ffmpeg::registry::Registry;
 use crate::local_api::{self, socket_path, Incoming, Request, Response};
 use crate::media::destination::OutputTarget;
@@ -73,7 +72,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let _ = store.add_event(Severity::Info, "agent_started", "agent", env!("CARGO_PKG_VERSION")).await;
 
     let (ev_tx, ev_rx) = mpsc::channel(256);
-    let sink = tokio::spawn(event_sink(Store::open(&cfg.data_dir).await?, ev_rx));
+    let sink = tokio::spawn(crate::events::sink(Store::open(&cfg.data_dir).await?, ev_rx));
     let env = MediaEnv::new(&cfg, registry, ev_tx);
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut programs: HashMap<String, ProgramEntry> = HashMap::new();
@@ -251,50 +250,6 @@ fn shape_of(st: &RelayStatus) -> String {
     s
 }
 
-/// Job events → log + event table.
-async fn event_sink(store: Store, mut rx: mpsc::Receiver<JobEvent>) {
-    while let Some(ev) = rx.recv().await {
-        let kind = |job: &str| {
-            if job.ends_with("/ingest") {
-                "camera"
-            } else {
-                "destination"
-            }
-        };
-        let (sev, ty, subject, detail) = match ev {
-            JobEvent::Started { job, pid, start } => {
-                tracing::debug!(%job, pid, start, "ffmpeg started");
-                continue;
-            }
-            JobEvent::Healthy { job, pid } => {
-                tracing::info!(%job, pid, "live");
-                (Severity::Info, format!("{}_up", kind(&job)), job, format!("pid {pid}"))
-            }
-            JobEvent::Failed { job, reason, permanent, retry_in, failures } => {
-                let sev = if permanent { Severity::Error } else { Severity::Warning };
-                let detail = format!("{reason}; failure {failures}, retry in {:.1} s", retry_in.as_secs_f64());
-                (sev, format!("{}_down", kind(&job)), job, detail)
-            }
-            JobEvent::Degraded { job, failures } => {
-                tracing::error!(%job, failures, "degraded: still failing, still retrying");
-                (Severity::Error, "degraded".to_string(), job, format!("{failures} consecutive failures"))
-            }
-            JobEvent::Recovered { job } => (Severity::Info, "recovered".to_string(), job, String::new()),
-            JobEvent::Note { job, event_type, detail, warning } => {
-                (if warning { Severity::Warning } else { Severity::Info }, event_type, job, detail)
-            }
-            JobEvent::Stopped { job } => {
-                tracing::debug!(%job, "stopped");
-                continue;
-            }
-        };
-        if let Err(e) = store.add_event(sev, &ty, &subject, &detail).await {
-            tracing::warn!("cannot record event: {e}");
-        }
-    }
-    store.close().await;
-}
-
 fn store_err(e: StoreError) -> Response {
     let code = match &e {
         StoreError::NotFound { .. } => EXIT_NOT_FOUND,
@@ -303,46 +258,6 @@ fn store_err(e: StoreError) -> Response {
         _ => EXIT_FAILURE,
     };
     Response::err(code, e.to_string())
-}
-
-/// The lowest of the destinations' platform bitrate limits (YouTube 9000k, Facebook 8000k,
-/// Twitch 6000k), so a program never sends more than any of its platforms accepts.
-pub(crate) async fn bitrate_cap(store: &Store, ids: &[String]) -> Option<u32> {
-    let mut cap: Option<u32> = None;
-    for d in ids {
-        if let Ok(dest) = store.destination(d).await {
-            if let Some(m) = dest.platform.max_bitrate_kbps().filter(|_| dest.enabled) {
-                cap = Some(cap.map_or(m, |c| c.min(m)));
-            }
-        }
-    }
-    cap
-}
-
-/// Clamps a program's video bitrate to its platforms' limits, saying so when it does.
-pub(crate) async fn capped_bitrate(store: &Store, program: &str, ids: &[String], kbps: u32) -> u32 {
-    match bitrate_cap(store, ids).await {
-        Some(cap) if kbps > cap => {
-            let detail =
-                format!("video bitrate {kbps} kbit/s lowered to {cap} kbit/s, the destinations' platform limit");
-            tracing::warn!(program, "{detail}");
-            let _ = store.add_event(Severity::Warning, "bitrate_capped", &format!("program:{program}"), &detail).await;
-            cap
-        }
-        _ => kbps,
-    }
-}
-
-/// The outputs of destinations by id (disabled ones left out).
-pub(crate) async fn outputs_for(store: &Store, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
-    let mut outputs = Vec::new();
-    for d in ids {
-        let dest = store.destination(d).await?;
-        if dest.enabled {
-            outputs.extend(dest.settings.outputs(&dest.id));
-        }
-    }
-    Ok(outputs)
 }
 
 /// Sends a command to a program and waits for its answer.
@@ -480,7 +395,7 @@ async fn handle_request(
                 cams.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() });
                 i += 1;
             }
-            let outputs = match outputs_for(store, &destinations).await {
+            let outputs = match store.outputs_for(&destinations).await {
                 Ok(o) => o,
                 Err(e) => return store_err(e),
             };
@@ -500,7 +415,7 @@ async fn handle_request(
             if let Some(b) = bitrate_kbps {
                 kbps = b;
             }
-            let kbps = capped_bitrate(store, &id, &destinations, kbps).await;
+            let kbps = store.capped_bitrate(&id, &destinations, kbps).await;
             let encoder = match crate::media::hwaccel::cached(
                 &cfg.ffmpeg.path,
                 &cfg.data_dir.join("hwaccel.json"),
@@ -678,7 +593,7 @@ async fn set_outputs(
     id: &str,
     ds: Vec<String>,
 ) -> Response {
-    let outputs = match outputs_for(store, &ds).await {
+    let outputs = match store.outputs_for(&ds).await {
         Ok(o) => o,
         Err(e) => return store_err(e),
     };
@@ -723,11 +638,11 @@ mod tests {
         add(&store, "tw-off", Platform::Twitch, false).await;
         add(&store, "own", Platform::Custom, true).await;
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "tw"]), 12_000).await, 6_000);
-        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "own"]), 12_000).await, 9_000);
-        assert_eq!(capped_bitrate(&store, "p", &ids(&["yt", "tw-off"]), 12_000).await, 9_000, "disabled: ignored");
-        assert_eq!(capped_bitrate(&store, "p", &ids(&["own"]), 12_000).await, 12_000, "custom: no limit");
-        assert_eq!(capped_bitrate(&store, "p", &ids(&["tw"]), 2_500).await, 2_500, "below the cap: unchanged");
+        assert_eq!(store.capped_bitrate("p", &ids(&["yt", "tw"]), 12_000).await, 6_000);
+        assert_eq!(store.capped_bitrate("p", &ids(&["yt", "own"]), 12_000).await, 9_000);
+        assert_eq!(store.capped_bitrate("p", &ids(&["yt", "tw-off"]), 12_000).await, 9_000, "disabled: ignored");
+        assert_eq!(store.capped_bitrate("p", &ids(&["own"]), 12_000).await, 12_000, "custom: no limit");
+        assert_eq!(store.capped_bitrate("p", &ids(&["tw"]), 2_500).await, 2_500, "below the cap: unchanged");
         let ev = store.events(Some("program:p"), 10).await.unwrap();
         assert_eq!(ev.iter().filter(|e| e.event_type == "bitrate_capped").count(), 3);
         store.close().await;

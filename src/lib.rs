@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod ffmpeg;
 pub mod local_api;
 pub mod media;

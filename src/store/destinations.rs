@@ -3,8 +3,9 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::Severity;
 use super::{now, validate_id, Store, StoreError};
-use crate::media::destination::{DestinationSettings, Platform};
+use crate::media::destination::{DestinationSettings, OutputTarget, Platform};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Destination {
@@ -98,5 +99,46 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The lowest of the destinations' platform bitrate limits (YouTube 9000k, Facebook 8000k,
+    /// Twitch 6000k), so a program never sends more than any of its platforms accepts.
+    pub async fn bitrate_cap(&self, ids: &[String]) -> Option<u32> {
+        let mut cap: Option<u32> = None;
+        for d in ids {
+            if let Ok(dest) = self.destination(d).await {
+                if let Some(m) = dest.platform.max_bitrate_kbps().filter(|_| dest.enabled) {
+                    cap = Some(cap.map_or(m, |c| c.min(m)));
+                }
+            }
+        }
+        cap
+    }
+
+    /// Clamps a program's video bitrate to its platforms' limits, saying so when it does.
+    pub async fn capped_bitrate(&self, program: &str, ids: &[String], kbps: u32) -> u32 {
+        match self.bitrate_cap(ids).await {
+            Some(cap) if kbps > cap => {
+                let detail =
+                    format!("video bitrate {kbps} kbit/s lowered to {cap} kbit/s, the destinations' platform limit");
+                tracing::warn!(program, "{detail}");
+                let _ =
+                    self.add_event(Severity::Warning, "bitrate_capped", &format!("program:{program}"), &detail).await;
+                cap
+            }
+            _ => kbps,
+        }
+    }
+
+    /// The outputs of destinations by id (disabled ones left out).
+    pub async fn outputs_for(&self, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
+        let mut outputs = Vec::new();
+        for d in ids {
+            let dest = self.destination(d).await?;
+            if dest.enabled {
+                outputs.extend(dest.settings.outputs(&dest.id));
+            }
+        }
+        Ok(outputs)
     }
 }

@@ -31,7 +31,6 @@ use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowS
 use super::model::{self, Inventory, Timeline, Us};
 use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
-use crate::daemon::outputs_for;
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::{ProgramFormat, MEDIA_PREFIX};
@@ -316,7 +315,7 @@ impl Director {
                 .await;
         }
         let (tl, root) = load_timeline(ctx.store, &desired.timeline_id).await?;
-        let outputs = outputs_for(ctx.store, &desired.destinations).await?;
+        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
         // from one timeline to the next (a schedule's rotation).
@@ -344,7 +343,7 @@ impl Director {
             let _ = rx.await;
         } else {
             let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
-            let kbps = crate::daemon::capped_bitrate(ctx.store, SHOW_PROGRAM, &desired.destinations, kbps).await;
+            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
             self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();

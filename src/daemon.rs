@@ -359,7 +359,7 @@ async fn handle_request(
             None => Response::err(EXIT_NOT_FOUND, "no show is running"),
         },
         Request::Preflight { timeline, destinations } => {
-            let report = director::preflight(&ctx, &timeline, &destinations).await;
+            let report = crate::timeline::preflight::preflight(&ctx, &timeline, &destinations).await;
             Response::ok(serde_json::to_value(report).expect("serializes"))
         }
         Request::KillAll => {

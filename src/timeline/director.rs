@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus};
 use super::model::{self, Inventory, Timeline, Us};
+use super::preflight::{preflight, Preflight};
 use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::destination::OutputTarget;
@@ -68,12 +69,6 @@ impl DesiredShow {
     pub fn position_at(&self, now: Timestamp) -> Us {
         self.paused_pos_us.unwrap_or_else(|| (now.as_microsecond() - self.anchor_unix_us).max(0))
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Preflight {
-    pub blockers: Vec<String>,
-    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,56 +195,6 @@ pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, Pa
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     let tl = model::parse(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
     Ok((Arc::new(tl), root))
-}
-
-/// Checks a show before it goes live (see the module doc).
-pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) -> Preflight {
-    let mut p = Preflight::default();
-    let tl = match load_timeline(ctx.store, timeline_id).await {
-        Ok((tl, _)) => Some(tl),
-        Err(e) => {
-            p.blockers.push(e.to_string());
-            None
-        }
-    };
-    if destinations.is_empty() {
-        p.blockers.push("no destination: the show would go nowhere".into());
-    }
-    let mut enabled = 0;
-    for d in destinations {
-        match ctx.store.destination(d).await {
-            Ok(dest) if dest.enabled => enabled += 1,
-            Ok(_) => p.warnings.push(format!("destination {d:?} is disabled")),
-            Err(e) => p.blockers.push(e.to_string()),
-        }
-    }
-    if !destinations.is_empty() && enabled == 0 {
-        p.blockers.push("every destination is disabled".into());
-    }
-    if let Err(e) =
-        crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false).await
-    {
-        p.blockers.push(format!("no usable encoder: {e}"));
-    }
-    if let Some(tl) = tl {
-        let mut probes = Vec::new();
-        for id in tl.cameras() {
-            if let Ok(c) = ctx.store.camera(&id).await {
-                let src = c.source();
-                let ffprobe = ctx.env.ffprobe.clone();
-                probes.push(async move {
-                    let r = crate::media::probe::probe_camera(&ffprobe, &src, Duration::from_secs(4)).await;
-                    (id, r)
-                });
-            }
-        }
-        for (id, r) in futures_util::future::join_all(probes).await {
-            if let Err(e) = r {
-                p.warnings.push(format!("camera {id:?} does not answer ({e}): its fallback will stand in"));
-            }
-        }
-    }
-    p
 }
 
 impl Director {

@@ -5,4 +5,5 @@ pub mod actor;
 pub mod director;
 pub mod engine;
 pub mod model;
+pub mod preflight;
 pub mod schedule;

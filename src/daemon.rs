@@ -27,7 +27,7 @@ use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::MediaEnv;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 use crate::timeline::actor::Origin;
-use crate::timeline::director::{self, Ctx, DesiredShow, Director, DirectorError, SHOW_PROGRAM};
+use crate::timeline::director::{Ctx, DesiredShow, Director, DirectorError, SHOW_PROGRAM};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

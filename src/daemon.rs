@@ -1,8 +1,10 @@
 //! `vistter-agent run`: the long-running daemon.
 //!
-//! It owns every media job. Desired state lives in the store (written by the CLI, and later by the
-//! control plane); a reconcile loop brings the running relays to it every `reconcile_interval_ms`
-//! and writes back what it observes. Because desired state is persisted, a relay that was live when
+//! It starts one task per subsystem (DESIGN §6): the director (the show), the operator programs,
+//! the relay streams, the scheduler, and the local socket that feeds the command dispatcher. No
+//! task serves a request that waits on anything slow. Relay streams follow desired state in the
+//! store (written by the CLI): a reconcile loop brings the running relays to it every
+//! `reconcile_interval_ms` and writes back what it observes. Because desired state is persisted, a relay that was live when
 //! the agent died is live again after a restart. At start-up it first reaps FFmpeg processes left
 //! over by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
 //! Shutdown (SIGTERM/SIGINT) stops every job with the usual escalation, under a deadline.
@@ -15,19 +17,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::command::dispatch::{spawn_programs, Dispatcher};
 use crate::config::Config;
-use crate::error::{EXIT_CONFLICT, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
 use crate::ffmpeg::registry::Registry;
-use crate::local_api::{self, socket_path, Incoming, Request, Response};
+use crate::local_api::{self, socket_path};
 use crate::media::destination::OutputTarget;
-use crate::media::encoder::{EncoderSettings, Profile};
-use crate::media::ingest::ProgramFormat;
-use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramSpec};
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::MediaEnv;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
-use crate::timeline::actor::Origin;
-use crate::timeline::director::{Ctx, DesiredShow, Director, DirectorError, SHOW_PROGRAM};
+use crate::timeline::{director, scheduler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -62,7 +60,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tracing::warn!("{detail}");
         let _ = store.add_event(Severity::Warning, "orphans_reaped", "agent", &detail).await;
     }
-    check_ffmpeg(&cfg).await;
+    // Only a log line if it fails: not worth delaying the show for.
+    tokio::spawn(check_ffmpeg(cfg.ffmpeg.path.clone()));
     // Reports written by an earlier instance describe processes that are gone.
     store.clear_relay_reports().await?;
     let interrupted = store.interrupt_stale_executions().await?;
@@ -74,55 +73,56 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let sink = tokio::spawn(crate::events::sink(Store::open(&cfg.data_dir).await?, ev_rx));
     let env = MediaEnv::new(&cfg, registry, ev_tx);
-    let mut running: HashMap<String, Running> = HashMap::new();
-    let mut programs: HashMap<String, ProgramEntry> = HashMap::new();
-    let (api_tx, mut api_rx) = mpsc::channel::<Incoming>(16);
+    // One token per layer, cancelled in order: intake → timeline → media.
+    let timeline_stop = CancellationToken::new();
+    let media_stop = CancellationToken::new();
+    let (director, director_task) = director::spawn(cfg.clone(), store.clone(), env.clone(), timeline_stop.clone());
+    let (programs, programs_task) = spawn_programs(env.clone(), media_stop.clone());
+    let relays_task =
+        tokio::spawn(relay_manager(store.clone(), env.clone(), cfg.reconcile_interval_ms, media_stop.clone()));
+    let dispatcher = Dispatcher::new(cfg.clone(), store.clone(), env.clone(), director.clone(), programs);
+    scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
     let sock = socket_path(&cfg.data_dir);
-    let api = local_api::serve(sock.clone(), api_tx)
+    let api = local_api::serve(sock.clone(), dispatcher)
         .await
         .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.reconcile_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
-    let mut director = Director::default();
-    {
-        let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
-        match director.resume_persisted(&ctx).await {
-            Ok(Some(d)) => tracing::info!(timeline = %d.timeline_id, "resumed the show that was playing"),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!("cannot resume the recorded show: {e}");
-                let _ = store.add_event(Severity::Error, "show_resume_failed", "agent", &e.to_string()).await;
-            }
-        }
+    shutdown.cancelled().await;
+
+    api.abort();
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("shutting down: the show, then programs and streams");
+    timeline_stop.cancel();
+    let deadline = env.stop_grace + Duration::from_secs(5);
+    if tokio::time::timeout(deadline + Duration::from_secs(5), director_task).await.is_err() {
+        tracing::error!("the show did not stop in time; its processes are killed on exit");
     }
-    let mut sched_at = Instant::now();
+    media_stop.cancel();
+    let _ = tokio::time::timeout(deadline + Duration::from_secs(5), programs_task).await;
+    let _ = tokio::time::timeout(deadline + Duration::from_secs(5), relays_task).await;
+    let _ = store.add_event(Severity::Info, "agent_stopped", "agent", "").await;
+    drop(env);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
+    store.close().await;
+    Ok(())
+}
+
+/// The relay streams' task: brings the running relays to the desired state in the store every
+/// `interval_ms` and writes back what it observes. Its stops wait here, on its own task.
+async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: CancellationToken) {
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((req, reply)) = api_rx.recv() => {
-                let resp = handle_request(&cfg, &store, &env, &mut programs, &mut director, req).await;
-                let _ = reply.send(resp);
-            }
-            _ = tokio::time::sleep_until(sched_at) => {
-                let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
-                sched_at = Instant::now() + director.schedule_tick(&ctx, jiff::Timestamp::now()).await;
-            }
             _ = tick.tick() => {
                 if let Err(e) = reconcile(&store, &env, &mut running).await {
                     tracing::error!("reconcile: {e}");
                 }
             }
         }
-    }
-    api.abort();
-    let _ = std::fs::remove_file(&sock);
-    tracing::info!("shutting down: stopping {} stream(s) and {} program(s)", running.len(), programs.len());
-    director.shutdown().await;
-    let progs = programs.into_values().map(|e| e.program.stop());
-    if tokio::time::timeout(env.stop_grace + Duration::from_secs(5), join_all(progs)).await.is_err() {
-        tracing::error!("programs did not stop in time; their processes are killed on exit");
     }
     let deadline = env.stop_grace + Duration::from_secs(5);
     let ids: Vec<String> = running.keys().cloned().collect();
@@ -133,15 +133,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     for id in ids {
         let _ = store.report_relay(&id, "stopped", "{}").await;
     }
-    let _ = store.add_event(Severity::Info, "agent_stopped", "agent", "").await;
-    drop(env);
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
-    store.close().await;
-    Ok(())
 }
 
-async fn check_ffmpeg(cfg: &Config) {
-    let ok = tokio::process::Command::new(&cfg.ffmpeg.path)
+async fn check_ffmpeg(path: std::path::PathBuf) {
+    let ok = tokio::process::Command::new(&path)
         .arg("-version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -151,7 +146,7 @@ async fn check_ffmpeg(cfg: &Config) {
     if !ok {
         tracing::error!(
             "{} cannot be run: streams will fail until FFmpeg is installed (scripts/setup.sh) or ffmpeg.path is set",
-            cfg.ffmpeg.path.display()
+            path.display()
         );
     }
 }
@@ -248,366 +243,6 @@ fn shape_of(st: &RelayStatus) -> String {
         s.push_str(&format!("|{}:{:?}:{}:{}", o.destination, o.job.phase, o.job.starts, o.job.degraded));
     }
     s
-}
-
-fn store_err(e: StoreError) -> Response {
-    let code = match &e {
-        StoreError::NotFound { .. } => EXIT_NOT_FOUND,
-        StoreError::Exists { .. } | StoreError::Conflict(_) => EXIT_CONFLICT,
-        StoreError::Invalid(_) => EXIT_USAGE,
-        _ => EXIT_FAILURE,
-    };
-    Response::err(code, e.to_string())
-}
-
-/// Sends a command to a program and waits for its answer.
-async fn ask<T>(
-    programs: &HashMap<String, ProgramEntry>,
-    director: &Director,
-    id: &str,
-    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
-) -> Result<T, Response> {
-    ask_program(lookup(programs, director, id), id, make).await
-}
-
-async fn ask_program<T>(
-    p: Option<&Program>,
-    id: &str,
-    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> ProgramCmd,
-) -> Result<T, Response> {
-    let p = p.ok_or_else(|| Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")))?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    p.sender().send(make(tx)).await.map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?;
-    rx.await
-        .map_err(|_| Response::err(EXIT_FAILURE, "the program has stopped"))?
-        .map_err(|e| Response::err(EXIT_USAGE, e))
-}
-
-/// A program by id: the operator's, or the show's ([`SHOW_PROGRAM`]).
-fn lookup<'a>(programs: &'a HashMap<String, ProgramEntry>, director: &'a Director, id: &str) -> Option<&'a Program> {
-    if id == SHOW_PROGRAM {
-        return director.program();
-    }
-    programs.get(id).map(|e| &e.program)
-}
-
-fn director_err(e: DirectorError) -> Response {
-    let code = match &e {
-        DirectorError::Store(s) => return store_err_ref(s, e.to_string()),
-        DirectorError::Invalid(_) => EXIT_USAGE,
-        DirectorError::Conflict(_) => EXIT_CONFLICT,
-        DirectorError::NoShow => EXIT_NOT_FOUND,
-        DirectorError::Blocked(_) | DirectorError::Failed(_) => EXIT_FAILURE,
-    };
-    Response::err(code, e.to_string())
-}
-
-fn store_err_ref(e: &StoreError, msg: String) -> Response {
-    let code = match e {
-        StoreError::NotFound { .. } => EXIT_NOT_FOUND,
-        StoreError::Exists { .. } | StoreError::Conflict(_) => EXIT_CONFLICT,
-        StoreError::Invalid(_) => EXIT_USAGE,
-        _ => EXIT_FAILURE,
-    };
-    Response::err(code, msg)
-}
-
-/// A running program and the destinations it was asked to push to (for attach/detach).
-pub struct ProgramEntry {
-    program: Program,
-    destinations: Vec<String>,
-}
-
-async fn handle_request(
-    cfg: &Config,
-    store: &Store,
-    env: &MediaEnv,
-    programs: &mut HashMap<String, ProgramEntry>,
-    director: &mut Director,
-    req: Request,
-) -> Response {
-    let ctx = Ctx { cfg, store, env };
-    match req {
-        Request::TimelinePlay { timeline, destinations, from, bitrate_kbps } => {
-            let from_us = (from.unwrap_or(0.0).max(0.0) * 1e6) as i64;
-            let desired = DesiredShow {
-                timeline_id: timeline,
-                origin: Origin::Operator,
-                schedule_id: None,
-                destinations,
-                anchor_unix_us: jiff::Timestamp::now().as_microsecond() - from_us,
-                paused_pos_us: None,
-                pinned: None,
-                bitrate_kbps,
-                emergency_slate: false,
-            };
-            match director.start(&ctx, desired, Some(from_us), true).await {
-                Ok(report) => Response::ok(serde_json::json!({ "preflight": report })),
-                Err(e) => director_err(e),
-            }
-        }
-        Request::TimelineStop => match director.stop(&ctx, Some(Origin::Operator)).await {
-            Ok(()) => Response::ok(serde_json::Value::Null),
-            Err(e) => director_err(e),
-        },
-        Request::TimelineControl { control } => match director.control(&ctx, Origin::Operator, control).await {
-            Ok(()) => Response::ok(serde_json::Value::Null),
-            Err(e) => director_err(e),
-        },
-        Request::TimelineStatus => match director.status() {
-            Some((desired, status)) => Response::ok(serde_json::json!({ "desired": desired, "status": status })),
-            None => Response::err(EXIT_NOT_FOUND, "no show is running"),
-        },
-        Request::Preflight { timeline, destinations } => {
-            let report = crate::timeline::preflight::preflight(&ctx, &timeline, &destinations).await;
-            Response::ok(serde_json::to_value(report).expect("serializes"))
-        }
-        Request::KillAll => {
-            let _ = director.stop(&ctx, None).await;
-            let _ = store.set_desired_show(None).await;
-            let progs: Vec<ProgramEntry> = programs.drain().map(|(_, v)| v).collect();
-            join_all(progs.into_iter().map(|e| e.program.stop())).await;
-            Response::ok(serde_json::Value::Null)
-        }
-        Request::ProgramStart { id, cameras, destinations, profile, size, fps, bitrate_kbps, first, slate } => {
-            if let Err(e) = crate::store::validate_id("program", &id) {
-                return store_err(e);
-            }
-            if programs.contains_key(&id) {
-                return Response::err(EXIT_CONFLICT, format!("program {id:?} is already running"));
-            }
-            if cameras.is_empty() {
-                return Response::err(EXIT_USAGE, "a program needs at least one camera");
-            }
-            let mut cams: Vec<ProgramCamera> = Vec::new();
-            let mut wanted: Vec<String> = cameras.clone();
-            let mut i = 0;
-            while i < wanted.len() {
-                let c = match store.camera(&wanted[i]).await {
-                    Ok(c) => c,
-                    Err(e) => return store_err(e),
-                };
-                if let Some(b) = &c.backup_camera_id {
-                    if !wanted.contains(b) {
-                        wanted.push(b.clone());
-                    }
-                }
-                cams.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() });
-                i += 1;
-            }
-            let outputs = match store.outputs_for(&destinations).await {
-                Ok(o) => o,
-                Err(e) => return store_err(e),
-            };
-            let (mut format, mut kbps) = profile.unwrap_or(Profile::P720).settings();
-            if let Some((w, h)) = size {
-                if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 || w > 3840 || h > 2160 {
-                    return Response::err(EXIT_USAGE, "size must be even, non-zero and at most 3840x2160");
-                }
-                format = ProgramFormat { width: w, height: h, ..format };
-            }
-            if let Some(f) = fps {
-                if !(1..=60).contains(&f) || 48_000 % f != 0 {
-                    return Response::err(EXIT_USAGE, "fps must divide 48000 (e.g. 24, 25, 30, 50, 60)");
-                }
-                format.fps = f;
-            }
-            if let Some(b) = bitrate_kbps {
-                kbps = b;
-            }
-            let kbps = store.capped_bitrate(&id, &destinations, kbps).await;
-            let encoder = match crate::media::hwaccel::cached(
-                &cfg.ffmpeg.path,
-                &cfg.data_dir.join("hwaccel.json"),
-                false,
-            )
-            .await
-            {
-                Ok(v) => v.chosen,
-                Err(e) => return Response::err(EXIT_FAILURE, e.to_string()),
-            };
-            let first = first.or_else(|| cameras.first().cloned());
-            let spec = ProgramSpec {
-                id: id.clone(),
-                cameras: cams,
-                first,
-                outputs,
-                encoder: EncoderSettings { format, bitrate_kbps: kbps, encoder },
-                slate_png: slate,
-                switcher: env.switcher,
-            };
-            for d in &destinations {
-                let _ = store.touch_destination(d).await;
-            }
-            let _ = store.add_event(Severity::Info, "program_started", &format!("program:{id}"), "").await;
-            programs.insert(id.clone(), ProgramEntry { program: Program::start(spec, env).await, destinations });
-            Response::ok(serde_json::json!({ "id": id }))
-        }
-        Request::ProgramStop { id } => match programs.remove(&id) {
-            None => Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running")),
-            Some(p) => {
-                p.program.stop().await;
-                let _ = store.add_event(Severity::Info, "program_stopped", &format!("program:{id}"), "").await;
-                Response::ok(serde_json::Value::Null)
-            }
-        },
-        Request::ProgramStatus { id } => {
-            let mut list: Vec<serde_json::Value> = programs
-                .iter()
-                .filter(|(k, _)| id.as_ref().is_none_or(|i| i == *k))
-                .map(|(_, p)| {
-                    let mut v = serde_json::to_value(p.program.status()).expect("serializes");
-                    v["destinations"] = serde_json::json!(p.destinations);
-                    v
-                })
-                .collect();
-            if id.as_ref().is_none_or(|i| i == SHOW_PROGRAM) {
-                if let Some(st) = director.program().and_then(|p| p.status()) {
-                    let mut v = serde_json::to_value(st).expect("serializes");
-                    v["destinations"] = serde_json::json!(director.desired().map(|d| d.destinations.clone()));
-                    list.push(v);
-                }
-            }
-            if let (Some(id), true) = (&id, list.is_empty()) {
-                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
-            }
-            Response::ok(serde_json::Value::Array(list))
-        }
-        Request::Cut { id, camera, at, after, fade_ms } => {
-            let fade = Duration::from_millis(fade_ms);
-            let at = match (at, after, lookup(programs, director, &id).and_then(|p| p.status())) {
-                (Some(a), _, _) => Some(a),
-                (None, Some(d), Some(st)) => Some(st.program_time_s + d),
-                _ => None,
-            };
-            match ask(programs, director, &id, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await {
-                Ok(t) => Response::ok(serde_json::json!({ "at": t })),
-                Err(r) => r,
-            }
-        }
-        Request::Slate { id, on } => {
-            match ask(programs, director, &id, |reply| ProgramCmd::Slate { on, reply }).await {
-                Ok(()) => Response::ok(serde_json::Value::Null),
-                Err(r) => r,
-            }
-        }
-        Request::Pin { id, camera } => {
-            match ask(programs, director, &id, |reply| ProgramCmd::Pin { camera, reply }).await {
-                Ok(()) => Response::ok(serde_json::Value::Null),
-                Err(r) => r,
-            }
-        }
-        Request::OverlayShow { id, overlay } => {
-            let spec = match overlay.to_spec() {
-                Ok(s) => s,
-                Err(e) => return Response::err(EXIT_USAGE, e),
-            };
-            let Some(fmt) = lookup(programs, director, &id).and_then(|p| p.status()).map(|s| s.format) else {
-                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
-            };
-            // Decoding a PNG can take a while: never on the bus task.
-            let prepared = tokio::task::spawn_blocking(move || {
-                crate::media::compositor::Prepared::load(spec, fmt.width, fmt.height)
-            })
-            .await;
-            let prepared = match prepared {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => return Response::err(EXIT_USAGE, e.to_string()),
-                Err(e) => return Response::err(EXIT_FAILURE, e.to_string()),
-            };
-            overlay_op(programs, director, &id, OverlayOp::Show(Box::new(prepared))).await
-        }
-        Request::Preroll { id, camera } => {
-            let mut wanted = vec![camera];
-            let mut i = 0;
-            while i < wanted.len() {
-                let c = match store.camera(&wanted[i]).await {
-                    Ok(c) => c,
-                    Err(e) => return store_err(e),
-                };
-                if let Some(b) = c.backup_camera_id.clone().filter(|b| !wanted.contains(b)) {
-                    wanted.push(b);
-                }
-                let cam = ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() };
-                // Backups first would be nicer, but order does not matter: each starts on its own.
-                if let Err(r) = ask(programs, director, &id, |reply| ProgramCmd::Preroll { camera: cam, reply }).await {
-                    return r;
-                }
-                i += 1;
-            }
-            Response::ok(serde_json::Value::Null)
-        }
-        Request::Thumbnail { id, source } => {
-            let Some(p) = lookup(programs, director, &id) else {
-                return Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"));
-            };
-            let name = source.unwrap_or_else(|| "program".into());
-            match p.thumbnail(&name) {
-                Some(j) => {
-                    use base64::Engine;
-                    Response::ok(
-                        serde_json::json!({ "jpeg_base64": base64::engine::general_purpose::STANDARD.encode(&*j) }),
-                    )
-                }
-                None => Response::err(EXIT_NOT_FOUND, format!("no thumbnail of {name:?} yet")),
-            }
-        }
-        Request::OverlayHide { id, overlay } => overlay_op(programs, director, &id, OverlayOp::Hide(overlay)).await,
-        Request::OverlaySetVar { id, name, value } => {
-            overlay_op(programs, director, &id, OverlayOp::SetVar(name, value)).await
-        }
-        Request::OverlayClear { id } => overlay_op(programs, director, &id, OverlayOp::Clear).await,
-        Request::Attach { id, destination } | Request::Detach { id, destination } if !programs.contains_key(&id) => {
-            let _ = destination;
-            Response::err(EXIT_NOT_FOUND, format!("no program {id:?} is running"))
-        }
-        Request::Attach { id, destination } => {
-            let mut ds = programs[&id].destinations.clone();
-            if !ds.contains(&destination) {
-                ds.push(destination);
-            }
-            set_outputs(store, programs, &id, ds).await
-        }
-        Request::Detach { id, destination } => {
-            let ds: Vec<String> = programs[&id].destinations.iter().filter(|d| **d != destination).cloned().collect();
-            set_outputs(store, programs, &id, ds).await
-        }
-    }
-}
-
-async fn overlay_op(
-    programs: &HashMap<String, ProgramEntry>,
-    director: &Director,
-    id: &str,
-    op: OverlayOp,
-) -> Response {
-    match ask(programs, director, id, |reply| ProgramCmd::Overlay { op, reply }).await {
-        Ok(()) => Response::ok(serde_json::Value::Null),
-        Err(r) => r,
-    }
-}
-
-async fn set_outputs(
-    store: &Store,
-    programs: &mut HashMap<String, ProgramEntry>,
-    id: &str,
-    ds: Vec<String>,
-) -> Response {
-    let outputs = match store.outputs_for(&ds).await {
-        Ok(o) => o,
-        Err(e) => return store_err(e),
-    };
-    // Operator programs only: a show's destinations belong to the show.
-    let program = programs.get(id).map(|e| &e.program);
-    match ask_program(program, id, |reply| ProgramCmd::SetOutputs { outputs, reply }).await {
-        Ok(()) => {
-            if let Some(e) = programs.get_mut(id) {
-                e.destinations = ds.clone();
-            }
-            Response::ok(serde_json::json!({ "destinations": ds }))
-        }
-        Err(r) => r,
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::command::values::*;
+use crate::command::{self as cmd, Output, ProgramCommand, ProgramVerb};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::error::*;
 use crate::media::destination::{DestinationInput, Platform};
@@ -55,8 +57,8 @@ pub enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
-        #[arg(long, value_parser = parse_size, default_value = "1280x720")]
-        size: (u32, u32),
+        #[arg(long, default_value = "1280x720")]
+        size: Size,
         #[arg(long, default_value_t = 30)]
         fps: u32,
         /// Video bitrate, kbit/s.
@@ -269,95 +271,97 @@ pub enum ProgramCmdArgs {
     Start {
         /// Camera id; repeat for each camera the show may cut to (backups are added automatically).
         #[arg(long = "camera", required = true)]
-        cameras: Vec<String>,
+        cameras: Vec<CameraId>,
         /// Destination id; repeat for several.
         #[arg(long = "destination")]
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
         #[arg(long, value_enum)]
         profile: Option<crate::media::encoder::Profile>,
         /// Override the profile's size, e.g. 640x360.
-        #[arg(long, value_parser = parse_size)]
-        size: Option<(u32, u32)>,
-        /// Override the profile's frame rate (must divide 48000).
         #[arg(long)]
-        fps: Option<u32>,
-        /// Override the profile's video bitrate, kbit/s.
+        size: Option<Size>,
+        /// Override the profile's frame rate: 10, 12, 15, 16, 20, 24, 25, 30, 40, 48, 50 or 60.
         #[arg(long)]
-        bitrate: Option<u32>,
+        fps: Option<Fps>,
+        /// Override the profile's video bitrate, kbit/s (100 to 50000).
+        #[arg(long)]
+        bitrate: Option<Kbps>,
         /// Slate image (PNG); default: a generated card.
         #[arg(long)]
         slate: Option<PathBuf>,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Cut to a camera now, at a program time (--at SECONDS) or after a delay (--in SECONDS).
     Cut {
-        camera: String,
+        camera: CameraId,
+        /// Program time, seconds.
         #[arg(long, conflicts_with = "after")]
-        at: Option<f64>,
+        at: Option<ProgramTime>,
+        /// Seconds from now.
         #[arg(long = "in")]
-        after: Option<f64>,
+        after: Option<Delay>,
         /// Crossfade duration in milliseconds (0: hard cut).
         #[arg(long, default_value_t = 0)]
         fade: u64,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Emergency slate on or off (overrides everything).
     Slate {
         #[arg(value_parser = ["on", "off"])]
         state: String,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Pin a camera: cuts are ignored until unpinned.
     Pin {
-        camera: String,
+        camera: CameraId,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     Unpin {
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Start decoding a camera ahead of a cut to it, so the cut is instant.
     Preroll {
-        camera: String,
+        camera: CameraId,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Add a destination to the live program (the others are not disturbed).
     Attach {
-        destination: String,
+        destination: DestinationId,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Remove a destination from the live program.
     Detach {
-        destination: String,
+        destination: DestinationId,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// What is on air, camera and encoder health, destinations.
     Status {
         #[arg(long)]
         json: bool,
         #[arg(long)]
-        id: Option<String>,
+        id: Option<ProgramId>,
     },
     Stop {
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
     /// Save the latest thumbnail (JPEG, refreshed every second) of the program or of a camera.
     Thumbnail {
         /// A camera of the program (default: the program output).
         #[arg(long)]
-        source: Option<String>,
+        source: Option<CameraId>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value = "main")]
-        id: String,
+        id: ProgramId,
     },
 }
 
@@ -366,33 +370,98 @@ pub enum OverlayCmdArgs {
     /// Show (or replace) an overlay. Text may hold {{time}}, {{date}} and {{var:NAME}}.
     Show {
         #[command(flatten)]
-        overlay: Box<crate::local_api::OverlayRequest>,
+        overlay: Box<OverlayArgs>,
         #[arg(long, default_value = "main")]
-        program: String,
+        program: ProgramId,
     },
     /// Hide an overlay (with its fade-out).
     Hide {
-        overlay: String,
+        overlay: OverlayId,
         #[arg(long, default_value = "main")]
-        program: String,
+        program: ProgramId,
     },
     /// Set a {{var:NAME}} value; text using it changes on the next frame.
     SetVar {
-        name: String,
-        value: String,
+        name: VarName,
+        value: OverlayText,
         #[arg(long, default_value = "main")]
-        program: String,
+        program: ProgramId,
     },
     /// Remove every overlay at once.
     Clear {
         #[arg(long, default_value = "main")]
-        program: String,
+        program: ProgramId,
     },
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
-    Ok((w.parse().map_err(|_| "bad width")?, h.parse().map_err(|_| "bad height")?))
+/// An overlay as the operator gives it; every value is checked as it is read.
+#[derive(Args, Debug, Clone)]
+pub struct OverlayArgs {
+    /// Overlay id (showing the same id again replaces it).
+    pub id: OverlayId,
+    /// Default: text if there is text, else image.
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<OverlayType>,
+    /// Text; may hold {{time}}, {{date}} and {{var:NAME}}.
+    #[arg(long)]
+    pub text: Option<OverlayText>,
+    /// PNG file.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub position: Option<crate::media::compositor::Position>,
+    /// Pixels ("12") or percent of the frame ("5%").
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset_x: Option<Offset>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset_y: Option<Offset>,
+    /// 0.05 to 10.
+    #[arg(long)]
+    pub scale: Option<Scale>,
+    /// 0 to 1.
+    #[arg(long)]
+    pub opacity: Option<Opacity>,
+    /// Z-order: higher is on top (-1000 to 1000).
+    #[arg(long, allow_hyphen_values = true)]
+    pub layer: Option<Layer>,
+    /// Pixels, 4 to 400.
+    #[arg(long)]
+    pub font_size: Option<FontSize>,
+    /// "#rrggbb" or "#rrggbbaa".
+    #[arg(long)]
+    pub color: Option<Colour>,
+    #[arg(long)]
+    pub background: Option<Colour>,
+    /// Fade-in, ms (up to 60000).
+    #[arg(long = "fade-in")]
+    pub fade_in_ms: Option<u64>,
+    /// Fade-out when hidden, ms (up to 60000).
+    #[arg(long = "fade-out")]
+    pub fade_out_ms: Option<u64>,
+}
+
+impl OverlayArgs {
+    fn request(self) -> Result<OverlayRequest, CliError> {
+        let fade = |flag: &str, ms: Option<u64>| {
+            ms.map(FadeTime::from_millis).transpose().map_err(|e| CliError::Invalid(format!("{flag}: {e}")))
+        };
+        Ok(OverlayRequest {
+            kind: self.kind,
+            text: self.text,
+            // The daemon may run in another directory.
+            image: self.image.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            position: self.position,
+            offset: Some(OffsetXY { x: self.offset_x, y: self.offset_y }),
+            scale: self.scale,
+            opacity: self.opacity,
+            font_size: self.font_size,
+            color: self.color,
+            background: self.background,
+            fade_in: fade("--fade-in", self.fade_in_ms)?,
+            fade_out: fade("--fade-out", self.fade_out_ms)?,
+            layer: self.layer,
+        })
+    }
 }
 
 /// A failure of a command, carrying its exit code.
@@ -525,20 +594,12 @@ async fn demo(
     out: PathBuf,
     rtmp: Option<String>,
     seconds: Option<u64>,
-    size: (u32, u32),
+    size: Size,
     fps: u32,
     bitrate: u32,
     cut_every: u64,
 ) -> Result<(), CliError> {
-    if size.0 % 2 == 1 || size.1 % 2 == 1 || size.0 < 64 || size.1 < 36 || size.0 > 3840 || size.1 > 2160 {
-        return Err(CliError::Invalid("--size must be even, between 64x36 and 3840x2160".into()));
-    }
-    if !crate::timeline::model::FPS_ALLOWED.contains(&fps) {
-        return Err(CliError::Invalid(format!(
-            "--fps {fps} cannot drive a timeline: use one of {:?}",
-            crate::timeline::model::FPS_ALLOWED
-        )));
-    }
+    let fps = Fps::new(fps).map_err(|e| CliError::Invalid(format!("--fps {fps} cannot drive a timeline: {e}")))?.get();
     let (output, shown) = match rtmp {
         Some(u) if u.starts_with("rtmp://") || u.starts_with("rtmps://") => {
             let shown = match u.rfind('/') {
@@ -556,8 +617,8 @@ async fn demo(
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(format!("{}: {e}", cfg.data_dir.display())))?;
     println!(
         "vistter-agent demo: two built-in sources, a cut every {cut_every} s, logo, clock and lower third, {}x{} at {fps} fps\n  → {shown}{}\n  Ctrl-C to stop.",
-        size.0,
-        size.1,
+        size.width,
+        size.height,
         if shown.starts_with("rtmp") { String::new() } else { format!("\n  watch it with: ffplay {shown}   (or open it in VLC)") }
     );
     let token = CancellationToken::new();
@@ -571,7 +632,7 @@ async fn demo(
     });
     let opts = crate::demo::DemoOptions {
         output,
-        format: crate::media::ingest::ProgramFormat { width: size.0, height: size.1, fps },
+        format: crate::media::ingest::ProgramFormat { width: size.width, height: size.height, fps },
         bitrate_kbps: bitrate,
         duration: seconds.map(Duration::from_secs),
         cut_every: Duration::from_secs(cut_every.max(1)),
@@ -760,10 +821,18 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             Ok(())
         }
         DestinationCmd::Attach { id, program: p } => {
-            program(ProgramCmdArgs::Attach { destination: id, id: p }, cfg).await
+            program(
+                ProgramCmdArgs::Attach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
+                cfg,
+            )
+            .await
         }
         DestinationCmd::Detach { id, program: p } => {
-            program(ProgramCmdArgs::Detach { destination: id, id: p }, cfg).await
+            program(
+                ProgramCmdArgs::Detach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
+                cfg,
+            )
+            .await
         }
     }
 }
@@ -916,8 +985,9 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     println!("{n} stream(s) set to stopped");
     // The show too, and it must not come back after a restart.
     store.set_desired_show(None).await?;
-    if ask_daemon(cfg, &crate::local_api::Request::KillAll).await.is_ok() {
-        println!("show and programs stopped");
+    let kill = cmd::Command::StreamControl(cmd::StreamControl::new(cmd::StreamCommand::KillAll));
+    if let Ok(Output::KilledAll { show, programs }) = ask_daemon(cfg, &kill).await {
+        println!("show {} and {programs} program(s) stopped", if show { "was" } else { "not running:" });
     }
     let _ = store.add_event(crate::store::Severity::Warning, "kill_all", "agent", &format!("{n} stream(s)")).await;
     // Give a running daemon the chance to stop its jobs cleanly, then kill whatever is left.
@@ -932,108 +1002,149 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One request to the running daemon; a refusal carries the daemon's exit code.
-async fn ask_daemon(cfg: &Config, req: &crate::local_api::Request) -> Result<serde_json::Value, CliError> {
-    let resp = crate::local_api::call(&cfg.data_dir, req).await.map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e))?;
-    if !resp.ok {
-        return Err(CliError::Coded(resp.code.max(1), resp.error.unwrap_or_default()));
-    }
-    Ok(resp.result)
+/// One command to the running daemon; a refusal carries its exit code and names the field.
+pub(crate) async fn ask_daemon(cfg: &Config, command: &cmd::Command) -> Result<Output, CliError> {
+    let reply = crate::local_api::call(&cfg.data_dir, command)
+        .await
+        .map_err(|e| CliError::Coded(EXIT_UNAVAILABLE, e.to_string()))?;
+    reply.into_result().map_err(|r| CliError::Coded(crate::local_api::exit_code(&r), r.to_string()))
+}
+
+/// An id given on the command line.
+fn parse_id<T: std::str::FromStr<Err = ValueError>>(what: &str, s: &str) -> Result<T, CliError> {
+    s.parse().map_err(|e| CliError::Invalid(format!("{what}: {e}")))
+}
+
+/// Output the command did not expect: the agent and the CLI disagree.
+fn unexpected(o: &Output) -> CliError {
+    CliError::Failed(format!("unexpected answer from the agent: {o:?}"))
 }
 
 async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), CliError> {
-    use crate::local_api::Request;
-    let req = match cmd {
-        OverlayCmdArgs::Show { mut overlay, program } => {
-            // The daemon may run in another directory.
-            overlay.image = overlay.image.map(|p| std::path::absolute(&p).unwrap_or(p));
-            Request::OverlayShow { id: program, overlay: *overlay }
-        }
-        OverlayCmdArgs::Hide { overlay, program } => Request::OverlayHide { id: program, overlay },
-        OverlayCmdArgs::SetVar { name, value, program } => Request::OverlaySetVar { id: program, name, value },
-        OverlayCmdArgs::Clear { program } => Request::OverlayClear { id: program },
+    use cmd::{OverlayAction, OverlayUpdate};
+    let update = |action, program: ProgramId| OverlayUpdate {
+        action,
+        vars: None,
+        overlay_id: None,
+        overlay: None,
+        program_id: Some(program),
     };
-    ask_daemon(cfg, &req).await?;
+    let req = match cmd {
+        OverlayCmdArgs::Show { overlay, program } => {
+            let id = overlay.id.clone();
+            let request = overlay.request()?;
+            OverlayUpdate { overlay_id: Some(id), overlay: Some(request), ..update(OverlayAction::Show, program) }
+        }
+        OverlayCmdArgs::Hide { overlay, program } => {
+            OverlayUpdate { overlay_id: Some(overlay), ..update(OverlayAction::Hide, program) }
+        }
+        OverlayCmdArgs::SetVar { name, value, program } => OverlayUpdate {
+            vars: Some([(name, value)].into_iter().collect()),
+            ..update(OverlayAction::SetVars, program)
+        },
+        OverlayCmdArgs::Clear { program } => update(OverlayAction::ClearAll, program),
+    };
+    ask_daemon(cfg, &cmd::Command::OverlayUpdate(req)).await?;
     println!("ok");
     Ok(())
 }
 
-async fn program(cmd: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
-    use crate::local_api::Request;
-    let (req, json_out) = match cmd {
-        ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, id } => (
-            Request::ProgramStart {
-                id,
-                cameras,
-                destinations,
+async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
+    let p = |action, id: ProgramId| ProgramCommand::new(action, Some(id));
+    let (command, json_out) = match args {
+        ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, id } => {
+            let slate = slate
+                .map(|s| FilePath::new(std::path::absolute(&s).unwrap_or(s)))
+                .transpose()
+                .map_err(|e| CliError::Invalid(format!("--slate: {e}")))?;
+            let c = ProgramCommand {
+                camera_ids: Some(cameras),
+                destination_ids: Some(destinations),
                 profile,
                 size,
                 fps,
                 bitrate_kbps: bitrate,
-                first: None,
-                slate,
-            },
-            false,
-        ),
-        ProgramCmdArgs::Cut { camera, at, after, fade, id } => {
-            (Request::Cut { id, camera, at, after, fade_ms: fade }, false)
+                slate_image: slate,
+                ..p(ProgramVerb::Start, id)
+            };
+            (c, false)
         }
-        ProgramCmdArgs::Slate { state, id } => (Request::Slate { id, on: state == "on" }, false),
-        ProgramCmdArgs::Pin { camera, id } => (Request::Pin { id, camera: Some(camera) }, false),
-        ProgramCmdArgs::Unpin { id } => (Request::Pin { id, camera: None }, false),
-        ProgramCmdArgs::Preroll { camera, id } => (Request::Preroll { id, camera }, false),
-        ProgramCmdArgs::Attach { destination, id } => (Request::Attach { id, destination }, false),
-        ProgramCmdArgs::Detach { destination, id } => (Request::Detach { id, destination }, false),
-        ProgramCmdArgs::Status { json, id } => (Request::ProgramStatus { id }, json),
-        ProgramCmdArgs::Stop { id } => (Request::ProgramStop { id }, false),
+        ProgramCmdArgs::Cut { camera, at, after, fade, id } => {
+            let fade = FadeTime::from_millis(fade).map_err(|e| CliError::Invalid(format!("--fade: {e}")))?;
+            let c = ProgramCommand {
+                camera_id: Some(camera),
+                at_s: at,
+                after_s: after,
+                fade_s: Some(fade),
+                ..p(ProgramVerb::Cut, id)
+            };
+            (c, false)
+        }
+        ProgramCmdArgs::Slate { state, id } => {
+            (ProgramCommand { on: Some(state == "on"), ..p(ProgramVerb::Slate, id) }, false)
+        }
+        ProgramCmdArgs::Pin { camera, id } => {
+            (ProgramCommand { camera_id: Some(camera), ..p(ProgramVerb::Pin, id) }, false)
+        }
+        ProgramCmdArgs::Unpin { id } => (p(ProgramVerb::Unpin, id), false),
+        ProgramCmdArgs::Preroll { camera, id } => {
+            (ProgramCommand { camera_id: Some(camera), ..p(ProgramVerb::Preroll, id) }, false)
+        }
+        ProgramCmdArgs::Attach { destination, id } => {
+            (ProgramCommand { destination_id: Some(destination), ..p(ProgramVerb::Attach, id) }, false)
+        }
+        ProgramCmdArgs::Detach { destination, id } => {
+            (ProgramCommand { destination_id: Some(destination), ..p(ProgramVerb::Detach, id) }, false)
+        }
+        ProgramCmdArgs::Status { json, id } => (ProgramCommand::new(ProgramVerb::Status, id), json),
+        ProgramCmdArgs::Stop { id } => (p(ProgramVerb::Stop, id), false),
         ProgramCmdArgs::Thumbnail { source, out, id } => {
-            let result = ask_daemon(cfg, &Request::Thumbnail { id, source }).await?;
+            let c = ProgramCommand { camera_id: source, ..p(ProgramVerb::Thumbnail, id) };
+            let Output::Jpeg { jpeg_base64 } = ask_daemon(cfg, &cmd::Command::Program(c)).await? else {
+                return Err(CliError::Failed("the agent sent no thumbnail".into()));
+            };
             use base64::Engine;
-            let b64 = result["jpeg_base64"].as_str().unwrap_or_default();
             let jpeg = base64::engine::general_purpose::STANDARD
-                .decode(b64)
+                .decode(jpeg_base64)
                 .map_err(|e| CliError::Failed(format!("bad thumbnail from the agent: {e}")))?;
             std::fs::write(&out, jpeg).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
             println!("{}", out.display());
             return Ok(());
         }
     };
-    let status = matches!(req, Request::ProgramStatus { .. });
-    let result = ask_daemon(cfg, &req).await?;
-    if json_out {
-        print_json(&result);
-    } else if status {
-        for p in result.as_array().into_iter().flatten() {
-            let on_air = match p["on_air"]["kind"].as_str() {
-                Some("camera") => format!("camera {}", p["on_air"]["camera"].as_str().unwrap_or("?")),
-                _ => "slate".to_string(),
-            };
-            println!(
-                "program {}: {on_air}{} · t={:.1}s · {} frames, {} dropped · encoder {} {}",
-                p["id"].as_str().unwrap_or("?"),
-                if p["holding"].as_bool() == Some(true) { " (holding last frame)" } else { "" },
-                p["program_time_s"].as_f64().unwrap_or(0.0),
-                p["frames"],
-                p["dropped_frames"],
-                p["encoder_name"].as_str().unwrap_or("?"),
-                p["encoder"]["phase"].as_str().unwrap_or("?"),
-            );
-            for c in p["cameras"].as_array().into_iter().flatten() {
+    match ask_daemon(cfg, &cmd::Command::Program(command)).await? {
+        Output::Programs { programs } if json_out => print_json(&serde_json::to_value(&programs).expect("serializes")),
+        Output::Programs { programs } => {
+            for p in programs {
+                let st = &p.status;
+                let on_air = match &st.on_air {
+                    crate::media::switcher::Visual::Camera(c) => format!("camera {c}"),
+                    crate::media::switcher::Visual::Slate => "slate".to_string(),
+                };
                 println!(
-                    "  camera {:<12} {:<9} frame age {} ms",
-                    c["camera"].as_str().unwrap_or("?"),
-                    c["ingest"]["phase"].as_str().unwrap_or("?"),
-                    c["frame_age_ms"]
+                    "program {}: {on_air}{} · t={:.1}s · {} frames, {} dropped · encoder {} {:?}",
+                    st.id,
+                    if st.holding { " (holding last frame)" } else { "" },
+                    st.program_time_s,
+                    st.frames,
+                    st.dropped_frames,
+                    st.encoder_name,
+                    st.encoder.phase,
                 );
-            }
-            for o in p["outputs"].as_array().into_iter().flatten() {
-                println!("  → {:<14} {}", o["destination"].as_str().unwrap_or("?"), o["phase"].as_str().unwrap_or("?"));
+                for c in &st.cameras {
+                    let age = c.frame_age_ms.map_or("-".to_string(), |a| a.to_string());
+                    println!("  camera {:<12} {:<9} frame age {age} ms", c.camera, format!("{:?}", c.ingest.phase));
+                }
+                for o in &st.outputs {
+                    println!("  → {:<14} {:?}", o.destination, o.job.phase);
+                }
             }
         }
-    } else if result.is_null() {
-        println!("ok");
-    } else {
-        println!("{result}");
+        Output::Cut { at_s } => println!("cut at {at_s:.3} s"),
+        Output::ProgramStarted { id } => println!("program {id} started"),
+        Output::Destinations { destinations } => println!("destinations: {}", destinations.join(", ")),
+        Output::Done => println!("ok"),
+        other => return Err(unexpected(&other)),
     }
     Ok(())
 }

@@ -9,10 +9,13 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{ask_daemon, CliError};
+use crate::command::values::{CameraId, CueId, DestinationId, Kbps, ProgramTime, TimelineId};
+use crate::command::{
+    self as cmd, Command, Output, ShowQuery, ShowQueryKind, StreamCommand, StreamControl, TimelineAction,
+    TimelineExecute,
+};
 use crate::config::Config;
-use crate::local_api::Request;
 use crate::store::Store;
-use crate::timeline::actor::Control;
 use crate::timeline::model::{self, Inventory};
 use crate::timeline::schedule::{self, LocalTime, Schedule, Weekday};
 
@@ -39,21 +42,21 @@ pub enum TimelineCmd {
     },
     /// Check a show before going live: blockers and warnings.
     Preflight {
-        id: String,
+        id: TimelineId,
         #[arg(long = "destination", required = true)]
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
     },
     /// Play a timeline as the show, to one or more destinations.
     Play {
-        id: String,
+        id: TimelineId,
         #[arg(long = "destination", required = true)]
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
         /// Start this many seconds in.
         #[arg(long)]
-        from: Option<f64>,
-        /// Video bitrate, kbit/s (default by resolution).
-        #[arg(long)]
-        bitrate: Option<u32>,
+        from: Option<ProgramTime>,
+        /// Video bitrate, kbit/s (default by resolution; 100 to 50000). Starts at the top.
+        #[arg(long, conflicts_with = "from")]
+        bitrate: Option<Kbps>,
     },
     /// Hold the current shot and stop the timeline's clock.
     Pause,
@@ -63,15 +66,16 @@ pub enum TimelineCmd {
     /// Jump to a cue or to seconds into the current loop.
     Seek {
         #[arg(long, conflicts_with = "to", required_unless_present = "to")]
-        cue: Option<String>,
+        cue: Option<CueId>,
+        /// Seconds into the current loop.
         #[arg(long)]
-        to: Option<f64>,
+        to: Option<ProgramTime>,
     },
     /// Jump to the next video cue.
     Skip,
     /// Keep a camera on air whatever the video cues say (overlays continue).
     Pin {
-        camera: String,
+        camera: CameraId,
     },
     Unpin,
     /// Emergency slate on or off.
@@ -174,7 +178,7 @@ async fn read_checked(store: &Store, file: &PathBuf) -> Result<(model::Timeline,
 }
 
 pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
-    let control = |c: Control| Request::TimelineControl { control: c };
+    let exec = |a: TimelineAction| Command::TimelineExecute(TimelineExecute::new(a));
     let req = match cmd {
         TimelineCmd::Load { file } => {
             let store = Store::open(&cfg.data_dir).await?;
@@ -242,57 +246,97 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
             return Ok(());
         }
         TimelineCmd::Preflight { id, destinations } => {
-            let r = ask_daemon(cfg, &Request::Preflight { timeline: id, destinations }).await?;
-            let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
-            for b in list("blockers") {
-                println!("BLOCKER  {}", b.as_str().unwrap_or_default());
+            let q = ShowQuery {
+                query: ShowQueryKind::Preflight,
+                timeline_id: Some(id),
+                destination_ids: Some(destinations),
+            };
+            let Output::Preflight { preflight } = ask_daemon(cfg, &Command::ShowQuery(q)).await? else {
+                return Err(CliError::Failed("the agent sent no pre-flight".into()));
+            };
+            for b in &preflight.blockers {
+                println!("BLOCKER  {b}");
             }
-            for w in list("warnings") {
-                println!("warning  {}", w.as_str().unwrap_or_default());
+            for w in &preflight.warnings {
+                println!("warning  {w}");
             }
-            if !list("blockers").is_empty() {
+            if !preflight.blockers.is_empty() {
                 return Err(CliError::Failed("pre-flight failed".into()));
             }
             println!("ready to go live");
             return Ok(());
         }
         TimelineCmd::Status { json } => {
-            let r = ask_daemon(cfg, &Request::TimelineStatus).await?;
+            let q = ShowQuery { query: ShowQueryKind::Status, timeline_id: None, destination_ids: None };
+            let Output::Show { show } = ask_daemon(cfg, &Command::ShowQuery(q)).await? else {
+                return Err(CliError::Failed("the agent sent no show status".into()));
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+                println!("{}", serde_json::to_string_pretty(&show).expect("serializes"));
             } else {
-                let s = &r["status"];
-                println!(
-                    "{} ({} by the {}): {} at {:.1} s, loop {}, on {}",
-                    r["desired"]["timeline_id"].as_str().unwrap_or("?"),
-                    s["engine"]["state"].as_str().unwrap_or("starting"),
-                    r["desired"]["origin"].as_str().unwrap_or("?"),
-                    s["engine"]["video_cue"].as_str().unwrap_or("-"),
-                    s["engine"]["position_s"].as_f64().unwrap_or(0.0),
-                    s["engine"]["loop_index"],
-                    s["engine"]["pinned"].as_str().map(|p| format!("pinned {p}")).unwrap_or_else(|| "cue".into()),
-                );
+                let d = &show.desired;
+                match &show.status {
+                    None => println!("{} (starting, by the {})", d.timeline_id, d.origin.as_str()),
+                    Some(s) => println!(
+                        "{} ({:?} by the {}): {} at {:.1} s, loop {}, on {}",
+                        d.timeline_id,
+                        s.engine.state,
+                        d.origin.as_str(),
+                        s.engine.video_cue.as_deref().unwrap_or("-"),
+                        s.engine.position_s,
+                        s.engine.loop_index,
+                        s.engine.pinned.as_ref().map(|p| format!("pinned {p}")).unwrap_or_else(|| "cue".into()),
+                    ),
+                }
             }
             return Ok(());
         }
-        TimelineCmd::Play { id, destinations, from, bitrate } => {
-            Request::TimelinePlay { timeline: id, destinations, from, bitrate_kbps: bitrate }
-        }
-        TimelineCmd::Pause => control(Control::Pause),
-        TimelineCmd::Resume => control(Control::Resume),
-        TimelineCmd::Stop => Request::TimelineStop,
-        TimelineCmd::Seek { cue, to } => control(Control::Seek { cue, seconds: to }),
-        TimelineCmd::Skip => control(Control::Skip),
-        TimelineCmd::Pin { camera } => control(Control::Pin { camera }),
-        TimelineCmd::Unpin => control(Control::Unpin),
-        TimelineCmd::Slate { state } => control(Control::EmergencySlate { on: state == "on" }),
-        TimelineCmd::ClearOverlays => control(Control::ClearOverlays),
+        TimelineCmd::Play { id, destinations, from, bitrate: None } => Command::TimelineExecute(TimelineExecute {
+            timeline_id: Some(id),
+            destination_ids: Some(destinations),
+            position_s: from,
+            ..TimelineExecute::new(TimelineAction::Play)
+        }),
+        TimelineCmd::Play { id, destinations, from: _, bitrate: Some(b) } => Command::StreamControl(StreamControl {
+            timeline_id: Some(id),
+            destination_ids: Some(destinations),
+            encoder: Some(cmd::EncoderChange { bitrate_kbps: Some(b), profile: None }),
+            ..StreamControl::new(StreamCommand::GoLive)
+        }),
+        TimelineCmd::Pause => exec(TimelineAction::Pause),
+        TimelineCmd::Resume => exec(TimelineAction::Resume),
+        TimelineCmd::Stop => exec(TimelineAction::Stop),
+        TimelineCmd::Seek { cue, to } => Command::TimelineExecute(TimelineExecute {
+            cue_id: cue,
+            position_s: to,
+            ..TimelineExecute::new(TimelineAction::Seek)
+        }),
+        TimelineCmd::Skip => exec(TimelineAction::Skip),
+        TimelineCmd::Pin { camera } => Command::TimelineExecute(TimelineExecute {
+            camera_id: Some(camera),
+            ..TimelineExecute::new(TimelineAction::PinCamera)
+        }),
+        TimelineCmd::Unpin => exec(TimelineAction::Unpin),
+        TimelineCmd::Slate { state } => Command::StreamControl(StreamControl {
+            on: Some(state == "on"),
+            ..StreamControl::new(StreamCommand::EmergencySlate)
+        }),
+        TimelineCmd::ClearOverlays => Command::OverlayUpdate(cmd::OverlayUpdate {
+            action: cmd::OverlayAction::ClearAll,
+            vars: None,
+            overlay_id: None,
+            overlay: None,
+            program_id: None,
+        }),
     };
-    let r = ask_daemon(cfg, &req).await?;
-    if let Some(w) = r["preflight"]["warnings"].as_array() {
-        for w in w {
-            println!("warning  {}", w.as_str().unwrap_or_default());
+    match ask_daemon(cfg, &req).await? {
+        Output::Started { preflight } => {
+            for w in preflight.warnings {
+                println!("warning  {w}");
+            }
         }
+        Output::Done | Output::Destinations { .. } => {}
+        other => return Err(super::unexpected(&other)),
     }
     println!("ok");
     Ok(())

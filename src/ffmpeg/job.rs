@@ -114,7 +114,7 @@ pub struct ChildIo {
     pub extra: Vec<ExtraPipe>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Preparing or spawned, no progress yet.
@@ -126,7 +126,7 @@ pub enum Phase {
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JobStatus {
     pub phase: Phase,
     pub pid: Option<u32>,
@@ -142,7 +142,7 @@ pub struct JobStatus {
     pub progress: Option<ProgressSummary>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProgressSummary {
     pub out_time_us: Option<i64>,
     pub frame: Option<u64>,

@@ -17,6 +17,7 @@
 //! large image never delays a frame. [`Compositor::show`] does both in one call, for convenience.
 
 mod raster;
+pub mod request;
 mod sprite;
 mod tokens;
 
@@ -135,7 +136,9 @@ impl OverlayKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Position {
     TopLeft,
     TopRight,

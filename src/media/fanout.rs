@@ -75,7 +75,7 @@ struct SubQueue {
 }
 
 /// Counters of one subscription, for status.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct SubStats {
     pub queued_bytes: usize,
     pub dropped_tags: u64,

@@ -136,7 +136,7 @@ pub enum OverlayOp {
     Clear,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CameraStatus {
     pub camera: String,
     pub backup: Option<String>,
@@ -146,7 +146,7 @@ pub struct CameraStatus {
     pub ingest: JobStatus,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ProgramStatus {
     pub id: String,
     pub format: ProgramFormat,
@@ -269,6 +269,11 @@ impl Program {
     /// The latest JPEG of the program (`program`) or of a camera (its id), refreshed every second.
     pub fn thumbnail(&self, name: &str) -> Option<Arc<Vec<u8>>> {
         self.thumbs.get(name)
+    }
+
+    /// The program's thumbnails, for tasks that hold only its handle.
+    pub fn thumbnails(&self) -> Thumbnails {
+        self.thumbs.clone()
     }
 
     pub fn sender(&self) -> mpsc::Sender<ProgramCmd> {

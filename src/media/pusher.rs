@@ -25,7 +25,7 @@ pub struct Pusher {
     stats: Arc<Mutex<SubStats>>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PusherStatus {
     pub destination: String,
     pub ingest: Ingest,

@@ -44,7 +44,7 @@ pub struct Health {
     pub steady_since: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "camera")]
 pub enum Visual {
     Camera(String),

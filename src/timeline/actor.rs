@@ -125,7 +125,7 @@ pub fn media_id(asset: &str) -> String {
     format!("media-{safe}")
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Lateness {
     pub cues: u64,
     /// Cues that went out more than one frame after their time.
@@ -136,7 +136,7 @@ pub struct Lateness {
     pub held_for_ptz: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ShowStatus {
     pub timeline_id: String,
     pub engine: EngineStatus,

@@ -21,22 +21,26 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus};
 use super::model::{self, Inventory, Timeline, Us};
-use super::preflight::{preflight, Preflight};
+use super::preflight::Preflight;
 use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::{ProgramFormat, MEDIA_PREFIX};
 use crate::media::probe::CameraSource;
-use crate::media::program::{Program, ProgramCamera, ProgramSpec};
+use crate::media::program::{Program, ProgramCamera, ProgramHandle, ProgramSpec, ProgramStatus};
+use crate::media::thumbnail::Thumbnails;
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::secret::Secret;
@@ -83,6 +87,8 @@ pub enum DirectorError {
     Conflict(String),
     #[error("no show is running")]
     NoShow,
+    #[error("withdrawn by a kill-all before it went live")]
+    Canceled,
     #[error("{0}")]
     Failed(String),
 }
@@ -94,25 +100,617 @@ struct Current {
     timeline: Arc<Timeline>,
 }
 
-/// What the daemon lends the director for a call.
+/// What the daemon lends the director (and pre-flight) for a call.
 pub struct Ctx<'a> {
     pub cfg: &'a Config,
     pub store: &'a Store,
     pub env: &'a MediaEnv,
 }
 
+/// A program, as other tasks reach it: its handle and its thumbnails.
+#[derive(Clone)]
+pub struct ProgramRef {
+    pub handle: ProgramHandle,
+    pub thumbs: Thumbnails,
+}
+
+impl ProgramRef {
+    pub fn of(p: &Program) -> ProgramRef {
+        ProgramRef { handle: p.handle(), thumbs: p.thumbnails() }
+    }
+
+    /// The last published status, with the program time brought up to now.
+    pub fn status(&self) -> Option<ProgramStatus> {
+        let mut s = self.handle.status.borrow().clone()?;
+        if let Some(t0) = s.t0 {
+            s.program_time_s = tokio::time::Instant::now().saturating_duration_since(t0).as_secs_f64();
+        }
+        Some(s)
+    }
+}
+
+/// What the director publishes: what must play, and how to reach what plays.
+#[derive(Clone, Default)]
+pub struct DirectorView {
+    pub desired: Option<DesiredShow>,
+    pub show: Option<watch::Receiver<Option<ShowStatus>>>,
+    pub program: Option<ProgramRef>,
+    /// A scheduled show's program started ahead of its window (timeline id).
+    pub prepared: Option<String>,
+}
+
+impl DirectorView {
+    pub fn status(&self) -> Option<ShowStatus> {
+        self.show.as_ref().and_then(|s| s.borrow().clone())
+    }
+
+    /// Whether the show reached the end of a timeline that does not loop.
+    pub fn ended(&self) -> bool {
+        self.status().is_some_and(|s| s.engine.state == super::engine::PlayState::Ended)
+    }
+}
+
+/// Programs taken off the air: their processes stop (SIGINT, then harder) on whichever task
+/// awaits [`Retired::finish`], never on the director's.
+#[must_use = "retired programs keep running until finished"]
+#[derive(Default)]
+pub struct Retired(Vec<Program>);
+
+impl Retired {
+    pub async fn finish(self) {
+        futures_util::future::join_all(self.0.into_iter().map(Program::stop)).await;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Stops them on a task of their own.
+    pub fn finish_in_background(self) {
+        if !self.0.is_empty() {
+            tokio::spawn(self.finish());
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, DirectorError>>;
+
+enum Msg {
+    Start { desired: DesiredShow, start_at: Option<Us>, epoch: u64, reply: Reply<Retired> },
+    Prepare { desired: DesiredShow, reply: Reply<Retired> },
+    Unprepare { reply: oneshot::Sender<Retired> },
+    Stop { origin: Origin, reply: Reply<Retired> },
+    KillAll { reply: oneshot::Sender<Retired> },
+    Control { origin: Origin, control: Control, reply: Reply<()> },
+    SetDestinations { origin: Origin, destinations: Vec<String>, outputs: Vec<OutputTarget>, reply: Reply<()> },
+}
+
+/// The director's handle: commands in, its [`DirectorView`] out. Cloneable; every call is
+/// answered by the director's task, which never waits on anything slow (pre-flight, probes and
+/// process stops happen on the caller's task).
+#[derive(Clone)]
+pub struct DirectorHandle {
+    tx: mpsc::Sender<Msg>,
+    view: watch::Receiver<DirectorView>,
+    /// Bumped by every kill-all: a start begun before it is withdrawn.
+    kill_epoch: Arc<AtomicU64>,
+}
+
+impl DirectorHandle {
+    pub fn view(&self) -> DirectorView {
+        self.view.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<DirectorView> {
+        self.view.clone()
+    }
+
+    /// The kill-all epoch to pass to [`DirectorHandle::start`].
+    pub fn epoch(&self) -> u64 {
+        self.kill_epoch.load(Ordering::SeqCst)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, DirectorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| DirectorError::Failed("the agent is shutting down".into()))?;
+        rx.await.map_err(|_| DirectorError::Failed("the director stopped".into()))
+    }
+
+    /// Starts (or replaces) the show; see [`Director::start`]. Returns the programs it replaced.
+    pub async fn start(
+        &self,
+        desired: DesiredShow,
+        start_at: Option<Us>,
+        epoch: u64,
+    ) -> Result<Retired, DirectorError> {
+        self.ask(|reply| Msg::Start { desired, start_at, epoch, reply }).await?
+    }
+
+    pub async fn prepare(&self, desired: DesiredShow) -> Result<Retired, DirectorError> {
+        self.ask(|reply| Msg::Prepare { desired, reply }).await?
+    }
+
+    pub async fn unprepare(&self) -> Result<Retired, DirectorError> {
+        self.ask(|reply| Msg::Unprepare { reply }).await
+    }
+
+    pub async fn stop(&self, origin: Origin) -> Result<Retired, DirectorError> {
+        self.ask(|reply| Msg::Stop { origin, reply }).await?
+    }
+
+    /// Stops the show now, whoever started it; a start in flight is withdrawn.
+    pub async fn kill_all(&self) -> Result<Retired, DirectorError> {
+        self.kill_epoch.fetch_add(1, Ordering::SeqCst);
+        self.ask(|reply| Msg::KillAll { reply }).await
+    }
+
+    pub async fn control(&self, origin: Origin, control: Control) -> Result<(), DirectorError> {
+        self.ask(|reply| Msg::Control { origin, control, reply }).await?
+    }
+
+    /// Changes the show's destinations (`outputs` resolved by the caller from the store).
+    pub async fn set_destinations(
+        &self,
+        origin: Origin,
+        destinations: Vec<String>,
+        outputs: Vec<OutputTarget>,
+    ) -> Result<(), DirectorError> {
+        self.ask(|reply| Msg::SetDestinations { origin, destinations, outputs, reply }).await?
+    }
+}
+
 #[derive(Default)]
 pub struct Director {
     current: Option<Current>,
-    /// The show's program (the daemon lists it with the others).
+    /// The show's program.
     program: Option<Program>,
-    /// Schedules as last loaded (reloaded when the table changes).
-    schedules: Vec<ValidSchedule>,
-    schedules_sig: String,
     /// A scheduled show's program started ahead of its window (timeline id).
     prepared: Option<String>,
-    /// A scheduled start that failed is retried from this time (timeline id, when).
-    retry_at: Option<(String, Timestamp)>,
+}
+
+/// Starts the director's task, which resumes the show recorded by the last run.
+pub fn spawn(
+    cfg: Config,
+    store: Store,
+    env: MediaEnv,
+    shutdown: CancellationToken,
+) -> (DirectorHandle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Msg>(32);
+    let (view_tx, view) = watch::channel(DirectorView::default());
+    let kill_epoch = Arc::new(AtomicU64::new(0));
+    let epoch = kill_epoch.clone();
+    let task = tokio::spawn(async move {
+        let mut d = Director::default();
+        {
+            let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
+            match d.resume_persisted(&ctx).await {
+                Ok(Some(s)) => tracing::info!(timeline = %s.timeline_id, "resumed the show that was playing"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!("cannot resume the recorded show: {e}");
+                    let _ = store.add_event(Severity::Error, "show_resume_failed", "agent", &e.to_string()).await;
+                }
+            }
+        }
+        let _ = view_tx.send(d.view());
+        let mut anchor_tick = tokio::time::interval(Duration::from_secs(1));
+        anchor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
+                    d.handle(&ctx, msg, &epoch).await;
+                    let _ = view_tx.send(d.view());
+                }
+                _ = anchor_tick.tick() => {
+                    let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
+                    d.sync_anchor(&ctx, Timestamp::now()).await;
+                }
+            }
+        }
+        d.shutdown().await;
+        let _ = view_tx.send(DirectorView::default());
+    });
+    (DirectorHandle { tx, view, kill_epoch }, task)
+}
+
+impl Director {
+    fn view(&self) -> DirectorView {
+        DirectorView {
+            desired: self.current.as_ref().map(|c| c.desired.clone()),
+            show: self.current.as_ref().map(|c| c.show.status.clone()),
+            program: self.program.as_ref().map(ProgramRef::of),
+            prepared: self.prepared.clone(),
+        }
+    }
+
+    async fn handle(&mut self, ctx: &Ctx<'_>, msg: Msg, epoch: &AtomicU64) {
+        match msg {
+            Msg::Start { desired, start_at, epoch: at, reply } => {
+                let r = if at != epoch.load(Ordering::SeqCst) {
+                    Err(DirectorError::Canceled)
+                } else {
+                    self.start(ctx, desired, start_at).await
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Prepare { desired, reply } => {
+                let _ = reply.send(self.prepare(ctx, &desired).await);
+            }
+            Msg::Unprepare { reply } => {
+                let mut retired = Retired::default();
+                if self.current.is_none() && self.prepared.take().is_some() {
+                    retired.0.extend(self.program.take());
+                }
+                let _ = reply.send(retired);
+            }
+            Msg::Stop { origin, reply } => {
+                let _ = reply.send(self.stop(ctx, Some(origin)).await);
+            }
+            Msg::KillAll { reply } => {
+                let r =
+                    self.stop(ctx, None).await.unwrap_or_else(|_| Retired(self.program.take().into_iter().collect()));
+                self.prepared = None;
+                let _ = reply.send(r);
+            }
+            Msg::Control { origin, control, reply } => {
+                let _ = reply.send(self.control(ctx, origin, control).await);
+            }
+            Msg::SetDestinations { origin, destinations, outputs, reply } => {
+                let _ = reply.send(self.set_destinations(ctx, origin, destinations, outputs).await);
+            }
+        }
+    }
+
+    fn outranks(&self, origin: Option<Origin>) -> Result<(), DirectorError> {
+        match (&self.current, origin) {
+            (Some(c), Some(o)) if o < c.desired.origin => Err(DirectorError::Conflict(format!(
+                "the show was started by the {} and outranks the {}",
+                c.desired.origin.as_str(),
+                o.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts (or replaces) the show. `origin` must not be below the current show's. Pre-flight
+    /// is the caller's (it probes cameras: slow). `start_at`: the position to start from (an
+    /// operator's fresh start); None: where the wall clock says the show is (a schedule, or a
+    /// show resumed after a restart).
+    async fn start(
+        &mut self,
+        ctx: &Ctx<'_>,
+        desired: DesiredShow,
+        start_at: Option<Us>,
+    ) -> Result<Retired, DirectorError> {
+        self.outranks(Some(desired.origin))?;
+        let (tl, root) = load_timeline(ctx.store, &desired.timeline_id).await?;
+        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        // Same picture format: the running program is kept, so the destinations stay connected
+        // from one timeline to the next (a schedule's rotation).
+        let reuse = self.program.as_ref().and_then(|p| p.status()).is_some_and(|s| s.format == fmt);
+        if let Some(c) = self.current.take() {
+            c.show.stop().await;
+        }
+        let now_wall = Timestamp::now();
+        let start_pos = start_at.unwrap_or_else(|| desired.position_at(now_wall));
+        let start_pos = if tl.looping { start_pos } else { start_pos.min(tl.duration) };
+        // Whole frames, so that cues on frame times stay on frame times.
+        let frame = 1_000_000 / tl.fps as i64;
+        let start_pos = start_pos / frame * frame;
+        let sources = self.sources(ctx, &tl, &root).await?;
+        let state = super::engine::state_at(&tl, start_pos);
+        let first = state
+            .video
+            .as_ref()
+            .and_then(|id| tl.video.iter().find(|c| &c.id == id))
+            .and_then(|c| actor::bus_id(&c.source));
+        let mut retired = Retired::default();
+        if reuse {
+            let p = self.program.as_ref().expect("checked");
+            let (tx, rx) = oneshot::channel();
+            let _ = p.sender().send(crate::media::program::ProgramCmd::SetOutputs { outputs, reply: tx }).await;
+            let _ = rx.await;
+        } else {
+            let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
+            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
+            retired = self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
+        }
+        let program = self.program.as_ref().expect("started").handle();
+        let ptz = self.ptz_targets(ctx, &tl).await?;
+        let execution_id =
+            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
+        let spec = ShowSpec {
+            timeline: tl.clone(),
+            asset_root: root,
+            sources,
+            ptz,
+            preroll_lead: Duration::from_millis(ctx.cfg.timeline.preroll_lead_ms),
+            hot_inputs: ctx.cfg.timeline.hot_inputs,
+            start_pos,
+            wall_anchor_us: if start_at.is_none() && desired.paused_pos_us.is_none() {
+                Some(desired.anchor_unix_us)
+            } else {
+                None
+            },
+            paused: desired.paused_pos_us.is_some(),
+            pinned: desired.pinned.clone(),
+            emergency_slate: desired.emergency_slate,
+            execution_id,
+        };
+        let show = actor::spawn(spec, program, ctx.env.events.clone(), Some(ctx.store.clone()));
+        ctx.store.set_desired_show(Some(&serde_json::to_string(&desired).expect("serializes"))).await?;
+        let _ = ctx
+            .store
+            .add_event(
+                Severity::Info,
+                "show_started",
+                &format!("timeline:{}", tl.id),
+                &format!("by the {} at {:.3} s", desired.origin.as_str(), start_pos as f64 / 1e6),
+            )
+            .await;
+        self.current = Some(Current { desired, show, timeline: tl });
+        self.prepared = None;
+        Ok(retired)
+    }
+
+    /// Starts the show's program (replacing any, which is returned to be stopped elsewhere): the
+    /// first shot's camera and its backups, or every camera with hot inputs, encoding to
+    /// `outputs` (none while a show is only prepared).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_program(
+        &mut self,
+        ctx: &Ctx<'_>,
+        tl: &Timeline,
+        root: &Path,
+        sources: &HashMap<String, ProgramCamera>,
+        first: Option<String>,
+        outputs: Vec<OutputTarget>,
+        kbps: u32,
+    ) -> Result<Retired, DirectorError> {
+        // Chosen by pre-flight (or an earlier start) and cached: a file read here.
+        let encoder =
+            crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false)
+                .await
+                .map_err(|e| DirectorError::Failed(e.to_string()))?
+                .chosen;
+        let mut want: Vec<String> = first.iter().cloned().collect();
+        if ctx.cfg.timeline.hot_inputs {
+            want.extend(tl.cameras());
+        }
+        let mut cams: Vec<ProgramCamera> = Vec::new();
+        while let Some(id) = want.pop() {
+            if let Some(pc) = sources.get(&id) {
+                if !cams.iter().any(|c| c.source.camera_id == id) {
+                    want.extend(pc.backup.clone());
+                    cams.push(pc.clone());
+                }
+            }
+        }
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        let spec = ProgramSpec {
+            id: SHOW_PROGRAM.into(),
+            cameras: cams,
+            first,
+            outputs,
+            encoder: EncoderSettings { format: fmt, bitrate_kbps: kbps, encoder },
+            slate_png: tl.fallback.slate.as_ref().map(|s| root.join(s)),
+            switcher: ctx.env.switcher,
+        };
+        let old = self.program.replace(Program::start(spec, ctx.env).await);
+        Ok(Retired(old.into_iter().collect()))
+    }
+
+    /// Gets a scheduled show ready before its window opens (pre-flight done by the scheduler):
+    /// its program runs with its cameras decoding and its encoder warm, but no destination, so
+    /// going live at the window start is only connecting the destinations.
+    async fn prepare(&mut self, ctx: &Ctx<'_>, desired: &DesiredShow) -> Result<Retired, DirectorError> {
+        if self.current.is_some() {
+            return Err(DirectorError::Conflict("a show is playing: nothing to prepare".into()));
+        }
+        let timeline_id = desired.timeline_id.as_str();
+        let (tl, root) = load_timeline(ctx.store, timeline_id).await?;
+        let sources = self.sources(ctx, &tl, &root).await?;
+        let first = super::engine::state_at(&tl, 0)
+            .video
+            .and_then(|id| tl.video.iter().find(|c| c.id == id).map(|c| c.source.clone()))
+            .and_then(|s| actor::bus_id(&s));
+        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
+        let retired =
+            self.start_program(ctx, &tl, &root, &sources, first, Vec::new(), bitrate_for(fmt, ctx.cfg)).await?;
+        self.prepared = Some(timeline_id.to_string());
+        tracing::info!(timeline = %timeline_id, "scheduled show prepared (no destination yet)");
+        Ok(retired)
+    }
+
+    /// Every source the show may need, by bus id: its cameras with their backups (a camera's own
+    /// backup first, else the timeline's fallback camera), and its media.
+    async fn sources(
+        &self,
+        ctx: &Ctx<'_>,
+        tl: &Timeline,
+        root: &Path,
+    ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
+        let mut out = HashMap::new();
+        let mut want: Vec<String> = tl.cameras();
+        while let Some(id) = want.pop() {
+            if out.contains_key(&id) {
+                continue;
+            }
+            let c = ctx.store.camera(&id).await?;
+            let backup =
+                c.backup_camera_id.clone().or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
+            want.extend(backup.clone());
+            out.insert(id, ProgramCamera { source: c.source(), backup });
+        }
+        for asset in tl.media() {
+            let path = root.join(model::safe_rel_path(&asset).map_err(DirectorError::Invalid)?);
+            let id = media_id(&asset);
+            let source = CameraSource {
+                camera_id: id.clone(),
+                url: Secret::new(format!("{MEDIA_PREFIX}{}", path.display())),
+                shown: asset.clone(),
+                secrets: vec![],
+            };
+            out.insert(id, ProgramCamera { source, backup: None });
+        }
+        Ok(out)
+    }
+
+    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<String, PtzTarget>, DirectorError> {
+        let presets = ctx.store.presets().await?;
+        let mut out = HashMap::new();
+        for id in tl.cameras() {
+            let c = ctx.store.camera(&id).await?;
+            let Some(host) = c.onvif_host.clone() else { continue };
+            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
+            out.insert(
+                id.clone(),
+                PtzTarget {
+                    endpoint: OnvifEndpoint {
+                        host,
+                        port: c.onvif_port.unwrap_or(ctx.cfg.timeline.onvif_port),
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                        profile_token: profile,
+                    },
+                    presets: presets.get(&id).cloned().unwrap_or_default(),
+                    settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Stops the show; its program is returned to be stopped elsewhere. `origin` None: an
+    /// emergency (kill-all), never refused.
+    async fn stop(&mut self, ctx: &Ctx<'_>, origin: Option<Origin>) -> Result<Retired, DirectorError> {
+        let Some(_) = &self.current else {
+            return Err(DirectorError::NoShow);
+        };
+        self.outranks(origin)?;
+        let c = self.current.take().expect("checked");
+        c.show.stop().await;
+        let retired = Retired(self.program.take().into_iter().collect());
+        ctx.store.set_desired_show(None).await?;
+        let _ = ctx.store.add_event(Severity::Info, "show_stopped", &format!("timeline:{}", c.timeline.id), "").await;
+        Ok(retired)
+    }
+
+    /// Stops for shutdown: the desired show stays recorded, so the next start resumes it.
+    async fn shutdown(&mut self) {
+        if let Some(c) = self.current.take() {
+            c.show.stop().await;
+        }
+        if let Some(p) = self.program.take() {
+            p.stop().await;
+        }
+    }
+
+    async fn set_destinations(
+        &mut self,
+        ctx: &Ctx<'_>,
+        origin: Origin,
+        destinations: Vec<String>,
+        outputs: Vec<OutputTarget>,
+    ) -> Result<(), DirectorError> {
+        self.outranks(Some(origin))?;
+        let (Some(c), Some(p)) = (&mut self.current, &self.program) else { return Err(DirectorError::NoShow) };
+        let (tx, rx) = oneshot::channel();
+        p.sender()
+            .send(crate::media::program::ProgramCmd::SetOutputs { outputs, reply: tx })
+            .await
+            .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?;
+        rx.await
+            .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?
+            .map_err(DirectorError::Failed)?;
+        c.desired.destinations = destinations;
+        ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
+        Ok(())
+    }
+
+    /// A playback control. Emergency slate and clearing overlays are never refused; the rest need
+    /// an origin at least the show's.
+    async fn control(&mut self, ctx: &Ctx<'_>, origin: Origin, control: Control) -> Result<(), DirectorError> {
+        let Some(c) = &mut self.current else { return Err(DirectorError::NoShow) };
+        let emergency = matches!(control, Control::EmergencySlate { .. } | Control::ClearOverlays);
+        if !emergency && origin < c.desired.origin {
+            return Err(DirectorError::Conflict(format!(
+                "the show was started by the {} and outranks the {}",
+                c.desired.origin.as_str(),
+                origin.as_str()
+            )));
+        }
+        c.show.control(control.clone()).await.map_err(DirectorError::Invalid)?;
+        // Persist where the show is now, so a restart resumes it exactly so.
+        if let Some(st) = c.show.status() {
+            let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
+            let now = Timestamp::now().as_microsecond();
+            match st.engine.state {
+                super::engine::PlayState::Paused => c.desired.paused_pos_us = Some(abs),
+                _ => {
+                    c.desired.paused_pos_us = None;
+                    c.desired.anchor_unix_us = now - abs;
+                }
+            }
+            c.desired.pinned = st.engine.pinned.clone();
+            c.desired.emergency_slate = st.emergency_slate;
+        }
+        ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
+        let _ = ctx
+            .store
+            .add_event(
+                Severity::Info,
+                "operator_override",
+                &format!("timeline:{}", c.timeline.id),
+                &format!("{control:?} by the {}", origin.as_str()),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// At start-up: the show that was playing when the agent stopped, resumed where the wall
+    /// clock says it is now.
+    async fn resume_persisted(&mut self, ctx: &Ctx<'_>) -> Result<Option<DesiredShow>, DirectorError> {
+        let Some(json) = ctx.store.desired_show().await? else { return Ok(None) };
+        let desired: DesiredShow = match serde_json::from_str(&json) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("the recorded show cannot be read ({e}); forgetting it");
+                ctx.store.set_desired_show(None).await?;
+                return Ok(None);
+            }
+        };
+        // Schedules decide for themselves (their window may be over); others resume here.
+        if desired.origin == Origin::Schedule {
+            return Ok(None);
+        }
+        self.start(ctx, desired.clone(), None).await?.finish_in_background();
+        Ok(Some(desired))
+    }
+
+    /// Keeps the persisted anchor true to where the show really is (it started after its cameras
+    /// did, and operators move it), so a restart resumes at the right place.
+    async fn sync_anchor(&mut self, ctx: &Ctx<'_>, now: Timestamp) {
+        let Some(c) = &mut self.current else { return };
+        let Some(st) = c.show.status() else { return };
+        if st.engine.state != super::engine::PlayState::Playing {
+            return;
+        }
+        let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
+        let anchor = now.as_microsecond() - abs;
+        if (anchor - c.desired.anchor_unix_us).abs() > 200_000 && c.desired.origin != Origin::Schedule {
+            c.desired.anchor_unix_us = anchor;
+            let json = serde_json::to_string(&c.desired).expect("serializes");
+            if let Err(e) = ctx.store.set_desired_show(Some(&json)).await {
+                tracing::warn!("cannot record the show's position: {e}");
+            }
+        }
+    }
 }
 
 /// What the schedules want now, given what plays.
@@ -195,493 +793,6 @@ pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, Pa
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     let tl = model::parse(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
     Ok((Arc::new(tl), root))
-}
-
-impl Director {
-    pub fn program(&self) -> Option<&Program> {
-        self.program.as_ref()
-    }
-
-    pub fn desired(&self) -> Option<&DesiredShow> {
-        self.current.as_ref().map(|c| &c.desired)
-    }
-
-    pub fn status(&self) -> Option<(DesiredShow, Option<ShowStatus>)> {
-        self.current.as_ref().map(|c| (c.desired.clone(), c.show.status()))
-    }
-
-    fn ended(&self) -> bool {
-        self.current
-            .as_ref()
-            .and_then(|c| c.show.status())
-            .is_some_and(|s| s.engine.state == super::engine::PlayState::Ended)
-    }
-
-    /// Starts (or replaces) the show. `origin` must not be below the current show's.
-    /// `start_at`: the position to start from (an operator's fresh start); None: where the wall
-    /// clock says the show is (a schedule, or a show resumed after a restart).
-    pub async fn start(
-        &mut self,
-        ctx: &Ctx<'_>,
-        desired: DesiredShow,
-        start_at: Option<Us>,
-        check: bool,
-    ) -> Result<Preflight, DirectorError> {
-        if let Some(c) = &self.current {
-            if desired.origin < c.desired.origin {
-                return Err(DirectorError::Conflict(format!(
-                    "the show was started by the {} and outranks the {}: stop it there first",
-                    c.desired.origin.as_str(),
-                    desired.origin.as_str()
-                )));
-            }
-        }
-        let report = if check {
-            preflight(ctx, &desired.timeline_id, &desired.destinations).await
-        } else {
-            Preflight::default()
-        };
-        if !report.blockers.is_empty() {
-            let _ = ctx
-                .store
-                .add_event(
-                    Severity::Error,
-                    "preflight_failed",
-                    &format!("timeline:{}", desired.timeline_id),
-                    &report.blockers.join("; "),
-                )
-                .await;
-            return Err(DirectorError::Blocked(report));
-        }
-        for w in &report.warnings {
-            let _ = ctx
-                .store
-                .add_event(Severity::Warning, "preflight_warning", &format!("timeline:{}", desired.timeline_id), w)
-                .await;
-        }
-        let (tl, root) = load_timeline(ctx.store, &desired.timeline_id).await?;
-        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
-        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
-        // Same picture format: the running program is kept, so the destinations stay connected
-        // from one timeline to the next (a schedule's rotation).
-        let reuse = self.program.as_ref().and_then(|p| p.status()).is_some_and(|s| s.format == fmt);
-        if let Some(c) = self.current.take() {
-            c.show.stop().await;
-        }
-        let now_wall = Timestamp::now();
-        let start_pos = start_at.unwrap_or_else(|| desired.position_at(now_wall));
-        let start_pos = if tl.looping { start_pos } else { start_pos.min(tl.duration) };
-        // Whole frames, so that cues on frame times stay on frame times.
-        let frame = 1_000_000 / tl.fps as i64;
-        let start_pos = start_pos / frame * frame;
-        let sources = self.sources(ctx, &tl, &root).await?;
-        let state = super::engine::state_at(&tl, start_pos);
-        let first = state
-            .video
-            .as_ref()
-            .and_then(|id| tl.video.iter().find(|c| &c.id == id))
-            .and_then(|c| actor::bus_id(&c.source));
-        if reuse {
-            let p = self.program.as_ref().expect("checked");
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = p.sender().send(crate::media::program::ProgramCmd::SetOutputs { outputs, reply: tx }).await;
-            let _ = rx.await;
-        } else {
-            let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
-            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
-            self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
-        }
-        let program = self.program.as_ref().expect("started").handle();
-        let ptz = self.ptz_targets(ctx, &tl).await?;
-        let execution_id =
-            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
-        let spec = ShowSpec {
-            timeline: tl.clone(),
-            asset_root: root,
-            sources,
-            ptz,
-            preroll_lead: Duration::from_millis(ctx.cfg.timeline.preroll_lead_ms),
-            hot_inputs: ctx.cfg.timeline.hot_inputs,
-            start_pos,
-            wall_anchor_us: if start_at.is_none() && desired.paused_pos_us.is_none() {
-                Some(desired.anchor_unix_us)
-            } else {
-                None
-            },
-            paused: desired.paused_pos_us.is_some(),
-            pinned: desired.pinned.clone(),
-            emergency_slate: desired.emergency_slate,
-            execution_id,
-        };
-        let show = actor::spawn(spec, program, ctx.env.events.clone(), Some(ctx.store.clone()));
-        ctx.store.set_desired_show(Some(&serde_json::to_string(&desired).expect("serializes"))).await?;
-        let _ = ctx
-            .store
-            .add_event(
-                Severity::Info,
-                "show_started",
-                &format!("timeline:{}", tl.id),
-                &format!("by the {} at {:.3} s", desired.origin.as_str(), start_pos as f64 / 1e6),
-            )
-            .await;
-        self.current = Some(Current { desired, show, timeline: tl });
-        self.prepared = None;
-        Ok(report)
-    }
-
-    /// Starts the show's program (replacing any): the first shot's camera and its backups, or
-    /// every camera with hot inputs, encoding to `outputs` (none while a show is only prepared).
-    #[allow(clippy::too_many_arguments)]
-    async fn start_program(
-        &mut self,
-        ctx: &Ctx<'_>,
-        tl: &Timeline,
-        root: &Path,
-        sources: &HashMap<String, ProgramCamera>,
-        first: Option<String>,
-        outputs: Vec<OutputTarget>,
-        kbps: u32,
-    ) -> Result<(), DirectorError> {
-        if let Some(p) = self.program.take() {
-            p.stop().await;
-        }
-        let encoder =
-            crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false)
-                .await
-                .map_err(|e| DirectorError::Failed(e.to_string()))?
-                .chosen;
-        let mut want: Vec<String> = first.iter().cloned().collect();
-        if ctx.cfg.timeline.hot_inputs {
-            want.extend(tl.cameras());
-        }
-        let mut cams: Vec<ProgramCamera> = Vec::new();
-        while let Some(id) = want.pop() {
-            if let Some(pc) = sources.get(&id) {
-                if !cams.iter().any(|c| c.source.camera_id == id) {
-                    want.extend(pc.backup.clone());
-                    cams.push(pc.clone());
-                }
-            }
-        }
-        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
-        let spec = ProgramSpec {
-            id: SHOW_PROGRAM.into(),
-            cameras: cams,
-            first,
-            outputs,
-            encoder: EncoderSettings { format: fmt, bitrate_kbps: kbps, encoder },
-            slate_png: tl.fallback.slate.as_ref().map(|s| root.join(s)),
-            switcher: ctx.env.switcher,
-        };
-        self.program = Some(Program::start(spec, ctx.env).await);
-        Ok(())
-    }
-
-    /// Gets a scheduled show ready before its window opens: its program runs with its cameras
-    /// decoding and its encoder warm, but no destination, so going live at the window start is
-    /// only connecting the destinations (well under the 2 s a cold start would take).
-    async fn prepare(&mut self, ctx: &Ctx<'_>, desired: &DesiredShow) -> Result<(), DirectorError> {
-        let timeline_id = desired.timeline_id.as_str();
-        // Pre-flight now, while nothing decodes the cameras yet; the start then skips it.
-        let report = preflight(ctx, timeline_id, &desired.destinations).await;
-        if !report.blockers.is_empty() {
-            return Err(DirectorError::Blocked(report));
-        }
-        for w in &report.warnings {
-            let _ = ctx
-                .store
-                .add_event(Severity::Warning, "preflight_warning", &format!("timeline:{timeline_id}"), w)
-                .await;
-        }
-        let (tl, root) = load_timeline(ctx.store, timeline_id).await?;
-        let sources = self.sources(ctx, &tl, &root).await?;
-        let first = super::engine::state_at(&tl, 0)
-            .video
-            .and_then(|id| tl.video.iter().find(|c| c.id == id).map(|c| c.source.clone()))
-            .and_then(|s| actor::bus_id(&s));
-        let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
-        self.start_program(ctx, &tl, &root, &sources, first, Vec::new(), bitrate_for(fmt, ctx.cfg)).await?;
-        self.prepared = Some(timeline_id.to_string());
-        tracing::info!(timeline = %timeline_id, "scheduled show prepared (no destination yet)");
-        Ok(())
-    }
-
-    /// Every source the show may need, by bus id: its cameras with their backups (a camera's own
-    /// backup first, else the timeline's fallback camera), and its media.
-    async fn sources(
-        &self,
-        ctx: &Ctx<'_>,
-        tl: &Timeline,
-        root: &Path,
-    ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
-        let mut out = HashMap::new();
-        let mut want: Vec<String> = tl.cameras();
-        while let Some(id) = want.pop() {
-            if out.contains_key(&id) {
-                continue;
-            }
-            let c = ctx.store.camera(&id).await?;
-            let backup =
-                c.backup_camera_id.clone().or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
-            want.extend(backup.clone());
-            out.insert(id, ProgramCamera { source: c.source(), backup });
-        }
-        for asset in tl.media() {
-            let path = root.join(model::safe_rel_path(&asset).map_err(DirectorError::Invalid)?);
-            let id = media_id(&asset);
-            let source = CameraSource {
-                camera_id: id.clone(),
-                url: Secret::new(format!("{MEDIA_PREFIX}{}", path.display())),
-                shown: asset.clone(),
-                secrets: vec![],
-            };
-            out.insert(id, ProgramCamera { source, backup: None });
-        }
-        Ok(out)
-    }
-
-    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<String, PtzTarget>, DirectorError> {
-        let presets = ctx.store.presets().await?;
-        let mut out = HashMap::new();
-        for id in tl.cameras() {
-            let c = ctx.store.camera(&id).await?;
-            let Some(host) = c.onvif_host.clone() else { continue };
-            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
-            out.insert(
-                id.clone(),
-                PtzTarget {
-                    endpoint: OnvifEndpoint {
-                        host,
-                        port: c.onvif_port.unwrap_or(ctx.cfg.timeline.onvif_port),
-                        username: c.username.clone(),
-                        password: c.password.clone(),
-                        profile_token: profile,
-                    },
-                    presets: presets.get(&id).cloned().unwrap_or_default(),
-                    settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
-                },
-            );
-        }
-        Ok(out)
-    }
-
-    /// Stops the show and its program. `origin` None: an emergency (kill-all) or shutdown, never refused.
-    pub async fn stop(&mut self, ctx: &Ctx<'_>, origin: Option<Origin>) -> Result<(), DirectorError> {
-        let Some(c) = &self.current else {
-            if let Some(p) = self.program.take() {
-                p.stop().await;
-            }
-            return Err(DirectorError::NoShow);
-        };
-        if let Some(o) = origin {
-            if o < c.desired.origin {
-                return Err(DirectorError::Conflict(format!(
-                    "the show was started by the {} and outranks the {}",
-                    c.desired.origin.as_str(),
-                    o.as_str()
-                )));
-            }
-        }
-        let c = self.current.take().expect("checked");
-        c.show.stop().await;
-        if let Some(p) = self.program.take() {
-            p.stop().await;
-        }
-        ctx.store.set_desired_show(None).await?;
-        let _ = ctx.store.add_event(Severity::Info, "show_stopped", &format!("timeline:{}", c.timeline.id), "").await;
-        Ok(())
-    }
-
-    /// Stops for shutdown: the desired show stays recorded, so the next start resumes it.
-    pub async fn shutdown(&mut self) {
-        if let Some(c) = self.current.take() {
-            c.show.stop().await;
-        }
-        if let Some(p) = self.program.take() {
-            p.stop().await;
-        }
-    }
-
-    /// A playback control. Emergency slate and clearing overlays are never refused; the rest need
-    /// an origin at least the show's.
-    pub async fn control(&mut self, ctx: &Ctx<'_>, origin: Origin, control: Control) -> Result<(), DirectorError> {
-        let Some(c) = &mut self.current else { return Err(DirectorError::NoShow) };
-        let emergency = matches!(control, Control::EmergencySlate { .. } | Control::ClearOverlays);
-        if !emergency && origin < c.desired.origin {
-            return Err(DirectorError::Conflict(format!(
-                "the show was started by the {} and outranks the {}",
-                c.desired.origin.as_str(),
-                origin.as_str()
-            )));
-        }
-        c.show.control(control.clone()).await.map_err(DirectorError::Invalid)?;
-        // Persist where the show is now, so a restart resumes it exactly so.
-        if let Some(st) = c.show.status() {
-            let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
-            let now = Timestamp::now().as_microsecond();
-            match st.engine.state {
-                super::engine::PlayState::Paused => c.desired.paused_pos_us = Some(abs),
-                _ => {
-                    c.desired.paused_pos_us = None;
-                    c.desired.anchor_unix_us = now - abs;
-                }
-            }
-            c.desired.pinned = st.engine.pinned.clone();
-            c.desired.emergency_slate = st.emergency_slate;
-        }
-        ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
-        let _ = ctx
-            .store
-            .add_event(
-                Severity::Info,
-                "operator_override",
-                &format!("timeline:{}", c.timeline.id),
-                &format!("{control:?} by the {}", origin.as_str()),
-            )
-            .await;
-        Ok(())
-    }
-
-    /// At start-up: the show that was playing when the agent stopped, resumed where the wall
-    /// clock says it is now.
-    pub async fn resume_persisted(&mut self, ctx: &Ctx<'_>) -> Result<Option<DesiredShow>, DirectorError> {
-        let Some(json) = ctx.store.desired_show().await? else { return Ok(None) };
-        let desired: DesiredShow = match serde_json::from_str(&json) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("the recorded show cannot be read ({e}); forgetting it");
-                ctx.store.set_desired_show(None).await?;
-                return Ok(None);
-            }
-        };
-        // Schedules decide for themselves (their window may be over); others resume here.
-        if desired.origin == Origin::Schedule {
-            return Ok(None);
-        }
-        self.start(ctx, desired.clone(), None, false).await?;
-        Ok(Some(desired))
-    }
-
-    /// Keeps the persisted anchor true to where the show really is (it started after its cameras
-    /// did, and operators move it), so a restart resumes at the right place.
-    async fn sync_anchor(&mut self, ctx: &Ctx<'_>, now: Timestamp) {
-        let Some(c) = &mut self.current else { return };
-        let Some(st) = c.show.status() else { return };
-        if st.engine.state != super::engine::PlayState::Playing {
-            return;
-        }
-        let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
-        let anchor = now.as_microsecond() - abs;
-        if (anchor - c.desired.anchor_unix_us).abs() > 200_000 && c.desired.origin != Origin::Schedule {
-            c.desired.anchor_unix_us = anchor;
-            let json = serde_json::to_string(&c.desired).expect("serializes");
-            if let Err(e) = ctx.store.set_desired_show(Some(&json)).await {
-                tracing::warn!("cannot record the show's position: {e}");
-            }
-        }
-    }
-
-    /// Reloads schedules if they changed, then applies the plan. Returns when to look again.
-    pub async fn schedule_tick(&mut self, ctx: &Ctx<'_>, now: Timestamp) -> Duration {
-        self.sync_anchor(ctx, now).await;
-        if let Err(e) = self.reload_schedules(ctx).await {
-            tracing::error!("schedules: {e}");
-        }
-        let scheduled_show = self.current.as_ref().is_some_and(|c| c.desired.origin == Origin::Schedule);
-        if self.schedules.is_empty() && self.prepared.is_none() && !scheduled_show {
-            // Nothing to schedule: no database reads every second.
-            return Duration::from_secs(1);
-        }
-        let durations = match ctx.store.timeline_durations().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("schedules: {e}");
-                return Duration::from_secs(1);
-            }
-        };
-        let ended = self.ended();
-        let p = plan(&self.schedules, &durations, now, self.current.as_ref().map(|c| (&c.desired, ended)));
-        if !matches!(p, Plan::Start(_)) && self.current.is_none() {
-            self.prepare_next(ctx, &durations, now).await;
-        }
-        match p {
-            Plan::Keep => {}
-            Plan::Stop => {
-                tracing::info!("schedule window over: stopping the show");
-                let _ = self.stop(ctx, Some(Origin::Schedule)).await;
-            }
-            Plan::Start(d) if self.retry_at.as_ref().is_some_and(|(k, t)| *k == d.timeline_id && now < *t) => {}
-            Plan::Start(d) => {
-                tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
-                let checked = self.prepared.as_deref() == Some(d.timeline_id.as_str()) && self.program.is_some();
-                if let Err(e) = self.start(ctx, d.clone(), None, !checked).await {
-                    // Not every second: a misconfigured schedule must not flood the log or the disk.
-                    self.retry_at = Some((d.timeline_id.clone(), now + jiff::SignedDuration::from_secs(30)));
-                    tracing::error!(timeline = %d.timeline_id, "schedule could not start the show (retry in 30 s): {e}");
-                    let _ = ctx
-                        .store
-                        .add_event(
-                            Severity::Error,
-                            "schedule_failed",
-                            &format!("schedule:{}", d.schedule_id.unwrap_or_default()),
-                            &e.to_string(),
-                        )
-                        .await;
-                }
-            }
-        }
-        let next = schedule::next_change(&self.schedules, now)
-            .map(|t| t.duration_since(now).unsigned_abs())
-            .unwrap_or(Duration::from_secs(60));
-        next.clamp(Duration::from_millis(50), Duration::from_secs(1))
-    }
-
-    /// Prepares the show of a window opening within `timeline.prepare_lead_ms`, or drops a preparation
-    /// nobody needs any more.
-    async fn prepare_next(&mut self, ctx: &Ctx<'_>, durations: &HashMap<String, f64>, now: Timestamp) {
-        let next = schedule::next_change(&self.schedules, now)
-            .filter(|t| t.duration_since(now).unsigned_abs() <= Duration::from_millis(ctx.cfg.timeline.prepare_lead_ms))
-            .and_then(|t| match plan(&self.schedules, durations, t, None) {
-                Plan::Start(d) => Some(d),
-                _ => None,
-            });
-        match (next, self.prepared.clone()) {
-            (Some(d), Some(p)) if d.timeline_id == p => {}
-            (Some(d), _) => {
-                if let Err(e) = self.prepare(ctx, &d).await {
-                    tracing::warn!(timeline = %d.timeline_id, "cannot prepare the scheduled show: {e}");
-                    self.prepared = Some(d.timeline_id.clone());
-                }
-            }
-            (None, Some(_)) => {
-                self.prepared = None;
-                if let Some(p) = self.program.take() {
-                    p.stop().await;
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    async fn reload_schedules(&mut self, ctx: &Ctx<'_>) -> Result<(), DirectorError> {
-        let rows = ctx.store.schedules().await?;
-        let sig: String = rows.iter().map(|(id, j)| format!("{id}={j};")).collect();
-        if sig == self.schedules_sig {
-            return Ok(());
-        }
-        self.schedules_sig = sig;
-        self.schedules.clear();
-        for (id, json) in rows {
-            match serde_json::from_str::<schedule::Schedule>(&json)
-                .map_err(|e| e.to_string())
-                .and_then(|s| schedule::validate(&s).map_err(|e| e.to_string()))
-            {
-                Ok(v) => self.schedules.push(v),
-                Err(e) => tracing::error!(schedule = %id, "ignored: {e}"),
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

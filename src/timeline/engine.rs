@@ -82,7 +82,7 @@ impl ShowState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlayState {
     Idle,
@@ -118,7 +118,7 @@ pub enum EngineError {
     NotPlaying,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EngineStatus {
     pub state: PlayState,
     /// Seconds into the current loop.

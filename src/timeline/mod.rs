@@ -7,3 +7,4 @@ pub mod engine;
 pub mod model;
 pub mod preflight;
 pub mod schedule;
+pub mod scheduler;

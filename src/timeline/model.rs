@@ -19,6 +19,9 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::media::compositor::request::OverlayRequest;
+use crate::media::compositor::{OverlaySpec, Position};
+
 /// Microseconds: timeline positions and program times.
 pub type Us = i64;
 
@@ -28,7 +31,7 @@ pub const US_PER_S: Us = 1_000_000;
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/timeline.v1.json");
 
 /// Frame rates a program can run at (the audio clock needs 48000 / fps whole samples).
-pub const FPS_ALLOWED: [u32; 12] = [10, 12, 15, 16, 20, 24, 25, 30, 40, 48, 50, 60];
+pub use crate::command::values::FPS_ALLOWED;
 
 // ---------------------------------------------------------------------------------------------
 // Wire shape (exactly DESIGN §5; unknown members are rejected by the schema and by serde)
@@ -646,47 +649,65 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     })
 }
 
-/// The operator's overlay form of a timeline overlay cue (one code path for both), with image
-/// assets resolved under `asset_root`. The compositor id is the cue id, so consecutive cues on
-/// one layer never hide each other.
-pub fn to_overlay_request(
-    cue_id: &str,
-    layer: i32,
-    p: &OverlayParams,
-    asset_root: &Path,
-) -> crate::local_api::OverlayRequest {
-    let off = |v: &Option<Value>| -> Option<String> {
+/// A timeline overlay cue as the compositor's [`OverlayRequest`] (one code path for the timeline,
+/// OVERLAY_UPDATE and the operator), with image assets resolved under `asset_root`. The
+/// compositor id is the cue id, so consecutive cues on one layer never hide each other.
+pub fn to_overlay_request(cue_id: &str, layer: i32, p: &OverlayParams, asset_root: &Path) -> CueOverlay {
+    CueOverlay { id: cue_id.to_string(), root: asset_root.to_path_buf(), req: overlay_request(layer, p) }
+}
+
+/// An overlay cue ready to become the compositor's spec (its values already checked).
+pub struct CueOverlay {
+    id: String,
+    root: PathBuf,
+    req: Result<OverlayRequest, String>,
+}
+
+impl CueOverlay {
+    pub fn to_spec(&self) -> Result<OverlaySpec, String> {
+        let req = self.req.as_ref().map_err(Clone::clone)?;
+        req.to_spec(&self.id, Some(&self.root)).map_err(|e| e.to_string())
+    }
+}
+
+fn overlay_request(layer: i32, p: &OverlayParams) -> Result<OverlayRequest, String> {
+    use crate::media::compositor::request as r;
+    let field = |name: &str, e: r::ValueError| format!("{name}: {e}");
+    let off = |name: &str, v: &Option<Value>| -> Result<Option<r::Offset>, String> {
         match v {
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(Value::String(s)) => Some(s.clone()),
-            _ => None,
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                r::Offset::px(n.as_f64().unwrap_or(f64::NAN)).map(Some).map_err(|e| field(name, e))
+            }
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|e| field(name, e)),
+            Some(_) => Err(format!("{name}: pixels or a percentage")),
         }
     };
-    crate::local_api::OverlayRequest {
-        id: cue_id.to_string(),
-        kind: Some(
-            match p.kind {
-                OverlayType::Text => "text",
-                OverlayType::Image => "image",
-                OverlayType::Logo => "logo",
-                OverlayType::LowerThird => "lower_third",
-            }
-            .into(),
-        ),
-        text: p.text.clone(),
-        image: p.image.as_ref().map(|i| asset_root.join(i)),
-        position: Some(p.position.clone()),
-        offset_x: p.offset.as_ref().and_then(|o| off(&o.x)),
-        offset_y: p.offset.as_ref().and_then(|o| off(&o.y)),
-        scale: p.scale,
-        opacity: Some(p.opacity),
-        layer: Some(layer),
-        font_size: p.font_size,
-        color: p.color.clone(),
-        background: p.background.clone(),
-        fade_in_ms: Some((p.fade_in * 1000.0).round() as u64),
-        fade_out_ms: Some((p.fade_out * 1000.0).round() as u64),
-    }
+    let position: Position = serde_json::from_value(Value::String(p.position.clone()))
+        .map_err(|_| format!("position: unknown position {:?}", r::shorten(&p.position)))?;
+    Ok(OverlayRequest {
+        kind: Some(match p.kind {
+            OverlayType::Text => r::OverlayType::Text,
+            OverlayType::Image => r::OverlayType::Image,
+            OverlayType::Logo => r::OverlayType::Logo,
+            OverlayType::LowerThird => r::OverlayType::LowerThird,
+        }),
+        text: p.text.clone().map(r::OverlayText::new).transpose().map_err(|e| field("text", e))?,
+        image: p.image.as_ref().map(PathBuf::from),
+        position: Some(position),
+        offset: Some(r::OffsetXY {
+            x: off("offset.x", &p.offset.as_ref().and_then(|o| o.x.clone()))?,
+            y: off("offset.y", &p.offset.as_ref().and_then(|o| o.y.clone()))?,
+        }),
+        scale: p.scale.map(|s| r::Scale::new(s as f64)).transpose().map_err(|e| field("scale", e))?,
+        opacity: Some(r::Opacity::new(p.opacity as f64).map_err(|e| field("opacity", e))?),
+        font_size: p.font_size.map(|s| r::FontSize::new(s as f64)).transpose().map_err(|e| field("font_size", e))?,
+        color: p.color.as_deref().map(str::parse).transpose().map_err(|e| field("color", e))?,
+        background: p.background.as_deref().map(str::parse).transpose().map_err(|e| field("background", e))?,
+        fade_in: Some(r::FadeTime::from_secs(p.fade_in).map_err(|e| field("fade_in", e))?),
+        fade_out: Some(r::FadeTime::from_secs(p.fade_out).map_err(|e| field("fade_out", e))?),
+        layer: Some(r::Layer::new(layer as i64).map_err(|e| field("layer", e))?),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,835 @@
+//! The dispatcher: one place where every command is handled, whoever sent it (DESIGN §6).
+//!
+//! Each command runs on a task of its own, so a slow one (a pre-flight probing a camera for 4 s, a
+//! program whose FFmpeg processes take 7 s to stop) holds up nothing else: the subsystems it
+//! talks to (the director, the operator programs, the program buses) only ever do quick work on
+//! their own tasks, and `kill_all` and the emergency slate are answered at once whatever else is
+//! in flight. A handler that panics is contained: the command gets `failed`, an error event is
+//! written, and the show, the other programs and the daemon carry on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::values::*;
+use super::*;
+use crate::config::Config;
+use crate::media::compositor::Prepared;
+use crate::media::encoder::EncoderSettings;
+use crate::media::ingest::ProgramFormat;
+use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramHandle, ProgramSpec};
+use crate::media::MediaEnv;
+use crate::store::{Severity, Store, StoreError};
+use crate::timeline::actor::Control;
+use crate::timeline::director::{DesiredShow, DirectorError, DirectorHandle, ProgramRef, SHOW_PROGRAM};
+use crate::timeline::preflight::preflight;
+
+/// The environment variable naming a command type whose handler panics (tests prove that a
+/// panic is contained). Read once at start; unset in production.
+pub const PANIC_HOOK_ENV: &str = "VISTTER_TEST_PANIC_ON";
+
+/// How long a program bus may take to answer a command before it is reported as stuck.
+const BUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The dispatcher's handle (cheap to clone).
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Config,
+    store: Store,
+    env: MediaEnv,
+    director: DirectorHandle,
+    programs: ProgramsHandle,
+    panic_on: Option<String>,
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Refusal {
+        let code = match &e {
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::Exists { .. } | StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Invalid(_) => ErrorCode::SchemaViolation,
+            _ => ErrorCode::Failed,
+        };
+        Refusal::new(code, e.to_string())
+    }
+}
+
+impl From<DirectorError> for Refusal {
+    fn from(e: DirectorError) -> Refusal {
+        let code = match &e {
+            DirectorError::Store(s) => {
+                return Refusal { code: Refusal::from_store_ref(s), field: None, message: e.to_string() }
+            }
+            DirectorError::Invalid(_) => ErrorCode::SchemaViolation,
+            DirectorError::Conflict(_) => ErrorCode::Conflict,
+            DirectorError::NoShow => ErrorCode::NotFound,
+            DirectorError::Canceled => ErrorCode::Canceled,
+            DirectorError::Blocked(_) | DirectorError::Failed(_) => ErrorCode::Failed,
+        };
+        Refusal::new(code, e.to_string())
+    }
+}
+
+impl Refusal {
+    fn from_store_ref(e: &StoreError) -> ErrorCode {
+        match e {
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::Exists { .. } | StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Invalid(_) => ErrorCode::SchemaViolation,
+            _ => ErrorCode::Failed,
+        }
+    }
+}
+
+type Handled = Result<Output, Refusal>;
+
+impl Dispatcher {
+    pub fn new(cfg: Config, store: Store, env: MediaEnv, director: DirectorHandle, programs: ProgramsHandle) -> Self {
+        let panic_on = std::env::var(PANIC_HOOK_ENV).ok().filter(|s| !s.is_empty());
+        if let Some(t) = &panic_on {
+            tracing::warn!("test hook: {t} commands will panic ({PANIC_HOOK_ENV})");
+        }
+        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, panic_on }) }
+    }
+
+    pub fn director(&self) -> &DirectorHandle {
+        &self.inner.director
+    }
+
+    /// Handles one command on a task of its own and answers. Never panics, never blocks the
+    /// caller on another command.
+    pub async fn dispatch(&self, origin: Origin, cmd: Command) -> Reply {
+        let ty = cmd.type_name();
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.handle(origin, cmd).await });
+        match task.await {
+            Ok(r) => r.into(),
+            Err(e) => {
+                let what = if e.is_panic() { "panicked" } else { "was cancelled" };
+                let detail = format!("the {ty} handler {what}; nothing else was affected");
+                tracing::error!(origin = origin.as_str(), "{detail}");
+                let _ = self
+                    .inner
+                    .store
+                    .add_event(Severity::Error, "command_failed", &format!("command:{ty}"), &detail)
+                    .await;
+                Reply::Refused { refusal: Refusal::new(ErrorCode::Failed, detail) }
+            }
+        }
+    }
+
+    async fn handle(&self, origin: Origin, cmd: Command) -> Handled {
+        if self.inner.panic_on.as_deref() == Some(cmd.type_name()) {
+            panic!("test hook: {} handler panics", cmd.type_name());
+        }
+        match cmd {
+            Command::Ping(Ping {}) => Ok(Output::Pong { agent_time: jiff::Timestamp::now().to_string() }),
+            Command::StreamControl(s) => self.show_action(origin, s.check()?).await,
+            Command::TimelineExecute(t) => self.show_action(origin, t.check()?).await,
+            Command::OverlayUpdate(o) => self.overlay(origin, &o).await,
+            Command::CameraAction(c) => self.camera(origin, c).await,
+            Command::DeviceConfig(_) => Err(Refusal::new(
+                ErrorCode::Failed,
+                "DEVICE_CONFIG carries sealed secrets and signed trust changes: it is applied through the cloud link",
+            )),
+            Command::Program(p) => self.program(origin, p).await,
+            Command::ShowQuery(q) => self.show_query(q).await,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The show
+    // -----------------------------------------------------------------------------------------
+
+    async fn show_action(&self, origin: Origin, action: ShowAction) -> Handled {
+        let d = &self.inner.director;
+        let control =
+            |c: Control| async move { d.control(origin, c).await.map(|_| Output::Done).map_err(Refusal::from) };
+        match action {
+            ShowAction::GoLive(g) => self.go_live(origin, g).await,
+            ShowAction::Stop => {
+                d.stop(origin).await?.finish().await;
+                Ok(Output::Done)
+            }
+            ShowAction::KillAll => self.kill_all().await,
+            ShowAction::EmergencySlate(on) => control(Control::EmergencySlate { on }).await,
+            ShowAction::AddDestination(ref id) | ShowAction::RemoveDestination(ref id) => {
+                let add = matches!(action, ShowAction::AddDestination(_));
+                let Some(desired) = d.view().desired else { return Err(DirectorError::NoShow.into()) };
+                let mut list = desired.destinations.clone();
+                list.retain(|x| x != id.as_str());
+                if add {
+                    self.inner.store.destination(id.as_str()).await?;
+                    list.push(id.to_string());
+                }
+                let outputs = self.inner.store.outputs_for(&list).await?;
+                d.set_destinations(origin, list.clone(), outputs).await?;
+                Ok(Output::Destinations { destinations: list })
+            }
+            ShowAction::SetEncoder(_) => Err(Refusal::new(
+                ErrorCode::Conflict,
+                "the encoder of a live show is not changed under it (the destinations would reconnect): \
+                 stop the show and go live with the new encoder settings",
+            )),
+            ShowAction::Pause => control(Control::Pause).await,
+            ShowAction::Resume => control(Control::Resume).await,
+            ShowAction::Seek(SeekTo::Cue(c)) => {
+                control(Control::Seek { cue: Some(c.to_string()), seconds: None }).await
+            }
+            ShowAction::Seek(SeekTo::Position(p)) => {
+                control(Control::Seek { cue: None, seconds: Some(p.secs()) }).await
+            }
+            ShowAction::Skip => control(Control::Skip).await,
+            ShowAction::Pin(c) => control(Control::Pin { camera: c.to_string() }).await,
+            ShowAction::Unpin => control(Control::Unpin).await,
+        }
+    }
+
+    async fn go_live(&self, origin: Origin, g: GoLive) -> Handled {
+        let d = &self.inner.director;
+        // Taken before anything slow: a kill-all from here on withdraws this start.
+        let epoch = d.epoch();
+        if let Some(cur) = d.view().desired {
+            if origin < cur.origin {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the show was started by the {} and outranks the {}: stop it there first",
+                        cur.origin.as_str(),
+                        origin.as_str()
+                    ),
+                ));
+            }
+        }
+        let destinations: Vec<String> = g.destinations.iter().map(ToString::to_string).collect();
+        let report = {
+            let ctx = self.ctx();
+            preflight(&ctx, g.timeline.as_str(), &destinations).await
+        };
+        crate::timeline::scheduler::record_warnings(&self.inner.store, g.timeline.as_str(), &report.warnings).await;
+        if !report.blockers.is_empty() {
+            let _ = self
+                .inner
+                .store
+                .add_event(
+                    Severity::Error,
+                    "preflight_failed",
+                    &format!("timeline:{}", g.timeline),
+                    &report.blockers.join("; "),
+                )
+                .await;
+            return Err(DirectorError::Blocked(report).into());
+        }
+        let from_us = g.from.map_or(0, ProgramTime::us);
+        let desired = DesiredShow {
+            timeline_id: g.timeline.to_string(),
+            origin,
+            schedule_id: None,
+            destinations,
+            anchor_unix_us: jiff::Timestamp::now().as_microsecond() - from_us,
+            paused_pos_us: None,
+            pinned: None,
+            bitrate_kbps: g.bitrate.map(Kbps::get),
+            emergency_slate: false,
+        };
+        // What it replaces stops on its own task: the new show is not held up by it.
+        d.start(desired, Some(from_us), epoch).await?.finish_in_background();
+        Ok(Output::Started { preflight: report })
+    }
+
+    /// Everything off the air now: the show, every program, every relay stream. Answered as soon
+    /// as nothing is on air any more; the processes finish stopping on their own tasks.
+    async fn kill_all(&self) -> Handled {
+        let (show, programs) = tokio::join!(self.inner.director.kill_all(), self.inner.programs.drain());
+        let show = show?;
+        let had_show = !show.is_empty();
+        show.finish_in_background();
+        let n = programs.len();
+        tokio::spawn(futures_util::future::join_all(programs.into_iter().map(Program::stop)));
+        let store = self.inner.store.clone();
+        tokio::spawn(async move {
+            let _ = store.stop_all_relays().await;
+            let _ = store
+                .add_event(Severity::Warning, "kill_all", "agent", &format!("show: {had_show}, programs: {n}"))
+                .await;
+        });
+        Ok(Output::KilledAll { show: had_show, programs: n })
+    }
+
+    async fn show_query(&self, q: ShowQuery) -> Handled {
+        match q.query {
+            ShowQueryKind::Status => {
+                let v = self.inner.director.view();
+                let Some(desired) = v.desired.clone() else {
+                    return Err(Refusal::new(ErrorCode::NotFound, "no show is running"));
+                };
+                Ok(Output::Show { show: Box::new(ShowInfo { desired, status: v.status() }) })
+            }
+            ShowQueryKind::Preflight => {
+                let t = need(&q.timeline_id, "timeline_id", "preflight")?;
+                let ds: Vec<String> = q
+                    .destination_ids
+                    .unwrap_or_default()
+                    .iter()
+                    .take(MAX_DESTINATIONS)
+                    .map(ToString::to_string)
+                    .collect();
+                let ctx = self.ctx();
+                Ok(Output::Preflight { preflight: preflight(&ctx, t.as_str(), &ds).await })
+            }
+        }
+    }
+
+    fn ctx(&self) -> crate::timeline::director::Ctx<'_> {
+        crate::timeline::director::Ctx { cfg: &self.inner.cfg, store: &self.inner.store, env: &self.inner.env }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Programs
+    // -----------------------------------------------------------------------------------------
+
+    /// A running program by id: the operator's, or the show's ([`SHOW_PROGRAM`]).
+    fn lookup(&self, id: &ProgramId) -> Result<ProgramRef, Refusal> {
+        let found = if id.as_str() == SHOW_PROGRAM {
+            self.inner.director.view().program
+        } else {
+            self.inner.programs.get(id.as_str()).map(|e| e.program)
+        };
+        found.ok_or_else(|| Refusal {
+            code: ErrorCode::NotFound,
+            field: Some("payload.program_id".into()),
+            message: format!("no program {id} is running"),
+        })
+    }
+
+    /// Sends a command to a program bus and waits (bounded) for its answer.
+    async fn ask_bus<T>(
+        &self,
+        p: &ProgramHandle,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> ProgramCmd,
+    ) -> Result<T, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || Refusal::new(ErrorCode::Failed, "the program has stopped");
+        p.tx.send(make(tx)).await.map_err(|_| gone())?;
+        match tokio::time::timeout(BUS_TIMEOUT, rx).await {
+            Err(_) => Err(Refusal::new(ErrorCode::Busy, "the program did not answer within 5 s")),
+            Ok(Err(_)) => Err(gone()),
+            Ok(Ok(r)) => r.map_err(|e| Refusal::new(ErrorCode::Conflict, e)),
+        }
+    }
+
+    /// The camera must be one the program decodes.
+    fn has_camera(p: &ProgramRef, camera: &CameraId) -> Result<(), Refusal> {
+        match p.status() {
+            Some(st) if !st.cameras.iter().any(|c| c.camera == camera.as_str()) => Err(Refusal {
+                code: ErrorCode::NotFound,
+                field: Some("payload.camera_id".into()),
+                message: format!("camera {camera} is not in program {} (preroll it first)", st.id),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn program(&self, origin: Origin, p: ProgramCommand) -> Handled {
+        if p.action == ProgramVerb::Status {
+            return Ok(Output::Programs { programs: self.program_list(p.program_id.as_ref())? });
+        }
+        let id = need(&p.program_id, "program_id", "this action")?;
+        if p.action == ProgramVerb::Start {
+            return self.program_start(id, &p).await;
+        }
+        let prog = self.lookup(&id)?;
+        let show = id.as_str() == SHOW_PROGRAM;
+        if show && !matches!(p.action, ProgramVerb::Thumbnail | ProgramVerb::Slate) {
+            // The show's program plays its timeline: only the show's owner (or a higher origin) may
+            // drive it by hand.
+            if let Some(d) = self.inner.director.view().desired {
+                if origin < d.origin {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the show was started by the {} and outranks the {}",
+                            d.origin.as_str(),
+                            origin.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        match p.action {
+            ProgramVerb::Start | ProgramVerb::Status => unreachable!("handled above"),
+            ProgramVerb::Stop => {
+                if show {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        "the show's program stops with the show (timeline stop)",
+                    ));
+                }
+                let Some(program) = self.inner.programs.remove(id.as_str()).await else {
+                    return Err(Refusal::new(ErrorCode::NotFound, format!("no program {id} is running")));
+                };
+                // Its processes stop here, on this command's task.
+                program.stop().await;
+                let _ =
+                    self.inner.store.add_event(Severity::Info, "program_stopped", &format!("program:{id}"), "").await;
+                Ok(Output::Done)
+            }
+            ProgramVerb::Cut => {
+                let camera = need(&p.camera_id, "camera_id", "cut")?;
+                Self::has_camera(&prog, &camera)?;
+                let at = match (p.at_s, p.after_s) {
+                    (Some(a), _) => Some(a.secs()),
+                    (None, Some(d)) => prog.status().map(|st| st.program_time_s + d.secs()),
+                    _ => None,
+                };
+                let fade = p.fade_s.map_or(Duration::ZERO, FadeTime::get);
+                let camera = camera.to_string();
+                let at_s = self.ask_bus(&prog.handle, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await?;
+                Ok(Output::Cut { at_s })
+            }
+            ProgramVerb::Slate => {
+                let on = need(&p.on, "on", "slate")?;
+                self.ask_bus(&prog.handle, |reply| ProgramCmd::Slate { on, reply }).await?;
+                Ok(Output::Done)
+            }
+            ProgramVerb::Pin => {
+                let camera = need(&p.camera_id, "camera_id", "pin")?;
+                Self::has_camera(&prog, &camera)?;
+                let camera = Some(camera.to_string());
+                self.ask_bus(&prog.handle, |reply| ProgramCmd::Pin { camera, reply }).await?;
+                Ok(Output::Done)
+            }
+            ProgramVerb::Unpin => {
+                self.ask_bus(&prog.handle, |reply| ProgramCmd::Pin { camera: None, reply }).await?;
+                Ok(Output::Done)
+            }
+            ProgramVerb::Preroll => {
+                let camera = need(&p.camera_id, "camera_id", "preroll")?;
+                for cam in self.cameras_with_backups(&[camera]).await? {
+                    self.ask_bus(&prog.handle, |reply| ProgramCmd::Preroll { camera: cam, reply }).await?;
+                }
+                Ok(Output::Done)
+            }
+            ProgramVerb::Attach | ProgramVerb::Detach => {
+                if show {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        "the show's destinations belong to the show (STREAM_CONTROL add_destination)",
+                    ));
+                }
+                let dest = need(&p.destination_id, "destination_id", "attach/detach")?;
+                let entry = self
+                    .inner
+                    .programs
+                    .get(id.as_str())
+                    .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no program {id} is running")))?;
+                let mut list = entry.destinations.clone();
+                list.retain(|d| d != dest.as_str());
+                if p.action == ProgramVerb::Attach {
+                    list.push(dest.to_string());
+                }
+                let outputs = self.inner.store.outputs_for(&list).await?;
+                self.ask_bus(&prog.handle, |reply| ProgramCmd::SetOutputs { outputs, reply }).await?;
+                self.inner.programs.set_destinations(id.as_str(), list.clone()).await;
+                Ok(Output::Destinations { destinations: list })
+            }
+            ProgramVerb::Thumbnail => {
+                let name = p.camera_id.as_ref().map_or("program", CameraId::as_str);
+                let jpeg = prog
+                    .thumbs
+                    .get(name)
+                    .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no thumbnail of {name} yet")))?;
+                use base64::Engine;
+                Ok(Output::Jpeg { jpeg_base64: base64::engine::general_purpose::STANDARD.encode(&*jpeg) })
+            }
+        }
+    }
+
+    fn program_list(&self, id: Option<&ProgramId>) -> Result<Vec<ProgramInfo>, Refusal> {
+        let mut list: Vec<ProgramInfo> = self
+            .inner
+            .programs
+            .all()
+            .into_iter()
+            .filter(|(k, _)| id.is_none_or(|i| i.as_str() == k))
+            .filter_map(|(_, e)| Some(ProgramInfo { status: e.program.status()?, destinations: e.destinations }))
+            .collect();
+        if id.is_none_or(|i| i.as_str() == SHOW_PROGRAM) {
+            let v = self.inner.director.view();
+            if let Some(st) = v.program.as_ref().and_then(ProgramRef::status) {
+                list.push(ProgramInfo {
+                    status: st,
+                    destinations: v.desired.map(|d| d.destinations).unwrap_or_default(),
+                });
+            }
+        }
+        if let (Some(id), true) = (id, list.is_empty()) {
+            return Err(Refusal::new(ErrorCode::NotFound, format!("no program {id} is running")));
+        }
+        Ok(list)
+    }
+
+    /// Cameras from the store, each followed by its backups (a backup's backup too).
+    async fn cameras_with_backups(&self, ids: &[CameraId]) -> Result<Vec<ProgramCamera>, Refusal> {
+        let mut wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < wanted.len() && i < 4 * MAX_CAMERAS {
+            let c = self.inner.store.camera(&wanted[i]).await?;
+            if let Some(b) = c.backup_camera_id.clone().filter(|b| !wanted.contains(b)) {
+                wanted.push(b);
+            }
+            out.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() });
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    async fn program_start(&self, id: ProgramId, p: &ProgramCommand) -> Handled {
+        if id.as_str() == SHOW_PROGRAM {
+            return Err(Refusal::field("payload.program_id", "\"show\" is the show's program: use another id"));
+        }
+        if self.inner.programs.get(id.as_str()).is_some() {
+            return Err(Refusal::new(ErrorCode::Conflict, format!("program {id} is already running")));
+        }
+        let cameras = need(&p.camera_ids, "camera_ids", "start")?;
+        if cameras.is_empty() || cameras.len() > MAX_CAMERAS {
+            return Err(Refusal::field(
+                "payload.camera_ids",
+                format!("{} cameras: use 1 to {MAX_CAMERAS}", cameras.len()),
+            ));
+        }
+        let cameras = dedup(cameras);
+        let destinations: Vec<String> =
+            dedup(p.destination_ids.clone().unwrap_or_default()).iter().map(ToString::to_string).collect();
+        if destinations.len() > MAX_DESTINATIONS {
+            return Err(Refusal::field("payload.destination_ids", format!("use at most {MAX_DESTINATIONS}")));
+        }
+        let cams = self.cameras_with_backups(&cameras).await?;
+        let outputs = self.inner.store.outputs_for(&destinations).await?;
+        let (mut format, mut kbps) = p.profile.unwrap_or(crate::media::encoder::Profile::P720).settings();
+        if let Some(s) = p.size {
+            format = ProgramFormat { width: s.width, height: s.height, ..format };
+        }
+        if let Some(f) = p.fps {
+            format.fps = f.get();
+        }
+        if let Some(b) = p.bitrate_kbps {
+            kbps = b.get();
+        }
+        let kbps = self.inner.store.capped_bitrate(id.as_str(), &destinations, kbps).await;
+        let cfg = &self.inner.cfg;
+        let encoder = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), false)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?
+            .chosen;
+        let spec = ProgramSpec {
+            id: id.to_string(),
+            cameras: cams,
+            first: Some(cameras[0].to_string()),
+            outputs,
+            encoder: EncoderSettings { format, bitrate_kbps: kbps, encoder },
+            slate_png: p.slate_image.as_ref().map(|f| f.path().to_path_buf()),
+            switcher: self.inner.env.switcher,
+        };
+        self.inner.programs.start(spec, destinations.clone()).await?;
+        for d in &destinations {
+            let _ = self.inner.store.touch_destination(d).await;
+        }
+        let _ = self.inner.store.add_event(Severity::Info, "program_started", &format!("program:{id}"), "").await;
+        Ok(Output::ProgramStarted { id: id.to_string() })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Overlays
+    // -----------------------------------------------------------------------------------------
+
+    async fn overlay(&self, origin: Origin, o: &OverlayUpdate) -> Handled {
+        let change = o.check()?;
+        let id = o.program_id.clone().unwrap_or_else(|| ProgramId::new(SHOW_PROGRAM).expect("valid id"));
+        let prog = self.lookup(&id)?;
+        if id.as_str() == SHOW_PROGRAM && change != OverlayChange::ClearAll {
+            if let Some(d) = self.inner.director.view().desired {
+                if origin < d.origin {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the show was started by the {} and outranks the {}",
+                            d.origin.as_str(),
+                            origin.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        let ops: Vec<OverlayOp> = match change {
+            OverlayChange::SetVars(vars) => {
+                vars.into_iter().map(|(k, v)| OverlayOp::SetVar(k.into(), v.into())).collect()
+            }
+            OverlayChange::Hide(oid) => vec![OverlayOp::Hide(oid.into())],
+            OverlayChange::ClearAll => vec![OverlayOp::Clear],
+            OverlayChange::Show(oid, req) => {
+                let spec =
+                    req.to_spec(oid.as_str(), None).map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
+                let fmt = prog
+                    .status()
+                    .map(|s| s.format)
+                    .ok_or_else(|| Refusal::new(ErrorCode::Busy, "the program is starting"))?;
+                // Decoding a PNG or laying out text takes a while: never on the bus task.
+                let prepared = tokio::task::spawn_blocking(move || Prepared::load(spec, fmt.width, fmt.height))
+                    .await
+                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?
+                    .map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
+                vec![OverlayOp::Show(Box::new(prepared))]
+            }
+        };
+        for op in ops {
+            self.ask_bus(&prog.handle, |reply| ProgramCmd::Overlay { op, reply }).await?;
+        }
+        Ok(Output::Done)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Cameras
+    // -----------------------------------------------------------------------------------------
+
+    /// Programs (and the show) that decode a camera now.
+    fn users_of(&self, camera: &CameraId) -> Vec<ProgramRef> {
+        let mut out: Vec<ProgramRef> = self.inner.director.view().program.into_iter().collect();
+        out.extend(self.inner.programs.all().into_values().map(|e| e.program));
+        out.retain(|p| p.status().is_some_and(|s| s.cameras.iter().any(|c| c.camera == camera.as_str())));
+        out
+    }
+
+    async fn camera(&self, origin: Origin, c: CameraAction) -> Handled {
+        let store = &self.inner.store;
+        match c.action {
+            CameraVerb::Add | CameraVerb::Update => {
+                let spec = need(&c.camera, "camera", "add/update")?;
+                if spec.password.is_some() {
+                    return Err(Refusal::field(
+                        "payload.camera.password",
+                        "sealed secrets are opened by the cloud link; on the appliance use `vistter-agent camera add`",
+                    ));
+                }
+                if c.action == CameraVerb::Update {
+                    if !self.users_of(&c.camera_id).is_empty() {
+                        return Err(Refusal::new(
+                            ErrorCode::Conflict,
+                            format!("camera {} is on air: stop what uses it first", c.camera_id),
+                        ));
+                    }
+                    store.remove_camera(c.camera_id.as_str()).await?;
+                }
+                let _ = origin;
+                store
+                    .add_camera(crate::store::cameras::NewCamera {
+                        id: c.camera_id.to_string(),
+                        url: spec.url,
+                        username: spec.username,
+                        password: None,
+                        backup_camera_id: spec.backup_camera_id.map(String::from),
+                        onvif_host: spec.onvif.as_ref().map(|o| o.host.clone()),
+                        onvif_port: spec.onvif.map(|o| o.port),
+                    })
+                    .await?;
+                Ok(Output::Done)
+            }
+            CameraVerb::Remove => {
+                if !self.users_of(&c.camera_id).is_empty() {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!("camera {} is on air: stop what uses it first", c.camera_id),
+                    ));
+                }
+                store.remove_camera(c.camera_id.as_str()).await?;
+                Ok(Output::Done)
+            }
+            CameraVerb::Probe => {
+                let cam = store.camera(c.camera_id.as_str()).await?;
+                let probe =
+                    crate::media::probe::probe_camera(&self.inner.env.ffprobe, &cam.source(), Duration::from_secs(4))
+                        .await
+                        .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                Ok(Output::Probe { probe: serde_json::to_value(probe).unwrap_or_default() })
+            }
+            CameraVerb::GotoPreset => {
+                let preset = need(&c.preset_id, "preset_id", "goto_preset")?;
+                let cam = store.camera(c.camera_id.as_str()).await?;
+                let Some(host) = cam.onvif_host.clone() else {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!("camera {} has no ONVIF address", c.camera_id),
+                    ));
+                };
+                let token = store
+                    .presets()
+                    .await?
+                    .get(c.camera_id.as_str())
+                    .and_then(|m| m.get(preset.as_str()).cloned())
+                    .ok_or_else(|| Refusal {
+                        code: ErrorCode::NotFound,
+                        field: Some("payload.preset_id".into()),
+                        message: format!("camera {} has no preset {preset}", c.camera_id),
+                    })?;
+                let (profile, _) = store.camera_ptz(c.camera_id.as_str()).await?;
+                let endpoint = crate::ptz::OnvifEndpoint {
+                    host,
+                    port: cam.onvif_port.unwrap_or(self.inner.cfg.timeline.onvif_port),
+                    username: cam.username.clone(),
+                    password: cam.password.clone(),
+                    profile_token: profile,
+                };
+                crate::ptz::PtzClient::new(endpoint)
+                    .goto_preset(&token)
+                    .await
+                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                Ok(Output::Done)
+            }
+            CameraVerb::Snapshot => {
+                let jpeg =
+                    self.users_of(&c.camera_id).iter().find_map(|p| p.thumbs.get(c.camera_id.as_str())).ok_or_else(
+                        || {
+                            Refusal::new(
+                                ErrorCode::NotFound,
+                                format!("camera {} is not decoded by any program now", c.camera_id),
+                            )
+                        },
+                    )?;
+                use base64::Engine;
+                Ok(Output::Jpeg { jpeg_base64: base64::engine::general_purpose::STANDARD.encode(&*jpeg) })
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator programs: a task owning them, a handle, their list on a watch channel
+// ---------------------------------------------------------------------------------------------
+
+/// A running operator program as others see it.
+#[derive(Clone)]
+pub struct ProgramEntry {
+    pub program: ProgramRef,
+    /// The destinations it was asked to push to (for attach/detach and status).
+    pub destinations: Vec<String>,
+}
+
+enum ProgramsMsg {
+    Start { spec: ProgramSpec, destinations: Vec<String>, reply: oneshot::Sender<Result<(), Refusal>> },
+    Remove { id: String, reply: oneshot::Sender<Option<Program>> },
+    Drain { reply: oneshot::Sender<Vec<Program>> },
+    SetDestinations { id: String, destinations: Vec<String> },
+}
+
+/// The operator programs' handle: their list is on a watch channel; starting one hands a ready
+/// spec over (nothing slow to do), stopping one hands the program back to be stopped on the
+/// caller's task.
+#[derive(Clone)]
+pub struct ProgramsHandle {
+    tx: mpsc::Sender<ProgramsMsg>,
+    list: watch::Receiver<BTreeMap<String, ProgramEntry>>,
+}
+
+impl ProgramsHandle {
+    pub fn get(&self, id: &str) -> Option<ProgramEntry> {
+        self.list.borrow().get(id).cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<String, ProgramEntry> {
+        self.list.borrow().clone()
+    }
+
+    async fn start(&self, spec: ProgramSpec, destinations: Vec<String>) -> Result<(), Refusal> {
+        let (reply, rx) = oneshot::channel();
+        let down = || Refusal::new(ErrorCode::Failed, "the agent is shutting down");
+        self.tx.send(ProgramsMsg::Start { spec, destinations, reply }).await.map_err(|_| down())?;
+        rx.await.map_err(|_| down())?
+    }
+
+    async fn remove(&self, id: &str) -> Option<Program> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ProgramsMsg::Remove { id: id.into(), reply }).await.ok()?;
+        rx.await.ok()?
+    }
+
+    /// Every program, taken off the list (to be stopped by the caller).
+    pub async fn drain(&self) -> Vec<Program> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(ProgramsMsg::Drain { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    async fn set_destinations(&self, id: &str, destinations: Vec<String>) {
+        let _ = self.tx.send(ProgramsMsg::SetDestinations { id: id.into(), destinations }).await;
+    }
+}
+
+/// Starts the programs' task. When `shutdown` fires it stops them all (under a deadline).
+pub fn spawn_programs(
+    env: MediaEnv,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> (ProgramsHandle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ProgramsMsg>(32);
+    let (list_tx, list) = watch::channel(BTreeMap::new());
+    let task = tokio::spawn(async move {
+        let mut programs: BTreeMap<String, (Program, Vec<String>)> = BTreeMap::new();
+        let publish = |p: &BTreeMap<String, (Program, Vec<String>)>| {
+            let _ = list_tx.send(
+                p.iter()
+                    .map(|(k, (prog, d))| {
+                        (k.clone(), ProgramEntry { program: ProgramRef::of(prog), destinations: d.clone() })
+                    })
+                    .collect(),
+            );
+        };
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            };
+            match msg {
+                ProgramsMsg::Start { spec, destinations, reply } => {
+                    if programs.contains_key(&spec.id) {
+                        let _ = reply.send(Err(Refusal::new(
+                            ErrorCode::Conflict,
+                            format!("program {} is already running", spec.id),
+                        )));
+                        continue;
+                    }
+                    let id = spec.id.clone();
+                    programs.insert(id, (Program::start(spec, &env).await, destinations));
+                    let _ = reply.send(Ok(()));
+                }
+                ProgramsMsg::Remove { id, reply } => {
+                    let _ = reply.send(programs.remove(&id).map(|(p, _)| p));
+                }
+                ProgramsMsg::Drain { reply } => {
+                    let _ = reply.send(std::mem::take(&mut programs).into_values().map(|(p, _)| p).collect());
+                }
+                ProgramsMsg::SetDestinations { id, destinations } => {
+                    if let Some(e) = programs.get_mut(&id) {
+                        e.1 = destinations;
+                    }
+                }
+            }
+            publish(&programs);
+        }
+        let _ = list_tx.send(BTreeMap::new());
+        let stops = programs.into_values().map(|(p, _)| p.stop());
+        let deadline = env.stop_grace + Duration::from_secs(5);
+        if tokio::time::timeout(deadline, futures_util::future::join_all(stops)).await.is_err() {
+            tracing::error!("programs did not stop in time; their processes are killed on exit");
+        }
+    });
+    (ProgramsHandle { tx, list }, task)
+}

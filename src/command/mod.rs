@@ -1,0 +1,819 @@
+//! The one front door (DESIGN §3 "Commands", §6): every command the agent takes, whoever sends it
+//! (the local operator's socket, the scheduler, later the cloud), is one of these types, read by
+//! [`parse`] and routed by the [`Dispatcher`](dispatch::Dispatcher) with its [`Origin`].
+//!
+//! A command goes through three steps, each its own place:
+//! 1. **type**: the payload struct, read with serde into checked values ([`values`]): a NaN, an
+//!    opacity of 7 or a non-ASCII colour never gets past it, and the refusal names the field
+//!    (`payload.overlay.color: "#aébbb" is not a colour: use #rrggbb or #rrggbbaa`);
+//! 2. **check**: `check()` turns the flat wire form (DESIGN's `{action, …optional fields}`) into an
+//!    action enum whose variants hold exactly what they need, or refuses naming the missing field;
+//! 3. **handler**: one `match` arm in the dispatcher.
+//!
+//! A refusal changes nothing. Replies are typed ([`Reply`], [`Output`]) on the socket too, so the
+//! CLI prints from types.
+//!
+//! Wire form on the local socket: one JSON object per line, `{"type": "TIMELINE_EXECUTE",
+//! "payload": {…}}`, the `type` and `payload` members of the cloud envelope.
+
+pub mod dispatch;
+pub mod values;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::media::encoder::Profile;
+use crate::media::program::ProgramStatus;
+pub use crate::timeline::actor::Origin;
+use crate::timeline::actor::ShowStatus;
+use crate::timeline::director::DesiredShow;
+use crate::timeline::preflight::Preflight;
+use values::*;
+
+/// At most this many destinations in one command.
+pub const MAX_DESTINATIONS: usize = 16;
+/// At most this many cameras in one program.
+pub const MAX_CAMERAS: usize = 16;
+/// At most this many variables in one `set_vars`.
+pub const MAX_VARS: usize = 64;
+
+/// Every command, tagged as in the envelope (`type` + `payload`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "payload", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Command {
+    Ping(Ping),
+    StreamControl(StreamControl),
+    TimelineExecute(TimelineExecute),
+    OverlayUpdate(OverlayUpdate),
+    CameraAction(CameraAction),
+    DeviceConfig(DeviceConfig),
+    /// Local operator: programs driven by hand.
+    Program(ProgramCommand),
+    /// Local operator: what the show is doing, and its pre-flight.
+    ShowQuery(ShowQuery),
+}
+
+impl Command {
+    /// The wire name of the command's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::Ping(_) => "PING",
+            Command::StreamControl(_) => "STREAM_CONTROL",
+            Command::TimelineExecute(_) => "TIMELINE_EXECUTE",
+            Command::OverlayUpdate(_) => "OVERLAY_UPDATE",
+            Command::CameraAction(_) => "CAMERA_ACTION",
+            Command::DeviceConfig(_) => "DEVICE_CONFIG",
+            Command::Program(_) => "PROGRAM",
+            Command::ShowQuery(_) => "SHOW_QUERY",
+        }
+    }
+
+    /// Emergencies are never refused for priority and never wait behind other work.
+    pub fn is_emergency(&self) -> bool {
+        match self {
+            Command::StreamControl(s) => {
+                matches!(s.command, StreamCommand::KillAll | StreamCommand::EmergencySlate)
+            }
+            Command::OverlayUpdate(o) => o.action == OverlayAction::ClearAll && o.program_id.is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// Reads a command from `type` and `payload` (a socket line, an envelope). Any refusal names the
+/// field (`payload.…`) and has the code `schema_violation` (or `unsupported_type`).
+pub fn from_parts(ty: &str, payload: serde_json::Value) -> Result<Command, Refusal> {
+    fn read<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Refusal> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "payload".to_string() } else { format!("payload.{path}") };
+            Refusal::field(field, e.into_inner().to_string())
+        })
+    }
+    Ok(match ty {
+        "PING" => Command::Ping(read(payload)?),
+        "STREAM_CONTROL" => Command::StreamControl(read(payload)?),
+        "TIMELINE_EXECUTE" => Command::TimelineExecute(read(payload)?),
+        "OVERLAY_UPDATE" => Command::OverlayUpdate(read(payload)?),
+        "CAMERA_ACTION" => Command::CameraAction(read(payload)?),
+        "DEVICE_CONFIG" => Command::DeviceConfig(read(payload)?),
+        "PROGRAM" => Command::Program(read(payload)?),
+        "SHOW_QUERY" => Command::ShowQuery(read(payload)?),
+        other => {
+            return Err(Refusal {
+                code: ErrorCode::UnsupportedType,
+                field: Some("type".into()),
+                message: format!("unknown command type {:?}", crate::media::compositor::request::shorten(other)),
+            })
+        }
+    })
+}
+
+/// Reads one socket line: `{"type": …, "payload": …}`.
+pub fn parse(line: &str) -> Result<Command, Refusal> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        #[serde(rename = "type")]
+        ty: String,
+        #[serde(default)]
+        payload: serde_json::Value,
+    }
+    let l: Line = serde_json::from_str(line).map_err(|e| Refusal::field("request", format!("not a command: {e}")))?;
+    let payload = if l.payload.is_null() { serde_json::json!({}) } else { l.payload };
+    from_parts(&l.ty, payload)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads (DESIGN §3)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ping {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamCommand {
+    GoLive,
+    Stop,
+    AddDestination,
+    RemoveDestination,
+    EmergencySlate,
+    KillAll,
+    SetEncoder,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<Kbps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+/// `STREAM_CONTROL`: the show's outputs; emergency actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamControl {
+    pub command: StreamCommand,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_id: Option<TimelineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_ids: Option<Vec<DestinationId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_id: Option<DestinationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderChange>,
+}
+
+impl StreamControl {
+    pub fn new(command: StreamCommand) -> StreamControl {
+        StreamControl {
+            command,
+            timeline_id: None,
+            destination_ids: None,
+            destination_id: None,
+            on: None,
+            encoder: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineAction {
+    Play,
+    Pause,
+    Resume,
+    Stop,
+    Seek,
+    Skip,
+    PinCamera,
+    Unpin,
+}
+
+/// `TIMELINE_EXECUTE`: playback control (`seek` takes `cue_id` or `position_s`; `play` may take
+/// `position_s` to start from).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineExecute {
+    pub action: TimelineAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_id: Option<TimelineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_ids: Option<Vec<DestinationId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cue_id: Option<CueId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_s: Option<ProgramTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_id: Option<CameraId>,
+}
+
+impl TimelineExecute {
+    pub fn new(action: TimelineAction) -> TimelineExecute {
+        TimelineExecute {
+            action,
+            timeline_id: None,
+            destination_ids: None,
+            cue_id: None,
+            position_s: None,
+            camera_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlayAction {
+    SetVars,
+    Show,
+    Hide,
+    ClearAll,
+}
+
+/// `OVERLAY_UPDATE`: live overlays, no restart. Aimed at the show; the local operator may aim it
+/// at one of its programs with `program_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayUpdate {
+    pub action: OverlayAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars: Option<BTreeMap<VarName, OverlayText>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_id: Option<OverlayId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_id: Option<ProgramId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraVerb {
+    Add,
+    Update,
+    Remove,
+    Probe,
+    GotoPreset,
+    Snapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnvifAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+/// A camera as `CAMERA_ACTION add|update` describes it. The password travels sealed from the cloud
+/// (`{"sealed": "…"}`); sealed secrets are opened by the control plane, not here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SealedField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_camera_id: Option<CameraId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onvif: Option<OnvifAddress>,
+}
+
+/// A secret as it crosses a broker: a libsodium sealed box to the device's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedField {
+    pub sealed: String,
+}
+
+/// `CAMERA_ACTION`: cameras; `snapshot` answers with the camera's current JPEG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraAction {
+    pub action: CameraVerb,
+    pub camera_id: CameraId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<CameraSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset_id: Option<PresetId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigMode {
+    Merge,
+    Replace,
+}
+
+/// `DEVICE_CONFIG`: declarative state. Its secrets are sealed and its trust changes signed, so it
+/// is applied by the control plane; the type is here so every origin reads it the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub mode: ConfigMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cameras: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgramVerb {
+    Start,
+    Stop,
+    Status,
+    Cut,
+    Slate,
+    Pin,
+    Unpin,
+    Preroll,
+    Attach,
+    Detach,
+    Thumbnail,
+}
+
+/// `PROGRAM` (local operator): a program driven by hand, or the show's (`program_id: "show"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramCommand {
+    pub action: ProgramVerb,
+    /// Required but for `status` (all programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_id: Option<ProgramId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_ids: Option<Vec<CameraId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_ids: Option<Vec<DestinationId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<Fps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<Kbps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slate_image: Option<FilePath>,
+    /// `cut`, `pin`, `preroll`; `thumbnail` of a camera (default: the program picture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_id: Option<CameraId>,
+    /// `cut` at a program time, or after a delay from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_s: Option<ProgramTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<Delay>,
+    /// `cut`: crossfade length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fade_s: Option<FadeTime>,
+    /// `slate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// `attach`, `detach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_id: Option<DestinationId>,
+}
+
+impl ProgramCommand {
+    pub fn new(action: ProgramVerb, program_id: Option<ProgramId>) -> ProgramCommand {
+        ProgramCommand {
+            action,
+            program_id,
+            camera_ids: None,
+            destination_ids: None,
+            profile: None,
+            size: None,
+            fps: None,
+            bitrate_kbps: None,
+            slate_image: None,
+            camera_id: None,
+            at_s: None,
+            after_s: None,
+            fade_s: None,
+            on: None,
+            destination_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShowQueryKind {
+    Status,
+    Preflight,
+}
+
+/// `SHOW_QUERY` (local operator): the show's state, or a pre-flight of a timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    pub query: ShowQueryKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_id: Option<TimelineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_ids: Option<Vec<DestinationId>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks: the flat wire form → what each action needs
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn need<T: Clone>(v: &Option<T>, field: &str, action: &str) -> Result<T, Refusal> {
+    v.clone().ok_or_else(|| Refusal::field(format!("payload.{field}"), format!("required for {action}")))
+}
+
+fn destinations(v: &Option<Vec<DestinationId>>, action: &str) -> Result<Vec<DestinationId>, Refusal> {
+    let list = need(v, "destination_ids", action)?;
+    if list.is_empty() || list.len() > MAX_DESTINATIONS {
+        return Err(Refusal::field(
+            "payload.destination_ids",
+            format!("{} destinations: use 1 to {MAX_DESTINATIONS}", list.len()),
+        ));
+    }
+    Ok(dedup(list))
+}
+
+pub(crate) fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Where a seek goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeekTo {
+    Cue(CueId),
+    Position(ProgramTime),
+}
+
+/// A show to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoLive {
+    pub timeline: TimelineId,
+    pub destinations: Vec<DestinationId>,
+    pub from: Option<ProgramTime>,
+    pub bitrate: Option<Kbps>,
+}
+
+/// What a show command does, with exactly what it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowAction {
+    GoLive(GoLive),
+    Stop,
+    AddDestination(DestinationId),
+    RemoveDestination(DestinationId),
+    EmergencySlate(bool),
+    KillAll,
+    SetEncoder(EncoderChange),
+    Pause,
+    Resume,
+    Seek(SeekTo),
+    Skip,
+    Pin(CameraId),
+    Unpin,
+}
+
+impl StreamControl {
+    pub fn check(&self) -> Result<ShowAction, Refusal> {
+        Ok(match self.command {
+            StreamCommand::GoLive => ShowAction::GoLive(GoLive {
+                timeline: need(&self.timeline_id, "timeline_id", "go_live")?,
+                destinations: destinations(&self.destination_ids, "go_live")?,
+                from: None,
+                bitrate: self.encoder.as_ref().and_then(|e| e.bitrate_kbps),
+            }),
+            StreamCommand::Stop => ShowAction::Stop,
+            StreamCommand::AddDestination => {
+                ShowAction::AddDestination(need(&self.destination_id, "destination_id", "add_destination")?)
+            }
+            StreamCommand::RemoveDestination => {
+                ShowAction::RemoveDestination(need(&self.destination_id, "destination_id", "remove_destination")?)
+            }
+            StreamCommand::EmergencySlate => ShowAction::EmergencySlate(self.on.unwrap_or(true)),
+            StreamCommand::KillAll => ShowAction::KillAll,
+            StreamCommand::SetEncoder => {
+                let e = need(&self.encoder, "encoder", "set_encoder")?;
+                if e.bitrate_kbps.is_none() && e.profile.is_none() {
+                    return Err(Refusal::field("payload.encoder", "set_encoder needs bitrate_kbps or profile"));
+                }
+                ShowAction::SetEncoder(e)
+            }
+        })
+    }
+}
+
+impl TimelineExecute {
+    pub fn check(&self) -> Result<ShowAction, Refusal> {
+        Ok(match self.action {
+            TimelineAction::Play => ShowAction::GoLive(GoLive {
+                timeline: need(&self.timeline_id, "timeline_id", "play")?,
+                destinations: destinations(&self.destination_ids, "play")?,
+                from: self.position_s,
+                bitrate: None,
+            }),
+            TimelineAction::Pause => ShowAction::Pause,
+            TimelineAction::Resume => ShowAction::Resume,
+            TimelineAction::Stop => ShowAction::Stop,
+            TimelineAction::Seek => match (&self.cue_id, self.position_s) {
+                (Some(c), None) => ShowAction::Seek(SeekTo::Cue(c.clone())),
+                (None, Some(p)) => ShowAction::Seek(SeekTo::Position(p)),
+                _ => return Err(Refusal::field("payload.cue_id", "seek takes either cue_id or position_s")),
+            },
+            TimelineAction::Skip => ShowAction::Skip,
+            TimelineAction::PinCamera => ShowAction::Pin(need(&self.camera_id, "camera_id", "pin_camera")?),
+            TimelineAction::Unpin => ShowAction::Unpin,
+        })
+    }
+}
+
+/// What an overlay command does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverlayChange {
+    SetVars(BTreeMap<VarName, OverlayText>),
+    Show(OverlayId, Box<OverlayRequest>),
+    Hide(OverlayId),
+    ClearAll,
+}
+
+impl OverlayUpdate {
+    pub fn check(&self) -> Result<OverlayChange, Refusal> {
+        Ok(match self.action {
+            OverlayAction::SetVars => {
+                let vars = need(&self.vars, "vars", "set_vars")?;
+                if vars.is_empty() || vars.len() > MAX_VARS {
+                    return Err(Refusal::field(
+                        "payload.vars",
+                        format!("{} variables: use 1 to {MAX_VARS}", vars.len()),
+                    ));
+                }
+                OverlayChange::SetVars(vars)
+            }
+            OverlayAction::Show => {
+                let id = need(&self.overlay_id, "overlay_id", "show")?;
+                let req = need(&self.overlay, "overlay", "show")?;
+                // The parts a kind needs, checked now (the image itself when it is loaded).
+                req.to_spec(id.as_str(), None)
+                    .map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
+                OverlayChange::Show(id, Box::new(req))
+            }
+            OverlayAction::Hide => OverlayChange::Hide(need(&self.overlay_id, "overlay_id", "hide")?),
+            OverlayAction::ClearAll => OverlayChange::ClearAll,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------------------------
+
+/// Why a command was not done: the NACK codes of DESIGN §3 that a command can get once it was
+/// read, each with its CLI exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A value or a field is wrong: nothing was done.
+    SchemaViolation,
+    UnsupportedType,
+    NotFound,
+    Conflict,
+    Busy,
+    /// It was tried and did not work (or the agent is going away).
+    Failed,
+    /// Withdrawn by an emergency (kill-all) before it took effect.
+    Canceled,
+}
+
+impl ErrorCode {
+    pub fn exit_code(self) -> i32 {
+        use crate::error::*;
+        match self {
+            ErrorCode::SchemaViolation | ErrorCode::UnsupportedType => EXIT_USAGE,
+            ErrorCode::NotFound => EXIT_NOT_FOUND,
+            ErrorCode::Conflict | ErrorCode::Busy | ErrorCode::Canceled => EXIT_CONFLICT,
+            ErrorCode::Failed => EXIT_FAILURE,
+        }
+    }
+}
+
+/// A refused or failed command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    /// The field at fault (`payload.overlay.color`), when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl Refusal {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Refusal {
+        Refusal { code: ErrorCode::SchemaViolation, field: Some(field.into()), message: message.into() }
+    }
+
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal { code, field: None, message: message.into() }
+    }
+}
+
+/// A program as listed by `PROGRAM status`: its status and the destinations it was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    #[serde(flatten)]
+    pub status: ProgramStatus,
+    pub destinations: Vec<String>,
+}
+
+/// The show as `SHOW_QUERY status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShowInfo {
+    pub desired: DesiredShow,
+    pub status: Option<ShowStatus>,
+}
+
+/// What a command that was done answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Output {
+    Done,
+    Pong { agent_time: String },
+    Started { preflight: Preflight },
+    ProgramStarted { id: String },
+    Cut { at_s: f64 },
+    Programs { programs: Vec<ProgramInfo> },
+    Destinations { destinations: Vec<String> },
+    Jpeg { jpeg_base64: String },
+    Show { show: Box<ShowInfo> },
+    Preflight { preflight: Preflight },
+    Probe { probe: serde_json::Value },
+    KilledAll { show: bool, programs: usize },
+}
+
+/// One reply per command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Done { output: Box<Output> },
+    Refused { refusal: Refusal },
+}
+
+impl From<Result<Output, Refusal>> for Reply {
+    fn from(r: Result<Output, Refusal>) -> Reply {
+        match r {
+            Ok(output) => Reply::Done { output: Box::new(output) },
+            Err(refusal) => Reply::Refused { refusal },
+        }
+    }
+}
+
+impl Reply {
+    pub fn into_result(self) -> Result<Output, Refusal> {
+        match self {
+            Reply::Done { output } => Ok(*output),
+            Reply::Refused { refusal } => Err(refusal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn refused(ty: &str, payload: serde_json::Value) -> Refusal {
+        from_parts(ty, payload).unwrap_err()
+    }
+
+    #[test]
+    fn a_refusal_names_the_field_and_the_allowed_range() {
+        let r = refused(
+            "OVERLAY_UPDATE",
+            json!({"action": "show", "overlay_id": "x", "overlay": {"text": "hi", "color": "#aébbb"}}),
+        );
+        assert_eq!(r.field.as_deref(), Some("payload.overlay.color"), "{r}");
+        assert!(r.message.contains("#rrggbb"), "{r}");
+        let r = refused("PROGRAM", json!({"action": "cut", "program_id": "main", "camera_id": "a", "at_s": 1e300}));
+        assert_eq!(r.field.as_deref(), Some("payload.at_s"), "{r}");
+        assert!(r.message.contains("from 0 to"), "{r}");
+        let r = refused("PROGRAM", json!({"action": "start", "program_id": "main", "fps": 29}));
+        assert_eq!(r.field.as_deref(), Some("payload.fps"));
+        let r = refused("TIMELINE_EXECUTE", json!({"action": "play", "timeline_id": "../x"}));
+        assert_eq!(r.field.as_deref(), Some("payload.timeline_id"));
+        let r = refused("PING", json!({"x": 1}));
+        assert_eq!(r.code, ErrorCode::SchemaViolation);
+        assert_eq!(refused("NOPE", json!({})).code, ErrorCode::UnsupportedType);
+    }
+
+    #[test]
+    fn checks_name_the_missing_field() {
+        let c = TimelineExecute::new(TimelineAction::Play);
+        assert_eq!(c.check().unwrap_err().field.as_deref(), Some("payload.timeline_id"));
+        let mut s = TimelineExecute::new(TimelineAction::Seek);
+        assert!(s.check().is_err());
+        s.position_s = Some(ProgramTime::from_secs(3.0).unwrap());
+        assert_eq!(s.check().unwrap(), ShowAction::Seek(SeekTo::Position(ProgramTime::from_secs(3.0).unwrap())));
+    }
+
+    #[test]
+    fn commands_round_trip_through_their_wire_form() {
+        let mut p = ProgramCommand::new(ProgramVerb::Cut, Some(ProgramId::new("main").unwrap()));
+        p.camera_id = Some(CameraId::new("a").unwrap());
+        p.at_s = Some(ProgramTime::from_secs(2.5).unwrap());
+        let cmd = Command::Program(p);
+        let line = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(parse(&line).unwrap(), cmd);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_lines_are_refused_never_panic(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn arbitrary_json_payloads_are_refused_or_checked(v in arb_json(), ty in prop::sample::select(vec![
+            "PING", "STREAM_CONTROL", "TIMELINE_EXECUTE", "OVERLAY_UPDATE", "CAMERA_ACTION", "DEVICE_CONFIG",
+            "PROGRAM", "SHOW_QUERY"])) {
+            if let Ok(c) = from_parts(ty, v) {
+                match c {
+                    Command::StreamControl(s) => { let _ = s.check(); }
+                    Command::TimelineExecute(t) => { let _ = t.check(); }
+                    Command::OverlayUpdate(o) => { let _ = o.check(); }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<f64>().prop_map(
+                |f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            ),
+            any::<i64>().prop_map(|i| json!(i)),
+            "\\PC{0,10}".prop_map(serde_json::Value::String),
+            prop::sample::select(vec!["play", "show", "cut", "start", "kill_all", "#ffffff", "a", "main", "1e300"])
+                .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            let keys = prop::sample::select(vec![
+                "action",
+                "command",
+                "timeline_id",
+                "destination_ids",
+                "overlay",
+                "overlay_id",
+                "text",
+                "color",
+                "opacity",
+                "at_s",
+                "program_id",
+                "camera_id",
+                "position_s",
+                "vars",
+                "query",
+                "fps",
+                "size",
+                "offset",
+                "x",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+}

@@ -27,8 +27,9 @@ use crate::timeline::director::{DesiredShow, DirectorError, DirectorHandle, Prog
 use crate::timeline::preflight::preflight;
 
 /// The environment variable naming a command type whose handler panics (tests prove that a
-/// panic is contained). Read once at start; unset in production.
-pub const PANIC_HOOK_ENV: &str = "VISTTER_TEST_PANIC_ON";
+/// panic is contained). Read once at start; unset in production. Not `VISTTER_*`: those are
+/// configuration, and an unknown one is a configuration error.
+pub const PANIC_HOOK_ENV: &str = "VSA_TEST_PANIC_ON";
 
 /// How long a program bus may take to answer a command before it is reported as stuck.
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -273,13 +274,10 @@ impl Dispatcher {
             }
             ShowQueryKind::Preflight => {
                 let t = need(&q.timeline_id, "timeline_id", "preflight")?;
-                let ds: Vec<String> = q
-                    .destination_ids
-                    .unwrap_or_default()
-                    .iter()
-                    .take(MAX_DESTINATIONS)
-                    .map(ToString::to_string)
-                    .collect();
+                let ds: Vec<String> = match &q.destination_ids {
+                    Some(_) => destinations(&q.destination_ids, "preflight")?.iter().map(ToString::to_string).collect(),
+                    None => Vec::new(),
+                };
                 let ctx = self.ctx();
                 Ok(Output::Preflight { preflight: preflight(&ctx, t.as_str(), &ds).await })
             }

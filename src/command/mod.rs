@@ -438,7 +438,7 @@ pub(crate) fn need<T: Clone>(v: &Option<T>, field: &str, action: &str) -> Result
     v.clone().ok_or_else(|| Refusal::field(format!("payload.{field}"), format!("required for {action}")))
 }
 
-fn destinations(v: &Option<Vec<DestinationId>>, action: &str) -> Result<Vec<DestinationId>, Refusal> {
+pub(crate) fn destinations(v: &Option<Vec<DestinationId>>, action: &str) -> Result<Vec<DestinationId>, Refusal> {
     let list = need(v, "destination_ids", action)?;
     if list.is_empty() || list.len() > MAX_DESTINATIONS {
         return Err(Refusal::field(
@@ -572,14 +572,25 @@ impl OverlayUpdate {
                 let id = need(&self.overlay_id, "overlay_id", "show")?;
                 let req = need(&self.overlay, "overlay", "show")?;
                 // The parts a kind needs, checked now (the image itself when it is loaded).
-                req.to_spec(id.as_str(), None)
-                    .map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
+                req.to_spec(id.as_str(), None).map_err(overlay_refusal)?;
                 OverlayChange::Show(id, Box::new(req))
             }
             OverlayAction::Hide => OverlayChange::Hide(need(&self.overlay_id, "overlay_id", "hide")?),
             OverlayAction::ClearAll => OverlayChange::ClearAll,
         })
     }
+}
+
+/// An overlay that cannot be built, naming the part at fault.
+pub(crate) fn overlay_refusal(e: crate::media::compositor::request::RequestError) -> Refusal {
+    use crate::media::compositor::request::RequestError as E;
+    let field = match &e {
+        E::Missing { field, .. } | E::Unused { field, .. } => format!("payload.overlay.{field}"),
+        E::Image(_) => "payload.overlay.image".to_string(),
+    };
+    let message = e.to_string();
+    let message = message.split_once(": ").map_or(message.clone(), |(_, m)| m.to_string());
+    Refusal::field(field, message)
 }
 
 // ---------------------------------------------------------------------------------------------

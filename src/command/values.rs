@@ -291,7 +291,10 @@ pub struct Size {
 
 impl Size {
     pub fn new(width: u32, height: u32) -> Result<Size, ValueError> {
-        let ok = width.is_multiple_of(2) && height.is_multiple_of(2) && (64..=3840).contains(&width) && (36..=2160).contains(&height);
+        let ok = width.is_multiple_of(2)
+            && height.is_multiple_of(2)
+            && (64..=3840).contains(&width)
+            && (36..=2160).contains(&height);
         if ok {
             Ok(Size { width, height })
         } else {

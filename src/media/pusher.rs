@@ -184,7 +184,11 @@ impl Outputs {
                 stopping.push(p.stop());
             }
         }
-        join_all(stopping).await;
+        // Stopping a pusher waits for its FFmpeg (up to the stop grace, longer for one stuck on a
+        // hung ingest): never on the caller's task, which is the program bus.
+        if !stopping.is_empty() {
+            tokio::spawn(join_all(stopping));
+        }
         for (k, t) in wanted {
             if !self.pushers.contains_key(&k) {
                 tracing::info!(job = %self.job_prefix, destination = %k.0, url = %t.shown, "adding destination");

@@ -59,6 +59,17 @@ impl TestAgent {
         out
     }
 
+    /// Starts a CLI command without waiting for it (stdout and stderr piped).
+    pub fn spawn_cli(&self, args: &[&str]) -> std::process::Child {
+        self.base()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vistter-agent")
+    }
+
     /// Runs a CLI command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -73,8 +84,14 @@ impl TestAgent {
 
     /// Starts the daemon (`run`); its stderr is appended to the log file.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// `spawn` with extra environment variables for the daemon (test hooks).
+    pub fn spawn_with_env(&mut self, vars: &[(&str, &str)]) {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = self.base();
+        cmd.envs(vars.iter().copied());
         cmd.args(["--log-level", "vistter_agent=debug", "run"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -387,6 +387,8 @@ pub enum RequestError {
     Missing { kind: &'static str, field: &'static str },
     #[error("image: {0}")]
     Image(String),
+    #[error("{field}: a {kind} overlay takes no {field}")]
+    Unused { kind: &'static str, field: &'static str },
 }
 
 impl fmt::Display for OverlayType {
@@ -420,6 +422,16 @@ impl OverlayRequest {
         let font_size = self.font_size.map_or(32.0, FontSize::get);
         let color = self.color.map_or([255, 255, 255, 255], |c| c.0);
         let background = self.background.map(|c| c.0);
+        // A part the kind does not use is a mistake worth saying (a typo'd type, a wrong file).
+        match ty {
+            OverlayType::Text if self.image.is_some() => {
+                return Err(RequestError::Unused { kind: kind_name, field: "image" })
+            }
+            OverlayType::Image | OverlayType::Logo if self.text.is_some() => {
+                return Err(RequestError::Unused { kind: kind_name, field: "text" })
+            }
+            _ => {}
+        }
         let kind = match ty {
             OverlayType::Text => OverlayKind::Text { text: text()?, font_size, color, background },
             OverlayType::Image => OverlayKind::Image { png: image()? },

@@ -197,9 +197,7 @@ seconds_type!(
     86_400.0,
     "a delay"
 );
-/// Frame rates a program can run at: the timeline contract's set (DESIGN §5), where 48000/fps is
-/// a whole number of audio samples. The one rule for every fps the agent accepts.
-pub const FPS_ALLOWED: [u32; 12] = [10, 12, 15, 16, 20, 24, 25, 30, 40, 48, 50, 60];
+pub use crate::media::FPS_ALLOWED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]

@@ -30,8 +30,7 @@ pub const US_PER_S: Us = 1_000_000;
 /// The published schema, compiled into the binary so validation never depends on files at run time.
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/timeline.v1.json");
 
-/// Frame rates a program can run at (the audio clock needs 48000 / fps whole samples).
-pub use crate::command::values::FPS_ALLOWED;
+pub use crate::media::FPS_ALLOWED;
 
 // ---------------------------------------------------------------------------------------------
 // Wire shape (exactly DESIGN §5; unknown members are rejected by the schema and by serde)

@@ -39,6 +39,14 @@ fn every_command_has_help() {
         &["stream", "remove"],
         &["kill-all"],
         &["hwaccel"],
+        &["demo"],
+        &["events"],
+        &["program"],
+        &["overlay"],
+        &["timeline"],
+        &["schedule"],
+        &["camera", "preset"],
+        &["camera", "ptz"],
     ];
     for c in cmds {
         let mut args = c.to_vec();
@@ -49,6 +57,153 @@ fn every_command_has_help() {
     }
     let top = agent.ok(&["--help"]);
     assert!(top.contains("78 configuration error"), "exit codes are documented in --help");
+}
+
+/// The subcommands listed under "Commands:" in a help text.
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Whether `flag` (`--id`) is in the help text as a whole option, not a prefix of a longer one.
+fn has_flag(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(i, _)| {
+        !help[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            && !help[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+/// Each command group's help lists its real subcommands, and each command's help names its real
+/// arguments and flags: removing or renaming one fails here, not in a user's script.
+#[test]
+fn help_names_every_subcommand_and_flag() {
+    let agent = TestAgent::new();
+    let groups: &[(&[&str], &[&str])] = &[
+        (
+            &["program"],
+            &["start", "cut", "slate", "pin", "unpin", "preroll", "attach", "detach", "status", "stop", "thumbnail"],
+        ),
+        (&["overlay"], &["show", "hide", "set-var", "clear"]),
+        (
+            &["timeline"],
+            &[
+                "load",
+                "validate",
+                "list",
+                "show",
+                "remove",
+                "preflight",
+                "play",
+                "pause",
+                "resume",
+                "stop",
+                "seek",
+                "skip",
+                "pin",
+                "unpin",
+                "slate",
+                "clear-overlays",
+                "status",
+                "history",
+            ],
+        ),
+        (&["schedule"], &["add", "list", "remove", "enable", "disable"]),
+        (&["camera"], &["add", "list", "probe", "remove", "preset", "ptz"]),
+        (&["camera", "preset"], &["set", "remove", "list"]),
+        (&["destination"], &["add", "list", "remove", "attach", "detach"]),
+        (
+            &[],
+            &["run", "demo", "camera", "destination", "stream", "program", "overlay", "timeline", "schedule", "events"],
+        ),
+    ];
+    for (cmd, subs) in groups {
+        let help = agent.ok(&[*cmd, &["--help"][..]].concat());
+        let listed = listed_commands(&help);
+        for sub in *subs {
+            assert!(listed.iter().any(|l| l == sub), "`{}` lists {sub}: {listed:?}\n{help}", cmd.join(" "));
+        }
+    }
+    let leaves: &[(&[&str], &[&str])] = &[
+        (
+            &["program", "start"],
+            &["--camera", "--destination", "--profile", "--size", "--fps", "--bitrate", "--slate", "--id"],
+        ),
+        (&["program", "cut"], &["<CAMERA>", "--at", "--in", "--fade", "--id"]),
+        (&["program", "slate"], &["<STATE>", "--id"]),
+        (&["program", "pin"], &["<CAMERA>", "--id"]),
+        (&["program", "preroll"], &["<CAMERA>", "--id"]),
+        (&["program", "attach"], &["<DESTINATION>", "--id"]),
+        (&["program", "detach"], &["<DESTINATION>", "--id"]),
+        (&["program", "status"], &["--json", "--id"]),
+        (&["program", "stop"], &["--id"]),
+        (&["program", "thumbnail"], &["--source", "--out", "--id"]),
+        (
+            &["overlay", "show"],
+            &[
+                "--type",
+                "--text",
+                "--image",
+                "--position",
+                "--offset-x",
+                "--offset-y",
+                "--scale",
+                "--opacity",
+                "--layer",
+                "--font-size",
+                "--color",
+                "--background",
+                "--fade-in",
+                "--fade-out",
+                "--program",
+            ],
+        ),
+        (&["overlay", "hide"], &["<OVERLAY>", "--program"]),
+        (&["overlay", "set-var"], &["<NAME>", "<VALUE>", "--program"]),
+        (&["overlay", "clear"], &["--program"]),
+        (&["timeline", "load"], &["<FILE>"]),
+        (&["timeline", "preflight"], &["<ID>", "--destination"]),
+        (&["timeline", "play"], &["<ID>", "--destination", "--from", "--bitrate"]),
+        (&["timeline", "seek"], &["--cue", "--to"]),
+        (&["timeline", "pin"], &["<CAMERA>"]),
+        (&["timeline", "slate"], &["<STATE>"]),
+        (&["timeline", "status"], &["--json"]),
+        (&["timeline", "history"], &["--limit", "--json"]),
+        (
+            &["schedule", "add"],
+            &[
+                "<ID>",
+                "--name",
+                "--timezone",
+                "--days",
+                "--start",
+                "--end",
+                "--timeline",
+                "--destination",
+                "--disabled",
+            ],
+        ),
+        (&["schedule", "enable"], &["<ID>"]),
+        (&["schedule", "disable"], &["<ID>"]),
+        (&["demo"], &["--out", "--rtmp", "--seconds", "--size", "--fps", "--bitrate", "--cut-every"]),
+        (&["events"], &["--subject", "--limit", "--json"]),
+        (&["camera", "preset", "set"], &["<CAMERA>", "<PRESET>", "--token"]),
+        (&["camera", "preset", "remove"], &["<CAMERA>", "<PRESET>"]),
+        (&["camera", "preset", "list"], &["--json"]),
+        (&["camera", "ptz"], &["<ID>", "--profile", "--settle-ms"]),
+        (&["destination", "attach"], &["<ID>", "--program"]),
+        (&["destination", "detach"], &["<ID>", "--program"]),
+    ];
+    for (cmd, words) in leaves {
+        let help = agent.ok(&[*cmd, &["--help"][..]].concat());
+        for w in *words {
+            let found = if w.starts_with("--") { has_flag(&help, w) } else { help.contains(w) };
+            assert!(found, "`{} --help` names {w}:\n{help}", cmd.join(" "));
+        }
+    }
 }
 
 #[test]

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vistter_agent::ffmpeg::argv::{common_prefix, Argv};
 use vistter_agent::ffmpeg::backoff::BackoffPolicy;
-use vistter_agent::ffmpeg::job::{Job, JobEvent, JobSpec, JobStatus, Phase};
+use vistter_agent::ffmpeg::job::{Job, JobEvent, JobKind, JobSpec, JobStatus, Phase};
 use vistter_agent::ffmpeg::registry::{start_ticks, Record, Registry};
 
 fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
     JobSpec {
         name: name.into(),
+        kind: JobKind::Pusher { owner: "test".into(), destination: name.into(), backup: false },
         program: program.into(),
         args: Arc::new(args),
         pipe_stdin: false,

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::argv::Argv;
 use super::backoff::{Backoff, BackoffPolicy};
 use super::classify::{classify, FailureKind};
+pub use super::kind::JobKind;
 use super::progress::{Progress, ProgressParser};
 use super::registry::Registry;
 use super::ring::StderrRing;
@@ -57,8 +58,11 @@ pub struct PrepareError {
 
 /// Everything the supervisor needs to run one job.
 pub struct JobSpec {
-    /// Shown in logs, events and status: `relay:cam1/ingest`.
+    /// Shown in logs and status and recorded in the pid registry: `relay:r1/ingest`. Media jobs
+    /// take it from `kind` (`MediaEnv::job`).
     pub name: String,
+    /// What the job is for; its events carry it, and the event log is built from it.
+    pub kind: JobKind,
     pub program: PathBuf,
     pub args: Arc<dyn ArgSource>,
     pub pipe_stdin: bool,
@@ -163,20 +167,25 @@ impl From<&Progress> for ProgressSummary {
     }
 }
 
+/// What a job reports. `job` is its name (for logs); `kind` says what it is about, and is what the
+/// event log is built from.
 #[derive(Debug, Clone)]
 pub enum JobEvent {
     Started {
         job: String,
+        kind: JobKind,
         pid: u32,
         start: u64,
     },
     /// The first progress of a start: the process really works.
     Healthy {
         job: String,
+        kind: JobKind,
         pid: u32,
     },
     Failed {
         job: String,
+        kind: JobKind,
         reason: String,
         permanent: bool,
         retry_in: Duration,
@@ -184,15 +193,19 @@ pub enum JobEvent {
     },
     Degraded {
         job: String,
+        kind: JobKind,
         failures: u32,
     },
     Recovered {
         job: String,
+        kind: JobKind,
     },
     Stopped {
         job: String,
+        kind: JobKind,
     },
-    /// Something a job's owner reports (a cut, a fallback) through the same event path.
+    /// Something a job's owner reports (a cut, a fallback) through the same event path; `job` is
+    /// the subject as the owner names it (`program:show`, `timeline:t1`).
     Note {
         job: String,
         event_type: String,
@@ -361,9 +374,16 @@ impl Runner {
                 s.permanent_error = permanent.then(|| reason.clone());
                 s.retry_in_ms = Some(delay.as_millis() as u64);
             });
-            self.event(JobEvent::Failed { job: self.spec.name.clone(), reason, permanent, retry_in: delay, failures });
+            self.event(JobEvent::Failed {
+                job: self.spec.name.clone(),
+                kind: self.spec.kind.clone(),
+                reason,
+                permanent,
+                retry_in: delay,
+                failures,
+            });
             if degraded && !was_degraded {
-                self.event(JobEvent::Degraded { job: self.spec.name.clone(), failures });
+                self.event(JobEvent::Degraded { job: self.spec.name.clone(), kind: self.spec.kind.clone(), failures });
             }
             tokio::select! {
                 biased;
@@ -376,7 +396,7 @@ impl Runner {
             s.pid = None;
             s.retry_in_ms = None;
         });
-        self.event(JobEvent::Stopped { job: self.spec.name.clone() });
+        self.event(JobEvent::Stopped { job: self.spec.name.clone(), kind: self.spec.kind.clone() });
         if let Some(r) = stop_reply {
             let _ = r.send(());
         }
@@ -464,7 +484,7 @@ impl Runner {
             s.starts = starts;
             s.progress = None;
         });
-        self.event(JobEvent::Started { job: name.clone(), pid, start: starts });
+        self.event(JobEvent::Started { job: name.clone(), kind: self.spec.kind.clone(), pid, start: starts });
 
         // stderr → bounded ring, continuously.
         let stderr = child.stderr.take().expect("stderr piped");
@@ -571,7 +591,7 @@ impl Runner {
                         if !got_progress {
                             got_progress = true;
                             self.status.send_modify(|s| { s.phase = Phase::Running; s.permanent_error = None; });
-                            self.event(JobEvent::Healthy { job: name.clone(), pid });
+                            self.event(JobEvent::Healthy { job: name.clone(), kind: self.spec.kind.clone(), pid });
                         }
                     }
                     let summary = ProgressSummary::from(&p);
@@ -611,7 +631,7 @@ impl Runner {
                         backoff.on_healthy(now - started);
                         let was = self.status.borrow().degraded;
                         self.status.send_modify(|s| { s.consecutive_failures = 0; s.degraded = false; s.last_error = None; });
-                        if was { self.event(JobEvent::Recovered { job: name.clone() }); }
+                        if was { self.event(JobEvent::Recovered { job: name.clone(), kind: self.spec.kind.clone() }); }
                     }
                 }
             }

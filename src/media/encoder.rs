@@ -20,7 +20,7 @@ use super::ingest::ProgramFormat;
 use super::relay::read_flv_generations;
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
-use crate::ffmpeg::job::{enlarge_pipe, ChildIo, ExtraFd, ExtraPipe, Job, JobSpec, JobStatus};
+use crate::ffmpeg::job::{enlarge_pipe, ChildIo, ExtraFd, ExtraPipe, Job, JobKind, JobSpec, JobStatus};
 use tokio::process::ChildStdin;
 
 /// Encoding profiles (DESIGN §2; AAC 128k 48 kHz stereo always).
@@ -111,7 +111,7 @@ impl Encoder {
             input_activity: Some(offered.clone()),
             io: Some(io_tx),
             extra_fds: vec![ExtraFd { child_fd: 4, child_writes: false }],
-            ..env.job(format!("{job_prefix}/encoder"), Arc::new(encoder_args(settings)), env.stale)
+            ..env.job(JobKind::Encoder { owner: job_prefix.into() }, Arc::new(encoder_args(settings)), env.stale)
         });
         let (frames_tx, frames_rx) = mpsc::channel::<(Frame, Vec<u8>)>(3);
         let (pipes_tx, pipes_rx) = mpsc::channel(2);

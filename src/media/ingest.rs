@@ -22,7 +22,9 @@ use super::probe::{probe_camera, CameraSource, ProbeError};
 use super::switcher::Health;
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
-use crate::ffmpeg::job::{enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobSpec, JobStatus, PrepareError};
+use crate::ffmpeg::job::{
+    enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobKind, JobSpec, JobStatus, PrepareError,
+};
 
 pub const SAMPLE_RATE: u32 = 48_000;
 pub const CHANNELS: usize = 2;
@@ -222,7 +224,7 @@ impl DecodeIngest {
             io: Some(io_tx),
             extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
             ..env.job(
-                format!("{job_prefix}/camera:{camera_id}"),
+                JobKind::Camera { owner: job_prefix.into(), camera_id: camera_id.clone() },
                 Arc::new(DecodeArgs {
                     ffprobe: env.ffprobe.clone(),
                     camera: cam,

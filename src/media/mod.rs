@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::ffmpeg::backoff::BackoffPolicy;
-use crate::ffmpeg::job::{ArgSource, JobEvent, JobSpec};
+use crate::ffmpeg::job::{ArgSource, JobEvent, JobKind, JobSpec};
 use crate::ffmpeg::registry::Registry;
 
 /// Frame rates a program can run at: the timeline contract's set (DESIGN §5), where 48000/fps is
@@ -69,10 +69,12 @@ impl MediaEnv {
         time::UtcOffset::from_whole_seconds(offset).map(|o| utc.to_offset(o)).unwrap_or(utc)
     }
 
-    /// A job with this environment's supervision settings and no pipes; callers add theirs.
-    pub fn job(&self, name: String, args: Arc<dyn ArgSource>, stale_after: Duration) -> JobSpec {
+    /// A job with this environment's supervision settings and no pipes; callers add theirs. The
+    /// job is named after its kind.
+    pub fn job(&self, kind: JobKind, args: Arc<dyn ArgSource>, stale_after: Duration) -> JobSpec {
         JobSpec {
-            name,
+            name: kind.to_string(),
+            kind,
             program: self.ffmpeg.clone(),
             args,
             pipe_stdin: false,

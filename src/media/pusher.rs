@@ -16,7 +16,7 @@ use super::destination::{Ingest, OutputTarget};
 use super::fanout::{Fanout, SubStats};
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
-use crate::ffmpeg::job::{ChildIo, Job, JobSpec, JobStatus};
+use crate::ffmpeg::job::{ChildIo, Job, JobKind, JobSpec, JobStatus};
 
 pub struct Pusher {
     target: OutputTarget,
@@ -70,16 +70,16 @@ impl Pusher {
     pub fn start(job_prefix: &str, fanout: &Fanout, target: OutputTarget, env: &MediaEnv) -> Pusher {
         let offered = Arc::new(AtomicU64::new(0));
         let (io_tx, io_rx) = mpsc::channel(4);
-        let suffix = match target.ingest {
-            Ingest::Primary => String::new(),
-            Ingest::Backup => ":backup".into(),
-        };
         let job = Job::spawn(JobSpec {
             pipe_stdin: true,
             input_activity: Some(offered.clone()),
             io: Some(io_tx),
             ..env.job(
-                format!("{job_prefix}/push:{}{suffix}", target.destination_id),
+                JobKind::Pusher {
+                    owner: job_prefix.into(),
+                    destination: target.destination_id.clone(),
+                    backup: target.ingest == Ingest::Backup,
+                },
                 Arc::new(pusher_args(&target)),
                 env.stale,
             )

@@ -21,7 +21,7 @@ use super::probe::{probe_camera, CameraProbe, CameraSource, ProbeError};
 use super::pusher::{Outputs, PusherStatus};
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
-use crate::ffmpeg::job::{ArgSource, ChildIo, Job, JobSpec, JobStatus, Phase, PrepareError};
+use crate::ffmpeg::job::{ArgSource, ChildIo, Job, JobKind, JobSpec, JobStatus, Phase, PrepareError};
 
 #[derive(Debug, Clone)]
 pub struct RelaySpec {
@@ -124,7 +124,7 @@ impl Relay {
             pipe_stdout: true,
             io: Some(io_tx),
             ..env.job(
-                format!("relay:{}/ingest", spec.id),
+                JobKind::RelayIngest { stream: spec.id.clone(), camera_id: spec.camera.camera_id.clone() },
                 Arc::new(IngestArgs {
                     ffprobe: env.ffprobe.clone(),
                     camera: spec.camera.clone(),

@@ -35,7 +35,10 @@ pub struct Event {
     pub at: String,
     pub severity: String,
     pub event_type: String,
+    /// What the event is about: a camera id, a destination id, `program:show`, `agent`.
     pub subject: Option<String>,
+    /// The stream it happened in (`program:show`, `relay:r1`) when that is not the subject itself.
+    pub scope: Option<String>,
     pub detail: Option<String>,
 }
 
@@ -47,11 +50,25 @@ impl Store {
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO events (at, severity, event_type, subject, detail) VALUES (?, ?, ?, ?, ?)")
+        self.add_scoped_event(severity, event_type, None, subject, detail).await
+    }
+
+    /// An event about `subject` (a camera id, a destination id) that happened in the stream `scope`
+    /// (`program:show`, `relay:r1`): found by a filter on either.
+    pub async fn add_scoped_event(
+        &self,
+        severity: Severity,
+        event_type: &str,
+        scope: Option<&str>,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (at, severity, event_type, subject, scope, detail) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(now())
             .bind(severity.as_str())
             .bind(event_type)
             .bind(subject)
+            .bind(scope)
             .bind(detail)
             .execute(&self.pool)
             .await?;
@@ -62,10 +79,11 @@ impl Store {
         Ok(())
     }
 
-    /// The newest events (newest last), optionally only those whose subject starts with `prefix`.
+    /// The newest events (newest last), optionally only those whose subject or scope starts with
+    /// `prefix` (`relay:r1` finds the relay's camera and destination events too).
     pub async fn events(&self, prefix: Option<&str>, limit: i64) -> Result<Vec<Event>, StoreError> {
         let like = format!("{}%", prefix.unwrap_or(""));
-        let rows = sqlx::query("SELECT * FROM events WHERE subject LIKE ? ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM events WHERE subject LIKE ?1 OR scope LIKE ?1 ORDER BY id DESC LIMIT ?2")
             .bind(like)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -78,10 +96,35 @@ impl Store {
                 severity: r.get("severity"),
                 event_type: r.get("event_type"),
                 subject: r.get("subject"),
+                scope: r.get("scope"),
                 detail: r.get("detail"),
             })
             .collect();
         v.reverse();
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_scoped_event_is_found_by_its_subject_and_by_its_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.add_scoped_event(Severity::Warning, "camera_down", Some("relay:r1"), "cam1", "gone").await.unwrap();
+        store.add_scoped_event(Severity::Info, "destination_up", Some("program:main"), "yt", "").await.unwrap();
+        store.add_event(Severity::Info, "stream_started", "relay:r1", "").await.unwrap();
+        let types = |v: Vec<Event>| v.into_iter().map(|e| e.event_type).collect::<Vec<_>>();
+        assert_eq!(types(store.events(Some("relay:r1"), 10).await.unwrap()), ["camera_down", "stream_started"]);
+        assert_eq!(types(store.events(Some("cam1"), 10).await.unwrap()), ["camera_down"]);
+        assert_eq!(types(store.events(Some("program:main"), 10).await.unwrap()), ["destination_up"]);
+        let all = store.events(None, 10).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].subject.as_deref(), Some("cam1"));
+        assert_eq!(all[0].scope.as_deref(), Some("relay:r1"));
+        assert_eq!(all[2].scope, None);
+        store.close().await;
     }
 }

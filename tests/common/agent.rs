@@ -253,24 +253,91 @@ impl TestAgent {
 }
 
 impl TestAgent {
-    /// `timeline status --json` (Null when no show runs).
-    pub fn show(&self) -> Value {
+    /// `timeline status --json`: `Ok(None)` when the daemon answers that no show runs (exit 3, not
+    /// found); `Err` when there was no such answer (daemon not up, socket gone, any other failure).
+    pub fn try_show(&self) -> Result<Option<Value>, String> {
         let out = self.cli(&["timeline", "status", "--json"]);
-        if !out.status.success() {
-            return Value::Null;
+        match out.status.code() {
+            Some(0) => serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
+                format!("unreadable `timeline status --json` ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            }),
+            Some(3) => Ok(None),
+            code => Err(format!(
+                "`timeline status` got no answer from the daemon (exit {code:?}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
         }
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
+    /// `timeline status --json`, Null when the daemon answers that no show runs. Panics when the
+    /// daemon cannot be asked: a check on "no show" must not pass because nobody answered.
+    pub fn show(&self) -> Value {
+        match self.try_show() {
+            Ok(v) => v.unwrap_or(Value::Null),
+            Err(e) => panic!("{e}\nlog:\n{}", tail(&self.log(), 40)),
+        }
+    }
+
+    /// Polls until a show runs and `pred` holds. A daemon that does not answer (yet) is retried;
+    /// at the deadline the panic says what was last seen or why nothing answered.
     pub fn wait_show(&self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
-            let s = self.show();
-            if !s.is_null() && pred(&s) {
-                return s;
-            }
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:#}\nlog:\n{}", tail(&self.log(), 40));
+            let last = match self.try_show() {
+                Ok(Some(s)) if pred(&s) => return s,
+                Ok(Some(s)) => format!("{s:#}"),
+                Ok(None) => "no show is running".to_string(),
+                Err(e) => e,
+            };
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; last: {last}\nlog:\n{}",
+                tail(&self.log(), 40)
+            );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (bounded) until the daemon answers on its socket; panics with the log if it does not.
+    pub fn wait_up(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            match self.try_show() {
+                Ok(_) => return,
+                Err(e) => assert!(
+                    start.elapsed() < timeout,
+                    "the daemon did not answer within {timeout:?}: {e}\nlog:\n{}",
+                    tail(&self.log(), 40)
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The event table (`events --json`), oldest first.
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.ok(&["events", "--json", "--limit", "100000"]);
+        match serde_json::from_str::<Value>(&out) {
+            Ok(Value::Array(v)) => v,
+            other => panic!("`events --json` is not a list: {other:?}"),
+        }
+    }
+
+    /// Polls the event table until an event matches `pred`; returns it, or panics with the table.
+    pub fn wait_event(&self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let events = self.events();
+            if let Some(e) = events.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no event {what} within {timeout:?}; events:\n{}\nlog:\n{}",
+                event_lines(&events),
+                tail(&self.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -291,6 +358,23 @@ impl TestAgent {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Events as readable lines (type, subject, scope, detail) for assertion messages.
+pub fn event_lines(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["event_type"].as_str().unwrap_or("?"),
+                e["subject"].as_str().unwrap_or("-"),
+                e["scope"].as_str().unwrap_or("-"),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn tail(s: &str, n: usize) -> String {

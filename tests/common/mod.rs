@@ -15,7 +15,7 @@ mod probe;
 mod proc;
 mod tls;
 
-pub use agent::{alive, tail, TestAgent, AGENT_BIN};
+pub use agent::{alive, event_lines, tail, TestAgent, AGENT_BIN};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};
 pub use frames::{classes, classify, decode_rgb, first_from, pixel};
 pub use ingest::{RtmpIngest, RTMP_MODULE};

@@ -24,7 +24,7 @@ use crate::media::MediaEnv;
 use crate::store::{Severity, Store, StoreError};
 use crate::timeline::actor::Control;
 use crate::timeline::director::{DesiredShow, DirectorError, DirectorHandle, ProgramRef, SHOW_PROGRAM};
-use crate::timeline::preflight::preflight;
+use crate::timeline::preflight::{self, preflight};
 
 /// The environment variable naming a command type whose handler panics (tests prove that a
 /// panic is contained). Read once at start; unset in production. Not `VISTTER_*`: those are
@@ -196,37 +196,11 @@ impl Dispatcher {
         let d = &self.inner.director;
         // Taken before anything slow: a kill-all from here on withdraws this start.
         let epoch = d.epoch();
-        if let Some(cur) = d.view().desired {
-            if origin < cur.origin {
-                return Err(Refusal::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the show was started by the {} and outranks the {}: stop it there first",
-                        cur.origin.as_str(),
-                        origin.as_str()
-                    ),
-                ));
-            }
-        }
+        self.not_outranked(origin)?;
         let destinations: Vec<String> = g.destinations.iter().map(ToString::to_string).collect();
-        let report = {
-            let ctx = self.ctx();
-            preflight(&ctx, g.timeline.as_str(), &destinations).await
-        };
-        crate::timeline::scheduler::record_warnings(&self.inner.store, g.timeline.as_str(), &report.warnings).await;
-        if !report.blockers.is_empty() {
-            let _ = self
-                .inner
-                .store
-                .add_event(
-                    Severity::Error,
-                    "preflight_failed",
-                    &format!("timeline:{}", g.timeline),
-                    &report.blockers.join("; "),
-                )
-                .await;
-            return Err(DirectorError::Blocked(report).into());
-        }
+        let report = preflight::checked(&self.ctx(), g.timeline.as_str(), &destinations)
+            .await
+            .map_err(|r| Refusal::from(DirectorError::Blocked(r)))?;
         let from_us = g.from.map_or(0, ProgramTime::us);
         let desired = DesiredShow {
             timeline_id: g.timeline.to_string(),
@@ -281,6 +255,17 @@ impl Dispatcher {
                 let ctx = self.ctx();
                 Ok(Output::Preflight { preflight: preflight(&ctx, t.as_str(), &ds).await })
             }
+        }
+    }
+
+    /// A command from `origin` may change the show only if the show's own origin is not higher.
+    fn not_outranked(&self, origin: Origin) -> Result<(), Refusal> {
+        match self.inner.director.view().desired {
+            Some(d) if origin < d.origin => Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("the show was started by the {} and outranks the {}", d.origin.as_str(), origin.as_str()),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -347,18 +332,7 @@ impl Dispatcher {
         if show && !matches!(p.action, ProgramVerb::Thumbnail | ProgramVerb::Slate) {
             // The show's program plays its timeline: only the show's owner (or a higher origin) may
             // drive it by hand.
-            if let Some(d) = self.inner.director.view().desired {
-                if origin < d.origin {
-                    return Err(Refusal::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "the show was started by the {} and outranks the {}",
-                            d.origin.as_str(),
-                            origin.as_str()
-                        ),
-                    ));
-                }
-            }
+            self.not_outranked(origin)?;
         }
         match p.action {
             ProgramVerb::Start | ProgramVerb::Status => unreachable!("handled above"),
@@ -553,18 +527,7 @@ impl Dispatcher {
         let id = o.program_id.clone().unwrap_or_else(|| ProgramId::new(SHOW_PROGRAM).expect("valid id"));
         let prog = self.lookup(&id)?;
         if id.as_str() == SHOW_PROGRAM && change != OverlayChange::ClearAll {
-            if let Some(d) = self.inner.director.view().desired {
-                if origin < d.origin {
-                    return Err(Refusal::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "the show was started by the {} and outranks the {}",
-                            d.origin.as_str(),
-                            origin.as_str()
-                        ),
-                    ));
-                }
-            }
+            self.not_outranked(origin)?;
         }
         let ops: Vec<OverlayOp> = match change {
             OverlayChange::SetVars(vars) => {

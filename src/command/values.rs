@@ -19,11 +19,7 @@ use crate::media::compositor::request::{bad, shorten};
 
 /// Ids: 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit (the store's rule).
 pub fn check_id(s: &str) -> Result<(), ValueError> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
+    if crate::store::is_valid_id(s) {
         Ok(())
     } else {
         Err(bad(format!(

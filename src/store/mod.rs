@@ -53,12 +53,16 @@ pub struct Store {
 }
 
 /// Ids are chosen by operators and appear in commands, logs and file names: keep them plain.
-pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
-    let ok = !id.is_empty()
+/// The one rule for ids: 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 64
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
+    if is_valid_id(id) {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(

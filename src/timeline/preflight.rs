@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::director::{load_timeline, Ctx};
+use crate::store::Severity;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Preflight {
@@ -63,4 +64,19 @@ pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]
         }
     }
     p
+}
+
+/// Pre-flight as a start runs it: warnings become events (the show goes on, the fallback standing
+/// in); blockers become a `preflight_failed` event and the report comes back as the error.
+pub async fn checked(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) -> Result<Preflight, Preflight> {
+    let report = preflight(ctx, timeline_id, destinations).await;
+    let subject = format!("timeline:{timeline_id}");
+    for w in &report.warnings {
+        let _ = ctx.store.add_event(Severity::Warning, "preflight_warning", &subject, w).await;
+    }
+    if report.blockers.is_empty() {
+        return Ok(report);
+    }
+    let _ = ctx.store.add_event(Severity::Error, "preflight_failed", &subject, &report.blockers.join("; ")).await;
+    Err(report)
 }

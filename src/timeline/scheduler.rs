@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Origin;
 use super::director::{self, Ctx, DesiredShow, DirectorHandle, Plan};
-use super::preflight::preflight;
+use super::preflight;
 use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::MediaEnv;
@@ -113,20 +113,9 @@ impl Scheduler {
     async fn start(&self, d: DesiredShow, checked: bool) -> Result<(), String> {
         let epoch = self.director.epoch();
         if !checked {
-            let report = preflight(&self.ctx(), &d.timeline_id, &d.destinations).await;
-            record_warnings(&self.store, &d.timeline_id, &report.warnings).await;
-            if !report.blockers.is_empty() {
-                let _ = self
-                    .store
-                    .add_event(
-                        Severity::Error,
-                        "preflight_failed",
-                        &format!("timeline:{}", d.timeline_id),
-                        &report.blockers.join("; "),
-                    )
-                    .await;
-                return Err(format!("pre-flight failed: {}", report.blockers.join("; ")));
-            }
+            preflight::checked(&self.ctx(), &d.timeline_id, &d.destinations)
+                .await
+                .map_err(|r| format!("pre-flight failed: {}", r.blockers.join("; ")))?;
         }
         let retired = self.director.start(d, None, epoch).await.map_err(|e| e.to_string())?;
         retired.finish().await;
@@ -147,10 +136,8 @@ impl Scheduler {
             (Some(d), Some(p)) if d.timeline_id == p => {}
             (Some(d), _) => {
                 // Pre-flight now, while nothing decodes the cameras yet; the start then skips it.
-                let report = preflight(&self.ctx(), &d.timeline_id, &d.destinations).await;
-                record_warnings(&self.store, &d.timeline_id, &report.warnings).await;
-                if !report.blockers.is_empty() {
-                    tracing::warn!(timeline = %d.timeline_id, "cannot prepare the scheduled show: {}", report.blockers.join("; "));
+                if let Err(r) = preflight::checked(&self.ctx(), &d.timeline_id, &d.destinations).await {
+                    tracing::warn!(timeline = %d.timeline_id, "cannot prepare the scheduled show: {}", r.blockers.join("; "));
                     return;
                 }
                 match self.director.prepare(d.clone()).await {
@@ -185,12 +172,5 @@ impl Scheduler {
             }
         }
         Ok(())
-    }
-}
-
-/// Pre-flight warnings become events (the show goes on; the fallback stands in).
-pub async fn record_warnings(store: &Store, timeline_id: &str, warnings: &[String]) {
-    for w in warnings {
-        let _ = store.add_event(Severity::Warning, "preflight_warning", &format!("timeline:{timeline_id}"), w).await;
     }
 }

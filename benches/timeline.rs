@@ -914,8 +914,8 @@ const RSS_FPS: u32 = 25;
 /// One `VmXXX:` / `RssXXX:` field of /proc/PID/status, kB.
 fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    line[field.len() + 1..].split_whitespace().next()?.parse().ok()
+    let value = s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.split_whitespace().next()?.parse().ok()
 }
 
 /// The daemon's memory over one run (its FFmpeg children are other processes: not counted).

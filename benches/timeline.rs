@@ -987,8 +987,9 @@ fn part_rss(secs: u64) -> RssResult {
     let logo_s = logo.to_str().expect("utf-8 path");
     let video: Vec<Value> = (0..8)
         .map(|i| {
+            let camera = ["a", "b"][i % 2];
             json!({"id": format!("v{i}"), "start_time": i as f64 * 2.0, "duration": 2.0, "action": "show_camera",
-                   "params": {"camera_id": ["a", "b"][i % 2]}})
+                   "params": {"camera_id": camera}})
         })
         .collect();
     let overlays = vec![

@@ -992,15 +992,15 @@ fn part_rss(secs: u64) -> RssResult {
                    "params": {"camera_id": camera}})
         })
         .collect();
-    let overlays = vec![
-        json!({"id": "logo", "start_time": 1.0, "duration": 6.0, "action": "show_overlay",
-               "params": {"type": "logo", "image": "logo.png", "position": "bottom_right", "opacity": 1.0}}),
-        json!({"id": "clock", "start_time": 0.0, "duration": 16.0, "action": "show_overlay",
-               "params": {"type": "text", "text": "{{time}}", "position": "bottom_left", "opacity": 1.0}}),
-    ];
+    // One track each: cues in a track do not overlap.
+    let logo_cue = json!({"id": "logo", "start_time": 1.0, "duration": 6.0, "action": "show_overlay",
+                          "params": {"type": "logo", "image": "logo.png", "position": "bottom_right", "opacity": 1.0}});
+    let clock_cue = json!({"id": "clock", "start_time": 0.0, "duration": 16.0, "action": "show_overlay",
+                           "params": {"type": "text", "text": "{{time}}", "position": "bottom_left", "opacity": 1.0}});
+    let overlays = json!([{"layer": 1, "cues": [logo_cue]}, {"layer": 2, "cues": [clock_cue]}]);
     let doc = json!({"id": "mem", "name": "memory bench", "duration": 16.0, "fps": RSS_FPS,
                      "resolution": format!("{RSS_W}x{RSS_H}"), "loop": true,
-                     "tracks": {"video": {"cues": video}, "overlays": [{"layer": 1, "cues": overlays}]}});
+                     "tracks": {"video": {"cues": video}, "overlays": overlays}});
     let tl_path = dir.path().join("mem.json");
     std::fs::write(&tl_path, doc.to_string()).expect("write timeline");
     agent.ok(&["timeline", "load", tl_path.to_str().expect("utf-8 path")]);

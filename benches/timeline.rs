@@ -22,6 +22,11 @@
 //! 4. **autonomy**: `BENCH_TRIALS` times, SIGKILL the daemon during a scheduled show and start it
 //!    again: restart → a new recording at the ingest.
 //!
+//! 5. **memory**: the daemon's peak RSS (VmHWM) while a looping 2-camera 320x180 timeline plays,
+//!    against an operator `program start` with the same cameras, size and overlays, each in a
+//!    fresh daemon over `BENCH_RSS_SECS` (default 60); target: the show within 1.5x of the program.
+//!    `BENCH_ONLY=rss` runs this part alone.
+//!
 //! `cargo bench --bench timeline` (or `./bench`). Exits non-zero only if the run itself failed;
 //! missed targets are printed as FAIL. The machine is shared (2 cores), so the figures are noisy:
 //! the report says how busy it was while the agent's CPU was measured.
@@ -897,6 +902,177 @@ fn part_autonomy(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usize) -> V
 }
 
 // ---------------------------------------------------------------------------------------------
+// Part 5: the agent's memory, a show against an operator program.
+
+/// A show may hold at most this many times the peak RSS of an operator program with the same
+/// cameras and size.
+const RSS_TARGET_RATIO: f64 = 1.5;
+const RSS_W: u32 = 320;
+const RSS_H: u32 = 180;
+const RSS_FPS: u32 = 25;
+
+/// One `VmXXX:` / `RssXXX:` field of /proc/PID/status, kB.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// The daemon's memory over one run (its FFmpeg children are other processes: not counted).
+struct RssRun {
+    /// VmHWM at the end: the peak resident set over the daemon's whole life, kB.
+    hwm_kb: u64,
+    /// VmRSS sampled every second over the window: (min, max), kB.
+    rss_kb: (u64, u64),
+    /// RssAnon (heap and other private memory) at the end, kB.
+    anon_kb: u64,
+    threads: u64,
+    /// Bus frames in the window (the run really played).
+    frames: u64,
+}
+
+struct RssResult {
+    program: RssRun,
+    show: RssRun,
+    secs: u64,
+}
+
+impl RssResult {
+    fn ratio(&self) -> f64 {
+        self.show.hwm_kb as f64 / self.program.hwm_kb.max(1) as f64
+    }
+
+    fn ok(&self) -> bool {
+        self.ratio() <= RSS_TARGET_RATIO
+    }
+}
+
+/// Samples a running daemon for `secs` and reads its peak at the end.
+fn rss_window(agent: &TestAgent, program_id: &str, secs: u64) -> RssRun {
+    let pid = agent.pid().expect("daemon running");
+    let f0 = frames_of(&agent.program(program_id)).0;
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for _ in 0..secs {
+        thread::sleep(Duration::from_secs(1));
+        let rss = status_kb(pid, "VmRSS").unwrap_or_else(|| panic!("the agent (pid {pid}) is gone"));
+        (lo, hi) = (lo.min(rss), hi.max(rss));
+    }
+    let f1 = frames_of(&agent.program(program_id)).0;
+    RssRun {
+        hwm_kb: status_kb(pid, "VmHWM").expect("VmHWM"),
+        rss_kb: (lo, hi),
+        anon_kb: status_kb(pid, "RssAnon").unwrap_or(0),
+        threads: status_kb(pid, "Threads").unwrap_or(0),
+        frames: f1.saturating_sub(f0),
+    }
+}
+
+/// What a new user tries: two cameras at 320x180, a looping timeline of cuts between them with a
+/// logo and a clock over it, played to one destination, against `program start` with the same
+/// two cameras, size and overlays. Each in a fresh daemon (production config), program first,
+/// its peak RSS (VmHWM) read after `secs` of playing.
+fn part_rss(secs: u64) -> RssResult {
+    let cams = [RtspCamera::start("red"), RtspCamera::start("blue")];
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::new();
+    let config = agent.data_dir().parent().expect("data dir has a parent").join("config.toml");
+    std::fs::write(&config, format!("data_dir = \"{}\"\n", agent.data_dir().display())).expect("config");
+    for (id, c) in ["a", "b"].iter().zip(&cams) {
+        agent.ok(&["camera", "add", id, "--url", &c.url()]);
+    }
+    agent.ok(&["destination", "add", "dm", "--platform", "custom", "--url", &ingest.url(), "--key", "mem"]);
+    let dir = tempfile::Builder::new().prefix("bench-rss-").tempdir().expect("tempdir");
+    let logo = dir.path().join("logo.png");
+    write_logo(&logo);
+    let logo_s = logo.to_str().expect("utf-8 path");
+    let video: Vec<Value> = (0..8)
+        .map(|i| {
+            let camera = ["a", "b"][i % 2];
+            json!({"id": format!("v{i}"), "start_time": i as f64 * 2.0, "duration": 2.0, "action": "show_camera",
+                   "params": {"camera_id": camera}})
+        })
+        .collect();
+    // One track each: cues in a track do not overlap.
+    let logo_cue = json!({"id": "logo", "start_time": 1.0, "duration": 6.0, "action": "show_overlay",
+                          "params": {"type": "logo", "image": "logo.png", "position": "bottom_right", "opacity": 1.0}});
+    let clock_cue = json!({"id": "clock", "start_time": 0.0, "duration": 16.0, "action": "show_overlay",
+                           "params": {"type": "text", "text": "{{time}}", "position": "bottom_left", "opacity": 1.0}});
+    let overlays = json!([{"layer": 1, "cues": [logo_cue]}, {"layer": 2, "cues": [clock_cue]}]);
+    let doc = json!({"id": "mem", "name": "memory bench", "duration": 16.0, "fps": RSS_FPS,
+                     "resolution": format!("{RSS_W}x{RSS_H}"), "loop": true,
+                     "tracks": {"video": {"cues": video}, "overlays": overlays}});
+    let tl_path = dir.path().join("mem.json");
+    std::fs::write(&tl_path, doc.to_string()).expect("write timeline");
+    agent.ok(&["timeline", "load", tl_path.to_str().expect("utf-8 path")]);
+
+    // The operator program.
+    agent.spawn();
+    let (size, fps) = (format!("{RSS_W}x{RSS_H}"), RSS_FPS.to_string());
+    agent.ok_when_up(&[
+        "program",
+        "start",
+        "--camera",
+        "a",
+        "--camera",
+        "b",
+        "--size",
+        &size,
+        "--fps",
+        &fps,
+        "--destination",
+        "dm",
+    ]);
+    agent.wait_program(Duration::from_secs(60), "the program live with both cameras", |p| {
+        p["encoder"]["phase"] == "running"
+            && p["outputs"].as_array().is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))
+            && p["cameras"].as_array().is_some_and(|cs| {
+                cs.len() >= 2 && cs.iter().all(|c| c["frame_age_ms"].as_u64().is_some_and(|a| a < 500))
+            })
+    });
+    agent.ok(&["overlay", "show", "logo", "--type", "logo", "--image", logo_s, "--position", "bottom_right"]);
+    agent.ok(&["overlay", "show", "clock", "--text", "{{time}}", "--position", "bottom_left"]);
+    let program = rss_window(&agent, "main", secs);
+    agent.ok(&["program", "stop"]);
+    agent.stop();
+
+    // The show, in a fresh daemon.
+    agent.spawn();
+    agent.ok_when_up(&["timeline", "play", "mem", "--destination", "dm"]);
+    agent.wait_show(Duration::from_secs(60), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
+    let show = rss_window(&agent, "show", secs);
+    agent.ok(&["timeline", "stop"]);
+    agent.stop();
+    RssResult { program, show, secs }
+}
+
+fn report_rss(r: &RssResult) {
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    println!(
+        "5. memory: the daemon's peak RSS (VmHWM of /proc/PID/status, its FFmpeg children excluded) after {} s of \
+         playing, fresh daemon each, 2 cameras (rtsp_camera.py 320x180@25), {RSS_W}x{RSS_H}@{RSS_FPS}, logo + clock \
+         overlays, one nginx-rtmp destination",
+        r.secs
+    );
+    for (name, run) in [("operator program", &r.program), ("timeline show", &r.show)] {
+        println!(
+            "   {name:<17} peak {:>7.1} MB   VmRSS {:.1}-{:.1} MB over the window   RssAnon {:.1} MB   {} threads   \
+             {} bus frames",
+            mb(run.hwm_kb),
+            mb(run.rss_kb.0),
+            mb(run.rss_kb.1),
+            mb(run.anon_kb),
+            run.threads,
+            run.frames
+        );
+    }
+    println!(
+        "   show / program peak RSS = {:.2}x (target: within {RSS_TARGET_RATIO}x)  {}",
+        r.ratio(),
+        if r.ok() { "PASS" } else { "FAIL" }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     let secs = env_u64("BENCH_SECS", 60).max(1);
@@ -906,6 +1082,13 @@ fn main() {
     let run_start = Instant::now();
     require_bin("ffmpeg");
     eprintln!("timeline bench: agent binary {AGENT_BIN}");
+
+    let rss_secs = env_u64("BENCH_RSS_SECS", 60).max(1);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("rss") {
+        // Part 5 alone (about 2 x BENCH_RSS_SECS plus start-up), e.g. after a change on the show path.
+        report_rss(&part_rss(rss_secs));
+        return;
+    }
 
     // ---- Part 1: the engine. -------------------------------------------------------------------
     let (engine_results, timer_ns) = part_engine(engine_secs);
@@ -966,6 +1149,7 @@ fn main() {
     let restarts = part_autonomy(&mut agent, &ing_auto, trials);
     drop(agent);
     drop(cams);
+    let rss = part_rss(rss_secs);
 
     // ---- Report. -------------------------------------------------------------------------------
     let e1k = engine_results.iter().find(|r| r.n == 1_000).expect("1 000-cue run");
@@ -1057,6 +1241,18 @@ fn main() {
         format!("max {back_max:.2} s (mean {back_mean:.2})"),
         format!("<= {AUTONOMY_TARGET_S:.0} s"),
         Some(back_ok),
+    );
+    line(
+        "5",
+        "peak RSS of the daemon, show / operator program (same cameras, size)".into(),
+        format!(
+            "{:.0} / {:.0} MB = {:.2}x",
+            rss.show.hwm_kb as f64 / 1024.0,
+            rss.program.hwm_kb as f64 / 1024.0,
+            rss.ratio()
+        ),
+        format!("<= {RSS_TARGET_RATIO}x"),
+        Some(rss.ok()),
     );
 
     // Details, part 1.
@@ -1217,6 +1413,8 @@ fn main() {
     for (i, r) in restarts.iter().enumerate() {
         println!("   trial {}: {:.2} s; daemon log, s from the restart: {}", i + 1, r.back_s, r.marks);
     }
+    println!();
+    report_rss(&rss);
 
     let mut failed = Vec::new();
     if acc.recordings != 1 {

@@ -25,9 +25,10 @@ fn setup(agent: &TestAgent, cam: &RtspCamera, ingest: &RtmpIngest, dir: &Path) {
     agent.ok(&["timeline", "load", path.to_str().unwrap()]);
 }
 
-/// Plays the show until a new recording appears at the ingest; its path.
+/// Plays the show (once the daemon answers) until a new recording appears at the ingest.
 fn play_until_on_air(agent: &TestAgent, ingest: &RtmpIngest) {
     let before = ingest.recordings().len();
+    agent.ok_when_up(&["program", "status", "--json"]);
     agent.ok(&["timeline", "play", "one", "--destination", "d1"]);
     ingest.wait_for_recordings(before + 1, Duration::from_secs(40));
 }

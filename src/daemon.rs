@@ -161,7 +161,7 @@ async fn desired_spec(store: &Store, row: &RelayRow) -> Result<(RelaySpec, Strin
             outputs.extend(dest.settings.outputs(&dest.id));
         }
     }
-    let key = source.url.expose().to_string();
+    let key = source.input().expose().to_string();
     Ok((RelaySpec { id: row.id.clone(), camera: source, outputs }, key))
 }
 

@@ -27,7 +27,7 @@ use crate::ffmpeg::registry::Registry;
 use crate::media::destination::{Ingest, OutputTarget};
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::ProgramFormat;
-use crate::media::probe::CameraSource;
+use crate::media::probe::{CameraSource, SourceKind};
 use crate::media::program::{Program, ProgramCamera, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::secret::Secret;
@@ -86,13 +86,12 @@ pub enum DemoError {
 
 fn program_camera(src: &BuiltIn, fmt: ProgramFormat) -> ProgramCamera {
     let video = format!("{}=size={}x{}:rate={}", src.pattern, fmt.width, fmt.height, fmt.fps);
-    let url = format!("lavfi:{video}|sine=frequency={}:sample_rate=48000", src.tone_hz);
+    let audio = format!("sine=frequency={}:sample_rate=48000", src.tone_hz);
     ProgramCamera {
         source: CameraSource {
             camera_id: src.camera_id.into(),
-            url: Secret::new(url),
+            kind: SourceKind::Lavfi { video, audio: Some(audio) },
             shown: format!("built-in {}", src.pattern),
-            secrets: vec![],
         },
         backup: None,
     }

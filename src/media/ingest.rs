@@ -6,9 +6,16 @@
 //! own pace; the store also tracks freshness for the switcher's fallback ladder. Starting an ingest
 //! ahead of its cut is the pre-roll. A camera without audio simply writes no PCM; the bus pads
 //! silence.
+//!
+//! The arguments depend on whether the source has audio. An ingest starts at once from what the
+//! [`ProbeCache`] remembers of the source's last probe (no ffprobe in front of the first frame) and
+//! checks it with a fresh probe in the background; if the camera changed, the ingest is restarted
+//! with the right arguments (event `probe_corrected`). A source never probed is probed first.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,12 +25,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::frame::Frame;
-use super::probe::{probe_camera, CameraSource, ProbeError};
+use super::probe::{CameraProbe, CameraSource, ProbeError, SourceKind};
+use super::probe_cache::{ProbeCache, FRESH_FOR, TRUST_FOR};
 use super::switcher::Health;
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{
-    enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobKind, JobSpec, JobStatus, PrepareError,
+    enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobEvent, JobKind, JobSpec, JobStatus, PrepareError,
 };
 
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -134,25 +142,34 @@ impl SourceStore {
     }
 }
 
-/// Arguments of a decode ingest, probed before each start.
+/// Arguments of a decode ingest (see the module doc for where they come from).
 struct DecodeArgs {
-    ffprobe: std::path::PathBuf,
+    /// The job's name, the subject of its events.
+    job: String,
+    ffprobe: PathBuf,
     camera: CameraSource,
     rtsp_timeout: Duration,
     format: ProgramFormat,
+    probes: ProbeCache,
+    events: mpsc::Sender<JobEvent>,
+    /// Asks the ingest for a restart: the arguments it runs with proved wrong.
+    correct: mpsc::Sender<()>,
+    /// Set by the first start; a later one is a restart after a failure.
+    started: AtomicBool,
 }
 
 pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp_timeout: Duration) -> Argv {
-    let mut a = common_prefix().args(["-fflags", "nobuffer"]);
-    if cam.url.expose().starts_with("rtsp") {
-        a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
-    }
-    if let Some(path) = cam.url.expose().strip_prefix(MEDIA_PREFIX) {
-        // A media asset plays like a camera: paced in real time, looped for as long as it is used.
-        return media_args(path, has_audio, fmt);
-    }
-    a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    let mut a = match &cam.kind {
+        SourceKind::Lavfi { video, audio } => return synthetic_args(video, audio.as_deref(), fmt),
+        // A media asset plays like a camera: paced in real time, looped for as long as it is used.
+        SourceKind::Media(path) => return media_args(path, has_audio, fmt),
+        SourceKind::Rtsp { url, secrets } => common_prefix()
+            .args(["-fflags", "nobuffer", "-rtsp_transport", "tcp", "-timeout"])
+            .arg(rtsp_timeout.as_micros().to_string())
+            .arg("-i")
+            .masked(url.clone(), cam.shown.clone(), secrets),
+    };
     let vf = format!(
         "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
     );
@@ -163,14 +180,15 @@ pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp
     a
 }
 
-/// Sources whose URL starts with this are local media files (a timeline's `show_media`).
-pub const MEDIA_PREFIX: &str = "media:";
-
-fn media_args(path: &str, has_audio: bool, fmt: ProgramFormat) -> Argv {
+fn media_args(path: &Path, has_audio: bool, fmt: ProgramFormat) -> Argv {
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
-    let mut a = common_prefix().args(["-re", "-stream_loop", "-1", "-i", path, "-map", "0:v:0", "-vf"]).arg(format!(
-        "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
-    ));
+    let mut a = common_prefix()
+        .args(["-re", "-stream_loop", "-1", "-i"])
+        .arg(path.display().to_string())
+        .args(["-map", "0:v:0", "-vf"])
+        .arg(format!(
+            "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+        ));
     a = a.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
     if has_audio {
         a = a.args(["-map", "0:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"]);
@@ -178,9 +196,10 @@ fn media_args(path: &str, has_audio: bool, fmt: ProgramFormat) -> Argv {
     a
 }
 
-/// Built-in synthetic sources for the demo: `lavfi:VIDEO_GRAPH|AUDIO_GRAPH`, paced in real time.
-pub fn synthetic_args(spec: &str, fmt: ProgramFormat) -> Argv {
-    let (video, audio) = spec.split_once('|').unwrap_or((spec, "anullsrc=channel_layout=stereo:sample_rate=48000"));
+/// Built-in synthetic sources for the demo: lavfi graphs, paced in real time (silence without an
+/// audio graph).
+pub fn synthetic_args(video: &str, audio: Option<&str>, fmt: ProgramFormat) -> Argv {
+    let audio = audio.unwrap_or("anullsrc=channel_layout=stereo:sample_rate=48000");
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
     common_prefix()
         .args(["-re", "-f", "lavfi", "-i", video, "-re", "-f", "lavfi", "-i", audio])
@@ -190,15 +209,88 @@ pub fn synthetic_args(spec: &str, fmt: ProgramFormat) -> Argv {
         .args(["-map", "1:a:0", "-f", "s16le", "-ar", "48000", "-ac", "2", "pipe:4"])
 }
 
+/// A probe in a few words, for events and logs (never the URL).
+fn summary(p: &CameraProbe) -> String {
+    format!(
+        "video {} {}x{}, audio {}",
+        p.video_codec.as_deref().unwrap_or("?"),
+        p.width.unwrap_or(0),
+        p.height.unwrap_or(0),
+        p.audio_codec.as_deref().unwrap_or("none")
+    )
+}
+
+impl DecodeArgs {
+    fn note(&self, event_type: &str, detail: String, warning: bool) {
+        let e = JobEvent::Note { job: self.job.clone(), event_type: event_type.into(), detail, warning };
+        // Never block a start on a slow event consumer.
+        let _ = self.events.try_send(e);
+    }
+
+    /// Probes the source in the background; if it no longer matches what this start assumed,
+    /// asks the ingest to restart (the probe has corrected the cache by then).
+    fn check_in_background(&self, assumed: &CameraProbe) {
+        let (ffprobe, cam, t, probes) =
+            (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.probes.clone());
+        let (job, events, correct) = (self.job.clone(), self.events.clone(), self.correct.clone());
+        let had_audio = assumed.audio_codec.is_some();
+        let assumed = summary(assumed);
+        tokio::spawn(async move {
+            match probes.probe(&ffprobe, &cam, t).await {
+                Ok(p) if p.audio_codec.is_some() != had_audio => {
+                    let detail = format!(
+                        "the camera changed: it now sends {} (remembered: {assumed}); restarting its ingest",
+                        summary(&p)
+                    );
+                    tracing::warn!(%job, "{detail}");
+                    let _ = events.try_send(JobEvent::Note {
+                        job,
+                        event_type: "probe_corrected".into(),
+                        detail,
+                        warning: true,
+                    });
+                    let _ = correct.try_send(());
+                }
+                Ok(_) => tracing::debug!(%job, "background probe confirms what was remembered"),
+                // The ingest itself reports a camera that does not answer.
+                Err(e) => tracing::info!(%job, "background probe failed: {e}"),
+            }
+        });
+    }
+}
+
 impl ArgSource for DecodeArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
-        if let Some(spec) = cam.url.expose().strip_prefix("lavfi:") {
-            let a = synthetic_args(spec, fmt);
+        if let SourceKind::Lavfi { .. } = cam.kind {
+            let a = decode_args(&cam, true, fmt, t);
             return Box::pin(async move { Ok(a) });
         }
+        let restart = self.started.swap(true, Ordering::Relaxed);
+        // A restart after a failure trusts only knowledge just confirmed: the failure may be
+        // the camera having changed.
+        let trust = if restart { FRESH_FOR } else { TRUST_FOR };
+        if let Some(k) = self.probes.known(&cam, trust) {
+            let has_audio = k.probe.audio_codec.is_some();
+            if k.age > FRESH_FOR {
+                self.check_in_background(&k.probe);
+            }
+            if !restart {
+                let detail = format!(
+                    "started from the probe of {} s ago ({}), without waiting for a new one",
+                    k.age.as_secs(),
+                    summary(&k.probe)
+                );
+                tracing::info!(job = %self.job, "{detail}");
+                self.note("probe_remembered", detail, false);
+            }
+            let a = decode_args(&cam, has_audio, fmt, t);
+            return Box::pin(async move { Ok(a) });
+        }
+        let probes = self.probes.clone();
         Box::pin(async move {
-            let probe = probe_camera(&ffprobe, &cam, t)
+            let probe = probes
+                .probe(&ffprobe, &cam, t)
                 .await
                 .map_err(|e| PrepareError { permanent: matches!(e, ProbeError::Tool(_)), message: e.to_string() })?;
             Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t))
@@ -209,7 +301,10 @@ impl ArgSource for DecodeArgs {
 /// A running decode ingest.
 pub struct DecodeIngest {
     pub camera_id: String,
-    job: Job,
+    /// The job; replaced (never empty until `stop`) when a background probe corrects its arguments.
+    job: Arc<Mutex<Option<Job>>>,
+    /// Replaces the job on a correction.
+    corrector: tokio::task::JoinHandle<()>,
     reader: tokio::task::JoinHandle<()>,
     store: SourceStore,
 }
@@ -218,24 +313,48 @@ impl DecodeIngest {
     pub fn start(job_prefix: &str, cam: CameraSource, fmt: ProgramFormat, env: &MediaEnv, stall: Duration) -> Self {
         let store = SourceStore::new(stall);
         let (io_tx, io_rx) = mpsc::channel(4);
+        let (correct_tx, mut correct_rx) = mpsc::channel(1);
         let camera_id = cam.camera_id.clone();
-        let job = Job::spawn(JobSpec {
-            pipe_stdout: true,
-            io: Some(io_tx),
-            extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
-            ..env.job(
-                JobKind::Camera { owner: job_prefix.into(), camera_id: camera_id.clone() },
-                Arc::new(DecodeArgs {
-                    ffprobe: env.ffprobe.clone(),
-                    camera: cam,
-                    rtsp_timeout: env.rtsp_timeout,
-                    format: fmt,
-                }),
-                env.ingest_stale,
-            )
+        let name = format!("{job_prefix}/camera:{camera_id}");
+        let env = env.clone();
+        let owner = job_prefix.to_string();
+        let kind_camera = camera_id.clone();
+        // Every job of this ingest feeds the same reader: a replacement's output follows the
+        // replaced one's.
+        let spawn = move || {
+            Job::spawn(JobSpec {
+                pipe_stdout: true,
+                io: Some(io_tx.clone()),
+                extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
+                ..env.job(
+                    JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.clone() },
+                    Arc::new(DecodeArgs {
+                        job: name.clone(),
+                        ffprobe: env.ffprobe.clone(),
+                        camera: cam.clone(),
+                        rtsp_timeout: env.rtsp_timeout,
+                        format: fmt,
+                        probes: env.probes.clone(),
+                        events: env.events.clone(),
+                        correct: correct_tx.clone(),
+                        started: AtomicBool::new(false),
+                    }),
+                    env.ingest_stale,
+                )
+            })
+        };
+        let job = Arc::new(Mutex::new(Some(spawn())));
+        let slot = job.clone();
+        let corrector = tokio::spawn(async move {
+            while correct_rx.recv().await.is_some() {
+                let old = slot.lock().expect("ingest job lock").replace(spawn());
+                if let Some(old) = old {
+                    old.stop().await;
+                }
+            }
         });
         let reader = tokio::spawn(read_generations(io_rx, store.clone(), fmt));
-        DecodeIngest { camera_id, job, reader, store }
+        DecodeIngest { camera_id, job, corrector, reader, store }
     }
 
     pub fn store(&self) -> SourceStore {
@@ -243,15 +362,19 @@ impl DecodeIngest {
     }
 
     pub fn status(&self) -> JobStatus {
-        self.job.status()
+        self.job.lock().expect("ingest job lock").as_ref().expect("a job until stopped").status()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.job.status().pid
+        self.status().pid
     }
 
     pub async fn stop(self) {
-        self.job.stop().await;
+        self.corrector.abort();
+        let job = self.job.lock().expect("ingest job lock").take();
+        if let Some(job) = job {
+            job.stop().await;
+        }
         self.reader.abort();
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`flv`]: FLV tag reader. [`fanout`]: cached headers + GOP, one bounded queue per destination.
 //! - [`pusher`]: one supervised FFmpeg per destination ingest. [`relay`]: camera ingest → fan-out.
-//! - [`destination`]: platform presets and validation. [`probe`]: ffprobe of cameras.
+//! - [`destination`]: platform presets and validation. [`probe`]: ffprobe of cameras;
+//!   [`probe_cache`]: what each camera sent at its last probe, so ingests start without one.
 //! - [`hwaccel`]: hardware H.264 encoder probing.
 //! - Program mode: [`ingest`] (decode), [`switcher`], [`compositor`], [`encoder`], [`program`] (the bus), [`frame`].
 
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod hwaccel;
 pub mod ingest;
 pub mod probe;
+pub mod probe_cache;
 pub mod program;
 pub mod pusher;
 pub mod relay;
@@ -59,6 +61,9 @@ pub struct MediaEnv {
     pub events: mpsc::Sender<JobEvent>,
     pub switcher: switcher::SwitcherConfig,
     pub degrade: degrade::DegradeConfig,
+    /// What each source sent at its last probe (`DATA_DIR/camera_probes.json`), shared by every
+    /// ingest and pre-flight so a start need not wait for ffprobe.
+    pub probes: probe_cache::ProbeCache,
 }
 
 impl MediaEnv {
@@ -122,6 +127,7 @@ impl MediaEnv {
                 stable_for: Duration::from_secs(cfg.program.degrade_stable_s),
                 ..Default::default()
             },
+            probes: probe_cache::ProbeCache::open(cfg.data_dir.join(probe_cache::FILE_NAME)),
         }
     }
 }

@@ -1,19 +1,23 @@
 //! Camera probing with ffprobe: is the camera reachable, and what does it send?
 //!
-//! Used by `camera probe` and before every relay ingest start (the ingest's arguments depend on
-//! whether the camera has audio and in which codec). Bounded by a timeout; the camera password never
-//! appears in the error text.
+//! Used by `camera probe`, pre-flight, before every relay ingest start and (through the
+//! [`probe_cache`](super::probe_cache)) by decode ingests: an ingest's arguments depend on whether
+//! the camera has audio and in which codec. Bounded by a timeout; the camera password never appears
+//! in the error text.
+//!
+//! A [`CameraSource`] says by its [`SourceKind`] what it is (a network camera, a media file, a
+//! built-in synthetic source), so nothing downstream tells sources apart by looking inside a URL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::secret::{Redactor, Secret};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CameraProbe {
     pub video_codec: Option<String>,
     pub width: Option<u32>,
@@ -33,32 +37,74 @@ pub enum ProbeError {
     NoVideo,
 }
 
-/// A camera source: the URL with credentials inserted, and how to show it.
+/// What a source is, with what it takes to open it.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// A network camera (`rtsp://` or `rtsps://`).
+    Rtsp {
+        /// The URL to open, credentials included.
+        url: Secret,
+        /// Secrets to scrub from FFmpeg output (the password, plain and percent-encoded).
+        secrets: Vec<Secret>,
+    },
+    /// A local media file that plays like a camera (a timeline's `show_media`).
+    Media(PathBuf),
+    /// A built-in synthetic source (the demo): lavfi graphs, paced in real time; silence when
+    /// `audio` is None.
+    Lavfi { video: String, audio: Option<String> },
+}
+
+/// A source of the program: its id, what it is, and how to show it.
 #[derive(Debug, Clone)]
 pub struct CameraSource {
     pub camera_id: String,
-    /// The URL to open, credentials included.
-    pub url: Secret,
-    /// The URL with the password masked.
+    pub kind: SourceKind,
+    /// How to show it to people: the URL with the password masked, an asset name.
     pub shown: String,
-    /// Secrets to scrub from FFmpeg output (the password).
-    pub secrets: Vec<Secret>,
+}
+
+impl CameraSource {
+    pub fn rtsp(camera_id: impl Into<String>, url: Secret, shown: String, secrets: Vec<Secret>) -> CameraSource {
+        CameraSource { camera_id: camera_id.into(), kind: SourceKind::Rtsp { url, secrets }, shown }
+    }
+
+    /// What FFmpeg opens (`-i`), as a secret since a camera URL holds the password.
+    pub fn input(&self) -> Secret {
+        match &self.kind {
+            SourceKind::Rtsp { url, .. } => url.clone(),
+            SourceKind::Media(path) => Secret::new(path.display().to_string()),
+            SourceKind::Lavfi { video, .. } => Secret::new(video.clone()),
+        }
+    }
+
+    /// The secrets to scrub from anything FFmpeg prints about this source.
+    pub fn secrets(&self) -> &[Secret] {
+        match &self.kind {
+            SourceKind::Rtsp { secrets, .. } => secrets,
+            _ => &[],
+        }
+    }
+
+    /// A network camera (RTSP options apply: TCP transport, the socket timeout).
+    pub fn is_rtsp(&self) -> bool {
+        matches!(self.kind, SourceKind::Rtsp { .. })
+    }
 }
 
 pub async fn probe_camera(ffprobe: &Path, cam: &CameraSource, timeout: Duration) -> Result<CameraProbe, ProbeError> {
     let rtsp_timeout_us = timeout.as_micros().to_string();
     let mut cmd = Command::new(ffprobe);
     cmd.args(["-v", "error", "-of", "json", "-show_streams"]);
-    if cam.url.expose().starts_with("rtsp") {
+    if let SourceKind::Lavfi { .. } = cam.kind {
+        cmd.args(["-f", "lavfi"]);
+    }
+    if cam.is_rtsp() {
         cmd.args(["-rtsp_transport", "tcp", "-timeout", &rtsp_timeout_us]);
     }
-    cmd.arg(cam.url.expose().strip_prefix(super::ingest::MEDIA_PREFIX).unwrap_or(cam.url.expose()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let input = cam.input();
+    cmd.arg(input.expose()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let redactor = Redactor::with_replacements(
-        cam.secrets.iter().map(|s| (s.clone(), "***".to_string())).chain([(cam.url.clone(), cam.shown.clone())]),
+        cam.secrets().iter().map(|s| (s.clone(), "***".to_string())).chain([(input.clone(), cam.shown.clone())]),
     );
     let child = cmd.spawn().map_err(|e| ProbeError::Tool(format!("{}: {e}", ffprobe.display())))?;
     let deadline = timeout + Duration::from_secs(3);

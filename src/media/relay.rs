@@ -46,10 +46,10 @@ pub fn ingest_args(cam: &CameraSource, probe: &CameraProbe, rtsp_timeout: Durati
         }
     }
     let mut a = common_prefix();
-    if cam.url.expose().starts_with("rtsp") {
+    if cam.is_rtsp() {
         a = a.args(["-rtsp_transport", "tcp", "-timeout"]).arg(rtsp_timeout.as_micros().to_string());
     }
-    a = a.arg("-i").masked(cam.url.clone(), cam.shown.clone(), &cam.secrets);
+    a = a.arg("-i").masked(cam.input(), cam.shown.clone(), cam.secrets());
     let silent = probe.audio_codec.is_none();
     if silent {
         a = a.args(["-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000"]);

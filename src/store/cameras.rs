@@ -83,12 +83,12 @@ impl Camera {
                 secrets.push(Secret::new(enc));
             }
         }
-        CameraSource {
-            camera_id: self.id.clone(),
-            url: Secret::new(real.to_string()),
-            shown: shown.to_string().replace("%2A%2A%2A", "***"),
+        CameraSource::rtsp(
+            self.id.clone(),
+            Secret::new(real.to_string()),
+            shown.to_string().replace("%2A%2A%2A", "***"),
             secrets,
-        }
+        )
     }
 }
 
@@ -198,7 +198,7 @@ mod tests {
             onvif_port: None,
         };
         let s = c.source();
-        assert_eq!(s.url.expose(), "rtsp://admin:p%40ss%20w@10.0.0.5/s");
+        assert_eq!(s.input().expose(), "rtsp://admin:p%40ss%20w@10.0.0.5/s");
         assert_eq!(s.shown, "rtsp://admin:***@10.0.0.5/s");
         assert!(!format!("{c:?}").contains("p@ss"));
     }

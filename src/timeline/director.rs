@@ -37,13 +37,12 @@ use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::EncoderSettings;
-use crate::media::ingest::{ProgramFormat, MEDIA_PREFIX};
-use crate::media::probe::CameraSource;
+use crate::media::ingest::ProgramFormat;
+use crate::media::probe::{CameraSource, SourceKind};
 use crate::media::program::{Program, ProgramCamera, ProgramHandle, ProgramSpec, ProgramStatus};
 use crate::media::thumbnail::Thumbnails;
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
-use crate::secret::Secret;
 use crate::store::{Severity, Store, StoreError};
 
 /// The program a show runs on.
@@ -550,12 +549,7 @@ impl Director {
         for asset in tl.media() {
             let path = root.join(model::safe_rel_path(&asset).map_err(DirectorError::Invalid)?);
             let id = media_id(&asset);
-            let source = CameraSource {
-                camera_id: id.clone(),
-                url: Secret::new(format!("{MEDIA_PREFIX}{}", path.display())),
-                shown: asset.clone(),
-                secrets: vec![],
-            };
+            let source = CameraSource { camera_id: id.clone(), kind: SourceKind::Media(path), shown: asset.clone() };
             out.insert(id, ProgramCamera { source, backup: None });
         }
         Ok(out)

@@ -2,13 +2,23 @@
 //! disabled-only destinations, an invalid timeline, no usable encoder) stop the start; warnings
 //! (a camera that does not answer a probe) are reported and the show goes on, the fallback
 //! standing in.
+//!
+//! A camera whose last probe succeeded recently (see [`probe_cache`](crate::media::probe_cache))
+//! does not hold the start up: it is probed in the background and a failure is recorded as a
+//! `preflight_warning` event once known. A camera never probed is probed now. The encoder check
+//! and the camera probes run side by side.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::director::{load_timeline, Ctx};
+use super::model::Timeline;
+use crate::media::probe_cache::TRUST_FOR;
 use crate::store::Severity;
+
+/// How long pre-flight waits for a camera that was never probed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Preflight {
@@ -40,29 +50,13 @@ pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]
     if !destinations.is_empty() && enabled == 0 {
         p.blockers.push("every destination is disabled".into());
     }
-    if let Err(e) =
-        crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &ctx.cfg.data_dir.join("hwaccel.json"), false).await
-    {
+    let hwaccel_cache = ctx.cfg.data_dir.join("hwaccel.json");
+    let encoder = crate::media::hwaccel::cached(&ctx.cfg.ffmpeg.path, &hwaccel_cache, false);
+    let (encoder, cameras) = tokio::join!(encoder, check_cameras(ctx, tl.as_deref()));
+    if let Err(e) = encoder {
         p.blockers.push(format!("no usable encoder: {e}"));
     }
-    if let Some(tl) = tl {
-        let mut probes = Vec::new();
-        for id in tl.cameras() {
-            if let Ok(c) = ctx.store.camera(&id).await {
-                let src = c.source();
-                let ffprobe = ctx.env.ffprobe.clone();
-                probes.push(async move {
-                    let r = crate::media::probe::probe_camera(&ffprobe, &src, Duration::from_secs(4)).await;
-                    (id, r)
-                });
-            }
-        }
-        for (id, r) in futures_util::future::join_all(probes).await {
-            if let Err(e) = r {
-                p.warnings.push(format!("camera {id:?} does not answer ({e}): its fallback will stand in"));
-            }
-        }
-    }
+    p.warnings.extend(cameras);
     p
 }
 
@@ -79,4 +73,38 @@ pub async fn checked(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) 
     }
     let _ = ctx.store.add_event(Severity::Error, "preflight_failed", &subject, &report.blockers.join("; ")).await;
     Err(report)
+}
+
+fn not_answering(id: &str, e: &crate::media::probe::ProbeError) -> String {
+    format!("camera {id:?} does not answer ({e}): its fallback will stand in")
+}
+
+/// Probes the timeline's cameras that were not probed recently; the others are checked in the
+/// background. The warnings of the cameras probed now.
+async fn check_cameras(ctx: &Ctx<'_>, tl: Option<&Timeline>) -> Vec<String> {
+    let Some(tl) = tl else { return vec![] };
+    let mut probes = Vec::new();
+    for id in tl.cameras() {
+        let Ok(c) = ctx.store.camera(&id).await else { continue };
+        let src = c.source();
+        let (cache, ffprobe) = (ctx.env.probes.clone(), ctx.env.ffprobe.clone());
+        if let Some(k) = cache.known(&src, TRUST_FOR) {
+            tracing::info!(camera = %id, age_s = k.age.as_secs(), "pre-flight: camera known from its last probe; checking it in the background");
+            let (store, subject) = (ctx.store.clone(), format!("timeline:{}", tl.id));
+            tokio::spawn(async move {
+                if let Err(e) = cache.probe(&ffprobe, &src, PROBE_TIMEOUT).await {
+                    let _ = store
+                        .add_event(Severity::Warning, "preflight_warning", &subject, &not_answering(&id, &e))
+                        .await;
+                }
+            });
+        } else {
+            probes.push(async move { (id.clone(), cache.probe(&ffprobe, &src, PROBE_TIMEOUT).await) });
+        }
+    }
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter_map(|(id, r)| r.err().map(|e| not_answering(&id, &e)))
+        .collect()
 }

@@ -70,24 +70,34 @@ impl Registry {
     /// Records whose process is gone or is now a different process are just removed.
     pub async fn reap_leftovers(&self) -> Vec<u32> {
         let me = std::process::id();
-        let mut reaped = Vec::new();
+        // All signalled first, then waited for together: a restart after a crash is back on air
+        // sooner than if each leftover had its own grace period in turn.
+        let mut live = Vec::new();
         for rec in self.records() {
             if rec.agent_pid == me {
                 continue;
             }
             if rec.start_ticks != 0 && start_ticks(rec.pid) == Some(rec.start_ticks) {
                 tracing::warn!(pid = rec.pid, job = %rec.job, "reaping FFmpeg left over by an earlier agent");
-                let pg = Pid::from_raw(rec.pid as i32);
-                let _ = killpg(pg, Signal::SIGTERM);
-                for _ in 0..20 {
-                    if start_ticks(rec.pid) != Some(rec.start_ticks) || is_zombie(rec.pid) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let _ = killpg(pg, Signal::SIGKILL);
-                reaped.push(rec.pid);
+                let _ = killpg(Pid::from_raw(rec.pid as i32), Signal::SIGTERM);
+                live.push(rec);
+            } else {
+                self.unregister(rec.pid);
             }
+        }
+        let gone = |rec: &Record| start_ticks(rec.pid) != Some(rec.start_ticks) || is_zombie(rec.pid);
+        for _ in 0..20 {
+            if live.iter().all(gone) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut reaped = Vec::new();
+        for rec in live {
+            if !gone(&rec) {
+                let _ = killpg(Pid::from_raw(rec.pid as i32), Signal::SIGKILL);
+            }
+            reaped.push(rec.pid);
             self.unregister(rec.pid);
         }
         reaped

@@ -105,6 +105,26 @@ pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
 
 /// The cached verdict for this FFmpeg, probing (and caching) when absent, stale or `refresh`.
 pub async fn cached(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdict, HwError> {
+    // Within one process the verdict is remembered per binary (path, size, modification time):
+    // pre-flight and the start of a show both ask, and `ffmpeg -version` is not free on a Pi.
+    static MEMO: std::sync::Mutex<Vec<(String, Verdict)>> = std::sync::Mutex::new(Vec::new());
+    let key = {
+        let meta = std::fs::metadata(ffmpeg).ok();
+        format!("{}|{:?}|{:?}", ffmpeg.display(), meta.as_ref().map(|m| m.len()), meta.and_then(|m| m.modified().ok()))
+    };
+    if !refresh {
+        if let Some((_, v)) = MEMO.lock().expect("hwaccel memo").iter().find(|(k, _)| *k == key) {
+            return Ok(v.clone());
+        }
+    }
+    let v = cached_on_disk(ffmpeg, cache, refresh).await?;
+    let mut memo = MEMO.lock().expect("hwaccel memo");
+    memo.retain(|(k, _)| *k != key);
+    memo.push((key, v.clone()));
+    Ok(v)
+}
+
+async fn cached_on_disk(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdict, HwError> {
     let current = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
         .await
         .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e))?;

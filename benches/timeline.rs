@@ -497,6 +497,16 @@ fn pids_of(p: &Value) -> Vec<u32> {
     v
 }
 
+/// A program status with its encoder and every output running and at least `cameras` cameras whose
+/// newest frame is younger than `max_age_ms`.
+fn program_live(p: &Value, cameras: usize, max_age_ms: u64) -> bool {
+    p["encoder"]["phase"] == "running"
+        && p["outputs"].as_array().is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))
+        && p["cameras"].as_array().is_some_and(|cs| {
+            cs.len() >= cameras && cs.iter().all(|c| c["frame_age_ms"].as_u64().is_some_and(|a| a < max_age_ms))
+        })
+}
+
 fn frames_of(p: &Value) -> (u64, u64) {
     (p["frames"].as_u64().unwrap_or(0), p["dropped_frames"].as_u64().unwrap_or(0))
 }
@@ -634,13 +644,7 @@ fn part_bus_baseline(agent: &TestAgent, plan: &ShowPlan, logo: &Path, secs: u64,
         "--destination",
         "db",
     ]);
-    agent.wait_program(Duration::from_secs(60), "the bus live with its three cameras", |p| {
-        p["encoder"]["phase"] == "running"
-            && p["outputs"].as_array().is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))
-            && p["cameras"].as_array().is_some_and(|cs| {
-                cs.len() >= 3 && cs.iter().all(|c| c["frame_age_ms"].as_u64().is_some_and(|a| a < 200))
-            })
-    });
+    agent.wait_program(Duration::from_secs(60), "the bus live with its three cameras", |p| program_live(p, 3, 200));
     // Program time from one reading; the bench's monotonic clock runs it forward from there.
     let t = Instant::now();
     let p0 = agent.program("main")["program_time_s"].as_f64().expect("program time");
@@ -1128,13 +1132,7 @@ fn part_rss(secs: u64) -> RssResult {
         "--destination",
         "dm",
     ]);
-    agent.wait_program(Duration::from_secs(60), "the program live with both cameras", |p| {
-        p["encoder"]["phase"] == "running"
-            && p["outputs"].as_array().is_some_and(|o| !o.is_empty() && o.iter().all(|o| o["phase"] == "running"))
-            && p["cameras"].as_array().is_some_and(|cs| {
-                cs.len() >= 2 && cs.iter().all(|c| c["frame_age_ms"].as_u64().is_some_and(|a| a < 500))
-            })
-    });
+    agent.wait_program(Duration::from_secs(60), "the program live with both cameras", |p| program_live(p, 2, 500));
     agent.ok(&["overlay", "show", "logo", "--type", "logo", "--image", logo_s, "--position", "bottom_right"]);
     agent.ok(&["overlay", "show", "clock", "--text", "{{time}}", "--position", "bottom_left"]);
     let program = rss_window(&agent, "main", secs);

@@ -260,6 +260,28 @@ mod tests {
         assert!(ProbeCache::open(path).known(&a, TRUST_FOR).is_none());
     }
 
+    proptest::proptest! {
+        /// The file is the agent's, but a disk can hand back anything: arbitrary bytes, or a
+        /// well-formed file with hostile values (a probe time in the future or at the epoch), are
+        /// read without a panic and the camera still gets an answer.
+        #[test]
+        fn a_hostile_file_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                                       t in proptest::prelude::any::<i64>(), w in proptest::prelude::any::<u32>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(FILE_NAME);
+            let a = cam("rtsp://10.0.0.5/s");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = ProbeCache::open(path.clone()).known(&a, TRUST_FOR);
+            let c = ProbeCache::open(path.clone());
+            let salt = c.file().salt.clone();
+            c.record("c1", &fingerprint(&salt, &a.kind).unwrap(), &CameraProbe { width: Some(w), ..probe(None) });
+            let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            v["sources"]["c1"]["probed_unix"] = serde_json::json!(t);
+            std::fs::write(&path, v.to_string()).unwrap();
+            let _ = ProbeCache::open(path).known(&a, TRUST_FOR);
+        }
+    }
+
     #[test]
     fn synthetic_sources_are_not_remembered() {
         let c = ProbeCache::in_memory();

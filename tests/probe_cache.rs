@@ -37,14 +37,13 @@ fn play_until_on_air(agent: &TestAgent, ingest: &RtmpIngest) {
 fn ingest_events(agent: &TestAgent) -> Vec<(String, String)> {
     let out = agent.ok(&["events", "--subject", "program:show/camera:c1", "--limit", "500", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    let mut ev: Vec<(String, String)> = v
+    let ev: Vec<(String, String)> = v
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["event_type"].as_str().unwrap_or("").to_string(), e["detail"].as_str().unwrap_or("").to_string()))
         .collect();
-    // The CLI lists the newest first.
-    ev.reverse();
+    // The CLI lists the newest last.
     ev
 }
 

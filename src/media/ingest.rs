@@ -11,6 +11,12 @@
 //! [`ProbeCache`] remembers of the source's last probe (no ffprobe in front of the first frame) and
 //! checks it with a fresh probe in the background; if the camera changed, the ingest is restarted
 //! with the right arguments (event `probe_corrected`). A source never probed is probed first.
+//!
+//! Our own probe already says which streams to map, so FFmpeg is told not to analyse the camera
+//! again (`-probesize 32 -analyzeduration 0`): its analysis of an RTSP camera takes ~2.4 s before
+//! the first frame, the quick start ~0.4 s. The decoder learns size and pixel format from the first
+//! keyframe. Should a quick start deliver no frame at all, the next start lets FFmpeg analyse
+//! (the two alternate while a camera keeps failing).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -156,19 +162,40 @@ struct DecodeArgs {
     correct: mpsc::Sender<()>,
     /// Set by the first start; a later one is a restart after a failure.
     started: AtomicBool,
+    /// Where the source's frames land: whether the last start delivered any.
+    store: SourceStore,
+    /// The last start's analysis and the store's frame count when it began.
+    last_start: Mutex<Option<(Analysis, u64)>>,
 }
 
-pub fn decode_args(cam: &CameraSource, has_audio: bool, fmt: ProgramFormat, rtsp_timeout: Duration) -> Argv {
+/// How an RTSP ingest starts: with FFmpeg's own stream analysis, or without it (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    Full,
+    Skip,
+}
+
+pub fn decode_args(
+    cam: &CameraSource,
+    has_audio: bool,
+    fmt: ProgramFormat,
+    rtsp_timeout: Duration,
+    analysis: Analysis,
+) -> Argv {
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
     let mut a = match &cam.kind {
         SourceKind::Lavfi { video, audio } => return synthetic_args(video, audio.as_deref(), fmt),
         // A media asset plays like a camera: paced in real time, looped for as long as it is used.
         SourceKind::Media(path) => return media_args(path, has_audio, fmt),
-        SourceKind::Rtsp { url, secrets } => common_prefix()
-            .args(["-fflags", "nobuffer", "-rtsp_transport", "tcp", "-timeout"])
-            .arg(rtsp_timeout.as_micros().to_string())
-            .arg("-i")
-            .masked(url.clone(), cam.shown.clone(), secrets),
+        SourceKind::Rtsp { url, secrets } => {
+            let mut a = common_prefix()
+                .args(["-fflags", "nobuffer", "-rtsp_transport", "tcp", "-timeout"])
+                .arg(rtsp_timeout.as_micros().to_string());
+            if analysis == Analysis::Skip {
+                a = a.args(["-probesize", "32", "-analyzeduration", "0"]);
+            }
+            a.arg("-i").masked(url.clone(), cam.shown.clone(), secrets)
+        }
     };
     let vf = format!(
         "fps={f},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
@@ -220,7 +247,27 @@ fn summary(p: &CameraProbe) -> String {
     )
 }
 
+/// The analysis of the next start, from the last start's (and the frame count when it began).
+fn next_analysis(last: Option<(Analysis, u64)>, frames_now: u64) -> Analysis {
+    match last {
+        Some((Analysis::Skip, at)) if frames_now == at => Analysis::Full,
+        _ => Analysis::Skip,
+    }
+}
+
 impl DecodeArgs {
+    /// Skips FFmpeg's analysis unless the last start skipped it and delivered no frame.
+    fn analysis(&self) -> Analysis {
+        let frames = self.store.frames_in();
+        let mut last = self.last_start.lock().expect("ingest start lock");
+        let a = next_analysis(*last, frames);
+        if a == Analysis::Full {
+            tracing::info!(job = %self.job, "the last quick start delivered no frame: FFmpeg analyses the stream this time");
+        }
+        *last = Some((a, frames));
+        a
+    }
+
     fn note(&self, event_type: &str, detail: String, warning: bool) {
         let e = JobEvent::Note { job: self.job.clone(), event_type: event_type.into(), detail, warning };
         // Never block a start on a slow event consumer.
@@ -263,9 +310,10 @@ impl ArgSource for DecodeArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
         if let SourceKind::Lavfi { .. } = cam.kind {
-            let a = decode_args(&cam, true, fmt, t);
+            let a = decode_args(&cam, true, fmt, t, Analysis::Full);
             return Box::pin(async move { Ok(a) });
         }
+        let analysis = self.analysis();
         let restart = self.started.swap(true, Ordering::Relaxed);
         // A restart after a failure trusts only knowledge just confirmed: the failure may be
         // the camera having changed.
@@ -284,7 +332,7 @@ impl ArgSource for DecodeArgs {
                 tracing::info!(job = %self.job, "{detail}");
                 self.note("probe_remembered", detail, false);
             }
-            let a = decode_args(&cam, has_audio, fmt, t);
+            let a = decode_args(&cam, has_audio, fmt, t, analysis);
             return Box::pin(async move { Ok(a) });
         }
         let probes = self.probes.clone();
@@ -293,7 +341,7 @@ impl ArgSource for DecodeArgs {
                 .probe(&ffprobe, &cam, t)
                 .await
                 .map_err(|e| PrepareError { permanent: matches!(e, ProbeError::Tool(_)), message: e.to_string() })?;
-            Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t))
+            Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t, analysis))
         })
     }
 }
@@ -319,6 +367,7 @@ impl DecodeIngest {
         let env = env.clone();
         let owner = job_prefix.to_string();
         let kind_camera = camera_id.clone();
+        let spawn_store = store.clone();
         // Every job of this ingest feeds the same reader: a replacement's output follows the
         // replaced one's.
         let spawn = move || {
@@ -338,6 +387,8 @@ impl DecodeIngest {
                         events: env.events.clone(),
                         correct: correct_tx.clone(),
                         started: AtomicBool::new(false),
+                        store: spawn_store.clone(),
+                        last_start: Mutex::new(None),
                     }),
                     env.ingest_stale,
                 )
@@ -429,6 +480,16 @@ async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quick_start_that_delivered_nothing_is_followed_by_a_full_analysis() {
+        use super::{next_analysis, Analysis::*};
+        assert_eq!(next_analysis(None, 0), Skip, "the first start is quick");
+        assert_eq!(next_analysis(Some((Skip, 10)), 250), Skip, "a quick start that worked stays quick");
+        assert_eq!(next_analysis(Some((Skip, 10)), 10), Full, "no frame from a quick start: analyse");
+        assert_eq!(next_analysis(Some((Full, 10)), 10), Skip, "a failing camera alternates");
+        assert_eq!(next_analysis(Some((Full, 10)), 99), Skip);
+    }
 
     #[test]
     fn audio_is_padded_and_surplus_dropped() {

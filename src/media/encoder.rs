@@ -189,6 +189,7 @@ async fn write_loop(
                         current = None;
                     }
                 }
+                frame.recycle();
             }
         }
     }

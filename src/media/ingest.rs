@@ -97,8 +97,13 @@ impl SourceStore {
             s.health.steady_since = Some(now);
         }
         s.health.last_frame = Some(now);
-        s.latest = Some(Arc::new(f));
+        let old = s.latest.replace(Arc::new(f));
         s.frames_in += 1;
+        drop(s);
+        // The frame it replaces is reused unless the bus still holds it.
+        if let Some(f) = old.and_then(|f| Arc::try_unwrap(f).ok()) {
+            f.recycle();
+        }
     }
 
     pub fn put_audio(&self, samples: &[i16]) {
@@ -464,7 +469,7 @@ async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore
             })
         });
         loop {
-            let mut buf = vec![0u8; frame_len];
+            let mut buf = super::frame::buffer(frame_len);
             if stdout.read_exact(&mut buf).await.is_err() {
                 break;
             }

@@ -545,19 +545,25 @@ impl Bus {
         };
         let wall = self.env.local_now();
         let mut slate = || {
-            let mut f = self.slate.clone();
+            let mut f = self.slate.pooled_copy();
             if let Some(card) = self.slate_card.as_mut() {
                 card.compose(&mut f, deadline, wall);
             }
             f
         };
         let mut frame = match picture(&d.main) {
-            Some(f) => (*f).clone(),
+            Some(f) => f.pooled_copy(),
             None => slate(),
         };
         if let Some((from, remaining)) = &d.from {
-            let prev = picture(from).map(|f| (*f).clone()).unwrap_or_else(&mut slate);
-            frame.mix_from(&prev, *remaining);
+            match picture(from) {
+                Some(prev) => frame.mix_from(&prev, *remaining),
+                None => {
+                    let prev = slate();
+                    frame.mix_from(&prev, *remaining);
+                    prev.recycle();
+                }
+            }
         }
         if let (Some(c), true) = (self.compositor.as_mut(), self.overlays_enabled) {
             c.compose(&mut frame, deadline, wall);
@@ -579,12 +585,13 @@ impl Bus {
             None => audio.resize(self.fmt.samples_per_frame(), 0),
         }
         if n.is_multiple_of(self.fmt.fps as u64) && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
-            let program = frame.clone();
+            let program = frame.pooled_copy();
             let sources: Vec<(String, Arc<Frame>)> =
                 stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();
             let (thumbs, busy) = (self.thumbs.clone(), self.thumbs_busy.clone());
             tokio::task::spawn_blocking(move || {
                 thumbs.put("program", thumbnail::jpeg(&program, thumbnail::MAX_WIDTH));
+                program.recycle();
                 for (k, f) in sources {
                     thumbs.put(&k, thumbnail::jpeg(&f, thumbnail::MAX_WIDTH));
                 }

@@ -104,8 +104,19 @@ pub enum ExtraPipe {
 
 /// Big pipes for raw video: a 720p frame is 1.4 MB; the default 64 KiB pipe means ~20 wake-ups per
 /// frame. Best effort (the kernel caps it at /proc/sys/fs/pipe-max-size).
-pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: i32) {
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes));
+///
+/// Without `CAP_SYS_RESOURCE` (a service user, most containers) a pipe cannot grow past
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default) and asking for more fails outright, which
+/// left the pipe at 64 KiB: a raw 720p frame then crossed it in about 22 reads and 22 wake-ups.
+/// So the request falls back to the largest size allowed. Returns the pipe's size.
+pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: i32) -> Option<usize> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    if let Ok(n) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes)) {
+        return usize::try_from(n).ok();
+    }
+    let max: i32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").ok()?.trim().parse().ok()?;
+    let n = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes.min(max))).ok()?;
+    usize::try_from(n).ok()
 }
 
 /// The pipes of one generation of the child, handed to the job's owner.
@@ -664,4 +675,18 @@ async fn stop_child(child: &mut Child, pid: u32, grace: Duration) -> ExitStatus 
     }
     let _ = killpg(pg, Signal::SIGKILL);
     child.wait().await.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enlarge_pipe;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_pipe_grows_to_the_largest_size_allowed_when_the_request_is_over_the_limit() {
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap().trim().parse().unwrap();
+        let got = enlarge_pipe(r.as_fd(), 64 << 20).expect("the pipe was enlarged");
+        assert!(got >= max.min(64 << 20), "pipe of {got} bytes, the limit is {max}");
+    }
 }

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod error;

@@ -27,6 +27,39 @@ pub enum CryptoError {
     Open,
 }
 
+/// 32 secret bytes kept in `path` (mode 0600), made from the OS's random source on first use. Two
+/// processes starting at once (CLI and daemon) end up with the same key. A file readable by
+/// others is restricted to 0600 (with a warning).
+pub fn key_file(path: &Path) -> Result<[u8; 32], CryptoError> {
+    let err = |source| CryptoError::KeyFile { path: path.display().to_string(), source };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+            if let Err(e) = &f {
+                // Another process (CLI vs daemon) created it first: use theirs.
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return key_file(path);
+                }
+            }
+            let f = f.as_mut().map_err(|e| err(std::io::Error::new(e.kind(), e.to_string())))?;
+            f.write_all(&key).and_then(|_| f.sync_all()).map_err(err)?;
+            key.to_vec()
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey(path.display().to_string()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!("key file {} was readable by others; restricting to 0600", path.display());
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(key)
+}
+
 #[derive(Clone)]
 pub struct DeviceKey {
     cipher: XChaCha20Poly1305,
@@ -35,34 +68,7 @@ pub struct DeviceKey {
 impl DeviceKey {
     /// Loads the key, creating it (0600) if absent.
     pub fn load_or_create(path: &Path) -> Result<DeviceKey, CryptoError> {
-        let err = |source| CryptoError::KeyFile { path: path.display().to_string(), source };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut key);
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-                if let Err(e) = &f {
-                    // Another process (CLI vs daemon) created it first: use theirs.
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        return Self::load_or_create(path);
-                    }
-                }
-                let f = f.as_mut().map_err(|e| err(std::io::Error::new(e.kind(), e.to_string())))?;
-                f.write_all(&key).and_then(|_| f.sync_all()).map_err(err)?;
-                key.to_vec()
-            }
-            Err(e) => return Err(err(e)),
-        };
-        if bytes.len() != 32 {
-            return Err(CryptoError::BadKey(path.display().to_string()));
-        }
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!("device key {} was readable by others; restricting to 0600", path.display());
-                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-            }
-        }
+        let bytes = key_file(path)?;
         Ok(DeviceKey { cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key") })
     }
 

@@ -1,0 +1,176 @@
+//! The trust store (DESIGN §3 "Key roles and rotation"): which keys may command this device,
+//! sign its packages, or change this list. A JSON file (`<data_dir>/trust.json` by default),
+//! replaced atomically on every change.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::store::is_valid_id as is_valid_key_id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// May send commands.
+    Command,
+    /// May sign segment packages.
+    Segment,
+    /// May also change the trust store (`DEVICE_CONFIG.trust`).
+    TrustAdmin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustEntry {
+    pub key_id: String,
+    /// Base64 of the ed25519 public key's 32 bytes.
+    pub public_key: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustStore {
+    pub keys: Vec<TrustEntry>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrustError {
+    #[error("key id {0:?} is not valid (1-64 letters, digits, '_', '-', starting with a letter or digit)")]
+    BadKeyId(String),
+    #[error("public key of {0:?} is not base64 of a 32-byte ed25519 key")]
+    BadPublicKey(String),
+    #[error("key {0:?} has no role")]
+    NoRole(String),
+    #[error("key id {0:?} is already trusted with another public key; remove it first")]
+    Conflict(String),
+    #[error("key {0:?} is not in the trust store")]
+    NotFound(String),
+    #[error("{0:?} is the last trust_admin key: revoking it would lock the trust store")]
+    LastAdmin(String),
+    #[error("trust store {path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl TrustEntry {
+    pub fn new(key_id: &str, public_key: &str, roles: &[Role]) -> Result<TrustEntry, TrustError> {
+        if !is_valid_key_id(key_id) {
+            return Err(TrustError::BadKeyId(crate::media::compositor::request::shorten(key_id)));
+        }
+        if super::envelope::public_key_from_b64(public_key).is_none() {
+            return Err(TrustError::BadPublicKey(key_id.into()));
+        }
+        if roles.is_empty() {
+            return Err(TrustError::NoRole(key_id.into()));
+        }
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        Ok(TrustEntry { key_id: key_id.into(), public_key: public_key.into(), roles })
+    }
+}
+
+impl TrustStore {
+    /// Reads the store; a missing file is an empty store. Every entry is checked again.
+    pub fn load(path: &Path) -> Result<TrustStore, TrustError> {
+        let file_err = |message: String| TrustError::File { path: path.display().to_string(), message };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrustStore::default()),
+            Err(e) => return Err(file_err(e.to_string())),
+        };
+        let store: TrustStore = serde_json::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        for e in &store.keys {
+            TrustEntry::new(&e.key_id, &e.public_key, &e.roles)?;
+        }
+        Ok(store)
+    }
+
+    /// Writes the store: a temporary file, fsync, rename.
+    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
+        use std::io::Write;
+        let file_err =
+            |e: std::io::Error| TrustError::File { path: path.display().to_string(), message: e.to_string() };
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
+        f.write_all(serde_json::to_string_pretty(self).expect("serialises").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(file_err)?;
+        std::fs::rename(&tmp, path).map_err(file_err)
+    }
+
+    pub fn get(&self, key_id: &str) -> Option<&TrustEntry> {
+        self.keys.iter().find(|e| e.key_id == key_id)
+    }
+
+    /// The public key of `key_id` if it holds `role`.
+    pub fn key_for(&self, key_id: &str, role: Role) -> Option<VerifyingKey> {
+        let e = self.get(key_id).filter(|e| e.roles.contains(&role))?;
+        super::envelope::public_key_from_b64(&e.public_key)
+    }
+
+    /// Adds a key; the same key again with other roles replaces its roles.
+    pub fn add(&mut self, entry: TrustEntry) -> Result<(), TrustError> {
+        let entry = TrustEntry::new(&entry.key_id, &entry.public_key, &entry.roles)?;
+        match self.keys.iter_mut().find(|e| e.key_id == entry.key_id) {
+            Some(e) if e.public_key != entry.public_key => Err(TrustError::Conflict(entry.key_id)),
+            Some(e) => {
+                e.roles = entry.roles;
+                Ok(())
+            }
+            None => {
+                self.keys.push(entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a key; the last `trust_admin` key cannot go.
+    pub fn remove(&mut self, key_id: &str) -> Result<TrustEntry, TrustError> {
+        let i = self.keys.iter().position(|e| e.key_id == key_id).ok_or_else(|| TrustError::NotFound(key_id.into()))?;
+        let admins = self.keys.iter().filter(|e| e.roles.contains(&Role::TrustAdmin)).count();
+        if self.keys[i].roles.contains(&Role::TrustAdmin) && admins == 1 {
+            return Err(TrustError::LastAdmin(key_id.into()));
+        }
+        Ok(self.keys.remove(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(seed: u8) -> String {
+        super::super::envelope::b64(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes())
+    }
+
+    #[test]
+    fn keys_are_checked_roles_matter_and_the_last_admin_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.json");
+        let mut t = TrustStore::load(&path).unwrap();
+        assert!(t.keys.is_empty(), "no file: empty");
+        t.add(TrustEntry::new("studio-a", &pk(1), &[Role::Command]).unwrap()).unwrap();
+        t.add(TrustEntry::new("admin", &pk(2), &[Role::TrustAdmin, Role::Command]).unwrap()).unwrap();
+        assert!(t.key_for("studio-a", Role::Command).is_some());
+        assert!(t.key_for("studio-a", Role::TrustAdmin).is_none(), "a command key is not an admin");
+        assert!(t.key_for("nobody", Role::Command).is_none());
+        assert_eq!(
+            t.add(TrustEntry::new("studio-a", &pk(3), &[Role::Command]).unwrap()),
+            Err(TrustError::Conflict("studio-a".into()))
+        );
+        assert_eq!(t.remove("admin"), Err(TrustError::LastAdmin("admin".into())));
+        t.save(&path).unwrap();
+        assert_eq!(TrustStore::load(&path).unwrap(), t, "saved and read back");
+        t.add(TrustEntry::new("admin2", &pk(4), &[Role::TrustAdmin]).unwrap()).unwrap();
+        assert!(t.remove("admin").is_ok(), "another admin remains");
+        assert_eq!(TrustEntry::new("bad id!", &pk(1), &[Role::Command]), Err(TrustError::BadKeyId("bad id!".into())));
+        assert!(matches!(TrustEntry::new("k", "AAAA", &[Role::Command]), Err(TrustError::BadPublicKey(_))));
+        assert!(matches!(TrustEntry::new("k", &pk(1), &[]), Err(TrustError::NoRole(_))));
+        std::fs::write(&path, "{\"keys\": [{\"key_id\": \"x\", \"public_key\": \"AA\", \"roles\": [\"command\"]}]}")
+            .unwrap();
+        assert!(TrustStore::load(&path).is_err(), "a bad file is refused, not half read");
+    }
+}

@@ -785,10 +785,8 @@ pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, Pa
     let row = store.timeline(id).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
-    // Stored rows passed the full check (schema included) when they were loaded; compiling the
-    // schema again here would hold ~150 MB in the daemon for its whole life (jsonschema keeps its
-    // compiled meta-schema in a static). What may have changed since (cameras, presets, assets)
-    // is checked again.
+    // Stored rows passed the full check (schema included) when they were loaded; what may have
+    // changed since (cameras, presets, assets) is checked again.
     let tl = model::parse_stored(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
     Ok((Arc::new(tl), root))
 }

@@ -390,12 +390,7 @@ pub fn parse(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
 /// A timeline this appliance stored after [`parse`] accepted it (`timeline load` is the only
 /// writer): the typed and semantic checks again, since cameras, presets and assets may have
 /// changed since, but not the JSON Schema, whose verdict on a stored document's shape is settled.
-/// This is what the daemon's show path must use. Compiling the schema there cost ~150 MB of heap
-/// held for the daemon's whole life (a show's RSS 10x a bare program's) and ~1.7 s of CPU on the
-/// first play: jsonschema 0.26 checks every schema against the 2020-12 meta-schema, and the
-/// meta-schema's lazily compiled `$dynamicRef` nodes, one full copy per nesting level of our
-/// schema, stay in a process-wide static. Anything that arrives from outside still goes through
-/// [`parse`] or [`check_value`].
+/// Anything that arrives from outside goes through [`parse`] or [`check_value`].
 pub fn parse_stored(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
     let d: TimelineDoc = serde_json::from_str(json).map_err(|e| {
         TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
@@ -408,7 +403,7 @@ pub fn check_value(doc: &Value, inv: &Inventory) -> Result<Timeline, TimelineErr
     let mut errs: Vec<TimelineError> = schema()
         .iter_errors(doc)
         .map(|e| {
-            let pointer = e.instance_path.to_string();
+            let pointer = e.instance_path().to_string();
             TimelineError { at: locate(doc, &pointer), pointer: Some(pointer), message: e.to_string() }
         })
         .collect();

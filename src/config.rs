@@ -43,6 +43,34 @@ pub struct Config {
     pub relay: RelayConfig,
     pub program: ProgramConfig,
     pub timeline: TimelineConfig,
+    pub control: ControlConfig,
+}
+
+/// The cloud link (DESIGN §3 "Configuration").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// This device's id in topics and envelopes (empty: the host name up to its first dot).
+    pub device_id: String,
+    pub topic_prefix: String,
+    /// How far a command's `timestamp` may be from the device's clock, in seconds.
+    pub max_skew_s: u64,
+    /// The trust store (empty: `<data_dir>/trust.json`).
+    pub trust_store: PathBuf,
+    /// Messages larger than this are refused (`invalid_envelope`).
+    pub max_message_bytes: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            device_id: String::new(),
+            topic_prefix: "vistter/v1".into(),
+            max_skew_s: 300,
+            trust_store: PathBuf::new(),
+            max_message_bytes: 256 * 1024,
+        }
+    }
 }
 
 /// Timeline playback and PTZ (DESIGN §5; issue 4).
@@ -171,6 +199,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             program: ProgramConfig::default(),
             timeline: TimelineConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }
@@ -282,7 +311,44 @@ impl Config {
         }
         self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
         self.time_zone()?;
+        self.device_id()?;
+        let c = &self.control;
+        if c.max_skew_s == 0 || c.max_skew_s > 86_400 {
+            return bad("control.max_skew_s must be between 1 and 86400");
+        }
+        if c.max_message_bytes < 4096 || c.max_message_bytes > 16 << 20 {
+            return bad("control.max_message_bytes must be between 4096 and 16777216");
+        }
+        if c.topic_prefix.is_empty() || c.topic_prefix.contains(['#', '+']) || c.topic_prefix.ends_with('/') {
+            return bad("control.topic_prefix must be non-empty, without MQTT wildcards or a trailing '/'");
+        }
         Ok(())
+    }
+
+    /// `control.device_id`, or the host name up to its first dot.
+    pub fn device_id(&self) -> Result<String, ConfigError> {
+        let id = if self.control.device_id.is_empty() {
+            let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+            host.split('.').next().unwrap_or_default().to_string()
+        } else {
+            self.control.device_id.clone()
+        };
+        if !crate::store::is_valid_id(&id) {
+            return Err(ConfigError::Invalid(format!(
+                "control.device_id {:?} is not valid (1-64 letters, digits, '-', '_'; set it when the host name is not)",
+                crate::media::compositor::request::shorten(&id)
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Where the trust store lives.
+    pub fn trust_store_path(&self) -> PathBuf {
+        if self.control.trust_store.as_os_str().is_empty() {
+            self.data_dir.join("trust.json")
+        } else {
+            self.control.trust_store.clone()
+        }
     }
 
     /// The zone of `timezone` (the system's when empty; UTC if the system has none).
@@ -334,6 +400,20 @@ mod tests {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             overrides: Overrides::default(),
         })
+    }
+
+    #[test]
+    fn the_control_section_is_checked() {
+        let c = load(None, &[("VISTTER_CONTROL__DEVICE_ID", "vs-marina-01")]).unwrap();
+        assert_eq!(c.device_id().unwrap(), "vs-marina-01");
+        assert_eq!(c.trust_store_path(), c.data_dir.join("trust.json"));
+        assert_eq!((c.control.max_skew_s, c.control.topic_prefix.as_str()), (300, "vistter/v1"));
+        let err = load(None, &[("VISTTER_CONTROL__DEVICE_ID", "a/b#")]).unwrap_err().to_string();
+        assert!(err.contains("control.device_id"), "{err}");
+        let err = load(None, &[("VISTTER_CONTROL__TOPIC_PREFIX", "v/#")]).unwrap_err().to_string();
+        assert!(err.contains("control.topic_prefix"), "{err}");
+        let err = load(None, &[("VISTTER_CONTROL__MAX_SKEW_S", "0")]).unwrap_err().to_string();
+        assert!(err.contains("control.max_skew_s"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,12 @@ fn every_command_has_help() {
         &["schedule"],
         &["camera", "preset"],
         &["camera", "ptz"],
+        &["device"],
+        &["device", "show"],
+        &["trust"],
+        &["trust", "add"],
+        &["trust", "list"],
+        &["trust", "remove"],
     ];
     for c in cmds {
         let mut args = c.to_vec();
@@ -115,9 +121,24 @@ fn help_names_every_subcommand_and_flag() {
         (&["camera"], &["add", "list", "probe", "remove", "preset", "ptz"]),
         (&["camera", "preset"], &["set", "remove", "list"]),
         (&["destination"], &["add", "list", "remove", "attach", "detach"]),
+        (&["device"], &["show"]),
+        (&["trust"], &["add", "list", "remove"]),
         (
             &[],
-            &["run", "demo", "camera", "destination", "stream", "program", "overlay", "timeline", "schedule", "events"],
+            &[
+                "run",
+                "demo",
+                "camera",
+                "destination",
+                "stream",
+                "program",
+                "overlay",
+                "timeline",
+                "schedule",
+                "events",
+                "device",
+                "trust",
+            ],
         ),
     ];
     for (cmd, subs) in groups {
@@ -327,4 +348,40 @@ fn hwaccel_probe_chooses_a_working_encoder() {
     assert!(agent.data_dir().join("hwaccel.json").exists());
     let again: serde_json::Value = serde_json::from_str(&agent.ok(&["hwaccel", "--json"])).unwrap();
     assert_eq!(again, v);
+}
+
+/// `device show` makes the keys once (0600) and prints the same public keys every time; `trust`
+/// adds, lists and removes keys with the documented exit codes, and keeps the last admin key.
+#[test]
+fn device_keys_are_made_once_and_the_trust_store_is_managed() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = TestAgent::new();
+    let show: serde_json::Value = serde_json::from_str(&agent.ok(&["device", "show", "--json"])).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&agent.ok(&["device", "show", "--json"])).unwrap();
+    assert_eq!(show, again, "the same keys each time");
+    for k in ["device_public_key", "device_sealing_key"] {
+        let b = show[k].as_str().unwrap();
+        assert_eq!(b.len(), 44, "{k} is base64 of 32 bytes: {b}");
+    }
+    assert!(!show["device_id"].as_str().unwrap().is_empty());
+    for f in ["device_ed25519.key", "device_x25519.key"] {
+        let mode = std::fs::metadata(agent.data_dir().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let pk = show["device_public_key"].as_str().unwrap();
+    agent.ok(&["trust", "add", "studio-a", "--public-key", pk]);
+    agent.ok(&["trust", "add", "admin-1", "--public-key", pk, "--role", "trust_admin", "--role", "command"]);
+    let list: serde_json::Value = serde_json::from_str(&agent.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(list["keys"][0]["roles"], serde_json::json!(["command"]), "{list}");
+    assert_eq!(list["keys"][1]["roles"], serde_json::json!(["command", "trust_admin"]), "{list}");
+    let out = agent.cli(&["trust", "remove", "admin-1"]);
+    assert_eq!(code(&out), 4, "the last admin key stays: {}", stderr(&out));
+    assert!(stderr(&out).contains("last trust_admin"), "{}", stderr(&out));
+    let out = agent.cli(&["trust", "add", "bad", "--public-key", "AAAA"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = agent.cli(&["trust", "remove", "nobody"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    agent.ok(&["trust", "remove", "studio-a"]);
+    let list: serde_json::Value = serde_json::from_str(&agent.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(list["keys"].as_array().map(Vec::len), Some(1), "{list}");
 }

@@ -3,6 +3,7 @@
 //! Management commands write desired state to the store; the daemon (`run`) picks changes up within
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
+mod control;
 mod timeline;
 
 use std::io::Read;
@@ -103,6 +104,12 @@ pub enum Command {
     },
     /// Emergency stop: every stream is set to stopped and every FFmpeg this agent owns is killed.
     KillAll,
+    /// This device's id and public keys (for enrolling it in VistterStudio).
+    #[command(subcommand)]
+    Device(control::DeviceCmd),
+    /// The keys this device trusts: who may command it, sign its packages, change this list.
+    #[command(subcommand)]
+    Trust(control::TrustCmd),
     /// Show the hardware encoder probe (cached per FFmpeg version).
     Hwaccel {
         /// Probe again instead of using the cache.
@@ -546,6 +553,8 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Destination(d) => destination(d, &cfg).await,
         Command::Stream(s) => stream(s, &cfg).await,
         Command::KillAll => kill_all(&cfg).await,
+        Command::Device(d) => control::device(d, &cfg),
+        Command::Trust(t) => control::trust(t, &cfg),
         Command::Program(p) => program(p, &cfg).await,
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,

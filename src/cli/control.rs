@@ -1,0 +1,111 @@
+//! `device` and `trust`: this device's identity and the keys it trusts (DESIGN §3
+//! "Configuration"). Both work without the daemon; the daemon re-reads the trust store when it
+//! changes.
+
+use clap::Subcommand;
+
+use super::CliError;
+use crate::config::Config;
+use crate::control::keys::DeviceKeys;
+use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCmd {
+    /// The device id and both public keys (ed25519 signing, X25519 sealing), made on first use.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCmd {
+    /// Trusts a key (ed25519 public key, base64 of 32 bytes) for one or more roles.
+    Add {
+        key_id: String,
+        #[arg(long, value_name = "B64")]
+        public_key: String,
+        /// command (send commands), segment (sign packages), trust_admin (change this list).
+        #[arg(long = "role", value_enum, default_values_t = [Role::Command])]
+        roles: Vec<Role>,
+    },
+    /// The trusted keys and their roles.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops trusting a key (the last trust_admin key cannot be removed).
+    Remove { key_id: String },
+}
+
+fn trust_error(e: TrustError) -> CliError {
+    match e {
+        TrustError::NotFound(_) => CliError::Coded(crate::error::EXIT_NOT_FOUND, e.to_string()),
+        TrustError::Conflict(_) | TrustError::LastAdmin(_) => {
+            CliError::Coded(crate::error::EXIT_CONFLICT, e.to_string())
+        }
+        TrustError::File { .. } => CliError::Failed(e.to_string()),
+        _ => CliError::Invalid(e.to_string()),
+    }
+}
+
+pub fn device(cmd: DeviceCmd, cfg: &Config) -> Result<(), CliError> {
+    let DeviceCmd::Show { json } = cmd;
+    let id = cfg.device_id()?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(format!("{}: {e}", cfg.data_dir.display())))?;
+    let keys = DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+    let p = keys.public();
+    if json {
+        let v = serde_json::json!({
+            "device_id": id,
+            "device_public_key": p.device_public_key,
+            "device_sealing_key": p.device_sealing_key,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+    } else {
+        println!("device_id           {id}");
+        println!("device_public_key   {}  (ed25519: verifies what this device sends)", p.device_public_key);
+        println!("device_sealing_key  {}  (X25519: seal secrets to this device)", p.device_sealing_key);
+    }
+    Ok(())
+}
+
+pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
+    let path = cfg.trust_store_path();
+    let mut store = TrustStore::load(&path).map_err(trust_error)?;
+    match cmd {
+        TrustCmd::Add { key_id, public_key, roles } => {
+            let entry = TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_error)?;
+            store.add(entry).map_err(trust_error)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+            }
+            store.save(&path).map_err(trust_error)?;
+            println!("trusted {key_id}");
+        }
+        TrustCmd::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&store).expect("serialises"));
+            } else {
+                for e in &store.keys {
+                    let roles: Vec<&str> = e
+                        .roles
+                        .iter()
+                        .map(|r| match r {
+                            Role::Command => "command",
+                            Role::Segment => "segment",
+                            Role::TrustAdmin => "trust_admin",
+                        })
+                        .collect();
+                    println!("{:<24} {}  {}", e.key_id, e.public_key, roles.join(","));
+                }
+            }
+        }
+        TrustCmd::Remove { key_id } => {
+            store.remove(&key_id).map_err(trust_error)?;
+            store.save(&path).map_err(trust_error)?;
+            println!("removed {key_id}");
+        }
+    }
+    Ok(())
+}

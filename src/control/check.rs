@@ -199,6 +199,13 @@ impl Authentic {
     }
 }
 
+/// The time checks run against: the system clock, but never earlier than the persisted time floor
+/// (a device that boots without a real-time clock in 1970 must not reopen old commands).
+pub fn trusted_now(system: jiff::Timestamp, floor_ms: i64) -> jiff::Timestamp {
+    let floor = jiff::Timestamp::from_millisecond(floor_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    system.max(floor)
+}
+
 /// `1.x` with a numeric minor.
 fn is_v1(v: &str) -> bool {
     v.strip_prefix("1.").is_some_and(|m| !m.is_empty() && m.len() <= 9 && m.bytes().all(|b| b.is_ascii_digit()))
@@ -388,6 +395,22 @@ mod tests {
         let trust = msg("DEVICE_CONFIG", json!({"mode": "merge", "trust": {"revoke": ["studio"]}}));
         assert_eq!(code(&signed(trust.clone(), "studio", &cmd), &t), Some(NackCode::UnknownKey), "a command key");
         assert_eq!(code(&signed(trust, "admin", &admin), &t), None, "a trust_admin key");
+    }
+
+    #[test]
+    fn a_clock_back_in_1970_cannot_reopen_old_commands() {
+        let (cmd, _, t) = keys();
+        let c = Checker { device_id: DEV, trust: &t, max_bytes: DEFAULT_MAX_BYTES };
+        let floor = now().as_millisecond();
+        let clock = jiff::Timestamp::UNIX_EPOCH;
+        let at = |ts: &str| {
+            let mut m = msg("PING", json!({}));
+            m.insert("timestamp".into(), ts.into());
+            c.authenticate(&signed(m, "studio", &cmd)).unwrap().check(trusted_now(clock, floor), DEFAULT_MAX_SKEW_S, &t)
+        };
+        assert_eq!(at("2025-01-01T00:00:00Z").unwrap_err().code, NackCode::Expired, "an old command stays closed");
+        assert_eq!(at("1970-01-01T00:00:10Z").unwrap_err().code, NackCode::Expired, "a 1970 timestamp too");
+        assert!(at("2026-11-24T12:01:00Z").is_ok(), "a current command passes");
     }
 
     #[test]

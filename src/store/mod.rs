@@ -6,6 +6,7 @@
 //! out only as [`Secret`](crate::secret::Secret). One file per table group.
 
 pub mod cameras;
+pub mod control;
 pub mod crypto;
 pub mod destinations;
 pub mod events;

@@ -80,6 +80,8 @@ pub struct Authentic {
 #[derive(Debug)]
 pub struct Checked {
     pub message_id: uuid::Uuid,
+    /// The command's own (signed) time.
+    pub timestamp: jiff::Timestamp,
     pub key_id: String,
     pub command: Command,
 }
@@ -195,7 +197,7 @@ impl Authentic {
                 });
             }
         }
-        Ok(Checked { message_id: e.message_id, key_id: self.key_id, command })
+        Ok(Checked { message_id: e.message_id, timestamp: e.timestamp, key_id: self.key_id, command })
     }
 }
 

@@ -3,5 +3,6 @@
 
 pub mod check;
 pub mod envelope;
+pub mod inbox;
 pub mod keys;
 pub mod trust;

@@ -34,6 +34,16 @@ impl Store {
         Ok(self.command_reply(message_id).await?.unwrap_or_else(|| reply.to_string()))
     }
 
+    /// Replaces the replies stored for `message_id` (the ACK, then the ACK and its RESULT).
+    pub async fn set_reply(&self, message_id: &str, reply: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE command_replies SET reply = ? WHERE message_id = ?")
+            .bind(reply)
+            .bind(message_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Reserves `n` sequence numbers and returns the first: they are never handed out again,
     /// across restarts (a crash may skip some, never repeat them).
     pub async fn reserve_seq(&self, n: u64) -> Result<u64, StoreError> {

@@ -1,0 +1,288 @@
+//! What happens to one message from the cloud, whatever transport brought it (DESIGN §3
+//! "Checks", "Replies"): check it, answer ACK or NACK at once, run it, answer one RESULT; a
+//! repeated `message_id` gets the replies first sent, without running anything again.
+//!
+//! Replies are signed by the device, numbered (`seq`) and stored before they are handed to the
+//! transport, so the transport may acknowledge the command to its broker as soon as
+//! [`Inbox::receive`] returns: a crash after that point loses nothing.
+
+use std::sync::{Arc, RwLock};
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::check::{trusted_now, Checker, Nack, NackCode};
+use super::envelope::{new_message, sign};
+use super::keys::DeviceKeys;
+use super::trust::TrustStore;
+use crate::command::{Command, ErrorCode, Reply};
+use crate::store::{Store, StoreError};
+
+/// Runs a checked command (the dispatcher, with the cloud as origin).
+pub trait Execute: Send + Sync + 'static {
+    fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply>;
+}
+
+impl Execute for crate::command::dispatch::Dispatcher {
+    fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply> {
+        let d = self.clone();
+        Box::pin(async move { d.dispatch(crate::timeline::actor::Origin::Cloud, cmd).await })
+    }
+}
+
+pub struct Inbox {
+    pub device_id: String,
+    pub trust: Arc<RwLock<TrustStore>>,
+    pub keys: Arc<DeviceKeys>,
+    pub store: Store,
+    pub max_bytes: usize,
+    pub max_skew_s: u64,
+    pub exec: Arc<dyn Execute>,
+}
+
+/// An outgoing message, signed, as it goes on the wire.
+pub type Outgoing = String;
+
+impl Inbox {
+    /// Handles one raw message. ACK/NACK (or a repeat's stored replies) are sent on `out` before
+    /// this returns; the RESULT follows on `out` when the command is done.
+    pub async fn receive(self: &Arc<Self>, raw: &[u8], out: mpsc::Sender<Outgoing>) -> Result<(), StoreError> {
+        let authentic = {
+            let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
+            let checker = Checker { device_id: &self.device_id, trust: &trust, max_bytes: self.max_bytes };
+            checker.authenticate(raw)
+        };
+        let authentic = match authentic {
+            Ok(a) => a,
+            // Not stored: a message nobody signed must not fill the dedupe store.
+            Err(r) => {
+                let nack = self.reply("NACK", nack_payload(&r.nack), r.correlation_id).await?;
+                let _ = out.send(nack).await;
+                return Ok(());
+            }
+        };
+        let id = authentic.message_id();
+        if let Some(sent) = self.store.command_reply(&id.to_string()).await? {
+            tracing::info!(message_id = %id, "a repeated command: its replies are sent again, nothing runs");
+            for r in serde_json::from_str::<Vec<String>>(&sent).unwrap_or_default() {
+                let _ = out.send(r).await;
+            }
+            return Ok(());
+        }
+        let system = jiff::Timestamp::now();
+        let floor = self.store.time_floor_ms().await?;
+        let checked = {
+            let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
+            authentic.check(trusted_now(system, floor), self.max_skew_s, &trust)
+        };
+        let checked = match checked {
+            Ok(c) => c,
+            Err(nack) => {
+                let r = self.reply("NACK", nack_payload(&nack), Some(id)).await?;
+                self.store.remember_reply(&id.to_string(), &json!([r]).to_string(), system.as_millisecond()).await?;
+                let _ = out.send(r).await;
+                return Ok(());
+            }
+        };
+        // A command signed by a trusted key, within the allowed skew, is evidence of the time:
+        // the floor rises to it (never to the system clock alone, which may be far off).
+        self.store.raise_time_floor(checked.timestamp.as_millisecond()).await?;
+        let ack = self.reply("ACK", Map::new(), Some(id)).await?;
+        self.store.remember_reply(&id.to_string(), &json!([ack]).to_string(), system.as_millisecond()).await?;
+        let _ = out.send(ack.clone()).await;
+        tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let reply = this.exec.execute(checked.command).await;
+            let payload = result_payload(reply);
+            match this.reply("RESULT", payload, Some(id)).await {
+                Ok(result) => {
+                    let both = json!([ack, result]).to_string();
+                    if let Err(e) = this.store.set_reply(&id.to_string(), &both).await {
+                        tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
+                    }
+                    let _ = out.send(result).await;
+                }
+                Err(e) => tracing::error!(message_id = %id, "the RESULT could not be made: {e}"),
+            }
+        });
+        Ok(())
+    }
+
+    /// A signed, numbered reply.
+    async fn reply(
+        &self,
+        ty: &str,
+        payload: Map<String, Value>,
+        to: Option<uuid::Uuid>,
+    ) -> Result<Outgoing, StoreError> {
+        let mut m = new_message(&self.device_id, ty, payload, to);
+        m.insert("seq".into(), self.store.reserve_seq(1).await?.into());
+        sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
+        Ok(Value::Object(m).to_string())
+    }
+}
+
+fn nack_payload(n: &Nack) -> Map<String, Value> {
+    match serde_json::to_value(n) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+fn result_payload(reply: Reply) -> Map<String, Value> {
+    let v = match reply {
+        Reply::Done { output } => {
+            json!({"status": "succeeded", "output": serde_json::to_value(&*output).unwrap_or(Value::Null)})
+        }
+        Reply::Refused { refusal } => {
+            let status = if refusal.code == ErrorCode::Canceled { "canceled" } else { "failed" };
+            let code = match refusal.code {
+                ErrorCode::SchemaViolation => NackCode::SchemaViolation,
+                ErrorCode::UnsupportedType => NackCode::UnsupportedType,
+                ErrorCode::NotFound => NackCode::NotFound,
+                ErrorCode::Conflict => NackCode::Conflict,
+                ErrorCode::Busy => NackCode::Busy,
+                ErrorCode::Failed | ErrorCode::Canceled => NackCode::Failed,
+            };
+            let mut error = json!({"code": code, "message": refusal.message});
+            if let Some(f) = refusal.field.as_deref() {
+                error["pointer"] = super::check::path_to_pointer(f).into();
+            }
+            json!({"status": status, "error": error})
+        }
+    };
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::envelope::b64;
+    use super::super::trust::{Role, TrustEntry};
+    use super::*;
+    use crate::command::{Output, Refusal};
+    use ed25519_dalek::SigningKey;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Execute for Counting {
+        fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match cmd {
+                    Command::Ping(_) => Reply::Done { output: Box::new(Output::Pong { agent_time: "t".into() }) },
+                    _ => Reply::Refused { refusal: Refusal::new(ErrorCode::NotFound, "no such timeline") },
+                }
+            })
+        }
+    }
+
+    async fn inbox(dir: &std::path::Path) -> (Arc<Inbox>, Arc<AtomicUsize>, SigningKey) {
+        let studio = SigningKey::from_bytes(&[9; 32]);
+        let mut t = TrustStore::default();
+        t.add(TrustEntry::new("studio", &b64(studio.verifying_key().as_bytes()), &[Role::Command]).unwrap()).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox {
+            device_id: "dev".into(),
+            trust: Arc::new(RwLock::new(t)),
+            keys: Arc::new(DeviceKeys::load_or_create(dir).unwrap()),
+            store: Store::open(dir).await.unwrap(),
+            max_bytes: 256 * 1024,
+            max_skew_s: 300,
+            exec: Arc::new(Counting(runs.clone())),
+        };
+        (Arc::new(inbox), runs, studio)
+    }
+
+    fn command(key: &SigningKey, id: &str, ty: &str, payload: Value) -> Vec<u8> {
+        let mut m = json!({"schema_version": "1.0", "message_id": id, "correlation_id": null,
+                           "timestamp": super::super::envelope::timestamp_now(), "device_id": "dev", "type": ty, "payload": payload});
+        sign(m.as_object_mut().unwrap(), "studio", key).unwrap();
+        serde_json::to_vec(&m).unwrap()
+    }
+
+    async fn replies(rx: &mut mpsc::Receiver<Outgoing>, n: usize) -> Vec<Value> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            v.push(serde_json::from_str(&r).unwrap());
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn ack_then_one_result_and_a_repeat_runs_nothing_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, runs, studio) = inbox(dir.path()).await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let id = "6a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+        let raw = command(&studio, id, "PING", json!({}));
+        inbox.receive(&raw, tx.clone()).await.unwrap();
+        let first = replies(&mut rx, 2).await;
+        assert_eq!((first[0]["type"].as_str(), first[1]["type"].as_str()), (Some("ACK"), Some("RESULT")));
+        assert_eq!(first[0]["correlation_id"], id);
+        assert_eq!(first[1]["payload"]["status"], "succeeded");
+        assert!(first[1]["seq"].as_u64() > first[0]["seq"].as_u64(), "seq rises: {first:?}");
+        let floor = inbox.store.time_floor_ms().await.unwrap();
+        let sent: jiff::Timestamp =
+            serde_json::from_slice::<Value>(&raw).unwrap()["timestamp"].as_str().unwrap().parse().unwrap();
+        assert_eq!(floor, sent.as_millisecond(), "the time floor rose to the accepted command's time");
+        inbox.receive(&raw, tx.clone()).await.unwrap();
+        assert_eq!(replies(&mut rx, 2).await, first, "the identical replies");
+        drop(inbox);
+        let (again, runs2, _) = self::inbox(dir.path()).await;
+        again.receive(&raw, tx.clone()).await.unwrap();
+        assert_eq!(replies(&mut rx, 2).await, first, "after a restart too");
+        assert_eq!(runs.load(Ordering::SeqCst) + runs2.load(Ordering::SeqCst), 1, "executed once");
+        // A refusal by the handler is a RESULT failed with its code.
+        inbox_result(&again, &studio, &mut rx, tx).await;
+    }
+
+    async fn inbox_result(
+        inbox: &Arc<Inbox>,
+        studio: &SigningKey,
+        rx: &mut mpsc::Receiver<Outgoing>,
+        tx: mpsc::Sender<Outgoing>,
+    ) {
+        let raw = command(
+            studio,
+            "7a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11",
+            "TIMELINE_EXECUTE",
+            json!({"action": "play", "timeline_id": "nope"}),
+        );
+        inbox.receive(&raw, tx).await.unwrap();
+        let r = replies(rx, 2).await;
+        assert_eq!(r[1]["payload"]["status"], "failed");
+        assert_eq!(r[1]["payload"]["error"]["code"], "not_found");
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_gets_one_nack_and_nothing_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, runs, studio) = inbox(dir.path()).await;
+        let (tx, mut rx) = mpsc::channel(16);
+        inbox.receive(b"{oops", tx.clone()).await.unwrap();
+        let n = replies(&mut rx, 1).await;
+        assert_eq!((n[0]["type"].as_str(), n[0]["payload"]["code"].as_str()), (Some("NACK"), Some("invalid_envelope")));
+        assert_eq!(n[0]["correlation_id"], Value::Null, "unread: no correlation");
+        let bad = command(
+            &studio,
+            "8a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11",
+            "OVERLAY_UPDATE",
+            json!({"action": "show", "overlay_id": "o", "overlay": {"type": "text", "text": "x", "opacity": 2}}),
+        );
+        inbox.receive(&bad, tx.clone()).await.unwrap();
+        let n = replies(&mut rx, 1).await;
+        assert_eq!(n[0]["payload"]["code"], "schema_violation");
+        assert_eq!(n[0]["payload"]["pointer"], "/payload/overlay/opacity");
+        assert_eq!(n[0]["correlation_id"], "8a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11");
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "no RESULT after a NACK");
+    }
+}

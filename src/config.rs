@@ -59,6 +59,35 @@ pub struct ControlConfig {
     pub trust_store: PathBuf,
     /// Messages larger than this are refused (`invalid_envelope`).
     pub max_message_bytes: usize,
+    /// The MQTT link; absent: MQTT off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// `[control.mqtt]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtts://host:port`; `mqtt://` only with `allow_insecure = true` (loopback tests).
+    pub url: String,
+    pub allow_insecure: bool,
+    pub keepalive_s: u64,
+    /// Reconnect backoff ceiling (full jitter from 1 s), and the longest random delay after an
+    /// established connection drops (so a fleet does not stampede a recovering broker).
+    pub reconnect_max_s: u64,
+    pub drop_delay_max_s: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: String::new(),
+            allow_insecure: false,
+            keepalive_s: 30,
+            reconnect_max_s: 120,
+            drop_delay_max_s: 30,
+        }
+    }
 }
 
 impl Default for ControlConfig {
@@ -69,6 +98,7 @@ impl Default for ControlConfig {
             max_skew_s: 300,
             trust_store: PathBuf::new(),
             max_message_bytes: 256 * 1024,
+            mqtt: None,
         }
     }
 }
@@ -321,6 +351,23 @@ impl Config {
         }
         if c.topic_prefix.is_empty() || c.topic_prefix.contains(['#', '+']) || c.topic_prefix.ends_with('/') {
             return bad("control.topic_prefix must be non-empty, without MQTT wildcards or a trailing '/'");
+        }
+        if let Some(m) = &c.mqtt {
+            match m.url.split_once("://").map(|(s, _)| s) {
+                Some("mqtt") if m.allow_insecure => {}
+                Some("mqtt") => {
+                    return bad("control.mqtt.url: mqtt:// (no TLS) needs control.mqtt.allow_insecure = true")
+                }
+                Some("mqtts") => {
+                    return bad(
+                        "control.mqtt.url: mqtts:// (TLS with client certificates) is not supported by this build yet",
+                    )
+                }
+                _ => return bad("control.mqtt.url must be mqtt://HOST:PORT or mqtts://HOST:PORT"),
+            }
+            if m.keepalive_s < 5 || m.keepalive_s > 3600 || m.reconnect_max_s == 0 {
+                return bad("control.mqtt.keepalive_s must be 5..3600 and reconnect_max_s at least 1");
+            }
         }
         Ok(())
     }

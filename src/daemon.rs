@@ -35,6 +35,8 @@ pub enum DaemonError {
     Registry { path: String, source: std::io::Error },
     #[error("control socket {path}: {source}")]
     Socket { path: String, source: std::io::Error },
+    #[error("control plane: {0}")]
+    Control(String),
 }
 
 /// Where the pid registry lives inside the data dir.
@@ -82,6 +84,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tokio::spawn(relay_manager(store.clone(), env.clone(), cfg.reconcile_interval_ms, media_stop.clone()));
     let dispatcher = Dispatcher::new(cfg.clone(), store.clone(), env.clone(), director.clone(), programs);
     scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
+    let link_stop = CancellationToken::new();
+    let link = match cfg.control.mqtt.clone() {
+        Some(mqtt) => Some(tokio::spawn(crate::control::mqtt::run(
+            mqtt,
+            cfg.control.topic_prefix.clone(),
+            control_inbox(&cfg, &store, dispatcher.clone())?,
+            link_stop.clone(),
+        ))),
+        None => None,
+    };
     let sock = socket_path(&cfg.data_dir);
     let api = local_api::serve(sock.clone(), dispatcher)
         .await
@@ -91,6 +103,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
 
     api.abort();
     let _ = std::fs::remove_file(&sock);
+    link_stop.cancel();
+    if let Some(link) = link {
+        let _ = tokio::time::timeout(Duration::from_secs(3), link).await;
+    }
     tracing::info!("shutting down: the show, then programs and streams");
     timeline_stop.cancel();
     let deadline = env.stop_grace + Duration::from_secs(5);
@@ -105,6 +121,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
     store.close().await;
     Ok(())
+}
+
+/// The cloud commands' inbox: this device's keys and trust store, the store, the dispatcher.
+fn control_inbox(
+    cfg: &Config,
+    store: &Store,
+    dispatcher: Dispatcher,
+) -> Result<std::sync::Arc<crate::control::inbox::Inbox>, DaemonError> {
+    use crate::control::{keys::DeviceKeys, trust::TrustStore};
+    let keys = DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| DaemonError::Control(e.to_string()))?;
+    let trust = TrustStore::load(&cfg.trust_store_path()).map_err(|e| DaemonError::Control(e.to_string()))?;
+    if trust.keys.is_empty() {
+        tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
+    }
+    Ok(std::sync::Arc::new(crate::control::inbox::Inbox {
+        device_id: cfg.device_id().map_err(|e| DaemonError::Control(e.to_string()))?,
+        trust: std::sync::Arc::new(std::sync::RwLock::new(trust)),
+        keys: std::sync::Arc::new(keys),
+        store: store.clone(),
+        max_bytes: cfg.control.max_message_bytes,
+        max_skew_s: cfg.control.max_skew_s,
+        exec: std::sync::Arc::new(dispatcher),
+    }))
 }
 
 /// The relay streams' task: brings the running relays to the desired state in the store every

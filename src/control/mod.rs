@@ -5,4 +5,5 @@ pub mod check;
 pub mod envelope;
 pub mod inbox;
 pub mod keys;
+pub mod mqtt;
 pub mod trust;

@@ -1,0 +1,177 @@
+//! The MQTT link against a real mosquitto on loopback (plain listener, `allow_insecure`): a
+//! signed command published on the device's command topic gets ACK and RESULT on its replies
+//! topic, signed by the device; a repeat gets the same replies and runs nothing again; a
+//! tampered command gets one NACK; the retained STATE says online, and offline after a stop.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+use vistter_agent::control::envelope::{b64, public_key_from_b64, sign, timestamp_now, verify, Signature};
+
+const DEVICE: &str = "vs-mqtt-test";
+const PREFIX: &str = "vistter/v1";
+
+struct Broker {
+    port: u16,
+    _proc: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn broker() -> Broker {
+    require_bin("mosquitto");
+    require_bin("mosquitto_sub");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("per_listener_settings true\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let proc = ProcGuard::spawn(
+        "mosquitto",
+        Command::new(find_bin("mosquitto").unwrap()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { port, _proc: proc, _dir: dir }
+}
+
+/// `mosquitto_sub` on `topic`, collecting messages as they come.
+struct Sub {
+    proc: ProcGuard,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sub {
+    fn new(port: u16, topic: &str) -> Sub {
+        let mut proc = ProcGuard::spawn(
+            "mosquitto_sub",
+            Command::new(find_bin("mosquitto_sub").unwrap())
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let out = proc.child_mut().stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { proc, rx }
+    }
+
+    fn next(&self, within: Duration) -> Value {
+        let line = self.rx.recv_timeout(within).unwrap_or_else(|_| panic!("no message within {within:?}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+fn publish(port: u16, topic: &str, msg: &[u8], retain: bool) {
+    let mut cmd = Command::new(find_bin("mosquitto_pub").unwrap());
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), msg).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "mosquitto_pub");
+}
+
+fn command(key: &SigningKey, id: &str, ty: &str, payload: Value) -> Vec<u8> {
+    let mut m = json!({"schema_version": "1.0", "message_id": id, "correlation_id": null, "timestamp": timestamp_now(),
+                       "device_id": DEVICE, "type": ty, "payload": payload});
+    sign(m.as_object_mut().unwrap(), "studio", key).unwrap();
+    serde_json::to_vec(&m).unwrap()
+}
+
+fn verified(msg: &Value, device_key: &str) -> bool {
+    let sig: Signature = serde_json::from_value(msg["signature"].clone()).unwrap();
+    verify(msg.as_object().unwrap(), &sig, &public_key_from_b64(device_key).unwrap()).is_ok()
+}
+
+#[test]
+fn commands_over_mqtt_are_answered_once_signed_and_state_is_retained() {
+    let b = broker();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{DEVICE}\"\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\nkeepalive_s = 5\nreconnect_max_s = 2\ndrop_delay_max_s = 1\n",
+        b.port
+    ));
+    let studio = SigningKey::from_bytes(&[0x33; 32]);
+    agent.ok(&["trust", "add", "studio", "--public-key", &b64(studio.verifying_key().as_bytes())]);
+    let device: Value = serde_json::from_str(&agent.ok(&["device", "show", "--json"])).unwrap();
+    let device_key = device["device_public_key"].as_str().unwrap().to_string();
+    let base = format!("{PREFIX}/devices/{DEVICE}");
+    let replies = Sub::new(b.port, &format!("{base}/replies"));
+    let states = Sub::new(b.port, &format!("{base}/state"));
+    agent.spawn();
+
+    let birth = states.next(Duration::from_secs(20));
+    assert_eq!(birth["type"], "STATE");
+    assert_eq!(birth["payload"]["online"], true, "{birth}");
+    assert_eq!(birth["payload"]["device_public_key"], device_key.as_str());
+    assert!(verified(&birth, &device_key), "STATE is signed by the device");
+    // The command topic is subscribed once the link is up; give it a moment after the birth.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let id = "1c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+    let ping = command(&studio, id, "PING", json!({}));
+    publish(b.port, &format!("{base}/commands"), &ping, false);
+    let ack = replies.next(Duration::from_secs(10));
+    let result = replies.next(Duration::from_secs(10));
+    assert_eq!((ack["type"].as_str(), result["type"].as_str()), (Some("ACK"), Some("RESULT")), "{ack} {result}");
+    assert_eq!(ack["correlation_id"], id);
+    assert_eq!(result["payload"]["status"], "succeeded", "{result}");
+    assert!(result["payload"]["output"]["agent_time"].is_string(), "{result}");
+    assert!(verified(&ack, &device_key) && verified(&result, &device_key), "replies are signed by the device");
+
+    // The same message again: the identical replies, nothing runs again.
+    publish(b.port, &format!("{base}/commands"), &ping, false);
+    assert_eq!(replies.next(Duration::from_secs(10)), ack);
+    assert_eq!(replies.next(Duration::from_secs(10)), result);
+
+    // One byte changed after signing: one NACK, bad_signature.
+    let tampered = String::from_utf8(command(
+        &studio,
+        "2c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11",
+        "OVERLAY_UPDATE",
+        json!({"action": "set_vars", "vars": {"a": "b"}}),
+    ))
+    .unwrap()
+    .replace("\"b\"", "\"c\"");
+    publish(b.port, &format!("{base}/commands"), tampered.as_bytes(), false);
+    let nack = replies.next(Duration::from_secs(10));
+    assert_eq!(
+        (nack["type"].as_str(), nack["payload"]["code"].as_str()),
+        (Some("NACK"), Some("bad_signature")),
+        "{nack}"
+    );
+    assert!(replies.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing more after a NACK");
+
+    // Stopped: the retained state says offline.
+    agent.stop();
+    let death = states.next(Duration::from_secs(10));
+    assert_eq!(death["payload"]["online"], false, "{death}");
+    assert!(verified(&death, &device_key));
+    let late = Sub::new(b.port, &format!("{base}/state"));
+    assert_eq!(late.next(Duration::from_secs(5))["payload"]["online"], false, "retained");
+}

@@ -89,7 +89,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         Some(mqtt) => Some(tokio::spawn(crate::control::mqtt::run(
             mqtt,
             cfg.control.topic_prefix.clone(),
-            control_inbox(&cfg, &store, dispatcher.clone())?,
+            control_inbox(&cfg, &store, dispatcher.clone(), link_stop.clone())?,
             link_stop.clone(),
         ))),
         None => None,
@@ -128,6 +128,7 @@ fn control_inbox(
     cfg: &Config,
     store: &Store,
     dispatcher: Dispatcher,
+    stop: CancellationToken,
 ) -> Result<std::sync::Arc<crate::control::inbox::Inbox>, DaemonError> {
     use crate::control::{keys::DeviceKeys, trust::TrustStore};
     let keys = DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| DaemonError::Control(e.to_string()))?;
@@ -135,9 +136,11 @@ fn control_inbox(
     if trust.keys.is_empty() {
         tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
     }
+    let trust = std::sync::Arc::new(std::sync::RwLock::new(trust));
+    tokio::spawn(crate::control::trust::watch(cfg.trust_store_path(), trust.clone(), Duration::from_secs(2), stop));
     Ok(std::sync::Arc::new(crate::control::inbox::Inbox {
         device_id: cfg.device_id().map_err(|e| DaemonError::Control(e.to_string()))?,
-        trust: std::sync::Arc::new(std::sync::RwLock::new(trust)),
+        trust,
         keys: std::sync::Arc::new(keys),
         store: store.clone(),
         max_bytes: cfg.control.max_message_bytes,

@@ -98,9 +98,13 @@ fn publish(port: u16, topic: &str, msg: &[u8], retain: bool) {
 }
 
 fn command(key: &SigningKey, id: &str, ty: &str, payload: Value) -> Vec<u8> {
+    command_by(key, "studio", id, ty, payload)
+}
+
+fn command_by(key: &SigningKey, key_id: &str, id: &str, ty: &str, payload: Value) -> Vec<u8> {
     let mut m = json!({"schema_version": "1.0", "message_id": id, "correlation_id": null, "timestamp": timestamp_now(),
                        "device_id": DEVICE, "type": ty, "payload": payload});
-    sign(m.as_object_mut().unwrap(), "studio", key).unwrap();
+    sign(m.as_object_mut().unwrap(), key_id, key).unwrap();
     serde_json::to_vec(&m).unwrap()
 }
 
@@ -166,6 +170,25 @@ fn commands_over_mqtt_are_answered_once_signed_and_state_is_retained() {
         "{nack}"
     );
     assert!(replies.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing more after a NACK");
+
+    // A key trusted while the daemon runs is honoured without a restart (the store is re-read).
+    let second = SigningKey::from_bytes(&[0x44; 32]);
+    let by_second = |id: &str| command_by(&second, "studio2", id, "PING", json!({}));
+    publish(b.port, &format!("{base}/commands"), &by_second("3c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11"), false);
+    assert_eq!(replies.next(Duration::from_secs(10))["payload"]["code"], "unknown_key");
+    agent.ok(&["trust", "add", "studio2", "--public-key", &b64(second.verifying_key().as_bytes())]);
+    let start = Instant::now();
+    loop {
+        let id = format!("4c9f0c52-6a4e-4f6f-9d2e-{:012x}", start.elapsed().as_millis());
+        publish(b.port, &format!("{base}/commands"), &by_second(&id), false);
+        let r = replies.next(Duration::from_secs(10));
+        if r["type"] == "ACK" {
+            assert_eq!(replies.next(Duration::from_secs(10))["type"], "RESULT");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the new key was not honoured: {r}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Stopped: the retained state says offline.
     agent.stop();

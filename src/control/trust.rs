@@ -138,12 +138,79 @@ impl TrustStore {
     }
 }
 
+/// Keeps `shared` equal to the file at `path`: checked every `every`, re-read when its modification
+/// time or size changes (`trust add` while the daemon runs takes effect without a restart). A file
+/// that does not read cleanly leaves the last good store in place, with an error in the log.
+pub async fn watch(
+    path: PathBuf,
+    shared: std::sync::Arc<std::sync::RwLock<TrustStore>>,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    // Nothing seen yet: the first check reads the file, so a change made between the caller's
+    // own load and this task's start is not missed.
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        let first = seen.is_none();
+        seen = now;
+        match TrustStore::load(&path) {
+            Ok(t) => {
+                if !first {
+                    tracing::info!(keys = t.keys.len(), "trust store changed: reloaded");
+                }
+                *shared.write().unwrap_or_else(|e| e.into_inner()) = t;
+            }
+            Err(e) => tracing::error!("trust store changed but cannot be used ({e}); keeping the last good one"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pk(seed: u8) -> String {
         super::super::envelope::b64(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_reloaded_and_a_broken_one_keeps_the_last_good_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.json");
+        let shared = std::sync::Arc::new(std::sync::RwLock::new(TrustStore::default()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task =
+            tokio::spawn(watch(path.clone(), shared.clone(), std::time::Duration::from_millis(20), stop.clone()));
+        let mut t = TrustStore::default();
+        t.add(TrustEntry::new("studio-a", &pk(1), &[Role::Command]).unwrap()).unwrap();
+        t.save(&path).unwrap();
+        let wait = |n: usize| {
+            let shared = shared.clone();
+            async move {
+                for _ in 0..200 {
+                    if shared.read().unwrap().keys.len() == n {
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(wait(1).await, "the new key is seen");
+        std::fs::write(&path, "{broken").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(shared.read().unwrap().keys.len(), 1, "a broken file keeps the last good store");
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -171,6 +171,29 @@ fn commands_over_mqtt_are_answered_once_signed_and_state_is_retained() {
     );
     assert!(replies.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing more after a NACK");
 
+    // Hostile messages on the command topic: each gets a NACK, and the link and the daemon carry on.
+    let hostile: Vec<Vec<u8>> = vec![
+        b"\xff\xfe\x00garbage".to_vec(),
+        b"{\"schema_version\": \"9.0\"}".to_vec(),
+        vec![b'['; 5000],
+        vec![b'x'; 300 * 1024],
+        b"null".to_vec(),
+    ];
+    for h in &hostile {
+        publish(b.port, &format!("{base}/commands"), h, false);
+        let n = replies.next(Duration::from_secs(10));
+        assert_eq!(n["type"], "NACK", "{n}");
+    }
+    assert!(agent.pid().is_some_and(alive), "the daemon survived the hostile messages");
+    publish(
+        b.port,
+        &format!("{base}/commands"),
+        &command(&studio, "5c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11", "PING", json!({})),
+        false,
+    );
+    assert_eq!(replies.next(Duration::from_secs(10))["type"], "ACK", "still answering");
+    assert_eq!(replies.next(Duration::from_secs(10))["type"], "RESULT");
+
     // A key trusted while the daemon runs is honoured without a restart (the store is re-read).
     let second = SigningKey::from_bytes(&[0x44; 32]);
     let by_second = |id: &str| command_by(&second, "studio2", id, "PING", json!({}));

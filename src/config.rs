@@ -59,9 +59,45 @@ pub struct ControlConfig {
     pub trust_store: PathBuf,
     /// Messages larger than this are refused (`invalid_envelope`).
     pub max_message_bytes: usize,
+    /// How often METRICS are sent, in seconds.
+    pub metrics_interval_s: u64,
+    /// The telemetry outbox's bounds: the oldest messages go first when either is passed.
+    pub outbox_max_messages: u64,
+    pub outbox_max_bytes: u64,
     /// The MQTT link; absent: MQTT off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttConfig>,
+    /// The WebSocket link; absent: WebSocket off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<WsConfig>,
+}
+
+/// `[control.ws]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// `wss://host[:port]/v1/devices/{device_id}/channel` (`{device_id}` is filled in).
+    pub url: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ping_s: u64,
+    pub reconnect_max_s: u64,
+    pub drop_delay_max_s: u64,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            url: String::new(),
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            ping_s: 20,
+            reconnect_max_s: 120,
+            drop_delay_max_s: 30,
+        }
+    }
 }
 
 /// `[control.mqtt]`.
@@ -71,6 +107,11 @@ pub struct MqttConfig {
     /// `mqtts://host:port`; `mqtt://` only with `allow_insecure = true` (loopback tests).
     pub url: String,
     pub allow_insecure: bool,
+    /// The private CA that signed the broker's certificate, and this device's client certificate
+    /// and key (PEM). Required for `mqtts://`; re-read when they change.
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
     pub keepalive_s: u64,
     /// Reconnect backoff ceiling (full jitter from 1 s), and the longest random delay after an
     /// established connection drops (so a fleet does not stampede a recovering broker).
@@ -83,6 +124,9 @@ impl Default for MqttConfig {
         MqttConfig {
             url: String::new(),
             allow_insecure: false,
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
             keepalive_s: 30,
             reconnect_max_s: 120,
             drop_delay_max_s: 30,
@@ -98,7 +142,11 @@ impl Default for ControlConfig {
             max_skew_s: 300,
             trust_store: PathBuf::new(),
             max_message_bytes: 256 * 1024,
+            metrics_interval_s: 10,
+            outbox_max_messages: 10_000,
+            outbox_max_bytes: 20 << 20,
             mqtt: None,
+            ws: None,
         }
     }
 }
@@ -359,15 +407,35 @@ impl Config {
                     return bad("control.mqtt.url: mqtt:// (no TLS) needs control.mqtt.allow_insecure = true")
                 }
                 Some("mqtts") => {
-                    return bad(
-                        "control.mqtt.url: mqtts:// (TLS with client certificates) is not supported by this build yet",
-                    )
+                    if m.ca_file.as_os_str().is_empty()
+                        || m.cert_file.as_os_str().is_empty()
+                        || m.key_file.as_os_str().is_empty()
+                    {
+                        return bad("control.mqtt: mqtts:// needs ca_file, cert_file and key_file (mutual TLS)");
+                    }
                 }
                 _ => return bad("control.mqtt.url must be mqtt://HOST:PORT or mqtts://HOST:PORT"),
             }
             if m.keepalive_s < 5 || m.keepalive_s > 3600 || m.reconnect_max_s == 0 {
                 return bad("control.mqtt.keepalive_s must be 5..3600 and reconnect_max_s at least 1");
             }
+        }
+        if let Some(w) = &c.ws {
+            if !w.url.starts_with("wss://") || url::Url::parse(&w.url.replace("{device_id}", "d")).is_err() {
+                return bad("control.ws.url must be wss://HOST[:PORT]/v1/devices/{device_id}/channel");
+            }
+            if w.ca_file.as_os_str().is_empty()
+                || w.cert_file.as_os_str().is_empty()
+                || w.key_file.as_os_str().is_empty()
+            {
+                return bad("control.ws needs ca_file, cert_file and key_file (mutual TLS)");
+            }
+            if w.ping_s == 0 || w.ping_s > 3600 || w.reconnect_max_s == 0 {
+                return bad("control.ws.ping_s must be 1..3600 and reconnect_max_s at least 1");
+            }
+        }
+        if c.metrics_interval_s == 0 || c.outbox_max_messages == 0 || c.outbox_max_bytes < 64 * 1024 {
+            return bad("control.metrics_interval_s and outbox_max_messages must be at least 1, outbox_max_bytes at least 65536");
         }
         Ok(())
     }

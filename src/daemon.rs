@@ -85,15 +85,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let dispatcher = Dispatcher::new(cfg.clone(), store.clone(), env.clone(), director.clone(), programs);
     scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
     let link_stop = CancellationToken::new();
-    let link = match cfg.control.mqtt.clone() {
-        Some(mqtt) => Some(tokio::spawn(crate::control::mqtt::run(
-            mqtt,
-            cfg.control.topic_prefix.clone(),
-            control_inbox(&cfg, &store, dispatcher.clone(), link_stop.clone())?,
-            link_stop.clone(),
-        ))),
-        None => None,
-    };
+    let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())
+        .await
+        .map_err(DaemonError::Control)?;
     let sock = socket_path(&cfg.data_dir);
     let api = local_api::serve(sock.clone(), dispatcher)
         .await
@@ -104,8 +98,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     api.abort();
     let _ = std::fs::remove_file(&sock);
     link_stop.cancel();
-    if let Some(link) = link {
-        let _ = tokio::time::timeout(Duration::from_secs(3), link).await;
+    if let Some(c) = control {
+        let _ = tokio::time::timeout(Duration::from_secs(3), futures_util::future::join_all(c.tasks)).await;
     }
     tracing::info!("shutting down: the show, then programs and streams");
     timeline_stop.cancel();
@@ -121,32 +115,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
     store.close().await;
     Ok(())
-}
-
-/// The cloud commands' inbox: this device's keys and trust store, the store, the dispatcher.
-fn control_inbox(
-    cfg: &Config,
-    store: &Store,
-    dispatcher: Dispatcher,
-    stop: CancellationToken,
-) -> Result<std::sync::Arc<crate::control::inbox::Inbox>, DaemonError> {
-    use crate::control::{keys::DeviceKeys, trust::TrustStore};
-    let keys = DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| DaemonError::Control(e.to_string()))?;
-    let trust = TrustStore::load(&cfg.trust_store_path()).map_err(|e| DaemonError::Control(e.to_string()))?;
-    if trust.keys.is_empty() {
-        tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
-    }
-    let trust = std::sync::Arc::new(std::sync::RwLock::new(trust));
-    tokio::spawn(crate::control::trust::watch(cfg.trust_store_path(), trust.clone(), Duration::from_secs(2), stop));
-    Ok(std::sync::Arc::new(crate::control::inbox::Inbox {
-        device_id: cfg.device_id().map_err(|e| DaemonError::Control(e.to_string()))?,
-        trust,
-        keys: std::sync::Arc::new(keys),
-        store: store.clone(),
-        max_bytes: cfg.control.max_message_bytes,
-        max_skew_s: cfg.control.max_skew_s,
-        exec: std::sync::Arc::new(dispatcher),
-    }))
 }
 
 /// The relay streams' task: brings the running relays to the desired state in the store every

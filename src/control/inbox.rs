@@ -10,11 +10,10 @@ use std::sync::{Arc, RwLock};
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
 use super::check::{trusted_now, Checker, Nack, NackCode};
-use super::envelope::{new_message, sign};
 use super::keys::DeviceKeys;
+use super::outbox::{Draft, Kind, Outbox, Remember, Route, Written};
 use super::trust::TrustStore;
 use crate::command::{Command, ErrorCode, Reply};
 use crate::store::{Store, StoreError};
@@ -36,18 +35,17 @@ pub struct Inbox {
     pub trust: Arc<RwLock<TrustStore>>,
     pub keys: Arc<DeviceKeys>,
     pub store: Store,
+    pub outbox: Outbox,
     pub max_bytes: usize,
     pub max_skew_s: u64,
     pub exec: Arc<dyn Execute>,
 }
 
-/// An outgoing message, signed, as it goes on the wire.
-pub type Outgoing = String;
-
 impl Inbox {
-    /// Handles one raw message. ACK/NACK (or a repeat's stored replies) are sent on `out` before
-    /// this returns; the RESULT follows on `out` when the command is done.
-    pub async fn receive(self: &Arc<Self>, raw: &[u8], out: mpsc::Sender<Outgoing>) -> Result<(), StoreError> {
+    /// Handles one raw message that came in on `route`. Its ACK or NACK (or, for a repeat, the
+    /// replies first sent) is in the outbox, for `route`, when this returns; the RESULT follows
+    /// when the command is done.
+    pub async fn receive(self: &Arc<Self>, raw: &[u8], route: Route) -> Result<(), StoreError> {
         let authentic = {
             let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
             let checker = Checker { device_id: &self.device_id, trust: &trust, max_bytes: self.max_bytes };
@@ -55,20 +53,15 @@ impl Inbox {
         };
         let authentic = match authentic {
             Ok(a) => a,
-            // Not stored: a message nobody signed must not fill the dedupe store.
+            // Not remembered: a message nobody signed must not fill the dedupe store.
             Err(r) => {
-                let nack = self.reply("NACK", nack_payload(&r.nack), r.correlation_id).await?;
-                let _ = out.send(nack).await;
+                self.reply("NACK", nack_payload(&r.nack), r.correlation_id, route, Remember::No).await?;
                 return Ok(());
             }
         };
         let id = authentic.message_id();
         if let Some(sent) = self.store.command_reply(&id.to_string()).await? {
-            tracing::info!(message_id = %id, "a repeated command: its replies are sent again, nothing runs");
-            for r in serde_json::from_str::<Vec<String>>(&sent).unwrap_or_default() {
-                let _ = out.send(r).await;
-            }
-            return Ok(());
+            return self.repeat(id, &sent, route).await;
         }
         let system = jiff::Timestamp::now();
         let floor = self.store.time_floor_ms().await?;
@@ -79,48 +72,65 @@ impl Inbox {
         let checked = match checked {
             Ok(c) => c,
             Err(nack) => {
-                let r = self.reply("NACK", nack_payload(&nack), Some(id)).await?;
-                self.store.remember_reply(&id.to_string(), &json!([r]).to_string(), system.as_millisecond()).await?;
-                let _ = out.send(r).await;
+                if let Written::Repeat(sent) =
+                    self.reply("NACK", nack_payload(&nack), Some(id), route, Remember::First(id)).await?
+                {
+                    self.resend(id, sent, route).await?;
+                }
                 return Ok(());
             }
+        };
+        // Written with the dedupe record in one transaction: of two copies arriving together,
+        // only one is accepted.
+        let ack = match self.reply("ACK", Map::new(), Some(id), route, Remember::First(id)).await? {
+            Written::Sent(ack) => ack,
+            Written::Repeat(sent) => return self.resend(id, sent, route).await,
         };
         // A command signed by a trusted key, within the allowed skew, is evidence of the time:
         // the floor rises to it (never to the system clock alone, which may be far off).
         self.store.raise_time_floor(checked.timestamp.as_millisecond()).await?;
-        let ack = self.reply("ACK", Map::new(), Some(id)).await?;
-        self.store.remember_reply(&id.to_string(), &json!([ack]).to_string(), system.as_millisecond()).await?;
-        let _ = out.send(ack.clone()).await;
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
         tokio::spawn(async move {
             let reply = this.exec.execute(checked.command).await;
             let payload = result_payload(reply);
-            match this.reply("RESULT", payload, Some(id)).await {
-                Ok(result) => {
-                    let both = json!([ack, result]).to_string();
-                    if let Err(e) = this.store.set_reply(&id.to_string(), &both).await {
-                        tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
-                    }
-                    let _ = out.send(result).await;
-                }
-                Err(e) => tracing::error!(message_id = %id, "the RESULT could not be made: {e}"),
+            if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
+                tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
             }
         });
         Ok(())
     }
 
-    /// A signed, numbered reply.
+    async fn repeat(&self, id: uuid::Uuid, sent: &str, route: Route) -> Result<(), StoreError> {
+        self.resend(id, serde_json::from_str::<Vec<String>>(sent).unwrap_or_default(), route).await
+    }
+
+    /// A repeated command: its replies go out again, unchanged, on the transport it came in on.
+    async fn resend(&self, id: uuid::Uuid, sent: Vec<String>, route: Route) -> Result<(), StoreError> {
+        tracing::info!(message_id = %id, "a repeated command: its replies are sent again, nothing runs");
+        self.outbox.resend(sent, route).await
+    }
+
+    /// A signed, numbered reply, stored in the outbox for `route`.
     async fn reply(
         &self,
-        ty: &str,
+        ty: &'static str,
         payload: Map<String, Value>,
         to: Option<uuid::Uuid>,
-    ) -> Result<Outgoing, StoreError> {
-        let mut m = new_message(&self.device_id, ty, payload, to);
-        m.insert("seq".into(), self.store.reserve_seq(1).await?.into());
-        sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
-        Ok(Value::Object(m).to_string())
+        route: Route,
+        remember: Remember,
+    ) -> Result<Written, StoreError> {
+        self.outbox
+            .put(Draft {
+                ty,
+                payload,
+                correlation_id: to,
+                kind: Kind::Replies,
+                route: Some(route),
+                remember,
+                counter: None,
+            })
+            .await
     }
 }
 
@@ -161,7 +171,8 @@ fn result_payload(reply: Reply) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::envelope::b64;
+    use super::super::envelope::{b64, sign};
+    use super::super::outbox::Bounds;
     use super::super::trust::{Role, TrustEntry};
     use super::*;
     use crate::command::{Output, Refusal};
@@ -187,11 +198,16 @@ mod tests {
         let mut t = TrustStore::default();
         t.add(TrustEntry::new("studio", &b64(studio.verifying_key().as_bytes()), &[Role::Command]).unwrap()).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
+        let keys = Arc::new(DeviceKeys::load_or_create(dir).unwrap());
+        let store = Store::open(dir).await.unwrap();
+        let bounds = Bounds { max_messages: 1000, max_bytes: 1 << 20 };
+        let outbox = Outbox::start(store.clone(), "dev".into(), keys.clone(), vec![Route::Mqtt], bounds).await.unwrap();
         let inbox = Inbox {
             device_id: "dev".into(),
             trust: Arc::new(RwLock::new(t)),
-            keys: Arc::new(DeviceKeys::load_or_create(dir).unwrap()),
-            store: Store::open(dir).await.unwrap(),
+            keys,
+            store,
+            outbox,
             max_bytes: 256 * 1024,
             max_skew_s: 300,
             exec: Arc::new(Counting(runs.clone())),
@@ -206,11 +222,19 @@ mod tests {
         serde_json::to_vec(&m).unwrap()
     }
 
-    async fn replies(rx: &mut mpsc::Receiver<Outgoing>, n: usize) -> Vec<Value> {
+    /// Reads what the outbox holds for MQTT, as a transport would.
+    struct Rx(i64);
+
+    async fn replies(inbox: &Inbox, rx: &mut Rx, n: usize) -> Vec<Value> {
         let mut v = Vec::new();
-        for _ in 0..n {
-            let r = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-            v.push(serde_json::from_str(&r).unwrap());
+        let t0 = std::time::Instant::now();
+        while v.len() < n {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(5), "only {v:?}");
+            for r in inbox.outbox.after(Route::Mqtt, rx.0, (n - v.len()) as i64).await.unwrap() {
+                rx.0 = r.id;
+                v.push(serde_json::from_str(&r.body).unwrap());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         v
     }
@@ -219,11 +243,11 @@ mod tests {
     async fn ack_then_one_result_and_a_repeat_runs_nothing_even_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (inbox, runs, studio) = inbox(dir.path()).await;
-        let (tx, mut rx) = mpsc::channel(16);
+        let mut rx = Rx(0);
         let id = "6a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
         let raw = command(&studio, id, "PING", json!({}));
-        inbox.receive(&raw, tx.clone()).await.unwrap();
-        let first = replies(&mut rx, 2).await;
+        inbox.receive(&raw, Route::Mqtt).await.unwrap();
+        let first = replies(&inbox, &mut rx, 2).await;
         assert_eq!((first[0]["type"].as_str(), first[1]["type"].as_str()), (Some("ACK"), Some("RESULT")));
         assert_eq!(first[0]["correlation_id"], id);
         assert_eq!(first[1]["payload"]["status"], "succeeded");
@@ -232,31 +256,26 @@ mod tests {
         let sent: jiff::Timestamp =
             serde_json::from_slice::<Value>(&raw).unwrap()["timestamp"].as_str().unwrap().parse().unwrap();
         assert_eq!(floor, sent.as_millisecond(), "the time floor rose to the accepted command's time");
-        inbox.receive(&raw, tx.clone()).await.unwrap();
-        assert_eq!(replies(&mut rx, 2).await, first, "the identical replies");
+        inbox.receive(&raw, Route::Mqtt).await.unwrap();
+        assert_eq!(replies(&inbox, &mut rx, 2).await, first, "the identical replies");
         drop(inbox);
         let (again, runs2, _) = self::inbox(dir.path()).await;
-        again.receive(&raw, tx.clone()).await.unwrap();
-        assert_eq!(replies(&mut rx, 2).await, first, "after a restart too");
+        again.receive(&raw, Route::Mqtt).await.unwrap();
+        assert_eq!(replies(&again, &mut rx, 2).await, first, "after a restart too");
         assert_eq!(runs.load(Ordering::SeqCst) + runs2.load(Ordering::SeqCst), 1, "executed once");
         // A refusal by the handler is a RESULT failed with its code.
-        inbox_result(&again, &studio, &mut rx, tx).await;
+        inbox_result(&again, &studio, &mut rx).await;
     }
 
-    async fn inbox_result(
-        inbox: &Arc<Inbox>,
-        studio: &SigningKey,
-        rx: &mut mpsc::Receiver<Outgoing>,
-        tx: mpsc::Sender<Outgoing>,
-    ) {
+    async fn inbox_result(inbox: &Arc<Inbox>, studio: &SigningKey, rx: &mut Rx) {
         let raw = command(
             studio,
             "7a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11",
             "TIMELINE_EXECUTE",
             json!({"action": "play", "timeline_id": "nope"}),
         );
-        inbox.receive(&raw, tx).await.unwrap();
-        let r = replies(rx, 2).await;
+        inbox.receive(&raw, Route::Mqtt).await.unwrap();
+        let r = replies(inbox, rx, 2).await;
         assert_eq!(r[1]["payload"]["status"], "failed");
         assert_eq!(r[1]["payload"]["error"]["code"], "not_found");
     }
@@ -265,9 +284,9 @@ mod tests {
     async fn a_refused_message_gets_one_nack_and_nothing_runs() {
         let dir = tempfile::tempdir().unwrap();
         let (inbox, runs, studio) = inbox(dir.path()).await;
-        let (tx, mut rx) = mpsc::channel(16);
-        inbox.receive(b"{oops", tx.clone()).await.unwrap();
-        let n = replies(&mut rx, 1).await;
+        let mut rx = Rx(0);
+        inbox.receive(b"{oops", Route::Mqtt).await.unwrap();
+        let n = replies(&inbox, &mut rx, 1).await;
         assert_eq!((n[0]["type"].as_str(), n[0]["payload"]["code"].as_str()), (Some("NACK"), Some("invalid_envelope")));
         assert_eq!(n[0]["correlation_id"], Value::Null, "unread: no correlation");
         let bad = command(
@@ -276,13 +295,13 @@ mod tests {
             "OVERLAY_UPDATE",
             json!({"action": "show", "overlay_id": "o", "overlay": {"type": "text", "text": "x", "opacity": 2}}),
         );
-        inbox.receive(&bad, tx.clone()).await.unwrap();
-        let n = replies(&mut rx, 1).await;
+        inbox.receive(&bad, Route::Mqtt).await.unwrap();
+        let n = replies(&inbox, &mut rx, 1).await;
         assert_eq!(n[0]["payload"]["code"], "schema_violation");
         assert_eq!(n[0]["payload"]["pointer"], "/payload/overlay/opacity");
         assert_eq!(n[0]["correlation_id"], "8a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11");
         assert_eq!(runs.load(Ordering::SeqCst), 0);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(rx.try_recv().is_err(), "no RESULT after a NACK");
+        assert!(inbox.outbox.after(Route::Mqtt, rx.0, 10).await.unwrap().is_empty(), "no RESULT after a NACK");
     }
 }

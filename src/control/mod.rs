@@ -5,5 +5,95 @@ pub mod check;
 pub mod envelope;
 pub mod inbox;
 pub mod keys;
+pub mod link;
 pub mod mqtt;
+pub mod outbox;
+pub mod telemetry;
+pub mod tls;
 pub mod trust;
+pub mod ws;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::Store;
+use inbox::{Execute, Inbox};
+use outbox::{Bounds, Outbox, Route};
+
+/// The running control plane: its links' tasks and their states.
+pub struct ControlPlane {
+    pub links: link::Links,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the cloud links that are configured (none: `Ok(None)`), with the outbox, the trust-store
+/// watcher and telemetry. Everything stops with `stop`.
+pub async fn start(
+    cfg: &Config,
+    store: &Store,
+    exec: Arc<dyn Execute>,
+    stop: CancellationToken,
+) -> Result<Option<ControlPlane>, String> {
+    let mut routes = Vec::new();
+    if cfg.control.mqtt.is_some() {
+        routes.push(Route::Mqtt);
+    }
+    if cfg.control.ws.is_some() {
+        routes.push(Route::Ws);
+    }
+    if routes.is_empty() {
+        return Ok(None);
+    }
+    let device_id = cfg.device_id().map_err(|e| e.to_string())?;
+    let keys = Arc::new(keys::DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| e.to_string())?);
+    let trust = trust::TrustStore::load(&cfg.trust_store_path()).map_err(|e| e.to_string())?;
+    if trust.keys.is_empty() {
+        tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
+    }
+    let trust = Arc::new(RwLock::new(trust));
+    let bounds = Bounds { max_messages: cfg.control.outbox_max_messages, max_bytes: cfg.control.outbox_max_bytes };
+    let outbox = Outbox::start(store.clone(), device_id.clone(), keys.clone(), routes.clone(), bounds)
+        .await
+        .map_err(|e| e.to_string())?;
+    let inbox = Arc::new(Inbox {
+        device_id,
+        trust: trust.clone(),
+        keys,
+        store: store.clone(),
+        outbox: outbox.clone(),
+        max_bytes: cfg.control.max_message_bytes,
+        max_skew_s: cfg.control.max_skew_s,
+        exec: exec.clone(),
+    });
+    let links = link::Links::new(&routes);
+    let mut tasks = vec![
+        tokio::spawn(trust::watch(cfg.trust_store_path(), trust, Duration::from_secs(2), stop.clone())),
+        tokio::spawn(telemetry::export_events(store.clone(), outbox.clone(), Duration::from_secs(1), stop.clone())),
+        tokio::spawn(telemetry::metrics(
+            outbox,
+            exec,
+            cfg.data_dir.clone(),
+            Duration::from_secs(cfg.control.metrics_interval_s),
+            stop.clone(),
+        )),
+    ];
+    if let Some(m) = cfg.control.mqtt.clone() {
+        let prefix = cfg.control.topic_prefix.clone();
+        tasks.push(tokio::spawn(mqtt::run(m, prefix, inbox.clone(), links.clone(), stop.clone())));
+    }
+    if let Some(w) = cfg.control.ws.clone() {
+        tasks.push(tokio::spawn(ws::run(w, inbox, links.clone(), stop.clone())));
+    }
+    let mut watch = links.subscribe();
+    tasks.push(tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let now = watch.borrow_and_update().clone();
+            tracing::info!(links = ?now, "cloud link state");
+        }
+    }));
+    Ok(Some(ControlPlane { links, tasks }))
+}

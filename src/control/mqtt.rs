@@ -1,30 +1,30 @@
-//! The MQTT link (DESIGN §3 "Transports"): outbound only, a persistent session, commands at QoS 1
-//! acknowledged to the broker only once their reply is stored, replies on `…/replies`, a retained
-//! STATE (birth) on `…/state` with a signed Last Will (death), and full-jitter reconnects.
+//! The MQTT link (DESIGN §3 "Transports"): outbound only, mutual TLS, a persistent session,
+//! commands at QoS 1 acknowledged to the broker only once their reply is stored, and every
+//! message the device sends read from the outbox and marked delivered only on its PUBACK.
+//! A retained STATE (birth) on `…/state`, with a signed Last Will (death); full-jitter reconnects.
 //!
 //! Topics: `{prefix}/devices/{device_id}/commands|replies|events|metrics|state`.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use serde_json::{json, Map, Value};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::envelope::{new_message, sign};
 use super::inbox::Inbox;
+use super::link::{self, Links};
+use super::outbox::{Kind, Route};
+use super::tls::{self, TlsFiles};
 use crate::config::MqttConfig;
-
-/// The command types this agent takes from the cloud (STATE `capabilities`).
-fn capabilities() -> Value {
-    json!({"commands": super::check::CLOUD_TYPES, "transports": ["mqtt"], "features": []})
-}
 
 pub struct Topics {
     pub commands: String,
     pub replies: String,
+    pub events: String,
+    pub metrics: String,
     pub state: String,
 }
 
@@ -34,137 +34,326 @@ impl Topics {
         Topics {
             commands: format!("{base}/commands"),
             replies: format!("{base}/replies"),
+            events: format!("{base}/events"),
+            metrics: format!("{base}/metrics"),
             state: format!("{base}/state"),
+        }
+    }
+
+    fn of(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Replies => &self.replies,
+            Kind::Events => &self.events,
+            Kind::Metrics => &self.metrics,
+            Kind::State => &self.state,
         }
     }
 }
 
-/// A signed STATE message (birth when `online`, death otherwise).
-async fn state(inbox: &Inbox, online: bool, link: &str) -> Option<String> {
-    let p = inbox.keys.public();
-    let payload = json!({
-        "online": online,
-        "agent_version": env!("CARGO_PKG_VERSION"),
-        "device_public_key": p.device_public_key,
-        "device_sealing_key": p.device_sealing_key,
-        "capabilities": capabilities(),
-        "link": {"mqtt": link},
-        "segments": [],
-        "program": null,
-    });
-    let Value::Object(payload) = payload else { return None };
-    let mut m: Map<String, Value> = new_message(&inbox.device_id, "STATE", payload, None);
-    m.insert("seq".into(), inbox.store.reserve_seq(1).await.ok()?.into());
-    sign(&mut m, &inbox.device_id, inbox.keys.signing()).ok()?;
-    Some(Value::Object(m).to_string())
-}
-
-/// Full jitter: a random wait in 0..=min(max, 1 s × 2^attempt).
-fn backoff(attempt: u32, max: Duration) -> Duration {
+/// Full jitter: a random wait in 0..=min(max, 1 s × 2^attempt), at least 200 ms.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
     let cap = Duration::from_secs(1u64 << attempt.min(16)).min(max);
     Duration::from_millis(rand::thread_rng().gen_range(0..=cap.as_millis() as u64).max(200))
 }
 
+/// The wait before the next attempt: after an established connection drops, a random 0..=`drop_max`
+/// first (so a fleet does not stampede a recovering broker); the backoff restarts after 30 s up.
+pub fn reconnect_wait(attempt: &mut u32, up_for: Option<Duration>, max: Duration, drop_max: Duration) -> Duration {
+    let mut wait = Duration::ZERO;
+    if let Some(up) = up_for {
+        if up >= Duration::from_secs(30) {
+            *attempt = 0;
+        }
+        wait += Duration::from_millis(rand::thread_rng().gen_range(0..=drop_max.as_millis() as u64));
+    }
+    wait += backoff(*attempt, max);
+    *attempt = attempt.saturating_add(1);
+    wait
+}
+
+/// At most this many messages published and not yet acknowledged by the broker.
+const IN_FLIGHT: usize = 200;
+
+fn tls_files(cfg: &MqttConfig) -> Option<TlsFiles> {
+    cfg.url.starts_with("mqtts://").then(|| TlsFiles {
+        ca: cfg.ca_file.clone(),
+        cert: cfg.cert_file.clone(),
+        key: cfg.key_file.clone(),
+    })
+}
+
 /// Runs the link until `shutdown`; reconnects on its own.
-pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, shutdown: CancellationToken) {
+pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Links, shutdown: CancellationToken) {
     let topics = Topics::new(&prefix, &inbox.device_id);
     let Some((host, port)) = host_port(&cfg.url) else {
         tracing::error!("control.mqtt.url has no host:port; the MQTT link is off");
         return;
     };
+    let files = tls_files(&cfg);
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {
-        let Some(death) = state(&inbox, false, "offline").await else {
-            tracing::error!("the STATE message could not be made; retrying");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            continue;
-        };
         let mut opts = MqttOptions::new(inbox.device_id.clone(), host.clone(), port);
         opts.set_keep_alive(Duration::from_secs(cfg.keepalive_s));
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
+        opts.set_inflight(IN_FLIGHT as u16 + 16);
         let max = inbox.max_bytes + 64 * 1024;
         opts.set_max_packet_size(max, max);
+        let fingerprint = files.as_ref().map(tls::fingerprint);
+        if let Some(f) = &files {
+            // Read again for every connection: a renewed certificate is used without a restart.
+            match tls::client_config(f) {
+                Ok(c) => {
+                    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(c)));
+                }
+                Err(e) => {
+                    tracing::error!("MQTT link: {e}");
+                    links.set(Route::Mqtt, "tls_error");
+                    let wait = backoff(attempt, Duration::from_secs(cfg.reconnect_max_s));
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(wait) => continue }
+                }
+            }
+        }
+        // The death message, signed now ("its timestamp is that moment").
+        let death = match link::state(&inbox, &links.with(Route::Mqtt, "offline"), false).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("the STATE message could not be made: {e}; retrying");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
+            }
+        };
         opts.set_last_will(LastWill::new(&topics.state, death, QoS::AtLeastOnce, true));
-        let (client, mut events) = AsyncClient::new(opts, 64);
-        let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
-        let publisher = {
-            let (client, topic) = (client.clone(), topics.replies.clone());
-            tokio::spawn(async move {
-                while let Some(r) = out_rx.recv().await {
-                    if client.publish(&topic, QoS::AtLeastOnce, false, r).await.is_err() {
-                        break;
-                    }
+        links.set(Route::Mqtt, "connecting");
+        let mut conn = Connection::new(opts, &topics, inbox.clone(), links.clone()).await;
+        let outcome = conn.serve(&shutdown, files.as_ref(), fingerprint).await;
+        match outcome {
+            End::Shutdown => {
+                conn.goodbye().await;
+                links.set(Route::Mqtt, "offline");
+                return;
+            }
+            End::TlsChanged => {
+                tracing::info!("MQTT link: the TLS files changed; reconnecting with them");
+                links.set(Route::Mqtt, "reconnecting");
+                continue;
+            }
+            End::Dropped(e) => {
+                links.set(Route::Mqtt, if conn.up_since.is_some() { "reconnecting" } else { "connect_failed" });
+                let wait = reconnect_wait(
+                    &mut attempt,
+                    conn.up_since.map(|t| t.elapsed()),
+                    Duration::from_secs(cfg.reconnect_max_s),
+                    Duration::from_secs(cfg.drop_delay_max_s),
+                );
+                tracing::warn!("MQTT link: {e}; reconnecting in {:.1} s", wait.as_secs_f64());
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(wait) => {} }
+            }
+        }
+    }
+}
+
+enum End {
+    Shutdown,
+    TlsChanged,
+    Dropped(String),
+}
+
+/// One connection: its client, the event loop's events, and what is in flight.
+struct Connection<'a> {
+    client: AsyncClient,
+    events: mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    poller: tokio::task::JoinHandle<()>,
+    topics: &'a Topics,
+    inbox: Arc<Inbox>,
+    links: Links,
+    up_since: Option<Instant>,
+    /// Outbox ids of our publishes, in the order they were handed to the client (`None`: a STATE).
+    queued: VecDeque<Option<i64>>,
+    /// Packet id → outbox id, for publishes the broker has not acknowledged yet.
+    pkids: HashMap<u16, i64>,
+    in_flight: BTreeSet<i64>,
+    /// The last outbox id read (handed to the client).
+    read_to: i64,
+    /// The last outbox id known delivered with nothing missing below it.
+    delivered_to: i64,
+}
+
+impl<'a> Connection<'a> {
+    async fn new(opts: MqttOptions, topics: &'a Topics, inbox: Arc<Inbox>, links: Links) -> Connection<'a> {
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        // The event loop is polled on its own task, always: publishing never waits on it.
+        let (tx, events) = mpsc::channel(1024);
+        let poller = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let end = ev.is_err();
+                if tx.send(ev).await.is_err() || end {
+                    break;
                 }
-            })
-        };
-        let mut connected_at: Option<Instant> = None;
-        let dropped = loop {
+            }
+        });
+        let cursor = inbox.outbox.cursor(Route::Mqtt).await.unwrap_or(0);
+        Connection {
+            client,
+            events,
+            poller,
+            topics,
+            inbox,
+            links,
+            up_since: None,
+            queued: VecDeque::new(),
+            pkids: HashMap::new(),
+            in_flight: BTreeSet::new(),
+            read_to: cursor,
+            delivered_to: cursor,
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        shutdown: &CancellationToken,
+        files: Option<&TlsFiles>,
+        fingerprint: Option<Vec<Option<(std::time::SystemTime, u64)>>>,
+    ) -> End {
+        let mut committed = self.inbox.outbox.committed.clone();
+        let mut tls_check = tokio::time::interval(Duration::from_secs(2));
+        loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    if let Some(s) = state(&inbox, false, "offline").await {
-                        let _ = client.publish(&topics.state, QoS::AtLeastOnce, true, s).await;
-                    }
-                    let _ = client.disconnect().await;
-                    // Let the event loop send what is queued (bounded).
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
-                    break false;
-                }
-                ev = events.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        tracing::info!(session_present = ack.session_present, "MQTT link connected");
-                        connected_at = Some(Instant::now());
-                        // rumqttc does not resubscribe: a broker that lost the session needs it again.
-                        if !ack.session_present {
-                            if let Err(e) = client.subscribe(&topics.commands, QoS::AtLeastOnce).await {
-                                tracing::warn!("MQTT subscribe: {e}");
-                            }
-                        }
-                        if let Some(s) = state(&inbox, true, "connected").await {
-                            let _ = client.publish(&topics.state, QoS::AtLeastOnce, true, s).await;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                _ = tls_check.tick() => {
+                    if let (Some(f), Some(fp)) = (files, &fingerprint) {
+                        if &tls::fingerprint(f) != fp {
+                            return End::TlsChanged;
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.commands => {
-                        let (inbox, client, out) = (inbox.clone(), client.clone(), out_tx.clone());
-                        tokio::spawn(async move {
-                            match inbox.receive(&p.payload, out).await {
-                                // The reply is stored: now the broker may forget the command.
-                                Ok(()) => { let _ = client.ack(&p).await; }
-                                Err(e) => tracing::error!("a command could not be handled (store): {e}; left unacknowledged"),
-                            }
-                        });
+                }
+                r = committed.changed(), if self.up_since.is_some() && self.in_flight.len() < IN_FLIGHT => {
+                    if r.is_err() {
+                        return End::Dropped("the outbox has stopped".into());
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("MQTT link: {e}");
-                        break true;
+                    if let Err(e) = self.pump().await {
+                        return End::Dropped(e);
                     }
                 }
+                ev = self.events.recv() => match ev {
+                    None => return End::Dropped("the event loop ended".into()),
+                    Some(Err(e)) => return End::Dropped(e.to_string()),
+                    Some(Ok(ev)) => if let Err(e) = self.on_event(ev).await {
+                        return End::Dropped(e);
+                    },
+                },
             }
-        };
-        publisher.abort();
-        if !dropped {
-            return;
         }
-        // Reset after 30 s connected; after an established connection drops, a random delay first.
-        let mut wait = Duration::ZERO;
-        match connected_at {
-            Some(t) if t.elapsed() >= Duration::from_secs(30) => {
-                attempt = 0;
-                wait += Duration::from_millis(rand::thread_rng().gen_range(0..=cfg.drop_delay_max_s * 1000));
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                tracing::info!(session_present = ack.session_present, "MQTT link connected");
+                self.up_since = Some(Instant::now());
+                self.links.set(Route::Mqtt, "connected");
+                // rumqttc does not resubscribe: a broker that lost the session needs it again.
+                if !ack.session_present {
+                    self.client.try_subscribe(&self.topics.commands, QoS::AtLeastOnce).map_err(|e| e.to_string())?;
+                }
+                let birth = link::state(&self.inbox, &self.links.snapshot(), true).await.map_err(|e| e.to_string())?;
+                self.publish(&self.topics.state.clone(), birth, true, None)?;
+                link::report_dropped(&self.inbox).await;
+                // What was not acknowledged on the last connection goes again, in order.
+                self.read_to = self.delivered_to;
+                self.pump().await?;
             }
-            Some(_) => {
-                wait += Duration::from_millis(rand::thread_rng().gen_range(0..=cfg.drop_delay_max_s * 1000));
+            Event::Incoming(Packet::Publish(p)) if p.topic == self.topics.commands => {
+                let (inbox, client) = (self.inbox.clone(), self.client.clone());
+                tokio::spawn(async move {
+                    match inbox.receive(&p.payload, Route::Mqtt).await {
+                        // The reply is stored: now the broker may forget the command.
+                        Ok(()) => {
+                            let _ = client.ack(&p).await;
+                        }
+                        Err(e) => tracing::error!("a command could not be handled (store): {e}; left unacknowledged"),
+                    }
+                });
             }
-            None => {}
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some(id)) = self.queued.pop_front() {
+                    self.pkids.insert(pkid, id);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(id) = self.pkids.remove(&ack.pkid) {
+                    self.in_flight.remove(&id);
+                    let to = match self.in_flight.first() {
+                        Some(first) => first - 1,
+                        None => self.read_to,
+                    };
+                    if to > self.delivered_to {
+                        self.delivered_to = to;
+                        self.inbox.outbox.delivered(Route::Mqtt, to);
+                    }
+                    self.pump().await?;
+                }
+            }
+            _ => {}
         }
-        wait += backoff(attempt, Duration::from_secs(cfg.reconnect_max_s));
-        attempt = attempt.saturating_add(1);
-        tracing::info!("MQTT link: reconnecting in {:.1} s", wait.as_secs_f64());
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        Ok(())
+    }
+
+    /// Hands the next rows of the outbox to the client, up to the in-flight limit.
+    async fn pump(&mut self) -> Result<(), String> {
+        while self.up_since.is_some() && self.in_flight.len() < IN_FLIGHT {
+            let seen = *self.inbox.outbox.committed.borrow();
+            if seen <= self.read_to {
+                return Ok(());
+            }
+            let room = (IN_FLIGHT - self.in_flight.len()) as i64;
+            let rows = self.inbox.outbox.after(Route::Mqtt, self.read_to, room).await.map_err(|e| e.to_string())?;
+            let full = rows.len() as i64 == room;
+            for r in rows {
+                let topic = self.topics.of(r.kind).to_string();
+                self.publish(&topic, r.body, false, Some(r.id))?;
+                self.in_flight.insert(r.id);
+                self.read_to = r.id;
+            }
+            if !full {
+                // Everything committed up to `seen` is read (rows for other transports included).
+                self.read_to = self.read_to.max(seen);
+                if self.in_flight.is_empty() && self.read_to > self.delivered_to {
+                    self.delivered_to = self.read_to;
+                    self.inbox.outbox.delivered(Route::Mqtt, self.read_to);
+                }
+                return Ok(());
+            }
         }
+        Ok(())
+    }
+
+    fn publish(&mut self, topic: &str, body: String, retain: bool, id: Option<i64>) -> Result<(), String> {
+        self.client.try_publish(topic, QoS::AtLeastOnce, retain, body).map_err(|e| format!("publish: {e}"))?;
+        self.queued.push_back(id);
+        Ok(())
+    }
+
+    /// A clean stop: the offline STATE (retained), then DISCONNECT, sent before returning.
+    async fn goodbye(&mut self) {
+        if self.up_since.is_some() {
+            if let Ok(s) = link::state(&self.inbox, &self.links.with(Route::Mqtt, "offline"), false).await {
+                let _ = self.publish(&self.topics.state.clone(), s, true, None);
+            }
+            let _ = self.client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = self.events.recv().await {}
+            })
+            .await;
+        }
+        self.poller.abort();
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.poller.abort();
     }
 }
 
@@ -183,10 +372,14 @@ mod tests {
         let t = Topics::new("vistter/v1", "vs-1");
         assert_eq!(t.commands, "vistter/v1/devices/vs-1/commands");
         assert_eq!(t.state, "vistter/v1/devices/vs-1/state");
+        assert_eq!(t.of(Kind::Metrics), "vistter/v1/devices/vs-1/metrics");
         for a in 0..20 {
             assert!(backoff(a, Duration::from_secs(120)) <= Duration::from_secs(120));
         }
         assert!(backoff(0, Duration::from_secs(120)) <= Duration::from_secs(1));
+        let mut attempt = 5;
+        let w = reconnect_wait(&mut attempt, Some(Duration::from_secs(31)), Duration::from_secs(120), Duration::ZERO);
+        assert!(w <= Duration::from_secs(1) && attempt == 1, "reset after 30 s up: {w:?}");
         assert_eq!(host_port("mqtt://127.0.0.1:1884"), Some(("127.0.0.1".into(), 1884)));
         assert_eq!(host_port("mqtts://broker.example"), Some(("broker.example".into(), 8883)));
     }

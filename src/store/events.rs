@@ -79,6 +79,20 @@ impl Store {
         Ok(())
     }
 
+    /// Events with an id above `after`, oldest first.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(event).collect())
+    }
+
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&self.pool).await?.get("m"))
+    }
+
     /// The newest events (newest last), optionally only those whose subject or scope starts with
     /// `prefix` (`relay:r1` finds the relay's camera and destination events too).
     pub async fn events(&self, prefix: Option<&str>, limit: i64) -> Result<Vec<Event>, StoreError> {
@@ -88,20 +102,21 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut v: Vec<Event> = rows
-            .iter()
-            .map(|r| Event {
-                id: r.get("id"),
-                at: r.get("at"),
-                severity: r.get("severity"),
-                event_type: r.get("event_type"),
-                subject: r.get("subject"),
-                scope: r.get("scope"),
-                detail: r.get("detail"),
-            })
-            .collect();
+        let mut v: Vec<Event> = rows.iter().map(event).collect();
         v.reverse();
         Ok(v)
+    }
+}
+
+fn event(r: &sqlx::sqlite::SqliteRow) -> Event {
+    Event {
+        id: r.get("id"),
+        at: r.get("at"),
+        severity: r.get("severity"),
+        event_type: r.get("event_type"),
+        subject: r.get("subject"),
+        scope: r.get("scope"),
+        detail: r.get("detail"),
     }
 }
 

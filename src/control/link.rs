@@ -1,0 +1,92 @@
+//! What the transports share: the state of each link (for STATE, logs and `vistter-agent status`)
+//! and the STATE message itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use super::inbox::Inbox;
+use super::outbox::{Draft, Kind, Route, Written};
+use crate::store::StoreError;
+
+/// Each configured transport's state: `connecting`, `connected`, `reconnecting`, `offline`, …
+#[derive(Clone)]
+pub struct Links {
+    tx: Arc<watch::Sender<BTreeMap<&'static str, String>>>,
+}
+
+impl Links {
+    pub fn new(routes: &[Route]) -> Links {
+        let m = routes.iter().map(|r| (r.as_str(), "offline".to_string())).collect();
+        Links { tx: Arc::new(watch::channel(m).0) }
+    }
+
+    pub fn set(&self, route: Route, state: &str) {
+        self.tx.send_if_modified(|m| {
+            let old = m.insert(route.as_str(), state.to_string());
+            old.as_deref() != Some(state)
+        });
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, String> {
+        self.tx.borrow().clone()
+    }
+
+    /// The snapshot with `route` in `state` (what a death message says).
+    pub fn with(&self, route: Route, state: &str) -> BTreeMap<&'static str, String> {
+        let mut m = self.snapshot();
+        m.insert(route.as_str(), state.to_string());
+        m
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<&'static str, String>> {
+        self.tx.subscribe()
+    }
+
+    pub fn routes(&self) -> Vec<&'static str> {
+        self.tx.borrow().keys().copied().collect()
+    }
+}
+
+/// The command types this agent takes from the cloud, and its transports (STATE `capabilities`).
+fn capabilities(transports: Vec<&'static str>) -> Value {
+    json!({"commands": super::check::CLOUD_TYPES, "transports": transports, "features": ["sealed_secrets", "outbox"]})
+}
+
+/// A signed STATE message (birth when `online`, death otherwise), numbered like every other.
+pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online: bool) -> Result<String, StoreError> {
+    let p = inbox.keys.public();
+    let payload = json!({
+        "online": online,
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "device_public_key": p.device_public_key,
+        "device_sealing_key": p.device_sealing_key,
+        "capabilities": capabilities(links.keys().copied().collect()),
+        "link": links,
+        "segments": [],
+        "program": null,
+    });
+    let Value::Object(payload) = payload else { unreachable!("a JSON object") };
+    match inbox.outbox.put(Draft::telemetry("STATE", Kind::State, payload)).await? {
+        Written::Sent(s) => Ok(s),
+        Written::Repeat(_) => unreachable!("only commands' replies repeat"),
+    }
+}
+
+/// After a reconnect: if the outbox had to drop messages while the device was away, one EVENT
+/// says how many.
+pub async fn report_dropped(inbox: &Inbox) {
+    let n = inbox.outbox.take_dropped().await;
+    if n == 0 {
+        return;
+    }
+    let mut context = Map::new();
+    context.insert("dropped".into(), n.into());
+    let payload = json!({"event_type": "outbox_overflow", "severity": "warning", "context": context});
+    let Value::Object(payload) = payload else { return };
+    if let Err(e) = inbox.outbox.put(Draft::telemetry("EVENT", Kind::Events, payload)).await {
+        tracing::warn!("the outbox overflow could not be reported: {e}");
+    }
+}

@@ -1,0 +1,623 @@
+//! The outbox (DESIGN §3 "Replies and telemetry", "Transports"): every message the device sends
+//! is numbered (`seq`), signed and committed to SQLite by one writer task before any transport
+//! sees it. Transports read rows after their own cursor and report what their peer acknowledged
+//! (MQTT: the PUBACK); a row is deleted only when every transport it is for has it, or when the
+//! outbox is over its bounds (oldest first, counted, and reported in an EVENT on reconnect).
+//!
+//! The writer takes whatever jobs are waiting and commits them in one transaction: under load a
+//! burst of replies costs one commit, and an SD card is not worn by a write per message.
+//! Because the writer alone hands out `seq`, numbers are contiguous and never repeat, across
+//! restarts, and the dedupe record of a command is written in the same transaction as its reply.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::envelope::{new_message, sign};
+use super::keys::DeviceKeys;
+use crate::store::{Store, StoreError};
+
+/// A transport a reply goes back on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Mqtt,
+    Ws,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Mqtt => "mqtt",
+            Route::Ws => "ws",
+        }
+    }
+}
+
+/// Where a message goes: the MQTT topic it is published on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Replies,
+    Events,
+    Metrics,
+    /// Signed and numbered, but not kept: a transport publishes it itself (retained birth, will).
+    State,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Replies => "replies",
+            Kind::Events => "events",
+            Kind::Metrics => "metrics",
+            Kind::State => "state",
+        }
+    }
+}
+
+/// What the dedupe store records with a reply.
+#[derive(Debug, Clone)]
+pub enum Remember {
+    No,
+    /// The first reply to this command (ACK or NACK). If the command already has replies, nothing
+    /// is written and they are returned instead ([`Written::Repeat`]).
+    First(uuid::Uuid),
+    /// The RESULT: the stored replies become `[earlier…, this]`.
+    Then(uuid::Uuid, Vec<String>),
+}
+
+/// A message to send.
+pub struct Draft {
+    pub ty: &'static str,
+    pub payload: Map<String, Value>,
+    pub correlation_id: Option<uuid::Uuid>,
+    pub kind: Kind,
+    pub route: Option<Route>,
+    pub remember: Remember,
+    /// A device counter set in the same transaction (the events exporter's cursor).
+    pub counter: Option<(&'static str, i64)>,
+}
+
+impl Draft {
+    pub fn telemetry(ty: &'static str, kind: Kind, payload: Map<String, Value>) -> Draft {
+        Draft { ty, payload, correlation_id: None, kind, route: None, remember: Remember::No, counter: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The signed message as it goes on the wire.
+    Sent(String),
+    /// The command had replies already: these, unchanged.
+    Repeat(Vec<String>),
+}
+
+/// One stored row, as a transport reads it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: i64,
+    pub kind: Kind,
+    pub body: String,
+}
+
+enum Job {
+    Put(Draft, oneshot::Sender<Result<Written, StoreError>>),
+    Delivered(Route, i64),
+    /// Messages sent before, again, unchanged (a repeated command's replies).
+    Resend(Vec<String>, Route, oneshot::Sender<Result<(), StoreError>>),
+    /// Takes the dropped-message count (reset to 0), for the overflow EVENT.
+    TakeDropped(oneshot::Sender<u64>),
+}
+
+/// The handle: cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    jobs: mpsc::Sender<Job>,
+    /// The highest committed row id.
+    pub committed: watch::Receiver<i64>,
+    store: Store,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+}
+
+impl Outbox {
+    /// Starts the writer. `transports` are the configured ones: rows for every transport stay
+    /// until each of these has delivered them.
+    pub async fn start(
+        store: Store,
+        device_id: String,
+        keys: Arc<DeviceKeys>,
+        transports: Vec<Route>,
+        bounds: Bounds,
+    ) -> Result<Outbox, StoreError> {
+        let pool = store.pool().clone();
+        let seq: i64 = sqlx::query("SELECT value FROM device_counters WHERE name = 'seq'")
+            .fetch_optional(&pool)
+            .await?
+            .map(|r| r.get("value"))
+            .unwrap_or(0);
+        let max_id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM outbox").fetch_one(&pool).await?.get("m");
+        let mut cursors = HashMap::new();
+        for t in &transports {
+            let c: Option<i64> = sqlx::query("SELECT acked_id FROM outbox_cursors WHERE transport = ?")
+                .bind(t.as_str())
+                .fetch_optional(&pool)
+                .await?
+                .map(|r| r.get("acked_id"));
+            cursors.insert(*t, c.unwrap_or(0));
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let (committed_tx, committed) = watch::channel(max_id);
+        let writer = Writer {
+            store: store.clone(),
+            device_id,
+            keys,
+            seq,
+            cursors,
+            dirty: true,
+            bounds,
+            committed: committed_tx,
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Outbox { jobs: tx, committed, store })
+    }
+
+    /// Signs, numbers and stores `draft`; returns it as sent (or a command's earlier replies).
+    pub async fn put(&self, draft: Draft) -> Result<Written, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Put(draft, tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Queues `bodies` (signed before) again for `route`, unchanged.
+    pub async fn resend(&self, bodies: Vec<String>, route: Route) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Resend(bodies, route, tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// `route` has delivered every row up to `id` (rows not for it included).
+    pub fn delivered(&self, route: Route, id: i64) {
+        let _ = self.jobs.try_send(Job::Delivered(route, id));
+    }
+
+    pub async fn take_dropped(&self) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::TakeDropped(tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// Where `route` resumes: the last row it delivered.
+    pub async fn cursor(&self, route: Route) -> Result<i64, StoreError> {
+        let c: Option<i64> = sqlx::query("SELECT acked_id FROM outbox_cursors WHERE transport = ?")
+            .bind(route.as_str())
+            .fetch_optional(self.store.pool())
+            .await?
+            .map(|r| r.get("acked_id"));
+        Ok(c.unwrap_or(0))
+    }
+
+    /// Up to `limit` rows after `after` for `route`, oldest first.
+    pub async fn after(&self, route: Route, after: i64, limit: i64) -> Result<Vec<Stored>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, body FROM outbox WHERE id > ? AND (route IS NULL OR route = ?) ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(route.as_str())
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Stored {
+                id: r.get("id"),
+                kind: match r.get::<&str, _>("kind") {
+                    "events" => Kind::Events,
+                    "metrics" => Kind::Metrics,
+                    _ => Kind::Replies,
+                },
+                body: r.get("body"),
+            })
+            .collect())
+    }
+
+    /// Messages waiting and their bytes.
+    pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
+        let r = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox")
+            .fetch_one(self.store.pool())
+            .await?;
+        Ok((r.get("n"), r.get("b")))
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Invalid("the outbox writer has stopped".into())
+}
+
+struct Writer {
+    store: Store,
+    device_id: String,
+    keys: Arc<DeviceKeys>,
+    seq: i64,
+    cursors: HashMap<Route, i64>,
+    dirty: bool,
+    bounds: Bounds,
+    committed: watch::Sender<i64>,
+}
+
+const BATCH: usize = 512;
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut last_settle = Instant::now();
+        let mut last_prune = Instant::now();
+        loop {
+            let first = tokio::select! {
+                j = rx.recv() => match j { Some(j) => Some(j), None => break },
+                _ = tokio::time::sleep(SETTLE_EVERY) => None,
+            };
+            let mut puts = Vec::new();
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            for j in jobs {
+                match j {
+                    Job::Put(d, tx) => puts.push((d, tx)),
+                    Job::Delivered(route, id) => {
+                        let c = self.cursors.entry(route).or_insert(0);
+                        if id > *c {
+                            *c = id;
+                            self.dirty = true;
+                        }
+                    }
+                    Job::Resend(bodies, route, tx) => {
+                        let _ = tx.send(self.resend(bodies, route).await);
+                    }
+                    Job::TakeDropped(tx) => {
+                        let n = self.take_dropped().await.unwrap_or_else(|e| {
+                            tracing::warn!("outbox: {e}");
+                            0
+                        });
+                        let _ = tx.send(n);
+                    }
+                }
+            }
+            if !puts.is_empty() {
+                self.commit(puts).await;
+            }
+            if self.dirty && last_settle.elapsed() >= SETTLE_EVERY {
+                last_settle = Instant::now();
+                if let Err(e) = self.settle().await {
+                    tracing::warn!("outbox: settling: {e}");
+                } else {
+                    self.dirty = false;
+                }
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                let cutoff = jiff::Timestamp::now().as_millisecond() - crate::store::control::DEDUPE_KEEP_MS;
+                if let Err(e) = sqlx::query("DELETE FROM command_replies WHERE received_ms < ?")
+                    .bind(cutoff)
+                    .execute(self.store.pool())
+                    .await
+                {
+                    tracing::warn!("outbox: pruning old replies: {e}");
+                }
+            }
+        }
+        let _ = self.settle().await;
+    }
+
+    async fn commit(&mut self, puts: Vec<(Draft, oneshot::Sender<Result<Written, StoreError>>)>) {
+        let seq_before = self.seq;
+        let mut out = Vec::with_capacity(puts.len());
+        let mut max_id = None;
+        let r: Result<(), StoreError> = async {
+            let mut tx = self.store.pool().begin().await?;
+            for (d, _) in &puts {
+                if let Remember::First(mid) = &d.remember {
+                    let earlier: Option<String> = sqlx::query("SELECT reply FROM command_replies WHERE message_id = ?")
+                        .bind(mid.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.get("reply"));
+                    if let Some(e) = earlier {
+                        out.push(Written::Repeat(serde_json::from_str(&e).unwrap_or_default()));
+                        continue;
+                    }
+                }
+                self.seq += 1;
+                let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
+                m.insert("seq".into(), self.seq.into());
+                sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
+                let body = Value::Object(m).to_string();
+                if d.kind != Kind::State {
+                    let id: i64 = sqlx::query(
+                        "INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    )
+                    .bind(self.seq)
+                    .bind(d.kind.as_str())
+                    .bind(d.route.map(Route::as_str))
+                    .bind(&body)
+                    .bind(body.len() as i64)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get("id");
+                    max_id = Some(id);
+                }
+                match &d.remember {
+                    Remember::No => {}
+                    Remember::First(mid) => {
+                        sqlx::query("INSERT INTO command_replies (message_id, received_ms, reply) VALUES (?, ?, ?)")
+                            .bind(mid.to_string())
+                            .bind(jiff::Timestamp::now().as_millisecond())
+                            .bind(json!([body]).to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Remember::Then(mid, earlier) => {
+                        let mut all = earlier.clone();
+                        all.push(body.clone());
+                        sqlx::query("UPDATE command_replies SET reply = ? WHERE message_id = ?")
+                            .bind(json!(all).to_string())
+                            .bind(mid.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if let Some((name, value)) = d.counter {
+                    set_counter(&mut tx, name, value).await?;
+                }
+                out.push(Written::Sent(body));
+            }
+            set_counter(&mut tx, "seq", self.seq).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                if let Some(id) = max_id {
+                    self.committed.send_replace(id);
+                    self.dirty = true;
+                }
+                for ((_, tx), w) in puts.into_iter().zip(out) {
+                    let _ = tx.send(Ok(w));
+                }
+            }
+            Err(e) => {
+                self.seq = seq_before;
+                tracing::error!("outbox: a batch could not be stored: {e}");
+                for (_, tx) in puts {
+                    let _ = tx.send(Err(StoreError::Invalid(format!("the outbox could not store a message: {e}"))));
+                }
+            }
+        }
+    }
+
+    /// Writes the cursors, deletes what every transport has, then enforces the bounds.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let pool = self.store.pool();
+        let mut tx = pool.begin().await?;
+        for (route, id) in &self.cursors {
+            sqlx::query(
+                "INSERT INTO outbox_cursors (transport, acked_id) VALUES (?1, ?2) \
+                 ON CONFLICT(transport) DO UPDATE SET acked_id = max(acked_id, ?2)",
+            )
+            .bind(route.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM outbox WHERE route = ? AND id <= ?")
+                .bind(route.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Replies for a transport that is not configured (any more) have nobody to go to.
+        let routes: Vec<&str> = self.cursors.keys().map(|r| r.as_str()).collect();
+        for r in [Route::Mqtt, Route::Ws] {
+            if !routes.contains(&r.as_str()) {
+                sqlx::query("DELETE FROM outbox WHERE route = ?").bind(r.as_str()).execute(&mut *tx).await?;
+            }
+        }
+        if let Some(all) = self.cursors.values().min() {
+            sqlx::query("DELETE FROM outbox WHERE route IS NULL AND id <= ?").bind(all).execute(&mut *tx).await?;
+        }
+        // Bounds: the oldest go first.
+        let r =
+            sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox").fetch_one(&mut *tx).await?;
+        let (mut n, mut bytes): (i64, i64) = (r.get("n"), r.get("b"));
+        let mut dropped = 0i64;
+        while n as u64 > self.bounds.max_messages || bytes as u64 > self.bounds.max_bytes {
+            let over = (n - self.bounds.max_messages as i64).clamp(1, 1000);
+            let gone = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING bytes",
+            )
+            .bind(over)
+            .fetch_all(&mut *tx)
+            .await?;
+            if gone.is_empty() {
+                break;
+            }
+            dropped += gone.len() as i64;
+            n -= gone.len() as i64;
+            bytes -= gone.iter().map(|r| r.get::<i64, _>("bytes")).sum::<i64>();
+        }
+        if dropped > 0 {
+            tracing::warn!("outbox over its bounds: the {dropped} oldest message(s) were dropped");
+            sqlx::query(
+                "INSERT INTO device_counters (name, value) VALUES ('outbox_dropped', ?1) \
+                 ON CONFLICT(name) DO UPDATE SET value = value + ?1",
+            )
+            .bind(dropped)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn resend(&mut self, bodies: Vec<String>, route: Route) -> Result<(), StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        let mut max = None;
+        for b in &bodies {
+            let seq = serde_json::from_str::<Value>(b).ok().and_then(|v| v["seq"].as_i64()).unwrap_or(0);
+            let id: i64 = sqlx::query(
+                "INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?, 'replies', ?, ?, ?) RETURNING id",
+            )
+            .bind(seq)
+            .bind(route.as_str())
+            .bind(b)
+            .bind(b.len() as i64)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("id");
+            max = Some(id);
+        }
+        tx.commit().await?;
+        if let Some(id) = max {
+            self.committed.send_replace(id);
+        }
+        Ok(())
+    }
+
+    async fn take_dropped(&mut self) -> Result<u64, StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        let n: i64 = sqlx::query("SELECT value FROM device_counters WHERE name = 'outbox_dropped'")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get("value"))
+            .unwrap_or(0);
+        sqlx::query("DELETE FROM device_counters WHERE name = 'outbox_dropped'").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+async fn set_counter(tx: &mut sqlx::SqliteConnection, name: &str, value: i64) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO device_counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = ?2")
+        .bind(name)
+        .bind(value)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// A device counter (0 when unset).
+pub async fn counter(store: &Store, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query("SELECT value FROM device_counters WHERE name = ?")
+        .bind(name)
+        .fetch_optional(store.pool())
+        .await?
+        .map(|r| r.get("value")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn outbox(dir: &std::path::Path, routes: Vec<Route>, max: u64) -> Outbox {
+        let store = Store::open(dir).await.unwrap();
+        let keys = Arc::new(DeviceKeys::load_or_create(dir).unwrap());
+        Outbox::start(store, "dev".into(), keys, routes, Bounds { max_messages: max, max_bytes: 20 << 20 })
+            .await
+            .unwrap()
+    }
+
+    fn event(n: u64) -> Draft {
+        let Value::Object(p) = json!({"event_type": "test", "severity": "info", "context": {"n": n}}) else {
+            unreachable!()
+        };
+        Draft::telemetry("EVENT", Kind::Events, p)
+    }
+
+    fn seq(w: &Written) -> i64 {
+        let Written::Sent(b) = w else { panic!("{w:?}") };
+        serde_json::from_str::<Value>(b).unwrap()["seq"].as_i64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn seq_is_contiguous_across_restarts_and_rows_stay_until_every_transport_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path(), vec![Route::Mqtt, Route::Ws], 100).await;
+        let mut seqs = Vec::new();
+        for n in 0..5 {
+            seqs.push(seq(&o.put(event(n)).await.unwrap()));
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        let rows = o.after(Route::Mqtt, 0, 100).await.unwrap();
+        assert_eq!(rows.len(), 5);
+        o.delivered(Route::Mqtt, rows[4].id);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(o.depth().await.unwrap().0, 5, "ws has not had them");
+        o.delivered(Route::Ws, rows[2].id);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(o.depth().await.unwrap().0, 2);
+        assert_eq!(o.cursor(Route::Ws).await.unwrap(), rows[2].id);
+        drop(o);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = outbox(dir.path(), vec![Route::Mqtt, Route::Ws], 100).await;
+        assert_eq!(seq(&o.put(event(9)).await.unwrap()), 6, "seq continues after a restart");
+        assert_eq!(o.after(Route::Ws, rows[2].id, 100).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn over_its_bounds_the_oldest_go_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path(), vec![Route::Mqtt], 10).await;
+        for n in 0..25 {
+            o.put(event(n)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        o.put(event(99)).await.unwrap();
+        let rows = o.after(Route::Mqtt, 0, 100).await.unwrap();
+        assert!(rows.len() <= 11, "{}", rows.len());
+        let first: Value = serde_json::from_str(&rows[0].body).unwrap();
+        assert!(first["seq"].as_i64().unwrap() >= 15, "the oldest went first: {first}");
+        assert_eq!(o.take_dropped().await, 15);
+        assert_eq!(o.take_dropped().await, 0, "reported once");
+    }
+
+    #[tokio::test]
+    async fn a_command_s_first_reply_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path(), vec![Route::Mqtt], 100).await;
+        let mid = uuid::Uuid::new_v4();
+        let ack = |o: Outbox| async move {
+            o.put(Draft {
+                ty: "ACK",
+                payload: Map::new(),
+                correlation_id: Some(mid),
+                kind: Kind::Replies,
+                route: Some(Route::Mqtt),
+                remember: Remember::First(mid),
+                counter: None,
+            })
+            .await
+            .unwrap()
+        };
+        let (a, b) = tokio::join!(ack(o.clone()), ack(o.clone()));
+        let sent = [&a, &b].into_iter().filter(|w| matches!(w, Written::Sent(_))).count();
+        assert_eq!(sent, 1, "{a:?} {b:?}");
+        let Written::Sent(body) = (if matches!(a, Written::Sent(_)) { a.clone() } else { b.clone() }) else {
+            unreachable!()
+        };
+        let repeat = if matches!(a, Written::Repeat(_)) { a } else { b };
+        assert_eq!(repeat, Written::Repeat(vec![body]));
+    }
+}

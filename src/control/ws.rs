@@ -1,0 +1,182 @@
+//! The WebSocket link (DESIGN §3 "Transports"): `wss://HOST/v1/devices/{device_id}/channel` over
+//! rustls with the device's client certificate, one envelope per text frame both ways, a ping
+//! every `ping_s`. Commands that come in here are answered here; telemetry goes on every link.
+//!
+//! WebSocket has no per-message acknowledgement: a row counts as delivered once its frame is
+//! written and flushed to the socket. The birth STATE is the first frame after connecting; a clean
+//! stop sends an offline STATE and a Close frame.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
+use tokio_util::sync::CancellationToken;
+
+use super::inbox::Inbox;
+use super::link::{self, Links};
+use super::mqtt::reconnect_wait;
+use super::outbox::Route;
+use super::tls::{self, TlsFiles};
+use crate::config::WsConfig;
+
+/// Rows read from the outbox at a time.
+const BATCH: i64 = 200;
+
+/// The channel URL for this device.
+pub fn channel_url(template: &str, device_id: &str) -> String {
+    template.replace("{device_id}", device_id)
+}
+
+/// Runs the link until `stop`; reconnects on its own.
+pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: CancellationToken) {
+    let url = channel_url(&cfg.url, &inbox.device_id);
+    let files = TlsFiles { ca: cfg.ca_file.clone(), cert: cfg.cert_file.clone(), key: cfg.key_file.clone() };
+    let (max, drop_max) = (Duration::from_secs(cfg.reconnect_max_s), Duration::from_secs(cfg.drop_delay_max_s));
+    let mut attempt = 0u32;
+    while !stop.is_cancelled() {
+        let fingerprint = tls::fingerprint(&files);
+        links.set(Route::Ws, "connecting");
+        let mut up_for = None;
+        let outcome = match tls::client_config(&files) {
+            Err(e) => Err(e.to_string()),
+            Ok(tls) => {
+                let connect = tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    None,
+                    false,
+                    Some(Connector::Rustls(tls)),
+                );
+                match tokio::time::timeout(Duration::from_secs(20), connect).await {
+                    Err(_) => Err("connect timed out".to_string()),
+                    Ok(Err(e)) => Err(format!("connect: {e}")),
+                    Ok(Ok((socket, _))) => {
+                        let since = Instant::now();
+                        let r = serve(socket, &inbox, &links, &cfg, &stop, &files, &fingerprint).await;
+                        up_for = Some(since.elapsed());
+                        r
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                links.set(Route::Ws, "offline");
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::info!("WebSocket link: the TLS files changed; reconnecting with them");
+            }
+            Err(e) => {
+                links.set(Route::Ws, if up_for.is_some() { "reconnecting" } else { "connect_failed" });
+                let wait = reconnect_wait(&mut attempt, up_for, max, drop_max);
+                tracing::warn!("WebSocket link {url}: {e}; reconnecting in {:.1} s", wait.as_secs_f64());
+                tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(wait) => {} }
+            }
+        }
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connection. `Ok(())`: a clean end (stop, or new TLS files); `Err`: it dropped.
+async fn serve(
+    socket: Socket,
+    inbox: &Arc<Inbox>,
+    links: &Links,
+    cfg: &WsConfig,
+    stop: &CancellationToken,
+    files: &TlsFiles,
+    fingerprint: &[Option<(std::time::SystemTime, u64)>],
+) -> Result<(), String> {
+    tracing::info!("WebSocket link connected");
+    links.set(Route::Ws, "connected");
+    let (mut sink, mut stream) = socket.split();
+    let birth = link::state(inbox, &links.snapshot(), true).await.map_err(|e| e.to_string())?;
+    sink.send(Message::text(birth)).await.map_err(|e| e.to_string())?;
+    link::report_dropped(inbox).await;
+    let mut delivered = inbox.outbox.cursor(Route::Ws).await.map_err(|e| e.to_string())?;
+    let mut committed = inbox.outbox.committed.clone();
+    let mut ping = tokio::time::interval(Duration::from_secs(cfg.ping_s));
+    ping.tick().await;
+    let mut heard = Instant::now();
+    let mut tls_check = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        // Everything committed and not yet sent goes first.
+        loop {
+            let seen = *committed.borrow_and_update();
+            if seen <= delivered {
+                break;
+            }
+            let rows = inbox.outbox.after(Route::Ws, delivered, BATCH).await.map_err(|e| e.to_string())?;
+            let full = rows.len() as i64 == BATCH;
+            for r in rows {
+                sink.feed(Message::text(r.body)).await.map_err(|e| e.to_string())?;
+                delivered = r.id;
+            }
+            sink.flush().await.map_err(|e| e.to_string())?;
+            if !full {
+                delivered = delivered.max(seen);
+            }
+            inbox.outbox.delivered(Route::Ws, delivered);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                if let Ok(s) = link::state(inbox, &links.with(Route::Ws, "offline"), false).await {
+                    let _ = sink.send(Message::text(s)).await;
+                }
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(());
+            }
+            _ = tls_check.tick() => {
+                if tls::fingerprint(files) != fingerprint {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+            r = committed.changed() => r.map_err(|_| "the outbox has stopped".to_string())?,
+            _ = ping.tick() => {
+                if heard.elapsed() > Duration::from_secs(cfg.ping_s * 2) {
+                    return Err(format!("nothing heard for {} s", heard.elapsed().as_secs()));
+                }
+                sink.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
+            }
+            m = stream.next() => {
+                heard = Instant::now();
+                match m {
+                    None => return Err("the server closed the connection".into()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(Message::Text(t))) => {
+                        let inbox = inbox.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = inbox.receive(t.as_bytes(), Route::Ws).await {
+                                tracing::error!("a command could not be handled (store): {e}");
+                            }
+                        });
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        // One envelope per text frame: a binary frame is answered like bad JSON.
+                        let inbox = inbox.clone();
+                        tokio::spawn(async move {
+                            let _ = inbox.receive(&b, Route::Ws).await;
+                        });
+                    }
+                    Some(Ok(Message::Close(_))) => return Err("the server closed the connection".into()),
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_channel_url_names_the_device() {
+        assert_eq!(
+            super::channel_url("wss://studio.example/v1/devices/{device_id}/channel", "vs-1"),
+            "wss://studio.example/v1/devices/vs-1/channel"
+        );
+    }
+}

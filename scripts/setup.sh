@@ -27,6 +27,9 @@ if [ "${1:-}" != "--runtime-only" ]; then
            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do
     pkg_installed "$p" || need+=("$p")
   done
+  # Python for the independent interop client (tests/interop): Debian splits venv/ensurepip off.
+  { have python3 && python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } \
+    || need+=(python3 python3-venv)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -47,5 +50,15 @@ if ! have cargo; then
     echo "setup: installing the Rust toolchain with rustup" >&2
     have curl || { $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null; }
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  fi
+fi
+
+if [ "${1:-}" != "--runtime-only" ]; then
+  # Virtual environment for tests/interop/vistter_interop.py (ed25519 + sealed boxes, JCS, MQTT client).
+  repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  if ! "$repo/.venv/bin/python" -c 'import nacl, rfc8785, paho.mqtt' >/dev/null 2>&1; then
+    echo "setup: creating $repo/.venv (pynacl rfc8785 paho-mqtt)" >&2
+    "$repo/.venv/bin/python" -c '' >/dev/null 2>&1 || python3 -m venv --clear "$repo/.venv"
+    "$repo/.venv/bin/python" -m pip install -q --disable-pip-version-check pynacl rfc8785 paho-mqtt
   fi
 fi

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::mqtt::{publish, Broker, Sub};
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -17,84 +16,8 @@ use vistter_agent::control::envelope::{b64, public_key_from_b64, sign, timestamp
 const DEVICE: &str = "vs-mqtt-test";
 const PREFIX: &str = "vistter/v1";
 
-struct Broker {
-    port: u16,
-    _proc: ProcGuard,
-    _dir: tempfile::TempDir,
-}
-
 fn broker() -> Broker {
-    require_bin("mosquitto");
-    require_bin("mosquitto_sub");
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("per_listener_settings true\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let proc = ProcGuard::spawn(
-        "mosquitto",
-        Command::new(find_bin("mosquitto").unwrap()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { port, _proc: proc, _dir: dir }
-}
-
-/// `mosquitto_sub` on `topic`, collecting messages as they come.
-struct Sub {
-    proc: ProcGuard,
-    rx: std::sync::mpsc::Receiver<String>,
-}
-
-impl Sub {
-    fn new(port: u16, topic: &str) -> Sub {
-        let mut proc = ProcGuard::spawn(
-            "mosquitto_sub",
-            Command::new(find_bin("mosquitto_sub").unwrap())
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
-        );
-        let out = proc.child_mut().stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Sub { proc, rx }
-    }
-
-    fn next(&self, within: Duration) -> Value {
-        let line = self.rx.recv_timeout(within).unwrap_or_else(|_| panic!("no message within {within:?}"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        self.proc.kill();
-    }
-}
-
-fn publish(port: u16, topic: &str, msg: &[u8], retain: bool) {
-    let mut cmd = Command::new(find_bin("mosquitto_pub").unwrap());
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"]);
-    if retain {
-        cmd.arg("-r");
-    }
-    let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), msg).unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success(), "mosquitto_pub");
+    Broker::start(None)
 }
 
 fn command(key: &SigningKey, id: &str, ty: &str, payload: Value) -> Vec<u8> {

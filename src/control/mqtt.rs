@@ -91,6 +91,7 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
     };
     let files = tls_files(&cfg);
     let mut attempt = 0u32;
+    let mut will: Option<String> = None;
     while !shutdown.is_cancelled() {
         let mut opts = MqttOptions::new(inbox.device_id.clone(), host.clone(), port);
         opts.set_keep_alive(Duration::from_secs(cfg.keepalive_s));
@@ -115,18 +116,25 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
                 }
             }
         }
-        // The death message, signed now ("its timestamp is that moment").
-        let death = match link::state(&inbox, &links.with(Route::Mqtt, "offline"), false).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("the STATE message could not be made: {e}; retrying");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
-            }
+        // The death message, signed when connecting. A will that no broker accepted was never
+        // sent anywhere and is used again, so failed attempts do not use up `seq` numbers.
+        let death = match will.take() {
+            Some(w) => w,
+            None => match link::state(&inbox, &links.with(Route::Mqtt, "offline"), false).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("the STATE message could not be made: {e}; retrying");
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
+                }
+            },
         };
-        opts.set_last_will(LastWill::new(&topics.state, death, QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(&topics.state, death.clone(), QoS::AtLeastOnce, true));
         links.set(Route::Mqtt, "connecting");
         let mut conn = Connection::new(opts, &topics, inbox.clone(), links.clone()).await;
         let outcome = conn.serve(&shutdown, files.as_ref(), fingerprint).await;
+        if conn.up_since.is_none() {
+            will = Some(death);
+        }
         match outcome {
             End::Shutdown => {
                 conn.goodbye().await;

@@ -10,6 +10,7 @@ mod agent;
 mod camera;
 mod frames;
 mod ingest;
+pub mod mqtt;
 pub mod onvif;
 mod probe;
 mod proc;

@@ -36,6 +36,8 @@ pub struct Inbox {
     pub keys: Arc<DeviceKeys>,
     pub store: Store,
     pub outbox: Outbox,
+    /// Where the trust store is saved when `DEVICE_CONFIG.trust` changes it.
+    pub trust_path: std::path::PathBuf,
     pub max_bytes: usize,
     pub max_skew_s: u64,
     pub exec: Arc<dyn Execute>,
@@ -92,13 +94,40 @@ impl Inbox {
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
         tokio::spawn(async move {
-            let reply = this.exec.execute(checked.command).await;
+            let reply = match checked.command {
+                Command::DeviceConfig(c) => this.device_config(c).await,
+                cmd => this.exec.execute(cmd).await,
+            };
             let payload = result_payload(reply);
             if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
                 tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
             }
         });
         Ok(())
+    }
+
+    /// `DEVICE_CONFIG`: applied here, where the device's sealing key and the trust store are.
+    async fn device_config(&self, c: crate::command::DeviceConfig) -> Reply {
+        use crate::command::{Output, ProgramCommand, ProgramVerb};
+        let status = self.exec.execute(Command::Program(ProgramCommand::new(ProgramVerb::Status, None))).await;
+        let on_air = match status {
+            Reply::Done { output } => match *output {
+                Output::Programs { programs } => programs.into_iter().flat_map(|p| p.destinations).collect(),
+                _ => Vec::new(),
+            },
+            Reply::Refused { .. } => Vec::new(),
+        };
+        let apply = super::apply::Apply {
+            keys: &self.keys,
+            store: &self.store,
+            trust: &self.trust,
+            trust_path: &self.trust_path,
+            on_air,
+        };
+        match apply.run(c).await {
+            Ok(output) => Reply::Done { output: Box::new(output) },
+            Err(refusal) => Reply::Refused { refusal },
+        }
     }
 
     async fn repeat(&self, id: uuid::Uuid, sent: &str, route: Route) -> Result<(), StoreError> {
@@ -208,6 +237,7 @@ mod tests {
             keys,
             store,
             outbox,
+            trust_path: dir.join("trust.json"),
             max_bytes: 256 * 1024,
             max_skew_s: 300,
             exec: Arc::new(Counting(runs.clone())),

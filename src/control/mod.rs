@@ -1,6 +1,7 @@
 //! The control plane (DESIGN §3): signed envelopes, the device's keys, the trust store and the
 //! checks every cloud command passes before the dispatcher sees it.
 
+pub mod apply;
 pub mod check;
 pub mod envelope;
 pub mod inbox;
@@ -65,6 +66,7 @@ pub async fn start(
         keys,
         store: store.clone(),
         outbox: outbox.clone(),
+        trust_path: cfg.trust_store_path(),
         max_bytes: cfg.control.max_message_bytes,
         max_skew_s: cfg.control.max_skew_s,
         exec: exec.clone(),

@@ -1,0 +1,167 @@
+//! `DEVICE_CONFIG` (DESIGN §3): declarative state from the cloud. Everything is read and checked
+//! first: sealed secrets opened with the device's key, each destination and camera validated,
+//! the trust change worked out on a copy. Only then is anything changed, so a refusal changes
+//! nothing. `replace` removes what is not listed, but never a destination that a running program
+//! streams to. Secrets stay in `Secret` from the moment they are opened.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+use super::keys::DeviceKeys;
+use super::trust::{Role, TrustEntry, TrustStore};
+use crate::command::{ConfigMode, DeviceConfig, ErrorCode, Output, Refusal};
+use crate::media::destination::{DestinationInput, DestinationSettings, Platform};
+use crate::store::Store;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationItem {
+    id: String,
+    platform: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    stream_key: Option<crate::command::SealedField>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustChange {
+    #[serde(default)]
+    add: Vec<TrustEntry>,
+    #[serde(default)]
+    revoke: Vec<String>,
+}
+
+pub struct Apply<'a> {
+    pub keys: &'a DeviceKeys,
+    pub store: &'a Store,
+    pub trust: &'a Arc<RwLock<TrustStore>>,
+    pub trust_path: &'a Path,
+    /// Destinations a running program streams to.
+    pub on_air: Vec<String>,
+}
+
+fn field(path: String, message: impl Into<String>) -> Refusal {
+    Refusal::field(path, message)
+}
+
+impl Apply<'_> {
+    pub async fn run(&self, c: DeviceConfig) -> Result<Output, Refusal> {
+        if c.settings.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(field("payload.settings".into(), "settings are not applied by this agent version"));
+        }
+        if c.schedules.is_some() {
+            return Err(field("payload.schedules".into(), "schedules are not applied by this agent version"));
+        }
+        if c.cameras.is_some() {
+            return Err(field(
+                "payload.cameras".into(),
+                "cameras are changed with CAMERA_ACTION add/update/remove by this agent version",
+            ));
+        }
+        if c.apply_after.is_some() {
+            return Err(field("payload.apply_after".into(), "apply_after is not supported by this agent version"));
+        }
+        // 1. Read and check everything.
+        let mut dests: Vec<(String, Option<DestinationSettings>, bool)> = Vec::new();
+        for (i, v) in c.destinations.clone().unwrap_or_default().into_iter().enumerate() {
+            let at = format!("payload.destinations.{i}");
+            let d: DestinationItem = serde_json::from_value(v).map_err(|e| field(at.clone(), e.to_string()))?;
+            crate::store::validate_id("destination", &d.id).map_err(|e| field(format!("{at}.id"), e.to_string()))?;
+            let platform: Platform =
+                d.platform.parse().map_err(|e: crate::media::destination::DestinationError| {
+                    field(format!("{at}.platform"), e.to_string())
+                })?;
+            let settings = match &d.stream_key {
+                Some(s) => {
+                    let key = self.keys.open(&s.sealed).map_err(|e| field(format!("{at}.stream_key"), e.to_string()))?;
+                    let input = DestinationInput {
+                        platform,
+                        url: d.url.clone(),
+                        key,
+                        backup_ingest: false,
+                        ca_file: None,
+                        tls_verify: true,
+                    };
+                    Some(input.validate().map_err(|e| field(at.clone(), e.to_string()))?)
+                }
+                None => None,
+            };
+            if settings.is_none() && self.store.destination(&d.id).await.is_err() {
+                return Err(field(format!("{at}.stream_key"), "a new destination needs its stream key (sealed)"));
+            }
+            if settings.is_some() && self.on_air.contains(&d.id) {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!("destination {} is on air: stop what streams to it before changing it", d.id),
+                ));
+            }
+            dests.push((d.id, settings, d.enabled.unwrap_or(true)));
+        }
+        let trust = match &c.trust {
+            None => None,
+            Some(t) => {
+                let change: TrustChange =
+                    serde_json::from_value(t.clone()).map_err(|e| field("payload.trust".into(), e.to_string()))?;
+                let mut next = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
+                for (i, e) in change.add.into_iter().enumerate() {
+                    next.add(e).map_err(|e| field(format!("payload.trust.add.{i}"), e.to_string()))?;
+                }
+                for (i, id) in change.revoke.iter().enumerate() {
+                    next.remove(id).map_err(|e| {
+                        let code = if matches!(e, super::trust::TrustError::NotFound(_)) {
+                            ErrorCode::NotFound
+                        } else {
+                            ErrorCode::Conflict
+                        };
+                        Refusal { code, field: Some(format!("payload.trust.revoke.{i}")), message: e.to_string() }
+                    })?;
+                }
+                if !next.keys.iter().any(|e| e.roles.contains(&Role::TrustAdmin)) {
+                    return Err(Refusal::new(ErrorCode::Conflict, "the trust store would have no trust_admin key left"));
+                }
+                Some(next)
+            }
+        };
+        let existing: Vec<String> = self.store.destinations().await?.into_iter().map(|d| d.id).collect();
+        let removals: Vec<String> = match c.mode {
+            ConfigMode::Merge => Vec::new(),
+            ConfigMode::Replace if c.destinations.is_none() => Vec::new(),
+            ConfigMode::Replace => existing
+                .iter()
+                .filter(|id| !dests.iter().any(|(d, _, _)| d == *id) && !self.on_air.contains(id))
+                .cloned()
+                .collect(),
+        };
+
+        // 2. Apply.
+        let mut changed = Vec::new();
+        for (id, settings, enabled) in dests {
+            match settings {
+                Some(s) => {
+                    if existing.contains(&id) {
+                        self.store.remove_destination(&id).await?;
+                    }
+                    self.store.add_destination(&id, &s, enabled).await?;
+                }
+                None => self.store.set_destination_enabled(&id, enabled).await?,
+            }
+            changed.push(id);
+        }
+        for id in &removals {
+            self.store.remove_destination(id).await?;
+        }
+        if let Some(next) = trust {
+            next.save(self.trust_path).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+            *self.trust.write().unwrap_or_else(|e| e.into_inner()) = next;
+        }
+        tracing::info!(destinations = ?changed, removed = ?removals, "DEVICE_CONFIG applied");
+        Ok(Output::Destinations { destinations: changed })
+    }
+}
+

@@ -4,6 +4,7 @@
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
 mod control;
+mod studio;
 mod timeline;
 
 use std::io::Read;
@@ -110,6 +111,9 @@ pub enum Command {
     /// The keys this device trusts: who may command it, sign its packages, change this list.
     #[command(subcommand)]
     Trust(control::TrustCmd),
+    /// A reference cloud client: studio keys, signed commands, telemetry, a WebSocket endpoint.
+    #[command(subcommand)]
+    Studio(studio::StudioCmd),
     /// Show the hardware encoder probe (cached per FFmpeg version).
     Hwaccel {
         /// Probe again instead of using the cache.
@@ -555,6 +559,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::KillAll => kill_all(&cfg).await,
         Command::Device(d) => control::device(d, &cfg),
         Command::Trust(t) => control::trust(t, &cfg),
+        Command::Studio(s) => studio::studio(s).await,
         Command::Program(p) => program(p, &cfg).await,
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,

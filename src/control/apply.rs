@@ -73,13 +73,13 @@ impl Apply<'_> {
             let at = format!("payload.destinations.{i}");
             let d: DestinationItem = serde_json::from_value(v).map_err(|e| field(at.clone(), e.to_string()))?;
             crate::store::validate_id("destination", &d.id).map_err(|e| field(format!("{at}.id"), e.to_string()))?;
-            let platform: Platform =
-                d.platform.parse().map_err(|e: crate::media::destination::DestinationError| {
-                    field(format!("{at}.platform"), e.to_string())
-                })?;
+            let platform: Platform = d.platform.parse().map_err(|e: crate::media::destination::DestinationError| {
+                field(format!("{at}.platform"), e.to_string())
+            })?;
             let settings = match &d.stream_key {
                 Some(s) => {
-                    let key = self.keys.open(&s.sealed).map_err(|e| field(format!("{at}.stream_key"), e.to_string()))?;
+                    let key =
+                        self.keys.open(&s.sealed).map_err(|e| field(format!("{at}.stream_key"), e.to_string()))?;
                     let input = DestinationInput {
                         platform,
                         url: d.url.clone(),
@@ -123,7 +123,10 @@ impl Apply<'_> {
                     })?;
                 }
                 if !next.keys.iter().any(|e| e.roles.contains(&Role::TrustAdmin)) {
-                    return Err(Refusal::new(ErrorCode::Conflict, "the trust store would have no trust_admin key left"));
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        "the trust store would have no trust_admin key left",
+                    ));
                 }
                 Some(next)
             }
@@ -164,4 +167,3 @@ impl Apply<'_> {
         Ok(Output::Destinations { destinations: changed })
     }
 }
-

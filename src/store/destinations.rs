@@ -88,7 +88,11 @@ impl Store {
     /// Removes a destination; streams using it drop it (live pushers are stopped by the daemon).
     pub async fn set_destination_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
         self.destination(id).await?;
-        sqlx::query("UPDATE destinations SET enabled = ? WHERE id = ?").bind(enabled).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE destinations SET enabled = ? WHERE id = ?")
+            .bind(enabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

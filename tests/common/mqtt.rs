@@ -61,6 +61,12 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(pki: Option<&Pki>) -> Broker {
+        Broker::start_with(pki, false)
+    }
+
+    /// With `persistence`, the broker keeps its sessions and queued messages in
+    /// `persistence_file()` (saved every second and on exit).
+    pub fn start_with(pki: Option<&Pki>, persistence: bool) -> Broker {
         require_bin("mosquitto");
         require_bin("mosquitto_sub");
         require_bin("mosquitto_pub");
@@ -68,8 +74,17 @@ impl Broker {
         let port = free_port();
         let tls_port = pki.map(|_| free_port());
         let conf = dir.path().join("mosquitto.conf");
-        let mut c =
-            format!("per_listener_settings true\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n");
+        if persistence {
+            // mosquitto may run as its own user: it writes its file here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let persist = if persistence {
+            format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display())
+        } else {
+            "persistence false\n".to_string()
+        };
+        let mut c = format!("per_listener_settings true\n{persist}listener {port} 127.0.0.1\nallow_anonymous true\n");
         if let (Some(pki), Some(tp)) = (pki, tls_port) {
             c += &format!(
                 "listener {tp} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
@@ -82,6 +97,17 @@ impl Broker {
         let mut b = Broker { port, tls_port, proc: None, conf, _dir: dir };
         b.restart();
         b
+    }
+
+    pub fn persistence_file(&self) -> PathBuf {
+        self._dir.path().join("mosquitto.db")
+    }
+
+    /// Stops it with SIGTERM (mosquitto saves its persistence file on the way out).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(5));
+        }
     }
 
     /// Starts it (again) on the same ports, with no memory of earlier sessions.

@@ -168,7 +168,8 @@ async fn main() {
         let t = Instant::now();
         c.publish(format!("{base}/commands"), QoS::AtLeastOnce, false, body.clone()).await.unwrap();
         loop {
-            let (topic, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an ACK").unwrap();
+            let (topic, body) =
+                tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an ACK").unwrap();
             if !topic.ends_with("/replies") {
                 continue;
             }
@@ -240,11 +241,7 @@ async fn main() {
         pass(rate >= RATE_TARGET)
     );
     println!("  p99 {p99:.3} ms   [target ≤ {P99_TARGET_MS} ms] {}", pass(p99 <= P99_TARGET_MS));
-    println!(
-        "  p99 / echo p99 = {:.2}   [target ≤ 2] {}",
-        p99 / echo_p99,
-        pass(p99 <= 2.0 * echo_p99)
-    );
+    println!("  p99 / echo p99 = {:.2}   [target ≤ 2] {}", p99 / echo_p99, pass(p99 <= 2.0 * echo_p99));
     println!(
         "  agent RSS {:.1} MB (peak {:.1} MB), MQTT and WebSocket connected   [target ≤ {RSS_TARGET_MB} MB] {}",
         rss as f64 / 1024.0,

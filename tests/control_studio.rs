@@ -135,6 +135,16 @@ fn the_websocket_link_answers_on_its_own_transport_and_refuses_what_mqtt_refuses
     assert_eq!(birth["payload"]["online"], true);
     assert_eq!(birth["payload"]["link"]["ws"], "connected", "{birth}");
     assert_eq!(birth["payload"]["capabilities"]["transports"], json!(["mqtt", "ws"]));
+    let t0 = Instant::now();
+    loop {
+        let st: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).unwrap();
+        if st["links"] == json!({"mqtt": "connected", "ws": "connected"}) {
+            assert_eq!(st["daemon_running"], true);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "`status` never showed both links connected: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A command over WebSocket is answered there, and only there.
     ws.send(json!({"device": device, "type": "PING", "payload": {}}));
@@ -322,6 +332,19 @@ fn an_independent_implementation_commands_the_agent_and_a_sealed_stream_key_work
     assert!(replies.iter().all(|r| r["verified"] == true), "{printed}");
     let listed = agent.ok(&["destination", "list", "--json"]);
     assert!(listed.contains("\"yt2\"") && !listed.contains(secret), "{listed}");
+
+    // CAMERA_ACTION snapshot: the camera's current picture, a JPEG in the RESULT.
+    let snap = Command::new(AGENT_BIN)
+        .args(["studio", "send", "--broker", &format!("mqtt://127.0.0.1:{}", b.port), "--device", device])
+        .arg("--key")
+        .arg(keyfile.path())
+        .args(["--type", "CAMERA_ACTION", "--payload", r#"{"action": "snapshot", "camera_id": "cam1"}"#])
+        .output()
+        .unwrap();
+    assert!(snap.status.success(), "snapshot: {}", String::from_utf8_lossy(&snap.stdout));
+    let last: Value = serde_json::from_str(String::from_utf8_lossy(&snap.stdout).lines().last().unwrap()).unwrap();
+    let jpeg = last["message"]["payload"]["output"]["jpeg_base64"].as_str().unwrap_or_default().to_string();
+    assert!(jpeg.starts_with("/9j/") && jpeg.len() <= 200 * 1024 * 4 / 3 + 4, "a JPEG of at most 200 KiB: {last}");
 
     // The agent's telemetry verifies in Python too.
     let telemetry = everything.drain(Duration::from_secs(4));

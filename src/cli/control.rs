@@ -109,3 +109,46 @@ pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// `status`: the cloud links from the daemon's state file (stale if that daemon is gone), and the
+/// outbox from the store.
+pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
+    let file = crate::control::links_file(&cfg.data_dir);
+    let links: Option<serde_json::Value> =
+        std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let running = links
+        .as_ref()
+        .and_then(|l| l["pid"].as_u64())
+        .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok());
+    let store = crate::store::Store::open(&cfg.data_dir).await?;
+    let row: (i64, i64) = sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox")
+        .fetch_one(store.pool())
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let configured = cfg.control.mqtt.is_some() || cfg.control.ws.is_some();
+    let doc = serde_json::json!({
+        "device_id": cfg.device_id()?,
+        "cloud_configured": configured,
+        "daemon_running": running,
+        "links": if running { links.as_ref().map(|l| l["links"].clone()) } else { None },
+        "links_since": if running { links.as_ref().map(|l| l["at"].clone()) } else { None },
+        "outbox": {"messages": row.0, "bytes": row.1},
+    });
+    if json {
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("device    {}", doc["device_id"].as_str().unwrap_or_default());
+    match (configured, running, doc["links"].as_object()) {
+        (false, _, _) => println!("cloud     not configured ([control.mqtt] / [control.ws])"),
+        (true, false, _) => println!("cloud     the daemon is not running"),
+        (true, true, Some(l)) => {
+            for (k, v) in l {
+                println!("{k:<9} {}", v.as_str().unwrap_or_default());
+            }
+        }
+        (true, true, None) => println!("cloud     starting"),
+    }
+    println!("outbox    {} message(s), {} bytes waiting", row.0, row.1);
+    Ok(())
+}

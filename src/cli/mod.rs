@@ -111,6 +111,11 @@ pub enum Command {
     /// The keys this device trusts: who may command it, sign its packages, change this list.
     #[command(subcommand)]
     Trust(control::TrustCmd),
+    /// The cloud links (state, outbox depth) as the running daemon sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// A reference cloud client: studio keys, signed commands, telemetry, a WebSocket endpoint.
     #[command(subcommand)]
     Studio(studio::StudioCmd),
@@ -560,6 +565,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Device(d) => control::device(d, &cfg),
         Command::Trust(t) => control::trust(t, &cfg),
         Command::Studio(s) => studio::studio(s).await,
+        Command::Status { json } => control::status(&cfg, json).await,
         Command::Program(p) => program(p, &cfg).await,
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,

@@ -30,6 +30,9 @@ impl Execute for crate::command::dispatch::Dispatcher {
     }
 }
 
+/// How often a command that is still running reports PROGRESS.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Inbox {
     pub device_id: String,
     pub trust: Arc<RwLock<TrustStore>>,
@@ -94,16 +97,46 @@ impl Inbox {
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
         tokio::spawn(async move {
-            let reply = match checked.command {
-                Command::DeviceConfig(c) => this.device_config(c).await,
-                cmd => this.exec.execute(cmd).await,
+            let ty = checked.command.type_name();
+            let run = async {
+                match checked.command {
+                    Command::DeviceConfig(c) => this.device_config(c).await,
+                    cmd => this.exec.execute(cmd).await,
+                }
             };
+            let reply = this.with_progress(id, route, ty, run).await;
             let payload = result_payload(reply);
             if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
                 tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
             }
         });
         Ok(())
+    }
+
+    /// Runs `work`; while it takes longer than [`PROGRESS_EVERY`], a PROGRESS goes out each time
+    /// that passes (pre-flights and probes take seconds), so the cloud knows it is alive.
+    async fn with_progress(
+        &self,
+        id: uuid::Uuid,
+        route: Route,
+        ty: &str,
+        work: impl std::future::Future<Output = Reply>,
+    ) -> Reply {
+        tokio::pin!(work);
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                r = &mut work => return r,
+                _ = tick.tick() => {
+                    let detail = format!("{ty} running for {} s", started.elapsed().as_secs());
+                    let Value::Object(p) = json!({"percent": 0, "state": "running", "detail": detail}) else { continue };
+                    if let Err(e) = self.reply("PROGRESS", p, Some(id), route, Remember::No).await {
+                        tracing::warn!(message_id = %id, "a PROGRESS could not be stored: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// `DEVICE_CONFIG`: applied here, where the device's sealing key and the trust store are.
@@ -216,6 +249,11 @@ mod tests {
             Box::pin(async move {
                 match cmd {
                     Command::Ping(_) => Reply::Done { output: Box::new(Output::Pong { agent_time: "t".into() }) },
+                    // Long work, as a pre-flight is.
+                    Command::CameraAction(_) => {
+                        tokio::time::sleep(PROGRESS_EVERY + std::time::Duration::from_millis(500)).await;
+                        Reply::Done { output: Box::new(Output::Done) }
+                    }
                     _ => Reply::Refused { refusal: Refusal::new(ErrorCode::NotFound, "no such timeline") },
                 }
             })
@@ -333,5 +371,29 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 0);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(inbox.outbox.after(Route::Mqtt, rx.0, 10).await.unwrap().is_empty(), "no RESULT after a NACK");
+    }
+
+    #[tokio::test]
+    async fn long_work_reports_progress_between_its_ack_and_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, _, studio) = inbox(dir.path()).await;
+        let mut rx = Rx(0);
+        let id = "9a1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+        inbox
+            .receive(&command(&studio, id, "CAMERA_ACTION", json!({"action": "probe", "camera_id": "c1"})), Route::Mqtt)
+            .await
+            .unwrap();
+        let r = replies(&inbox, &mut rx, 3).await;
+        let types: Vec<&str> = r.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["ACK", "PROGRESS", "RESULT"], "{r:?}");
+        assert_eq!(r[1]["correlation_id"], id);
+        assert_eq!(r[1]["payload"]["state"], "running");
+        // A repeat gets the ACK and the RESULT (PROGRESS is not a reply to keep).
+        inbox
+            .receive(&command(&studio, id, "CAMERA_ACTION", json!({"action": "probe", "camera_id": "c1"})), Route::Mqtt)
+            .await
+            .unwrap();
+        let again = replies(&inbox, &mut rx, 2).await;
+        assert_eq!(again, [r[0].clone(), r[2].clone()]);
     }
 }

@@ -91,11 +91,27 @@ pub async fn start(
         tasks.push(tokio::spawn(ws::run(w, inbox, links.clone(), stop.clone())));
     }
     let mut watch = links.subscribe();
+    let file = links_file(&cfg.data_dir);
     tasks.push(tokio::spawn(async move {
-        while watch.changed().await.is_ok() {
+        loop {
             let now = watch.borrow_and_update().clone();
             tracing::info!(links = ?now, "cloud link state");
+            // For `vistter-agent status`: the links as this daemon (pid) sees them.
+            let doc =
+                serde_json::json!({"pid": std::process::id(), "at": jiff::Timestamp::now().to_string(), "links": now});
+            let tmp = file.with_extension("json.tmp");
+            if std::fs::write(&tmp, doc.to_string()).and_then(|_| std::fs::rename(&tmp, &file)).is_err() {
+                tracing::warn!("{} could not be written", file.display());
+            }
+            if watch.changed().await.is_err() {
+                break;
+            }
         }
     }));
     Ok(Some(ControlPlane { links, tasks }))
+}
+
+/// Where the daemon keeps its links' current state (`vistter-agent status` reads it).
+pub fn links_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("cloud_links.json")
 }

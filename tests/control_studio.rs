@@ -165,6 +165,10 @@ fn the_websocket_link_answers_on_its_own_transport_and_refuses_what_mqtt_refuses
     let good = |id: &str, ty: &str, payload: Value| signed(&key, "studio-ws", device, id, ty, payload);
     let cases: Vec<(String, &str)> = vec![
         ("{oops".into(), "invalid_envelope"),
+        ("null".into(), "invalid_envelope"),
+        ("[".repeat(5000), "invalid_envelope"),
+        ("x".repeat(300 * 1024), "invalid_envelope"),
+        (r#"{"schema_version": "9.0"}"#.into(), "unsupported_version"),
         (
             good("11111111-6a4e-4f6f-9d2e-3c7a1d2b8e11", "PING", json!({})).replace("\"PING\"", "\"PONG\""),
             "bad_signature",

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +43,13 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
         let outcome = match tls::client_config(&files) {
             Err(e) => Err(e.to_string()),
             Ok(tls) => {
+                // A frame past the message limit (plus room for the envelope) ends the connection
+                // instead of being buffered: nothing that large can be a valid command.
+                let limit = Some(inbox.max_bytes + 64 * 1024);
+                let ws_cfg = WebSocketConfig::default().max_message_size(limit).max_frame_size(limit);
                 let connect = tokio_tungstenite::connect_async_tls_with_config(
                     url.as_str(),
-                    None,
+                    Some(ws_cfg),
                     false,
                     Some(Connector::Rustls(tls)),
                 );

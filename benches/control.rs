@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mqtt::{Broker, Pki};
+use common::mqtt::{Broker, Pki, WsServer};
 use common::*;
 use ed25519_dalek::SigningKey;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -117,23 +117,8 @@ async fn main() {
             .to_string(),
     )
     .unwrap();
-    let ws_port = free_port();
-    let mut ws = ProcGuard::spawn(
-        "studio serve-ws",
-        std::process::Command::new(AGENT_BIN)
-            .args(["studio", "serve-ws", "--listen", &format!("127.0.0.1:{ws_port}")])
-            .arg("--ca")
-            .arg(pki.path("ca.pem"))
-            .arg("--cert")
-            .arg(pki.path("server.pem"))
-            .arg("--tls-key")
-            .arg(pki.path("server.key"))
-            .arg("--key")
-            .arg(&keyfile)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
+    let ws = WsServer::start(&pki, &keyfile);
+    let ws_port = ws.port;
     let mut agent = TestAgent::with_config(&format!(
         "[control]\ndevice_id = \"{DEVICE}\"\n\
          [control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\n\
@@ -147,14 +132,12 @@ async fn main() {
     agent.spawn();
     let t0 = Instant::now();
     loop {
-        let (_, body) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("birth").unwrap();
-        let m: Value = serde_json::from_slice(&body).unwrap();
-        if m["type"] == "STATE" && m["payload"]["link"]["ws"] == "connected" && m["payload"]["online"] == true {
+        let st: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).unwrap_or_default();
+        if st["links"] == json!({"mqtt": "connected", "ws": "connected"}) {
             break;
         }
-        if m["type"] == "STATE" && t0.elapsed() > Duration::from_secs(30) {
-            panic!("no STATE with both links connected: {m}");
-        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the links did not both connect: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Both links up (the WebSocket one connects on its own; give it a moment either way).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -231,7 +214,7 @@ async fn main() {
     let log = agent.log();
     drop(c);
     agent.stop();
-    ws.kill();
+    drop(ws);
 
     println!("\nresults ({size}-byte commands through mosquitto on loopback):");
     let (_, p99) = summary("agent: publish → ACK", acks);

@@ -3,7 +3,7 @@
 //! `Sub` collects messages with `mosquitto_sub`; `publish` sends one with `mosquitto_pub`;
 //! `Proxy` is a TCP forwarder the test can cut, to take the cloud away from the agent.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -294,5 +294,73 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.cut();
+    }
+}
+
+/// `studio serve-ws`: device messages from its stdout, commands to its stdin.
+pub struct WsServer {
+    proc: ProcGuard,
+    pub rx: std::sync::mpsc::Receiver<Value>,
+    pub port: u16,
+}
+
+impl WsServer {
+    pub fn start(pki: &Pki, key: &Path) -> WsServer {
+        let port = free_port();
+        let mut proc = ProcGuard::spawn(
+            "studio serve-ws",
+            Command::new(super::AGENT_BIN)
+                .args(["studio", "serve-ws", "--listen", &format!("127.0.0.1:{port}")])
+                .arg("--ca")
+                .arg(pki.path("ca.pem"))
+                .arg("--cert")
+                .arg(pki.path("server.pem"))
+                .arg("--tls-key")
+                .arg(pki.path("server.key"))
+                .arg("--key")
+                .arg(key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let out = proc.child_mut().stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve-ws printed {line}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "serve-ws did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WsServer { proc, rx, port }
+    }
+
+    pub fn send(&mut self, line: Value) {
+        let stdin = self.proc.child_mut().stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next device message (checked: signed by the device) that satisfies `pred`.
+    pub fn next_where(&self, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let left = within.checked_sub(t0.elapsed()).unwrap_or_else(|| panic!("no {what} within {within:?}"));
+            let v = self.rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {what} within {within:?}"));
+            assert_eq!(v["verified"], true, "a device message that does not verify: {v}");
+            if pred(&v["message"]) {
+                return v["message"].clone();
+            }
+        }
+    }
+
+    pub fn replies_to(&self, id: &str, n: usize) -> Vec<Value> {
+        (0..n).map(|_| self.next_where(Duration::from_secs(15), "a reply", |m| m["correlation_id"] == id)).collect()
     }
 }

@@ -301,3 +301,85 @@ fn an_independent_implementation_commands_the_agent_and_a_sealed_stream_key_work
         assert!(!m.to_string().contains(secret), "a message holds the key: {m}");
     }
 }
+
+/// `studio send` each command and return its printed replies (ACK … RESULT), all verified.
+fn studio_send(port: u16, device: &str, key: &Path, ty: &str, payload: Value) -> Vec<Value> {
+    let out = Command::new(AGENT_BIN)
+        .args(["studio", "send", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--device", device])
+        .arg("--key")
+        .arg(key)
+        .args(["--type", ty, "--payload", &payload.to_string()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "studio send {ty}: {printed} {}", String::from_utf8_lossy(&out.stderr));
+    let replies: Vec<Value> = printed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(replies.iter().all(|r| r["verified"] == true), "{printed}");
+    let types: Vec<&str> = replies.iter().map(|r| r["message"]["type"].as_str().unwrap()).collect();
+    assert_eq!((types.first(), types.last()), (Some(&"ACK"), Some(&"RESULT")), "{printed}");
+    replies
+}
+
+/// End to end through the broker with `studio send`: a loaded timeline plays to a real ingest, an
+/// overlay is shown and its variable changed, the emergency slate goes on: each has its ACK and
+/// RESULT, and each is seen in the recording.
+#[test]
+fn studio_send_drives_a_show_whose_changes_are_seen_in_the_recording() {
+    const W: u32 = 16;
+    const H: u32 = 9;
+    let device = "vs-e2e";
+    let keys = tempfile::tempdir().unwrap();
+    let (key_path, _, public) = studio_key(keys.path(), "studio-e2e");
+    let b = Broker::start(None);
+    let red = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{device}\"\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\n",
+        b.port
+    ));
+    agent.ok(&["trust", "add", "studio-e2e", "--public-key", &public]);
+    agent.ok(&["camera", "add", "r", "--url", &red.url()]);
+    agent.ok(&["destination", "add", "d1", "--platform", "custom", "--url", &ingest.url(), "--key", "e2e-key"]);
+    let tl = json!({"id": "e2e", "name": "e2e", "duration": 120, "fps": 25, "resolution": "320x180", "loop": false,
+        "tracks": {"video": {"cues": [{"id": "c1", "start_time": 0, "duration": 120, "action": "show_camera",
+                                        "params": {"camera_id": "r"}}]}, "overlays": []}});
+    let file = keys.path().join("e2e.json");
+    std::fs::write(&file, tl.to_string()).unwrap();
+    agent.ok(&["timeline", "load", &file.display().to_string()]);
+    let states = Sub::new(b.port, &format!("{PREFIX}/devices/{device}/state"));
+    agent.spawn();
+    states.next_where(Duration::from_secs(30), "the birth", |m| m["payload"]["online"] == true);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let send = |ty: &str, payload: Value| studio_send(b.port, device, &key_path, ty, payload);
+    send("TIMELINE_EXECUTE", json!({"action": "play", "timeline_id": "e2e", "destination_ids": ["d1"]}));
+    agent.wait_show(Duration::from_secs(30), "playing", |s| s["status"]["engine"]["position_s"].as_f64() > Some(2.0));
+    // A text box on a green background in the top-left corner; its variable makes it wider.
+    send(
+        "OVERLAY_UPDATE",
+        json!({"action": "show", "overlay_id": "score", "overlay": {"type": "text", "text": "{{var:score}}",
+               "position": "top_left", "offset": {"x": 0, "y": 0}, "font_size": 48, "color": "#00FF00",
+               "background": "#00FF00"}}),
+    );
+    send("OVERLAY_UPDATE", json!({"action": "set_vars", "vars": {"score": "1"}}));
+    std::thread::sleep(Duration::from_secs(2));
+    send("OVERLAY_UPDATE", json!({"action": "set_vars", "vars": {"score": "1234567890"}}));
+    std::thread::sleep(Duration::from_secs(2));
+    send("STREAM_CONTROL", json!({"command": "emergency_slate", "on": true}));
+    std::thread::sleep(Duration::from_secs(2));
+    // The cloud started it, so the local operator may not stop it: the cloud does.
+    assert!(!agent.cli(&["timeline", "stop"]).status.success(), "cloud > local operator");
+    send("TIMELINE_EXECUTE", json!({"action": "stop"}));
+    let recs = ingest.recordings();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let frames = decode_rgb(&recs[0], W, H);
+    let corner = classes(&frames, W, 0, 1);
+    let wide = classes(&frames, W, 8, 1);
+    let bottom = classes(&frames, W, 14, 7);
+    let played = first_from(&bottom, 0, 'R').expect("the red camera played");
+    let shown = first_from(&corner, played, 'G').expect("the overlay was shown in the corner");
+    assert_eq!(wide.get(shown), Some(&'R'), "with a short value the box is narrow");
+    let widened = first_from(&wide, shown, 'G').expect("set_vars widened the box");
+    let slate = first_from(&bottom, widened, 'S').expect("the emergency slate went on air");
+    eprintln!("frames: played {played}, overlay {shown}, set_vars {widened}, slate {slate} of {}", frames.len());
+}

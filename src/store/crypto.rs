@@ -37,15 +37,20 @@ pub fn key_file(path: &Path) -> Result<[u8; 32], CryptoError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut key);
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-            if let Err(e) = &f {
-                // Another process (CLI vs daemon) created it first: use theirs.
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    return key_file(path);
-                }
+            // Written whole to a private file, then linked into place: a process opening the key
+            // at the same moment (CLI and daemon) sees either no file or the whole key.
+            let tmp = path.with_extension(format!("tmp-{}-{:x}", std::process::id(), rand::random::<u32>()));
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+            let written = f.write_all(&key).and_then(|_| f.sync_all());
+            drop(f);
+            let linked = written.and_then(|_| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
+                // Another process made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return key_file(path),
+                Err(e) => return Err(err(e)),
             }
-            let f = f.as_mut().map_err(|e| err(std::io::Error::new(e.kind(), e.to_string())))?;
-            f.write_all(&key).and_then(|_| f.sync_all()).map_err(err)?;
             key.to_vec()
         }
         Err(e) => return Err(err(e)),

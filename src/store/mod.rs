@@ -81,6 +81,17 @@ impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        // The daemon and a CLI command may open the store at the same moment: one makes the key
+        // and migrates at a time (sqlx's SQLite migrator does not lock); the other then finds both done.
+        let lock_path = data_dir.join("agent.db.migrate-lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let key = DeviceKey::load_or_create(&data_dir.join("device.key"))?;
         let url = format!("sqlite://{}", data_dir.join("agent.db").display());
         let opts = SqliteConnectOptions::from_str(&url)?
@@ -90,7 +101,9 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        drop(lock);
+        migrated?;
         Ok(Store { pool, key })
     }
 
@@ -100,5 +113,22 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::Store;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn opened_by_several_at_once_it_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let opens = (0..6).map(|_| {
+            let d = dir.path().to_path_buf();
+            tokio::spawn(async move { Store::open(&d).await.map(|_| ()) })
+        });
+        for r in futures_util::future::join_all(opens).await {
+            r.unwrap().expect("every concurrent open succeeds");
+        }
     }
 }

@@ -55,6 +55,7 @@ async fn client(port: u16, id: &str, sub: &str) -> (AsyncClient, mpsc::Unbounded
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(1000);
     let (c, mut ev) = AsyncClient::new(o, 4096);
+    ev.set_network_options(vistter_agent::control::mqtt::nodelay(ev.network_options()));
     c.subscribe(sub, QoS::AtLeastOnce).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready) = oneshot::channel();

@@ -208,6 +208,7 @@ async fn connect(
 ) -> Result<(AsyncClient, tokio::sync::mpsc::Receiver<(String, Vec<u8>)>), CliError> {
     let id = format!("studio-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let (client, mut ev) = AsyncClient::new(mqtt_options(b, &id)?, 256);
+    ev.set_network_options(crate::control::mqtt::nodelay(ev.network_options()));
     for t in topics {
         client.subscribe(t, QoS::AtLeastOnce).await.map_err(|e| CliError::Failed(e.to_string()))?;
     }
@@ -391,6 +392,7 @@ async fn serve_ws(listen: &str, files: TlsFiles, key: &std::path::Path) -> Resul
     });
     loop {
         let (tcp, _) = listener.accept().await.map_err(|e| CliError::Failed(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
         let (acceptor, peers) = (acceptor.clone(), peers.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {

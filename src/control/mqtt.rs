@@ -190,6 +190,8 @@ struct Connection<'a> {
 impl<'a> Connection<'a> {
     async fn new(opts: MqttOptions, topics: &'a Topics, inbox: Arc<Inbox>, links: Links) -> Connection<'a> {
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        // Small messages (an ACK is ~400 bytes) must not wait for Nagle's algorithm.
+        eventloop.set_network_options(nodelay(eventloop.network_options()));
         // The event loop is polled on its own task, always: publishing never waits on it.
         let (tx, events) = mpsc::channel(1024);
         let poller = tokio::spawn(async move {
@@ -363,6 +365,12 @@ impl Drop for Connection<'_> {
     fn drop(&mut self) {
         self.poller.abort();
     }
+}
+
+/// The options with TCP_NODELAY on.
+pub fn nodelay(mut o: rumqttc::NetworkOptions) -> rumqttc::NetworkOptions {
+    o.set_tcp_nodelay(true);
+    o
 }
 
 fn host_port(url: &str) -> Option<(String, u16)> {

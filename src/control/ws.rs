@@ -50,7 +50,7 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
                 let connect = tokio_tungstenite::connect_async_tls_with_config(
                     url.as_str(),
                     Some(ws_cfg),
-                    false,
+                    true, // no Nagle delay: replies are small and wanted at once
                     Some(Connector::Rustls(tls)),
                 );
                 match tokio::time::timeout(Duration::from_secs(20), connect).await {

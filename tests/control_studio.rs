@@ -241,6 +241,38 @@ fn an_independent_implementation_commands_the_agent_and_a_sealed_stream_key_work
     assert_eq!(out["replies"][1]["payload"]["status"], "succeeded", "{out}");
     assert!(!out["command"].to_string().contains(secret), "Python sealed the key");
 
+    // A camera password sealed by Python: accepted, stored (sealed at rest), never shown.
+    let cam_payload = json!({"action": "add", "camera_id": "cam2", "camera": {"url": cam.url(), "username": "admin",
+                             "password": format!("{secret}-cam")}});
+    let (ok, out) = interop(
+        &[
+            "mqtt-command",
+            "--port",
+            &port,
+            "--device-id",
+            device,
+            "--seed",
+            studio["private_key_seed"].as_str().unwrap(),
+            "--key-id",
+            studio["key_id"].as_str().unwrap(),
+            "--device-public-key",
+            &device_key,
+            "--type",
+            "CAMERA_ACTION",
+            "--payload",
+            &cam_payload.to_string(),
+            "--seal",
+            "/camera/password",
+            "--sealing-key",
+            &sealing_key,
+        ],
+        None,
+    );
+    assert!(ok, "the Python client: {out}");
+    assert!(out.contains("\"succeeded\""), "{out}");
+    let cams = agent.ok(&["camera", "list", "--json"]);
+    assert!(cams.contains("\"cam2\"") && cams.contains("admin") && !cams.contains(secret), "{cams}");
+
     // The key works at the ingest: nginx-rtmp names each recording after the stream key.
     agent.start_program(&["cam1"], &["yt"]);
     let t0 = Instant::now();

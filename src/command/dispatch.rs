@@ -594,7 +594,7 @@ impl Dispatcher {
                         id: c.camera_id.to_string(),
                         url: spec.url,
                         username: spec.username,
-                        password: None,
+                        password: spec.opened_password,
                         backup_camera_id: spec.backup_camera_id.map(String::from),
                         onvif_host: spec.onvif.as_ref().map(|o| o.host.clone()),
                         onvif_port: spec.onvif.map(|o| o.port),

@@ -281,6 +281,10 @@ pub struct CameraSpec {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SealedField>,
+    /// The password once the control plane opened it (after every check passed). Never read
+    /// from or written to the wire: no other origin can set it.
+    #[serde(skip)]
+    pub opened_password: Option<crate::secret::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_camera_id: Option<CameraId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,6 +101,10 @@ impl Inbox {
             let run = async {
                 match checked.command {
                     Command::DeviceConfig(c) => this.device_config(c).await,
+                    Command::CameraAction(mut c) => match this.open_camera_password(&mut c) {
+                        Ok(()) => this.exec.execute(Command::CameraAction(c)).await,
+                        Err(refusal) => Reply::Refused { refusal },
+                    },
                     cmd => this.exec.execute(cmd).await,
                 }
             };
@@ -137,6 +141,20 @@ impl Inbox {
                 }
             }
         }
+    }
+
+    /// A camera's sealed password, opened with the device's key now that every check passed.
+    fn open_camera_password(&self, c: &mut crate::command::CameraAction) -> Result<(), crate::command::Refusal> {
+        if let Some(spec) = c.camera.as_mut() {
+            if let Some(sealed) = spec.password.take() {
+                let opened = self
+                    .keys
+                    .open(&sealed.sealed)
+                    .map_err(|e| crate::command::Refusal::field("payload.camera.password", e.to_string()))?;
+                spec.opened_password = Some(opened);
+            }
+        }
+        Ok(())
     }
 
     /// `DEVICE_CONFIG`: applied here, where the device's sealing key and the trust store are.

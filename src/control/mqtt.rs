@@ -277,7 +277,7 @@ impl<'a> Connection<'a> {
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topics.commands => {
                 let (inbox, client) = (self.inbox.clone(), self.client.clone());
                 tokio::spawn(async move {
-                    match inbox.receive(&p.payload, Route::Mqtt).await {
+                    match inbox.receive_retrying(&p.payload, Route::Mqtt).await {
                         // The reply is stored: now the broker may forget the command.
                         Ok(()) => {
                             let _ = client.ack(&p).await;

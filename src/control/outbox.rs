@@ -327,7 +327,7 @@ impl Writer {
         let mut out = Vec::with_capacity(puts.len());
         let mut max_id = None;
         let r: Result<(), StoreError> = async {
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
             for (d, _) in &puts {
                 if let Remember::First(mid) = &d.remember {
                     let earlier: Option<String> = sqlx::query("SELECT reply FROM command_replies WHERE message_id = ?")
@@ -411,8 +411,10 @@ impl Writer {
 
     /// Writes the cursors, deletes what every transport has, then enforces the bounds.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        let pool = self.store.pool();
-        let mut tx = pool.begin().await?;
+        // IMMEDIATE: take the write lock up front. A transaction that reads first and writes later
+        // fails at once (SQLITE_BUSY_SNAPSHOT) if another connection wrote in between, whatever
+        // the busy timeout.
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
         for (route, id) in &self.cursors {
             sqlx::query(
                 "INSERT INTO outbox_cursors (transport, acked_id) VALUES (?1, ?2) \
@@ -473,7 +475,7 @@ impl Writer {
     }
 
     async fn resend(&mut self, bodies: Vec<String>, route: Route) -> Result<(), StoreError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let mut max = None;
         for b in &bodies {
             let seq = serde_json::from_str::<Value>(b).ok().and_then(|v| v["seq"].as_i64()).unwrap_or(0);
@@ -497,7 +499,7 @@ impl Writer {
     }
 
     async fn take_dropped(&mut self) -> Result<u64, StoreError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let n: i64 = sqlx::query("SELECT value FROM device_counters WHERE name = 'outbox_dropped'")
             .fetch_optional(&mut *tx)
             .await?

@@ -155,7 +155,7 @@ async fn serve(
                     Some(Ok(Message::Text(t))) => {
                         let inbox = inbox.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = inbox.receive(t.as_bytes(), Route::Ws).await {
+                            if let Err(e) = inbox.receive_retrying(t.as_bytes(), Route::Ws).await {
                                 tracing::error!("a command could not be handled (store): {e}");
                             }
                         });
@@ -164,7 +164,7 @@ async fn serve(
                         // One envelope per text frame: a binary frame is answered like bad JSON.
                         let inbox = inbox.clone();
                         tokio::spawn(async move {
-                            let _ = inbox.receive(&b, Route::Ws).await;
+                            let _ = inbox.receive_retrying(&b, Route::Ws).await;
                         });
                     }
                     Some(Ok(Message::Close(_))) => return Err("the server closed the connection".into()),

@@ -102,14 +102,23 @@ impl Inbox {
             }
         };
         // Written with the dedupe record in one transaction: of two copies arriving together,
-        // only one is accepted.
-        let ack = match self.reply("ACK", Map::new(), Some(id), route, Remember::First(id)).await? {
+        // only one is accepted. A command signed by a trusted key, within the allowed skew, is
+        // evidence of the time: the floor rises to it in the same transaction (never to the
+        // system clock alone, which may be far off).
+        let ack = Draft {
+            ty: "ACK",
+            payload: Map::new(),
+            correlation_id: Some(id),
+            kind: Kind::Replies,
+            route: Some(route),
+            remember: Remember::First(id),
+            counter: None,
+            raise_floor: Some(checked.timestamp.as_millisecond()),
+        };
+        let ack = match self.outbox.put(ack).await? {
             Written::Sent(ack) => ack,
             Written::Repeat(sent) => return self.resend(id, sent, route).await,
         };
-        // A command signed by a trusted key, within the allowed skew, is evidence of the time:
-        // the floor rises to it (never to the system clock alone, which may be far off).
-        self.store.raise_time_floor(checked.timestamp.as_millisecond()).await?;
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
         tokio::spawn(async move {
@@ -225,6 +234,7 @@ impl Inbox {
                 route: Some(route),
                 remember,
                 counter: None,
+                raise_floor: None,
             })
             .await
     }

@@ -79,11 +79,22 @@ pub struct Draft {
     pub remember: Remember,
     /// A device counter set in the same transaction (the events exporter's cursor).
     pub counter: Option<(&'static str, i64)>,
+    /// Raises the time floor (Unix ms) in the same transaction (an accepted command's time).
+    pub raise_floor: Option<i64>,
 }
 
 impl Draft {
     pub fn telemetry(ty: &'static str, kind: Kind, payload: Map<String, Value>) -> Draft {
-        Draft { ty, payload, correlation_id: None, kind, route: None, remember: Remember::No, counter: None }
+        Draft {
+            ty,
+            payload,
+            correlation_id: None,
+            kind,
+            route: None,
+            remember: Remember::No,
+            counter: None,
+            raise_floor: None,
+        }
     }
 }
 
@@ -382,6 +393,15 @@ impl Writer {
                 if let Some((name, value)) = d.counter {
                     set_counter(&mut tx, name, value).await?;
                 }
+                if let Some(ms) = d.raise_floor {
+                    sqlx::query(
+                        "INSERT INTO device_counters (name, value) VALUES ('time_floor_ms', ?1) \
+                         ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)",
+                    )
+                    .bind(ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 out.push(Written::Sent(body));
             }
             set_counter(&mut tx, "seq", self.seq).await?;
@@ -609,6 +629,7 @@ mod tests {
                 route: Some(Route::Mqtt),
                 remember: Remember::First(mid),
                 counter: None,
+                raise_floor: None,
             })
             .await
             .unwrap()

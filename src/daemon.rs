@@ -52,7 +52,7 @@ struct Running {
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let store = Store::open(&cfg.data_dir).await?;
+    let store = Store::open_for_daemon(&cfg.data_dir).await?;
     let reg_dir = registry_dir(&cfg);
     let registry = Registry::open(&reg_dir)
         .map_err(|source| DaemonError::Registry { path: reg_dir.display().to_string(), source })?;

@@ -79,6 +79,31 @@ pub(crate) fn now() -> String {
 impl Store {
     /// Opens (creating if needed) `<data_dir>/agent.db` and the device key, and migrates.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, false).await
+    }
+
+    /// The daemon's store: its connections never checkpoint the WAL on commit (that fsyncs, and
+    /// stalled replies by tens of milliseconds under load); a task checkpoints it every 2 s
+    /// instead, off the writers' path, until the pool is closed.
+    pub async fn open_for_daemon(data_dir: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_with(data_dir, true).await?;
+        let pool = store.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !pool.is_closed() {
+                tick.tick().await;
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    if !pool.is_closed() {
+                        tracing::warn!("WAL checkpoint: {e}");
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    async fn open_with(data_dir: &Path, own_checkpoints: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         // The daemon and a CLI command may open the store at the same moment: one makes the key
@@ -102,7 +127,8 @@ impl Store {
             .foreign_keys(true)
             // 512 KiB of page cache per connection (SQLite's default is 2 MiB): the database is
             // small and its pages are in the OS cache anyway; this keeps the daemon's RSS down.
-            .pragma("cache_size", "-512");
+            .pragma("cache_size", "-512")
+            .pragma("wal_autocheckpoint", if own_checkpoints { "0" } else { "1000" });
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let migrated = sqlx::migrate!("./migrations").run(&pool).await;
         drop(lock);

@@ -44,12 +44,31 @@ pub struct Inbox {
     pub max_bytes: usize,
     pub max_skew_s: u64,
     pub exec: Arc<dyn Execute>,
+    /// The time floor (Unix ms) as last read or raised; [`FLOOR_UNKNOWN`] until first read.
+    pub floor_ms: std::sync::atomic::AtomicI64,
 }
+
+/// [`Inbox::floor_ms`] before the store was read.
+pub const FLOOR_UNKNOWN: i64 = i64::MIN;
 
 impl Inbox {
     /// Handles one raw message that came in on `route`. Its ACK or NACK (or, for a repeat, the
     /// replies first sent) is in the outbox, for `route`, when this returns; the RESULT follows
     /// when the command is done.
+    /// The time floor: read from the store once, then kept here (only this inbox raises it,
+    /// always in the store first).
+    async fn time_floor(&self) -> Result<i64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let cached = self.floor_ms.load(Ordering::SeqCst);
+        if cached != FLOOR_UNKNOWN {
+            return Ok(cached);
+        }
+        let stored = self.store.time_floor_ms().await?;
+        // A raise that happened meanwhile wins.
+        let _ = self.floor_ms.compare_exchange(FLOOR_UNKNOWN, stored, Ordering::SeqCst, Ordering::SeqCst);
+        Ok(self.floor_ms.load(Ordering::SeqCst).max(stored))
+    }
+
     /// [`Inbox::receive`], tried again (up to 3 times in about a second) if the store fails:
     /// every step before the first reply is stored can be repeated, and a repeat of a stored
     /// command only sends its replies again.
@@ -85,7 +104,7 @@ impl Inbox {
             return self.repeat(id, &sent, route).await;
         }
         let system = jiff::Timestamp::now();
-        let floor = self.store.time_floor_ms().await?;
+        let floor = self.time_floor().await?;
         let checked = {
             let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
             authentic.check(trusted_now(system, floor), self.max_skew_s, &trust)
@@ -119,6 +138,7 @@ impl Inbox {
             Written::Sent(ack) => ack,
             Written::Repeat(sent) => return self.resend(id, sent, route).await,
         };
+        self.floor_ms.fetch_max(checked.timestamp.as_millisecond(), std::sync::atomic::Ordering::SeqCst);
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
         tokio::spawn(async move {
@@ -323,6 +343,7 @@ mod tests {
             max_bytes: 256 * 1024,
             max_skew_s: 300,
             exec: Arc::new(Counting(runs.clone())),
+            floor_ms: std::sync::atomic::AtomicI64::new(FLOOR_UNKNOWN),
         };
         (Arc::new(inbox), runs, studio)
     }

@@ -70,6 +70,7 @@ pub async fn start(
         max_bytes: cfg.control.max_message_bytes,
         max_skew_s: cfg.control.max_skew_s,
         exec: exec.clone(),
+        floor_ms: std::sync::atomic::AtomicI64::new(inbox::FLOOR_UNKNOWN),
     });
     let links = link::Links::new(&routes);
     let mut tasks = vec![

@@ -121,10 +121,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         .and_then(|l| l["pid"].as_u64())
         .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok());
     let store = crate::store::Store::open(&cfg.data_dir).await?;
-    let row: (i64, i64) = sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox")
-        .fetch_one(store.pool())
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let row = store.outbox_depth().await?;
     let configured = cfg.control.mqtt.is_some() || cfg.control.ws.is_some();
     let doc = serde_json::json!({
         "device_id": cfg.device_id()?,

@@ -167,3 +167,78 @@ impl Apply<'_> {
         Ok(Output::Destinations { destinations: changed })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::keys::seal_to;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    async fn setup(dir: &Path) -> (DeviceKeys, Store, Arc<RwLock<TrustStore>>) {
+        let keys = DeviceKeys::load_or_create(dir).unwrap();
+        let store = Store::open(dir).await.unwrap();
+        let mut t = TrustStore::default();
+        let admin =
+            crate::control::envelope::b64(ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key().as_bytes());
+        t.add(TrustEntry::new("admin", &admin, &[Role::TrustAdmin]).unwrap()).unwrap();
+        (keys, store, Arc::new(RwLock::new(t)))
+    }
+
+    /// A hostile DEVICE_CONFIG is refused, and the destinations and the trust store are as before.
+    async fn refused_and_unchanged(payload: Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, store, trust) = setup(dir.path()).await;
+        let Ok(cfg) = serde_json::from_value::<DeviceConfig>(payload.clone()) else { return };
+        let path = dir.path().join("trust.json");
+        let before = trust.read().unwrap().clone();
+        let apply = Apply { keys: &keys, store: &store, trust: &trust, trust_path: &path, on_air: vec!["live".into()] };
+        let r = apply.run(cfg).await;
+        assert!(r.is_err(), "accepted: {payload}");
+        assert!(store.destinations().await.unwrap().is_empty(), "changed by {payload}");
+        assert_eq!(*trust.read().unwrap(), before, "trust changed by {payload}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn hostile_device_configs_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealing = DeviceKeys::load_or_create(dir.path()).unwrap().public().device_sealing_key;
+        let other = seal_to(&sealing, "key-for-another-device").unwrap();
+        let ok =
+            json!({"id": "ok", "platform": "custom", "url": "rtmp://127.0.0.1/live", "stream_key": {"sealed": other}});
+        for bad in [
+            json!({"mode": "merge", "destinations": [ok.clone(), {"id": "x", "platform": "myspace", "stream_key": {"sealed": "AAAA"}}]}),
+            json!({"mode": "merge", "destinations": [{"id": "new", "platform": "custom", "url": "rtmp://h/l"}]}),
+            json!({"mode": "merge", "destinations": [{"id": "../x", "platform": "custom"}]}),
+            json!({"mode": "merge", "destinations": [{"id": "y", "platform": "custom", "stream_key": {"sealed": "!!!"}}]}),
+            json!({"mode": "merge", "destinations": [{"id": "y", "platform": "custom", "evil": 1}]}),
+            json!({"mode": "merge", "destinations": [ok.clone()], "trust": {"revoke": ["admin"]}}),
+            json!({"mode": "merge", "destinations": [ok.clone()], "trust": {"add": [{"key_id": "k", "public_key": "short", "roles": ["command"]}]}}),
+            json!({"mode": "replace", "settings": {"x": 1}}),
+            json!({"mode": "merge", "schedules": []}),
+        ] {
+            refused_and_unchanged(bad).await;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_destination_items_never_panic(id in ".{0,80}", platform in ".{0,20}", sealed in "[A-Za-z0-9+/=!]{0,200}") {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let (keys, store, trust) = setup(dir.path()).await;
+                let cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": [
+                    {"id": id, "platform": platform, "stream_key": {"sealed": sealed}}]})).unwrap();
+                let path = dir.path().join("trust.json");
+                let apply = Apply { keys: &keys, store: &store, trust: &trust, trust_path: &path, on_air: vec![] };
+                // Nothing random opens with this device's key: always refused, never applied.
+                prop_assert!(apply.run(cfg).await.is_err());
+                prop_assert!(store.destinations().await.unwrap().is_empty());
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -243,10 +243,7 @@ impl Outbox {
 
     /// Messages waiting and their bytes.
     pub async fn depth(&self) -> Result<(i64, i64), StoreError> {
-        let r = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox")
-            .fetch_one(self.store.pool())
-            .await?;
-        Ok((r.get("n"), r.get("b")))
+        self.store.outbox_depth().await
     }
 }
 
@@ -320,12 +317,7 @@ impl Writer {
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
-                let cutoff = jiff::Timestamp::now().as_millisecond() - crate::store::control::DEDUPE_KEEP_MS;
-                if let Err(e) = sqlx::query("DELETE FROM command_replies WHERE received_ms < ?")
-                    .bind(cutoff)
-                    .execute(self.store.pool())
-                    .await
-                {
+                if let Err(e) = self.store.prune_command_replies(jiff::Timestamp::now().as_millisecond()).await {
                     tracing::warn!("outbox: pruning old replies: {e}");
                 }
             }
@@ -596,6 +588,11 @@ mod tests {
         let o = outbox(dir.path(), vec![Route::Mqtt, Route::Ws], 100).await;
         assert_eq!(seq(&o.put(event(9)).await.unwrap()), 6, "seq continues after a restart");
         assert_eq!(o.after(Route::Ws, rows[2].id, 100).await.unwrap().len(), 3);
+        // The time floor only rises.
+        for ms in [1_764_000_000_000, 0] {
+            o.put(Draft { raise_floor: Some(ms), ..event(1) }).await.unwrap();
+        }
+        assert_eq!(o.store.time_floor_ms().await.unwrap(), 1_764_000_000_000, "never lowered");
     }
 
     #[tokio::test]

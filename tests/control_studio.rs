@@ -205,35 +205,36 @@ fn an_independent_implementation_commands_the_agent_and_a_sealed_stream_key_work
     // its replies verify in Python.
     let payload = json!({"mode": "merge", "destinations": [
         {"id": "yt", "platform": "custom", "url": ingest.url(), "stream_key": secret}]});
-    let port = b.port.to_string();
-    let (ok, out) = interop(
-        &[
-            "mqtt-command",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--prefix",
-            PREFIX,
-            "--device-id",
-            device,
-            "--seed",
-            studio["private_key_seed"].as_str().unwrap(),
-            "--key-id",
-            studio["key_id"].as_str().unwrap(),
-            "--device-public-key",
-            &device_key,
-            "--type",
-            "DEVICE_CONFIG",
-            "--payload",
-            &payload.to_string(),
-            "--seal",
-            "/destinations/0/stream_key",
-            "--sealing-key",
-            &sealing_key,
-        ],
-        None,
-    );
+    // The Python client sends one command, sealing the secret at `pointer`.
+    let python_send = |ty: &str, payload: &Value, pointer: &str| {
+        interop(
+            &[
+                "mqtt-command",
+                "--port",
+                &b.port.to_string(),
+                "--prefix",
+                PREFIX,
+                "--device-id",
+                device,
+                "--seed",
+                studio["private_key_seed"].as_str().unwrap(),
+                "--key-id",
+                studio["key_id"].as_str().unwrap(),
+                "--device-public-key",
+                &device_key,
+                "--type",
+                ty,
+                "--payload",
+                &payload.to_string(),
+                "--seal",
+                pointer,
+                "--sealing-key",
+                &sealing_key,
+            ],
+            None,
+        )
+    };
+    let (ok, out) = python_send("DEVICE_CONFIG", &payload, "/destinations/0/stream_key");
     assert!(ok, "the Python client: {out}");
     let out: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let types: Vec<&str> = out["replies"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
@@ -244,30 +245,7 @@ fn an_independent_implementation_commands_the_agent_and_a_sealed_stream_key_work
     // A camera password sealed by Python: accepted, stored (sealed at rest), never shown.
     let cam_payload = json!({"action": "add", "camera_id": "cam2", "camera": {"url": cam.url(), "username": "admin",
                              "password": format!("{secret}-cam")}});
-    let (ok, out) = interop(
-        &[
-            "mqtt-command",
-            "--port",
-            &port,
-            "--device-id",
-            device,
-            "--seed",
-            studio["private_key_seed"].as_str().unwrap(),
-            "--key-id",
-            studio["key_id"].as_str().unwrap(),
-            "--device-public-key",
-            &device_key,
-            "--type",
-            "CAMERA_ACTION",
-            "--payload",
-            &cam_payload.to_string(),
-            "--seal",
-            "/camera/password",
-            "--sealing-key",
-            &sealing_key,
-        ],
-        None,
-    );
+    let (ok, out) = python_send("CAMERA_ACTION", &cam_payload, "/camera/password");
     assert!(ok, "the Python client: {out}");
     assert!(out.contains("\"succeeded\""), "{out}");
     let cams = agent.ok(&["camera", "list", "--json"]);

@@ -8,7 +8,9 @@
 //!    number of messages of the same size, timed the same way;
 //! 3. sustained rate: the same number of commands again with up to `BENCH_WINDOW` (default 256)
 //!    in flight, commands/s from the first publish to the last ACK (every RESULT is awaited too);
-//! 4. the agent's RSS (VmRSS and its peak, VmHWM) with both transports connected, after the runs.
+//! 4. the agent's RSS (VmRSS and its peak, VmHWM, split into anonymous and file-backed pages) with
+//!    both transports connected, before and after the runs, against the same agent with no cloud
+//!    link configured.
 //!
 //! Targets (DESIGN §3, control-plane issue): p99 ≤ 10 ms and ≤ 2 × the echo's p99; ≥ 2,000
 //! commands/s; RSS ≤ 20 MB. `cargo bench --bench control` (or `./bench`). Exits non-zero only if
@@ -94,12 +96,13 @@ fn ping(key: &SigningKey, n: usize) -> (String, String) {
     (id, m.to_string())
 }
 
-fn rss_kb(pid: u32) -> (u64, u64) {
+/// VmRSS, VmHWM, RssAnon (heap and stacks), RssFile (the binary and libraries), in kB.
+fn rss_kb(pid: u32) -> (u64, u64, u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let f = |k: &str| {
         s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
     };
-    (f("VmRSS:"), f("VmHWM:"))
+    (f("VmRSS:"), f("VmHWM:"), f("RssAnon:"), f("RssFile:"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +133,8 @@ async fn main() {
     agent.ok(&["trust", "add", "bench", "--public-key", &b64(key.verifying_key().as_bytes())]);
     let base = format!("{PREFIX}/devices/{DEVICE}");
     let (c, mut rx) = client(b.port, "bench-studio", &format!("{base}/#")).await;
-    agent.spawn();
+    // At the level a deployed agent logs at.
+    agent.spawn_at("info", &[]);
     let t0 = Instant::now();
     loop {
         let st: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).unwrap_or_default();
@@ -143,6 +147,13 @@ async fn main() {
     // Both links up (the WebSocket one connects on its own; give it a moment either way).
     tokio::time::sleep(Duration::from_secs(2)).await;
     while rx.try_recv().is_ok() {}
+    let idle = rss_kb(agent.pid().unwrap());
+    // The baseline: the same agent with no cloud link configured, idle as long.
+    let mut plain = TestAgent::new();
+    plain.spawn_at("info", &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let plain_rss = rss_kb(plain.pid().unwrap());
+    plain.stop();
 
     // 1. ACK round trip, one command at a time.
     let commands: Vec<(String, String)> = (0..n).map(|i| ping(&key, i)).collect();
@@ -211,7 +222,8 @@ async fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     let rate = n as f64 / secs;
-    let (rss, hwm) = rss_kb(agent.pid().unwrap());
+    let (rss, hwm, anon, file) = rss_kb(agent.pid().unwrap());
+    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.pid().unwrap())).map(|d| d.count()).unwrap_or(0);
     let log = agent.log();
     drop(c);
     agent.stop();
@@ -231,6 +243,23 @@ async fn main() {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
         pass(rss as f64 / 1024.0 <= RSS_TARGET_MB)
+    );
+    println!(
+        "  baseline: the agent with no cloud link, idle: RSS {:.1} MB (anonymous {:.1} MB, file-backed {:.1} MB)",
+        plain_rss.0 as f64 / 1024.0,
+        plain_rss.2 as f64 / 1024.0,
+        plain_rss.3 as f64 / 1024.0
+    );
+    println!(
+        "  before the runs: RSS {:.1} MB (anonymous {:.1} MB, file-backed {:.1} MB)",
+        idle.0 as f64 / 1024.0,
+        idle.2 as f64 / 1024.0,
+        idle.3 as f64 / 1024.0
+    );
+    println!(
+        "  after the runs:  of which anonymous (heap, stacks) {:.1} MB, file-backed (binary, libraries) {:.1} MB; {threads} threads",
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     let ws_up = log.contains("WebSocket link connected");
     println!("  WebSocket link connected during the run: {ws_up}");

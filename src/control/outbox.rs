@@ -325,84 +325,13 @@ impl Writer {
         let _ = self.settle().await;
     }
 
+    /// Signs and numbers `puts` and stores them in one transaction of a few statements, however
+    /// many there are (rows go in as one JSON array): the writer's cost per message is signing.
     async fn commit(&mut self, puts: Vec<(Draft, oneshot::Sender<Result<Written, StoreError>>)>) {
         let seq_before = self.seq;
-        let mut out = Vec::with_capacity(puts.len());
-        let mut max_id = None;
-        let r: Result<(), StoreError> = async {
-            let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
-            for (d, _) in &puts {
-                if let Remember::First(mid) = &d.remember {
-                    let earlier: Option<String> = sqlx::query("SELECT reply FROM command_replies WHERE message_id = ?")
-                        .bind(mid.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.get("reply"));
-                    if let Some(e) = earlier {
-                        out.push(Written::Repeat(serde_json::from_str(&e).unwrap_or_default()));
-                        continue;
-                    }
-                }
-                self.seq += 1;
-                let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
-                m.insert("seq".into(), self.seq.into());
-                sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
-                let body = Value::Object(m).to_string();
-                if d.kind != Kind::State {
-                    let id: i64 = sqlx::query(
-                        "INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                    )
-                    .bind(self.seq)
-                    .bind(d.kind.as_str())
-                    .bind(d.route.map(Route::as_str))
-                    .bind(&body)
-                    .bind(body.len() as i64)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .get("id");
-                    max_id = Some(id);
-                }
-                match &d.remember {
-                    Remember::No => {}
-                    Remember::First(mid) => {
-                        sqlx::query("INSERT INTO command_replies (message_id, received_ms, reply) VALUES (?, ?, ?)")
-                            .bind(mid.to_string())
-                            .bind(jiff::Timestamp::now().as_millisecond())
-                            .bind(json!([body]).to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Remember::Then(mid, earlier) => {
-                        let mut all = earlier.clone();
-                        all.push(body.clone());
-                        sqlx::query("UPDATE command_replies SET reply = ? WHERE message_id = ?")
-                            .bind(json!(all).to_string())
-                            .bind(mid.to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                if let Some((name, value)) = d.counter {
-                    set_counter(&mut tx, name, value).await?;
-                }
-                if let Some(ms) = d.raise_floor {
-                    sqlx::query(
-                        "INSERT INTO device_counters (name, value) VALUES ('time_floor_ms', ?1) \
-                         ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)",
-                    )
-                    .bind(ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                out.push(Written::Sent(body));
-            }
-            set_counter(&mut tx, "seq", self.seq).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
+        let r = self.write_batch(&puts).await;
         match r {
-            Ok(()) => {
+            Ok((out, max_id)) => {
                 if let Some(id) = max_id {
                     self.committed.send_replace(id);
                     self.dirty = true;
@@ -419,6 +348,118 @@ impl Writer {
                 }
             }
         }
+    }
+
+    async fn write_batch(
+        &mut self,
+        puts: &[(Draft, oneshot::Sender<Result<Written, StoreError>>)],
+    ) -> Result<(Vec<Written>, Option<i64>), StoreError> {
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        // The replies already stored for the commands that want to be answered first.
+        let firsts: Vec<String> = puts
+            .iter()
+            .filter_map(|(d, _)| match &d.remember {
+                Remember::First(mid) => Some(mid.to_string()),
+                _ => None,
+            })
+            .collect();
+        let mut earlier: HashMap<String, Vec<String>> = HashMap::new();
+        if !firsts.is_empty() {
+            let rows = sqlx::query(
+                "SELECT message_id, reply FROM command_replies WHERE message_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(serde_json::to_string(&firsts).unwrap_or_default())
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                earlier.insert(r.get("message_id"), serde_json::from_str(r.get("reply")).unwrap_or_default());
+            }
+        }
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let mut out = Vec::with_capacity(puts.len());
+        // (seq, kind, route, body, bytes)
+        let mut rows: Vec<(i64, &str, Option<&str>, String, usize)> = Vec::new();
+        // message_id → (received_ms, replies); in the order first seen.
+        let mut replies: Vec<(String, i64, Vec<String>)> = Vec::new();
+        let mut counters: HashMap<&str, i64> = HashMap::new();
+        let mut floor: Option<i64> = None;
+        for (d, _) in puts {
+            if let Remember::First(mid) = &d.remember {
+                // Stored before, or a copy earlier in this same batch.
+                if let Some(e) = earlier.get(&mid.to_string()) {
+                    out.push(Written::Repeat(e.clone()));
+                    continue;
+                }
+            }
+            self.seq += 1;
+            let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
+            m.insert("seq".into(), self.seq.into());
+            sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
+            let body = Value::Object(m).to_string();
+            match &d.remember {
+                Remember::No => {}
+                Remember::First(mid) => {
+                    earlier.insert(mid.to_string(), vec![body.clone()]);
+                    replies.push((mid.to_string(), now_ms, vec![body.clone()]));
+                }
+                Remember::Then(mid, before) => {
+                    let mut all = before.clone();
+                    all.push(body.clone());
+                    replies.push((mid.to_string(), now_ms, all));
+                }
+            }
+            if let Some((name, value)) = d.counter {
+                counters.insert(name, value);
+            }
+            if let Some(ms) = d.raise_floor {
+                floor = Some(floor.map_or(ms, |f: i64| f.max(ms)));
+            }
+            if d.kind != Kind::State {
+                let bytes = body.len();
+                rows.push((self.seq, d.kind.as_str(), d.route.map(Route::as_str), body.clone(), bytes));
+            }
+            out.push(Written::Sent(body));
+        }
+        let mut max_id = None;
+        if !rows.is_empty() {
+            let ids = sqlx::query(
+                "INSERT INTO outbox (seq, kind, route, body, bytes) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) ORDER BY key \
+                 RETURNING id",
+            )
+            .bind(serde_json::to_string(&rows).unwrap_or_default())
+            .fetch_all(&mut *tx)
+            .await?;
+            max_id = ids.iter().map(|r| r.get::<i64, _>("id")).max();
+        }
+        if !replies.is_empty() {
+            let replies: Vec<(String, i64, String)> =
+                replies.into_iter().map(|(mid, at, all)| (mid, at, json!(all).to_string())).collect();
+            // `WHERE true`: SQLite's parser needs it before an upsert's ON CONFLICT.
+            sqlx::query(
+                "INSERT INTO command_replies (message_id, received_ms, reply) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+                 ON CONFLICT(message_id) DO UPDATE SET reply = excluded.reply",
+            )
+            .bind(serde_json::to_string(&replies).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (name, value) in counters {
+            set_counter(&mut tx, name, value).await?;
+        }
+        if let Some(ms) = floor {
+            sqlx::query(
+                "INSERT INTO device_counters (name, value) VALUES ('time_floor_ms', ?1) \
+                 ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)",
+            )
+            .bind(ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        set_counter(&mut tx, "seq", self.seq).await?;
+        tx.commit().await?;
+        Ok((out, max_id))
     }
 
     /// Writes the cursors, deletes what every transport has, then enforces the bounds.
@@ -638,6 +679,26 @@ mod tests {
             unreachable!()
         };
         let repeat = if matches!(a, Written::Repeat(_)) { a } else { b };
-        assert_eq!(repeat, Written::Repeat(vec![body]));
+        assert_eq!(repeat, Written::Repeat(vec![body.clone()]));
+        // The RESULT joins it, with the floor raised and a counter set in the same batch; a copy
+        // arriving later gets both replies.
+        let result = o
+            .put(Draft {
+                ty: "RESULT",
+                payload: Map::new(),
+                correlation_id: Some(mid),
+                kind: Kind::Replies,
+                route: Some(Route::Mqtt),
+                remember: Remember::Then(mid, vec![body.clone()]),
+                counter: Some(("events_exported", 7)),
+                raise_floor: Some(1_900_000_000_000),
+            })
+            .await
+            .unwrap();
+        let Written::Sent(result) = result else { panic!("{result:?}") };
+        assert_eq!(ack(o.clone()).await, Written::Repeat(vec![body, result]));
+        assert_eq!(counter(&o.store, "events_exported").await.unwrap(), Some(7));
+        assert_eq!(o.store.time_floor_ms().await.unwrap(), 1_900_000_000_000);
+        assert_eq!(o.depth().await.unwrap().0, 2, "the ACK and the RESULT, once each");
     }
 }

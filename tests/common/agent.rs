@@ -89,13 +89,15 @@ impl TestAgent {
 
     /// `spawn` with extra environment variables for the daemon (test hooks).
     pub fn spawn_with_env(&mut self, vars: &[(&str, &str)]) {
+        self.spawn_at("vistter_agent=debug", vars);
+    }
+
+    /// `spawn` at log level `level` (benchmarks run at the deployed default, `info`).
+    pub fn spawn_at(&mut self, level: &str, vars: &[(&str, &str)]) {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = self.base();
         cmd.envs(vars.iter().copied());
-        cmd.args(["--log-level", "vistter_agent=debug", "run"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        cmd.args(["--log-level", level, "run"]).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         self.daemon = Some(ProcGuard::spawn("vistter-agent run", &mut cmd));
     }
 

@@ -1,7 +1,8 @@
 //! The MQTT link against a real mosquitto on loopback (plain listener, `allow_insecure`): a
 //! signed command published on the device's command topic gets ACK and RESULT on its replies
 //! topic, signed by the device; a repeat gets the same replies and runs nothing again; a
-//! tampered command gets one NACK; the retained STATE says online, and offline after a stop.
+//! tampered command gets one NACK; new device key files are used without a restart and announced;
+//! the retained STATE says online, and offline after a stop.
 
 mod common;
 
@@ -136,11 +137,36 @@ fn commands_over_mqtt_are_answered_once_signed_and_state_is_retained() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // New device key files (a re-provisioned device): used without a restart, and announced in a
+    // new birth STATE, signed by the new key.
+    let donor = TestAgent::new();
+    let donor_keys: Value = serde_json::from_str(&donor.ok(&["device", "show", "--json"])).unwrap();
+    let new_key = donor_keys["device_public_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, device_key);
+    for f in ["device_ed25519.key", "device_x25519.key"] {
+        let tmp = agent.data_dir().join(format!("{f}.new"));
+        std::fs::copy(donor.data_dir().join(f), &tmp).unwrap();
+        std::fs::rename(&tmp, agent.data_dir().join(f)).unwrap();
+    }
+    let birth = states.next_where(Duration::from_secs(20), "a birth STATE with the new key", |m| {
+        m["payload"]["online"] == true && m["payload"]["device_public_key"] == new_key.as_str()
+    });
+    assert!(verified(&birth, &new_key), "signed by the new key: {birth}");
+    std::thread::sleep(Duration::from_millis(300));
+    publish(
+        b.port,
+        &format!("{base}/commands"),
+        &command(&studio, "6c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11", "PING", json!({})),
+        false,
+    );
+    let ack = replies.next_where(Duration::from_secs(10), "the ACK", |m| m["type"] == "ACK");
+    assert!(verified(&ack, &new_key) && !verified(&ack, &device_key), "replies are signed by the new key");
+    assert_eq!(replies.next(Duration::from_secs(10))["type"], "RESULT");
+
     // Stopped: the retained state says offline.
     agent.stop();
-    let death = states.next(Duration::from_secs(10));
-    assert_eq!(death["payload"]["online"], false, "{death}");
-    assert!(verified(&death, &device_key));
+    let death = states.next_where(Duration::from_secs(10), "the offline STATE", |m| m["payload"]["online"] == false);
+    assert!(verified(&death, &new_key));
     let late = Sub::new(b.port, &format!("{base}/state"));
     assert_eq!(late.next(Duration::from_secs(5))["payload"]["online"], false, "retained");
 }

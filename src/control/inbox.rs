@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
 use super::check::{trusted_now, Checker, Nack, NackCode};
-use super::keys::DeviceKeys;
+use super::keys::Keyring;
 use super::outbox::{Draft, Kind, Outbox, Remember, Route, Written};
 use super::trust::TrustStore;
 use crate::command::{Command, ErrorCode, Reply};
@@ -36,7 +36,7 @@ pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2
 pub struct Inbox {
     pub device_id: String,
     pub trust: Arc<RwLock<TrustStore>>,
-    pub keys: Arc<DeviceKeys>,
+    pub keys: Arc<Keyring>,
     pub store: Store,
     pub outbox: Outbox,
     /// Where the trust store is saved when `DEVICE_CONFIG.trust` changes it.
@@ -193,6 +193,7 @@ impl Inbox {
             if let Some(sealed) = spec.password.take() {
                 let opened = self
                     .keys
+                    .current()
                     .open(&sealed.sealed)
                     .map_err(|e| crate::command::Refusal::field("payload.camera.password", e.to_string()))?;
                 spec.opened_password = Some(opened);
@@ -212,8 +213,9 @@ impl Inbox {
             },
             Reply::Refused { .. } => Vec::new(),
         };
+        let keys = self.keys.current();
         let apply = super::apply::Apply {
-            keys: &self.keys,
+            keys: &keys,
             store: &self.store,
             trust: &self.trust,
             trust_path: &self.trust_path,
@@ -324,7 +326,7 @@ mod tests {
         let mut t = TrustStore::default();
         t.add(TrustEntry::new("studio", &b64(studio.verifying_key().as_bytes()), &[Role::Command]).unwrap()).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
-        let keys = Arc::new(DeviceKeys::load_or_create(dir).unwrap());
+        let keys = Arc::new(Keyring::load_or_create(dir).unwrap());
         let store = Store::open(dir).await.unwrap();
         let bounds = Bounds { max_messages: 1000, max_bytes: 1 << 20 };
         let outbox = Outbox::start(store.clone(), "dev".into(), keys.clone(), vec![Route::Mqtt], bounds).await.unwrap();

@@ -57,7 +57,7 @@ fn capabilities(transports: Vec<&'static str>) -> Value {
 
 /// A signed STATE message (birth when `online`, death otherwise), numbered like every other.
 pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online: bool) -> Result<String, StoreError> {
-    let p = inbox.keys.public();
+    let p = inbox.keys.current().public();
     let payload = json!({
         "online": online,
         "agent_version": env!("CARGO_PKG_VERSION"),

@@ -50,7 +50,7 @@ pub async fn start(
         return Ok(None);
     }
     let device_id = cfg.device_id().map_err(|e| e.to_string())?;
-    let keys = Arc::new(keys::DeviceKeys::load_or_create(&cfg.data_dir).map_err(|e| e.to_string())?);
+    let keys = Arc::new(keys::Keyring::load_or_create(&cfg.data_dir).map_err(|e| e.to_string())?);
     let trust = trust::TrustStore::load(&cfg.trust_store_path()).map_err(|e| e.to_string())?;
     if trust.keys.is_empty() {
         tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
@@ -63,7 +63,7 @@ pub async fn start(
     let inbox = Arc::new(Inbox {
         device_id,
         trust: trust.clone(),
-        keys,
+        keys: keys.clone(),
         store: store.clone(),
         outbox: outbox.clone(),
         trust_path: cfg.trust_store_path(),
@@ -75,6 +75,7 @@ pub async fn start(
     let links = link::Links::new(&routes);
     let mut tasks = vec![
         tokio::spawn(trust::watch(cfg.trust_store_path(), trust, Duration::from_secs(2), stop.clone())),
+        tokio::spawn(keys::watch(keys, Duration::from_secs(2), stop.clone())),
         tokio::spawn(telemetry::export_events(store.clone(), outbox.clone(), Duration::from_secs(1), stop.clone())),
         tokio::spawn(telemetry::metrics(
             outbox,

@@ -137,12 +137,16 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
         }
         match outcome {
             End::Shutdown => {
-                conn.goodbye().await;
+                conn.disconnect(true).await;
                 links.set(Route::Mqtt, "offline");
                 return;
             }
-            End::TlsChanged => {
-                tracing::info!("MQTT link: the TLS files changed; reconnecting with them");
+            End::Renewed(what) => {
+                tracing::info!("MQTT link: {what}; reconnecting with them");
+                // A clean DISCONNECT: the broker drops the will, the cloud sees no offline blip.
+                conn.disconnect(false).await;
+                // The will was signed with what was in use when connecting.
+                will = None;
                 links.set(Route::Mqtt, "reconnecting");
                 continue;
             }
@@ -163,7 +167,8 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
 
 enum End {
     Shutdown,
-    TlsChanged,
+    /// Something the connection was made with changed: reconnect at once.
+    Renewed(&'static str),
     Dropped(String),
 }
 
@@ -228,13 +233,16 @@ impl<'a> Connection<'a> {
     ) -> End {
         let mut committed = self.inbox.outbox.committed.clone();
         let mut tls_check = tokio::time::interval(Duration::from_secs(2));
+        let mut device_keys = self.inbox.keys.changes();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Shutdown,
+                // New device keys: a new connection announces them (birth STATE, a will they sign).
+                Ok(()) = device_keys.changed() => return End::Renewed("the device keys changed"),
                 _ = tls_check.tick() => {
                     if let (Some(f), Some(fp)) = (files, &fingerprint) {
                         if &tls::fingerprint(f) != fp {
-                            return End::TlsChanged;
+                            return End::Renewed("the TLS files changed");
                         }
                     }
                 }
@@ -345,11 +353,14 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// A clean stop: the offline STATE (retained), then DISCONNECT, sent before returning.
-    async fn goodbye(&mut self) {
+    /// A clean end: the offline STATE (retained) when `offline`, then DISCONNECT, sent before
+    /// returning.
+    async fn disconnect(&mut self, offline: bool) {
         if self.up_since.is_some() {
-            if let Ok(s) = link::state(&self.inbox, &self.links.with(Route::Mqtt, "offline"), false).await {
-                let _ = self.publish(&self.topics.state.clone(), s, true, None);
+            if offline {
+                if let Ok(s) = link::state(&self.inbox, &self.links.with(Route::Mqtt, "offline"), false).await {
+                    let _ = self.publish(&self.topics.state.clone(), s, true, None);
+                }
             }
             let _ = self.client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -18,7 +18,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::envelope::{new_message, sign};
-use super::keys::DeviceKeys;
+use super::keys::Keyring;
 use crate::store::{Store, StoreError};
 
 /// A transport a reply goes back on.
@@ -144,7 +144,7 @@ impl Outbox {
     pub async fn start(
         store: Store,
         device_id: String,
-        keys: Arc<DeviceKeys>,
+        keys: Arc<Keyring>,
         transports: Vec<Route>,
         bounds: Bounds,
     ) -> Result<Outbox, StoreError> {
@@ -254,7 +254,7 @@ fn closed() -> StoreError {
 struct Writer {
     store: Store,
     device_id: String,
-    keys: Arc<DeviceKeys>,
+    keys: Arc<Keyring>,
     seq: i64,
     cursors: HashMap<Route, i64>,
     dirty: bool,
@@ -376,6 +376,7 @@ impl Writer {
             }
         }
         let now_ms = jiff::Timestamp::now().as_millisecond();
+        let keys = self.keys.current();
         let mut out = Vec::with_capacity(puts.len());
         // (seq, kind, route, body, bytes)
         let mut rows: Vec<(i64, &str, Option<&str>, String, usize)> = Vec::new();
@@ -394,7 +395,7 @@ impl Writer {
             self.seq += 1;
             let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
             m.insert("seq".into(), self.seq.into());
-            sign(&mut m, &self.device_id, self.keys.signing()).expect("an envelope we built is canonical");
+            sign(&mut m, &self.device_id, keys.signing()).expect("an envelope we built is canonical");
             let body = Value::Object(m).to_string();
             match &d.remember {
                 Remember::No => {}
@@ -588,7 +589,7 @@ mod tests {
 
     async fn outbox(dir: &std::path::Path, routes: Vec<Route>, max: u64) -> Outbox {
         let store = Store::open(dir).await.unwrap();
-        let keys = Arc::new(DeviceKeys::load_or_create(dir).unwrap());
+        let keys = Arc::new(Keyring::load_or_create(dir).unwrap());
         Outbox::start(store, "dev".into(), keys, routes, Bounds { max_messages: max, max_bytes: 20 << 20 })
             .await
             .unwrap()

@@ -71,7 +71,7 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
                 if stop.is_cancelled() {
                     return;
                 }
-                tracing::info!("WebSocket link: the TLS files changed; reconnecting with them");
+                tracing::info!("WebSocket link: reconnecting with what changed");
             }
             Err(e) => {
                 links.set(Route::Ws, if up_for.is_some() { "reconnecting" } else { "connect_failed" });
@@ -85,7 +85,7 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// One connection. `Ok(())`: a clean end (stop, or new TLS files); `Err`: it dropped.
+/// One connection. `Ok(())`: a clean end (stop, new TLS files or device keys); `Err`: it dropped.
 async fn serve(
     socket: Socket,
     inbox: &Arc<Inbox>,
@@ -107,6 +107,7 @@ async fn serve(
     ping.tick().await;
     let mut heard = Instant::now();
     let mut tls_check = tokio::time::interval(Duration::from_secs(2));
+    let mut device_keys = inbox.keys.changes();
     loop {
         // Everything committed and not yet sent goes first.
         loop {
@@ -139,6 +140,12 @@ async fn serve(
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(());
                 }
+            }
+            // New device keys: a new connection announces them in its birth STATE.
+            Ok(()) = device_keys.changed() => {
+                tracing::info!("WebSocket link: the device keys changed; reconnecting to announce them");
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(());
             }
             r = committed.changed() => r.map_err(|_| "the outbox has stopped".to_string())?,
             _ = ping.tick() => {

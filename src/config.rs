@@ -44,6 +44,32 @@ pub struct Config {
     pub program: ProgramConfig,
     pub timeline: TimelineConfig,
     pub control: ControlConfig,
+    pub segments: SegmentsConfig,
+}
+
+/// Segment packages (DESIGN §4): limits, USB drop folders, downloads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// `[segments.limits]`: package size limits.
+    pub limits: crate::segments::Limits,
+    /// Folders watched for `.vseg` files (globs, e.g. `/media/*/vistter`); empty: none.
+    pub drop_folders: Vec<String>,
+    /// How often drop folders are scanned again, whatever inotify reports, in seconds.
+    pub rescan_s: u64,
+    /// A private CA (PEM) trusted for `TIMELINE_LOAD` downloads, besides the public roots.
+    pub download_ca_file: Option<PathBuf>,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            limits: crate::segments::Limits::default(),
+            drop_folders: Vec::new(),
+            rescan_s: 10,
+            download_ca_file: None,
+        }
+    }
 }
 
 /// The cloud link (DESIGN §3 "Configuration").
@@ -278,6 +304,7 @@ impl Default for Config {
             program: ProgramConfig::default(),
             timeline: TimelineConfig::default(),
             control: ControlConfig::default(),
+            segments: SegmentsConfig::default(),
         }
     }
 }

@@ -23,5 +23,6 @@ pub mod local_api;
 pub mod media;
 pub mod ptz;
 pub mod secret;
+pub mod segments;
 pub mod store;
 pub mod timeline;

@@ -4,6 +4,7 @@
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
 mod control;
+mod segment;
 mod studio;
 mod timeline;
 
@@ -119,6 +120,9 @@ pub enum Command {
     /// A reference cloud client: studio keys, signed commands, telemetry, a WebSocket endpoint.
     #[command(subcommand)]
     Studio(studio::StudioCmd),
+    /// Signed segment packages (.vseg): make, check, install, list, roll back, play.
+    #[command(subcommand)]
+    Segment(segment::SegmentCmd),
     /// Show the hardware encoder probe (cached per FFmpeg version).
     Hwaccel {
         /// Probe again instead of using the cache.
@@ -569,6 +573,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Program(p) => program(p, &cfg).await,
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,
+        Command::Segment(s) => segment::segment(s, &cfg).await,
         Command::Schedule(s) => timeline::schedule(s, &cfg).await,
         Command::Events { subject, limit, json } => {
             let events = Store::open(&cfg.data_dir).await?.events(subject.as_deref(), limit).await?;

@@ -115,7 +115,7 @@ struct KeyFile {
     public_key: String,
 }
 
-fn load_key(path: &std::path::Path) -> Result<(String, SigningKey), CliError> {
+pub(crate) fn load_key(path: &std::path::Path) -> Result<(String, SigningKey), CliError> {
     use base64::Engine;
     let text = std::fs::read_to_string(path).map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
     let k: KeyFile = serde_json::from_str(&text)
@@ -169,7 +169,7 @@ fn mqtt_options(b: &BrokerArgs, id: &str) -> Result<MqttOptions, CliError> {
 
 pub async fn studio(cmd: StudioCmd) -> Result<(), CliError> {
     match cmd {
-        StudioCmd::Keygen { key_id, out } => keygen(&key_id, &out),
+        StudioCmd::Keygen { key_id, out } => keygen(&key_id, &out, "command"),
         StudioCmd::Send(a) => send(a).await,
         StudioCmd::Watch { broker, device, device_key, count } => watch(broker, &device, device_key, count).await,
         StudioCmd::ServeWs { listen, ca, cert, tls_key, key } => {
@@ -178,7 +178,7 @@ pub async fn studio(cmd: StudioCmd) -> Result<(), CliError> {
     }
 }
 
-fn keygen(key_id: &str, out: &std::path::Path) -> Result<(), CliError> {
+pub(crate) fn keygen(key_id: &str, out: &std::path::Path, role: &str) -> Result<(), CliError> {
     crate::store::validate_id("key", key_id)?;
     if out.exists() {
         return Err(CliError::Coded(crate::error::EXIT_CONFLICT, format!("{} exists: not overwritten", out.display())));
@@ -196,8 +196,8 @@ fn keygen(key_id: &str, out: &std::path::Path) -> Result<(), CliError> {
         .open(out)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
-    println!("studio key {key_id} written to {}", out.display());
-    println!("on the device: vistter-agent trust add {key_id} --public-key {public} --role command");
+    println!("{role} key {key_id} written to {}", out.display());
+    println!("on the device: vistter-agent trust add {key_id} --public-key {public} --role {role}");
     Ok(())
 }
 

@@ -46,6 +46,19 @@ pub enum TimelineCmd {
         #[arg(long = "destination", required = true)]
         destinations: Vec<DestinationId>,
     },
+    /// Pack a stored timeline and the assets it uses into a signed segment package.
+    #[command(disable_version_flag = true)]
+    Export {
+        id: TimelineId,
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// The signing key (from `segment keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The package version (default: now, in Unix seconds).
+        #[arg(long)]
+        version: Option<u64>,
+    },
     /// Play a timeline as the show, to one or more destinations.
     Play {
         id: TimelineId,
@@ -194,6 +207,9 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
                 if tl.looping { ", loops" } else { "" }
             );
             return Ok(());
+        }
+        TimelineCmd::Export { id, out, key, version } => {
+            return super::segment::export(cfg, &id, &out, &key, version).await;
         }
         TimelineCmd::Validate { file } => {
             let store = Store::open(&cfg.data_dir).await?;

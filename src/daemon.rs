@@ -71,6 +71,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tracing::warn!("{interrupted} timeline execution(s) were interrupted by the last stop");
     }
     let _ = store.add_event(Severity::Info, "agent_started", "agent", env!("CARGO_PKG_VERSION")).await;
+    // What an interrupted package import left behind (staging, a folder without its row) goes.
+    let library = crate::segments::library::Library::new(store.clone(), &cfg.data_dir);
+    match library.clean().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("segment library: {n} leftover(s) of interrupted imports removed"),
+        Err(e) => tracing::error!("segment library: cleaning up: {e}"),
+    }
 
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let sink = tokio::spawn(crate::events::sink(Store::open(&cfg.data_dir).await?, ev_rx));
@@ -88,6 +95,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())
         .await
         .map_err(DaemonError::Control)?;
+    let drops = (!cfg.segments.drop_folders.is_empty()).then(|| {
+        let dc = crate::segments::drop::DropConfig {
+            globs: cfg.segments.drop_folders.clone(),
+            rescan: Duration::from_secs(cfg.segments.rescan_s.max(1)),
+            trust_path: cfg.trust_store_path(),
+            device_id: cfg.device_id().unwrap_or_default(),
+            limits: cfg.segments.limits,
+        };
+        tokio::spawn(crate::segments::drop::watch(dc, store.clone(), library, link_stop.clone()))
+    });
     let sock = socket_path(&cfg.data_dir);
     let api = local_api::serve(sock.clone(), dispatcher)
         .await
@@ -100,6 +117,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     link_stop.cancel();
     if let Some(c) = control {
         let _ = tokio::time::timeout(Duration::from_secs(3), futures_util::future::join_all(c.tasks)).await;
+    }
+    if let Some(d) = drops {
+        let _ = tokio::time::timeout(Duration::from_secs(3), d).await;
     }
     tracing::info!("shutting down: the show, then programs and streams");
     timeline_stop.cancel();

@@ -123,6 +123,10 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let store = crate::store::Store::open(&cfg.data_dir).await?;
     let row = store.outbox_depth().await?;
     let configured = cfg.control.mqtt.is_some() || cfg.control.ws.is_some();
+    let segments = crate::segments::library::Library::new(store.clone(), &cfg.data_dir)
+        .list()
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let doc = serde_json::json!({
         "device_id": cfg.device_id()?,
         "cloud_configured": configured,
@@ -130,6 +134,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         "links": if running { links.as_ref().map(|l| l["links"].clone()) } else { None },
         "links_since": if running { links.as_ref().map(|l| l["at"].clone()) } else { None },
         "outbox": {"messages": row.0, "bytes": row.1},
+        "segments": segments,
     });
     if json {
         println!("{doc}");
@@ -147,5 +152,23 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         (true, true, None) => println!("cloud     starting"),
     }
     println!("outbox    {} message(s), {} bytes waiting", row.0, row.1);
+    if segments.is_empty() {
+        println!("segments  none installed");
+    }
+    for s in segments.iter().filter(|s| s.active) {
+        let kept: Vec<String> = segments
+            .iter()
+            .filter(|o| o.segment_id == s.segment_id && !o.active)
+            .map(|o| o.version.to_string())
+            .collect();
+        println!(
+            "segment   {} v{} active (timeline {}, {} bytes){}",
+            s.segment_id,
+            s.version,
+            s.timeline_id,
+            s.bytes,
+            if kept.is_empty() { String::new() } else { format!("; kept: v{}", kept.join(", v")) }
+        );
+    }
     Ok(())
 }

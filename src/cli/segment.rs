@@ -111,7 +111,10 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// What a package is checked against on this device.
-pub(crate) async fn import_context(cfg: &Config, store: &Store) -> Result<(TrustStore, String, jiff::Timestamp), CliError> {
+pub(crate) async fn import_context(
+    cfg: &Config,
+    store: &Store,
+) -> Result<(TrustStore, String, jiff::Timestamp), CliError> {
     let trust = TrustStore::load(&cfg.trust_store_path()).map_err(|e| CliError::Failed(e.to_string()))?;
     let device_id = cfg.device_id().map_err(|e| CliError::Invalid(e.to_string()))?;
     let floor = store.time_floor_ms().await?;
@@ -328,12 +331,19 @@ fn pack_to(
 }
 
 /// `timeline export ID -o F --key K`: a stored timeline and the assets it uses, as a package.
-pub async fn export(cfg: &Config, id: &TimelineId, out: &Path, key: &Path, version: Option<u64>) -> Result<(), CliError> {
+pub async fn export(
+    cfg: &Config,
+    id: &TimelineId,
+    out: &Path,
+    key: &Path,
+    version: Option<u64>,
+) -> Result<(), CliError> {
     let (key_id, key) = super::studio::load_key(key)?;
     let store = Store::open(&cfg.data_dir).await?;
     let row = store.timeline(id.as_str()).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
-    let inv = crate::timeline::model::Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
+    let inv =
+        crate::timeline::model::Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     let tl = crate::timeline::model::parse_stored(&row.json, &inv).map_err(|e| CliError::Invalid(e.to_string()))?;
     let tmp = tempfile_dir(cfg)?;
     let timeline_file = tmp.join("timeline.json");

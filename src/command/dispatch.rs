@@ -139,6 +139,10 @@ impl Dispatcher {
                 ErrorCode::Failed,
                 "DEVICE_CONFIG carries sealed secrets and signed trust changes: it is applied through the cloud link",
             )),
+            Command::TimelineLoad(_) => Err(Refusal::new(
+                ErrorCode::Failed,
+                "TIMELINE_LOAD comes through the cloud link; on the device use `vistter-agent segment import`",
+            )),
             Command::Program(p) => self.program(origin, p).await,
             Command::ShowQuery(q) => self.show_query(q).await,
         }

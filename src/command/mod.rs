@@ -48,6 +48,7 @@ pub enum Command {
     OverlayUpdate(OverlayUpdate),
     CameraAction(CameraAction),
     DeviceConfig(DeviceConfig),
+    TimelineLoad(TimelineLoad),
     /// Local operator: programs driven by hand.
     Program(ProgramCommand),
     /// Local operator: what the show is doing, and its pre-flight.
@@ -64,6 +65,7 @@ impl Command {
             Command::OverlayUpdate(_) => "OVERLAY_UPDATE",
             Command::CameraAction(_) => "CAMERA_ACTION",
             Command::DeviceConfig(_) => "DEVICE_CONFIG",
+            Command::TimelineLoad(_) => "TIMELINE_LOAD",
             Command::Program(_) => "PROGRAM",
             Command::ShowQuery(_) => "SHOW_QUERY",
         }
@@ -98,6 +100,11 @@ pub fn from_parts(ty: &str, payload: serde_json::Value) -> Result<Command, Refus
         "OVERLAY_UPDATE" => Command::OverlayUpdate(read(payload)?),
         "CAMERA_ACTION" => Command::CameraAction(read(payload)?),
         "DEVICE_CONFIG" => Command::DeviceConfig(read(payload)?),
+        "TIMELINE_LOAD" => {
+            let t: TimelineLoad = read(payload)?;
+            t.source()?;
+            Command::TimelineLoad(t)
+        }
         "PROGRAM" => Command::Program(read(payload)?),
         "SHOW_QUERY" => Command::ShowQuery(read(payload)?),
         other => {
@@ -680,17 +687,48 @@ pub struct ShowInfo {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Output {
     Done,
-    Pong { agent_time: String },
-    Started { preflight: Preflight },
-    ProgramStarted { id: String },
-    Cut { at_s: f64 },
-    Programs { programs: Vec<ProgramInfo> },
-    Destinations { destinations: Vec<String> },
-    Jpeg { jpeg_base64: String },
-    Show { show: Box<ShowInfo> },
-    Preflight { preflight: Preflight },
-    Probe { probe: serde_json::Value },
-    KilledAll { show: bool, programs: usize },
+    Pong {
+        agent_time: String,
+    },
+    Started {
+        preflight: Preflight,
+    },
+    ProgramStarted {
+        id: String,
+    },
+    Cut {
+        at_s: f64,
+    },
+    Programs {
+        programs: Vec<ProgramInfo>,
+    },
+    Destinations {
+        destinations: Vec<String>,
+    },
+    Jpeg {
+        jpeg_base64: String,
+    },
+    Show {
+        show: Box<ShowInfo>,
+    },
+    Preflight {
+        preflight: Preflight,
+    },
+    Probe {
+        probe: serde_json::Value,
+    },
+    KilledAll {
+        show: bool,
+        programs: usize,
+    },
+    /// `TIMELINE_LOAD` of a package.
+    SegmentInstalled {
+        segment: crate::segments::library::Installed,
+    },
+    /// `TIMELINE_LOAD` of an inline timeline.
+    TimelineLoaded {
+        timeline_id: String,
+    },
 }
 
 /// One reply per command.
@@ -830,5 +868,62 @@ mod tests {
                     .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
             ]
         })
+    }
+}
+
+/// `TIMELINE_LOAD` (DESIGN §3): a segment package to download and install, or an inline timeline.
+/// Applied by the control plane (it downloads, reports progress and installs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineLoad {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate: Option<bool>,
+}
+
+/// What a `TIMELINE_LOAD` carries, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadSource {
+    Package(crate::segments::download::Wanted),
+    Inline(serde_json::Value),
+}
+
+impl TimelineLoad {
+    /// The package (an `https://` URL, its SHA-256 and size) or the inline timeline, never both.
+    pub fn source(&self) -> Result<LoadSource, Refusal> {
+        match (&self.package_url, &self.timeline) {
+            (Some(_), Some(_)) => Err(Refusal::field("payload.timeline", "give package_url or timeline, not both")),
+            (None, Some(t)) => {
+                if self.sha256.is_some() || self.size.is_some() {
+                    return Err(Refusal::field("payload.sha256", "sha256 and size go with package_url"));
+                }
+                Ok(LoadSource::Inline(t.clone()))
+            }
+            (None, None) => Err(Refusal::field("payload", "give package_url (with sha256 and size) or timeline")),
+            (Some(u), None) => {
+                let url = url::Url::parse(u)
+                    .ok()
+                    .filter(|u| u.scheme() == "https" && u.host_str().is_some() && u.as_str().len() <= 2048)
+                    .ok_or_else(|| Refusal::field("payload.package_url", "an https:// URL of at most 2048 bytes"))?;
+                let sha256 = self
+                    .sha256
+                    .as_deref()
+                    .ok_or_else(|| Refusal::field("payload.sha256", "required with package_url"))
+                    .and_then(|s| {
+                        crate::segments::manifest::Sha256Hex::new(s).map_err(|m| Refusal::field("payload.sha256", m))
+                    })?;
+                let size = self.size.filter(|s| *s >= 1).ok_or_else(|| {
+                    Refusal::field("payload.size", "required with package_url: the package's bytes, at least 1")
+                })?;
+                Ok(LoadSource::Package(crate::segments::download::Wanted { url, sha256, size }))
+            }
+        }
     }
 }

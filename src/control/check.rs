@@ -55,10 +55,9 @@ pub struct Rejected {
     pub nack: Nack,
 }
 
-/// The command types the cloud may send. `TIMELINE_LOAD` is part of the contract but answered
-/// `unsupported_type` until this agent imports segment packages.
-pub const CLOUD_TYPES: [&str; 6] =
-    ["PING", "STREAM_CONTROL", "TIMELINE_EXECUTE", "OVERLAY_UPDATE", "CAMERA_ACTION", "DEVICE_CONFIG"];
+/// The command types the cloud may send.
+pub const CLOUD_TYPES: [&str; 7] =
+    ["PING", "STREAM_CONTROL", "TIMELINE_EXECUTE", "OVERLAY_UPDATE", "CAMERA_ACTION", "DEVICE_CONFIG", "TIMELINE_LOAD"];
 
 pub const DEFAULT_MAX_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_SKEW_S: u64 = 300;
@@ -167,11 +166,7 @@ impl Authentic {
         }
         if !CLOUD_TYPES.contains(&e.ty.as_str()) {
             let shown = crate::media::compositor::request::shorten(&e.ty);
-            let msg = if e.ty == "TIMELINE_LOAD" {
-                "TIMELINE_LOAD is not supported by this agent yet (segment packages)".to_string()
-            } else {
-                format!("unknown command type {shown:?}")
-            };
+            let msg = format!("unknown command type {shown:?}");
             return Err(Nack { pointer: Some("/type".into()), ..Nack::new(NackCode::UnsupportedType, msg) });
         }
         if let Some(pointer) = plaintext_secret(&e.ty, &e.payload) {
@@ -366,7 +361,10 @@ mod tests {
             Some(NackCode::UnsupportedType),
             "local only"
         );
-        assert_eq!(code(&signed(msg("TIMELINE_LOAD", json!({})), "studio", &cmd), &t), Some(NackCode::UnsupportedType));
+        assert_eq!(code(&signed(msg("TIMELINE_LOAD", json!({})), "studio", &cmd), &t), Some(NackCode::SchemaViolation));
+        let plain_http = json!({"package_url": "http://example.com/p.vseg", "sha256": "0".repeat(64), "size": 10});
+        let n = outcome(&signed(msg("TIMELINE_LOAD", plain_http), "studio", &cmd), &t).unwrap_err();
+        assert_eq!((n.code, n.pointer.as_deref()), (NackCode::SchemaViolation, Some("/payload/package_url")), "{n:?}");
         let n = outcome(&signed(msg("OVERLAY_UPDATE", json!({"action": "show", "overlay_id": "o", "overlay": {"type": "text", "text": "x", "color": "#zzzzzz"}})), "studio", &cmd), &t).unwrap_err();
         assert_eq!(
             (n.code, n.pointer.as_deref()),

@@ -46,6 +46,8 @@ pub struct Inbox {
     pub exec: Arc<dyn Execute>,
     /// The time floor (Unix ms) as last read or raised; [`FLOOR_UNKNOWN`] until first read.
     pub floor_ms: std::sync::atomic::AtomicI64,
+    /// `TIMELINE_LOAD`: downloads and the segment library (none: the command fails).
+    pub loader: Option<Arc<crate::segments::load::Loader>>,
 }
 
 /// [`Inbox::floor_ms`] before the store was read.
@@ -142,9 +144,12 @@ impl Inbox {
         let this = self.clone();
         tokio::spawn(async move {
             let ty = checked.command.type_name();
+            // Work that knows how far it is (a download) reports it here.
+            let (status_tx, status) = tokio::sync::watch::channel((0u8, String::new()));
             let run = async {
                 match checked.command {
                     Command::DeviceConfig(c) => this.device_config(c).await,
+                    Command::TimelineLoad(t) => this.timeline_load(t, &status_tx).await,
                     Command::CameraAction(mut c) => match this.open_camera_password(&mut c) {
                         Ok(()) => this.exec.execute(Command::CameraAction(c)).await,
                         Err(refusal) => Reply::Refused { refusal },
@@ -152,7 +157,7 @@ impl Inbox {
                     cmd => this.exec.execute(cmd).await,
                 }
             };
-            let reply = this.with_progress(id, route, ty, run).await;
+            let reply = this.with_progress(id, route, ty, run, status).await;
             let payload = result_payload(reply);
             if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
                 tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
@@ -162,29 +167,61 @@ impl Inbox {
     }
 
     /// Runs `work`; while it takes longer than [`PROGRESS_EVERY`], a PROGRESS goes out each time
-    /// that passes (pre-flights and probes take seconds), so the cloud knows it is alive.
+    /// that passes (pre-flights and probes take seconds), so the cloud knows it is alive. Work that
+    /// reports `(percent, detail)` on `status` also gets one each time it moves 5 points.
     async fn with_progress(
         &self,
         id: uuid::Uuid,
         route: Route,
         ty: &str,
         work: impl std::future::Future<Output = Reply>,
+        mut status: tokio::sync::watch::Receiver<(u8, String)>,
     ) -> Reply {
         tokio::pin!(work);
         let started = std::time::Instant::now();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let mut sent_pct = 0u8;
         loop {
-            tokio::select! {
+            let now = tokio::select! {
                 r = &mut work => return r,
-                _ = tick.tick() => {
-                    let detail = format!("{ty} running for {} s", started.elapsed().as_secs());
-                    let Value::Object(p) = json!({"percent": 0, "state": "running", "detail": detail}) else { continue };
-                    if let Err(e) = self.reply("PROGRESS", p, Some(id), route, Remember::No).await {
-                        tracing::warn!(message_id = %id, "a PROGRESS could not be stored: {e}");
-                    }
-                }
+                _ = tick.tick() => true,
+                Ok(()) = status.changed() => false,
+            };
+            let (pct, detail) = status.borrow_and_update().clone();
+            if !now && pct < sent_pct.saturating_add(5) {
+                continue;
+            }
+            sent_pct = pct;
+            tick.reset();
+            let detail =
+                if detail.is_empty() { format!("{ty} running for {} s", started.elapsed().as_secs()) } else { detail };
+            let Value::Object(p) = json!({"percent": pct.min(100), "state": "running", "detail": detail}) else {
+                continue;
+            };
+            if let Err(e) = self.reply("PROGRESS", p, Some(id), route, Remember::No).await {
+                tracing::warn!(message_id = %id, "a PROGRESS could not be stored: {e}");
             }
         }
+    }
+
+    /// `TIMELINE_LOAD`: download (with progress) and install, or store an inline timeline.
+    async fn timeline_load(
+        &self,
+        t: crate::command::TimelineLoad,
+        status: &tokio::sync::watch::Sender<(u8, String)>,
+    ) -> Reply {
+        let Some(loader) = &self.loader else {
+            return Reply::Refused {
+                refusal: crate::command::Refusal::new(
+                    ErrorCode::Failed,
+                    "this agent has no segment library configured",
+                ),
+            };
+        };
+        let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let floor = self.time_floor().await.unwrap_or(0);
+        let now = super::check::trusted_now(jiff::Timestamp::now(), floor);
+        loader.run(t, &trust, &self.device_id, now, status).await.into()
     }
 
     /// A camera's sealed password, opened with the device's key now that every check passed.
@@ -341,6 +378,7 @@ mod tests {
             max_skew_s: 300,
             exec: Arc::new(Counting(runs.clone())),
             floor_ms: std::sync::atomic::AtomicI64::new(FLOOR_UNKNOWN),
+            loader: None,
         };
         (Arc::new(inbox), runs, studio)
     }

@@ -58,6 +58,10 @@ fn capabilities(transports: Vec<&'static str>) -> Value {
 /// A signed STATE message (birth when `online`, death otherwise), numbered like every other.
 pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online: bool) -> Result<String, StoreError> {
     let p = inbox.keys.current().public();
+    let segments = match &inbox.loader {
+        Some(l) => l.library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
+        None => json!([]),
+    };
     let payload = json!({
         "online": online,
         "agent_version": env!("CARGO_PKG_VERSION"),
@@ -65,7 +69,7 @@ pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online
         "device_sealing_key": p.device_sealing_key,
         "capabilities": capabilities(links.keys().copied().collect()),
         "link": links,
-        "segments": [],
+        "segments": segments,
         "program": null,
     });
     let Value::Object(payload) = payload else { unreachable!("a JSON object") };

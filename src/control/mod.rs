@@ -71,6 +71,13 @@ pub async fn start(
         max_skew_s: cfg.control.max_skew_s,
         exec: exec.clone(),
         floor_ms: std::sync::atomic::AtomicI64::new(inbox::FLOOR_UNKNOWN),
+        loader: Some(Arc::new(crate::segments::load::Loader {
+            library: crate::segments::library::Library::new(store.clone(), &cfg.data_dir),
+            store: store.clone(),
+            downloads: cfg.data_dir.join("segments").join(".downloads"),
+            limits: cfg.segments.limits,
+            ca_file: cfg.segments.download_ca_file.clone(),
+        })),
     });
     let links = link::Links::new(&routes);
     let mut tasks = vec![

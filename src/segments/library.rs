@@ -54,7 +54,7 @@ pub struct Import<'a> {
 }
 
 /// The outcome of an import.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Installed {
     pub segment_id: String,
     pub version: u64,
@@ -119,7 +119,8 @@ impl Library {
             .fetch_all(self.store.pool())
             .await
             .map_err(Rejection::local)?;
-        let dirs: std::collections::HashSet<PathBuf> = rows.iter().map(|r| PathBuf::from(r.get::<String, _>("dir"))).collect();
+        let dirs: std::collections::HashSet<PathBuf> =
+            rows.iter().map(|r| PathBuf::from(r.get::<String, _>("dir"))).collect();
         let Ok(rd) = std::fs::read_dir(&self.root) else { return Ok(removed) };
         for seg in rd.flatten() {
             let name = seg.file_name();
@@ -147,10 +148,7 @@ impl Library {
         {
             out.insert(
                 r.get("segment_id"),
-                Known {
-                    highest: r.get::<i64, _>("highest_version") as u64,
-                    versions: HashMap::new(),
-                },
+                Known { highest: r.get::<i64, _>("highest_version") as u64, versions: HashMap::new() },
             );
         }
         for r in sqlx::query("SELECT segment_id, version, manifest_sha256 FROM segment_versions")
@@ -182,7 +180,8 @@ impl Library {
         }
         let known = self.known().await?;
         let staging_root = self.staging_root();
-        std::fs::create_dir_all(&staging_root).map_err(|e| Rejection::local(format!("{}: {e}", staging_root.display())))?;
+        std::fs::create_dir_all(&staging_root)
+            .map_err(|e| Rejection::local(format!("{}: {e}", staging_root.display())))?;
         let staging = staging_root.join(uuid::Uuid::new_v4().to_string());
         let (file, trust, device_id) = (file.to_path_buf(), how.trust.clone(), how.device_id.to_string());
         let (limits, now, allow_downgrade) = (how.limits, how.now, how.allow_downgrade);
@@ -523,7 +522,11 @@ impl Library {
             .await
             .map_err(Rejection::local)?
             .rows_affected();
-        sqlx::query("DELETE FROM segments WHERE segment_id = ?").bind(id).execute(&mut *tx).await.map_err(Rejection::local)?;
+        sqlx::query("DELETE FROM segments WHERE segment_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(Rejection::local)?;
         sqlx::query("DELETE FROM timelines WHERE id = ? AND asset_root LIKE ?")
             .bind(&timeline_id)
             .bind(format!("{}%", self.root.join(id).display()))
@@ -593,7 +596,9 @@ pub fn free_bytes(path: &Path) -> u64 {
     let mut p = path;
     loop {
         if let Ok(s) = nix::sys::statvfs::statvfs(p) {
-            return s.blocks_available() as u64 * s.fragment_size() as u64;
+            // The field types differ between targets (32-bit ARM has 32-bit counts).
+            #[allow(clippy::unnecessary_cast)]
+            return (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64);
         }
         match p.parent() {
             Some(parent) => p = parent,

@@ -267,8 +267,9 @@ impl Manifest {
             return Err(bad(format!("the entrypoint {} is not among the files", m.entrypoint)));
         }
         if let Some(v) = &m.min_agent_version {
-            let need = semver::Version::parse(v)
-                .map_err(|_| bad(format!("min_agent_version {:?} is not a version", crate::media::compositor::request::shorten(v))))?;
+            let need = semver::Version::parse(v).map_err(|_| {
+                bad(format!("min_agent_version {:?} is not a version", crate::media::compositor::request::shorten(v)))
+            })?;
             let have = semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("our own version parses");
             if have < need {
                 return Err(Rejection::new(
@@ -298,7 +299,8 @@ mod tests {
         for ok in ["timeline.json", "assets/logo.png", "a/b/c.d", "über.png"] {
             assert!(SafeRelPath::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\\b", "a\nb", "a/", &"x".repeat(256)]
+        for bad in
+            ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\\b", "a\nb", "a/", &"x".repeat(256)]
         {
             assert!(SafeRelPath::new(bad).is_err(), "{bad:?}");
         }
@@ -320,12 +322,18 @@ mod tests {
         let ok = manifest(serde_json::json!([{"path": "timeline.json", "size": 10, "sha256": h}]));
         assert_eq!(Manifest::parse(&ok, &limits).unwrap().total_bytes(), 10);
         let cases = [
-            (serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": h}, {"path": "timeline.json", "size": 1, "sha256": h}]), Threat::DuplicateEntry),
+            (
+                serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": h}, {"path": "timeline.json", "size": 1, "sha256": h}]),
+                Threat::DuplicateEntry,
+            ),
             (serde_json::json!([{"path": "../timeline.json", "size": 1, "sha256": h}]), Threat::BadManifest),
             (serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": "ABC"}]), Threat::BadManifest),
             (serde_json::json!([{"path": "other.json", "size": 1, "sha256": h}]), Threat::BadManifest),
             (serde_json::json!([{"path": "timeline.json", "size": 1u64 << 40, "sha256": h}]), Threat::TooLarge),
-            (serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": h}, {"path": "timeline.json/x", "size": 1, "sha256": h}]), Threat::BadManifest),
+            (
+                serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": h}, {"path": "timeline.json/x", "size": 1, "sha256": h}]),
+                Threat::BadManifest,
+            ),
             (serde_json::json!([{"path": "timeline.json", "size": 1, "sha256": h, "mode": 4095}]), Threat::BadManifest),
         ];
         for (files, threat) in cases {

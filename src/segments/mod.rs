@@ -7,9 +7,10 @@
 //! refuses anything a package must not contain. Only the reader makes a [`package::VerifiedPackage`],
 //! and only a `VerifiedPackage` can be installed ([`library`]): fsync, rename, one DB transaction.
 
-// pub mod download;
-// pub mod drop;
+pub mod download;
+pub mod drop;
 pub mod library;
+pub mod load;
 pub mod manifest;
 pub mod pack;
 pub mod package;

@@ -104,8 +104,11 @@ pub fn pack(
     let mut buf = vec![0u8; 256 * 1024];
     let mut entries = Vec::with_capacity(files.len());
     for (rel, path) in files {
-        let (size, sha256) =
-            hash_file(path, &mut buf, &mut |k| { done += k; progress(done, total) }).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (size, sha256) = hash_file(path, &mut buf, &mut |k| {
+            done += k;
+            progress(done, total)
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         entries.push(FileEntry { path: rel.clone(), size, sha256 });
     }
     let created_at = jiff::Timestamp::now();

@@ -158,21 +158,30 @@ fn read(
     };
     let mut zstd = zstd::stream::read::Decoder::new(src).map_err(|e| classify(e, "zstd"))?;
     zstd.window_log_max(limits.max_window_log).map_err(|e| classify(e, "zstd"))?;
-    // Headers and padding count too: a tar of many empty files is bounded as well.
-    let overhead = 1024 * (limits.max_entries + 2);
-    let inner = Counted { inner: zstd, seen: unpacked.clone(), limit: limits.max_uncompressed_bytes + overhead };
+    // Headers and padding count too: a tar of many empty files is bounded as well. Per entry: its
+    // header and padding, and at most two long-name or pax headers of their own (see `next_member`).
+    let overhead =
+        (1024 + MAX_NAME_HEADERS * (512 + MAX_NAME_RECORD)).saturating_mul(limits.max_entries.saturating_add(2));
+    let inner =
+        Counted { inner: zstd, seen: unpacked.clone(), limit: limits.max_uncompressed_bytes.saturating_add(overhead) };
     let mut archive = tar::Archive::new(inner);
-    let mut entries = archive.entries().map_err(|e| classify(e, "tar"))?;
+    // Raw: long names and pax records are read here, bounded; the tar crate would buffer them
+    // whole, whatever their size.
+    let mut entries = archive.entries().map_err(|e| classify(e, "tar"))?.raw(true);
+    let mut count = 0u64;
 
     // 1-2: the manifest and its signature.
     let manifest_bytes = {
-        let mut e = next_entry(&mut entries, 1, &limits, &classify)?.ok_or_else(|| Rejection::new(Threat::ManifestNotFirst, "the package is empty"))?;
-        small_entry(&mut e, MANIFEST, MAX_MANIFEST_BYTES, Threat::ManifestNotFirst).map_err(|r| fold(r, &classify))?
+        let (name, mut e) = next_member(&mut entries, &mut count, &limits, &classify)?
+            .ok_or_else(|| Rejection::new(Threat::ManifestNotFirst, "the package is empty"))?;
+        small_entry(&name, &mut e, MANIFEST, MAX_MANIFEST_BYTES, Threat::ManifestNotFirst)
+            .map_err(|r| fold(r, &classify))?
     };
     let sig_bytes = {
-        let mut e = next_entry(&mut entries, 2, &limits, &classify)?
+        let (name, mut e) = next_member(&mut entries, &mut count, &limits, &classify)?
             .ok_or_else(|| Rejection::new(Threat::SignatureNotSecond, "the package has no manifest.sig"))?;
-        small_entry(&mut e, SIGNATURE, MAX_SIGNATURE_BYTES, Threat::SignatureNotSecond).map_err(|r| fold(r, &classify))?
+        small_entry(&name, &mut e, SIGNATURE, MAX_SIGNATURE_BYTES, Threat::SignatureNotSecond)
+            .map_err(|r| fold(r, &classify))?
     };
     let key_id = check_signature(&manifest_bytes, &sig_bytes, checks.trust)?;
     let manifest = Manifest::parse(&manifest_bytes, &limits)?;
@@ -199,13 +208,12 @@ fn read(
     let mut seen = std::collections::HashSet::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut done = 0u64;
-    let mut n = 2u64;
-    loop {
-        n += 1;
-        let Some(mut e) = next_entry(&mut entries, n, &limits, &classify)? else { break };
-        let raw = e.path_bytes().into_owned();
+    while let Some((raw, mut e)) = next_member(&mut entries, &mut count, &limits, &classify)? {
         let name = std::str::from_utf8(&raw).map_err(|_| {
-            Rejection::new(Threat::NonUtf8Name, format!("an entry's name is not UTF-8 ({})", String::from_utf8_lossy(&raw)))
+            Rejection::new(
+                Threat::NonUtf8Name,
+                format!("an entry's name is not UTF-8 ({})", String::from_utf8_lossy(&raw)),
+            )
         })?;
         let path = SafeRelPath::new(name).map_err(|m| Rejection::new(Threat::UnsafePath, m))?;
         let kind = e.header().entry_type();
@@ -263,26 +271,98 @@ fn read(
         }
     }
     if let Some(missing) = checked.manifest.files.iter().find(|f| !seen.contains(&f.path)) {
-        return Err(Rejection::new(Threat::MissingFile, format!("{} is in the manifest but not in the package", missing.path)));
+        return Err(Rejection::new(
+            Threat::MissingFile,
+            format!("{} is in the manifest but not in the package", missing.path),
+        ));
     }
     checked.complete = true;
     Ok(checked)
 }
 
-/// The `n`th entry (from 1), or none at the end of the archive.
-fn next_entry<'a, R: Read>(
+/// A long-name or pax record larger than this is refused unread.
+const MAX_NAME_RECORD: u64 = 4096;
+/// Long-name and pax headers allowed before one entry (a GNU long name, a pax header).
+const MAX_NAME_HEADERS: u64 = 2;
+
+/// An entry and its full name.
+type Member<'a, R> = (Vec<u8>, tar::Entry<'a, R>);
+
+/// The next member of the archive with its name (a GNU long name or a pax `path` before it
+/// applied), or none at the end. Members count against `max_entries`, as the manifest's files do;
+/// each may have at most [`MAX_NAME_HEADERS`] long-name or pax headers, refused past a few KiB.
+fn next_member<'a, R: Read>(
     entries: &mut tar::Entries<'a, R>,
-    n: u64,
+    count: &mut u64,
     limits: &Limits,
     classify: &dyn Fn(io::Error, &str) -> Rejection,
-) -> Result<Option<tar::Entry<'a, R>>, Rejection> {
-    match entries.next() {
-        None => Ok(None),
-        Some(Err(e)) => Err(classify(e, "tar")),
-        Some(Ok(_)) if n > limits.max_entries => {
-            Err(Rejection::new(Threat::TooManyEntries, format!("more than the limit of {} entries", limits.max_entries)))
+) -> Result<Option<Member<'a, R>>, Rejection> {
+    let mut name: Option<Vec<u8>> = None;
+    let mut headers = 0u64;
+    loop {
+        let mut e = match entries.next() {
+            None if headers > 0 => {
+                return Err(Rejection::new(Threat::Truncated, "the package ends after a long name or pax header"))
+            }
+            None => return Ok(None),
+            Some(Err(e)) => return Err(classify(e, "tar")),
+            Some(Ok(e)) => e,
+        };
+        let kind = e.header().entry_type();
+        let meta = kind.is_gnu_longname() || kind.is_pax_local_extensions();
+        if !meta {
+            *count += 1;
+            if *count > limits.max_entries {
+                return Err(Rejection::new(
+                    Threat::TooManyEntries,
+                    format!("more than the limit of {} entries", limits.max_entries),
+                ));
+            }
+            let own = e.path_bytes().into_owned();
+            return Ok(Some((name.unwrap_or(own), e)));
         }
-        Some(Ok(e)) => Ok(Some(e)),
+        headers += 1;
+        if headers > MAX_NAME_HEADERS {
+            return Err(Rejection::new(
+                Threat::TooManyEntries,
+                format!("more than {MAX_NAME_HEADERS} long-name or pax headers before one entry"),
+            ));
+        }
+        if name.is_some() {
+            return Err(Rejection::new(Threat::Corrupt, "two long names for one entry"));
+        }
+        let size = e.header().size().map_err(|err| classify(err, "tar"))?;
+        if size > MAX_NAME_RECORD {
+            return Err(Rejection::new(
+                Threat::TooLarge,
+                format!("a long-name or pax record of {size} bytes (over {MAX_NAME_RECORD})"),
+            ));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        e.by_ref().take(size).read_to_end(&mut data).map_err(|err| classify(err, "tar"))?;
+        if kind.is_gnu_longname() {
+            while data.last() == Some(&0) {
+                data.pop();
+            }
+            name = Some(data);
+        } else {
+            let mut path = None;
+            for ext in tar::PaxExtensions::new(&data) {
+                let ext = ext.map_err(|err| Rejection::new(Threat::Corrupt, format!("a pax record: {err}")))?;
+                match ext.key_bytes() {
+                    b"path" => path = Some(ext.value_bytes().to_vec()),
+                    b"mtime" | b"atime" | b"ctime" | b"uid" | b"gid" | b"uname" | b"gname" | b"comment" => {}
+                    other => {
+                        return Err(Rejection::new(
+                            Threat::Corrupt,
+                            format!("pax record {:?} is not supported in a package", String::from_utf8_lossy(other)),
+                        ))
+                    }
+                }
+            }
+            // Records without a path: the entry keeps its own name.
+            name = path.filter(|p| !p.is_empty());
+        }
     }
 }
 
@@ -297,13 +377,22 @@ fn fold(r: EntryError, classify: &dyn Fn(io::Error, &str) -> Rejection) -> Rejec
 }
 
 /// The whole of a small entry that must be `name`, a regular file of at most `max` bytes.
-fn small_entry<R: Read>(e: &mut tar::Entry<'_, R>, name: &str, max: u64, wrong: Threat) -> Result<Vec<u8>, EntryError> {
-    let path = e.path_bytes();
-    if &*path != name.as_bytes() || !e.header().entry_type().is_file() {
-        let shown = String::from_utf8_lossy(&path);
+fn small_entry<R: Read>(
+    path: &[u8],
+    e: &mut tar::Entry<'_, R>,
+    name: &str,
+    max: u64,
+    wrong: Threat,
+) -> Result<Vec<u8>, EntryError> {
+    if path != name.as_bytes() || !e.header().entry_type().is_file() {
+        let shown = String::from_utf8_lossy(path);
         return Err(Ok(Rejection::new(
             wrong,
-            format!("entry {} must be {name} (a regular file), found {}", if name == MANIFEST { 1 } else { 2 }, crate::media::compositor::request::shorten(&shown)),
+            format!(
+                "entry {} must be {name} (a regular file), found {}",
+                if name == MANIFEST { 1 } else { 2 },
+                crate::media::compositor::request::shorten(&shown)
+            ),
         )));
     }
     let size = e.header().size().map_err(Err)?;
@@ -325,7 +414,10 @@ fn check_signature(manifest: &[u8], sig: &[u8], trust: &TrustStore) -> Result<St
     if sig.alg != "ed25519" {
         return Err(Rejection::new(
             Threat::BadSignature,
-            format!("manifest.sig: algorithm {:?} is not ed25519", crate::media::compositor::request::shorten(&sig.alg)),
+            format!(
+                "manifest.sig: algorithm {:?} is not ed25519",
+                crate::media::compositor::request::shorten(&sig.alg)
+            ),
         ));
     }
     let shown = crate::media::compositor::request::shorten(&sig.key_id);
@@ -346,8 +438,9 @@ fn check_signature(manifest: &[u8], sig: &[u8], trust: &TrustStore) -> Result<St
         .map_err(|_| Rejection::new(Threat::BadSignature, "manifest.sig: the value is not base64"))?;
     let bytes: [u8; 64] =
         raw.try_into().map_err(|_| Rejection::new(Threat::BadSignature, "manifest.sig: the value is not 64 bytes"))?;
-    key.verify_strict(&signed_bytes(manifest), &ed25519_dalek::Signature::from_bytes(&bytes))
-        .map_err(|_| Rejection::new(Threat::BadSignature, format!("manifest.json does not match its signature by {shown:?}")))?;
+    key.verify_strict(&signed_bytes(manifest), &ed25519_dalek::Signature::from_bytes(&bytes)).map_err(|_| {
+        Rejection::new(Threat::BadSignature, format!("manifest.json does not match its signature by {shown:?}"))
+    })?;
     Ok(sig.key_id)
 }
 

@@ -9,6 +9,7 @@
 mod agent;
 mod camera;
 mod frames;
+pub mod https;
 mod ingest;
 pub mod mqtt;
 pub mod onvif;

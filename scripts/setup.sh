@@ -22,6 +22,8 @@ if [ "${1:-}" != "--runtime-only" ]; then
   have mosquitto || need+=(mosquitto mosquitto-clients)
   have stunnel4 || have stunnel || need+=(stunnel4)
   have openssl || need+=(openssl)
+  # The segment benchmark's baseline (zstd -dc | tar -x, sha256sum).
+  have zstd || need+=(zstd)
   have gst-launch-1.0 || need+=(gstreamer1.0-tools)
   for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Map, Value};
-use vistter_agent::control::check::{Checker, NackCode};
+use vistter_agent::control::check::Checker;
 use vistter_agent::control::envelope::{b64, sign, signed_bytes, Signature};
 use vistter_agent::control::trust::{Role, TrustEntry, TrustStore};
 

@@ -286,10 +286,22 @@ fn schemas_and_the_agent_agree_on_payloads() {
             json!({"package_url": "https://cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 10, "activate": true}),
             true,
         ),
-        ("TIMELINE_LOAD", json!({"package_url": "http://cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 10}), false),
-        ("TIMELINE_LOAD", json!({"package_url": "https://cdn.example/p.vseg", "sha256": "AB".repeat(32), "size": 10}), false),
+        (
+            "TIMELINE_LOAD",
+            json!({"package_url": "http://cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 10}),
+            false,
+        ),
+        (
+            "TIMELINE_LOAD",
+            json!({"package_url": "https://cdn.example/p.vseg", "sha256": "AB".repeat(32), "size": 10}),
+            false,
+        ),
         ("TIMELINE_LOAD", json!({"package_url": "https://cdn.example/p.vseg", "size": 10}), false),
-        ("TIMELINE_LOAD", json!({"package_url": "https://cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 0}), false),
+        (
+            "TIMELINE_LOAD",
+            json!({"package_url": "https://cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 0}),
+            false,
+        ),
         ("TIMELINE_LOAD", json!({}), false),
         ("STREAM_CONTROL", json!({"command": "explode"}), false),
         ("STREAM_CONTROL", json!({"command": "set_encoder", "encoder": {"bitrate_kbps": 99}}), false),
@@ -370,4 +382,42 @@ fn schemas_and_the_agent_agree_on_payloads() {
         assert_eq!(by_schema, valid, "schema on {ty} {payload}");
         assert_eq!(by_agent, valid, "agent on {ty} {payload}");
     }
+}
+
+/// `schemas/segment/`: the manifest the packer writes validates, and the schema refuses what the
+/// agent's manifest parser refuses (paths leaving the package, unknown fields, bad hashes).
+#[test]
+fn segment_manifests_made_by_the_packer_validate_and_hostile_ones_do_not() {
+    use vistter_agent::segments::{manifest::Manifest, Limits};
+    let v = validator("segment/manifest.v1.json");
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/segment_package/manifest.json");
+    let good: Value = serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    let errs: Vec<String> = v.iter_errors(&good).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errs.is_empty(), "the packer's manifest: {errs:?}");
+    assert!(Manifest::parse(good.to_string().as_bytes(), &Limits::default()).is_ok());
+    let with_path = |p: &str| {
+        let mut m = good.clone();
+        m["files"][0]["path"] = p.into();
+        m
+    };
+    let mut hostile =
+        vec![with_path("../x"), with_path("/etc/passwd"), with_path("a//b"), with_path("a/./b"), with_path("a\\b")];
+    hostile.push(with_path("a/"));
+    let mut extra = good.clone();
+    extra["mode"] = 4095.into();
+    hostile.push(extra);
+    let mut hash = good.clone();
+    hash["files"][0]["sha256"] = "AB".repeat(32).into();
+    hostile.push(hash);
+    let mut format = good.clone();
+    format["format"] = "vistter-segment/2".into();
+    hostile.push(format);
+    for m in hostile {
+        assert!(!v.is_valid(&m), "the schema accepts {m}");
+        assert!(Manifest::parse(m.to_string().as_bytes(), &Limits::default()).is_err(), "the agent accepts {m}");
+    }
+    let sig = validator("segment/signature.v1.json");
+    let ok = json!({"alg": "ed25519", "key_id": "segments", "value": b64(&[0u8; 64])});
+    assert!(sig.is_valid(&ok), "{ok}");
+    assert!(!sig.is_valid(&json!({"alg": "rsa", "key_id": "k", "value": b64(&[0u8; 64])})));
 }

@@ -16,6 +16,7 @@ pub mod onvif;
 mod probe;
 mod proc;
 mod tls;
+pub mod vseg;
 
 pub use agent::{alive, event_lines, tail, TestAgent, AGENT_BIN};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};

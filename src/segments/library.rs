@@ -303,9 +303,27 @@ impl Library {
                 ));
             }
         }
+        // One install at a time in this process (a USB drop and a cloud load of the same
+        // segment); another process (the CLI) is caught by the row check below.
+        static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = INSTALLING.lock().await;
+        let installed: Option<i64> =
+            sqlx::query("SELECT version FROM segment_versions WHERE segment_id = ? AND version = ?")
+                .bind(id)
+                .bind(m.version as i64)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(Rejection::local)?
+                .map(|r| r.get("version"));
+        if installed.is_some() {
+            return Err(Rejection::new(
+                Threat::Rollback,
+                format!("{id} version {} was installed meanwhile (by another import)", m.version),
+            ));
+        }
         std::fs::create_dir_all(&seg_dir).map_err(|e| Rejection::local(format!("{}: {e}", seg_dir.display())))?;
         if target.exists() {
-            // Left by an interrupted import (it has no row: the version check above passed).
+            // Left by an interrupted import: it has no row.
             std::fs::remove_dir_all(&target).map_err(|e| Rejection::local(format!("{}: {e}", target.display())))?;
         }
         sync_dirs(pkg.staging()).map_err(|e| Rejection::local(format!("syncing the staged files: {e}")))?;

@@ -44,6 +44,9 @@ impl Loader {
         match t.source()? {
             LoadSource::Inline(doc) => self.inline(doc).await,
             LoadSource::Package(w) => {
+                // One download at a time: two loads of the same package share its `.part` file.
+                static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+                let _one = LOADING.lock().await;
                 if w.size > self.limits.max_compressed_bytes {
                     return Err(refusal(Rejection::new(
                         Threat::TooLarge,

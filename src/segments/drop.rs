@@ -17,6 +17,12 @@ use super::{Limits, Rejection, Threat};
 use crate::control::trust::TrustStore;
 use crate::store::Store;
 
+/// A file's size and mtime, and since when they have been unchanged.
+type Look = ((u64, SystemTime), std::time::Instant);
+
+/// How long a file must stay unchanged before it is imported.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// What drop-folder imports are checked against.
 pub struct DropConfig {
     pub globs: Vec<String>,
@@ -43,7 +49,13 @@ fn folders(globs: &[String]) -> Vec<PathBuf> {
 /// Watches until `stop`.
 pub async fn watch(cfg: DropConfig, store: Store, lib: Library, stop: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Our own scans open the folder: only changes wake the watcher.
+        if let Ok(ev) = res {
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+        }
         let _ = tx.send(());
     }) {
         Ok(w) => Some(w),
@@ -53,9 +65,11 @@ pub async fn watch(cfg: DropConfig, store: Store, lib: Library, stop: Cancellati
         }
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
-    // Files seen but still changing (being copied): size and mtime at the last look.
-    let mut settling: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
+    // Files seen but maybe still being copied: size and mtime at the last look, and since when
+    // they have been so.
+    let mut settling: HashMap<PathBuf, Look> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.rescan);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now_folders = folders(&cfg.globs);
         if let Some(w) = watcher.as_mut() {
@@ -82,7 +96,7 @@ pub async fn watch(cfg: DropConfig, store: Store, lib: Library, stop: Cancellati
             scan(f, &cfg, &store, &lib, &mut settling, &stop).await;
         }
         // Something is still being copied: look again soon.
-        let soon = if settling.is_empty() { cfg.rescan } else { Duration::from_millis(500) };
+        let soon = if settling.is_empty() { cfg.rescan } else { Duration::from_millis(300) };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
@@ -101,7 +115,7 @@ async fn scan(
     cfg: &DropConfig,
     store: &Store,
     lib: &Library,
-    settling: &mut HashMap<PathBuf, (u64, SystemTime)>,
+    settling: &mut HashMap<PathBuf, Look>,
     stop: &CancellationToken,
 ) {
     let Ok(rd) = std::fs::read_dir(folder) else { return };
@@ -114,13 +128,14 @@ async fn scan(
         }
         let Ok(meta) = std::fs::metadata(&file) else { continue };
         let look = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-        // Imported only once it stopped changing between two looks.
+        // Imported only once it has not changed for SETTLE (a copy in progress keeps changing).
         match settling.get(&file) {
-            Some(prev) if *prev == look => {
+            Some((prev, since)) if *prev == look && since.elapsed() >= SETTLE => {
                 settling.remove(&file);
             }
+            Some((prev, _)) if *prev == look => continue,
             _ => {
-                settling.insert(file.clone(), look);
+                settling.insert(file.clone(), (look, std::time::Instant::now()));
                 continue;
             }
         }

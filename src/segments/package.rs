@@ -276,6 +276,19 @@ fn read(
             format!("{} is in the manifest but not in the package", missing.path),
         ));
     }
+    // After the end of the archive only its zero padding may follow, and the zstd stream must end
+    // there with its checksum right: read it out (bounded by the same counters).
+    drop(entries);
+    let mut rest = archive.into_inner();
+    loop {
+        let k = rest.read(&mut buf).map_err(|err| classify(err, "after the archive"))?;
+        if k == 0 {
+            break;
+        }
+        if buf[..k].iter().any(|b| *b != 0) {
+            return Err(Rejection::new(Threat::Corrupt, "data follows the end of the archive"));
+        }
+    }
     checked.complete = true;
     Ok(checked)
 }

@@ -82,6 +82,13 @@ impl Store {
         Ok(Self::timeline_row(&r))
     }
 
+    /// When the timeline `id` was last stored (None: it is not): cheap enough to poll, so that a
+    /// show notices a new version stored by any process.
+    pub async fn timeline_loaded_at(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let r = sqlx::query("SELECT loaded_at FROM timelines WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(r.map(|r| r.get("loaded_at")))
+    }
+
     pub async fn timelines(&self) -> Result<Vec<TimelineRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM timelines ORDER BY id").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(Self::timeline_row).collect())

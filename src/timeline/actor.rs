@@ -147,8 +147,45 @@ pub struct ShowStatus {
 }
 
 pub enum ShowMsg {
-    Control { control: Control, reply: oneshot::Sender<Result<(), String>> },
-    Stop { reply: oneshot::Sender<()> },
+    Control {
+        control: Control,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A new version of the timeline, to take over at the next loop boundary (see
+    /// [`ShowHandle::replace`]).
+    Replace {
+        next: NextVersion,
+        reply: oneshot::Sender<Result<Handover, String>>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A new version of the playing timeline (same id, same picture format), resolved by the
+/// director like a [`ShowSpec`].
+pub struct NextVersion {
+    pub timeline: Arc<Timeline>,
+    pub asset_root: PathBuf,
+    pub sources: HashMap<String, ProgramCamera>,
+    pub ptz: HashMap<String, PtzTarget>,
+}
+
+/// Where a new version took over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    /// Program time of the loop boundary, s.
+    pub at_s: f64,
+    /// The loop of the old version that did not play (counted from the show's start).
+    pub loop_index: u64,
+}
+
+/// A new version waiting for its loop boundary.
+struct Pending {
+    next: NextVersion,
+    /// (absolute position, program time) of the boundary.
+    boundary: (Us, Us),
+    reply: oneshot::Sender<Result<Handover, String>>,
 }
 
 /// A running show.
@@ -163,6 +200,19 @@ impl ShowHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(ShowMsg::Control { control, reply }).await.map_err(|_| "the show has stopped".to_string())?;
         rx.await.map_err(|_| "the show has stopped".to_string())?
+    }
+
+    /// Hands the show a new version of its timeline, which takes over at the next loop boundary:
+    /// the answer comes then (or at once if the show cannot take it: paused, ended, not looping).
+    /// The receiver may be polled rather than awaited; a later version replaces a waiting one.
+    pub async fn replace(&self, next: NextVersion) -> oneshot::Receiver<Result<Handover, String>> {
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(ShowMsg::Replace { reply, .. })) =
+            self.tx.send(ShowMsg::Replace { next, reply }).await
+        {
+            let _ = reply.send(Err("the show has stopped".into()));
+        }
+        rx
     }
 
     pub async fn stop(self) {
@@ -217,6 +267,7 @@ pub fn spawn(
         hot_inputs: spec.hot_inputs,
         start_paused: spec.paused,
         start_pinned: spec.pinned,
+        pending: None,
     };
     let task = tokio::spawn(actor.run(rx, ptz_rx));
     ShowHandle { tx, status: status_rx, task }
@@ -263,6 +314,8 @@ struct Actor {
     hot_inputs: bool,
     start_paused: bool,
     start_pinned: Option<String>,
+    /// A new version of the timeline waiting for its loop boundary.
+    pending: Option<Pending>,
 }
 
 struct PtzDone {
@@ -349,6 +402,7 @@ impl Actor {
                         let r = self.control(control).await;
                         let _ = reply.send(r);
                     }
+                    Some(ShowMsg::Replace { next, reply }) => self.replace(next, reply).await,
                 },
                 a = applied.recv() => match a {
                     Ok(a) => self.on_applied(a.tag, a.at_us),
@@ -359,7 +413,15 @@ impl Actor {
                 },
                 Some(done) = ptz_rx.recv() => self.on_ptz(done).await,
                 _ = tick.tick() => {
-                    let horizon = self.program.now_us().unwrap_or(0) + LOOKAHEAD.as_micros() as Us;
+                    let mut horizon = self.program.now_us().unwrap_or(0) + LOOKAHEAD.as_micros() as Us;
+                    if let Some(at) = self.pending.as_ref().map(|p| p.boundary.1) {
+                        if horizon >= at {
+                            self.take_over().await;
+                        } else {
+                            // The old version plays up to its boundary, not into its next loop.
+                            horizon = horizon.min(at - 1);
+                        }
+                    }
                     let effects = self.engine.poll(horizon);
                     self.dispatch(effects).await;
                     if self.engine.state() == PlayState::Ended && !ended_reported {
@@ -587,6 +649,80 @@ impl Actor {
         }
     }
 
+    /// Accepts a new version of the timeline for the next loop boundary, and pre-rolls what it
+    /// shows first so that its first cut is ready there.
+    async fn replace(&mut self, next: NextVersion, reply: oneshot::Sender<Result<Handover, String>>) {
+        let now = self.program.now_us().unwrap_or(0);
+        let refused = match self.engine.state() {
+            PlayState::Playing if self.tl.looping => None,
+            PlayState::Playing => Some("the timeline does not loop"),
+            PlayState::Paused => Some("the show is paused"),
+            PlayState::Ended => Some("the timeline has ended"),
+            PlayState::Idle => Some("the show has not started yet"),
+        };
+        let boundary = match (refused, self.engine.next_boundary(now)) {
+            (None, Some(b)) => b,
+            (why, _) => {
+                let _ = reply.send(Err(why.unwrap_or("no loop boundary ahead").to_string()));
+                return;
+            }
+        };
+        if let Some(old) = self.pending.take() {
+            let _ = old.reply.send(Err("superseded by a newer version".into()));
+        }
+        for (id, pc) in &next.sources {
+            self.sources.entry(id.clone()).or_insert_with(|| pc.clone());
+        }
+        let tl = next.timeline.clone();
+        let first: Vec<String> = tl
+            .video
+            .iter()
+            .filter(|c| self.hot_inputs || c.start <= self.lead)
+            .filter_map(|c| bus_id(&c.source))
+            .collect();
+        for id in first {
+            self.preroll(&id).await;
+        }
+        self.note(
+            "timeline_update_pending",
+            format!(
+                "a new version of {} takes over at the loop boundary, program time {:.3} s",
+                tl.id,
+                boundary.1 as f64 / 1e6
+            ),
+            false,
+        );
+        self.pending = Some(Pending { next, boundary, reply });
+    }
+
+    /// The waiting version takes over at its boundary: the old one's effects up to just before
+    /// it, then the hand-over's (see [`Engine::hand_over`]).
+    async fn take_over(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        let (pos, at) = p.boundary;
+        let last = self.engine.poll(at - 1);
+        self.dispatch(last).await;
+        let loop_index = (pos / self.tl.duration.max(1)) as u64;
+        let (engine, first) = self.engine.hand_over(p.next.timeline.clone(), p.boundary);
+        self.engine = engine;
+        self.tl = p.next.timeline;
+        self.asset_root = p.next.asset_root;
+        self.sources.extend(p.next.sources);
+        self.ptz = p.next.ptz.into_iter().map(|(k, v)| (k, (Some(PtzClient::new(v.endpoint.clone())), v))).collect();
+        // Cuts held for a move and presets moved for belong to the old version's cues.
+        self.held.clear();
+        self.moved_for.clear();
+        self.dispatch(first).await;
+        self.note(
+            "timeline_updated",
+            serde_json::json!({"timeline": self.tl.id, "at_s": at as f64 / 1e6, "replaced_loop": loop_index})
+                .to_string(),
+            false,
+        );
+        let _ = p.reply.send(Ok(Handover { at_s: at as f64 / 1e6, loop_index }));
+        self.publish();
+    }
+
     async fn preroll(&mut self, cam: &str) {
         let mut wanted = vec![cam.to_string()];
         while let Some(c) = wanted.pop() {
@@ -678,6 +814,9 @@ impl Actor {
                 }
                 self.engine.pause(now);
                 self.withdraw(now).await?;
+                if let Some(p) = self.pending.take() {
+                    let _ = p.reply.send(Err("the show was paused".into()));
+                }
                 self.note("timeline_paused", format!("at {:.3} s", self.engine.status(now).position_s), false);
             }
             Control::Resume => {
@@ -728,6 +867,16 @@ impl Actor {
             }
             Control::ClearOverlays => {
                 self.send(|reply| ProgramCmd::Overlay { op: OverlayOp::Clear, reply }).await?;
+            }
+        }
+        // A seek or a skip moves the show: a waiting version takes over at the boundary after it.
+        if let Some(p) = &mut self.pending {
+            match self.engine.next_boundary(now) {
+                Some(b) => p.boundary = b,
+                None => {
+                    let p = self.pending.take().expect("checked");
+                    let _ = p.reply.send(Err("the show stopped looping".into()));
+                }
             }
         }
         self.publish();

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{self, media_id, Control, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus};
+use super::actor::{
+    self, media_id, Control, Handover, NextVersion, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus,
+};
 use super::model::{self, Inventory, Timeline, Us};
 use super::preflight::Preflight;
 use super::schedule::{self, ValidSchedule};
@@ -97,6 +99,19 @@ struct Current {
     desired: DesiredShow,
     show: ShowHandle,
     timeline: Arc<Timeline>,
+    /// The `loaded_at` of the stored timeline last seen: when it changes, a new version was stored.
+    stamp: String,
+    /// A new version on its way to the air.
+    update: Option<Update>,
+}
+
+/// A new version of the show's timeline, waiting for the show's next loop boundary.
+enum Update {
+    /// Handed to the show, which switches to it at the boundary and answers then.
+    Handover { timeline: Arc<Timeline>, root: PathBuf, rx: oneshot::Receiver<Result<Handover, String>> },
+    /// Another picture format: the show starts again (new program) at the boundary, µs since the
+    /// Unix epoch.
+    Restart { at_unix_us: i64, root: PathBuf },
 }
 
 /// What the daemon lends the director (and pre-flight) for a call.
@@ -307,6 +322,9 @@ pub fn spawn(
                 _ = anchor_tick.tick() => {
                     let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
                     d.sync_anchor(&ctx, Timestamp::now()).await;
+                    if d.follow_timeline(&ctx, Timestamp::now()).await {
+                        let _ = view_tx.send(d.view());
+                    }
                 }
             }
         }
@@ -386,7 +404,7 @@ impl Director {
         start_at: Option<Us>,
     ) -> Result<Retired, DirectorError> {
         self.outranks(Some(desired.origin))?;
-        let (tl, root) = load_timeline(ctx.store, &desired.timeline_id).await?;
+        let (tl, root, stamp) = load_timeline_row(ctx.store, &desired.timeline_id).await?;
         let outputs = ctx.store.outputs_for(&desired.destinations).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
@@ -452,7 +470,7 @@ impl Director {
                 &format!("by the {} at {:.3} s", desired.origin.as_str(), start_pos as f64 / 1e6),
             )
             .await;
-        self.current = Some(Current { desired, show, timeline: tl });
+        self.current = Some(Current { desired, show, timeline: tl, stamp, update: None });
         self.prepared = None;
         Ok(retired)
     }
@@ -687,6 +705,157 @@ impl Director {
         Ok(Some(desired))
     }
 
+    /// Follows the show's stored timeline (called every second): when a new version of it is
+    /// stored (a segment version activated or rolled back, a timeline loaded again; by this
+    /// process or by the CLI's), a looping show that is playing switches to it at its next loop
+    /// boundary, keeping its program, destinations and desired show; the new version plays from its
+    /// position 0 there. A paused, ended or non-looping show keeps what it loaded until it is started
+    /// again. A new version that does not check out leaves the show as it is. True when the show
+    /// was started again (a new picture format).
+    async fn follow_timeline(&mut self, ctx: &Ctx<'_>, now: Timestamp) -> bool {
+        let Some(c) = &mut self.current else { return false };
+        let id = c.desired.timeline_id.clone();
+        let subject = format!("timeline:{id}");
+        // A hand-over answered.
+        if let Some(Update::Handover { rx, .. }) = &mut c.update {
+            let answer = match rx.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err("the show has stopped".to_string())),
+                Ok(r) => Some(r),
+            };
+            if let Some(answer) = answer {
+                let Some(Update::Handover { timeline, root, .. }) = c.update.take() else { unreachable!() };
+                match answer {
+                    Ok(h) => {
+                        c.timeline = timeline;
+                        let detail = format!(
+                            "the show switched to the new version of {id} ({}) at its loop boundary (program time \
+                             {:.3} s, instead of loop {}); destinations stayed connected",
+                            root.display(),
+                            h.at_s,
+                            h.loop_index
+                        );
+                        tracing::info!(timeline = %id, "{detail}");
+                        let _ = ctx.store.add_event(Severity::Info, "show_updated", &subject, &detail).await;
+                    }
+                    Err(why) => {
+                        let detail = format!(
+                            "the new version of {id} ({}) was not switched to ({why}); it plays from the next start",
+                            root.display()
+                        );
+                        tracing::info!(timeline = %id, "{detail}");
+                        let _ = ctx.store.add_event(Severity::Info, "show_update_deferred", &subject, &detail).await;
+                    }
+                }
+            }
+        }
+        // A restart due (another picture format).
+        if let Some(Update::Restart { at_unix_us, .. }) = &c.update {
+            if now.as_microsecond() >= *at_unix_us {
+                let Some(Update::Restart { at_unix_us, root }) = c.update.take() else { unreachable!() };
+                let playing = c.show.status().is_some_and(|s| s.engine.state == super::engine::PlayState::Playing);
+                if !playing {
+                    let detail = format!(
+                        "the new version of {id} ({}) was not switched to (the show is not playing); it plays \
+                         from the next start",
+                        root.display()
+                    );
+                    tracing::info!(timeline = %id, "{detail}");
+                    let _ = ctx.store.add_event(Severity::Info, "show_update_deferred", &subject, &detail).await;
+                    return false;
+                }
+                let desired = DesiredShow { anchor_unix_us: at_unix_us, ..c.desired.clone() };
+                match self.start(ctx, desired, None).await {
+                    Ok(retired) => {
+                        retired.finish_in_background();
+                        let detail = format!(
+                            "the show started again on the new version of {id} ({}) at its loop boundary, \
+                             with a new program for its picture format",
+                            root.display()
+                        );
+                        tracing::info!(timeline = %id, "{detail}");
+                        let _ = ctx.store.add_event(Severity::Info, "show_updated", &subject, &detail).await;
+                    }
+                    Err(e) => {
+                        let detail = format!("the new version of {id} ({}) cannot start: {e}", root.display());
+                        tracing::error!(timeline = %id, "{detail}");
+                        let _ = ctx.store.add_event(Severity::Error, "show_update_failed", &subject, &detail).await;
+                    }
+                }
+                return true;
+            }
+        }
+        // A new version stored?
+        let stamp = match ctx.store.timeline_loaded_at(&id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(timeline = %id, "cannot read the stored timeline: {e}");
+                return false;
+            }
+        };
+        if stamp == c.stamp {
+            return false;
+        }
+        c.stamp = stamp;
+        let status = c.show.status();
+        let playing = status.as_ref().is_some_and(|s| s.engine.state == super::engine::PlayState::Playing);
+        if !playing || !c.timeline.looping {
+            let why =
+                if !c.timeline.looping { "its timeline does not loop" } else { "it is not playing (paused or ended)" };
+            tracing::info!(
+                timeline = %id,
+                "a new version of {id} was stored; the show keeps the version it loaded ({why}) until it is \
+                 started again"
+            );
+            return false;
+        }
+        let next = async {
+            let (tl, root, _) = load_timeline_row(ctx.store, &id).await?;
+            let sources = self.sources(ctx, &tl, &root).await?;
+            let ptz = self.ptz_targets(ctx, &tl).await?;
+            Ok::<_, DirectorError>(NextVersion { timeline: tl, asset_root: root, sources, ptz })
+        }
+        .await;
+        let c = self.current.as_mut().expect("checked");
+        let next = match next {
+            Ok(n) => n,
+            Err(e) => {
+                let detail = format!("the new version of {id} cannot play: {e}; the show goes on with the old one");
+                tracing::error!(timeline = %id, "{detail}");
+                let _ = ctx.store.add_event(Severity::Error, "show_update_failed", &subject, &detail).await;
+                return false;
+            }
+        };
+        let fmt = ProgramFormat { width: next.timeline.width, height: next.timeline.height, fps: next.timeline.fps };
+        let running = self.program.as_ref().and_then(|p| p.status()).map(|s| s.format);
+        if running == Some(fmt) {
+            tracing::info!(
+                timeline = %id,
+                "a new version of {id} was stored ({}): it takes over at the show's next loop boundary",
+                next.asset_root.display()
+            );
+            let (timeline, root) = (next.timeline.clone(), next.asset_root.clone());
+            let rx = c.show.replace(next).await;
+            c.update = Some(Update::Handover { timeline, root, rx });
+        } else {
+            // The program's picture cannot change: a new one starts at the boundary.
+            let st = status.expect("playing");
+            let left = (c.timeline.duration as f64 - st.engine.position_s * 1e6).max(0.0) as i64;
+            let at_unix_us = now.as_microsecond() + left;
+            tracing::warn!(
+                timeline = %id,
+                "a new version of {id} was stored ({}) with another picture format ({fmt:?} instead of {running:?}): \
+                 the show starts again with a new program at its next loop boundary (in {:.1} s); its destinations \
+                 reconnect",
+                next.asset_root.display(),
+                left as f64 / 1e6
+            );
+            c.update = Some(Update::Restart { at_unix_us, root: next.asset_root });
+        }
+        false
+    }
+
     /// Keeps the persisted anchor true to where the show really is (it started after its cameras
     /// did, and operators move it), so a restart resumes at the right place.
     async fn sync_anchor(&mut self, ctx: &Ctx<'_>, now: Timestamp) {
@@ -782,13 +951,18 @@ fn bitrate_for(fmt: ProgramFormat, cfg: &Config) -> u32 {
 
 /// Loads a stored timeline and checks it against what the appliance has now.
 pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf), DirectorError> {
+    load_timeline_row(store, id).await.map(|(tl, root, _)| (tl, root))
+}
+
+/// [`load_timeline`], with the row's `loaded_at`.
+async fn load_timeline_row(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf, String), DirectorError> {
     let row = store.timeline(id).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     // Stored rows passed the full check (schema included) when they were loaded; what may have
     // changed since (cameras, presets, assets) is checked again.
     let tl = model::parse_stored(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
-    Ok((Arc::new(tl), root))
+    Ok((Arc::new(tl), root, row.loaded_at))
 }
 
 #[cfg(test)]

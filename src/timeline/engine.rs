@@ -193,6 +193,42 @@ impl Engine {
         }
     }
 
+    /// Where a new version of this (looping, playing) timeline can take over: the first loop
+    /// boundary after both `now` and everything emitted so far, as (absolute position, program
+    /// time). None when paused, stopped, ended or not looping.
+    pub fn next_boundary(&self, now: Us) -> Option<(Us, Us)> {
+        let Clock::Playing { .. } = self.clock else { return None };
+        if !self.tl.looping {
+            return None;
+        }
+        let d = self.tl.duration;
+        let past = self.position(now).max(self.emitted).max(0);
+        let pos = (past / d + 1) * d;
+        Some((pos, self.prog_of(pos)))
+    }
+
+    /// A new version of this timeline taking over at `boundary` (from [`Engine::next_boundary`];
+    /// this engine must not have been polled up to it). Returns the new engine, playing from its
+    /// position 0 at the boundary's program time with the pin carried over, and the effects that
+    /// make the program show it there: this version's overlays that the new one does not show at
+    /// 0 are hidden (one with the same cue id is simply shown again, the new look replacing the
+    /// old), then the new version's first cues and pre-rolls.
+    pub fn hand_over(&self, tl: Arc<Timeline>, boundary: (Us, Us)) -> (Engine, Vec<Scheduled>) {
+        let (pos, at) = boundary;
+        let before = state_at(&self.tl, pos - 1);
+        let mut next = Engine::new(tl, self.lead);
+        next.pinned = self.pinned.clone();
+        next.play(at);
+        let shown = state_at(&next.tl, 0).overlays;
+        let mut out: Vec<Scheduled> = before
+            .overlays
+            .difference(&shown)
+            .map(|id| Scheduled { at, pos: 0, effect: Effect::HideOverlay { cue_id: id.clone() } })
+            .collect();
+        out.extend(next.poll(at));
+        (next, out)
+    }
+
     /// Starts from the beginning (or resumes a paused timeline) at program time `now`.
     pub fn play(&mut self, now: Us) {
         match self.clock {
@@ -706,6 +742,65 @@ mod tests {
         assert_eq!(at(&Effect::CueEnded { cue_id: "logo".into() }), Some(8_000_000));
         assert_eq!(all.last().unwrap().effect, Effect::Ended);
         assert_eq!(e.state(), PlayState::Ended);
+    }
+
+    #[test]
+    fn the_next_loop_boundary_comes_after_what_was_handed_out_and_only_while_looping() {
+        let mut e = Engine::new(two_cue_timeline(true), 0);
+        assert_eq!(e.next_boundary(0), None, "idle");
+        e.play(500);
+        let _ = e.poll(3_000_500);
+        assert_eq!(e.next_boundary(3_000_500), Some((10_000_000, 10_000_500)));
+        // Effects already handed out up to 10.2 s (a look-ahead past the boundary): the next one.
+        let _ = e.poll(10_200_500);
+        assert_eq!(e.next_boundary(9_900_500), Some((20_000_000, 20_000_500)));
+        e.pause(10_300_500);
+        assert_eq!(e.next_boundary(10_300_500), None, "paused");
+        let mut once = Engine::new(two_cue_timeline(false), 0);
+        once.play(0);
+        assert_eq!(once.next_boundary(0), None, "not looping");
+    }
+
+    #[test]
+    fn a_new_version_takes_over_at_the_boundary_hiding_what_it_does_not_show() {
+        // v1: cam-a, logo (2-8 s, fading out from 7 s) and a tag for the whole loop.
+        let v1 = json!({"id": "t", "name": "t", "duration": 10, "fps": 25, "resolution": "320x180", "loop": true,
+            "tracks": {"video": {"cues": [
+                {"id": "a", "start_time": 0, "duration": 10, "action": "show_camera", "params": {"camera_id": "cam-a"}}]},
+              "overlays": [{"layer": 1, "cues": [{"id": "tag", "start_time": 0, "duration": 10, "action": "show_overlay",
+                 "params": {"type": "text", "text": "v1", "position": "top_left", "opacity": 1}}]},
+                {"layer": 2, "cues": [{"id": "old", "start_time": 5, "duration": 5, "action": "show_overlay",
+                 "params": {"type": "text", "text": "old", "position": "top_right", "opacity": 1}}]}]}});
+        // v2: cam-b, the same `tag` cue (a new look), no `old`; 6 s long.
+        let v2 = json!({"id": "t", "name": "t", "duration": 6, "fps": 25, "resolution": "320x180", "loop": true,
+            "tracks": {"video": {"cues": [
+                {"id": "b", "start_time": 0, "duration": 6, "action": "show_camera", "params": {"camera_id": "cam-b"}}]},
+              "overlays": [{"layer": 1, "cues": [{"id": "tag", "start_time": 0, "duration": 6, "action": "show_overlay",
+                 "params": {"type": "text", "text": "v2", "position": "top_left", "opacity": 1}}]}]}});
+        let v1 = Arc::new(parse(&v1.to_string(), &inventory()).unwrap());
+        let v2 = Arc::new(parse(&v2.to_string(), &inventory()).unwrap());
+        let mut e = Engine::new(v1, 1_000_000);
+        e.play(100);
+        let _ = e.pin(Some("cam-c".into()));
+        let _ = e.poll(13_000_100);
+        let b = e.next_boundary(13_000_100).unwrap();
+        assert_eq!(b, (20_000_000, 20_000_100));
+        let before = e.poll(b.1 - 1);
+        assert!(before.iter().all(|s| s.at < b.1), "nothing of v1 at or after the boundary: {before:?}");
+        let (mut n, first) = e.hand_over(v2.clone(), b);
+        let at = |want: &Effect| first.iter().find(|s| &s.effect == want).map(|s| s.at);
+        assert_eq!(at(&Effect::HideOverlay { cue_id: "old".into() }), Some(b.1), "{first:?}");
+        assert_eq!(at(&Effect::HideOverlay { cue_id: "tag".into() }), None, "replaced, not hidden: {first:?}");
+        assert_eq!(at(&Effect::ShowOverlay { cue_id: "tag".into(), layer: 1 }), Some(b.1), "{first:?}");
+        assert!(first.iter().any(|s| s.at == b.1 && matches!(&s.effect, Effect::Cut { cue_id, .. } if cue_id == "b")));
+        assert_eq!(n.pinned(), Some("cam-c"), "the pin stays");
+        assert_eq!(n.position(b.1 + 2_000_000), 2_000_000, "v2's position 0 is the boundary");
+        assert_eq!(n.status(b.1 + 7_000_000).loop_index, 1, "and it loops on its own duration");
+        assert_eq!(n.next_boundary(b.1 + 1_000_000), Some((6_000_000, b.1 + 6_000_000)));
+        let mut st = ShowState { video: Some("a".into()), overlays: ["tag", "old"].map(String::from).into() };
+        fold(&mut st, &first);
+        assert_eq!(st, state_at(&v2, 0));
+        assert!(n.poll(b.1 + 5_000_000).iter().all(|s| s.at > b.1), "nothing emitted twice");
     }
 
     #[test]

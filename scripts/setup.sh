@@ -25,6 +25,8 @@ if [ "${1:-}" != "--runtime-only" ]; then
   # The segment benchmark's baseline (zstd -dc | tar -x, sha256sum).
   have zstd || need+=(zstd)
   have gst-launch-1.0 || need+=(gstreamer1.0-tools)
+  # tests/deploy.rs verifies the systemd unit with systemd-analyze.
+  have systemd-analyze || need+=(systemd)
   for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do
     pkg_installed "$p" || need+=("$p")

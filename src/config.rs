@@ -45,6 +45,23 @@ pub struct Config {
     pub timeline: TimelineConfig,
     pub control: ControlConfig,
     pub segments: SegmentsConfig,
+    pub status: StatusConfig,
+}
+
+/// `[status]`: the local read-only HTTP status server (health, readiness, metrics, status JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Off: no HTTP server at all.
+    pub enabled: bool,
+    /// `HOST:PORT` to listen on. Keep it on loopback or a management network: it is not authenticated.
+    pub listen: String,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig { enabled: true, listen: "127.0.0.1:8787".into() }
+    }
 }
 
 /// Segment packages (DESIGN §4): limits, USB drop folders, downloads.
@@ -305,6 +322,7 @@ impl Default for Config {
             timeline: TimelineConfig::default(),
             control: ControlConfig::default(),
             segments: SegmentsConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -461,6 +479,9 @@ impl Config {
                 return bad("control.ws.ping_s must be 1..3600 and reconnect_max_s at least 1");
             }
         }
+        if self.status.enabled && self.status.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("status.listen must be HOST:PORT with an IP address, e.g. 127.0.0.1:8787");
+        }
         if c.metrics_interval_s == 0 || c.outbox_max_messages == 0 || c.outbox_max_bytes < 64 * 1024 {
             return bad("control.metrics_interval_s and outbox_max_messages must be at least 1, outbox_max_bytes at least 65536");
         }
@@ -556,6 +577,19 @@ mod tests {
         assert!(err.contains("control.topic_prefix"), "{err}");
         let err = load(None, &[("VISTTER_CONTROL__MAX_SKEW_S", "0")]).unwrap_err().to_string();
         assert!(err.contains("control.max_skew_s"), "{err}");
+    }
+
+    #[test]
+    fn the_status_section_has_defaults_and_is_checked() {
+        let c = load(None, &[]).unwrap();
+        assert!(c.status.enabled);
+        assert_eq!(c.status.listen, "127.0.0.1:8787");
+        let e = load(None, &[("VISTTER_STATUS__LISTEN", "nowhere")]).unwrap_err().to_string();
+        assert!(e.contains("status.listen"), "{e}");
+        let c = load(None, &[("VISTTER_STATUS__ENABLED", "false"), ("VISTTER_STATUS__LISTEN", "nowhere")]).unwrap();
+        assert!(!c.status.enabled, "a disabled server's address is not checked");
+        let e = load(None, &[("VISTTER_STATUS__PORT", "1")]).unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

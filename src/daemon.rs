@@ -95,6 +95,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())
         .await
         .map_err(DaemonError::Control)?;
+    // The read-only HTTP status server: it stops with the links, before the show.
+    let links = control.as_ref().map(|c| c.links.clone());
+    crate::status::spawn(&cfg, store.clone(), dispatcher.clone(), links, link_stop.clone());
     let drops = (!cfg.segments.drop_folders.is_empty()).then(|| {
         let dc = crate::segments::drop::DropConfig {
             globs: cfg.segments.drop_folders.clone(),
@@ -110,7 +113,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         .await
         .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
+    // sd_notify: READY=1 now, WATCHDOG=1 while the loops are alive, STOPPING=1 at shutdown.
+    let _watchdog = crate::notify::spawn(&cfg, shutdown.clone());
     shutdown.cancelled().await;
+    crate::notify::stopping();
 
     api.abort();
     let _ = std::fs::remove_file(&sock);
@@ -144,6 +150,7 @@ async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: 
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        crate::notify::beat(crate::notify::Loop::Relays);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,

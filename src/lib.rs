@@ -8,6 +8,7 @@
 //! - [`media`]: fan-out, pushers, relay mode, destination presets, camera probing, hwaccel.
 //! - [`secret`]: `Secret` (prints `***`) and the redactor for FFmpeg output.
 //! - [`error`]: process exit codes.
+//! - [`status`]: the read-only HTTP status server (`[status]`): health, readiness, metrics, status JSON.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -21,8 +22,10 @@ pub mod events;
 pub mod ffmpeg;
 pub mod local_api;
 pub mod media;
+pub mod notify;
 pub mod ptz;
 pub mod secret;
 pub mod segments;
+pub mod status;
 pub mod store;
 pub mod timeline;

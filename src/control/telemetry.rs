@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::Execute;
 use super::outbox::{counter, Draft, Kind, Outbox};
-use crate::command::{Command, Output, ProgramCommand, ProgramVerb, Reply};
+use crate::command::{Command, Output, ProgramCommand, ProgramInfo, ProgramVerb, Reply};
 use crate::store::Store;
 
 const EVENTS_CURSOR: &str = "events_exported";
@@ -88,33 +88,7 @@ pub async fn metrics(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let programs = match exec.execute(Command::Program(ProgramCommand::new(ProgramVerb::Status, None))).await {
-            Reply::Done { output } => match *output {
-                Output::Programs { programs } => programs,
-                _ => Vec::new(),
-            },
-            Reply::Refused { .. } => Vec::new(),
-        };
-        let mut p = Vec::new();
-        let mut d = Vec::new();
-        for info in &programs {
-            let s = &info.status;
-            let fps = if s.program_time_s > 0.0 { s.frames as f64 / s.program_time_s } else { 0.0 };
-            p.push(json!({
-                "id": s.id, "fps": (fps * 100.0).round() / 100.0, "frames": s.frames,
-                "dropped_frames": s.dropped_frames, "uptime_s": s.program_time_s.round(),
-                "fallbacks": s.fallbacks, "emergency_slate": s.emergency_slate,
-                "speed": s.encoder.progress.as_ref().and_then(|p| p.speed),
-            }));
-            for o in &s.outputs {
-                let prog = o.job.progress.as_ref();
-                d.push(json!({
-                    "id": o.destination, "program_id": s.id, "state": o.job.phase,
-                    "bitrate_kbps": prog.and_then(|p| p.bitrate_kbps), "speed": prog.and_then(|p| p.speed),
-                    "starts": o.job.starts, "dropped_frames": prog.and_then(|p| p.drop_frames),
-                }));
-            }
-        }
+        let (p, d) = gather(&programs(exec.as_ref()).await);
         let payload = json!({
             "cpu": {"percent": cpu.sample(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
             "memory": memory(),
@@ -129,6 +103,43 @@ pub async fn metrics(
             tracing::warn!("metrics could not be queued: {e}");
         }
     }
+}
+
+/// Every running program as `PROGRAM status` lists it (none when the dispatcher refuses).
+pub async fn programs(exec: &dyn Execute) -> Vec<ProgramInfo> {
+    match exec.execute(Command::Program(ProgramCommand::new(ProgramVerb::Status, None))).await {
+        Reply::Done { output } => match *output {
+            Output::Programs { programs } => programs,
+            _ => Vec::new(),
+        },
+        Reply::Refused { .. } => Vec::new(),
+    }
+}
+
+/// The METRICS `programs` and `destinations` entries of these programs (the status server's
+/// `/metrics` and `/api/v1/status` show the same figures).
+pub fn gather(programs: &[ProgramInfo]) -> (Vec<Value>, Vec<Value>) {
+    let mut p = Vec::new();
+    let mut d = Vec::new();
+    for info in programs {
+        let s = &info.status;
+        let fps = if s.program_time_s > 0.0 { s.frames as f64 / s.program_time_s } else { 0.0 };
+        p.push(json!({
+            "id": s.id, "fps": (fps * 100.0).round() / 100.0, "frames": s.frames,
+            "dropped_frames": s.dropped_frames, "uptime_s": s.program_time_s.round(),
+            "fallbacks": s.fallbacks, "emergency_slate": s.emergency_slate,
+            "speed": s.encoder.progress.as_ref().and_then(|p| p.speed),
+        }));
+        for o in &s.outputs {
+            let prog = o.job.progress.as_ref();
+            d.push(json!({
+                "id": o.destination, "program_id": s.id, "state": o.job.phase,
+                "bitrate_kbps": prog.and_then(|p| p.bitrate_kbps), "speed": prog.and_then(|p| p.speed),
+                "starts": o.job.starts, "dropped_frames": prog.and_then(|p| p.drop_frames),
+            }));
+        }
+    }
+    (p, d)
 }
 
 /// Whole-machine CPU use between two samples, from `/proc/stat`.

@@ -309,7 +309,14 @@ pub fn spawn(
         let _ = view_tx.send(d.view());
         let mut anchor_tick = tokio::time::interval(Duration::from_secs(1));
         anchor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wedge_at = crate::notify::wedge_at();
         loop {
+            // Liveness for the systemd watchdog: the anchor tick turns this loop every second.
+            crate::notify::beat(crate::notify::Loop::Director);
+            if wedge_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                tracing::warn!("test hook: the director wedges now ({})", crate::notify::WEDGE_HOOK_ENV);
+                std::future::pending::<()>().await;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,

@@ -30,9 +30,18 @@ impl TestAgent {
         super::require_bin("ffmpeg");
         super::require_bin("ffprobe");
         let dir = tempfile::tempdir().expect("tempdir");
+        // The status server binds a free port of its own (never the default 8787).
+        let status = if extra.contains("[status]") {
+            String::new()
+        } else {
+            format!("[status]\nlisten = \"127.0.0.1:{}\"\n", super::free_port())
+        };
         std::fs::write(
             dir.path().join("config.toml"),
-            format!("data_dir = \"{}\"\nreconcile_interval_ms = 200\n{extra}\n", dir.path().join("data").display()),
+            format!(
+                "data_dir = \"{}\"\nreconcile_interval_ms = 200\n{extra}\n{status}",
+                dir.path().join("data").display()
+            ),
         )
         .unwrap();
         TestAgent { dir, daemon: None }

@@ -1,0 +1,292 @@
+//! The local status server (`[status]`): read-only HTTP for load balancers, Prometheus and people.
+//!
+//! - `GET /healthz`: `ok` while the process serves.
+//! - `GET /readyz`: 200 when the store, the media side and the control plane answer; else 503
+//!   with a JSON body naming what is not.
+//! - `GET /metrics`: Prometheus text format 0.0.4.
+//! - `GET /api/v1/status`: the device at a glance (JSON; `schemas/openapi.yaml`).
+//!
+//! It only reads: every figure comes through a handle (the dispatcher, the store's pool, the links'
+//! watch) under a timeout, so a slow owner loop makes a request slow or partial, never the show.
+//! A bind error is logged and the show goes on without it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::dispatch::Dispatcher;
+use crate::command::{Command, Ping, ProgramInfo, Reply};
+use crate::config::Config;
+use crate::control::link::Links;
+use crate::media::switcher::Visual;
+use crate::segments::library::{Library, VersionRow};
+use crate::store::Store;
+use crate::timeline::actor::Origin;
+
+/// How long any one source may take before a request answers without it.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The Prometheus text exposition format's content type.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+struct Shared {
+    store: Store,
+    dispatcher: Dispatcher,
+    library: Library,
+    /// `None`: no cloud link is configured.
+    links: Option<Links>,
+    control_configured: bool,
+    device_id: String,
+    started: Instant,
+}
+
+/// Starts the server when `[status]` is enabled; it stops with `stop`. Bind errors are logged.
+pub fn spawn(
+    cfg: &Config,
+    store: Store,
+    dispatcher: Dispatcher,
+    links: Option<Links>,
+    stop: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if !cfg.status.enabled {
+        return None;
+    }
+    let shared = Arc::new(Shared {
+        library: Library::new(store.clone(), &cfg.data_dir),
+        store,
+        dispatcher,
+        links,
+        control_configured: cfg.control.mqtt.is_some() || cfg.control.ws.is_some(),
+        device_id: cfg.device_id().unwrap_or_default(),
+        started: Instant::now(),
+    });
+    let listen = cfg.status.listen.clone();
+    Some(tokio::spawn(async move {
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("status server: cannot listen on {listen}: {e}; running without it");
+                return;
+            }
+        };
+        tracing::info!("status server listening on http://{listen}");
+        let server = axum::serve(listener, router(shared)).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = server.await {
+            tracing::error!("status server: {e}");
+        }
+    }))
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .with_state(shared)
+}
+
+async fn store_answers(store: &Store) -> bool {
+    let q = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(store.pool());
+    matches!(timeout(SOURCE_TIMEOUT, q).await, Ok(Ok(1)))
+}
+
+/// The dispatcher answers a PING in time and the director (the show's owner loop) is alive: its
+/// status watch still has a sender.
+async fn media_answers(d: &Dispatcher) -> bool {
+    let ping = d.dispatch(Origin::Operator, Command::Ping(Ping {}));
+    matches!(timeout(SOURCE_TIMEOUT, ping).await, Ok(Reply::Done { .. })) && d.director().watch().has_changed().is_ok()
+}
+
+/// The running programs (the show's included), or `None` when the dispatcher did not answer in time.
+async fn programs(d: &Dispatcher) -> Option<Vec<ProgramInfo>> {
+    timeout(SOURCE_TIMEOUT, crate::control::telemetry::programs(d)).await.ok()
+}
+
+async fn outbox(store: &Store) -> Option<(i64, i64)> {
+    timeout(SOURCE_TIMEOUT, store.outbox_depth()).await.ok()?.ok()
+}
+
+async fn segments(library: &Library) -> Option<Vec<VersionRow>> {
+    timeout(SOURCE_TIMEOUT, library.list()).await.ok()?.ok()
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let (store, media) = tokio::join!(store_answers(&s.store), media_answers(&s.dispatcher));
+    let control = !s.control_configured || s.links.is_some();
+    let not_ready: Vec<&str> = [("store", store), ("media", media), ("control", control)]
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    if not_ready.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "not_ready": not_ready}))).into_response()
+    }
+}
+
+/// On air is not what the program wants: a backup camera or the slate stands in.
+fn fallback_active(p: &ProgramInfo) -> bool {
+    let s = &p.status;
+    s.emergency_slate
+        || match (&s.wanted_camera, &s.on_air) {
+            (Some(want), Visual::Camera(on)) => want != on,
+            (Some(_), Visual::Slate) => true,
+            (None, _) => false,
+        }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let (programs, outbox, segments, events) =
+        tokio::join!(programs(&s.dispatcher), outbox(&s.store), segments(&s.library), async {
+            timeout(SOURCE_TIMEOUT, s.store.last_event_id()).await.ok().and_then(Result::ok)
+        },);
+    let mut m = Metrics::default();
+    m.family("vistter_build_info", "gauge", "The agent's version (always 1).");
+    m.sample("vistter_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    m.family("vistter_up", "gauge", "1 while the agent serves.");
+    m.sample("vistter_up", &[], 1.0);
+    m.family("vistter_uptime_seconds", "gauge", "Seconds since the status server started with the daemon.");
+    m.sample("vistter_uptime_seconds", &[], s.started.elapsed().as_secs_f64().floor());
+    if let Some((messages, bytes)) = outbox {
+        m.family("vistter_outbox_depth", "gauge", "Messages waiting in the cloud outbox.");
+        m.sample("vistter_outbox_depth", &[], messages as f64);
+        m.family("vistter_outbox_bytes", "gauge", "Bytes waiting in the cloud outbox.");
+        m.sample("vistter_outbox_bytes", &[], bytes as f64);
+    }
+    if let Some(n) = events {
+        m.family("vistter_events_total", "counter", "Events recorded in the local event log (its highest id).");
+        m.sample("vistter_events_total", &[], n as f64);
+    }
+    if let Some(segments) = segments {
+        m.family("vistter_segments_installed", "gauge", "Installed segment package versions.");
+        m.sample("vistter_segments_installed", &[], segments.len() as f64);
+    }
+    if let Some(programs) = programs {
+        let (p, d) = crate::control::telemetry::gather(&programs);
+        m.family("vistter_programs", "gauge", "Running programs (the show's included).");
+        m.sample("vistter_programs", &[], programs.len() as f64);
+        m.family("vistter_program_fps", "gauge", "Frames per second of program time since the program started.");
+        for x in &p {
+            m.sample("vistter_program_fps", &[("program", str_of(&x["id"]))], x["fps"].as_f64().unwrap_or(0.0));
+        }
+        m.family("vistter_program_dropped_frames_total", "counter", "Frames the program's encoder could not take.");
+        for x in &p {
+            let v = x["dropped_frames"].as_f64().unwrap_or(0.0);
+            m.sample("vistter_program_dropped_frames_total", &[("program", str_of(&x["id"]))], v);
+        }
+        m.family("vistter_fallback_active", "gauge", "1 while a backup camera or the slate stands in on a program.");
+        for info in &programs {
+            let v = if fallback_active(info) { 1.0 } else { 0.0 };
+            m.sample("vistter_fallback_active", &[("program", &info.status.id)], v);
+        }
+        m.family("vistter_destination_up", "gauge", "1 while a program's push to a destination is running.");
+        for x in &d {
+            let v = if x["state"] == "running" { 1.0 } else { 0.0 };
+            m.sample(
+                "vistter_destination_up",
+                &[("destination", str_of(&x["id"])), ("program", str_of(&x["program_id"]))],
+                v,
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], m.out).into_response()
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let (programs, outbox, segments) = tokio::join!(programs(&s.dispatcher), outbox(&s.store), segments(&s.library));
+    let cloud = match &s.links {
+        Some(l) => json!(l.snapshot()),
+        None => json!("not configured"),
+    };
+    let (p, d) = match &programs {
+        Some(list) => {
+            let (p, d) = crate::control::telemetry::gather(list);
+            (json!(p), json!(d))
+        }
+        None => (Value::Null, Value::Null),
+    };
+    let body = json!({
+        "device_id": s.device_id,
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": s.started.elapsed().as_secs(),
+        "cloud_links": cloud,
+        "outbox": outbox.map(|(messages, bytes)| json!({"messages": messages, "bytes": bytes})),
+        "programs": p,
+        "destinations": d,
+        "segments": segments.map(|v| json!(v)),
+    });
+    Json(body).into_response()
+}
+
+/// Prometheus text format 0.0.4, written as it goes.
+#[derive(Default)]
+struct Metrics {
+    out: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+            let _ = write!(self.out, "{{{}}}", l.join(","));
+        }
+        let v = if value.is_nan() {
+            "NaN".to_string()
+        } else if value.is_infinite() {
+            if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+        } else {
+            value.to_string()
+        };
+        let _ = writeln!(self.out, " {v}");
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut m = Metrics::default();
+        m.family("x", "gauge", "a\\b\nc");
+        m.sample("x", &[("destination", "a\"b\\c\nd")], 1.5);
+        m.sample("x", &[], f64::NAN);
+        assert_eq!(m.out, "# HELP x a\\\\b\\nc\n# TYPE x gauge\nx{destination=\"a\\\"b\\\\c\\nd\"} 1.5\nx NaN\n");
+    }
+}

@@ -217,5 +217,32 @@ fn the_status_server_answers_health_readiness_metrics_and_status() {
         eprintln!("{path}: {} in {:?}", r.status, r.took);
         assert!(r.took < Duration::from_secs(3), "{path} took {:?}", r.took);
     }
+
+    // Hostile requests: garbage, a huge header, a half request left open, odd paths and methods.
+    // Each is answered or closed; the daemon and the server carry on.
+    use std::io::{Read, Write};
+    let hostile: Vec<Vec<u8>> = vec![
+        b"\xff\xfe\x00garbage\r\n\r\n".to_vec(),
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000)).into_bytes(),
+        b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"POST /api/v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        b"GET /api/v1/status?x=%ZZ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+        b"GET /metr".to_vec(),
+    ];
+    for h in &hostile {
+        if let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(h);
+            // Whatever it answers (an error, or the page for a harmless variant), it must answer or close.
+            let mut answer = Vec::new();
+            let t = Instant::now();
+            let _ = s.read_to_end(&mut answer);
+            assert!(t.elapsed() < Duration::from_secs(10), "a hostile request held the connection");
+        }
+    }
+    assert!(agent.pid().is_some_and(alive), "the daemon survived the hostile requests");
+    let again = get(port, "/healthz").expect("/healthz after hostile requests");
+    assert_eq!(again.status, 200, "the server still answers");
     agent.stop();
 }

@@ -278,7 +278,6 @@ fn read(
     }
     // After the end of the archive only its zero padding may follow, and the zstd stream must end
     // there with its checksum right: read it out (bounded by the same counters).
-    let _ = entries;
     let mut rest = archive.into_inner();
     loop {
         let k = rest.read(&mut buf).map_err(|err| classify(err, "after the archive"))?;

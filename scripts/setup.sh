@@ -27,6 +27,8 @@ if [ "${1:-}" != "--runtime-only" ]; then
   have gst-launch-1.0 || need+=(gstreamer1.0-tools)
   # tests/deploy.rs verifies the systemd unit with systemd-analyze.
   have systemd-analyze || need+=(systemd)
+  # tests/status_page.rs drives the status page in headless Chromium (DevTools protocol).
+  have chromium || need+=(chromium)
   for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do
     pkg_installed "$p" || need+=("$p")
@@ -60,9 +62,10 @@ fi
 if [ "${1:-}" != "--runtime-only" ]; then
   # Virtual environment for tests/interop/vistter_interop.py (ed25519 + sealed boxes, JCS, MQTT client).
   repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  if ! "$repo/.venv/bin/python" -c 'import nacl, rfc8785, paho.mqtt' >/dev/null 2>&1; then
-    echo "setup: creating $repo/.venv (pynacl rfc8785 paho-mqtt)" >&2
+  # prometheus-client: its reference parser reads the agent's /metrics in tests/status_http.rs.
+  if ! "$repo/.venv/bin/python" -c 'import nacl, rfc8785, paho.mqtt, prometheus_client' >/dev/null 2>&1; then
+    echo "setup: creating $repo/.venv (pynacl rfc8785 paho-mqtt prometheus-client)" >&2
     "$repo/.venv/bin/python" -c '' >/dev/null 2>&1 || python3 -m venv --clear "$repo/.venv"
-    "$repo/.venv/bin/python" -m pip install -q --disable-pip-version-check pynacl rfc8785 paho-mqtt
+    "$repo/.venv/bin/python" -m pip install -q --disable-pip-version-check pynacl rfc8785 paho-mqtt prometheus-client
   fi
 fi

@@ -32,8 +32,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `vistter_agent=debug`.
     pub log_level: String,
-    /// Log format: `text` (journald-friendly) or `json`.
+    /// Log format: `auto` (the daemon: JSON lines on stdout when stdout is not a terminal, else
+    /// text on stderr), `json` or `text`. One-shot commands always log to stderr.
     pub log_format: LogFormat,
+    /// `[log]`: an optional bounded log file.
+    pub log: LogConfig,
     /// How often the daemon compares desired state with what runs, in milliseconds.
     pub reconcile_interval_ms: u64,
     /// The venue's IANA time zone, for `{{time}}`/`{{date}}` overlays and the slate's clock
@@ -268,8 +271,27 @@ impl Default for ProgramConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    Auto,
     Text,
     Json,
+}
+
+/// `[log]`: besides stdout/stderr, the daemon may append its JSON lines (with timestamps) to a
+/// file, renamed to `<file>.1` when it would pass `max_bytes`: at most two files on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log file (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Size at which the file is rotated, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { file: None, max_bytes: 10 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -313,7 +335,8 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             log_level: "info".into(),
-            log_format: LogFormat::Text,
+            log_format: LogFormat::Auto,
+            log: LogConfig::default(),
             reconcile_interval_ms: 500,
             timezone: String::new(),
             ffmpeg: FfmpegConfig::default(),
@@ -418,6 +441,14 @@ impl Config {
         }
         if f.stderr_lines == 0 || f.stderr_lines > 10_000 {
             return bad("ffmpeg.stderr_lines must be between 1 and 10000");
+        }
+        if let Some(file) = &self.log.file {
+            if !file.is_absolute() || file.file_name().is_none() {
+                return bad("log.file must be an absolute path to a file");
+            }
+        }
+        if self.log.max_bytes < 64 * 1024 || self.log.max_bytes > 1 << 30 {
+            return bad("log.max_bytes must be between 65536 and 1073741824");
         }
         if self.relay.queue_bytes < 64 * 1024 {
             return bad("relay.queue_bytes must be at least 65536");
@@ -590,6 +621,27 @@ mod tests {
         assert!(!c.status.enabled, "a disabled server's address is not checked");
         let e = load(None, &[("VISTTER_STATUS__PORT", "1")]).unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn the_log_section_has_defaults_and_is_checked() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!((c.log_format, c.log.file.as_ref(), c.log.max_bytes), (LogFormat::Auto, None, 10 << 20));
+        let c = load(None, &[("VISTTER_LOG_FORMAT", "json"), ("VISTTER_LOG__FILE", "/var/log/va/agent.log")]).unwrap();
+        assert_eq!((c.log_format, c.log.file.as_deref()), (LogFormat::Json, Some(Path::new("/var/log/va/agent.log"))));
+        let e = load(None, &[("VISTTER_LOG__FILE", "agent.log")]).unwrap_err().to_string();
+        assert!(e.contains("log.file"), "{e}");
+        let e = load(None, &[("VISTTER_LOG__MAX_BYTES", "100")]).unwrap_err().to_string();
+        assert!(e.contains("log.max_bytes"), "{e}");
+        let e = load(None, &[("VISTTER_LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(e.contains("log_format"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "log_format = \"text\"\n[log]\nfile = \"/tmp/a.log\"\nmax_bytes = 65536\n").unwrap();
+        let c = load(Some(&p), &[]).unwrap();
+        assert_eq!((c.log_format, c.log.max_bytes), (LogFormat::Text, 65536));
+        let text = toml::to_string_pretty(&c).unwrap();
+        assert!(text.contains("[log]") && text.contains("/tmp/a.log"), "check-config shows it: {text}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - [`ffmpeg`]: the FFmpeg supervisor (jobs, progress, backoff, pid registry).
 //! - [`media`]: fan-out, pushers, relay mode, destination presets, camera probing, hwaccel.
 //! - [`secret`]: `Secret` (prints `***`) and the redactor for FFmpeg output.
-//! - [`error`]: process exit codes.
+//! - [`error`]: process exit codes. [`logging`]: JSON lines / text, the log ring and file.
 //! - [`status`]: the read-only HTTP status server (`[status]`): health, readiness, metrics, status JSON.
 #![forbid(unsafe_code)]
 
@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod ffmpeg;
 pub mod local_api;
+pub mod logging;
 pub mod media;
 pub mod notify;
 pub mod ptz;

@@ -127,10 +127,13 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         .list()
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let live = live_status(cfg).await;
+    let running = running || live.is_some();
     let doc = serde_json::json!({
         "device_id": cfg.device_id()?,
         "cloud_configured": configured,
         "daemon_running": running,
+        "live": live,
         "links": if running { links.as_ref().map(|l| l["links"].clone()) } else { None },
         "links_since": if running { links.as_ref().map(|l| l["at"].clone()) } else { None },
         "outbox": {"messages": row.0, "bytes": row.1},
@@ -141,6 +144,11 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     println!("device    {}", doc["device_id"].as_str().unwrap_or_default());
+    match &live {
+        Some(l) => print_live(l),
+        None if running => println!("daemon    running; its status server ([status]) did not answer"),
+        None => println!("daemon    not running"),
+    }
     match (configured, running, doc["links"].as_object()) {
         (false, _, _) => println!("cloud     not configured ([control.mqtt] / [control.ws])"),
         (true, false, _) => println!("cloud     the daemon is not running"),
@@ -171,4 +179,116 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// The running daemon's picture from its status server (`[status]`, the status page's JSON), or
+/// `None` when it is off or does not answer within 3 s.
+async fn live_status(cfg: &Config) -> Option<serde_json::Value> {
+    if !cfg.status.enabled {
+        return None;
+    }
+    let mut addr: std::net::SocketAddr = cfg.status.listen.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().ok()?;
+    let r = client.get(format!("http://{addr}/api/v1/status")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+fn secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    match s {
+        s if s >= 3600 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// What the status page shows, as terminal lines.
+fn print_live(l: &serde_json::Value) {
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("–").to_string();
+    println!("agent     {} up {}", str_of(&l["agent_version"]), secs(l["uptime_s"].as_f64().unwrap_or(0.0)));
+    let show = &l["show"];
+    if show.is_object() {
+        let name = show["timeline_name"].as_str().unwrap_or_else(|| show["timeline_id"].as_str().unwrap_or("?"));
+        let pos = show["position_s"].as_f64().unwrap_or(0.0);
+        let of = show["duration_s"].as_f64().map_or(String::new(), |d| format!(" of {}", secs(d)));
+        println!(
+            "show      {name} ({}) {} at {}{of}, loop {}",
+            str_of(&show["timeline_id"]),
+            str_of(&show["state"]),
+            secs(pos),
+            show["loop_index"].as_u64().unwrap_or(0) + 1
+        );
+        let next = show["next_cue"].as_array().map_or("–".to_string(), |n| {
+            format!("{} at {}", n[0].as_str().unwrap_or("?"), secs(n[1].as_f64().unwrap_or(0.0)))
+        });
+        println!(
+            "cue       {} → next {next}; late {} of {}",
+            str_of(&show["current_cue"]),
+            show["late_cues"],
+            show["cues"]
+        );
+        if show["emergency_slate"] == true {
+            println!("slate     EMERGENCY SLATE IS UP");
+        }
+    } else {
+        println!("show      none playing");
+    }
+    for c in l["cameras"].as_array().into_iter().flatten() {
+        println!(
+            "camera    {:<12} {:<9}{} frame age {} · {} fps{}",
+            str_of(&c["id"]),
+            str_of(&c["health"]),
+            if c["on_air"] == true { " ON AIR" } else { "" },
+            c["frame_age_ms"].as_f64().map_or("–".into(), |ms| format!("{:.1} s", ms / 1000.0)),
+            c["fps"].as_f64().map_or("–".into(), |f| format!("{f:.1}")),
+            c["error"].as_str().map_or(String::new(), |e| format!(" ({e})")),
+        );
+    }
+    for d in l["destinations"].as_array().into_iter().flatten() {
+        println!(
+            "push      {:<12} {:<9} {} · restarts {} (program {})",
+            str_of(&d["id"]),
+            str_of(&d["state"]),
+            d["bitrate_kbps"].as_f64().map_or("–".into(), |b| format!("{b:.0} kbit/s")),
+            d["starts"].as_u64().unwrap_or(1).saturating_sub(1),
+            str_of(&d["program_id"]),
+        );
+    }
+    for s in l["schedules"].as_array().into_iter().flatten() {
+        println!(
+            "schedule  {:<12} {}{} {}–{} {}",
+            str_of(&s["id"]),
+            s["days_of_week"]
+                .as_array()
+                .map_or(String::new(), |d| { d.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ") }),
+            if s["enabled"] == false { " (disabled)" } else { "" },
+            str_of(&s["window_start"]),
+            str_of(&s["window_end"]),
+            str_of(&s["timezone"]),
+        );
+    }
+    let sys = &l["system"];
+    println!(
+        "system    cpu {} · memory {} MB available · agent {} MB · {} · disk {} GB free",
+        sys["cpu_percent"].as_f64().map_or("–".into(), |c| format!("{c:.0}%")),
+        sys["memory"]["available_kb"].as_f64().map_or("–".into(), |k| format!("{:.0}", k / 1000.0)),
+        sys["memory"]["agent_rss_kb"].as_f64().map_or("–".into(), |k| format!("{:.1}", k / 1000.0)),
+        sys["temperature"]["celsius"].as_f64().map_or("temperature –".into(), |c| format!("{c:.1} °C")),
+        sys["disk"]["free_bytes"].as_f64().map_or("–".into(), |b| format!("{:.1}", b / 1e9)),
+    );
+    for e in l["recent_events"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "event     {} {} {} {}",
+            str_of(&e["at"]),
+            str_of(&e["event_type"]),
+            str_of(&e["subject"]),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
 }

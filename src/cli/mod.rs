@@ -3,7 +3,9 @@
 //! Management commands write desired state to the store; the daemon (`run`) picks changes up within
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
+mod admin;
 mod control;
+mod diag;
 mod segment;
 mod studio;
 mod timeline;
@@ -123,6 +125,20 @@ pub enum Command {
     /// Signed segment packages (.vseg): make, check, install, list, roll back, play.
     #[command(subcommand)]
     Segment(segment::SegmentCmd),
+    /// The status page's admin password, which guards its controls (there is no default).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
+    /// Write a diagnostics bundle (.tar.zst) for support: configuration, versions, hardware probe,
+    /// database summary, events and, from the running daemon, recent logs and FFmpeg output.
+    /// Stream keys, camera passwords and device keys are never in it.
+    Diag {
+        /// The bundle to write (mode 0600), e.g. vistter-diag.tar.zst.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: PathBuf,
+        /// How many of the newest events to include.
+        #[arg(long, default_value_t = 1000)]
+        events: i64,
+    },
     /// Show the hardware encoder probe (cached per FFmpeg version).
     Hwaccel {
         /// Probe again instead of using the cache.
@@ -525,7 +541,7 @@ pub async fn execute(cli: Cli) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    init_tracing(&cfg, matches!(cli.command, Command::Run));
+    crate::logging::init(&cfg, matches!(cli.command, Command::Run));
     match dispatch(cli.command, cfg).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -533,22 +549,6 @@ pub async fn execute(cli: Cli) -> i32 {
             e.exit_code()
         }
     }
-}
-
-fn init_tracing(cfg: &Config, daemon: bool) {
-    use tracing_subscriber::EnvFilter;
-    // One-shot commands only speak up about problems; the daemon logs at the configured level.
-    let level = if daemon || cfg.log_level != "info" { cfg.log_level.clone() } else { "warn".into() };
-    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match cfg.log_format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
-    };
 }
 
 async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
@@ -574,6 +574,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Overlay(o) => overlay(o, &cfg).await,
         Command::Timeline(t) => timeline::timeline(t, &cfg).await,
         Command::Segment(s) => segment::segment(s, &cfg).await,
+        Command::Admin(a) => admin::admin(a, &cfg).await,
         Command::Schedule(s) => timeline::schedule(s, &cfg).await,
         Command::Events { subject, limit, json } => {
             let events = Store::open(&cfg.data_dir).await?.events(subject.as_deref(), limit).await?;
@@ -593,6 +594,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Diag { out, events } => diag::diag(&cfg, &out, events).await,
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)

@@ -47,6 +47,8 @@ struct Inner {
     director: DirectorHandle,
     programs: ProgramsHandle,
     panic_on: Option<String>,
+    /// Commands answered since start, by (type, result): `/metrics`' `vistter_commands_total`.
+    counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl From<StoreError> for Refusal {
@@ -96,7 +98,8 @@ impl Dispatcher {
         if let Some(t) = &panic_on {
             tracing::warn!("test hook: {t} commands will panic ({PANIC_HOOK_ENV})");
         }
-        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, panic_on }) }
+        let counts = Default::default();
+        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, panic_on, counts }) }
     }
 
     pub fn director(&self) -> &DirectorHandle {
@@ -108,8 +111,10 @@ impl Dispatcher {
     pub async fn dispatch(&self, origin: Origin, cmd: Command) -> Reply {
         let ty = cmd.type_name();
         let this = self.clone();
-        let task = tokio::spawn(async move { this.handle(origin, cmd).await });
-        match task.await {
+        // The handler's logs name the command, and, inside the cloud inbox's span, its message_id.
+        let span = tracing::error_span!("command", command = ty, origin = origin.as_str());
+        let task = tokio::spawn(tracing::Instrument::instrument(async move { this.handle(origin, cmd).await }, span));
+        let reply = match task.await {
             Ok(r) => r.into(),
             Err(e) => {
                 let what = if e.is_panic() { "panicked" } else { "was cancelled" };
@@ -122,7 +127,18 @@ impl Dispatcher {
                     .await;
                 Reply::Refused { refusal: Refusal::new(ErrorCode::Failed, detail) }
             }
-        }
+        };
+        let result = match &reply {
+            Reply::Done { .. } => "ok",
+            Reply::Refused { refusal } => refusal.code.as_str(),
+        };
+        *self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).entry((ty, result)).or_insert(0) += 1;
+        reply
+    }
+
+    /// Commands answered since start: ((type, result), count), result `ok` or the refusal's code.
+    pub fn command_counts(&self) -> Vec<((&'static str, &'static str), u64)> {
+        self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     async fn handle(&self, origin: Origin, cmd: Command) -> Handled {
@@ -145,6 +161,7 @@ impl Dispatcher {
             )),
             Command::Program(p) => self.program(origin, p).await,
             Command::ShowQuery(q) => self.show_query(q).await,
+            Command::Diagnostics(d) => self.diagnostics(origin, d).await,
         }
     }
 
@@ -262,6 +279,23 @@ impl Dispatcher {
         }
     }
 
+    /// Recent logs and FFmpeg output, redacted with every secret the store holds (they are
+    /// masked where they are printed already; this is the second line).
+    async fn diagnostics(&self, origin: Origin, d: Diagnostics) -> Handled {
+        if origin != Origin::Operator {
+            return Err(Refusal::new(ErrorCode::Failed, "DIAGNOSTICS is for the local operator only"));
+        }
+        let lines = d.check()?;
+        let redactor = crate::secret::Redactor::new(self.inner.store.secrets().await?);
+        let logs = crate::logging::recent().iter().map(|l| redactor.redact(l)).collect();
+        let mut jobs = crate::ffmpeg::ring::tails(lines);
+        for j in &mut jobs {
+            j.lines = j.lines.iter().map(|l| redactor.redact(l)).collect();
+        }
+        let report = DiagnosticsReport { pid: std::process::id(), logs, jobs };
+        Ok(Output::Diagnostics { report: Box::new(report) })
+    }
+
     /// A command from `origin` may change the show only if the show's own origin is not higher.
     fn not_outranked(&self, origin: Origin) -> Result<(), Refusal> {
         match self.inner.director.view().desired {
@@ -280,6 +314,13 @@ impl Dispatcher {
     // -----------------------------------------------------------------------------------------
     // Programs
     // -----------------------------------------------------------------------------------------
+
+    /// The latest thumbnail (JPEG) of a running program (`name` `program`) or of one of its
+    /// cameras, for readers such as the status page.
+    pub fn thumbnail(&self, program: &str, name: &str) -> Option<Arc<Vec<u8>>> {
+        let id = ProgramId::new(program).ok()?;
+        self.lookup(&id).ok()?.thumbs.get(name)
+    }
 
     /// A running program by id: the operator's, or the show's ([`SHOW_PROGRAM`]).
     fn lookup(&self, id: &ProgramId) -> Result<ProgramRef, Refusal> {

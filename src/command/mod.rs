@@ -53,6 +53,8 @@ pub enum Command {
     Program(ProgramCommand),
     /// Local operator: what the show is doing, and its pre-flight.
     ShowQuery(ShowQuery),
+    /// Local operator: recent logs and FFmpeg output, for `vistter-agent diag`.
+    Diagnostics(Diagnostics),
 }
 
 impl Command {
@@ -68,6 +70,7 @@ impl Command {
             Command::TimelineLoad(_) => "TIMELINE_LOAD",
             Command::Program(_) => "PROGRAM",
             Command::ShowQuery(_) => "SHOW_QUERY",
+            Command::Diagnostics(_) => "DIAGNOSTICS",
         }
     }
 
@@ -107,6 +110,7 @@ pub fn from_parts(ty: &str, payload: serde_json::Value) -> Result<Command, Refus
         }
         "PROGRAM" => Command::Program(read(payload)?),
         "SHOW_QUERY" => Command::ShowQuery(read(payload)?),
+        "DIAGNOSTICS" => Command::Diagnostics(read(payload)?),
         other => {
             return Err(Refusal {
                 code: ErrorCode::UnsupportedType,
@@ -441,6 +445,40 @@ pub struct ShowQuery {
     pub destination_ids: Option<Vec<DestinationId>>,
 }
 
+/// The most FFmpeg stderr lines per job a `DIAGNOSTICS` request may ask for.
+pub const MAX_DIAG_STDERR_LINES: u32 = 1000;
+
+/// `DIAGNOSTICS` (local operator, read-only): the daemon's recent log lines and each FFmpeg job's
+/// last stderr lines, redacted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnostics {
+    /// Stderr lines per job (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_lines: Option<u32>,
+}
+
+impl Diagnostics {
+    /// How many stderr lines per job.
+    pub fn check(&self) -> Result<usize, Refusal> {
+        match self.stderr_lines.unwrap_or(50) {
+            n @ 1..=MAX_DIAG_STDERR_LINES => Ok(n as usize),
+            n => Err(Refusal::field("payload.stderr_lines", format!("{n} lines: use 1 to {MAX_DIAG_STDERR_LINES}"))),
+        }
+    }
+}
+
+/// What `DIAGNOSTICS` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticsReport {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The daemon's last log lines (JSON, oldest first).
+    pub logs: Vec<String>,
+    /// Each FFmpeg job's last stderr lines: running jobs, then recently ended ones.
+    pub jobs: Vec<crate::ffmpeg::ring::JobTail>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checks: the flat wire form → what each action needs
 // ---------------------------------------------------------------------------------------------
@@ -626,6 +664,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The wire name (`not_found`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SchemaViolation => "schema_violation",
+            ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Canceled => "canceled",
+        }
+    }
+
     pub fn exit_code(self) -> i32 {
         use crate::error::*;
         match self {
@@ -729,6 +780,9 @@ pub enum Output {
     TimelineLoaded {
         timeline_id: String,
     },
+    Diagnostics {
+        report: Box<DiagnosticsReport>,
+    },
 }
 
 /// One reply per command.
@@ -807,6 +861,17 @@ mod tests {
         assert_eq!(parse(&line).unwrap(), cmd);
     }
 
+    #[test]
+    fn a_diagnostics_request_is_bounded() {
+        let Command::Diagnostics(d) = parse(r#"{"type": "DIAGNOSTICS"}"#).unwrap() else { panic!("not DIAGNOSTICS") };
+        assert_eq!(d.check(), Ok(50));
+        let Command::Diagnostics(d) = from_parts("DIAGNOSTICS", json!({"stderr_lines": 0})).unwrap() else {
+            panic!("not DIAGNOSTICS")
+        };
+        assert_eq!(d.check().unwrap_err().field.as_deref(), Some("payload.stderr_lines"));
+        assert_eq!(refused("DIAGNOSTICS", json!({"lines": 3})).field.as_deref(), Some("payload.lines"));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_lines_are_refused_never_panic(s in "\\PC{0,200}") {
@@ -816,7 +881,7 @@ mod tests {
         #[test]
         fn arbitrary_json_payloads_are_refused_or_checked(v in arb_json(), ty in prop::sample::select(vec![
             "PING", "STREAM_CONTROL", "TIMELINE_EXECUTE", "OVERLAY_UPDATE", "CAMERA_ACTION", "DEVICE_CONFIG",
-            "PROGRAM", "SHOW_QUERY"])) {
+            "PROGRAM", "SHOW_QUERY", "DIAGNOSTICS"])) {
             if let Ok(c) = from_parts(ty, v) {
                 match c {
                     Command::StreamControl(s) => { let _ = s.check(); }

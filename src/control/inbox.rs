@@ -142,7 +142,9 @@ impl Inbox {
         self.floor_ms.fetch_max(checked.timestamp.as_millisecond(), std::sync::atomic::Ordering::SeqCst);
         tracing::info!(message_id = %id, key_id = %checked.key_id, command = checked.command.type_name(), "cloud command accepted");
         let this = self.clone();
-        tokio::spawn(async move {
+        // Everything logged while the command runs, however deep, carries its message_id.
+        let span = tracing::error_span!("command", message_id = %id);
+        let run_command = async move {
             let ty = checked.command.type_name();
             // Work that knows how far it is (a download) reports it here.
             let (status_tx, status) = tokio::sync::watch::channel((0u8, String::new()));
@@ -162,7 +164,8 @@ impl Inbox {
             if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
                 tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(run_command, span));
         Ok(())
     }
 

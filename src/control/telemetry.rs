@@ -144,12 +144,12 @@ pub fn gather(programs: &[ProgramInfo]) -> (Vec<Value>, Vec<Value>) {
 
 /// Whole-machine CPU use between two samples, from `/proc/stat`.
 #[derive(Default)]
-struct CpuSampler {
+pub(crate) struct CpuSampler {
     last: Option<(u64, u64)>,
 }
 
 impl CpuSampler {
-    fn sample(&mut self) -> Option<f64> {
+    pub(crate) fn sample(&mut self) -> Option<f64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
         let total: u64 = v.iter().sum();
@@ -160,7 +160,7 @@ impl CpuSampler {
     }
 }
 
-fn memory() -> Value {
+pub(crate) fn memory() -> Value {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kb = |name: &str| -> Option<u64> {
         info.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
@@ -172,7 +172,7 @@ fn memory() -> Value {
 }
 
 /// The hottest thermal zone, °C (`null` where the machine has none).
-fn temperature() -> Value {
+pub(crate) fn temperature() -> Value {
     let Ok(dir) = std::fs::read_dir("/sys/class/thermal") else { return Value::Null };
     let max = dir
         .flatten()
@@ -181,7 +181,7 @@ fn temperature() -> Value {
     max.map(|t| json!({"celsius": (t / 100.0).round() / 10.0})).unwrap_or(Value::Null)
 }
 
-fn disk(data_dir: &std::path::Path) -> Value {
+pub(crate) fn disk(data_dir: &std::path::Path) -> Value {
     match nix::sys::statvfs::statvfs(data_dir) {
         Ok(s) => {
             let f = s.fragment_size();

@@ -256,8 +256,14 @@ impl Job {
             progress: None,
         });
         let ring = Arc::new(Mutex::new(StderrRing::new(spec.stderr_lines, Default::default())));
+        super::ring::register(&spec.name, &ring);
         let name = spec.name.clone();
-        let task = tokio::spawn(Runner { spec, cmd: cmd_rx, status: status_tx, ring: ring.clone() }.run());
+        // Everything logged on the job's behalf names it (see `crate::logging`).
+        let span = tracing::error_span!("ffmpeg", job = %name);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            Runner { spec, cmd: cmd_rx, status: status_tx, ring: ring.clone() }.run(),
+            span,
+        ));
         Job { name, cmd: cmd_tx, status: status_rx, ring, task }
     }
 
@@ -408,6 +414,7 @@ impl Runner {
             s.retry_in_ms = None;
         });
         self.event(JobEvent::Stopped { job: self.spec.name.clone(), kind: self.spec.kind.clone() });
+        super::ring::retire(&self.spec.name, &self.ring);
         if let Some(r) = stop_reply {
             let _ = r.send(());
         }
@@ -501,7 +508,7 @@ impl Runner {
         let stderr = child.stderr.take().expect("stderr piped");
         let ring = self.ring.clone();
         let job_name = name.clone();
-        let mut stderr_task = tokio::spawn(async move {
+        let mut stderr_task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut stderr = stderr;
             let mut buf = vec![0u8; 4096];
             loop {
@@ -515,7 +522,7 @@ impl Runner {
                     }
                 }
             }
-        });
+        }));
         // progress (fd 3) → channel.
         let (prog_tx, mut prog_rx) = mpsc::channel::<Progress>(16);
         let progress_task = match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(prog_read)) {

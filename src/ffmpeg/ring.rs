@@ -3,8 +3,13 @@
 //! Fed with raw chunks as they are read (stderr is drained continuously so FFmpeg never blocks on a
 //! full pipe). Progress-style lines end in `\r`, so both `\r` and `\n` end a line; each line is capped
 //! in length and secrets are redacted before a line is stored (LESSONS 8 and 19).
+//!
+//! Every job's ring is also listed in a process-wide table ([`register`], [`tails`]) so the
+//! diagnostics request can report each job's last lines without asking every subsystem that owns
+//! jobs; a job that ended leaves its last lines there too (the newest [`ENDED_KEPT`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::secret::Redactor;
 
@@ -60,6 +65,76 @@ impl StderrRing {
     }
 }
 
+/// Ended jobs whose last lines are kept for diagnostics.
+pub const ENDED_KEPT: usize = 32;
+/// Lines kept of an ended job.
+const ENDED_LINES: usize = 50;
+
+/// The last stderr lines of one job, as the diagnostics request reports them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobTail {
+    pub job: String,
+    /// Still supervised (false: the job ended; these were its last lines).
+    pub running: bool,
+    /// Oldest first, redacted.
+    pub lines: Vec<String>,
+}
+
+#[derive(Default)]
+struct Table {
+    live: BTreeMap<String, Weak<Mutex<StderrRing>>>,
+    ended: VecDeque<JobTail>,
+}
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn with_table<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+    let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    f(t.get_or_insert_with(Table::default))
+}
+
+/// Lists a job's ring (a job spawned again under the same name replaces the entry).
+pub fn register(job: &str, ring: &Arc<Mutex<StderrRing>>) {
+    with_table(|t| {
+        t.live.retain(|_, w| w.strong_count() > 0);
+        t.live.insert(job.to_string(), Arc::downgrade(ring));
+        t.ended.retain(|e| e.job != job);
+    });
+}
+
+/// Keeps an ending job's last lines among the ended ones.
+pub fn retire(job: &str, ring: &Arc<Mutex<StderrRing>>) {
+    let lines = ring.lock().unwrap_or_else(|e| e.into_inner()).lines();
+    let lines = lines[lines.len().saturating_sub(ENDED_LINES)..].to_vec();
+    with_table(|t| {
+        // A job of the same name spawned since then keeps its entry.
+        if t.live.get(job).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring))) {
+            t.live.remove(job);
+        }
+        t.ended.retain(|e| e.job != job);
+        if t.ended.len() == ENDED_KEPT {
+            t.ended.pop_front();
+        }
+        t.ended.push_back(JobTail { job: job.to_string(), running: false, lines });
+    });
+}
+
+/// The last `max_lines` lines of every running job, then of the recently ended ones.
+pub fn tails(max_lines: usize) -> Vec<JobTail> {
+    let (live, ended) =
+        with_table(|t| (t.live.iter().map(|(k, w)| (k.clone(), w.upgrade())).collect::<Vec<_>>(), t.ended.clone()));
+    let last = |lines: Vec<String>| lines[lines.len().saturating_sub(max_lines)..].to_vec();
+    let mut out: Vec<JobTail> = live
+        .into_iter()
+        .filter_map(|(job, ring)| {
+            let lines = ring?.lock().unwrap_or_else(|e| e.into_inner()).lines();
+            Some(JobTail { job, running: true, lines: last(lines) })
+        })
+        .collect();
+    out.extend(ended.into_iter().map(|e| JobTail { lines: last(e.lines), ..e }));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +149,22 @@ mod tests {
         r.feed(&vec![b'z'; 10_000]);
         r.feed(b"\n");
         assert_eq!(r.lines().last().unwrap().len(), MAX_LINE);
+    }
+
+    #[test]
+    fn the_table_lists_running_and_ended_jobs() {
+        let ring = Arc::new(Mutex::new(StderrRing::new(100, Redactor::default())));
+        ring.lock().unwrap().feed(b"one\ntwo\nthree\n");
+        register("test:tails/a", &ring);
+        let mine = |v: Vec<JobTail>| v.into_iter().filter(|t| t.job == "test:tails/a").collect::<Vec<_>>();
+        let t = mine(tails(2));
+        assert_eq!(
+            t,
+            vec![JobTail { job: "test:tails/a".into(), running: true, lines: vec!["two".into(), "three".into()] }]
+        );
+        retire("test:tails/a", &ring);
+        drop(ring);
+        let t = mine(tails(50));
+        assert_eq!((t.len(), t[0].running, t[0].lines.len()), (1, false, 3), "{t:?}");
     }
 }

@@ -5,13 +5,25 @@
 //!   with a JSON body naming what is not.
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /api/v1/status`: the device at a glance (JSON; `schemas/openapi.yaml`).
+//! - `GET /`: the status page for people at the venue ([`page`]); `GET /partial` its live
+//!   sections, `GET /thumb/…` thumbnails, `GET /api/v1/events/stream` new events (SSE).
+//! - `POST /login`, `/logout`, `/control/{go-live,stop,cut,unpin,slate,clear-overlays}`: the
+//!   page's few controls, behind the admin password ([`auth`]); they go through the same
+//!   dispatcher and checks as every other command.
 //!
-//! It only reads: every figure comes through a handle (the dispatcher, the store's pool, the links'
+//! Apart from the controls it only reads: every figure comes through a handle (the dispatcher, the store's pool, the links'
 //! watch) under a timeout, so a slow owner loop makes a request slow or partial, never the show.
 //! A bind error is logged and the show goes on without it.
 
+pub mod auth;
+pub mod history;
+pub mod page;
+mod web;
+
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -41,6 +53,18 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 
 struct Shared {
     store: Store,
+    data_dir: PathBuf,
+    auth: auth::Auth,
+    history: history::History,
+    /// CPU use of the whole machine, %, from the sampler (`None` until its second sample).
+    cpu_percent: Mutex<Option<f64>>,
+    cues: web::CueCache,
+    /// The last gathering of the page's figures and when (see [`web::gathered`]).
+    gathered: tokio::sync::Mutex<Option<(Instant, Arc<page::PageData>)>>,
+    /// Event streams open now (at most [`web::MAX_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
+    /// Open event streams end when the agent stops (graceful shutdown waits for them).
+    stop: CancellationToken,
     dispatcher: Dispatcher,
     library: Library,
     /// `None`: no cloud link is configured.
@@ -63,6 +87,14 @@ pub fn spawn(
     }
     let shared = Arc::new(Shared {
         library: Library::new(store.clone(), &cfg.data_dir),
+        data_dir: cfg.data_dir.clone(),
+        auth: auth::Auth::default(),
+        history: history::History::default(),
+        cpu_percent: Mutex::new(None),
+        cues: Mutex::new(None),
+        gathered: tokio::sync::Mutex::new(None),
+        streams: Arc::new(tokio::sync::Semaphore::new(web::MAX_STREAMS)),
+        stop: stop.clone(),
         store,
         dispatcher,
         links,
@@ -71,6 +103,7 @@ pub fn spawn(
         started: Instant::now(),
     });
     let listen = cfg.status.listen.clone();
+    tokio::spawn(web::sample(shared.clone(), stop.clone()));
     Some(tokio::spawn(async move {
         let listener = match tokio::net::TcpListener::bind(&listen).await {
             Ok(l) => l,
@@ -80,7 +113,8 @@ pub fn spawn(
             }
         };
         tracing::info!("status server listening on http://{listen}");
-        let server = axum::serve(listener, router(shared)).with_graceful_shutdown(stop.cancelled_owned());
+        let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = server.await {
             tracing::error!("status server: {e}");
         }
@@ -93,6 +127,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .merge(web::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(web::MAX_FORM))
         .with_state(shared)
 }
 
@@ -148,10 +184,10 @@ fn fallback_active(p: &ProgramInfo) -> bool {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let (programs, outbox, segments, events) =
-        tokio::join!(programs(&s.dispatcher), outbox(&s.store), segments(&s.library), async {
-            timeout(SOURCE_TIMEOUT, s.store.last_event_id()).await.ok().and_then(Result::ok)
-        },);
+    let (d, events) = tokio::join!(web::gathered(&s), async {
+        timeout(SOURCE_TIMEOUT, s.store.last_event_id()).await.ok().and_then(Result::ok)
+    });
+    let (programs, outbox, segments) = (&d.program_infos, d.outbox, &d.segments);
     let mut m = Metrics::default();
     m.family("vistter_build_info", "gauge", "The agent's version (always 1).");
     m.sample("vistter_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
@@ -174,7 +210,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         m.sample("vistter_segments_installed", &[], segments.len() as f64);
     }
     if let Some(programs) = programs {
-        let (p, d) = crate::control::telemetry::gather(&programs);
+        let (p, d) = crate::control::telemetry::gather(programs);
         m.family("vistter_programs", "gauge", "Running programs (the show's included).");
         m.sample("vistter_programs", &[], programs.len() as f64);
         m.family("vistter_program_fps", "gauge", "Frames per second of program time since the program started.");
@@ -187,7 +223,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             m.sample("vistter_program_dropped_frames_total", &[("program", str_of(&x["id"]))], v);
         }
         m.family("vistter_fallback_active", "gauge", "1 while a backup camera or the slate stands in on a program.");
-        for info in &programs {
+        for info in programs {
             let v = if fallback_active(info) { 1.0 } else { 0.0 };
             m.sample("vistter_fallback_active", &[("program", &info.status.id)], v);
         }
@@ -201,6 +237,52 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             );
         }
     }
+    if let Some(programs) = programs {
+        m.family("vistter_ingest_frame_age_seconds", "gauge", "Age of a program camera's newest frame.");
+        for info in programs {
+            for c in &info.status.cameras {
+                if let Some(ms) = c.frame_age_ms {
+                    let labels = [("camera", c.camera.as_str()), ("program", info.status.id.as_str())];
+                    m.sample("vistter_ingest_frame_age_seconds", &labels, ms as f64 / 1000.0);
+                }
+            }
+        }
+        m.family(
+            "vistter_ffmpeg_restarts_total",
+            "counter",
+            "FFmpeg restarts of the running programs' jobs, by role (camera ingest, encoder, pusher).",
+        );
+        let (mut camera, mut encoder, mut pusher) = (0u64, 0u64, 0u64);
+        for info in programs {
+            let st = &info.status;
+            camera += st.cameras.iter().map(|c| c.ingest.starts.saturating_sub(1)).sum::<u64>();
+            encoder += st.encoder.starts.saturating_sub(1);
+            pusher += st.outputs.iter().map(|o| o.job.starts.saturating_sub(1)).sum::<u64>();
+        }
+        for (role, n) in [("camera", camera), ("encoder", encoder), ("pusher", pusher)] {
+            m.sample("vistter_ffmpeg_restarts_total", &[("role", role)], n as f64);
+        }
+    }
+    if let Some(show) = s.dispatcher.director().watch().borrow().status() {
+        let l = &show.lateness;
+        let t = [("timeline", show.timeline_id.as_str())];
+        m.family("vistter_cues_total", "counter", "Cues the playing show has put on air.");
+        m.sample("vistter_cues_total", &t, l.cues as f64);
+        m.family("vistter_cues_late_total", "counter", "Cues that went on air more than one frame late.");
+        m.sample("vistter_cues_late_total", &t, l.late_over_1_frame as f64);
+        m.family("vistter_cue_lateness_max_seconds", "gauge", "The largest cue lateness of the playing show.");
+        m.sample("vistter_cue_lateness_max_seconds", &t, l.max_ms / 1000.0);
+        m.family("vistter_cue_lateness_mean_seconds", "gauge", "Mean cue lateness of the playing show.");
+        m.sample("vistter_cue_lateness_mean_seconds", &t, l.mean_ms / 1000.0);
+    }
+    m.family(
+        "vistter_commands_total",
+        "counter",
+        "Commands answered since start, by type and result (ok, or the refusal's code); every origin.",
+    );
+    for ((ty, result), n) in s.dispatcher.command_counts() {
+        m.sample("vistter_commands_total", &[("type", ty), ("result", result)], n as f64);
+    }
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], m.out).into_response()
 }
 
@@ -209,27 +291,42 @@ fn str_of(v: &Value) -> &str {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    let (programs, outbox, segments) = tokio::join!(programs(&s.dispatcher), outbox(&s.store), segments(&s.library));
+    let d = web::gathered(&s).await;
     let cloud = match &s.links {
         Some(l) => json!(l.snapshot()),
         None => json!("not configured"),
     };
-    let (p, d) = match &programs {
+    let (p, dests) = match &d.program_infos {
         Some(list) => {
             let (p, d) = crate::control::telemetry::gather(list);
             (json!(p), json!(d))
         }
         None => (Value::Null, Value::Null),
     };
+    let schedules = d.schedules.as_ref().map(|v| {
+        v.iter()
+            .map(|(id, s)| {
+                json!({"id": id, "name": s["name"], "enabled": s["enabled"].as_bool().unwrap_or(true),
+                       "timezone": s["timezone"], "days_of_week": s["days_of_week"],
+                       "window_start": s["window_start"], "window_end": s["window_end"]})
+            })
+            .collect::<Vec<_>>()
+    });
+    let recent: Vec<_> = d.events.iter().rev().take(10).collect();
     let body = json!({
         "device_id": s.device_id,
         "agent_version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started.elapsed().as_secs(),
         "cloud_links": cloud,
-        "outbox": outbox.map(|(messages, bytes)| json!({"messages": messages, "bytes": bytes})),
+        "outbox": d.outbox.map(|(messages, bytes)| json!({"messages": messages, "bytes": bytes})),
+        "show": d.show,
         "programs": p,
-        "destinations": d,
-        "segments": segments.map(|v| json!(v)),
+        "cameras": d.cameras,
+        "destinations": dests,
+        "segments": d.segments.as_ref().map(|v| json!(v)),
+        "schedules": schedules,
+        "recent_events": recent,
+        "system": d.system,
     });
     Json(body).into_response()
 }

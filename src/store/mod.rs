@@ -5,6 +5,7 @@
 //! processes use the file at once. Secrets are sealed with the device key ([`crypto`]) and come back
 //! out only as [`Secret`](crate::secret::Secret). One file per table group.
 
+pub mod admin;
 pub mod cameras;
 pub mod control;
 pub mod crypto;
@@ -134,6 +135,17 @@ impl Store {
         drop(lock);
         migrated?;
         Ok(Store { pool, key })
+    }
+
+    /// Every secret the store holds (camera passwords, also as they appear in a URL; stream
+    /// keys), for redacting text that leaves the device (a diagnostics bundle).
+    pub async fn secrets(&self) -> Result<Vec<crate::secret::Secret>, StoreError> {
+        let mut out = Vec::new();
+        for c in self.cameras().await? {
+            out.extend(c.source().secrets().iter().cloned());
+        }
+        out.extend(self.destinations().await?.into_iter().map(|d| d.settings.key));
+        Ok(out)
     }
 
     pub fn pool(&self) -> &SqlitePool {

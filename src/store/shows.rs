@@ -94,6 +94,12 @@ impl Store {
         Ok(rows.iter().map(Self::timeline_row).collect())
     }
 
+    /// (id, name) of every stored timeline, by id (without loading documents).
+    pub async fn timeline_names(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, name FROM timelines ORDER BY id").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.get("id"), r.get("name"))).collect())
+    }
+
     /// id → duration in seconds, for the scheduler's rotation (without loading documents).
     pub async fn timeline_durations(&self) -> Result<HashMap<String, f64>, StoreError> {
         let rows = sqlx::query("SELECT id, duration_s FROM timelines").fetch_all(&self.pool).await?;

@@ -533,7 +533,10 @@ impl Actor {
             "cue": t.cue_id, "scheduled_s": t.scheduled as f64 / 1e6, "actual_s": at_us as f64 / 1e6,
             "lateness_ms": late_ms,
         });
+        // The log line names the cue as a field (see `crate::logging`).
+        let cue = tracing::error_span!("cue", cue = %t.cue_id).entered();
         self.note(t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
+        drop(cue);
         if self.lateness.cues.is_multiple_of(20) && t.kind == "cue_started" {
             if let (Some(store), Some(id)) = (&self.store, self.execution_id) {
                 let (store, m) = (store.clone(), self.metrics());
@@ -767,6 +770,7 @@ impl Actor {
     }
 
     async fn on_ptz(&mut self, done: PtzDone) {
+        let cue = tracing::error_span!("cue", cue = %done.cue_id).entered();
         self.ptz_moving.remove(&done.camera);
         if let Some((slot, _)) = self.ptz.get_mut(&done.camera) {
             *slot = Some(done.client);
@@ -791,6 +795,7 @@ impl Actor {
                 true,
             ),
         }
+        drop(cue);
         // Release the cuts that waited for this camera, now (they are late by the move's overrun).
         let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
             |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(&done.camera)),

@@ -68,6 +68,21 @@ impl TestAgent {
         out
     }
 
+    /// Runs a CLI command with `input` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .base()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vistter-agent");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().expect("vistter-agent output")
+    }
+
     /// Starts a CLI command without waiting for it (stdout and stderr piped).
     pub fn spawn_cli(&self, args: &[&str]) -> std::process::Child {
         self.base()

@@ -7,12 +7,14 @@
 #![allow(unused_imports)]
 
 mod agent;
+pub mod browser;
 mod camera;
 mod frames;
 pub mod https;
 mod ingest;
 pub mod mqtt;
 pub mod onvif;
+pub mod openapi;
 mod probe;
 mod proc;
 mod tls;
@@ -57,6 +59,7 @@ fn package_of(name: &str) -> &'static str {
         "mosquitto_pub" | "mosquitto_sub" => "mosquitto-clients",
         "stunnel4" | "stunnel" => "stunnel4",
         "openssl" => "openssl",
+        "chromium" => "chromium",
         _ => "providing it",
     }
 }

@@ -327,10 +327,15 @@ struct PtzDone {
 
 impl Actor {
     fn note(&self, event_type: &str, detail: String, warning: bool) {
+        self.note_about(None, event_type, detail, warning);
+    }
+
+    /// `note`, about a cue: the log line names it in a `cue` field.
+    fn note_about(&self, cue: Option<&str>, event_type: &str, detail: String, warning: bool) {
         if warning {
-            tracing::warn!(timeline = %self.tl.id, event_type, "{detail}");
+            tracing::warn!(timeline = %self.tl.id, cue, event_type, "{detail}");
         } else {
-            tracing::info!(timeline = %self.tl.id, event_type, "{detail}");
+            tracing::info!(timeline = %self.tl.id, cue, event_type, "{detail}");
         }
         let _ = self.events.try_send(JobEvent::Note {
             job: format!("timeline:{}", self.tl.id),
@@ -533,10 +538,7 @@ impl Actor {
             "cue": t.cue_id, "scheduled_s": t.scheduled as f64 / 1e6, "actual_s": at_us as f64 / 1e6,
             "lateness_ms": late_ms,
         });
-        // The log line names the cue as a field (see `crate::logging`).
-        let cue = tracing::error_span!("cue", cue = %t.cue_id).entered();
-        self.note(t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
-        drop(cue);
+        self.note_about(Some(&t.cue_id), t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
         if self.lateness.cues.is_multiple_of(20) && t.kind == "cue_started" {
             if let (Some(store), Some(id)) = (&self.store, self.execution_id) {
                 let (store, m) = (store.clone(), self.metrics());
@@ -612,7 +614,9 @@ impl Actor {
                             let tag = self.tag(&cue_id, "cue_started", s.at);
                             self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Show(Box::new(p)))).await;
                         }
-                        Err(e) => self.note("cue_failed", format!("overlay cue {cue_id:?}: {e}"), true),
+                        Err(e) => {
+                            self.note_about(Some(&cue_id), "cue_failed", format!("overlay cue {cue_id:?}: {e}"), true)
+                        }
                     }
                 }
                 Effect::HideOverlay { cue_id } => {
@@ -770,13 +774,14 @@ impl Actor {
     }
 
     async fn on_ptz(&mut self, done: PtzDone) {
-        let cue = tracing::error_span!("cue", cue = %done.cue_id).entered();
         self.ptz_moving.remove(&done.camera);
         if let Some((slot, _)) = self.ptz.get_mut(&done.camera) {
             *slot = Some(done.client);
         }
+        let cue = Some(done.cue_id.as_str());
         match &done.result {
-            Ok(took) => self.note(
+            Ok(took) => self.note_about(
+                cue,
                 "ptz_moved",
                 format!(
                     "camera {} at its preset for cue {:?} after {:.1} s",
@@ -786,7 +791,8 @@ impl Actor {
                 ),
                 false,
             ),
-            Err(e) => self.note(
+            Err(e) => self.note_about(
+                cue,
                 "ptz_failed",
                 format!(
                     "camera {} (cue {:?}): {e}; the show goes on with the camera where it is",
@@ -795,7 +801,6 @@ impl Actor {
                 true,
             ),
         }
-        drop(cue);
         // Release the cuts that waited for this camera, now (they are late by the move's overrun).
         let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
             |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(&done.camera)),

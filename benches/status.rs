@@ -165,5 +165,8 @@ async fn main() {
         "  program dropped frames: {loaded} during the load, {quiet} in the same time without it   [target 0 more] {}",
         pass(loaded <= quiet)
     );
-    println!("  program at the end: fps {} speed {}", program["fps"], program["encoder"]["speed"]);
+    println!(
+        "  program at the end: {} frames, encoder speed {}",
+        program["frames"], program["encoder"]["progress"]["speed"]
+    );
 }

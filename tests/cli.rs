@@ -53,6 +53,10 @@ fn every_command_has_help() {
         &["trust", "add"],
         &["trust", "list"],
         &["trust", "remove"],
+        &["admin"],
+        &["admin", "set-password"],
+        &["admin", "clear-password"],
+        &["diag"],
     ];
     for c in cmds {
         let mut args = c.to_vec();
@@ -123,6 +127,7 @@ fn help_names_every_subcommand_and_flag() {
         (&["destination"], &["add", "list", "remove", "attach", "detach"]),
         (&["device"], &["show"]),
         (&["trust"], &["add", "list", "remove"]),
+        (&["admin"], &["set-password", "clear-password"]),
         (
             &[],
             &[
@@ -138,6 +143,9 @@ fn help_names_every_subcommand_and_flag() {
                 "events",
                 "device",
                 "trust",
+                "status",
+                "diag",
+                "admin",
             ],
         ),
     ];

@@ -344,3 +344,108 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
     assert!(agent.pid().is_some_and(alive), "the daemon is alive");
     agent.wait_show(Duration::from_secs(10), "still playing", |s| s["status"]["engine"]["state"] == "playing");
 }
+
+/// The page's input paths with hostile values, through a logged-in session (so every check past
+/// the session is reached): arbitrary actions, field names and values (any Unicode, percent
+/// escapes, huge), oversize bodies, odd thumbnail paths and event-stream queries. Each gets a
+/// 3xx/4xx answer, never a 5xx or a dropped connection; nothing starts; the daemon lives on.
+#[test]
+fn the_page_controls_answer_hostile_forms_and_the_daemon_lives_on() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let port = free_port();
+    let mut agent = TestAgent::with_config(&format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let out = agent.cli_stdin(&["admin", "set-password"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "set-password: {}", String::from_utf8_lossy(&out.stderr));
+    agent.spawn();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the status server never listened:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ok = request(port, "POST", "/login", &[], &form(&[("password", PASSWORD)]));
+    assert_eq!(ok.status, 303, "login: {}", ok.body);
+    let cookie = ok.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let page = request(port, "GET", "/", &[("Cookie", &cookie)], "");
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+
+    let actions = prop_oneof![
+        Just("go-live".to_string()),
+        Just("stop".to_string()),
+        Just("slate".to_string()),
+        Just("cut".to_string()),
+        Just("unpin".to_string()),
+        Just("clear-overlays".to_string()),
+        "[a-zA-Z0-9%._~-]{0,40}",
+    ];
+    let keys = prop_oneof![
+        Just("timeline_id".to_string()),
+        Just("destination".to_string()),
+        Just("on".to_string()),
+        Just("target".to_string()),
+        Just("csrf".to_string()),
+        "\\PC{0,12}",
+    ];
+    let values = prop_oneof![
+        "\\PC{0,64}",
+        "[a-z0-9|_-]{0,20}",
+        Just("show|r".to_string()),
+        Just("true".to_string()),
+        Just("NaN".to_string()),
+        Just("x".repeat(5000)),
+    ];
+    let fields = proptest::collection::vec((keys, values), 0..6);
+    let raw_tail = proptest::collection::vec(any::<u8>(), 0..64);
+    let mut runner = TestRunner::new(Config { cases: 400, failure_persistence: None, ..Config::default() });
+    let statuses = std::cell::RefCell::new(std::collections::BTreeMap::new());
+    runner
+        .run(&(actions, fields, raw_tail), |(action, fields, raw)| {
+            let enc = |s: &str| -> String {
+                s.bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect()
+            };
+            let mut body: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+            body.push(format!("csrf={csrf}"));
+            // Sometimes raw bytes (broken escapes, '&', '=') at the end.
+            let mut body = body.join("&");
+            if raw.first().is_some_and(|b| b % 2 == 0) {
+                body.push('&');
+                body.push_str(&String::from_utf8_lossy(&raw));
+            }
+            let path = format!("/control/{action}");
+            let r = request(port, "POST", &path, &[("Cookie", &cookie)], &body);
+            *statuses.borrow_mut().entry(r.status).or_insert(0u32) += 1;
+            prop_assert!((300..500).contains(&r.status), "POST {path} {body:?} answered {} {}", r.status, r.body);
+            Ok(())
+        })
+        .unwrap();
+    let statuses = statuses.into_inner();
+    eprintln!("hostile controls: answers by status {statuses:?}");
+    assert!(statuses.get(&303).copied().unwrap_or(0) > 50, "most hostile forms reached the command checks");
+
+    // Oversize, wrong content type, odd paths and queries.
+    let big = format!("csrf={csrf}&timeline_id={}", "a".repeat(100_000));
+    assert_eq!(request(port, "POST", "/control/go-live", &[("Cookie", &cookie)], &big).status, 413);
+    for path in [
+        "/thumb/show/program.jpg",
+        "/thumb/%00/program.jpg",
+        "/thumb/..%2F..%2Fetc/camera/passwd.jpg",
+        "/thumb/show/camera/.jpg",
+        "/thumb/show/camera/program.jpg",
+        "/api/v1/events/stream?after=abc",
+        "/api/v1/events/stream?after=99999999999999999999999",
+        "/static/..%2F..%2Fsrc%2Fmain.rs",
+    ] {
+        let r = request(port, "GET", path, &[], "");
+        assert!((400..500).contains(&r.status), "GET {path} answered {} {}", r.status, r.body);
+    }
+    let r = request(port, "POST", "/login", &[], "password=%ZZ%");
+    assert!((400..500).contains(&r.status), "a broken login form: {}", r.status);
+
+    assert!(agent.pid().is_some_and(alive), "the daemon survived");
+    assert_eq!(request(port, "GET", "/healthz", &[], "").status, 200);
+    assert_eq!(agent.program("show").get("id"), None, "no show started");
+    agent.stop();
+}

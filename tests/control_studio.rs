@@ -72,6 +72,11 @@ fn the_websocket_link_answers_on_its_own_transport_and_refuses_what_mqtt_refuses
         let st: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).unwrap();
         if st["links"] == json!({"mqtt": "connected", "ws": "connected"}) {
             assert_eq!(st["daemon_running"], true);
+            // The status server's picture says when each link last heard from the other side.
+            let contact = &st["live"]["cloud_last_contact_s"];
+            for t in ["mqtt", "ws"] {
+                assert!(contact[t].as_f64().is_some_and(|s| s < 60.0), "last contact of {t}: {st}");
+            }
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(15), "`status` never showed both links connected: {st}");

@@ -239,6 +239,9 @@ fn print_live(l: &serde_json::Value) {
     } else {
         println!("show      none playing");
     }
+    for (t, secs_ago) in l["cloud_last_contact_s"].as_object().into_iter().flatten() {
+        println!("contact   {t} heard from {} ago", secs(secs_ago.as_f64().unwrap_or(0.0)));
+    }
     for c in l["cameras"].as_array().into_iter().flatten() {
         println!(
             "camera    {:<12} {:<9}{} frame age {} · {} fps{}",

@@ -15,12 +15,26 @@ use crate::store::StoreError;
 #[derive(Clone)]
 pub struct Links {
     tx: Arc<watch::Sender<BTreeMap<&'static str, String>>>,
+    /// When each transport last heard from the other side (any packet or frame).
+    contact: Arc<std::sync::Mutex<BTreeMap<&'static str, std::time::SystemTime>>>,
 }
 
 impl Links {
     pub fn new(routes: &[Route]) -> Links {
         let m = routes.iter().map(|r| (r.as_str(), "offline".to_string())).collect();
-        Links { tx: Arc::new(watch::channel(m).0) }
+        Links { tx: Arc::new(watch::channel(m).0), contact: Default::default() }
+    }
+
+    /// `route` heard from the broker or server just now.
+    pub fn heard(&self, route: Route) {
+        self.contact.lock().unwrap_or_else(|e| e.into_inner()).insert(route.as_str(), std::time::SystemTime::now());
+    }
+
+    /// Seconds since each transport last heard from the other side (absent: never).
+    pub fn last_contact_s(&self) -> BTreeMap<&'static str, f64> {
+        let now = std::time::SystemTime::now();
+        let c = self.contact.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter().map(|(k, t)| (*k, now.duration_since(*t).map_or(0.0, |d| d.as_secs_f64()))).collect()
     }
 
     pub fn set(&self, route: Route, state: &str) {

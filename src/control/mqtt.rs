@@ -257,9 +257,14 @@ impl<'a> Connection<'a> {
                 ev = self.events.recv() => match ev {
                     None => return End::Dropped("the event loop ended".into()),
                     Some(Err(e)) => return End::Dropped(e.to_string()),
-                    Some(Ok(ev)) => if let Err(e) = self.on_event(ev).await {
-                        return End::Dropped(e);
-                    },
+                    Some(Ok(ev)) => {
+                        if matches!(ev, Event::Incoming(_)) {
+                            self.links.heard(Route::Mqtt);
+                        }
+                        if let Err(e) = self.on_event(ev).await {
+                            return End::Dropped(e);
+                        }
+                    }
                 },
             }
         }

@@ -97,6 +97,8 @@ async fn serve(
 ) -> Result<(), String> {
     tracing::info!("WebSocket link connected");
     links.set(Route::Ws, "connected");
+    // The handshake was the server's first word.
+    links.heard(Route::Ws);
     let (mut sink, mut stream) = socket.split();
     let birth = link::state(inbox, &links.snapshot(), true).await.map_err(|e| e.to_string())?;
     sink.send(Message::text(birth)).await.map_err(|e| e.to_string())?;
@@ -156,6 +158,7 @@ async fn serve(
             }
             m = stream.next() => {
                 heard = Instant::now();
+                links.heard(Route::Ws);
                 match m {
                     None => return Err("the server closed the connection".into()),
                     Some(Err(e)) => return Err(e.to_string()),

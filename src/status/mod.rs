@@ -318,6 +318,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         "agent_version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started.elapsed().as_secs(),
         "cloud_links": cloud,
+        "cloud_last_contact_s": s.links.as_ref().map(|l| json!(l.last_contact_s())),
         "outbox": d.outbox.map(|(messages, bytes)| json!({"messages": messages, "bytes": bytes})),
         "show": d.show,
         "programs": p,

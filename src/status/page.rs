@@ -122,6 +122,8 @@ pub struct PageData {
     pub graphs: Vec<((String, String), Vec<Point>)>,
     pub now: f64,
     pub cloud: Option<Vec<(String, String)>>,
+    /// Seconds since each transport last heard from the cloud.
+    pub cloud_contact: Vec<(String, f64)>,
     pub control_configured: bool,
     pub outbox: Option<(i64, i64)>,
     pub segments: Option<Vec<crate::segments::library::VersionRow>>,
@@ -314,7 +316,18 @@ fn live(h: &mut String, d: &PageData) {
         Some(links) if d.control_configured => {
             h.push_str("<dl>");
             for (t, state) in links {
-                let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(t), badge(state));
+                let heard = d
+                    .cloud_contact
+                    .iter()
+                    .find(|(k, _)| k == t)
+                    .map_or("never".to_string(), |(_, s)| format!("{} ago", duration(*s)));
+                let _ = write!(
+                    h,
+                    "<dt>{}</dt><dd>{} <small>last contact {}</small></dd>",
+                    esc(t),
+                    badge(state),
+                    esc(&heard)
+                );
             }
             if let Some((n, bytes)) = d.outbox {
                 let _ =

@@ -537,6 +537,11 @@ async fn gather(s: &Shared) -> PageData {
         graphs: s.history.snapshot(),
         now,
         cloud: s.links.as_ref().map(|l| l.snapshot().into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+        cloud_contact: s
+            .links
+            .as_ref()
+            .map(|l| l.last_contact_s().into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            .unwrap_or_default(),
         control_configured: s.control_configured,
         outbox,
         segments,

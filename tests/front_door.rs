@@ -135,6 +135,7 @@ fn bad_values(kind: &str) -> Vec<Value> {
         "layer" => v.extend([json!(1001), json!(-1e12), json!(1.5)]),
         "text" => v.extend([json!(huge), json!("a\u{0}b"), json!("bell\u{7}"), json!(5)]),
         "position" => v.extend([json!("middle"), json!(""), json!("TOP_LEFT"), json!(3)]),
+        "count" => v.extend([json!(0), json!(-1), json!(1001), json!(1e300), json!("50"), json!(4_294_967_296u64)]),
         "enum" => v.extend([json!(""), json!("PLAY"), json!("é"), json!(huge), json!(1)]),
         "size" => {
             v.extend([json!("0x0"), json!("321x180"), json!("99999x99999"), json!("é"), json!(""), json!([320, 180])])
@@ -258,6 +259,7 @@ fn cases() -> Vec<Case> {
             json!({"query": "preflight", "timeline_id": "t"}),
             &[("/query", "enum"), ("/timeline_id", "id"), ("/destination_ids", "ids")],
         ),
+        ("DIAGNOSTICS", json!({"stderr_lines": 50}), &[("/stderr_lines", "count")]),
     ];
     let mut out = Vec::new();
     for (ty, base, fields) in table {

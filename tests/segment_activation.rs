@@ -29,14 +29,6 @@ fn signer(agent: &TestAgent, dir: &Path) -> PathBuf {
     path
 }
 
-fn write_png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), w, h);
-    enc.set_color(png::ColorType::Rgb);
-    let data: Vec<u8> = (0..w * h).flat_map(|_| rgb).collect();
-    enc.write_header().unwrap().write_image_data(&data).unwrap();
-}
-
 fn image_cue(id: &str, image: &str, position: &str) -> Value {
     json!({"id": id, "start_time": 0, "duration": LOOP_S, "action": "show_overlay",
            "params": {"type": "image", "image": image, "position": position, "opacity": 1,

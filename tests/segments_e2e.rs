@@ -57,15 +57,6 @@ fn trust(agent: &TestAgent, key: &Key) {
     agent.ok(&["trust", "add", &key.id, "--public-key", &key.public, "--role", "segment"]);
 }
 
-/// A small opaque PNG (w × h, one colour).
-fn write_png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), w, h);
-    enc.set_color(png::ColorType::Rgb);
-    let data: Vec<u8> = (0..w * h).flat_map(|_| rgb).collect();
-    enc.write_header().unwrap().write_image_data(&data).unwrap();
-}
-
 /// `len` incompressible bytes (seeded), written in 4 MiB chunks; returns their SHA-256 (hex).
 fn write_random(path: &Path, len: u64, seed: u64) -> String {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

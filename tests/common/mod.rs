@@ -87,3 +87,12 @@ pub fn require_bin(name: &str) {
         panic!("{name} not found: run scripts/setup.sh (installs Debian package {})", package_of(name));
     }
 }
+
+/// A small opaque PNG (w × h, one colour), its folder made if needed.
+pub fn write_png(path: &std::path::Path, w: u32, h: u32, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    let data: Vec<u8> = (0..w * h).flat_map(|_| rgb).collect();
+    enc.write_header().unwrap().write_image_data(&data).unwrap();
+}

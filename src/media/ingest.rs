@@ -67,6 +67,8 @@ impl ProgramFormat {
 #[derive(Default)]
 struct SourceState {
     latest: Option<Arc<Frame>>,
+    /// When `latest` arrived.
+    latest_at: Option<Instant>,
     health: Health,
     audio: VecDeque<i16>,
     frames_in: u64,
@@ -75,15 +77,68 @@ struct SourceState {
 }
 
 /// The newest picture and recent audio of one source, shared between its readers and the bus.
-#[derive(Clone, Default)]
+///
+/// A source the bus does not need at full rate (off air, no cut to it coming up) keeps a picture
+/// at most [`OFF_AIR_REFRESH`] old: its reader passes the other frames straight from FFmpeg's pipe
+/// to `/dev/null` in the kernel, uncopied. Copying raw frames out of the pipes is most of the
+/// bus's cost (a 720p camera is 41 MB/s), and an off-air camera's frames were all thrown away.
+/// Health counts every frame, read or passed over.
+#[derive(Clone)]
 pub struct SourceStore {
     inner: Arc<Mutex<SourceState>>,
     stall: Duration,
+    full_rate: Arc<AtomicBool>,
+}
+
+impl Default for SourceStore {
+    fn default() -> Self {
+        SourceStore::new(Duration::default())
+    }
+}
+
+/// How old the picture of a source not needed at full rate may get (6 frames at 30 fps): the
+/// thumbnails, and an unplanned cut or fallback to it, show a picture this recent at worst, for
+/// the one frame until its reader is back at full rate.
+pub const OFF_AIR_REFRESH: Duration = Duration::from_millis(200);
+
+/// Frames do not arrive exactly on time: a frame due just before the refresh age is read.
+const FRAME_SLACK: Duration = Duration::from_millis(10);
+
+impl SourceState {
+    fn arrived(&mut self, now: Instant, stall: Duration) {
+        let gap = self.health.last_frame.is_none_or(|t| now.saturating_duration_since(t) > stall);
+        if gap {
+            self.health.steady_since = Some(now);
+        }
+        self.health.last_frame = Some(now);
+        self.frames_in += 1;
+    }
 }
 
 impl SourceStore {
     pub fn new(stall: Duration) -> SourceStore {
-        SourceStore { inner: Arc::default(), stall }
+        SourceStore { inner: Arc::default(), stall, full_rate: Arc::new(AtomicBool::new(true)) }
+    }
+
+    /// Whether every frame is wanted (the bus's call; on until it says otherwise).
+    pub fn set_full_rate(&self, on: bool) {
+        self.full_rate.store(on, Ordering::Relaxed);
+    }
+
+    pub fn full_rate(&self) -> bool {
+        self.full_rate.load(Ordering::Relaxed)
+    }
+
+    /// Whether the reader should read the next frame (or may pass over it).
+    fn wants_frame(&self, now: Instant) -> bool {
+        self.full_rate()
+            || self.lock().latest_at.is_none_or(|t| now.saturating_duration_since(t) + FRAME_SLACK >= OFF_AIR_REFRESH)
+    }
+
+    /// A frame arrived and was passed over: the source is as healthy as if it had been read.
+    fn saw_frame(&self, now: Instant) {
+        let mut s = self.lock();
+        s.arrived(now, self.stall);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SourceState> {
@@ -92,13 +147,9 @@ impl SourceStore {
 
     pub fn put_frame(&self, f: Frame, now: Instant) {
         let mut s = self.lock();
-        let gap = s.health.last_frame.is_none_or(|t| now.saturating_duration_since(t) > self.stall);
-        if gap {
-            s.health.steady_since = Some(now);
-        }
-        s.health.last_frame = Some(now);
+        s.arrived(now, self.stall);
+        s.latest_at = Some(now);
         let old = s.latest.replace(Arc::new(f));
-        s.frames_in += 1;
         drop(s);
         // The frame it replaces is reused unless the bus still holds it.
         if let Some(f) = old.and_then(|f| Arc::try_unwrap(f).ok()) {
@@ -438,7 +489,7 @@ impl DecodeIngest {
 async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore, fmt: ProgramFormat) {
     let frame_len = Frame::byte_len(fmt.width, fmt.height);
     while let Some(io) = io_rx.recv().await {
-        let Some(mut stdout) = io.stdout else { continue };
+        let Some(stdout) = io.stdout else { continue };
         enlarge_pipe(stdout.as_fd(), 4 << 20);
         let audio = io.extra.into_iter().find_map(|p| match p {
             ExtraPipe::Reader(r) => Some(r),
@@ -468,17 +519,90 @@ async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore
                 }
             })
         });
-        loop {
-            let mut buf = super::frame::buffer(frame_len);
-            if stdout.read_exact(&mut buf).await.is_err() {
-                break;
-            }
-            let frame = Frame::from_bytes(fmt.width, fmt.height, buf).expect("exact frame length");
-            store.put_frame(frame, Instant::now());
+        match RawPipe::new(stdout) {
+            Ok(mut pipe) => loop {
+                if store.wants_frame(Instant::now()) {
+                    let mut buf = super::frame::buffer(frame_len);
+                    if pipe.read_exact(&mut buf).await.is_err() {
+                        super::frame::recycle(buf);
+                        break;
+                    }
+                    let frame = Frame::from_bytes(fmt.width, fmt.height, buf).expect("exact frame length");
+                    store.put_frame(frame, Instant::now());
+                } else {
+                    if pipe.skip(frame_len).await.is_err() {
+                        break;
+                    }
+                    store.saw_frame(Instant::now());
+                }
+            },
+            Err(e) => tracing::error!("a camera's frame pipe could not be read: {e}"),
         }
         if let Some(t) = audio_task {
             t.abort();
         }
+    }
+}
+
+/// The read end of a raw-frame pipe: whole frames read into a buffer, or passed over uncopied
+/// (spliced to `/dev/null`: the kernel drops the pipe's pages without copying them anywhere).
+struct RawPipe {
+    rx: tokio::net::unix::pipe::Receiver,
+    /// `/dev/null`, while splicing to it works (else passed-over frames are read and dropped).
+    null: Option<std::fs::File>,
+    scratch: Vec<u8>,
+}
+
+impl RawPipe {
+    fn new(stdout: tokio::process::ChildStdout) -> std::io::Result<RawPipe> {
+        let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null").ok();
+        Ok(RawPipe { rx, null, scratch: Vec::new() })
+    }
+
+    /// Fills `buf`; an error at the end of the stream (the child's generation is over).
+    async fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut at = 0;
+        while at < buf.len() {
+            self.rx.readable().await?;
+            match self.rx.try_read(&mut buf[at..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes over the next `len` bytes.
+    async fn skip(&mut self, mut len: usize) -> std::io::Result<()> {
+        use nix::fcntl::{splice, SpliceFFlags};
+        while len > 0 {
+            let Some(null) = self.null.as_ref() else {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.resize(len, 0);
+                let r = self.read_exact(&mut scratch).await;
+                self.scratch = scratch;
+                return r;
+            };
+            self.rx.readable().await?;
+            let moved = self.rx.try_io(|| {
+                splice(&self.rx, None, null, None, len, SpliceFFlags::SPLICE_F_NONBLOCK).map_err(std::io::Error::from)
+            });
+            match moved {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => len -= n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A kernel that cannot splice into /dev/null: read and drop from now on.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    tracing::debug!("splice to /dev/null is not supported here: {e}; reading instead");
+                    self.null = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -494,6 +618,46 @@ mod tests {
         assert_eq!(next_analysis(Some((Skip, 10)), 10), Full, "no frame from a quick start: analyse");
         assert_eq!(next_analysis(Some((Full, 10)), 10), Skip, "a failing camera alternates");
         assert_eq!(next_analysis(Some((Full, 10)), 99), Skip);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_not_needed_keeps_a_picture_at_most_the_refresh_age_old_and_stays_healthy() {
+        let s = SourceStore::new(Duration::from_millis(500));
+        let t0 = Instant::now();
+        assert!(s.wants_frame(t0), "full rate until the bus says otherwise");
+        s.set_full_rate(false);
+        assert!(s.wants_frame(t0), "no picture yet: read one");
+        s.put_frame(Frame::from_bytes(2, 2, vec![0; 6]).unwrap(), t0);
+        assert!(!s.wants_frame(t0 + Duration::from_millis(33)), "passed over");
+        s.saw_frame(t0 + Duration::from_millis(33));
+        assert_eq!(s.frames_in(), 2, "a frame passed over counts");
+        assert_eq!(s.health().last_frame, Some(t0 + Duration::from_millis(33)), "and keeps the source healthy");
+        assert!(s.wants_frame(t0 + OFF_AIR_REFRESH - FRAME_SLACK), "refreshed at the refresh age");
+        s.set_full_rate(true);
+        assert!(s.wants_frame(t0 + Duration::from_millis(34)), "every frame at full rate");
+    }
+
+    #[tokio::test]
+    async fn frames_passed_over_leave_the_pipe_exactly_where_the_next_frame_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("frames");
+        // Three "frames" of 300 000 bytes, each its own byte value; written in pieces, as FFmpeg does.
+        let data: Vec<u8> = (0..3u8).flat_map(|i| vec![i + 1; 300_000]).collect();
+        std::fs::write(&file, &data).unwrap();
+        let mut child = tokio::process::Command::new("dd")
+            .args([format!("if={}", file.display()), "bs=32768".into(), "status=none".into()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = RawPipe::new(child.stdout.take().unwrap()).unwrap();
+        pipe.skip(300_000).await.unwrap();
+        let mut buf = vec![0; 300_000];
+        pipe.read_exact(&mut buf).await.unwrap();
+        assert!(buf.iter().all(|b| *b == 2), "the second frame, whole");
+        pipe.skip(300_000).await.unwrap();
+        assert!(pipe.read_exact(&mut buf[..1]).await.is_err(), "then the end");
+        assert!(pipe.null.is_some(), "spliced to /dev/null (not read and dropped)");
+        child.wait().await.unwrap();
     }
 
     #[test]

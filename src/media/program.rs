@@ -8,7 +8,7 @@
 //! the bus draws or which pushers run; the encoder and the healthy destinations are never
 //! restarted (LESSONS 10).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ use crate::ffmpeg::job::{JobEvent, JobStatus};
 const BEHIND_BYTES: usize = 2 * 1024 * 1024;
 /// Timed actions due this close after a frame's deadline go out with that frame.
 const TIMED_SLACK: Duration = Duration::from_micros(500);
+/// How far ahead of a cut its camera's source goes back to full rate (it must have fresh frames
+/// by the cut's frame; an off-air source holds a picture up to `ingest::OFF_AIR_REFRESH` old).
+const FULL_RATE_LEAD: Duration = Duration::from_millis(500);
 /// How long a new program waits for its first camera before starting on the slate.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 /// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
@@ -536,6 +539,20 @@ impl Bus {
                     self.note("fallback_off", format!("camera {camera} is back on air"), false)
                 }
             }
+        }
+        // Sources that are not needed soon are read only now and then (see `SourceStore`).
+        let until = deadline + FULL_RATE_LEAD;
+        let timed_cuts = self.timed.iter().take_while(|(at, ..)| *at <= until).filter_map(|(_, _, a)| match a {
+            TimedAction::Cut { camera, .. } => camera.as_deref(),
+            _ => None,
+        });
+        let on_air = [Some(&d.main), d.from.as_ref().map(|(v, _)| v)].into_iter().flatten().filter_map(|v| match v {
+            Visual::Camera(c) => Some(c.as_str()),
+            Visual::Slate => None,
+        });
+        let needed: HashSet<&str> = self.switcher.needed_until(until).chain(timed_cuts).chain(on_air).collect();
+        for (k, s) in &stores {
+            s.set_full_rate(needed.contains(k));
         }
         let picture = |v: &Visual| -> Option<Arc<Frame>> {
             match v {

@@ -164,6 +164,13 @@ impl Switcher {
         self.emergency
     }
 
+    /// The cameras that may go on air before `until`: the wanted one, the pinned one, and those
+    /// of the cuts scheduled by then (their sources must be at full rate ahead of their frame).
+    pub fn needed_until(&self, until: Instant) -> impl Iterator<Item = &str> {
+        let cuts = self.cuts.iter().take_while(move |c| c.at <= until).filter_map(|c| c.camera.as_deref());
+        self.program.iter().chain(self.pinned.iter()).map(String::as_str).chain(cuts)
+    }
+
     /// Events since the last call.
     pub fn take_events(&mut self) -> Vec<SwitchEvent> {
         std::mem::take(&mut self.events)

@@ -1,6 +1,6 @@
 //! The outbox (DESIGN §3 "Replies and telemetry", "Transports"): every message the device sends
-//! is numbered (`seq`), signed and committed to SQLite by one writer task before any transport
-//! sees it. Transports read rows after their own cursor and report what their peer acknowledged
+//! is numbered (`seq`), signed and committed to SQLite by one writer before any transport sees
+//! it. Transports read rows after their own cursor and report what their peer acknowledged
 //! (MQTT: the PUBACK); a row is deleted only when every transport it is for has it, or when the
 //! outbox is over its bounds (oldest first, counted, and reported in an EVENT on reconnect).
 //!
@@ -8,6 +8,11 @@
 //! burst of replies costs one commit, and an SD card is not worn by a write per message.
 //! Because the writer alone hands out `seq`, numbers are contiguous and never repeat, across
 //! restarts, and the dedupe record of a command is written in the same transaction as its reply.
+//!
+//! The writer is a thread with a SQLite connection of its own (rusqlite, prepared statements):
+//! through the async pool every statement was a round trip to a connection's worker thread, and
+//! an ACK's transaction took seven of them. The rows it commits stay in memory for a while
+//! ([`Recent`]), so a transport that is caught up publishes them without reading them back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,6 +126,60 @@ enum Job {
     Resend(Vec<String>, Route, oneshot::Sender<Result<(), StoreError>>),
     /// Takes the dropped-message count (reset to 0), for the overflow EVENT.
     TakeDropped(oneshot::Sender<u64>),
+    /// Time passed: settle if due.
+    Tick,
+}
+
+/// The rows committed most recently, in id order, for transports that are caught up: reading
+/// them back from SQLite would cost an ACK a round trip to the database on its way out. Every
+/// row with an id above `floor` is here; older ones are read from the database.
+#[derive(Default)]
+struct Recent {
+    floor: i64,
+    rows: std::collections::VecDeque<(Option<Route>, Stored)>,
+    bytes: usize,
+}
+
+/// What [`Recent`] holds at most.
+const RECENT_ROWS: usize = 2048;
+const RECENT_BYTES: usize = 1 << 20;
+
+impl Recent {
+    fn push(&mut self, route: Option<Route>, row: Stored) {
+        self.bytes += row.body.len();
+        self.rows.push_back((route, row));
+        while self.rows.len() > RECENT_ROWS || self.bytes > RECENT_BYTES {
+            let Some((_, old)) = self.rows.pop_front() else { break };
+            self.bytes -= old.body.len();
+            self.floor = old.id;
+        }
+    }
+
+    /// Forgets everything up to `id` (rows the database no longer has).
+    fn forget_to(&mut self, id: i64) {
+        while self.rows.front().is_some_and(|(_, r)| r.id <= id) {
+            if let Some((_, old)) = self.rows.pop_front() {
+                self.bytes -= old.body.len();
+            }
+        }
+        self.floor = self.floor.max(id);
+    }
+
+    /// Rows after `after` for `route`, if they are all here.
+    fn after(&self, route: Route, after: i64, limit: usize) -> Option<Vec<Stored>> {
+        if after < self.floor {
+            return None;
+        }
+        let start = self.rows.partition_point(|(_, r)| r.id <= after);
+        Some(
+            self.rows
+                .range(start..)
+                .filter(|(to, _)| to.is_none_or(|t| t == route))
+                .take(limit)
+                .map(|(_, r)| r.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The handle: cheap to clone.
@@ -130,6 +189,7 @@ pub struct Outbox {
     /// The highest committed row id.
     pub committed: watch::Receiver<i64>,
     store: Store,
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,8 +226,9 @@ impl Outbox {
         }
         let (tx, rx) = mpsc::channel(4096);
         let (committed_tx, committed) = watch::channel(max_id);
+        let recent = Arc::new(std::sync::Mutex::new(Recent { floor: max_id, ..Recent::default() }));
         let writer = Writer {
-            store: store.clone(),
+            conn: store.dedicated_connection()?,
             device_id,
             keys,
             seq,
@@ -175,9 +236,26 @@ impl Outbox {
             dirty: true,
             bounds,
             committed: committed_tx,
+            recent: recent.clone(),
         };
-        tokio::spawn(writer.run(rx));
-        Ok(Outbox { jobs: tx, committed, store })
+        // The writer has a thread of its own: a reply's way out is one hand-over to it and one
+        // back, and its SQLite work never holds up the runtime's workers.
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Invalid(format!("the outbox writer could not start: {e}")))?;
+        // Settling is due every second, whatever comes in; the ticker ends with the last handle.
+        let ticker = tx.downgrade();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SETTLE_EVERY).await;
+                match ticker.upgrade() {
+                    Some(jobs) if jobs.try_send(Job::Tick).is_ok() || !jobs.is_closed() => {}
+                    _ => return,
+                }
+            }
+        });
+        Ok(Outbox { jobs: tx, committed, store, recent })
     }
 
     /// Signs, numbers and stores `draft`; returns it as sent (or a command's earlier replies).
@@ -219,6 +297,10 @@ impl Outbox {
 
     /// Up to `limit` rows after `after` for `route`, oldest first.
     pub async fn after(&self, route: Route, after: i64, limit: i64) -> Result<Vec<Stored>, StoreError> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner()).after(route, after, limit.max(0) as usize);
+        if let Some(rows) = recent {
+            return Ok(rows);
+        }
         let rows = sqlx::query(
             "SELECT id, kind, body FROM outbox WHERE id > ? AND (route IS NULL OR route = ?) ORDER BY id LIMIT ?",
         )
@@ -252,7 +334,7 @@ fn closed() -> StoreError {
 }
 
 struct Writer {
-    store: Store,
+    conn: rusqlite::Connection,
     device_id: String,
     keys: Arc<Keyring>,
     seq: i64,
@@ -260,22 +342,22 @@ struct Writer {
     dirty: bool,
     bounds: Bounds,
     committed: watch::Sender<i64>,
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 const BATCH: usize = 512;
 const SETTLE_EVERY: Duration = Duration::from_secs(1);
 
+type Puts = Vec<(Draft, oneshot::Sender<Result<Written, StoreError>>)>;
+
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    /// The writer's thread: until the last handle is gone.
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut last_settle = Instant::now();
         let mut last_prune = Instant::now();
-        loop {
-            let first = tokio::select! {
-                j = rx.recv() => match j { Some(j) => Some(j), None => break },
-                _ = tokio::time::sleep(SETTLE_EVERY) => None,
-            };
+        while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
-            let mut jobs: Vec<Job> = first.into_iter().collect();
+            let mut jobs = vec![first];
             while jobs.len() < BATCH {
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
@@ -293,23 +375,24 @@ impl Writer {
                         }
                     }
                     Job::Resend(bodies, route, tx) => {
-                        let _ = tx.send(self.resend(bodies, route).await);
+                        let _ = tx.send(self.resend(bodies, route));
                     }
                     Job::TakeDropped(tx) => {
-                        let n = self.take_dropped().await.unwrap_or_else(|e| {
+                        let n = self.take_dropped().unwrap_or_else(|e| {
                             tracing::warn!("outbox: {e}");
                             0
                         });
                         let _ = tx.send(n);
                     }
+                    Job::Tick => {}
                 }
             }
             if !puts.is_empty() {
-                self.commit(puts).await;
+                self.commit(puts);
             }
             if self.dirty && last_settle.elapsed() >= SETTLE_EVERY {
                 last_settle = Instant::now();
-                if let Err(e) = self.settle().await {
+                if let Err(e) = self.settle() {
                     tracing::warn!("outbox: settling: {e}");
                 } else {
                     self.dirty = false;
@@ -317,23 +400,28 @@ impl Writer {
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
-                if let Err(e) = self.store.prune_command_replies(jiff::Timestamp::now().as_millisecond()).await {
+                let before = jiff::Timestamp::now().as_millisecond() - crate::store::control::DEDUPE_KEEP_MS;
+                if let Err(e) = self.conn.execute("DELETE FROM command_replies WHERE received_ms < ?1", [before]) {
                     tracing::warn!("outbox: pruning old replies: {e}");
                 }
             }
         }
-        let _ = self.settle().await;
+        let _ = self.settle();
     }
 
-    /// Signs and numbers `puts` and stores them in one transaction of a few statements, however
-    /// many there are (rows go in as one JSON array): the writer's cost per message is signing.
-    async fn commit(&mut self, puts: Vec<(Draft, oneshot::Sender<Result<Written, StoreError>>)>) {
+    /// Signs and numbers `puts` and stores them in one transaction, however many there are: under
+    /// load a burst of replies costs one commit.
+    fn commit(&mut self, puts: Puts) {
         let seq_before = self.seq;
-        let r = self.write_batch(&puts).await;
-        match r {
-            Ok((out, max_id)) => {
-                if let Some(id) = max_id {
-                    self.committed.send_replace(id);
+        match self.write_batch(&puts) {
+            Ok((out, rows)) => {
+                if let Some(last) = rows.last().map(|(_, r)| r.id) {
+                    let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    for (route, row) in rows {
+                        recent.push(route, row);
+                    }
+                    drop(recent);
+                    self.committed.send_replace(last);
                     self.dirty = true;
                 }
                 for ((_, tx), w) in puts.into_iter().zip(out) {
@@ -350,227 +438,192 @@ impl Writer {
         }
     }
 
-    async fn write_batch(
-        &mut self,
-        puts: &[(Draft, oneshot::Sender<Result<Written, StoreError>>)],
-    ) -> Result<(Vec<Written>, Option<i64>), StoreError> {
-        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    #[allow(clippy::type_complexity)]
+    fn write_batch(&mut self, puts: &Puts) -> Result<(Vec<Written>, Vec<(Option<Route>, Stored)>), StoreError> {
+        use rusqlite::OptionalExtension;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // The replies already stored for the commands that want to be answered first.
-        let firsts: Vec<String> = puts
-            .iter()
-            .filter_map(|(d, _)| match &d.remember {
-                Remember::First(mid) => Some(mid.to_string()),
-                _ => None,
-            })
-            .collect();
-        let mut earlier: HashMap<String, Vec<String>> = HashMap::new();
-        if !firsts.is_empty() {
-            let rows = sqlx::query(
-                "SELECT message_id, reply FROM command_replies WHERE message_id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(serde_json::to_string(&firsts).unwrap_or_default())
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in rows {
-                earlier.insert(r.get("message_id"), serde_json::from_str(r.get("reply")).unwrap_or_default());
+        let mut earlier: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
+        {
+            let mut q = tx.prepare_cached("SELECT reply FROM command_replies WHERE message_id = ?1")?;
+            for (d, _) in puts {
+                if let Remember::First(mid) = &d.remember {
+                    let stored: Option<String> = q.query_row([mid.to_string()], |r| r.get(0)).optional()?;
+                    if let Some(reply) = stored {
+                        earlier.insert(*mid, serde_json::from_str(&reply).unwrap_or_default());
+                    }
+                }
             }
         }
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let keys = self.keys.current();
         let mut out = Vec::with_capacity(puts.len());
-        // (seq, kind, route, body, bytes)
-        let mut rows: Vec<(i64, &str, Option<&str>, String, usize)> = Vec::new();
-        // message_id → (received_ms, replies); in the order first seen.
-        let mut replies: Vec<(String, i64, Vec<String>)> = Vec::new();
+        let mut rows = Vec::new();
         let mut counters: HashMap<&str, i64> = HashMap::new();
         let mut floor: Option<i64> = None;
-        for (d, _) in puts {
-            if let Remember::First(mid) = &d.remember {
-                // Stored before, or a copy earlier in this same batch.
-                if let Some(e) = earlier.get(&mid.to_string()) {
-                    out.push(Written::Repeat(e.clone()));
-                    continue;
-                }
-            }
-            self.seq += 1;
-            let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
-            m.insert("seq".into(), self.seq.into());
-            sign(&mut m, &self.device_id, keys.signing()).expect("an envelope we built is canonical");
-            let body = Value::Object(m).to_string();
-            match &d.remember {
-                Remember::No => {}
-                Remember::First(mid) => {
-                    earlier.insert(mid.to_string(), vec![body.clone()]);
-                    replies.push((mid.to_string(), now_ms, vec![body.clone()]));
-                }
-                Remember::Then(mid, before) => {
-                    let mut all = before.clone();
-                    all.push(body.clone());
-                    replies.push((mid.to_string(), now_ms, all));
-                }
-            }
-            if let Some((name, value)) = d.counter {
-                counters.insert(name, value);
-            }
-            if let Some(ms) = d.raise_floor {
-                floor = Some(floor.map_or(ms, |f: i64| f.max(ms)));
-            }
-            if d.kind != Kind::State {
-                let bytes = body.len();
-                rows.push((self.seq, d.kind.as_str(), d.route.map(Route::as_str), body.clone(), bytes));
-            }
-            out.push(Written::Sent(body));
-        }
-        let mut max_id = None;
-        if !rows.is_empty() {
-            let ids = sqlx::query(
-                "INSERT INTO outbox (seq, kind, route, body, bytes) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) ORDER BY key \
-                 RETURNING id",
-            )
-            .bind(serde_json::to_string(&rows).unwrap_or_default())
-            .fetch_all(&mut *tx)
-            .await?;
-            max_id = ids.iter().map(|r| r.get::<i64, _>("id")).max();
-        }
-        if !replies.is_empty() {
-            let replies: Vec<(String, i64, String)> =
-                replies.into_iter().map(|(mid, at, all)| (mid, at, json!(all).to_string())).collect();
-            // `WHERE true`: SQLite's parser needs it before an upsert's ON CONFLICT.
-            sqlx::query(
-                "INSERT INTO command_replies (message_id, received_ms, reply) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO command_replies (message_id, received_ms, reply) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(message_id) DO UPDATE SET reply = excluded.reply",
-            )
-            .bind(serde_json::to_string(&replies).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+            )?;
+            for (d, _) in puts {
+                if let Remember::First(mid) = &d.remember {
+                    // Stored before, or a copy earlier in this same batch.
+                    if let Some(e) = earlier.get(mid) {
+                        out.push(Written::Repeat(e.clone()));
+                        continue;
+                    }
+                }
+                self.seq += 1;
+                let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
+                m.insert("seq".into(), self.seq.into());
+                sign(&mut m, &self.device_id, keys.signing()).expect("an envelope we built is canonical");
+                let body = Value::Object(m).to_string();
+                match &d.remember {
+                    Remember::No => {}
+                    Remember::First(mid) => {
+                        earlier.insert(*mid, vec![body.clone()]);
+                        remember.execute(rusqlite::params![mid.to_string(), now_ms, json!([body]).to_string()])?;
+                    }
+                    Remember::Then(mid, before) => {
+                        let mut all = before.clone();
+                        all.push(body.clone());
+                        remember.execute(rusqlite::params![mid.to_string(), now_ms, json!(all).to_string()])?;
+                    }
+                }
+                if let Some((name, value)) = d.counter {
+                    counters.insert(name, value);
+                }
+                if let Some(ms) = d.raise_floor {
+                    floor = Some(floor.map_or(ms, |f: i64| f.max(ms)));
+                }
+                if d.kind != Kind::State {
+                    let route = d.route.map(Route::as_str);
+                    insert.execute(rusqlite::params![self.seq, d.kind.as_str(), route, body, body.len() as i64])?;
+                    rows.push((d.route, Stored { id: tx.last_insert_rowid(), kind: d.kind, body: body.clone() }));
+                }
+                out.push(Written::Sent(body));
+            }
         }
         for (name, value) in counters {
-            set_counter(&mut tx, name, value).await?;
+            set_counter(&tx, name, value)?;
         }
         if let Some(ms) = floor {
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO device_counters (name, value) VALUES ('time_floor_ms', ?1) \
                  ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)",
-            )
-            .bind(ms)
-            .execute(&mut *tx)
-            .await?;
+            )?
+            .execute([ms])?;
         }
-        set_counter(&mut tx, "seq", self.seq).await?;
-        tx.commit().await?;
-        Ok((out, max_id))
+        set_counter(&tx, "seq", self.seq)?;
+        tx.commit()?;
+        Ok((out, rows))
     }
 
     /// Writes the cursors, deletes what every transport has, then enforces the bounds.
-    async fn settle(&mut self) -> Result<(), StoreError> {
+    fn settle(&mut self) -> Result<(), StoreError> {
         // IMMEDIATE: take the write lock up front. A transaction that reads first and writes later
         // fails at once (SQLITE_BUSY_SNAPSHOT) if another connection wrote in between, whatever
         // the busy timeout.
-        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (route, id) in &self.cursors {
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO outbox_cursors (transport, acked_id) VALUES (?1, ?2) \
                  ON CONFLICT(transport) DO UPDATE SET acked_id = max(acked_id, ?2)",
-            )
-            .bind(route.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM outbox WHERE route = ? AND id <= ?")
-                .bind(route.as_str())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            )?
+            .execute(rusqlite::params![route.as_str(), id])?;
+            tx.prepare_cached("DELETE FROM outbox WHERE route = ?1 AND id <= ?2")?
+                .execute(rusqlite::params![route.as_str(), id])?;
         }
         // Replies for a transport that is not configured (any more) have nobody to go to.
-        let routes: Vec<&str> = self.cursors.keys().map(|r| r.as_str()).collect();
         for r in [Route::Mqtt, Route::Ws] {
-            if !routes.contains(&r.as_str()) {
-                sqlx::query("DELETE FROM outbox WHERE route = ?").bind(r.as_str()).execute(&mut *tx).await?;
+            if !self.cursors.contains_key(&r) {
+                tx.prepare_cached("DELETE FROM outbox WHERE route = ?1")?.execute([r.as_str()])?;
             }
         }
         if let Some(all) = self.cursors.values().min() {
-            sqlx::query("DELETE FROM outbox WHERE route IS NULL AND id <= ?").bind(all).execute(&mut *tx).await?;
+            tx.prepare_cached("DELETE FROM outbox WHERE route IS NULL AND id <= ?1")?.execute([all])?;
         }
         // Bounds: the oldest go first.
-        let r =
-            sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox").fetch_one(&mut *tx).await?;
-        let (mut n, mut bytes): (i64, i64) = (r.get("n"), r.get("b"));
+        let (mut n, mut bytes): (i64, i64) =
+            tx.query_row("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let mut dropped = 0i64;
+        let mut dropped_to = None;
         while n as u64 > self.bounds.max_messages || bytes as u64 > self.bounds.max_bytes {
             let over = (n - self.bounds.max_messages as i64).clamp(1, 1000);
-            let gone = sqlx::query(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING bytes",
-            )
-            .bind(over)
-            .fetch_all(&mut *tx)
-            .await?;
+            let mut q = tx.prepare_cached(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?1) RETURNING id, bytes",
+            )?;
+            let gone: Vec<(i64, i64)> =
+                q.query_map([over], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             if gone.is_empty() {
                 break;
             }
             dropped += gone.len() as i64;
             n -= gone.len() as i64;
-            bytes -= gone.iter().map(|r| r.get::<i64, _>("bytes")).sum::<i64>();
+            bytes -= gone.iter().map(|(_, b)| b).sum::<i64>();
+            dropped_to = gone.iter().map(|(id, _)| *id).max().max(dropped_to);
         }
         if dropped > 0 {
             tracing::warn!("outbox over its bounds: the {dropped} oldest message(s) were dropped");
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO device_counters (name, value) VALUES ('outbox_dropped', ?1) \
                  ON CONFLICT(name) DO UPDATE SET value = value + ?1",
-            )
-            .bind(dropped)
-            .execute(&mut *tx)
-            .await?;
+            )?
+            .execute([dropped])?;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn resend(&mut self, bodies: Vec<String>, route: Route) -> Result<(), StoreError> {
-        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let mut max = None;
-        for b in &bodies {
-            let seq = serde_json::from_str::<Value>(b).ok().and_then(|v| v["seq"].as_i64()).unwrap_or(0);
-            let id: i64 = sqlx::query(
-                "INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?, 'replies', ?, ?, ?) RETURNING id",
-            )
-            .bind(seq)
-            .bind(route.as_str())
-            .bind(b)
-            .bind(b.len() as i64)
-            .fetch_one(&mut *tx)
-            .await?
-            .get("id");
-            max = Some(id);
-        }
-        tx.commit().await?;
-        if let Some(id) = max {
-            self.committed.send_replace(id);
+        tx.commit()?;
+        if let Some(id) = dropped_to {
+            self.recent.lock().unwrap_or_else(|e| e.into_inner()).forget_to(id);
         }
         Ok(())
     }
 
-    async fn take_dropped(&mut self) -> Result<u64, StoreError> {
-        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let n: i64 = sqlx::query("SELECT value FROM device_counters WHERE name = 'outbox_dropped'")
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.get("value"))
+    fn resend(&mut self, bodies: Vec<String>, route: Route) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut rows = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO outbox (seq, kind, route, body, bytes) VALUES (?1, 'replies', ?2, ?3, ?4)",
+            )?;
+            for b in bodies {
+                let seq = serde_json::from_str::<Value>(&b).ok().and_then(|v| v["seq"].as_i64()).unwrap_or(0);
+                insert.execute(rusqlite::params![seq, route.as_str(), b, b.len() as i64])?;
+                rows.push(Stored { id: tx.last_insert_rowid(), kind: Kind::Replies, body: b });
+            }
+        }
+        tx.commit()?;
+        if let Some(last) = rows.last().map(|r| r.id) {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            for r in rows {
+                recent.push(Some(route), r);
+            }
+            drop(recent);
+            self.committed.send_replace(last);
+        }
+        Ok(())
+    }
+
+    fn take_dropped(&mut self) -> Result<u64, StoreError> {
+        use rusqlite::OptionalExtension;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n: i64 = tx
+            .query_row("SELECT value FROM device_counters WHERE name = 'outbox_dropped'", [], |r| r.get(0))
+            .optional()?
             .unwrap_or(0);
-        sqlx::query("DELETE FROM device_counters WHERE name = 'outbox_dropped'").execute(&mut *tx).await?;
-        tx.commit().await?;
+        tx.execute("DELETE FROM device_counters WHERE name = 'outbox_dropped'", [])?;
+        tx.commit()?;
         Ok(n.max(0) as u64)
     }
 }
 
-async fn set_counter(tx: &mut sqlx::SqliteConnection, name: &str, value: i64) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO device_counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = ?2")
-        .bind(name)
-        .bind(value)
-        .execute(tx)
-        .await?;
+fn set_counter(tx: &rusqlite::Connection, name: &str, value: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO device_counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = ?2",
+    )?
+    .execute(rusqlite::params![name, value])?;
     Ok(())
 }
 
@@ -635,6 +688,31 @@ mod tests {
             o.put(Draft { raise_floor: Some(ms), ..event(1) }).await.unwrap();
         }
         assert_eq!(o.store.time_floor_ms().await.unwrap(), 1_764_000_000_000, "never lowered");
+    }
+
+    #[test]
+    fn recent_rows_answer_only_what_they_hold_whole() {
+        let row = |id: i64, n: usize| Stored { id, kind: Kind::Replies, body: "x".repeat(n) };
+        let mut r = Recent { floor: 10, ..Recent::default() };
+        assert_eq!(r.after(Route::Mqtt, 9, 10).map(|v| v.len()), None, "older than the floor: the database");
+        r.push(Some(Route::Mqtt), row(11, 10));
+        r.push(Some(Route::Ws), row(12, 10));
+        r.push(None, row(13, 10));
+        let ids = |v: Option<Vec<Stored>>| v.map(|v| v.iter().map(|r| r.id).collect::<Vec<_>>());
+        assert_eq!(ids(r.after(Route::Mqtt, 10, 10)), Some(vec![11, 13]), "its own route and telemetry");
+        assert_eq!(ids(r.after(Route::Ws, 11, 1)), Some(vec![12]), "limited");
+        assert_eq!(ids(r.after(Route::Ws, 13, 10)), Some(vec![]), "caught up");
+        r.forget_to(12);
+        assert_eq!(ids(r.after(Route::Mqtt, 10, 10)), None, "dropped rows are not served");
+        assert_eq!(ids(r.after(Route::Mqtt, 12, 10)), Some(vec![13]));
+        for id in 14..14 + RECENT_ROWS as i64 {
+            r.push(None, row(id, 1));
+        }
+        assert_eq!(r.rows.len(), RECENT_ROWS, "bounded");
+        assert_eq!(ids(r.after(Route::Mqtt, 12, 1)), None, "row 13 fell out");
+        assert_eq!(ids(r.after(Route::Mqtt, 13, 1)), Some(vec![14]));
+        r.push(None, row(100_000, RECENT_BYTES));
+        assert!(r.bytes <= RECENT_BYTES && r.rows.len() == 1, "bounded in bytes too");
     }
 
     #[tokio::test]

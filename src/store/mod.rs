@@ -32,6 +32,8 @@ pub use relays::{Desired, RelayRow};
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -52,6 +54,8 @@ pub enum StoreError {
 pub struct Store {
     pool: SqlitePool,
     key: DeviceKey,
+    path: std::path::PathBuf,
+    own_checkpoints: bool,
 }
 
 /// Ids are chosen by operators and appear in commands, logs and file names: keep them plain.
@@ -119,7 +123,8 @@ impl Store {
         .and_then(|r| r)
         .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let key = DeviceKey::load_or_create(&data_dir.join("device.key"))?;
-        let url = format!("sqlite://{}", data_dir.join("agent.db").display());
+        let path = data_dir.join("agent.db");
+        let url = format!("sqlite://{}", path.display());
         let opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -134,7 +139,7 @@ impl Store {
         let migrated = sqlx::migrate!("./migrations").run(&pool).await;
         drop(lock);
         migrated?;
-        Ok(Store { pool, key })
+        Ok(Store { pool, key, path, own_checkpoints })
     }
 
     /// Every secret the store holds (camera passwords, also as they appear in a URL; stream
@@ -150,6 +155,24 @@ impl Store {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A connection of its own to the same database, set up as the pool's are, for a thread that
+    /// writes on a latency-critical path (the outbox): each statement through the pool is a
+    /// round trip to a connection's worker thread, a transaction of six statements six of them.
+    pub fn dedicated_connection(&self) -> Result<rusqlite::Connection, StoreError> {
+        use rusqlite::OpenFlags;
+        let c = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        c.pragma_update(None, "foreign_keys", true)?;
+        c.pragma_update(None, "cache_size", -512)?;
+        c.pragma_update(None, "wal_autocheckpoint", if self.own_checkpoints { 0 } else { 1000 })?;
+        Ok(c)
     }
 
     pub async fn close(&self) {

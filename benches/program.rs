@@ -361,11 +361,7 @@ fn main() {
     // Production reconcile interval (not the harness's 200 ms). A healthy ingest clears its restart
     // backoff after 5 s instead of 60 s, so the camera-death trials do not wait out a growing
     // backoff between them; it changes nothing that is measured.
-    let config = agent.data_dir().parent().unwrap().join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("TestAgent config.toml next to its data dir");
-    assert!(text.contains("data_dir"), "unexpected TestAgent config: {text}");
-    std::fs::write(&config, format!("data_dir = \"{}\"\n[ffmpeg]\nhealthy_reset_s = 5\n", agent.data_dir().display()))
-        .unwrap();
+    agent.use_production_config("[ffmpeg]\nhealthy_reset_s = 5");
     agent.ok(&["camera", "add", "a", "--url", &cam_a.url()]);
     agent.ok(&["camera", "add", "b", "--url", &cam_b.url()]);
     add_destination(&agent, "d1", &ingest, "bench-program");

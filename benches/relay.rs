@@ -368,10 +368,7 @@ fn bench_agent(cam: &BenchCamera, secs: u64) -> AgentResult {
     let mut ingests = start_ingests();
     let mut agent = TestAgent::new();
     // Production settings instead of the test harness's fast 200 ms reconcile.
-    let config = agent.data_dir().parent().unwrap().join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("TestAgent config.toml next to its data dir");
-    assert!(text.contains("data_dir"), "unexpected TestAgent config: {text}");
-    std::fs::write(&config, format!("data_dir = \"{}\"\n", agent.data_dir().display())).unwrap();
+    agent.use_production_config("");
     let pairs: Vec<(String, String)> = ingests.iter().zip(KEYS).map(|(i, k)| (i.url(), k.to_string())).collect();
     agent.relay_setup("r1", &cam.url, &pairs);
     agent.spawn();

@@ -748,34 +748,37 @@ struct GoLive {
     marks: String,
 }
 
-/// Milestones in the daemon's log: label, what the line contains.
+/// Milestones in the daemon's log: label, what the line (JSON) contains.
 const SCHED_MARKS: &[(&str, &str)] = &[
     ("prepared", "scheduled show prepared"),
-    ("cameras live", "live job=program:show/camera:"),
-    ("encoder live", "live job=program:show/encoder"),
+    ("cameras live", r#""live","job":"program:show/camera:"#),
+    ("encoder live", r#""live","job":"program:show/encoder""#),
     ("show started", "schedule: starting the show"),
-    ("pusher live", "live job=program:show/push:"),
+    ("pusher live", r#""live","job":"program:show/push:"#),
 ];
 const RESTART_MARKS: &[(&str, &str)] = &[
     ("daemon up", "vistter-agent running"),
     ("show started", "schedule: starting the show"),
-    ("cameras live", "live job=program:show/camera:"),
-    ("encoder live", "live job=program:show/encoder"),
-    ("pusher live", "live job=program:show/push:"),
+    ("cameras live", r#""live","job":"program:show/camera:"#),
+    ("encoder live", r#""live","job":"program:show/encoder""#),
+    ("pusher live", r#""live","job":"program:show/push:"#),
 ];
 const PLAY_MARKS: &[(&str, &str)] = &[
-    ("cameras live", "live job=program:show/camera:"),
-    ("encoder live", "live job=program:show/encoder"),
-    ("show started", "event_type=\"timeline_started\""),
-    ("pusher live", "live job=program:show/push:"),
+    ("cameras live", r#""live","job":"program:show/camera:"#),
+    ("encoder live", r#""live","job":"program:show/encoder""#),
+    ("show started", r#""event_type":"timeline_started""#),
+    ("pusher live", r#""live","job":"program:show/push:"#),
 ];
 
-/// When each milestone last happened between Unix times `from` and `to`, in seconds from `t_ref`
-/// (the daemon logs an RFC 3339 UTC timestamp first on each line).
+/// When each milestone last happened between Unix times `from` and `to`, in seconds from `t_ref`,
+/// read from the daemon's log file (JSON lines with an RFC 3339 `ts`).
 fn log_marks(log: &str, t_ref: f64, from: f64, to: f64, marks: &[(&str, &str)]) -> String {
     let mut at: Vec<Option<f64>> = vec![None; marks.len()];
     for l in log.lines() {
-        let Some(t) = l.split_whitespace().next().and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
+        let Some(t) = serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v["ts"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+        else {
             continue;
         };
         let t = t.as_microsecond() as f64 / 1e6;
@@ -796,9 +799,17 @@ fn log_marks(log: &str, t_ref: f64, from: f64, to: f64, marks: &[(&str, &str)]) 
         .join(", ")
 }
 
-fn part_scheduled_go_live(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usize) -> Vec<GoLive> {
+fn part_scheduled_go_live(
+    agent: &mut TestAgent,
+    ingest: &RtmpIngest,
+    cams: &mut [SimCamera],
+    trials: usize,
+) -> Vec<GoLive> {
     let mut out = Vec::new();
     for i in 0..trials {
+        for c in cams.iter_mut() {
+            c.ensure_running();
+        }
         agent.stop();
         let start = (unix_now() + GO_LIVE_LEAD_S + 0.5).floor();
         schedule_add(agent, "golive", start, start + 120.0, "ds");
@@ -828,7 +839,7 @@ fn part_scheduled_go_live(agent: &mut TestAgent, ingest: &RtmpIngest, trials: us
             i + 1,
             start - spawned
         );
-        let marks = log_marks(&agent.log(), start, start - GO_LIVE_LEAD_S - 1.0, seen + 0.5, SCHED_MARKS);
+        let marks = log_marks(&agent.timed_log(), start, start - GO_LIVE_LEAD_S - 1.0, seen + 0.5, SCHED_MARKS);
         eprintln!("   daemon log, s from the window start: {marks}");
         out.push(GoLive { after_s, prepared, marks });
         thread::sleep(Duration::from_secs(1));
@@ -847,9 +858,17 @@ struct ColdPlay {
     marks: String,
 }
 
-fn part_operator_go_live(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usize) -> Vec<ColdPlay> {
+fn part_operator_go_live(
+    agent: &mut TestAgent,
+    ingest: &RtmpIngest,
+    cams: &mut [SimCamera],
+    trials: usize,
+) -> Vec<ColdPlay> {
     let mut out = Vec::new();
     for i in 0..trials {
+        for c in cams.iter_mut() {
+            c.ensure_running();
+        }
         let before = ingest.recordings().len();
         agent.spawn();
         let go = unix_now() + GO_LIVE_LEAD_S;
@@ -861,7 +880,7 @@ fn part_operator_go_live(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usi
         let cli_s = t.elapsed().as_secs_f64();
         let seen = wait_new_recording(ingest, agent, before, Duration::from_secs(60));
         let took = t.elapsed().as_secs_f64();
-        let marks = log_marks(&agent.log(), issued, issued - 0.5, seen + 0.5, PLAY_MARKS);
+        let marks = log_marks(&agent.timed_log(), issued, issued - 0.5, seen + 0.5, PLAY_MARKS);
         eprintln!(
             "operator play {}/{trials}: recording after {took:.2} s (CLI returned after {cli_s:.2} s); daemon log, s \
              from the play: {marks}",
@@ -883,13 +902,16 @@ struct Restart {
     marks: String,
 }
 
-fn part_autonomy(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usize) -> Vec<Restart> {
+fn part_autonomy(agent: &mut TestAgent, ingest: &RtmpIngest, cams: &mut [SimCamera], trials: usize) -> Vec<Restart> {
     let now = unix_now();
     schedule_add(agent, "always", now - 60.0, now + 1800.0, "dk");
     agent.spawn();
     wait_new_recording(ingest, agent, 0, Duration::from_secs(60));
     let mut out = Vec::new();
     for i in 0..trials {
+        for c in cams.iter_mut() {
+            c.ensure_running();
+        }
         thread::sleep(Duration::from_secs(4));
         let old = pids_of(&agent.program("show"));
         let before = ingest.recordings().len();
@@ -900,7 +922,7 @@ fn part_autonomy(agent: &mut TestAgent, ingest: &RtmpIngest, trials: usize) -> V
         let seen = wait_new_recording(ingest, agent, before, Duration::from_secs(60));
         let back_s = seen - restart;
         let leftovers = old.iter().filter(|p| alive(**p)).count();
-        let marks = log_marks(&agent.log(), restart, restart, seen + 0.5, RESTART_MARKS);
+        let marks = log_marks(&agent.timed_log(), restart, restart, seen + 0.5, RESTART_MARKS);
         eprintln!(
             "SIGKILL {}/{trials}: back on air {back_s:.2} s after the restart; {leftovers} of {} old FFmpeg pids alive; \
              daemon log, s from the restart: {marks}",
@@ -958,12 +980,11 @@ fn print_cold_and_restart(operator: &[ColdPlay], restarts: &[Restart]) {
 /// `BENCH_ONLY=golive`: the operator's cold play and the SIGKILL restart alone, against 3 s.
 fn only_cold_and_restart(trials: usize) {
     let plan = ShowPlan::new();
-    let cams: Vec<SimCamera> = ["red", "green", "blue"].into_iter().map(SimCamera::start).collect();
+    let mut cams: Vec<SimCamera> = ["red", "green", "blue"].into_iter().map(SimCamera::start).collect();
     let ing_play = RtmpIngest::start();
     let ing_auto = RtmpIngest::start();
     let mut agent = TestAgent::new();
-    let config = agent.data_dir().parent().expect("data dir has a parent").join("config.toml");
-    std::fs::write(&config, format!("data_dir = \"{}\"\n", agent.data_dir().display())).expect("config");
+    agent.use_production_config("");
     for (id, c) in CAM_IDS.iter().zip(&cams) {
         agent.ok(&["camera", "add", id, "--url", &c.url()]);
     }
@@ -985,8 +1006,8 @@ fn only_cold_and_restart(trials: usize) {
     agent.ok(&["timeline", "stop"]);
     agent.stop();
 
-    let operator = part_operator_go_live(&mut agent, &ing_play, trials);
-    let restarts = part_autonomy(&mut agent, &ing_auto, trials);
+    let operator = part_operator_go_live(&mut agent, &ing_play, &mut cams, trials);
+    let restarts = part_autonomy(&mut agent, &ing_auto, &mut cams, trials);
     drop(agent);
     drop(cams);
     let worst = |v: &[f64]| v.iter().copied().fold(0.0_f64, f64::max);
@@ -1085,8 +1106,7 @@ fn part_rss(secs: u64) -> RssResult {
     let cams = [RtspCamera::start("red"), RtspCamera::start("blue")];
     let ingest = RtmpIngest::start();
     let mut agent = TestAgent::new();
-    let config = agent.data_dir().parent().expect("data dir has a parent").join("config.toml");
-    std::fs::write(&config, format!("data_dir = \"{}\"\n", agent.data_dir().display())).expect("config");
+    agent.use_production_config("");
     for (id, c) in ["a", "b"].iter().zip(&cams) {
         agent.ok(&["camera", "add", id, "--url", &c.url()]);
     }
@@ -1217,7 +1237,7 @@ fn main() {
 
     // ---- Setup for parts 2-4: three cameras, four ingests, one agent. ----------------------------
     let plan = ShowPlan::new();
-    let cams: Vec<SimCamera> = ["red", "green", "blue"].into_iter().map(SimCamera::start).collect();
+    let mut cams: Vec<SimCamera> = ["red", "green", "blue"].into_iter().map(SimCamera::start).collect();
     for (id, c) in CAM_IDS.iter().zip(&cams) {
         eprintln!("camera {id}: {} (pid {:?})", c.url(), c.pid());
     }
@@ -1228,8 +1248,7 @@ fn main() {
     let mut agent = TestAgent::new();
     // Production settings (not the harness's 200 ms reconcile), so the CPU figures are the
     // appliance's.
-    let config = agent.data_dir().parent().expect("data dir has a parent").join("config.toml");
-    std::fs::write(&config, format!("data_dir = \"{}\"\n", agent.data_dir().display())).expect("config");
+    agent.use_production_config("");
     for (id, c) in CAM_IDS.iter().zip(&cams) {
         agent.ok(&["camera", "add", id, "--url", &c.url()]);
     }
@@ -1252,9 +1271,9 @@ fn main() {
     agent.stop();
 
     // ---- Parts 3 and 4. ------------------------------------------------------------------------
-    let sched = part_scheduled_go_live(&mut agent, &ing_sched, trials);
-    let operator = part_operator_go_live(&mut agent, &ing_sched, trials);
-    let restarts = part_autonomy(&mut agent, &ing_auto, trials);
+    let sched = part_scheduled_go_live(&mut agent, &ing_sched, &mut cams, trials);
+    let operator = part_operator_go_live(&mut agent, &ing_sched, &mut cams, trials);
+    let restarts = part_autonomy(&mut agent, &ing_auto, &mut cams, trials);
     drop(agent);
     drop(cams);
     let rss = part_rss(rss_secs);

@@ -108,6 +108,18 @@ impl SimCamera {
         std::fs::read_to_string(self.dir.path().join(format!("camera-{}.log", self.starts))).unwrap_or_default()
     }
 
+    /// Starts the simulator again if it died (GStreamer's RTSP server sometimes aborts on an
+    /// assertion when clients come and go quickly); true if it had to. Trials measure the agent
+    /// with cameras that serve, so each starts with this.
+    pub fn ensure_running(&mut self) -> bool {
+        if self.proc.as_mut().is_some_and(ProcGuard::is_running) {
+            return false;
+        }
+        eprintln!("bench camera {} on port {} had died: started again", self.pattern, self.port);
+        self.restart();
+        true
+    }
+
     /// SIGKILL (connections drop at once).
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -139,7 +139,11 @@ impl ProbeCache {
                     let (ffprobe, cam, this) = (ffprobe.to_path_buf(), cam.clone(), self.clone());
                     async move {
                         let r = probe_camera(&ffprobe, &cam, timeout).await;
-                        if let Ok(p) = &r {
+                        // A camera in trouble may answer with a video stream of no size: that does
+                        // not replace what it sent when it was well.
+                        if let Some(p) =
+                            r.as_ref().ok().filter(|p| p.width.unwrap_or(0) > 0 && p.height.unwrap_or(0) > 0)
+                        {
                             this.record(&cam.camera_id, &fp, p);
                         }
                         this.inner.inflight.lock().expect("probe cache lock").remove(&(cam.camera_id.clone(), fp));
@@ -292,6 +296,27 @@ mod tests {
         };
         assert!(fingerprint("x", &s.kind).is_none());
         assert!(c.known(&s, TRUST_FOR).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_picture_size_keeps_what_the_camera_sent_when_well() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A camera in trouble: ffprobe finds its H.264 stream but not its size.
+        let ffprobe = dir.path().join("ffprobe");
+        std::fs::write(
+            &ffprobe,
+            "#!/bin/sh\necho '{\"streams\":[{\"codec_name\":\"h264\",\"codec_type\":\"video\",\"width\":0,\"height\":0}]}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&ffprobe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = ProbeCache::in_memory();
+        let a = cam("rtsp://127.0.0.1:1/cam");
+        let salt = c.file().salt.clone();
+        c.record("c1", &fingerprint(&salt, &a.kind).unwrap(), &probe(Some("aac")));
+        let r = c.probe(&ffprobe, &a, Duration::from_secs(5)).await.expect("ffprobe answered");
+        assert_eq!(r.width, Some(0), "the caller sees the answer as it was");
+        assert_eq!(c.known(&a, TRUST_FOR).map(|k| k.probe), Some(probe(Some("aac"))), "the good knowledge stays");
     }
 
     #[tokio::test]

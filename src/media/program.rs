@@ -39,8 +39,10 @@ const TIMED_SLACK: Duration = Duration::from_micros(500);
 /// How far ahead of a cut its camera's source goes back to full rate (it must have fresh frames
 /// by the cut's frame; an off-air source holds a picture up to `ingest::OFF_AIR_REFRESH` old).
 const FULL_RATE_LEAD: Duration = Duration::from_millis(500);
-/// How long a new program waits for its first camera before starting on the slate.
-const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+/// How long a new program waits for its first camera before starting on the slate (the camera is
+/// cut in once it delivers). A camera started from its last probe delivers well within this; one
+/// that is down must not hold a show off air (the go-live budget is 3 s).
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(2);
 /// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 
@@ -196,6 +198,7 @@ impl ProgramHandle {
 }
 
 pub struct Program {
+    format: ProgramFormat,
     thumbs: Thumbnails,
     applied: broadcast::Sender<Applied>,
     tx: mpsc::Sender<ProgramCmd>,
@@ -262,7 +265,12 @@ impl Program {
             backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
         };
         let task = tokio::spawn(bus.run(rx, stop_rx));
-        Program { thumbs, applied, tx, status: status_rx, stop: Some(stop_tx), task }
+        Program { format: fmt, thumbs, applied, tx, status: status_rx, stop: Some(stop_tx), task }
+    }
+
+    /// The picture format it was started with (known before its first frame, unlike its status).
+    pub fn format(&self) -> ProgramFormat {
+        self.format
     }
 
     pub fn handle(&self) -> ProgramHandle {

@@ -416,7 +416,8 @@ impl Director {
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
         // from one timeline to the next (a schedule's rotation).
-        let reuse = self.program.as_ref().and_then(|p| p.status()).is_some_and(|s| s.format == fmt);
+        // A prepared program still waiting for its first frame has no status yet: it is kept too.
+        let reuse = self.program.as_ref().is_some_and(|p| p.format() == fmt);
         if let Some(c) = self.current.take() {
             c.show.stop().await;
         }

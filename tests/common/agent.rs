@@ -55,6 +55,31 @@ impl TestAgent {
         self.dir.path().join("agent.log")
     }
 
+    /// Replaces the harness config (fast reconcile) with the production defaults plus `extra`
+    /// TOML, keeping a free status port and adding a log file whose lines carry timestamps
+    /// ([`TestAgent::timed_log`]); benchmarks measure the agent as deployed.
+    pub fn use_production_config(&self, extra: &str) {
+        std::fs::write(
+            self.dir.path().join("config.toml"),
+            format!(
+                "data_dir = \"{}\"\n{extra}\n[status]\nlisten = \"127.0.0.1:{}\"\n[log]\nfile = \"{}\"\n",
+                self.data_dir().display(),
+                super::free_port(),
+                self.timed_log_path().display()
+            ),
+        )
+        .expect("write config.toml");
+    }
+
+    pub fn timed_log_path(&self) -> PathBuf {
+        self.dir.path().join("agent-timed.log")
+    }
+
+    /// The log file of [`TestAgent::use_production_config`]: JSON lines with a `ts` field.
+    pub fn timed_log(&self) -> String {
+        std::fs::read_to_string(self.timed_log_path()).unwrap_or_default()
+    }
+
     fn base(&self) -> Command {
         let mut c = Command::new(AGENT_BIN);
         c.arg("--config").arg(self.dir.path().join("config.toml"));

@@ -231,7 +231,7 @@ impl<'a> Connection<'a> {
         files: Option<&TlsFiles>,
         fingerprint: Option<Vec<Option<(std::time::SystemTime, u64)>>>,
     ) -> End {
-        let mut committed = self.inbox.outbox.committed.clone();
+        let mut committed = self.inbox.outbox.committed(Route::Mqtt);
         let mut tls_check = tokio::time::interval(Duration::from_secs(2));
         let mut device_keys = self.inbox.keys.changes();
         loop {
@@ -326,7 +326,7 @@ impl<'a> Connection<'a> {
     /// Hands the next rows of the outbox to the client, up to the in-flight limit.
     async fn pump(&mut self) -> Result<(), String> {
         while self.up_since.is_some() && self.in_flight.len() < IN_FLIGHT {
-            let seen = *self.inbox.outbox.committed.borrow();
+            let seen = self.inbox.outbox.committed_to(Route::Mqtt);
             if seen <= self.read_to {
                 return Ok(());
             }

@@ -34,6 +34,15 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: [Route; 2] = [Route::Mqtt, Route::Ws];
+
+    fn index(self) -> usize {
+        match self {
+            Route::Mqtt => 0,
+            Route::Ws => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Mqtt => "mqtt",
@@ -187,7 +196,9 @@ impl Recent {
 pub struct Outbox {
     jobs: mpsc::Sender<Job>,
     /// The highest committed row id.
-    pub committed: watch::Receiver<i64>,
+    /// Per transport: the last row id committed when rows for it last were (a transport is not
+    /// woken for another's replies).
+    committed: [watch::Receiver<i64>; 2],
     store: Store,
     recent: Arc<std::sync::Mutex<Recent>>,
 }
@@ -225,7 +236,8 @@ impl Outbox {
             cursors.insert(*t, c.unwrap_or(0));
         }
         let (tx, rx) = mpsc::channel(4096);
-        let (committed_tx, committed) = watch::channel(max_id);
+        let (mqtt_tx, mqtt_rx) = watch::channel(max_id);
+        let (ws_tx, ws_rx) = watch::channel(max_id);
         let recent = Arc::new(std::sync::Mutex::new(Recent { floor: max_id, ..Recent::default() }));
         let writer = Writer {
             conn: store.dedicated_connection()?,
@@ -235,7 +247,7 @@ impl Outbox {
             cursors,
             dirty: true,
             bounds,
-            committed: committed_tx,
+            committed: [mqtt_tx, ws_tx],
             recent: recent.clone(),
         };
         // The writer has a thread of its own: a reply's way out is one hand-over to it and one
@@ -255,7 +267,18 @@ impl Outbox {
                 }
             }
         });
-        Ok(Outbox { jobs: tx, committed, store, recent })
+        Ok(Outbox { jobs: tx, committed: [mqtt_rx, ws_rx], store, recent })
+    }
+
+    /// Changes whenever rows for `route` (its own, or for every transport) are committed; holds
+    /// the last row id committed then: every row up to it is readable.
+    pub fn committed(&self, route: Route) -> watch::Receiver<i64> {
+        self.committed[route.index()].clone()
+    }
+
+    /// The value [`Outbox::committed`] holds now.
+    pub fn committed_to(&self, route: Route) -> i64 {
+        *self.committed[route.index()].borrow()
     }
 
     /// Signs, numbers and stores `draft`; returns it as sent (or a command's earlier replies).
@@ -341,7 +364,7 @@ struct Writer {
     cursors: HashMap<Route, i64>,
     dirty: bool,
     bounds: Bounds,
-    committed: watch::Sender<i64>,
+    committed: [watch::Sender<i64>; 2],
     recent: Arc<std::sync::Mutex<Recent>>,
 }
 
@@ -416,12 +439,19 @@ impl Writer {
         match self.write_batch(&puts) {
             Ok((out, rows)) => {
                 if let Some(last) = rows.last().map(|(_, r)| r.id) {
+                    let mut routes = [false; 2];
                     let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
                     for (route, row) in rows {
+                        match route {
+                            Some(r) => routes[r.index()] = true,
+                            None => routes = [true; 2],
+                        }
                         recent.push(route, row);
                     }
                     drop(recent);
-                    self.committed.send_replace(last);
+                    for r in Route::ALL.into_iter().filter(|r| routes[r.index()]) {
+                        self.committed[r.index()].send_replace(last);
+                    }
                     self.dirty = true;
                 }
                 for ((_, tx), w) in puts.into_iter().zip(out) {
@@ -601,7 +631,7 @@ impl Writer {
                 recent.push(Some(route), r);
             }
             drop(recent);
-            self.committed.send_replace(last);
+            self.committed[route.index()].send_replace(last);
         }
         Ok(())
     }

@@ -104,7 +104,7 @@ async fn serve(
     sink.send(Message::text(birth)).await.map_err(|e| e.to_string())?;
     link::report_dropped(inbox).await;
     let mut delivered = inbox.outbox.cursor(Route::Ws).await.map_err(|e| e.to_string())?;
-    let mut committed = inbox.outbox.committed.clone();
+    let mut committed = inbox.outbox.committed(Route::Ws);
     let mut ping = tokio::time::interval(Duration::from_secs(cfg.ping_s));
     ping.tick().await;
     let mut heard = Instant::now();

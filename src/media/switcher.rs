@@ -97,6 +97,10 @@ pub struct Switcher {
     backups: HashMap<String, String>,
     /// The fallback picture while the wanted camera is failed.
     fallback: Option<Visual>,
+    /// The fallback stands in for a camera that had not delivered a frame yet (a show started
+    /// while it was still connecting): its first frames bring it on air at once, since nothing
+    /// says it flaps.
+    fallback_unseen: bool,
     on_air: Option<Visual>,
     transition: Option<Transition>,
     events: Vec<SwitchEvent>,
@@ -114,6 +118,7 @@ impl Switcher {
             cuts: Vec::new(),
             backups: HashMap::new(),
             fallback: None,
+            fallback_unseen: false,
             on_air: None,
             transition: None,
             events: Vec::new(),
@@ -199,7 +204,8 @@ impl Switcher {
                 let since = h.last_frame.or(self.program_since).unwrap_or(now);
                 let age = now.saturating_duration_since(since);
                 if let Some(fb) = self.fallback.clone() {
-                    let steady = h.steady_since.is_some_and(|s| now.saturating_duration_since(s) >= self.cfg.recover)
+                    let steady = (self.fallback_unseen && h.last_frame.is_some()
+                        || h.steady_since.is_some_and(|s| now.saturating_duration_since(s) >= self.cfg.recover))
                         && age <= self.cfg.stall;
                     if steady {
                         self.fallback = None;
@@ -226,6 +232,7 @@ impl Switcher {
                 } else {
                     let to = self.fallback_for(&cam, now, &health);
                     self.fallback = Some(to.clone());
+                    self.fallback_unseen = h.last_frame.is_none();
                     self.events.push(SwitchEvent::FallbackOn { camera: cam.clone(), to: to.clone() });
                     to
                 }
@@ -375,6 +382,18 @@ mod tests {
         let d = run(&mut sw, &w, 0, 3000);
         let slate = d.iter().find(|(_, d)| d.main == Visual::Slate).unwrap().0;
         assert!((1900..=1980).contains(&slate), "{slate}");
+    }
+
+    #[test]
+    fn a_camera_that_comes_up_late_is_cut_in_on_its_first_frames() {
+        let t0 = Instant::now();
+        let w = World { t0, up: HashMap::from([("late", vec![(3000, 99_999)])]) };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.cut("late", t0, Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 4000);
+        assert_eq!(d.iter().find(|(ms, _)| *ms == 2520).unwrap().1.main, Visual::Slate);
+        let back = d.iter().find(|(ms, d)| *ms >= 3000 && d.main == cam("late")).unwrap().0;
+        assert!(back <= 3080, "on air with its first frames, not after 3 s of them: {back}");
     }
 
     #[test]

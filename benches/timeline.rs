@@ -799,6 +799,13 @@ fn log_marks(log: &str, t_ref: f64, from: f64, to: f64, marks: &[(&str, &str)]) 
         .join(", ")
 }
 
+/// Trials measure the agent with cameras that serve: a simulator that died is started again.
+fn restart_dead(cams: &mut [SimCamera]) {
+    for c in cams.iter_mut() {
+        c.ensure_running();
+    }
+}
+
 fn part_scheduled_go_live(
     agent: &mut TestAgent,
     ingest: &RtmpIngest,
@@ -807,9 +814,7 @@ fn part_scheduled_go_live(
 ) -> Vec<GoLive> {
     let mut out = Vec::new();
     for i in 0..trials {
-        for c in cams.iter_mut() {
-            c.ensure_running();
-        }
+        restart_dead(cams);
         agent.stop();
         let start = (unix_now() + GO_LIVE_LEAD_S + 0.5).floor();
         schedule_add(agent, "golive", start, start + 120.0, "ds");
@@ -866,9 +871,7 @@ fn part_operator_go_live(
 ) -> Vec<ColdPlay> {
     let mut out = Vec::new();
     for i in 0..trials {
-        for c in cams.iter_mut() {
-            c.ensure_running();
-        }
+        restart_dead(cams);
         let before = ingest.recordings().len();
         agent.spawn();
         let go = unix_now() + GO_LIVE_LEAD_S;
@@ -909,9 +912,7 @@ fn part_autonomy(agent: &mut TestAgent, ingest: &RtmpIngest, cams: &mut [SimCame
     wait_new_recording(ingest, agent, 0, Duration::from_secs(60));
     let mut out = Vec::new();
     for i in 0..trials {
-        for c in cams.iter_mut() {
-            c.ensure_running();
-        }
+        restart_dead(cams);
         thread::sleep(Duration::from_secs(4));
         let old = pids_of(&agent.program("show"));
         let before = ingest.recordings().len();

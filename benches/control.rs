@@ -5,7 +5,8 @@
 //! 1. ACK round trip: `BENCH_COMMANDS` (default 10,000) signed PING commands sent one at a time,
 //!    each timed from its publish to its ACK arriving; p50/p99/max;
 //! 2. the baseline: a trivial echo client on the same broker (subscribes, republishes), the same
-//!    number of messages of the same size, timed the same way;
+//!    number of messages of the same size, timed the same way, alternating with the commands (one
+//!    command, one echo) so a machine load that varies during the run weighs on both alike;
 //! 3. sustained rate: the same number of commands again with up to `BENCH_WINDOW` (default 256)
 //!    in flight, commands/s from the first publish to the last ACK (every RESULT is awaited too);
 //! 4. the agent's RSS (VmRSS and its peak, VmHWM, split into anonymous and file-backed pages) with
@@ -159,10 +160,22 @@ async fn main() {
     let plain_rss = rss_kb(plain.pid().unwrap());
     plain.stop();
 
-    // 1. ACK round trip, one command at a time.
+    // 1 and 2. ACK round trips, one command at a time, and the baseline: a trivial echo client on
+    // the same broker, messages of the same size, timed the same way. The two alternate (one
+    // command, one echo) so that both see the same machine: a load that comes and goes during the
+    // run weighs on both figures alike.
     let commands: Vec<(String, String)> = (0..n).map(|i| ping(&key, i)).collect();
     let size = commands[0].1.len();
+    let (echo, mut echo_rx) = client(b.port, "bench-echo", "bench/echo/in").await;
+    tokio::spawn(async move {
+        while let Some((_, body)) = echo_rx.recv().await {
+            let _ = echo.publish("bench/echo/out", QoS::AtLeastOnce, false, body).await;
+        }
+    });
+    let (e, mut e_rx) = client(b.port, "bench-echo-client", "bench/echo/out").await;
+    let filler = "x".repeat(size);
     let mut acks = Vec::with_capacity(n);
+    let mut echoes = Vec::with_capacity(n);
     for (id, body) in &commands {
         let t = Instant::now();
         c.publish(format!("{base}/commands"), QoS::AtLeastOnce, false, body.clone()).await.unwrap();
@@ -179,19 +192,6 @@ async fn main() {
             }
             assert_ne!(m["type"], "NACK", "{m}");
         }
-    }
-
-    // 2. The echo baseline on the same broker, same message size.
-    let (echo, mut echo_rx) = client(b.port, "bench-echo", "bench/echo/in").await;
-    tokio::spawn(async move {
-        while let Some((_, body)) = echo_rx.recv().await {
-            let _ = echo.publish("bench/echo/out", QoS::AtLeastOnce, false, body).await;
-        }
-    });
-    let (e, mut e_rx) = client(b.port, "bench-echo-client", "bench/echo/out").await;
-    let mut echoes = Vec::with_capacity(n);
-    let filler = "x".repeat(size);
-    for _ in 0..n {
         let t = Instant::now();
         e.publish("bench/echo/in", QoS::AtLeastOnce, false, filler.clone()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), e_rx.recv()).await.expect("an echo").unwrap();

@@ -148,10 +148,12 @@ impl Inbox {
             let ty = checked.command.type_name();
             // Work that knows how far it is (a download) reports it here.
             let (status_tx, status) = tokio::sync::watch::channel((0u8, String::new()));
+            // The rare, large futures are boxed: every command in flight holds this one, and a
+            // burst of cheap commands should not each reserve room for a package download.
             let run = async {
                 match checked.command {
-                    Command::DeviceConfig(c) => this.device_config(c).await,
-                    Command::TimelineLoad(t) => this.timeline_load(t, &status_tx).await,
+                    Command::DeviceConfig(c) => Box::pin(this.device_config(c)).await,
+                    Command::TimelineLoad(t) => Box::pin(this.timeline_load(t, &status_tx)).await,
                     Command::CameraAction(mut c) => match this.open_camera_password(&mut c) {
                         Ok(()) => this.exec.execute(Command::CameraAction(c)).await,
                         Err(refusal) => Reply::Refused { refusal },

@@ -150,8 +150,8 @@ struct Recent {
 }
 
 /// What [`Recent`] holds at most.
-const RECENT_ROWS: usize = 2048;
-const RECENT_BYTES: usize = 1 << 20;
+const RECENT_ROWS: usize = 512;
+const RECENT_BYTES: usize = 256 << 10;
 
 impl Recent {
     fn push(&mut self, route: Option<Route>, row: Stored) {

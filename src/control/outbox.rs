@@ -380,6 +380,9 @@ impl Writer {
         let mut last_prune = Instant::now();
         while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
+            // The ticker's second: settling is due (comparing the elapsed time alone would skip
+            // every other tick that lands a hair under a second after the last settle).
+            let mut tick = false;
             let mut jobs = vec![first];
             while jobs.len() < BATCH {
                 match rx.try_recv() {
@@ -407,13 +410,13 @@ impl Writer {
                         });
                         let _ = tx.send(n);
                     }
-                    Job::Tick => {}
+                    Job::Tick => tick = true,
                 }
             }
             if !puts.is_empty() {
                 self.commit(puts);
             }
-            if self.dirty && last_settle.elapsed() >= SETTLE_EVERY {
+            if self.dirty && (tick || last_settle.elapsed() >= SETTLE_EVERY) {
                 last_settle = Instant::now();
                 if let Err(e) = self.settle() {
                     tracing::warn!("outbox: settling: {e}");

@@ -443,6 +443,26 @@ pub fn alive(pid: u32) -> bool {
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
+        // A failed test shows what the daemon was doing (and whether it was still alive): a
+        // failure seen once under load is otherwise lost with the temporary directory.
+        if std::thread::panicking() {
+            let alive = self.daemon.as_mut().map(|d| match d.try_wait() {
+                None => "running".to_string(),
+                Some(status) => format!("exited: {status}"),
+            });
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(80);
+            eprintln!(
+                "--- the test failed; daemon {}; its log, last {} lines ---",
+                alive.as_deref().unwrap_or("not started"),
+                lines.len() - from
+            );
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+            eprintln!("--- end of the daemon's log ---");
+        }
         if let Some(mut d) = self.daemon.take() {
             d.signal(Signal::SIGTERM);
             if d.wait_timeout(Duration::from_secs(15)).is_none() {

@@ -228,6 +228,7 @@ async fn main() {
     let rate = n as f64 / secs;
     let (rss, hwm, anon, file) = rss_kb(agent.pid().unwrap());
     let threads = std::fs::read_dir(format!("/proc/{}/task", agent.pid().unwrap())).map(|d| d.count()).unwrap_or(0);
+    let wal = std::fs::metadata(agent.data_dir().join("agent.db-wal")).map(|m| m.len()).unwrap_or(0);
     let log = agent.log();
     drop(c);
     agent.stop();
@@ -270,6 +271,7 @@ async fn main() {
         anon as f64 / 1024.0,
         file as f64 / 1024.0
     );
+    println!("  the database's WAL file after the runs: {:.1} MB", wal as f64 / (1 << 20) as f64);
     let ws_up = log.contains("WebSocket link connected");
     println!("  WebSocket link connected during the run: {ws_up}");
 }

@@ -246,6 +246,7 @@ impl Outbox {
             seq,
             cursors,
             dirty: true,
+            unchecked: true,
             bounds,
             committed: [mqtt_tx, ws_tx],
             recent: recent.clone(),
@@ -363,6 +364,8 @@ struct Writer {
     seq: i64,
     cursors: HashMap<Route, i64>,
     dirty: bool,
+    /// Written since the last WAL checkpoint.
+    unchecked: bool,
     bounds: Bounds,
     committed: [watch::Sender<i64>; 2],
     recent: Arc<std::sync::Mutex<Recent>>,
@@ -370,6 +373,8 @@ struct Writer {
 
 const BATCH: usize = 512;
 const SETTLE_EVERY: Duration = Duration::from_secs(1);
+/// A WAL file larger than this (bytes) is checkpointed by the writer itself.
+const WAL_CATCH_UP: u64 = 4 * crate::store::JOURNAL_SIZE_LIMIT as u64;
 
 type Puts = Vec<(Draft, oneshot::Sender<Result<Written, StoreError>>)>;
 
@@ -377,6 +382,8 @@ impl Writer {
     /// The writer's thread: until the last handle is gone.
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut last_settle = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
         let mut last_prune = Instant::now();
         while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
@@ -422,6 +429,7 @@ impl Writer {
                     tracing::warn!("outbox: settling: {e}");
                 } else {
                     self.dirty = false;
+                    self.unchecked = true;
                 }
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
@@ -429,6 +437,23 @@ impl Writer {
                 let before = jiff::Timestamp::now().as_millisecond() - crate::store::control::DEDUPE_KEEP_MS;
                 if let Err(e) = self.conn.execute("DELETE FROM command_replies WHERE received_ms < ?1", [before]) {
                     tracing::warn!("outbox: pruning old replies: {e}");
+                }
+                self.unchecked = true;
+            }
+            // The daemon's store checkpoints the WAL from another connection, off this path. While
+            // replies keep coming that checkpoint never catches up, so SQLite never starts the WAL
+            // over: under a burst of commands it grew by ~50 MB a second, without bound. Then the
+            // writer checkpoints it itself, between batches and after their replies were handed
+            // over: nothing is appended meanwhile, so it catches up and the WAL starts over.
+            if self.unchecked
+                && (tick || last_checkpoint.elapsed() >= SETTLE_EVERY)
+                && std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CATCH_UP)
+            {
+                last_checkpoint = Instant::now();
+                let done = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                match done {
+                    Ok(_) => self.unchecked = false,
+                    Err(e) => tracing::warn!("outbox: WAL checkpoint: {e}"),
                 }
             }
         }
@@ -456,6 +481,7 @@ impl Writer {
                         self.committed[r.index()].send_replace(last);
                     }
                     self.dirty = true;
+                    self.unchecked = true;
                 }
                 for ((_, tx), w) in puts.into_iter().zip(out) {
                     let _ = tx.send(Ok(w));
@@ -721,6 +747,51 @@ mod tests {
             o.put(Draft { raise_floor: Some(ms), ..event(1) }).await.unwrap();
         }
         assert_eq!(o.store.time_floor_ms().await.unwrap(), 1_764_000_000_000, "never lowered");
+    }
+
+    /// Replies written without a pause (a burst of commands) must not grow the WAL for as long
+    /// as the burst lasts: SQLite starts it over (and cuts it back to the journal size limit)
+    /// only after a checkpoint caught up with it, which one run from another connection while
+    /// the writer kept appending never did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_burst_of_writes_does_not_grow_the_wal_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_for_daemon(dir.path()).await.unwrap();
+        let keys = Arc::new(Keyring::load_or_create(dir.path()).unwrap());
+        let bounds = Bounds { max_messages: 1_000_000, max_bytes: 1 << 30 };
+        let o = Outbox::start(store.clone(), "dev".into(), keys, vec![Route::Mqtt], bounds).await.unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (o, stop) = (o.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.is_cancelled() {
+                        o.put(event(w * 1_000_000 + n)).await.unwrap();
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        let wal = dir.path().join("agent.db-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let (mut largest, mut shrank) = (0u64, false);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(6) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = size();
+            shrank |= now < largest;
+            largest = largest.max(now);
+        }
+        stop.cancel();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let limit = 2 * crate::store::JOURNAL_SIZE_LIMIT as u64;
+        assert!(
+            shrank || largest <= limit,
+            "the WAL grew to {largest} bytes during the burst and was never started over"
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats")
 }
 
+/// The size (bytes) the WAL file is cut back to when SQLite starts it over.
+pub const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
+
 impl Store {
     /// Opens (creating if needed) `<data_dir>/agent.db` and the device key, and migrates.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -88,13 +91,14 @@ impl Store {
     }
 
     /// The daemon's store: its connections never checkpoint the WAL on commit (that fsyncs, and
-    /// stalled replies by tens of milliseconds under load); a task checkpoints it every 2 s
-    /// instead, off the writers' path, until the pool is closed.
+    /// stalled replies by tens of milliseconds under load); a task checkpoints it every 500 ms
+    /// instead, off the writers' path, until the pool is closed. (The outbox writer checkpoints
+    /// the WAL itself when that task cannot catch up with it.)
     pub async fn open_for_daemon(data_dir: &Path) -> Result<Store, StoreError> {
         let store = Store::open_with(data_dir, true).await?;
         let pool = store.pool.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !pool.is_closed() {
                 tick.tick().await;
@@ -134,7 +138,9 @@ impl Store {
             // 512 KiB of page cache per connection (SQLite's default is 2 MiB): the database is
             // small and its pages are in the OS cache anyway; this keeps the daemon's RSS down.
             .pragma("cache_size", "-512")
-            .pragma("wal_autocheckpoint", if own_checkpoints { "0" } else { "1000" });
+            .pragma("wal_autocheckpoint", if own_checkpoints { "0" } else { "1000" })
+            // A WAL that a burst made large is cut back to this when SQLite starts it over.
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let migrated = sqlx::migrate!("./migrations").run(&pool).await;
         drop(lock);
@@ -172,6 +178,7 @@ impl Store {
         c.pragma_update(None, "foreign_keys", true)?;
         c.pragma_update(None, "cache_size", -512)?;
         c.pragma_update(None, "wal_autocheckpoint", if self.own_checkpoints { 0 } else { 1000 })?;
+        c.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
         Ok(c)
     }
 

@@ -246,7 +246,6 @@ impl Outbox {
             seq,
             cursors,
             dirty: true,
-            unchecked: true,
             bounds,
             committed: [mqtt_tx, ws_tx],
             recent: recent.clone(),
@@ -364,8 +363,6 @@ struct Writer {
     seq: i64,
     cursors: HashMap<Route, i64>,
     dirty: bool,
-    /// Written since the last WAL checkpoint.
-    unchecked: bool,
     bounds: Bounds,
     committed: [watch::Sender<i64>; 2],
     recent: Arc<std::sync::Mutex<Recent>>,
@@ -382,8 +379,8 @@ impl Writer {
     /// The writer's thread: until the last handle is gone.
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut last_settle = Instant::now();
-        let mut last_checkpoint = Instant::now();
         let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
+        let mut last_wal_look = Instant::now();
         let mut last_prune = Instant::now();
         while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
@@ -429,7 +426,6 @@ impl Writer {
                     tracing::warn!("outbox: settling: {e}");
                 } else {
                     self.dirty = false;
-                    self.unchecked = true;
                 }
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
@@ -438,22 +434,21 @@ impl Writer {
                 if let Err(e) = self.conn.execute("DELETE FROM command_replies WHERE received_ms < ?1", [before]) {
                     tracing::warn!("outbox: pruning old replies: {e}");
                 }
-                self.unchecked = true;
             }
             // The daemon's store checkpoints the WAL from another connection, off this path. While
             // replies keep coming that checkpoint never catches up, so SQLite never starts the WAL
             // over: under a burst of commands it grew by ~50 MB a second, without bound. Then the
             // writer checkpoints it itself, between batches and after their replies were handed
             // over: nothing is appended meanwhile, so it catches up and the WAL starts over.
-            if self.unchecked
-                && (tick || last_checkpoint.elapsed() >= SETTLE_EVERY)
-                && std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CATCH_UP)
-            {
-                last_checkpoint = Instant::now();
-                let done = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-                match done {
-                    Ok(_) => self.unchecked = false,
-                    Err(e) => tracing::warn!("outbox: WAL checkpoint: {e}"),
+            // Looked at once a second, not on every batch (by the clock too: a flood that fills
+            // the job queue can crowd the ticker out).
+            let look = tick || last_wal_look.elapsed() >= SETTLE_EVERY;
+            if look {
+                last_wal_look = Instant::now();
+            }
+            if look && std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CATCH_UP) {
+                if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+                    tracing::warn!("outbox: WAL checkpoint: {e}");
                 }
             }
         }
@@ -481,7 +476,6 @@ impl Writer {
                         self.committed[r.index()].send_replace(last);
                     }
                     self.dirty = true;
-                    self.unchecked = true;
                 }
                 for ((_, tx), w) in puts.into_iter().zip(out) {
                     let _ = tx.send(Ok(w));

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Installs what vistter-agent and its test suite need on Debian/Ubuntu. Idempotent: when every
 # tool is already present it only checks and returns in well under a second.
+#
+#   ./scripts/setup.sh               everything: building, running, and the test suite's components
+#   ./scripts/setup.sh --build-only  only what building and running the agent needs (FFmpeg, fonts,
+#                                    a C compiler, Rust); `--runtime-only` is the same, kept for old notes
 set -euo pipefail
 
+mode=all
+case "${1:-}" in
+  --build-only|--runtime-only) mode=build ;;
+  "") ;;
+  *) echo "usage: $0 [--build-only]" >&2; exit 2 ;;
+esac
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -15,7 +27,7 @@ have ffprobe || need+=(ffmpeg)
 have cc || need+=(gcc libc6-dev)
 have cargo || have curl || need+=(curl ca-certificates)
 
-if [ "${1:-}" != "--runtime-only" ]; then
+if [ "$mode" = all ]; then
   # Test components (TESTBED.md): RTSP camera simulator, RTMP ingest, MQTT broker, TLS, browser.
   have nginx || need+=(nginx-light)
   [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
@@ -42,8 +54,6 @@ if [ ${#need[@]} -gt 0 ]; then
   # shellcheck disable=SC2207
   need=($(printf '%s\n' "${need[@]}" | sort -u))
   echo "setup: installing ${need[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -55,11 +65,22 @@ if ! have cargo; then
   else
     echo "setup: installing the Rust toolchain with rustup" >&2
     have curl || { $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null; }
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+    # The one-line installer first; where it does not answer, the rustup-init binary from rustup's
+    # own distribution server (the same installer, without the shell wrapper).
+    if ! curl --proto '=https' --tlsv1.2 -sSf --max-time 60 https://sh.rustup.rs \
+        | sh -s -- -y --profile minimal -c rustfmt,clippy; then
+      arch="$(uname -m)"
+      init="$(mktemp)"
+      curl --proto '=https' --tlsv1.2 -sSf --max-time 300 -o "$init" \
+        "https://static.rust-lang.org/rustup/dist/${arch}-unknown-linux-gnu/rustup-init"
+      chmod +x "$init"
+      "$init" -y --profile minimal -c rustfmt,clippy
+      rm -f "$init"
+    fi
   fi
 fi
 
-if [ "${1:-}" != "--runtime-only" ]; then
+if [ "$mode" = all ]; then
   # Virtual environment for tests/interop/vistter_interop.py (ed25519 + sealed boxes, JCS, MQTT client).
   repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   # prometheus-client: its reference parser reads the agent's /metrics in tests/status_http.rs.

@@ -176,3 +176,58 @@ fn commands_over_mqtt_are_answered_once_signed_and_state_is_retained() {
     let late = Sub::new(b.port, &format!("{base}/state"));
     assert_eq!(late.next(Duration::from_secs(5))["payload"]["online"], false, "retained");
 }
+
+/// One QoS-1 command over the MQTT client's packet limit, which the broker (persistent session)
+/// would deliver again on every reconnect: it is answered `invalid_envelope` with
+/// `correlation_id: null`, acknowledged to the broker so it never comes back, and the link stays
+/// up: no reconnect, and a PING sent after it is answered at once.
+#[test]
+fn a_poison_message_cannot_wedge_the_mqtt_link() {
+    let b = broker();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{DEVICE}\"\nmax_message_bytes = 65536\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\nkeepalive_s = 5\nreconnect_max_s = 2\ndrop_delay_max_s = 1\n",
+        b.port
+    ));
+    let studio = SigningKey::from_bytes(&[0x33; 32]);
+    agent.ok(&["trust", "add", "studio", "--public-key", &b64(studio.verifying_key().as_bytes())]);
+    let base = format!("{PREFIX}/devices/{DEVICE}");
+    let replies = Sub::new(b.port, &format!("{base}/replies"));
+    let states = Sub::new(b.port, &format!("{base}/state"));
+    agent.spawn();
+    assert_eq!(states.next(Duration::from_secs(20))["payload"]["online"], true);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1 MiB: far over both the message limit (64 KiB) and the MQTT client's packet limit.
+    let mut poison = command(&studio, "7c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11", "PING", json!({}));
+    poison.truncate(poison.len() - 1);
+    poison.extend_from_slice(b",\"pad\":\"");
+    poison.resize(poison.len() + (1 << 20), b'a');
+    poison.extend_from_slice(b"\"}");
+    publish(b.port, &format!("{base}/commands"), &poison, false);
+    let nack = replies.next(Duration::from_secs(10));
+    assert_eq!(
+        (nack["type"].as_str(), nack["payload"]["code"].as_str()),
+        (Some("NACK"), Some("invalid_envelope")),
+        "{nack}"
+    );
+    assert_eq!(nack["correlation_id"], Value::Null, "{nack}");
+    assert!(nack["payload"]["message"].as_str().unwrap().contains("over the"), "{nack}");
+
+    let id = "8c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+    let t0 = Instant::now();
+    publish(b.port, &format!("{base}/commands"), &command(&studio, id, "PING", json!({})), false);
+    let ack = replies
+        .next_where(Duration::from_secs(10), "the PING's ACK", |m| m["correlation_id"] == id && m["type"] == "ACK");
+    let took = t0.elapsed();
+    eprintln!("PING after the poison message answered in {} ms", took.as_millis());
+    assert_eq!(ack["type"], "ACK");
+    // Coarse: a link that had dropped would need a reconnect with a backoff of at least 200 ms
+    // plus a new session; this bound only catches that.
+    assert!(took < Duration::from_secs(3), "the PING waited {took:?}");
+    // Neither a reconnect (a new birth STATE) nor the poison again (a second NACK).
+    let later = states.drain(Duration::from_secs(3));
+    assert!(later.is_empty(), "the link reconnected: {later:?}");
+    let more = replies.drain(Duration::from_secs(2));
+    assert!(!more.iter().any(|m| m["type"] == "NACK"), "the poison message was delivered again: {more:?}");
+    assert!(agent.pid().is_some_and(alive), "the daemon lives");
+}

@@ -398,3 +398,38 @@ fn studio_send_drives_a_show_whose_changes_are_seen_in_the_recording() {
     let slate = first_from(&bottom, widened, 'S').expect("the emergency slate went on air");
     eprintln!("frames: played {played}, overlay {shown}, set_vars {widened}, slate {slate} of {}", frames.len());
 }
+
+/// A frame far over the message limit (and over the WebSocket client's own limit) from the
+/// server: answered `invalid_envelope` with `correlation_id: null`, and the connection stays: no
+/// new birth STATE, and a PING after it is answered at once.
+#[test]
+fn a_poison_frame_cannot_wedge_the_websocket_link() {
+    let device = "vs-ws-poison";
+    let pki = Pki::new(device);
+    let keys = tempfile::tempdir().unwrap();
+    let (key_path, _key, public) = studio_key(keys.path(), "studio-ws");
+    let mut ws = WsServer::start(&pki, &key_path);
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{device}\"\nmax_message_bytes = 65536\n\
+         [control.ws]\nurl = \"wss://127.0.0.1:{}/v1/devices/{{device_id}}/channel\"\n{}ping_s = 5\nreconnect_max_s = 2\ndrop_delay_max_s = 1\n",
+        ws.port,
+        pki.config_lines()
+    ));
+    agent.ok(&["trust", "add", "studio-ws", "--public-key", &public]);
+    agent.spawn();
+    ws.next_where(Duration::from_secs(30), "the birth", |m| m["type"] == "STATE" && m["payload"]["online"] == true);
+
+    ws.send(json!({"device": device, "raw": "{".to_string() + &"x".repeat(1 << 20)}));
+    let n = ws.next_where(Duration::from_secs(15), "a NACK", |m| m["type"] == "NACK");
+    assert_eq!(n["payload"]["code"], "invalid_envelope", "{n}");
+    assert_eq!(n["correlation_id"], Value::Null, "{n}");
+    assert!(n["payload"]["message"].as_str().unwrap().contains("over the"), "{n}");
+
+    let t0 = Instant::now();
+    ws.send(json!({"device": device, "type": "PING", "payload": {}}));
+    let ack = ws.next_where(Duration::from_secs(15), "the PING's ACK", |m| m["type"] == "ACK" || m["type"] == "STATE");
+    eprintln!("PING after the poison frame answered in {} ms", t0.elapsed().as_millis());
+    assert_eq!(ack["type"], "ACK", "the link reconnected (a new birth) before answering: {ack}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "the PING waited {:?}", t0.elapsed());
+    assert!(agent.pid().is_some_and(alive));
+}

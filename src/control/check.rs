@@ -43,7 +43,7 @@ pub struct Nack {
 }
 
 impl Nack {
-    fn new(code: NackCode, message: impl Into<String>) -> Nack {
+    pub(crate) fn new(code: NackCode, message: impl Into<String>) -> Nack {
         Nack { code, message: message.into(), pointer: None }
     }
 }

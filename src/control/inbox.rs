@@ -88,6 +88,16 @@ impl Inbox {
     }
 
     pub async fn receive(self: &Arc<Self>, raw: &[u8], route: Route) -> Result<(), StoreError> {
+        // A message the link cut short before reading it (over the size limit): nobody read
+        // its id, so the NACK answers no message (`correlation_id: null`).
+        if let Some(size) = super::trim::oversize(raw) {
+            let nack = Nack::new(
+                NackCode::InvalidEnvelope,
+                format!("message of {size} bytes is over the {} byte limit", self.max_bytes),
+            );
+            self.reply("NACK", nack_payload(&nack), None, route, Remember::No).await?;
+            return Ok(());
+        }
         let authentic = {
             let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
             let checker = Checker { device_id: &self.device_id, trust: &trust, max_bytes: self.max_bytes };

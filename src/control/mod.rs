@@ -11,6 +11,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod telemetry;
 pub mod tls;
+pub mod trim;
 pub mod trust;
 pub mod ws;
 

@@ -4,13 +4,20 @@
 //! A retained STATE (birth) on `…/state`, with a signed Last Will (death); full-jitter reconnects.
 //!
 //! Topics: `{prefix}/devices/{device_id}/commands|replies|events|metrics|state`.
+//!
+//! The MQTT client does not dial the broker itself: it connects to a private Unix socket, and a
+//! bridge task dials the broker (TCP, TLS when configured) and passes the bytes through
+//! [`super::trim`], so a command over the size limit reaches the client as a short marker that is
+//! answered and acknowledged, instead of failing the connection (and, the session being
+//! persistent, every connection after it).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +25,7 @@ use super::inbox::Inbox;
 use super::link::{self, Links};
 use super::outbox::{Kind, Route};
 use super::tls::{self, TlsFiles};
+use super::trim::{MqttTrim, TrimStream};
 use crate::config::MqttConfig;
 
 pub struct Topics {
@@ -90,23 +98,32 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
         return;
     };
     let files = tls_files(&cfg);
+    let shim = match Shim::bind() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("MQTT link: its private socket could not be made ({e}); the MQTT link is off");
+            links.set(Route::Mqtt, "offline");
+            return;
+        }
+    };
     let mut attempt = 0u32;
     let mut will: Option<String> = None;
     while !shutdown.is_cancelled() {
-        let mut opts = MqttOptions::new(inbox.device_id.clone(), host.clone(), port);
+        let mut opts = MqttOptions::new(inbox.device_id.clone(), shim.path.clone(), 0);
+        opts.set_transport(Transport::Unix);
         opts.set_keep_alive(Duration::from_secs(cfg.keepalive_s));
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
         opts.set_inflight(IN_FLIGHT as u16 + 16);
+        // Anything larger reaches the client only as a marker (the bridge trims it).
         let max = inbox.max_bytes + 64 * 1024;
         opts.set_max_packet_size(max, max);
         let fingerprint = files.as_ref().map(tls::fingerprint);
+        let mut tls_config = None;
         if let Some(f) = &files {
             // Read again for every connection: a renewed certificate is used without a restart.
             match tls::client_config(f) {
-                Ok(c) => {
-                    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(c)));
-                }
+                Ok(c) => tls_config = Some(c),
                 Err(e) => {
                     tracing::error!("MQTT link: {e}");
                     links.set(Route::Mqtt, "tls_error");
@@ -116,6 +133,8 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
                 }
             }
         }
+        let mut bridge =
+            AbortOnDrop(tokio::spawn(bridge(shim.listener.clone(), host.clone(), port, tls_config, inbox.max_bytes)));
         // The death message, signed when connecting. A will that no broker accepted was never
         // sent anywhere and is used again, so failed attempts do not use up `seq` numbers.
         let death = match will.take() {
@@ -151,6 +170,12 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
                 continue;
             }
             End::Dropped(e) => {
+                // The bridge's own failure (the broker refused TCP, TLS failed) says more than
+                // the client's "connection closed".
+                let e = match bridge.finished().await {
+                    Some(Err(b)) => b,
+                    _ => e,
+                };
                 links.set(Route::Mqtt, if conn.up_since.is_some() { "reconnecting" } else { "connect_failed" });
                 let wait = reconnect_wait(
                     &mut attempt,
@@ -195,8 +220,6 @@ struct Connection<'a> {
 impl<'a> Connection<'a> {
     async fn new(opts: MqttOptions, topics: &'a Topics, inbox: Arc<Inbox>, links: Links) -> Connection<'a> {
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-        // Small messages (an ACK is ~400 bytes) must not wait for Nagle's algorithm.
-        eventloop.set_network_options(nodelay(eventloop.network_options()));
         // The event loop is polled on its own task, always: publishing never waits on it.
         let (tx, events) = mpsc::channel(1024);
         let poller = tokio::spawn(async move {
@@ -381,6 +404,72 @@ impl Drop for Connection<'_> {
     fn drop(&mut self) {
         self.poller.abort();
     }
+}
+
+/// The private Unix socket the MQTT client dials (in a fresh 0700 directory, removed on drop).
+struct Shim {
+    _dir: tempfile::TempDir,
+    path: String,
+    listener: Arc<UnixListener>,
+}
+
+impl Shim {
+    fn bind() -> std::io::Result<Shim> {
+        let dir = tempfile::Builder::new().prefix("vistter-mqtt-").tempdir()?;
+        let path = dir.path().join("broker.sock");
+        let listener = Arc::new(UnixListener::bind(&path)?);
+        Ok(Shim { path: path.to_string_lossy().into_owned(), _dir: dir, listener })
+    }
+}
+
+/// A task aborted when its handle is dropped (a connection attempt's bridge ends with it).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), String>>);
+
+impl AbortOnDrop {
+    /// The task's outcome if it has ended by now.
+    async fn finished(&mut self) -> Option<Result<(), String>> {
+        if !self.0.is_finished() {
+            return None;
+        }
+        (&mut self.0).await.ok()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One connection: takes the client's connection on the private socket, dials the broker and
+/// passes bytes both ways, trimming oversize PUBLISHes on the way in. Ends when either side does.
+async fn bridge(
+    listener: Arc<UnixListener>,
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    max_bytes: usize,
+) -> Result<(), String> {
+    let (mut client, _) = listener.accept().await.map_err(|e| format!("private socket: {e}"))?;
+    let tcp = tokio::time::timeout(Duration::from_secs(20), TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| format!("{host}:{port}: connect timed out"))?
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    // Small messages (an ACK is ~400 bytes) must not wait for Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    let done = match tls {
+        None => tokio::io::copy_bidirectional(&mut client, &mut TrimStream::new(tcp, MqttTrim::new(max_bytes))).await,
+        Some(cfg) => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("{host}: not a valid TLS server name: {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("{host}:{port}: TLS: {e}"))?;
+            tokio::io::copy_bidirectional(&mut client, &mut TrimStream::new(tls, MqttTrim::new(max_bytes))).await
+        }
+    };
+    done.map(|_| ()).map_err(|e| format!("{host}:{port}: {e}"))
 }
 
 /// The options with TCP_NODELAY on.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
@@ -20,6 +19,7 @@ use super::link::{self, Links};
 use super::mqtt::reconnect_wait;
 use super::outbox::Route;
 use super::tls::{self, TlsFiles};
+use super::trim::{TrimStream, WsTrim};
 use crate::config::WsConfig;
 
 /// Rows read from the outbox at a time.
@@ -43,19 +43,15 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
         let outcome = match tls::client_config(&files) {
             Err(e) => Err(e.to_string()),
             Ok(tls) => {
-                // A frame past the message limit (plus room for the envelope) ends the connection
-                // instead of being buffered: nothing that large can be a valid command.
+                // A message past the limit is cut short in the byte stream (`trim`): it arrives as
+                // a marker that is answered, and the connection stays. The client's own limits
+                // are a backstop a trimmed stream never reaches.
                 let limit = Some(inbox.max_bytes + 64 * 1024);
                 let ws_cfg = WebSocketConfig::default().max_message_size(limit).max_frame_size(limit);
-                let connect = tokio_tungstenite::connect_async_tls_with_config(
-                    url.as_str(),
-                    Some(ws_cfg),
-                    true, // no Nagle delay: replies are small and wanted at once
-                    Some(Connector::Rustls(tls)),
-                );
+                let connect = connect(url.clone(), tls, ws_cfg, inbox.max_bytes);
                 match tokio::time::timeout(Duration::from_secs(20), connect).await {
                     Err(_) => Err("connect timed out".to_string()),
-                    Ok(Err(e)) => Err(format!("connect: {e}")),
+                    Ok(Err(e)) => Err(e),
                     Ok(Ok((socket, _))) => {
                         let since = Instant::now();
                         let r = serve(socket, &inbox, &links, &cfg, &stop, &files, &fingerprint).await;
@@ -83,7 +79,33 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<TrimStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, WsTrim>>;
+
+/// TCP (no Nagle delay: replies are small and wanted at once), TLS with the device's
+/// certificate, then the WebSocket handshake, with what the server sends read through [`WsTrim`].
+async fn connect(
+    url: String,
+    tls: Arc<rustls::ClientConfig>,
+    ws_cfg: WebSocketConfig,
+    max_bytes: usize,
+) -> Result<(Socket, tokio_tungstenite::tungstenite::handshake::client::Response), String> {
+    let u = url::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+    if u.scheme() != "wss" {
+        return Err(format!("{url}: only wss:// is supported"));
+    }
+    let host = u.host_str().ok_or_else(|| format!("{url}: no host"))?.trim_matches(['[', ']']).to_string();
+    let port = u.port().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("{host}: not a valid TLS server name: {e}"))?;
+    let stream =
+        tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("connect: TLS: {e}"))?;
+    tokio_tungstenite::client_async_with_config(url, TrimStream::new(stream, WsTrim::new(max_bytes)), Some(ws_cfg))
+        .await
+        .map_err(|e| format!("connect: {e}"))
+}
 
 /// One connection. `Ok(())`: a clean end (stop, new TLS files or device keys); `Err`: it dropped.
 async fn serve(

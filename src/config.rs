@@ -59,11 +59,14 @@ pub struct StatusConfig {
     pub enabled: bool,
     /// `HOST:PORT` to listen on. Keep it on loopback or a management network: it is not authenticated.
     pub listen: String,
+    /// Host names (no port) the server answers to besides IP literals, `localhost` and the
+    /// machine's own names; any other `Host` is refused, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for StatusConfig {
     fn default() -> Self {
-        StatusConfig { enabled: true, listen: "127.0.0.1:8787".into() }
+        StatusConfig { enabled: true, listen: "127.0.0.1:8787".into(), allowed_hosts: Vec::new() }
     }
 }
 
@@ -513,6 +516,9 @@ impl Config {
         if self.status.enabled && self.status.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("status.listen must be HOST:PORT with an IP address, e.g. 127.0.0.1:8787");
         }
+        for name in &self.status.allowed_hosts {
+            crate::status::host::check_name(name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if c.metrics_interval_s == 0 || c.outbox_max_messages == 0 || c.outbox_max_bytes < 64 * 1024 {
             return bad("control.metrics_interval_s and outbox_max_messages must be at least 1, outbox_max_bytes at least 65536");
         }
@@ -621,6 +627,25 @@ mod tests {
         assert!(!c.status.enabled, "a disabled server's address is not checked");
         let e = load(None, &[("VISTTER_STATUS__PORT", "1")]).unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn status_allowed_hosts_are_names_without_ports() {
+        assert!(load(None, &[]).unwrap().status.allowed_hosts.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[status]\nallowed_hosts = [\"Status.Venue.Example\", \"pi-7.lan.\"]\n").unwrap();
+        let c = load(Some(&p), &[]).unwrap();
+        assert_eq!(c.status.allowed_hosts, ["Status.Venue.Example", "pi-7.lan."]);
+        let text = toml::to_string_pretty(&c).unwrap();
+        assert!(text.contains("allowed_hosts") && text.contains("Status.Venue.Example"), "check-config: {text}");
+        let c = load(None, &[("VISTTER_STATUS__ALLOWED_HOSTS", "[a.example, b]")]).unwrap();
+        assert_eq!(c.status.allowed_hosts, ["a.example", "b"]);
+        for bad in ["host.example:8787", "http://host.example", "two words", "", "*.example"] {
+            std::fs::write(&p, format!("[status]\nallowed_hosts = [\"ok.example\", {bad:?}]\n")).unwrap();
+            let e = load(Some(&p), &[]).unwrap_err().to_string();
+            assert!(e.contains("status.allowed_hosts") && e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
     }
 
     #[test]

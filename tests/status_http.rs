@@ -223,3 +223,191 @@ fn the_status_server_answers_health_readiness_metrics_and_status() {
     assert_eq!(again.status, 200, "the server still answers");
     agent.stop();
 }
+
+/// One raw HTTP request with the given `Host` (none: no header) and extra headers; the status
+/// code, the headers and the body. HTTP/1.0 without a `Host` header, else HTTP/1.1 with
+/// `Connection: close`.
+fn raw(port: u16, method: &str, path: &str, host: Option<&str>, headers: &[(&str, &str)], body: &str) -> Resp2 {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = match host {
+        Some(h) => format!("{method} {path} HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n"),
+        None => format!("{method} {path} HTTP/1.0\r\n"),
+    };
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+    Resp2 { status, headers, body: body.to_string() }
+}
+
+struct Resp2 {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp2 {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+const PASSWORD: &str = "marina-admin-42";
+
+fn start_status_agent(extra: &str) -> (TestAgent, u16) {
+    let port = free_port();
+    let mut agent = TestAgent::with_config(&format!("[status]\nlisten = \"127.0.0.1:{port}\"\n{extra}"));
+    let out = agent.cli_stdin(&["admin", "set-password"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "set-password: {}", String::from_utf8_lossy(&out.stderr));
+    agent.spawn();
+    let start = Instant::now();
+    while get(port, "/healthz").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the status server never listened; log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (agent, port)
+}
+
+/// A page on another site rebinds its DNS name to this machine: the browser then sends that name
+/// as `Host`. Every route refuses it with 421 before doing anything: no status, no metrics, no
+/// page, no thumbnail, no event stream, no login (wrong guesses do not count against the
+/// address), no logout of a live session. Names the machine knows still work.
+#[test]
+fn dns_rebinding_host_is_refused() {
+    let (mut agent, port) = start_status_agent("");
+    let evil = format!("evil.example:{port}");
+    let login = |host: &str, password: &str| {
+        let origin = format!("http://{host}");
+        raw(port, "POST", "/login", Some(host), &[("Origin", &origin)], &format!("password={password}"))
+    };
+
+    // A session made the ordinary way, to see that the rebinding page cannot end it.
+    let ok = login(&format!("127.0.0.1:{port}"), PASSWORD);
+    assert_eq!(ok.status, 303, "login by IP: {} {}", ok.status, ok.body);
+    let cookie = ok.header("set-cookie").expect("a session cookie").split(';').next().unwrap().to_string();
+    let page = raw(port, "GET", "/", Some(&format!("127.0.0.1:{port}")), &[("Cookie", &cookie)], "");
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf");
+
+    for path in [
+        "/api/v1/status",
+        "/metrics",
+        "/",
+        "/partial",
+        "/thumb/show/program.jpg",
+        "/thumb/show/camera/c1.jpg",
+        "/api/v1/events/stream",
+        "/healthz",
+        "/readyz",
+        "/static/page.js",
+    ] {
+        let r = raw(port, "GET", path, Some(&evil), &[], "");
+        assert_eq!(r.status, 421, "GET {path} with Host {evil}: {} {}", r.status, r.body);
+        assert!(r.body.contains("allowed_hosts"), "GET {path}: the body names the setting: {:?}", r.body);
+        assert!(!r.body.contains("vistter_") && !r.body.contains("device_id"), "GET {path} leaked: {}", r.body);
+    }
+    for host in ["EVIL.EXAMPLE", "evil.example.", "127.0.0.1.evil.example", "localhost.evil.example", "vm.evil.example"]
+    {
+        let r = raw(port, "GET", "/api/v1/status", Some(host), &[], "");
+        assert_eq!(r.status, 421, "Host {host}: {} {}", r.status, r.body);
+    }
+    // No Host (HTTP/1.0), two of them, a malformed one.
+    let r = raw(port, "GET", "/api/v1/status", None, &[], "");
+    assert_eq!(r.status, 421, "no Host: {} {}", r.status, r.body);
+    let r = raw(port, "GET", "/api/v1/status", Some(&format!("127.0.0.1:{port}")), &[("Host", "evil.example")], "");
+    assert!(r.status == 421 || r.status == 400, "two Hosts: {} {}", r.status, r.body);
+    let r = raw(port, "GET", "/api/v1/status", Some("127.0.0.1:8787:1"), &[], "");
+    assert!(r.status == 421 || r.status == 400, "a malformed Host: {} {}", r.status, r.body);
+    // X-Forwarded-Host does not help.
+    let r = raw(port, "GET", "/api/v1/status", Some(&evil), &[("X-Forwarded-Host", "127.0.0.1")], "");
+    assert_eq!(r.status, 421, "X-Forwarded-Host is not trusted");
+
+    // Login guesses through the rebound name: refused, and they do not lock the address out.
+    for _ in 0..6 {
+        let r = login(&evil, "guess");
+        assert_eq!(r.status, 421, "POST /login with Host {evil}: {} {}", r.status, r.body);
+        assert!(r.header("set-cookie").is_none());
+    }
+    let r = login(&evil, PASSWORD);
+    assert_eq!((r.status, r.header("set-cookie").is_some()), (421, false), "the right password via {evil}");
+    // Controls and logout through it, with the session's own cookie and token: refused, the
+    // session lives on.
+    let form = format!("on=true&csrf={csrf}");
+    let r = raw(
+        port,
+        "POST",
+        "/control/slate",
+        Some(&evil),
+        &[("Cookie", &cookie), ("Origin", "http://evil.example")],
+        &form,
+    );
+    assert_eq!(r.status, 421, "a control via {evil}: {} {}", r.status, r.body);
+    let r = raw(port, "POST", "/logout", Some(&evil), &[("Cookie", &cookie)], &format!("csrf={csrf}"));
+    assert_eq!(r.status, 421, "logout via {evil}");
+    let page = raw(port, "GET", "/", Some(&format!("127.0.0.1:{port}")), &[("Cookie", &cookie)], "");
+    assert!(page.body.contains(csrf), "the session is still logged in");
+    assert!(agent.program("show").get("id").is_none(), "nothing started");
+    assert!(agent.show().is_null(), "no show, no slate");
+    let ok = login(&format!("127.0.0.1:{port}"), PASSWORD);
+    assert_eq!(ok.status, 303, "the guesses via {evil} did not lock the address out: {} {}", ok.status, ok.body);
+
+    // The names the machine answers to.
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let short = machine.split('.').next().unwrap().to_string();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_string(),
+        format!("localhost:{port}"),
+        "LocalHost.".to_string(),
+        "[::1]".to_string(),
+        format!("[::1]:{port}"),
+        format!("{machine}:{port}"),
+        machine.to_uppercase(),
+        format!("{short}.local:{port}"),
+    ] {
+        let r = raw(port, "GET", "/api/v1/status", Some(&host), &[], "");
+        assert_eq!(r.status, 200, "Host {host}: {} {}", r.status, r.body);
+        let origin = format!("http://{host}");
+        let r = raw(port, "POST", "/login", Some(&host), &[("Origin", &origin)], "password=guess");
+        assert_eq!(r.status, 401, "a login via Host {host} reaches the password check: {}", r.status);
+        std::thread::sleep(Duration::from_millis(10));
+        let ok = login(&host, PASSWORD);
+        assert_eq!(ok.status, 303, "login via Host {host}: {} {}", ok.status, ok.body);
+    }
+    assert!(agent.pid().is_some_and(alive), "the daemon lives on");
+    agent.stop();
+}
+
+/// A name listed in `[status] allowed_hosts` is answered (any case, trailing dot, any port);
+/// others still are not.
+#[test]
+fn a_name_in_allowed_hosts_is_answered() {
+    let (mut agent, port) = start_status_agent("allowed_hosts = [\"Status.Venue.Test\"]\n");
+    for host in ["status.venue.test", &format!("STATUS.venue.test.:{port}")] {
+        let r = raw(port, "GET", "/api/v1/status", Some(host), &[], "");
+        assert_eq!(r.status, 200, "Host {host}: {} {}", r.status, r.body);
+        let r = raw(port, "GET", "/metrics", Some(host), &[], "");
+        assert_eq!(r.status, 200, "Host {host}: {} {}", r.status, r.body);
+    }
+    for host in ["other.venue.test", "venue.test", "x.status.venue.test"] {
+        let r = raw(port, "GET", "/api/v1/status", Some(host), &[], "");
+        assert_eq!(r.status, 421, "Host {host}: {} {}", r.status, r.body);
+    }
+    let out = agent.cli(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("allowed_hosts") && text.contains("Status.Venue.Test"), "check-config shows it: {text}");
+    agent.stop();
+}

@@ -7,15 +7,23 @@
 //!   and after 12 hours in any case.
 //! - Each session has its own CSRF token, which every control form carries. A control is refused
 //!   without the session cookie and without the matching token.
-//! - Wrong passwords are slowed down per client address: every wrong answer waits
-//!   [`WRONG_PASSWORD_DELAY`]; after [`FREE_ATTEMPTS`] of them, the address is locked out for a
+//! - Wrong passwords are slowed down per client: every wrong answer waits
+//!   [`WRONG_PASSWORD_DELAY`]; after [`FREE_ATTEMPTS`] of them, the client is locked out for a
 //!   doubling time (2 s, 4 s, … up to [`MAX_LOCK`]), during which even the right password is
-//!   refused with 429 and `Retry-After`.
+//!   refused with 429 and `Retry-After`. A client is an IPv4 address or an IPv6 /64 (one home or
+//!   one server usually owns a whole /64, so rotating addresses within it gains nothing); an
+//!   IPv4-mapped IPv6 address is its IPv4 address.
+//! - Guesses spread over many clients meet a bound of their own: after
+//!   [`GLOBAL_FAILURES_PER_MINUTE`] wrong passwords from all clients within [`GLOBAL_WINDOW`],
+//!   every login (the right password included) is refused with 429 and `Retry-After` until the
+//!   oldest of them is a minute old. This caps guessing at 30 a minute whatever the attacker's
+//!   address space, at the price that such an attack also keeps the admin out while it lasts. A
+//!   warning is logged when the bound is reached, and not again while an attack keeps it reached.
 //! - Checking a password is argon2 work (tens of milliseconds, ~19 MiB): it runs on a blocking
 //!   thread, one check at a time, so logins cannot crowd out the show.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,6 +48,9 @@ pub const MAX_LOCK: Duration = Duration::from_secs(60);
 /// An address's failures are forgotten this long after its last one.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 const MAX_ADDRESSES: usize = 1024;
+/// Wrong passwords from all addresses together allowed in any [`GLOBAL_WINDOW`].
+pub const GLOBAL_FAILURES_PER_MINUTE: usize = 30;
+pub const GLOBAL_WINDOW: Duration = Duration::from_secs(60);
 
 pub const COOKIE: &str = "vsa_session";
 
@@ -146,8 +157,34 @@ pub struct Auth {
     sessions: Mutex<Vec<Session>>,
     /// The password the sessions were made with (its PHC string).
     password: Mutex<Option<String>>,
+    /// Keyed by [`client`].
     attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    recent: Mutex<Recent>,
     checking: Semaphore,
+}
+
+/// The latest wrong passwords from all clients, for the global bound.
+#[derive(Default)]
+struct Recent {
+    /// When each came, oldest first; at most [`GLOBAL_FAILURES_PER_MINUTE`] of them.
+    failures: VecDeque<Instant>,
+    /// When the bound was last reached: an attack that keeps it reached is logged once.
+    reached: Option<Instant>,
+}
+
+/// The client an address counts as: an IPv4 address (an IPv4-mapped IPv6 address is one), or an
+/// IPv6 address's /64.
+pub fn client(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl Default for Auth {
@@ -156,6 +193,7 @@ impl Default for Auth {
             sessions: Mutex::new(Vec::new()),
             password: Mutex::new(None),
             attempts: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Recent::default()),
             checking: Semaphore::new(1),
         }
     }
@@ -171,15 +209,23 @@ impl Auth {
         }
         let ok = {
             let Ok(_permit) = self.checking.acquire().await else { return Login::Wrong };
+            // Asked again: attempts that queued behind others must not pass a bound those reached.
+            if let Some(wait) = self.locked(addr, Instant::now()) {
+                return Login::Locked(wait);
+            }
             let password = password.to_string();
-            tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false)
+            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false);
+            // Counted before the next check may start, so none slips past a bound this one reaches.
+            if !ok {
+                self.failed(addr, Instant::now());
+            }
+            ok
         };
         if !ok {
-            self.failed(addr, Instant::now());
             tokio::time::sleep(WRONG_PASSWORD_DELAY).await;
             return Login::Wrong;
         }
-        self.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr);
+        self.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&client(addr));
         let now = Instant::now();
         let t = token();
         let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,13 +238,48 @@ impl Auth {
         Login::Ok(t)
     }
 
+    /// How long logins from `addr` are refused from `now`: its client's lock or the global bound,
+    /// whichever lasts longer.
     fn locked(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
-        let a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        let x = a.get(&addr)?;
-        (x.locked_until > now).then(|| x.locked_until - now)
+        let own = {
+            let a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            a.get(&client(addr)).and_then(|x| (x.locked_until > now).then(|| x.locked_until - now))
+        };
+        let global = {
+            let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let f = &r.failures;
+            let until = f.front().map(|t| *t + GLOBAL_WINDOW).filter(|_| f.len() >= GLOBAL_FAILURES_PER_MINUTE);
+            until.and_then(|u| (u > now).then(|| u - now))
+        };
+        own.max(global)
     }
 
     fn failed(&self, addr: IpAddr, now: Instant) {
+        {
+            let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let f = &mut r.failures;
+            while f.front().is_some_and(|t| now.saturating_duration_since(*t) >= GLOBAL_WINDOW) {
+                f.pop_front();
+            }
+            if f.len() >= GLOBAL_FAILURES_PER_MINUTE {
+                f.pop_front();
+            }
+            f.push_back(now);
+            let reached = f.len() >= GLOBAL_FAILURES_PER_MINUTE;
+            let new_attack = r.reached.is_none_or(|t| now.saturating_duration_since(t) >= GLOBAL_WINDOW);
+            if reached {
+                r.reached = Some(now);
+            }
+            if reached && new_attack {
+                tracing::warn!(
+                    "status page: {GLOBAL_FAILURES_PER_MINUTE} wrong admin passwords within {} s from all addresses; \
+                     every login is refused until the oldest is {} s old",
+                    GLOBAL_WINDOW.as_secs(),
+                    GLOBAL_WINDOW.as_secs()
+                );
+            }
+        }
+        let addr = client(addr);
         let mut a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         a.retain(|_, x| now.duration_since(x.last) < FORGET_AFTER || x.locked_until > now);
         if a.len() >= MAX_ADDRESSES && !a.contains_key(&addr) {
@@ -353,5 +434,58 @@ mod tests {
         assert!(auth.visitor(Some(&t)).flash.is_none(), "shown once");
         auth.logout(Some(&t));
         assert!(!auth.allowed(Some(&t), &csrf));
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// An attacker who owns a /64 sends each guess from a new address in it: the /64 is one
+    /// client, locked out as one; another /64 is not.
+    #[tokio::test]
+    async fn ipv6_rotation_within_a_64_is_locked_out_together() {
+        let auth = Auth::default();
+        let phc = Some(hash_password("correct horse").unwrap());
+        for i in 1..=FREE_ATTEMPTS + 1 {
+            let a = v6(&format!("2001:db8:1:2::{i:x}"));
+            assert_eq!(auth.login(a, "wrong", phc.clone()).await, Login::Wrong, "guess {i} from {a}");
+        }
+        let next = v6("2001:db8:1:2:ffff:ffff:ffff:fffe");
+        assert!(
+            matches!(auth.login(next, "correct horse", phc.clone()).await, Login::Locked(_)),
+            "a fresh address of the same /64 is locked out too"
+        );
+        assert!(matches!(auth.login(v6("2001:db8:1:3::1"), "correct horse", phc.clone()).await, Login::Ok(_)));
+        // An IPv4-mapped address is its IPv4 address.
+        let now = Instant::now();
+        for _ in 0..=FREE_ATTEMPTS {
+            auth.failed(v6("::ffff:192.0.2.7"), now);
+        }
+        assert!(auth.locked(IpAddr::from([192, 0, 2, 7]), now).is_some(), "mapped and plain are one client");
+        assert!(auth.locked(IpAddr::from([192, 0, 2, 8]), now).is_none());
+    }
+
+    /// Guesses spread over many addresses (each under the per-address bound) hit the global bound:
+    /// then every login is refused, the right password from a new address included, until the
+    /// window has passed.
+    #[tokio::test]
+    async fn a_distributed_guess_hits_the_global_bound() {
+        let auth = Auth::default();
+        let phc = Some(hash_password("correct horse").unwrap());
+        let now = Instant::now();
+        for i in 0..GLOBAL_FAILURES_PER_MINUTE - 1 {
+            auth.failed(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8 + 1]), now);
+        }
+        assert!(auth.locked(IpAddr::from([10, 9, 9, 9]), now).is_none(), "under the bound");
+        assert_eq!(auth.login(IpAddr::from([10, 9, 9, 9]), "wrong", phc.clone()).await, Login::Wrong);
+        let fresh = IpAddr::from([198, 51, 100, 1]);
+        match auth.login(fresh, "correct horse", phc.clone()).await {
+            Login::Locked(wait) => assert!(wait <= GLOBAL_WINDOW && wait > Duration::from_secs(50), "{wait:?}"),
+            other => panic!("the right password from a fresh address: {other:?}"),
+        }
+        assert!(matches!(auth.login(v6("2001:db8:9::1"), "correct horse", phc.clone()).await, Login::Locked(_)));
+        // Once the window has passed, logins are answered again.
+        let later = Instant::now() + GLOBAL_WINDOW + Duration::from_millis(1);
+        assert!(auth.locked(fresh, later).is_none(), "the bound lasts one window");
     }
 }

@@ -14,9 +14,13 @@
 //! Apart from the controls it only reads: every figure comes through a handle (the dispatcher, the store's pool, the links'
 //! watch) under a timeout, so a slow owner loop makes a request slow or partial, never the show.
 //! A bind error is logged and the show goes on without it.
+//!
+//! Every route answers only to a `Host` this machine knows ([`host`]): an unknown one gets 421
+//! before any handler runs, so a web page cannot reach the server by DNS rebinding.
 
 pub mod auth;
 pub mod history;
+pub mod host;
 pub mod page;
 mod web;
 
@@ -102,6 +106,7 @@ pub fn spawn(
         device_id: cfg.device_id().unwrap_or_default(),
         started: Instant::now(),
     });
+    let hosts = Arc::new(host::AllowedHosts::of_this_machine(&cfg.status.allowed_hosts));
     let listen = cfg.status.listen.clone();
     tokio::spawn(web::sample(shared.clone(), stop.clone()));
     Some(tokio::spawn(async move {
@@ -113,7 +118,7 @@ pub fn spawn(
             }
         };
         tracing::info!("status server listening on http://{listen}");
-        let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(shared, hosts).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = server.await {
             tracing::error!("status server: {e}");
@@ -121,7 +126,7 @@ pub fn spawn(
     }))
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, hosts: Arc<host::AllowedHosts>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -129,6 +134,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/status", get(status))
         .merge(web::routes())
         .layer(axum::extract::DefaultBodyLimit::max(web::MAX_FORM))
+        // Outermost, so an unknown Host is refused before any extractor reads the request.
+        .layer(axum::middleware::from_fn_with_state(hosts, host::check))
         .with_state(shared)
 }
 

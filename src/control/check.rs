@@ -222,6 +222,7 @@ pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 /// shortest text that reads back to it, so the signed bytes fix the value the agent acts on; a
 /// number past a double's range (`1e400`) is not JSON that serde_json reads at all.
 fn inexact_number(obj: &Map<String, Value>) -> Option<String> {
+    use std::fmt::Write;
     fn walk(v: &Value, at: &mut String) -> Option<String> {
         let len = at.len();
         let found = match v {
@@ -235,7 +236,7 @@ fn inexact_number(obj: &Map<String, Value>) -> Option<String> {
             }
             Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
                 at.truncate(len);
-                at.push_str(&format!("/{i}"));
+                let _ = write!(at, "/{i}");
                 walk(item, at)
             }),
             Value::Object(m) => members(m, at),

@@ -16,6 +16,8 @@ use crate::ffmpeg::backoff::BackoffPolicy;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vistter-agent/config.toml";
+/// The largest `control.max_skew_s` (a day): the dedupe store keeps replies longer than this.
+pub const MAX_SKEW_S: u64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -470,7 +472,7 @@ impl Config {
         self.time_zone()?;
         self.device_id()?;
         let c = &self.control;
-        if c.max_skew_s == 0 || c.max_skew_s > 86_400 {
+        if c.max_skew_s == 0 || c.max_skew_s > MAX_SKEW_S {
             return bad("control.max_skew_s must be between 1 and 86400");
         }
         if c.max_message_bytes < 4096 || c.max_message_bytes > 16 << 20 {

@@ -7,11 +7,13 @@
 //! - [`ffmpeg`]: the FFmpeg supervisor (jobs, progress, backoff, pid registry).
 //! - [`media`]: fan-out, pushers, relay mode, destination presets, camera probing, hwaccel.
 //! - [`secret`]: `Secret` (prints `***`) and the redactor for FFmpeg output.
+//! - [`clock`]: the wall clock the control plane's time checks read (with its test hook).
 //! - [`error`]: process exit codes. [`logging`]: JSON lines / text, the log ring and file.
 //! - [`status`]: the read-only HTTP status server (`[status]`): health, readiness, metrics, status JSON.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod control;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Map, Value};
-use vistter_agent::control::check::Checker;
+use vistter_agent::control::check::{Checker, NackCode};
 use vistter_agent::control::envelope::{b64, sign, signed_bytes, Signature};
 use vistter_agent::control::trust::{Role, TrustEntry, TrustStore};
 
@@ -381,6 +381,56 @@ fn schemas_and_the_agent_agree_on_payloads() {
         let by_agent = vistter_agent::command::from_parts(ty, payload.clone()).is_ok();
         assert_eq!(by_schema, valid, "schema on {ty} {payload}");
         assert_eq!(by_agent, valid, "agent on {ty} {payload}");
+    }
+}
+
+/// Credentials in a URL (a camera's, a destination's ingest, a package's) would cross the broker in
+/// the clear: the schemas refuse them, and so do the agent's cloud checks (schema_violation, the
+/// URL's pointer named); the same URLs without them pass both. Each case is (type, payload,
+/// pointer of the refusal).
+#[test]
+fn schemas_and_the_cloud_checks_agree_on_credentials_in_urls() {
+    let studio = SigningKey::from_bytes(&STUDIO_SEED);
+    let trust = trust();
+    let checker = Checker { device_id: DEVICE, trust: &trust, max_bytes: 256 * 1024 };
+    let now: jiff::Timestamp = TIMESTAMP.parse().unwrap();
+    let camera = |url: &str| json!({"action": "add", "camera_id": "dock", "camera": {"url": url}});
+    let ingest = |url: &str| json!({"mode": "merge", "destinations": [{"id": "x", "platform": "custom", "url": url}]});
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        ("CAMERA_ACTION", camera("rtsp://admin:pw@10.0.0.2/s"), Some("/payload/camera/url")),
+        ("CAMERA_ACTION", camera("rtsp://admin@10.0.0.2:554/s"), Some("/payload/camera/url")),
+        ("CAMERA_ACTION", camera("rtsp://10.0.0.2:554/s"), None),
+        ("CAMERA_ACTION", camera("rtsp://10.0.0.2/s?user=a@b"), None),
+        (
+            "DEVICE_CONFIG",
+            json!({"mode": "merge", "cameras": [{"id": "gate", "url": "rtsps://a:b@h/s"}]}),
+            Some("/payload/cameras/0/url"),
+        ),
+        ("DEVICE_CONFIG", json!({"mode": "merge", "cameras": [{"id": "gate", "url": "rtsps://h/s"}]}), None),
+        ("DEVICE_CONFIG", ingest("rtmp://k:live_key@h/live"), Some("/payload/destinations/0/url")),
+        ("DEVICE_CONFIG", ingest("rtmp://h/live"), None),
+        (
+            "TIMELINE_LOAD",
+            json!({"package_url": "https://u:p@cdn.example/p.vseg", "sha256": "ab".repeat(32), "size": 10}),
+            Some("/payload/package_url"),
+        ),
+    ];
+    for (ty, payload, refused_at) in cases {
+        let by_schema = validator(&payload_schema(ty)).is_valid(&payload);
+        assert_eq!(by_schema, refused_at.is_none(), "schema on {ty} {payload}");
+        let mut m = json!({"schema_version": "1.0", "message_id": "0b9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11",
+                           "correlation_id": null, "timestamp": TIMESTAMP, "device_id": DEVICE, "type": ty,
+                           "payload": payload});
+        sign(m.as_object_mut().unwrap(), STUDIO_KEY_ID, &studio).unwrap();
+        let raw = serde_json::to_vec(&m).unwrap();
+        let verdict = checker.authenticate(&raw).map_err(|r| r.nack).and_then(|a| a.check(now, 300, &trust));
+        match refused_at {
+            Some(at) => {
+                let n = verdict.expect_err(&format!("agent on {ty} {}", m["payload"]));
+                assert_eq!((n.code, n.pointer.as_deref()), (NackCode::SchemaViolation, Some(at)), "{n:?}");
+            }
+            None => assert!(verdict.is_ok(), "agent on {ty} {}: {verdict:?}", m["payload"]),
+        }
     }
 }
 

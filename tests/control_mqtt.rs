@@ -231,3 +231,76 @@ fn a_poison_message_cannot_wedge_the_mqtt_link() {
     assert!(!more.iter().any(|m| m["type"] == "NACK"), "the poison message was delivered again: {more:?}");
     assert!(agent.pid().is_some_and(alive), "the daemon lives");
 }
+
+/// A camera password (or a destination's credentials) written into a URL would cross the broker in
+/// the clear: the device refuses it as a plaintext secret, stores nothing, and the secret appears
+/// neither in the NACK nor in its log. The same camera without credentials in its URL is added.
+#[test]
+fn a_camera_password_in_the_url_from_the_cloud_is_a_schema_violation() {
+    let b = broker();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{DEVICE}\"\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\nkeepalive_s = 5\nreconnect_max_s = 2\n",
+        b.port
+    ));
+    let studio = SigningKey::from_bytes(&[0x33; 32]);
+    agent.ok(&["trust", "add", "studio", "--public-key", &b64(studio.verifying_key().as_bytes())]);
+    let base = format!("{PREFIX}/devices/{DEVICE}");
+    let replies = Sub::new(b.port, &format!("{base}/replies"));
+    let states = Sub::new(b.port, &format!("{base}/state"));
+    agent.spawn();
+    states.next_where(Duration::from_secs(20), "the birth STATE", |m| m["payload"]["online"] == true);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let secrets = ["hunter2-cam", "operator-name", "hunter3-cfg", "live_stream_key_123"];
+    let cases = [
+        (
+            "CAMERA_ACTION",
+            json!({"action": "add", "camera_id": "dock", "camera": {"url": "rtsp://admin:hunter2-cam@127.0.0.1:8554/s"}}),
+            "/payload/camera/url",
+        ),
+        (
+            "CAMERA_ACTION",
+            json!({"action": "update", "camera_id": "dock", "camera": {"url": "rtsp://operator-name@127.0.0.1:8554/s"}}),
+            "/payload/camera/url",
+        ),
+        (
+            "DEVICE_CONFIG",
+            json!({"mode": "merge", "cameras": [{"id": "gate", "url": "rtsps://admin:hunter3-cfg@127.0.0.1/s"}]}),
+            "/payload/cameras/0/url",
+        ),
+        (
+            "DEVICE_CONFIG",
+            json!({"mode": "merge", "destinations": [{"id": "yt", "platform": "custom", "url": "rtmp://u:live_stream_key_123@127.0.0.1/live"}]}),
+            "/payload/destinations/0/url",
+        ),
+    ];
+    for (i, (ty, payload, pointer)) in cases.into_iter().enumerate() {
+        let id = format!("7c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e{i:02x}");
+        publish(b.port, &format!("{base}/commands"), &command(&studio, &id, ty, payload), false);
+        let n = replies.next_where(Duration::from_secs(10), "the NACK", |m| m["correlation_id"] == id.as_str());
+        assert_eq!(
+            (n["type"].as_str(), n["payload"]["code"].as_str(), n["payload"]["pointer"].as_str()),
+            (Some("NACK"), Some("schema_violation"), Some(pointer)),
+            "{n}"
+        );
+        for s in secrets {
+            assert!(!n.to_string().contains(s), "the NACK repeats {s}: {n}");
+        }
+    }
+    assert!(replies.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing ran: no RESULT");
+    // The same camera, its URL without credentials: added.
+    let id = "8c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+    let add = json!({"action": "add", "camera_id": "dock", "camera": {"url": "rtsp://127.0.0.1:8554/s", "username": "admin"}});
+    publish(b.port, &format!("{base}/commands"), &command(&studio, id, "CAMERA_ACTION", add), false);
+    let r = replies.next_where(Duration::from_secs(10), "the RESULT", |m| m["type"] == "RESULT");
+    assert_eq!(r["payload"]["status"], "succeeded", "{r}");
+    assert!(agent.pid().is_some_and(alive), "the daemon carries on");
+    agent.stop();
+    let cams: Value = serde_json::from_str(&agent.ok(&["camera", "list", "--json"])).unwrap();
+    assert_eq!(cams.as_array().map(Vec::len), Some(1), "only the camera without credentials: {cams}");
+    assert_eq!(cams[0]["url"], "rtsp://127.0.0.1:8554/s", "{cams}");
+    let log = agent.log();
+    for s in secrets {
+        assert!(!log.contains(s), "the log holds {s}");
+    }
+}

@@ -99,6 +99,15 @@ impl Checker<'_> {
         // Once it is an object, a readable message_id is what the reply answers.
         let id = obj.get("message_id").and_then(Value::as_str).and_then(|s| s.parse::<uuid::Uuid>().ok());
         let refuse = |nack| Rejected { correlation_id: id, nack };
+        if let Some(pointer) = inexact_number(&obj) {
+            return Err(refuse(Nack {
+                message: format!(
+                    "the number at {pointer} is outside ±(2^53 - 1): it cannot be signed exactly (I-JSON)"
+                ),
+                pointer: Some(pointer),
+                code: NackCode::InvalidEnvelope,
+            }));
+        }
         if let Some(v) = obj.get("schema_version").and_then(Value::as_str) {
             if !is_v1(v) {
                 let shown = crate::media::compositor::request::shorten(v);
@@ -169,11 +178,8 @@ impl Authentic {
             let msg = format!("unknown command type {shown:?}");
             return Err(Nack { pointer: Some("/type".into()), ..Nack::new(NackCode::UnsupportedType, msg) });
         }
-        if let Some(pointer) = plaintext_secret(&e.ty, &e.payload) {
-            return Err(Nack {
-                pointer: Some(pointer),
-                ..Nack::new(NackCode::SchemaViolation, "a secret must travel sealed ({\"sealed\": \"<base64>\"})")
-            });
+        if let Some((pointer, why)) = plaintext_secret(&e.ty, &e.payload) {
+            return Err(Nack { pointer: Some(pointer), ..Nack::new(NackCode::SchemaViolation, why) });
         }
         let command = command::from_parts(&e.ty, Value::Object(e.payload.clone())).map_err(|r| Nack {
             code: match r.code {
@@ -201,6 +207,55 @@ impl Authentic {
 pub fn trusted_now(system: jiff::Timestamp, floor_ms: i64) -> jiff::Timestamp {
     let floor = jiff::Timestamp::from_millisecond(floor_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     system.max(floor)
+}
+
+/// The largest integer every JSON reader holds exactly (RFC 7493 §2.2: an IEEE double's 53 bits).
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// The pointer of the first number (anywhere in `obj`) beyond ±[`MAX_EXACT_INTEGER`].
+///
+/// The signed bytes write every number as an IEEE double (RFC 8785), while serde_json reads an
+/// integer into a `u64`/`i64` exactly: past 2^53, two different integers (…992 and …993) have the
+/// same signed form, so one signature would cover both. Beyond ±(2^53 - 1) every double is an
+/// integer too, so the rule is on magnitude, however the number is written. Fractions are exact
+/// enough: serde_json reads them to the nearest double (`float_roundtrip`) and JCS writes the
+/// shortest text that reads back to it, so the signed bytes fix the value the agent acts on; a
+/// number past a double's range (`1e400`) is not JSON that serde_json reads at all.
+fn inexact_number(obj: &Map<String, Value>) -> Option<String> {
+    use std::fmt::Write;
+    fn walk(v: &Value, at: &mut String) -> Option<String> {
+        let len = at.len();
+        let found = match v {
+            Value::Number(n) => {
+                let too_big = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => u > MAX_EXACT_INTEGER,
+                    (None, Some(i)) => i.unsigned_abs() > MAX_EXACT_INTEGER,
+                    (None, None) => n.as_f64().is_none_or(|f| f.abs() > MAX_EXACT_INTEGER as f64),
+                };
+                too_big.then(|| at.clone())
+            }
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                at.truncate(len);
+                let _ = write!(at, "/{i}");
+                walk(item, at)
+            }),
+            Value::Object(m) => members(m, at),
+            _ => None,
+        };
+        at.truncate(len);
+        found
+    }
+    fn members(m: &Map<String, Value>, at: &mut String) -> Option<String> {
+        let len = at.len();
+        m.iter().find_map(|(k, item)| {
+            at.truncate(len);
+            at.push('/');
+            at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            walk(item, at)
+        })
+    }
+    // serde_json refuses input nested deeper than 128, so the walk's depth is bounded.
+    members(obj, &mut String::new())
 }
 
 /// `1.x` with a numeric minor.
@@ -233,32 +288,59 @@ pub fn path_to_pointer(path: &str) -> String {
     out
 }
 
-/// The pointer of the first secret field sent in the clear: a camera `password` or a destination
-/// `stream_key` that is not `{"sealed": "<text>"}`.
-fn plaintext_secret(ty: &str, payload: &Map<String, Value>) -> Option<String> {
+/// A field's JSON pointer and what is wrong with it.
+type Found = Option<(String, &'static str)>;
+
+/// The pointer of the first secret sent in the clear, and what to do instead: a camera
+/// `password` or a destination `stream_key` that is not `{"sealed": "<text>"}`, or credentials in
+/// the userinfo of a URL (`rtsp://user:password@host/…`): a camera's, a destination's ingest (its
+/// key goes in `stream_key`, and the agent appends it) or a package's download URL.
+fn plaintext_secret(ty: &str, payload: &Map<String, Value>) -> Found {
+    const SEAL: &str = "a secret must travel sealed ({\"sealed\": \"<base64>\"})";
+    const URL: &str = "credentials in a URL would cross the broker in the clear: send the user as `username` \
+                       and the password sealed, or a destination's key sealed in `stream_key`";
     let sealed =
         |v: &Value| v.as_object().is_some_and(|o| o.len() == 1 && o.get("sealed").is_some_and(Value::is_string));
-    let check = |list: Option<&Value>, field: &str, at: &str| -> Option<String> {
+    let in_url =
+        |v: Option<&Value>, at: String| v.and_then(Value::as_str).is_some_and(has_userinfo).then_some((at, URL));
+    let each = |list: Option<&Value>, at: &str, check: &dyn Fn(&Value, String) -> Found| {
         let items = list?.as_array()?;
-        items.iter().enumerate().find_map(|(i, item)| {
-            let v = item.get(field)?;
-            (!sealed(v)).then(|| format!("/payload/{at}/{i}/{field}"))
-        })
+        items.iter().enumerate().find_map(|(i, item)| check(item, format!("/payload/{at}/{i}")))
+    };
+    let secret = |item: &Value, at: String, field: &str| {
+        let v = item.get(field)?;
+        (!sealed(v)).then(|| (format!("{at}/{field}"), SEAL))
     };
     match ty {
         "CAMERA_ACTION" => {
-            let v = payload.get("camera")?.get("password")?;
-            (!sealed(v)).then(|| "/payload/camera/password".to_string())
+            let camera = payload.get("camera")?;
+            secret(camera, "/payload/camera".into(), "password")
+                .or_else(|| in_url(camera.get("url"), "/payload/camera/url".into()))
         }
-        "DEVICE_CONFIG" => check(payload.get("destinations"), "stream_key", "destinations")
-            .or_else(|| check(payload.get("cameras"), "password", "cameras")),
+        "DEVICE_CONFIG" => each(payload.get("destinations"), "destinations", &|d, at| {
+            secret(d, at.clone(), "stream_key").or_else(|| in_url(d.get("url"), format!("{at}/url")))
+        })
+        .or_else(|| {
+            each(payload.get("cameras"), "cameras", &|c, at| {
+                secret(c, at.clone(), "password").or_else(|| in_url(c.get("url"), format!("{at}/url")))
+            })
+        }),
+        "TIMELINE_LOAD" => in_url(payload.get("package_url"), "/payload/package_url".into()),
         _ => None,
     }
 }
 
+/// Whether `url` carries a user or a password before its host. Read as the URL parser does, and
+/// as text too (an `@` before the path), so a URL the parser refuses is judged all the same.
+pub fn has_userinfo(url: &str) -> bool {
+    let parsed = url::Url::parse(url.trim()).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+    let authority = url.split_once("://").map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    parsed || authority.is_some_and(|a| a.contains('@'))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::envelope::{b64, sign};
+    use super::super::envelope::{b64, sign, signed_bytes};
     use super::super::trust::TrustEntry;
     use super::*;
     use ed25519_dalek::SigningKey;
@@ -392,6 +474,44 @@ mod tests {
             (n.code, n.pointer.as_deref()),
             (NackCode::SchemaViolation, Some("/payload/destinations/1/stream_key"))
         );
+        // Credentials in a URL are a secret in the clear too, wherever a URL is taken.
+        for (ty, payload, at) in [
+            (
+                "CAMERA_ACTION",
+                json!({"action": "add", "camera_id": "c1", "camera": {"url": "rtsp://admin:hunter2@h/s"}}),
+                "/payload/camera/url",
+            ),
+            (
+                "CAMERA_ACTION",
+                json!({"action": "update", "camera_id": "c1", "camera": {"url": "rtsp://admin@h/s"}}),
+                "/payload/camera/url",
+            ),
+            (
+                "DEVICE_CONFIG",
+                json!({"mode": "merge", "cameras": [{"id": "c", "url": "rtsp://h/s"}, {"id": "d", "url": "rtsp://a:hunter2@h"}]}),
+                "/payload/cameras/1/url",
+            ),
+            (
+                "DEVICE_CONFIG",
+                json!({"mode": "merge", "destinations": [{"id": "x", "platform": "custom", "url": "rtmp://k:hunter2@h/live"}]}),
+                "/payload/destinations/0/url",
+            ),
+            (
+                "TIMELINE_LOAD",
+                json!({"package_url": "https://u:hunter2@cdn/p.vseg", "sha256": "0".repeat(64), "size": 1}),
+                "/payload/package_url",
+            ),
+        ] {
+            let n = outcome(&signed(msg(ty, payload), "studio", &cmd), &t).unwrap_err();
+            assert_eq!((n.code, n.pointer.as_deref()), (NackCode::SchemaViolation, Some(at)), "{n:?}");
+            assert!(!n.message.contains("hunter2") && !n.message.contains("admin"), "{n:?}");
+        }
+        for url in ["rtsp://a:b@h/s", "rtsp://a@h", "rtsp://:b@h", "rtsp://a%40b@h", "rtsp://x y@h/", "rtsp://a\\b@h"] {
+            assert!(has_userinfo(url), "{url}");
+        }
+        for url in ["rtsp://h:554/s", "rtsp://h/a@b", "rtsp://h/s?u=a@b", "rtmp://h/live", "not a url"] {
+            assert!(!has_userinfo(url), "{url}");
+        }
         let trust = msg("DEVICE_CONFIG", json!({"mode": "merge", "trust": {"revoke": ["studio"]}}));
         assert_eq!(code(&signed(trust.clone(), "studio", &cmd), &t), Some(NackCode::UnknownKey), "a command key");
         assert_eq!(code(&signed(trust, "admin", &admin), &t), None, "a trust_admin key");
@@ -414,10 +534,98 @@ mod tests {
     }
 
     #[test]
+    fn integers_past_2_53_cannot_share_a_signature() {
+        let (cmd, _, t) = keys();
+        let c = Checker { device_id: DEV, trust: &t, max_bytes: DEFAULT_MAX_BYTES };
+        // Signed with 2^53; sent again with 2^53 + 1 and the same signature. JCS writes numbers
+        // as IEEE doubles, so both messages have the same signed bytes.
+        let sent = signed(
+            msg("OVERLAY_UPDATE", json!({"action": "set_vars", "vars": {}, "n": 9007199254740992u64})),
+            "studio",
+            &cmd,
+        );
+        let text = String::from_utf8(sent.clone()).unwrap();
+        let forged = text.replace("9007199254740992", "9007199254740993");
+        assert_ne!(forged, text);
+        let (a, b): (Map<String, Value>, Map<String, Value>) =
+            (serde_json::from_str(&text).unwrap(), serde_json::from_str(&forged).unwrap());
+        assert_ne!(a, b, "two different messages");
+        assert_eq!(signed_bytes(&a).unwrap(), signed_bytes(&b).unwrap(), "one signed form");
+        let sig: super::super::envelope::Signature = serde_json::from_value(a["signature"].clone()).unwrap();
+        assert_eq!(verify(&b, &sig, &cmd.verifying_key()), Ok(()), "the signature covers the forged one too");
+        // The checks refuse both before the signature is looked at, naming the number.
+        for raw in [text.as_str(), forged.as_str()] {
+            let r = c.authenticate(raw.as_bytes()).unwrap_err();
+            assert_eq!(
+                (r.nack.code, r.nack.pointer.as_deref()),
+                (NackCode::InvalidEnvelope, Some("/payload/n")),
+                "{r:?}"
+            );
+        }
+        // Anywhere, either sign, written as an integer or not; the largest safe integer passes.
+        for (v, at) in [
+            (json!({"a": [1, {"b/c": -9007199254740992i64}]}), "/payload/x/a/1/b~1c"),
+            (json!(18446744073709551615u64), "/payload/x"),
+            (json!(1e16), "/payload/x"),
+            (json!(-1.7e308), "/payload/x"),
+        ] {
+            let raw = signed(msg("PING", json!({"x": v})), "studio", &cmd);
+            let r = c.authenticate(&raw).unwrap_err();
+            assert_eq!((r.nack.code, r.nack.pointer.as_deref()), (NackCode::InvalidEnvelope, Some(at)), "{v}");
+        }
+        let raw =
+            signed(msg("PING", json!({"x": [9007199254740991u64, -9007199254740991i64, 0.1, 1e-300]})), "studio", &cmd);
+        assert!(c.authenticate(&raw).is_ok(), "±(2^53 - 1) and fractions are exact enough");
+        // Past f64's range is not JSON this agent reads at all.
+        let huge = String::from_utf8(signed(msg("PING", json!({"x": 1})), "studio", &cmd))
+            .unwrap()
+            .replace("\"x\":1", "\"x\":1e400");
+        assert_eq!(c.authenticate(huge.as_bytes()).unwrap_err().nack.code, NackCode::InvalidEnvelope);
+    }
+
+    #[test]
     fn serde_paths_become_json_pointers() {
         assert_eq!(path_to_pointer("payload.camera_ids[0]"), "/payload/camera_ids/0");
         assert_eq!(path_to_pointer("payload.vars.a/b"), "/payload/vars/a~1b");
         assert_eq!(path_to_pointer("."), "");
+    }
+
+    /// Any JSON, its numbers of every kind and width, many near ±2^53.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let edge = 1i64 << 53;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (edge - 4..edge + 4).prop_map(Value::from),
+            (-edge - 4..-edge + 4).prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            (-1e17..1e17f64).prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,4}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Equal values; integers compared exactly, other numbers as doubles (`2.0` is written `2`).
+    fn same(a: &Value, b: &Value) -> bool {
+        let int = |n: &serde_json::Number| n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => match (int(x), int(y)) {
+                (Some(i), Some(j)) => i == j,
+                _ => x.as_f64() == y.as_f64(),
+            },
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
     }
 
     proptest! {
@@ -428,6 +636,23 @@ mod tests {
         fn arbitrary_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
             let (_, _, t) = keys();
             prop_assert!(outcome(&bytes, &t).is_err());
+        }
+
+        /// What a trusted key signed is what the agent reads: any message that passes
+        /// authentication reads back from its signed bytes as the same values (else one signature
+        /// would cover another message). Numbers are drawn around ±2^53 and across every width.
+        #[test]
+        fn what_was_signed_is_what_is_read(x in json_value()) {
+            let (cmd, _, t) = keys();
+            let c = Checker { device_id: DEV, trust: &t, max_bytes: DEFAULT_MAX_BYTES };
+            let raw = signed(msg("PING", json!({"x": x})), "studio", &cmd);
+            if c.authenticate(&raw).is_ok() {
+                let mut received: Map<String, Value> = serde_json::from_slice(&raw).unwrap();
+                let bytes = signed_bytes(&received).unwrap();
+                let back: Value = serde_json::from_slice(&bytes[super::super::envelope::SIGNING_CONTEXT.len()..]).unwrap();
+                received.remove("signature");
+                prop_assert!(same(&Value::Object(received), &back), "{}", String::from_utf8_lossy(&raw));
+            }
         }
 
         /// A valid message with one byte changed, cut short or with a value replaced: refused or,

@@ -121,7 +121,7 @@ pub fn new_message(
 
 /// Now, as the envelope writes it (UTC, milliseconds).
 pub fn timestamp_now() -> String {
-    format!("{:.3}", jiff::Timestamp::now())
+    format!("{:.3}", crate::clock::now())
 }
 
 #[cfg(test)]

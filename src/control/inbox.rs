@@ -114,7 +114,7 @@ impl Inbox {
         let id = authentic.message_id();
         // A repeated message_id is found by the outbox writer when the first reply is stored (the
         // ACK, or a NACK below): its earlier replies go out instead, whatever the checks say now.
-        let system = jiff::Timestamp::now();
+        let system = self.outbox.clock().now();
         let floor = self.time_floor().await?;
         let checked = {
             let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -533,5 +533,30 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), n);
         let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous seq in outbox order");
+    }
+
+    #[tokio::test]
+    async fn a_clock_jump_ahead_and_back_cannot_replay_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, runs, studio) = inbox(dir.path()).await;
+        let mut rx = Rx(0);
+        let raw = command(&studio, "ab1f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11", "PING", json!({}));
+        inbox.receive(&raw, Route::Mqtt).await.unwrap();
+        let first = replies(&inbox, &mut rx, 2).await;
+        drop(inbox);
+        // Restarted with the clock 26 h ahead (past the dedupe window): the store is tidied.
+        let (ahead, runs2, _) = self::inbox(dir.path()).await;
+        ahead.outbox.clock().step(26 * 3600 * 1000);
+        // Two passes of the outbox writer, the second after the first one's tidying.
+        for _ in 0..2 {
+            ahead.receive(b"{oops", Route::Mqtt).await.unwrap();
+        }
+        assert_eq!(replies(&ahead, &mut rx, 2).await.len(), 2);
+        // The clock back: the command, still within max_skew_s of the trusted time, comes again.
+        ahead.outbox.clock().step(-26 * 3600 * 1000);
+        ahead.receive(&raw, Route::Mqtt).await.unwrap();
+        assert_eq!(replies(&ahead, &mut rx, 2).await, first, "its first replies again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(runs.load(Ordering::SeqCst) + runs2.load(Ordering::SeqCst), 1, "executed once");
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::envelope::{new_message, sign};
 use super::keys::Keyring;
+use crate::clock::WallClock;
 use crate::store::{Store, StoreError};
 
 /// A transport a reply goes back on.
@@ -93,7 +94,8 @@ pub struct Draft {
     pub remember: Remember,
     /// A device counter set in the same transaction (the events exporter's cursor).
     pub counter: Option<(&'static str, i64)>,
-    /// Raises the time floor (Unix ms) in the same transaction (an accepted command's time).
+    /// Raises the time floor (Unix ms) in the same transaction (an accepted command's time); the
+    /// command's dedupe row is stamped no earlier than it.
     pub raise_floor: Option<i64>,
 }
 
@@ -201,6 +203,8 @@ pub struct Outbox {
     committed: [watch::Receiver<i64>; 2],
     store: Store,
     recent: Arc<std::sync::Mutex<Recent>>,
+    /// The wall clock the dedupe store's stamps and the inbox's time checks read.
+    clock: WallClock,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,7 +243,9 @@ impl Outbox {
         let (mqtt_tx, mqtt_rx) = watch::channel(max_id);
         let (ws_tx, ws_rx) = watch::channel(max_id);
         let recent = Arc::new(std::sync::Mutex::new(Recent { floor: max_id, ..Recent::default() }));
+        let clock = WallClock::default();
         let writer = Writer {
+            clock: clock.clone(),
             conn: store.dedicated_connection()?,
             device_id,
             keys,
@@ -267,7 +273,12 @@ impl Outbox {
                 }
             }
         });
-        Ok(Outbox { jobs: tx, committed: [mqtt_rx, ws_rx], store, recent })
+        Ok(Outbox { jobs: tx, committed: [mqtt_rx, ws_rx], store, recent, clock })
+    }
+
+    /// The wall clock of the control plane (the inbox's time checks read it too).
+    pub fn clock(&self) -> &WallClock {
+        &self.clock
     }
 
     /// Changes whenever rows for `route` (its own, or for every transport) are committed; holds
@@ -366,6 +377,7 @@ struct Writer {
     bounds: Bounds,
     committed: [watch::Sender<i64>; 2],
     recent: Arc<std::sync::Mutex<Recent>>,
+    clock: WallClock,
 }
 
 const BATCH: usize = 512;
@@ -381,7 +393,8 @@ impl Writer {
         let mut last_settle = Instant::now();
         let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
         let mut last_wal_look = Instant::now();
-        let mut last_prune = Instant::now();
+        // Old replies are forgotten on the first pass after a start, then every minute.
+        let mut last_prune: Option<Instant> = None;
         while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
             // The ticker's second: settling is due (comparing the elapsed time alone would skip
@@ -428,10 +441,10 @@ impl Writer {
                     self.dirty = false;
                 }
             }
-            if last_prune.elapsed() >= Duration::from_secs(60) {
-                last_prune = Instant::now();
-                let before = jiff::Timestamp::now().as_millisecond() - crate::store::control::DEDUPE_KEEP_MS;
-                if let Err(e) = self.conn.execute("DELETE FROM command_replies WHERE received_ms < ?1", [before]) {
+            if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                last_prune = Some(Instant::now());
+                let keep = crate::store::control::DEDUPE_KEEP_MS;
+                if let Err(e) = self.conn.execute(crate::store::control::PRUNE_REPLIES, [keep]) {
                     tracing::warn!("outbox: pruning old replies: {e}");
                 }
             }
@@ -508,7 +521,14 @@ impl Writer {
                 }
             }
         }
-        let now_ms = jiff::Timestamp::now().as_millisecond();
+        // Stamped by the trusted time (the clock, never below the time floor), and an accepted
+        // command's row never below the command's own time: the row then outlives every moment
+        // at which the command could pass the time check again (see `PRUNE_REPLIES`).
+        let floor: i64 = tx
+            .query_row("SELECT value FROM device_counters WHERE name = 'time_floor_ms'", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let now_ms = self.clock.now().as_millisecond().max(floor);
         let keys = self.keys.current();
         let mut out = Vec::with_capacity(puts.len());
         let mut rows = Vec::new();
@@ -534,16 +554,17 @@ impl Writer {
                 m.insert("seq".into(), self.seq.into());
                 sign(&mut m, &self.device_id, keys.signing()).expect("an envelope we built is canonical");
                 let body = Value::Object(m).to_string();
+                let stamp = d.raise_floor.map_or(now_ms, |t| t.max(now_ms));
                 match &d.remember {
                     Remember::No => {}
                     Remember::First(mid) => {
                         earlier.insert(*mid, vec![body.clone()]);
-                        remember.execute(rusqlite::params![mid.to_string(), now_ms, json!([body]).to_string()])?;
+                        remember.execute(rusqlite::params![mid.to_string(), stamp, json!([body]).to_string()])?;
                     }
                     Remember::Then(mid, before) => {
                         let mut all = before.clone();
                         all.push(body.clone());
-                        remember.execute(rusqlite::params![mid.to_string(), now_ms, json!(all).to_string()])?;
+                        remember.execute(rusqlite::params![mid.to_string(), stamp, json!(all).to_string()])?;
                     }
                 }
                 if let Some((name, value)) = d.counter {

@@ -214,3 +214,81 @@ fn a_package_too_large_for_the_disk_is_refused_before_downloading() {
     assert!(server.requests.lock().unwrap().is_empty(), "nothing was downloaded");
     assert!(segments(&c.agent).is_empty());
 }
+
+/// A key trusted only to command cannot replace the timeline a signed segment package installed
+/// by sending an inline `TIMELINE_LOAD` with its id: the load is refused as a conflict naming
+/// `payload.timeline.id`, the segment's timeline is unchanged, and the segment's next version
+/// installs as usual.
+#[test]
+fn a_command_key_cannot_rewrite_a_signed_segment_timeline() {
+    let pki = Pki::new(DEVICE);
+    let mut c = cloud(&pki, "");
+    let (file, sha, size) = package(&c, 1, 0);
+    let server = PackageServer::start(&pki, file, Mode::Whole);
+    let r = load(
+        &c,
+        "7b000000-0000-4000-8000-000000000001",
+        json!({"package_url": server.url(), "sha256": sha, "size": size, "activate": true}),
+    );
+    assert_eq!(result(&r)["payload"]["status"], "succeeded", "{:?}", result(&r));
+    let before = c.agent.ok(&["timeline", "show", "cloud-tl"]);
+
+    // The attacker's key: `command` only.
+    let attacker = SigningKey::from_bytes(&[0x52; 32]);
+    c.agent.ok(&[
+        "trust",
+        "add",
+        "cmd-only",
+        "--public-key",
+        &b64(attacker.verifying_key().as_bytes()),
+        "--role",
+        "command",
+    ]);
+    let hijack = json!({"id": "cloud-tl", "name": "hijacked", "duration": 4, "fps": 25, "resolution": "320x180",
+        "loop": true, "tracks": {"video": {"cues": [{"id": "c1", "start_time": 0, "duration": 4,
+        "action": "show_slate", "params": {}}]}, "overlays": []}});
+    let studio = std::mem::replace(&mut c.studio, attacker);
+    // The trust store is re-read by the running daemon within a couple of seconds.
+    let t0 = std::time::Instant::now();
+    let replies = loop {
+        let id = format!("7b000000-0000-4000-8000-{:012x}", t0.elapsed().as_millis());
+        let mut m = json!({"schema_version": "1.0", "message_id": id, "correlation_id": null, "timestamp": timestamp_now(),
+                           "device_id": DEVICE, "type": "TIMELINE_LOAD", "payload": {"timeline": hijack}});
+        sign(m.as_object_mut().unwrap(), "cmd-only", &c.studio).unwrap();
+        publish(c.broker.port, &format!("{PREFIX}/devices/{DEVICE}/commands"), m.to_string().as_bytes(), false);
+        let first = c.replies.next_where(Duration::from_secs(10), "a reply", |r| r["correlation_id"] == id.as_str());
+        if first["type"] == "NACK" && first["payload"]["code"] == "unknown_key" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the new key was never trusted");
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let mut all = vec![first];
+        if all[0]["type"] == "ACK" {
+            all.push(c.replies.next_where(Duration::from_secs(10), "the RESULT", |r| {
+                r["correlation_id"] == id.as_str() && r["type"] == "RESULT"
+            }));
+        }
+        break all;
+    };
+    let last = replies.last().unwrap();
+    let refused = (last["type"] == "RESULT" && last["payload"]["status"] == "failed") || last["type"] == "NACK";
+    assert!(refused, "the inline load of a segment's timeline was accepted: {replies:?}");
+    let text = last.to_string();
+    assert!(text.contains("conflict") && text.contains("timeline") && text.contains("id"), "{last}");
+    assert_eq!(c.agent.ok(&["timeline", "show", "cloud-tl"]), before, "the segment's timeline is unchanged");
+
+    // The segment's next version, signed by a segment key, still installs.
+    c.studio = studio;
+    let (file2, sha2, size2) = package(&c, 2, 0);
+    let server2 = PackageServer::start(&pki, file2, Mode::Whole);
+    let r = load(
+        &c,
+        "7b000000-0000-4000-8000-000000000002",
+        json!({"package_url": server2.url(), "sha256": sha2, "size": size2, "activate": true}),
+    );
+    assert_eq!(result(&r)["payload"]["status"], "succeeded", "{:?}", result(&r));
+    let rows = segments(&c.agent);
+    assert!(rows.iter().any(|s| s["version"] == 2 && s["active"] == true), "{rows:?}");
+    drop(server);
+    assert!(c.agent.pid().is_some_and(alive));
+}

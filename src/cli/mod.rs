@@ -522,7 +522,9 @@ impl CliError {
         match self {
             CliError::Config(_) => EXIT_CONFIG,
             CliError::Store(StoreError::NotFound { .. }) => EXIT_NOT_FOUND,
-            CliError::Store(StoreError::Exists { .. } | StoreError::Conflict(_)) => EXIT_CONFLICT,
+            CliError::Store(
+                StoreError::Exists { .. } | StoreError::Conflict(_) | StoreError::OwnedBySegment { .. },
+            ) => EXIT_CONFLICT,
             CliError::Store(StoreError::Invalid(_)) | CliError::Invalid(_) => EXIT_USAGE,
             CliError::Unavailable(_) => EXIT_UNAVAILABLE,
             CliError::Store(_) | CliError::Failed(_) => EXIT_FAILURE,

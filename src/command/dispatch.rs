@@ -55,7 +55,9 @@ impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Refusal {
         let code = match &e {
             StoreError::NotFound { .. } => ErrorCode::NotFound,
-            StoreError::Exists { .. } | StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Exists { .. } | StoreError::Conflict(_) | StoreError::OwnedBySegment { .. } => {
+                ErrorCode::Conflict
+            }
             StoreError::Invalid(_) => ErrorCode::SchemaViolation,
             _ => ErrorCode::Failed,
         };
@@ -83,7 +85,9 @@ impl Refusal {
     fn from_store_ref(e: &StoreError) -> ErrorCode {
         match e {
             StoreError::NotFound { .. } => ErrorCode::NotFound,
-            StoreError::Exists { .. } | StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Exists { .. } | StoreError::Conflict(_) | StoreError::OwnedBySegment { .. } => {
+                ErrorCode::Conflict
+            }
             StoreError::Invalid(_) => ErrorCode::SchemaViolation,
             _ => ErrorCode::Failed,
         }

@@ -10,7 +10,7 @@ use super::library::{Import, Library, Source};
 use super::{download, Limits, Rejection, Threat};
 use crate::command::{ErrorCode, LoadSource, Output, Refusal, TimelineLoad};
 use crate::control::trust::TrustStore;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::timeline::model::{self, Inventory};
 
 pub struct Loader {
@@ -116,10 +116,16 @@ impl Loader {
             ));
         }
         let json = doc.to_string();
-        self.store
-            .put_timeline(&tl.id, &tl.name, &json, None, tl.duration as f64 / 1e6)
-            .await
-            .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+        self.store.put_timeline(&tl.id, &tl.name, &json, None, tl.duration as f64 / 1e6).await.map_err(
+            |e| match e {
+                StoreError::OwnedBySegment { .. } => Refusal {
+                    code: ErrorCode::Conflict,
+                    field: Some("payload.timeline.id".into()),
+                    message: e.to_string(),
+                },
+                e => Refusal::new(ErrorCode::Failed, e.to_string()),
+            },
+        )?;
         Ok(Output::TimelineLoaded { timeline_id: tl.id })
     }
 }

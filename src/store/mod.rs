@@ -46,6 +46,9 @@ pub enum StoreError {
     Exists { kind: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    /// A timeline a segment package installed changes only through that segment's packages.
+    #[error("timeline {timeline:?} belongs to segment {segment:?}: it changes only through a newer package of that segment (or its rollback)")]
+    OwnedBySegment { timeline: String, segment: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -37,6 +37,10 @@ pub struct ExecutionRow {
 }
 
 impl Store {
+    /// Stores (or replaces) a timeline loaded by an operator or an inline `TIMELINE_LOAD`. A
+    /// timeline that a segment package installed is refused ([`StoreError::OwnedBySegment`]): the
+    /// check and the write are one statement, so a package installed meanwhile cannot be
+    /// overwritten between them.
     pub async fn put_timeline(
         &self,
         id: &str,
@@ -46,8 +50,10 @@ impl Store {
         duration_s: f64,
     ) -> Result<(), StoreError> {
         validate_id("timeline", id)?;
-        sqlx::query(
-            "INSERT INTO timelines (id, name, json, asset_root, duration_s, loaded_at) VALUES (?, ?, ?, ?, ?, ?)
+        let done = sqlx::query(
+            "INSERT INTO timelines (id, name, json, asset_root, duration_s, loaded_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE NOT EXISTS (SELECT 1 FROM segment_versions WHERE timeline_id = ?1)
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, json = excluded.json,
              asset_root = excluded.asset_root, duration_s = excluded.duration_s, loaded_at = excluded.loaded_at",
         )
@@ -59,6 +65,14 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            let segment: Option<String> =
+                sqlx::query_scalar("SELECT segment_id FROM segment_versions WHERE timeline_id = ? LIMIT 1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Err(StoreError::OwnedBySegment { timeline: id.to_string(), segment: segment.unwrap_or_default() });
+        }
         Ok(())
     }
 

@@ -304,3 +304,63 @@ fn a_camera_password_in_the_url_from_the_cloud_is_a_schema_violation() {
         assert!(!log.contains(s), "the log holds {s}");
     }
 }
+
+/// The trust store has one writer at a time, and every write starts from what is stored: a key
+/// the operator revoked with `trust remove` is not trusted again by a `DEVICE_CONFIG.trust`
+/// change that arrives a moment later (the daemon's copy in memory is refreshed only every 2 s).
+/// The last writer wins, and nothing revoked comes back.
+#[test]
+fn a_revocation_by_the_cli_is_not_undone_by_a_device_config_trust_change() {
+    let b = broker();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{DEVICE}\"\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\nkeepalive_s = 5\nreconnect_max_s = 2\ndrop_delay_max_s = 1\n",
+        b.port
+    ));
+    let admin = SigningKey::from_bytes(&[0x61; 32]);
+    agent.ok(&[
+        "trust",
+        "add",
+        "admin",
+        "--public-key",
+        &b64(admin.verifying_key().as_bytes()),
+        "--role",
+        "command",
+        "--role",
+        "trust_admin",
+    ]);
+    let pk = |seed: u8| b64(SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes());
+    for i in 0..3u8 {
+        agent.ok(&["trust", "add", &format!("old{i}"), "--public-key", &pk(0x70 + i)]);
+    }
+    let base = format!("{PREFIX}/devices/{DEVICE}");
+    let replies = Sub::new(b.port, &format!("{base}/replies"));
+    let states = Sub::new(b.port, &format!("{base}/state"));
+    agent.spawn();
+    assert_eq!(states.next(Duration::from_secs(20))["payload"]["online"], true);
+    std::thread::sleep(Duration::from_millis(300));
+
+    for i in 0..3u8 {
+        // The operator revokes a key; at once, the cloud adds another one.
+        agent.ok(&["trust", "remove", &format!("old{i}")]);
+        let id = format!("9c9f0c52-6a4e-4f6f-9d2e-{i:012x}");
+        let cfg = json!({"mode": "merge", "trust": {"add": [
+            {"key_id": format!("new{i}"), "public_key": pk(0x80 + i), "roles": ["command"]}]}});
+        publish(b.port, &format!("{base}/commands"), &command_by(&admin, "admin", &id, "DEVICE_CONFIG", cfg), false);
+        let result = replies.next_where(Duration::from_secs(10), "the RESULT", |m| {
+            m["correlation_id"] == id.as_str() && (m["type"] == "RESULT" || m["type"] == "NACK")
+        });
+        assert_eq!(result["payload"]["status"], "succeeded", "{result}");
+    }
+    let stored: Value = serde_json::from_str(&agent.ok(&["trust", "list", "--json"])).unwrap();
+    let ids: Vec<&str> = stored["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    for i in 0..3 {
+        assert!(!ids.contains(&format!("old{i}").as_str()), "revoked key old{i} is trusted again: {ids:?}");
+        assert!(ids.contains(&format!("new{i}").as_str()), "the cloud's key new{i} is missing: {ids:?}");
+    }
+    // And the daemon does not honour a revoked key either.
+    let revoked = SigningKey::from_bytes(&[0x70; 32]);
+    let id = "9d9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";
+    publish(b.port, &format!("{base}/commands"), &command_by(&revoked, "old0", id, "PING", json!({})), false);
+    let n = replies.next_where(Duration::from_secs(10), "the reply", |m| m["correlation_id"] == id);
+    assert_eq!(n["payload"]["code"], "unknown_key", "{n}");
+}

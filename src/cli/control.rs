@@ -72,18 +72,14 @@ pub fn device(cmd: DeviceCmd, cfg: &Config) -> Result<(), CliError> {
 
 pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
     let path = cfg.trust_store_path();
-    let mut store = TrustStore::load(&path).map_err(trust_error)?;
     match cmd {
         TrustCmd::Add { key_id, public_key, roles } => {
             let entry = TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_error)?;
-            store.add(entry).map_err(trust_error)?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
-            }
-            store.save(&path).map_err(trust_error)?;
+            TrustStore::update(&path, |store| store.add(entry)).map_err(trust_error)?;
             println!("trusted {key_id}");
         }
         TrustCmd::List { json } => {
+            let store = TrustStore::load(&path).map_err(trust_error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&store).expect("serialises"));
             } else {
@@ -102,8 +98,7 @@ pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
             }
         }
         TrustCmd::Remove { key_id } => {
-            store.remove(&key_id).map_err(trust_error)?;
-            store.save(&path).map_err(trust_error)?;
+            TrustStore::update(&path, |store| store.remove(&key_id)).map_err(trust_error)?;
             println!("removed {key_id}");
         }
     }

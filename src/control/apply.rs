@@ -28,13 +28,40 @@ struct DestinationItem {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct TrustChange {
     #[serde(default)]
     add: Vec<TrustEntry>,
     #[serde(default)]
     revoke: Vec<String>,
+}
+
+impl From<super::trust::TrustError> for Refusal {
+    fn from(e: super::trust::TrustError) -> Refusal {
+        Refusal::new(ErrorCode::Failed, e.to_string())
+    }
+}
+
+/// A `DEVICE_CONFIG.trust` change made on `store`; refused with the field at fault.
+fn change_trust(store: &mut TrustStore, change: &TrustChange) -> Result<(), Refusal> {
+    for (i, e) in change.add.iter().enumerate() {
+        store.add(e.clone()).map_err(|e| field(format!("payload.trust.add.{i}"), e.to_string()))?;
+    }
+    for (i, id) in change.revoke.iter().enumerate() {
+        store.remove(id).map_err(|e| {
+            let code = if matches!(e, super::trust::TrustError::NotFound(_)) {
+                ErrorCode::NotFound
+            } else {
+                ErrorCode::Conflict
+            };
+            Refusal { code, field: Some(format!("payload.trust.revoke.{i}")), message: e.to_string() }
+        })?;
+    }
+    if !store.keys.iter().any(|e| e.roles.contains(&Role::TrustAdmin)) {
+        return Err(Refusal::new(ErrorCode::Conflict, "the trust store would have no trust_admin key left"));
+    }
+    Ok(())
 }
 
 pub struct Apply<'a> {
@@ -108,27 +135,12 @@ impl Apply<'_> {
             Some(t) => {
                 let change: TrustChange =
                     serde_json::from_value(t.clone()).map_err(|e| field("payload.trust".into(), e.to_string()))?;
-                let mut next = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
-                for (i, e) in change.add.into_iter().enumerate() {
-                    next.add(e).map_err(|e| field(format!("payload.trust.add.{i}"), e.to_string()))?;
-                }
-                for (i, id) in change.revoke.iter().enumerate() {
-                    next.remove(id).map_err(|e| {
-                        let code = if matches!(e, super::trust::TrustError::NotFound(_)) {
-                            ErrorCode::NotFound
-                        } else {
-                            ErrorCode::Conflict
-                        };
-                        Refusal { code, field: Some(format!("payload.trust.revoke.{i}")), message: e.to_string() }
-                    })?;
-                }
-                if !next.keys.iter().any(|e| e.roles.contains(&Role::TrustAdmin)) {
-                    return Err(Refusal::new(
-                        ErrorCode::Conflict,
-                        "the trust store would have no trust_admin key left",
-                    ));
-                }
-                Some(next)
+                // Checked on the store as it is now; applied again, under the store's lock, when
+                // the change is made (below), in case another writer changed it meanwhile.
+                let mut now =
+                    TrustStore::load(self.trust_path).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                change_trust(&mut now, &change)?;
+                Some(change)
             }
         };
         let existing: Vec<String> = self.store.destinations().await?.into_iter().map(|d| d.id).collect();
@@ -142,7 +154,16 @@ impl Apply<'_> {
                 .collect(),
         };
 
-        // 2. Apply.
+        // 2. Apply. The trust store first: a writer that changed it since the check can still
+        // make this change refused, and then nothing else has changed.
+        if let Some(change) = trust {
+            let path = self.trust_path.to_path_buf();
+            let (_, written) =
+                tokio::task::spawn_blocking(move || TrustStore::update(&path, |s| change_trust(s, &change)))
+                    .await
+                    .map_err(|e| Refusal::new(ErrorCode::Failed, format!("trust store: {e}")))??;
+            *self.trust.write().unwrap_or_else(|e| e.into_inner()) = written;
+        }
         let mut changed = Vec::new();
         for (id, settings, enabled) in dests {
             match settings {
@@ -158,10 +179,6 @@ impl Apply<'_> {
         }
         for id in &removals {
             self.store.remove_destination(id).await?;
-        }
-        if let Some(next) = trust {
-            next.save(self.trust_path).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
-            *self.trust.write().unwrap_or_else(|e| e.into_inner()) = next;
         }
         tracing::info!(destinations = ?changed, removed = ?removals, "DEVICE_CONFIG applied");
         Ok(Output::Destinations { destinations: changed })

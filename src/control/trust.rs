@@ -1,6 +1,11 @@
 //! The trust store (DESIGN §3 "Key roles and rotation"): which keys may command this device,
 //! sign its packages, or change this list. A JSON file (`<data_dir>/trust.json` by default),
 //! replaced atomically on every change.
+//!
+//! Every change goes through [`TrustStore::update`]: under an exclusive lock on
+//! `<file>.lock` (held by the daemon's `DEVICE_CONFIG` and the CLI alike), the file is read
+//! afresh, changed and written back. No writer starts from a copy it read earlier, so a revocation
+//! is never written over by a change computed on the store as it was before it.
 
 use std::path::{Path, PathBuf};
 
@@ -88,8 +93,36 @@ impl TrustStore {
         Ok(store)
     }
 
-    /// Writes the store: a temporary file, fsync, rename.
-    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
+    /// Changes the stored trust store: `change` runs on the file as it is now, under the store's
+    /// lock, and what it leaves is written back. A refusal from `change` writes nothing. Returns
+    /// `change`'s value and the store as written. Blocking (file lock and fsync): call it from a
+    /// blocking thread in async code.
+    pub fn update<R, E: From<TrustError>>(
+        path: &Path,
+        change: impl FnOnce(&mut TrustStore) -> Result<R, E>,
+    ) -> Result<(R, TrustStore), E> {
+        let file_err = |e: String| TrustError::File { path: path.display().to_string(), message: e };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(format!("{}: {e}", dir.display())))?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| file_err(format!("{}: {e}", lock_path.display())))?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| file_err(format!("{}: {e}", lock_path.display())))?;
+        let mut store = TrustStore::load(path)?;
+        let out = change(&mut store)?;
+        store.save(path)?;
+        Ok((out, store))
+    }
+
+    /// Writes the store: a temporary file, fsync, rename. Only [`TrustStore::update`] (which
+    /// holds the lock) and tests call it.
+    fn save(&self, path: &Path) -> Result<(), TrustError> {
         use std::io::Write;
         let file_err =
             |e: std::io::Error| TrustError::File { path: path.display().to_string(), message: e.to_string() };
@@ -192,7 +225,11 @@ mod tests {
             tokio::spawn(watch(path.clone(), shared.clone(), std::time::Duration::from_millis(20), stop.clone()));
         let mut t = TrustStore::default();
         t.add(TrustEntry::new("studio-a", &pk(1), &[Role::Command]).unwrap()).unwrap();
-        t.save(&path).unwrap();
+        TrustStore::update(&path, |s| {
+            *s = t.clone();
+            Ok::<_, TrustError>(())
+        })
+        .unwrap();
         let wait = |n: usize| {
             let shared = shared.clone();
             async move {

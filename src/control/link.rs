@@ -69,8 +69,21 @@ fn capabilities(transports: Vec<&'static str>) -> Value {
     json!({"commands": super::check::CLOUD_TYPES, "transports": transports, "features": ["sealed_secrets", "outbox"]})
 }
 
-/// A signed STATE message (birth when `online`, death otherwise), numbered like every other.
-pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online: bool) -> Result<String, StoreError> {
+/// Which STATE message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Online, sent on every connection: numbered (`seq`).
+    Birth,
+    /// Offline, sent on a clean stop: numbered (`seq`).
+    Offline,
+    /// Offline, the MQTT Last Will, signed when connecting and published only by the broker if
+    /// the connection is lost: `after_seq`, no number of its own.
+    Will,
+}
+
+/// A signed STATE message.
+pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, life: Life) -> Result<String, StoreError> {
+    let online = life == Life::Birth;
     let p = inbox.keys.current().public();
     let segments = match &inbox.loader {
         Some(l) => l.library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
@@ -87,7 +100,11 @@ pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, online
         "program": null,
     });
     let Value::Object(payload) = payload else { unreachable!("a JSON object") };
-    match inbox.outbox.put(Draft::telemetry("STATE", Kind::State, payload)).await? {
+    match inbox
+        .outbox
+        .put(Draft::telemetry("STATE", if life == Life::Will { Kind::Will } else { Kind::State }, payload))
+        .await?
+    {
         Written::Sent(s) => Ok(s),
         Written::Repeat(_) => unreachable!("only commands' replies repeat"),
     }

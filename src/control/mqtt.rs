@@ -53,7 +53,7 @@ impl Topics {
             Kind::Replies => &self.replies,
             Kind::Events => &self.events,
             Kind::Metrics => &self.metrics,
-            Kind::State => &self.state,
+            Kind::State | Kind::Will => &self.state,
         }
     }
 }
@@ -107,7 +107,6 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
         }
     };
     let mut attempt = 0u32;
-    let mut will: Option<String> = None;
     while !shutdown.is_cancelled() {
         let mut opts = MqttOptions::new(inbox.device_id.clone(), shim.path.clone(), 0);
         opts.set_transport(Transport::Unix);
@@ -135,25 +134,19 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
         }
         let mut bridge =
             AbortOnDrop(tokio::spawn(bridge(shim.listener.clone(), host.clone(), port, tls_config, inbox.max_bytes)));
-        // The death message, signed when connecting. A will that no broker accepted was never
-        // sent anywhere and is used again, so failed attempts do not use up `seq` numbers.
-        let death = match will.take() {
-            Some(w) => w,
-            None => match link::state(&inbox, &links.with(Route::Mqtt, "offline"), false).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("the STATE message could not be made: {e}; retrying");
-                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
-                }
-            },
+        // The death message, signed when connecting. It takes no `seq` (it carries `after_seq`),
+        // so a will signed for an attempt that failed costs nothing.
+        let death = match link::state(&inbox, &links.with(Route::Mqtt, "offline"), link::Life::Will).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("the STATE message could not be made: {e}; retrying");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
+            }
         };
         opts.set_last_will(LastWill::new(&topics.state, death.clone(), QoS::AtLeastOnce, true));
         links.set(Route::Mqtt, "connecting");
         let mut conn = Connection::new(opts, &topics, inbox.clone(), links.clone()).await;
         let outcome = conn.serve(&shutdown, files.as_ref(), fingerprint).await;
-        if conn.up_since.is_none() {
-            will = Some(death);
-        }
         match outcome {
             End::Shutdown => {
                 conn.disconnect(true).await;
@@ -164,8 +157,6 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
                 tracing::info!("MQTT link: {what}; reconnecting with them");
                 // A clean DISCONNECT: the broker drops the will, the cloud sees no offline blip.
                 conn.disconnect(false).await;
-                // The will was signed with what was in use when connecting.
-                will = None;
                 links.set(Route::Mqtt, "reconnecting");
                 continue;
             }
@@ -303,7 +294,9 @@ impl<'a> Connection<'a> {
                 if !ack.session_present {
                     self.client.try_subscribe(&self.topics.commands, QoS::AtLeastOnce).map_err(|e| e.to_string())?;
                 }
-                let birth = link::state(&self.inbox, &self.links.snapshot(), true).await.map_err(|e| e.to_string())?;
+                let birth = link::state(&self.inbox, &self.links.snapshot(), link::Life::Birth)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.publish(&self.topics.state.clone(), birth, true, None)?;
                 link::report_dropped(&self.inbox).await;
                 // What was not acknowledged on the last connection goes again, in order.
@@ -386,7 +379,9 @@ impl<'a> Connection<'a> {
     async fn disconnect(&mut self, offline: bool) {
         if self.up_since.is_some() {
             if offline {
-                if let Ok(s) = link::state(&self.inbox, &self.links.with(Route::Mqtt, "offline"), false).await {
+                if let Ok(s) =
+                    link::state(&self.inbox, &self.links.with(Route::Mqtt, "offline"), link::Life::Offline).await
+                {
                     let _ = self.publish(&self.topics.state.clone(), s, true, None);
                 }
             }

@@ -58,8 +58,13 @@ pub enum Kind {
     Replies,
     Events,
     Metrics,
-    /// Signed and numbered, but not kept: a transport publishes it itself (retained birth, will).
+    /// Signed and numbered, but not kept: a transport publishes it itself (retained birth, the
+    /// offline STATE of a clean stop).
     State,
+    /// The death STATE handed to the broker as the MQTT Last Will. Most wills are never
+    /// published, so it takes no number of the `seq` run (a hole would look like a loss): it
+    /// carries `after_seq`, the last `seq` handed out before it was signed. Not kept.
+    Will,
 }
 
 impl Kind {
@@ -68,7 +73,7 @@ impl Kind {
             Kind::Replies => "replies",
             Kind::Events => "events",
             Kind::Metrics => "metrics",
-            Kind::State => "state",
+            Kind::State | Kind::Will => "state",
         }
     }
 }
@@ -549,9 +554,13 @@ impl Writer {
                         continue;
                     }
                 }
-                self.seq += 1;
                 let mut m = new_message(&self.device_id, d.ty, d.payload.clone(), d.correlation_id);
-                m.insert("seq".into(), self.seq.into());
+                if d.kind == Kind::Will {
+                    m.insert("after_seq".into(), self.seq.into());
+                } else {
+                    self.seq += 1;
+                    m.insert("seq".into(), self.seq.into());
+                }
                 sign(&mut m, &self.device_id, keys.signing()).expect("an envelope we built is canonical");
                 let body = Value::Object(m).to_string();
                 let stamp = d.raise_floor.map_or(now_ms, |t| t.max(now_ms));
@@ -573,7 +582,7 @@ impl Writer {
                 if let Some(ms) = d.raise_floor {
                     floor = Some(floor.map_or(ms, |f: i64| f.max(ms)));
                 }
-                if d.kind != Kind::State {
+                if !matches!(d.kind, Kind::State | Kind::Will) {
                     let route = d.route.map(Route::as_str);
                     insert.execute(rusqlite::params![self.seq, d.kind.as_str(), route, body, body.len() as i64])?;
                     rows.push((d.route, Stored { id: tx.last_insert_rowid(), kind: d.kind, body: body.clone() }));

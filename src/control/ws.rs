@@ -122,7 +122,7 @@ async fn serve(
     // The handshake was the server's first word.
     links.heard(Route::Ws);
     let (mut sink, mut stream) = socket.split();
-    let birth = link::state(inbox, &links.snapshot(), true).await.map_err(|e| e.to_string())?;
+    let birth = link::state(inbox, &links.snapshot(), link::Life::Birth).await.map_err(|e| e.to_string())?;
     sink.send(Message::text(birth)).await.map_err(|e| e.to_string())?;
     link::report_dropped(inbox).await;
     let mut delivered = inbox.outbox.cursor(Route::Ws).await.map_err(|e| e.to_string())?;
@@ -153,7 +153,7 @@ async fn serve(
         }
         tokio::select! {
             _ = stop.cancelled() => {
-                if let Ok(s) = link::state(inbox, &links.with(Route::Ws, "offline"), false).await {
+                if let Ok(s) = link::state(inbox, &links.with(Route::Ws, "offline"), link::Life::Offline).await {
                     let _ = sink.send(Message::text(s)).await;
                 }
                 let _ = sink.send(Message::Close(None)).await;

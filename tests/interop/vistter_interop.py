@@ -8,7 +8,7 @@ check that a second, separate implementation agrees with the agent byte for byte
 The contract, in short:
   * Every message is one JSON object (the envelope): schema_version, message_id,
     correlation_id, timestamp, optional expires_at, device_id, type, payload, signature; every
-    message a device sends also has an integer `seq`.
+    message a device sends also has an integer `seq` (its MQTT Last Will has `after_seq` instead).
   * Signed bytes = b"vistter.envelope.v1\\n" + RFC 8785 (JCS) canonical JSON of the envelope
     without its `signature` member. ed25519; signature = {"alg": "ed25519", "key_id": ...,
     "value": base64 (standard alphabet, padded) of the 64-byte signature}.

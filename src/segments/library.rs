@@ -3,6 +3,16 @@
 //! and staging. A package goes staging → fsync → rename → one DB transaction (the version row, the
 //! activation, the event); any failure before the commit leaves the library exactly as it was, and
 //! what a crash leaves behind (staging, a renamed folder without its row) is removed on start.
+//!
+//! Rollback guard: a version must be above the installed one. Two imports of one segment can
+//! run at once (a cloud load and a USB stick in the daemon, the CLI in another process), so the
+//! check made before staging can be stale by the time a package is installed. The install
+//! therefore checks again inside its `BEGIN IMMEDIATE` transaction, which holds SQLite's write
+//! lock across the check, the rename into place and the commit: one step, one install at a time
+//! in every process, and a version that stopped being newer is refused as `rollback` with nothing
+//! moved. This is simpler than a per-segment lock, which would cover one process only; the
+//! database is the one thing every importer shares. The slow part (staging, hashing, fsync of the
+//! staged files) stays outside the lock.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,10 +142,11 @@ impl Library {
                 removed += 1;
             }
         }
-        let rows = sqlx::query("SELECT dir FROM segment_versions")
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(Rejection::local)?;
+        // Under the write lock: an install in another process (the CLI) renames its folder and
+        // commits its row inside its own write transaction, so it is never seen half done here.
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await.map_err(Rejection::local)?;
+        let rows =
+            sqlx::query("SELECT dir FROM segment_versions").fetch_all(&mut *tx).await.map_err(Rejection::local)?;
         let dirs: std::collections::HashSet<PathBuf> =
             rows.iter().map(|r| PathBuf::from(r.get::<String, _>("dir"))).collect();
         let Ok(rd) = std::fs::read_dir(&self.root) else { return Ok(removed) };
@@ -153,6 +164,7 @@ impl Library {
             }
             let _ = std::fs::remove_dir(seg.path()); // only if empty
         }
+        drop(tx); // nothing was written: rolled back
         Ok(removed)
     }
 

@@ -340,8 +340,17 @@ fn write_atomically(out: &Path, files: &[(String, Vec<u8>)]) -> std::io::Result<
     };
     let name = out.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    // `out` is the operator's own choice of name. The temporary name beside it is created new
+    // (O_EXCL: never opened through a link someone left there, e.g. in /tmp), and only a file
+    // created here is removed on failure; the rename replaces a link at `out` itself, never the
+    // file it points to.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)?;
     let result = (|| {
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         let mut tar = tar::Builder::new(zstd::Encoder::new(f, 3)?);
         let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for (path, bytes) in files {

@@ -5,6 +5,7 @@
 //! `<sha256>.vseg` only if it is exactly what was announced.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub async fn fetch(
     progress: &watch::Sender<u64>,
 ) -> Result<PathBuf, Rejection> {
     std::fs::create_dir_all(dir).map_err(|e| Rejection::local(format!("{}: {e}", dir.display())))?;
+    // Both names are the announced SHA-256, a checked `Sha256Hex` (64 hex digits): no name from
+    // the server or the URL reaches the file system, and `dir` is the agent's own.
     let done = dir.join(format!("{}.vseg", w.sha256.as_str()));
     let part = dir.join(format!("{}.part", w.sha256.as_str()));
     if done.exists() && hash_file(&done).await? == w.sha256 {
@@ -137,7 +140,10 @@ async fn fetch_once(
             )))
         }
     };
+    // O_NOFOLLOW: a link at the `.part` name (which only the agent writes there) is an error,
+    // never a way to write elsewhere.
     let mut file = std::fs::OpenOptions::new()
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .create(true)
         .write(true)
         .append(append)
@@ -179,7 +185,11 @@ async fn fetch_once(
 async fn hash_file(p: &Path) -> Result<Sha256Hex, Rejection> {
     let p = p.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<Sha256Hex, Rejection> {
-        let mut f = std::fs::File::open(&p).map_err(|e| Rejection::local(format!("{}: {e}", p.display())))?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(|e| Rejection::local(format!("{}: {e}", p.display())))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -193,9 +203,4 @@ async fn hash_file(p: &Path) -> Result<Sha256Hex, Rejection> {
     })
     .await
     .map_err(|e| Rejection::local(e.to_string()))?
-}
-
-/// The SHA-256 of a file (for drop folders, which key packages by it).
-pub async fn sha256_of(p: &Path) -> Result<Sha256Hex, Rejection> {
-    hash_file(p).await
 }

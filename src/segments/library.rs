@@ -3,6 +3,16 @@
 //! and staging. A package goes staging → fsync → rename → one DB transaction (the version row, the
 //! activation, the event); any failure before the commit leaves the library exactly as it was, and
 //! what a crash leaves behind (staging, a renamed folder without its row) is removed on start.
+//!
+//! Rollback guard: a version must be above the installed one. Two imports of one segment can
+//! run at once (a cloud load and a USB stick in the daemon, the CLI in another process), so the
+//! check made before staging can be stale by the time a package is installed. The install
+//! therefore checks again inside its `BEGIN IMMEDIATE` transaction, which holds SQLite's write
+//! lock across the check, the rename into place and the commit: one step, one install at a time
+//! in every process, and a version that stopped being newer is refused as `rollback` with nothing
+//! moved. This is simpler than a per-segment lock, which would cover one process only; the
+//! database is the one thing every importer shares. The slow part (staging, hashing, fsync of the
+//! staged files) stays outside the lock.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +94,14 @@ pub struct VersionRow {
 pub struct Library {
     store: Store,
     root: PathBuf,
+    /// Tests only: awaited with the package's version once it is verified and staged, before its
+    /// install (to hold one import there while another runs).
+    #[cfg(test)]
+    before_install: Option<BeforeInstall>,
 }
+
+#[cfg(test)]
+type BeforeInstall = std::sync::Arc<dyn Fn(u64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 struct Known {
     highest: u64,
@@ -94,7 +111,17 @@ struct Known {
 
 impl Library {
     pub fn new(store: Store, data_dir: &Path) -> Library {
-        Library { store, root: data_dir.join("segments") }
+        Library {
+            store,
+            root: data_dir.join("segments"),
+            #[cfg(test)]
+            before_install: None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_before_install(&mut self, f: BeforeInstall) {
+        self.before_install = Some(f);
     }
 
     pub fn root(&self) -> &Path {
@@ -115,10 +142,11 @@ impl Library {
                 removed += 1;
             }
         }
-        let rows = sqlx::query("SELECT dir FROM segment_versions")
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(Rejection::local)?;
+        // Under the write lock: an install in another process (the CLI) renames its folder and
+        // commits its row inside its own write transaction, so it is never seen half done here.
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await.map_err(Rejection::local)?;
+        let rows =
+            sqlx::query("SELECT dir FROM segment_versions").fetch_all(&mut *tx).await.map_err(Rejection::local)?;
         let dirs: std::collections::HashSet<PathBuf> =
             rows.iter().map(|r| PathBuf::from(r.get::<String, _>("dir"))).collect();
         let Ok(rd) = std::fs::read_dir(&self.root) else { return Ok(removed) };
@@ -136,6 +164,7 @@ impl Library {
             }
             let _ = std::fs::remove_dir(seg.path()); // only if empty
         }
+        drop(tx); // nothing was written: rolled back
         Ok(removed)
     }
 
@@ -171,7 +200,20 @@ impl Library {
         how: Import<'_>,
         progress: impl FnMut(u64) + Send + 'static,
     ) -> Result<Installed, Rejection> {
-        let meta = std::fs::metadata(file).map_err(|e| Rejection::local(format!("{}: {e}", file.display())))?;
+        let src = std::fs::File::open(file).map_err(|e| Rejection::local(format!("{}: {e}", file.display())))?;
+        self.import_open(src, &file.display().to_string(), how, progress).await
+    }
+
+    /// [`Library::import_file`] for a package already open (`name` says which, in messages): a
+    /// drop folder opens it itself, never through a link.
+    pub async fn import_open(
+        &self,
+        src: std::fs::File,
+        name: &str,
+        how: Import<'_>,
+        progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<Installed, Rejection> {
+        let meta = src.metadata().map_err(|e| Rejection::local(format!("{name}: {e}")))?;
         if meta.len() > how.limits.max_compressed_bytes {
             return Err(Rejection::new(
                 Threat::TooLarge,
@@ -183,7 +225,7 @@ impl Library {
         std::fs::create_dir_all(&staging_root)
             .map_err(|e| Rejection::local(format!("{}: {e}", staging_root.display())))?;
         let staging = staging_root.join(uuid::Uuid::new_v4().to_string());
-        let (file, trust, device_id) = (file.to_path_buf(), how.trust.clone(), how.device_id.to_string());
+        let (trust, device_id) = (how.trust.clone(), how.device_id.to_string());
         let (limits, now, allow_downgrade) = (how.limits, how.now, how.allow_downgrade);
         let space_at = self.root.clone();
         let staged = {
@@ -192,10 +234,6 @@ impl Library {
                 let mut progress = progress;
                 let mut earlier = None;
                 let checks = Checks { trust: &trust, device_id: &device_id, now, limits };
-                let src = match std::fs::File::open(&file) {
-                    Ok(f) => f,
-                    Err(e) => return (Err(Rejection::local(format!("{}: {e}", file.display()))), None),
-                };
                 let mut hook = |m: &Manifest, sha: &Sha256Hex| -> Result<Next, Rejection> {
                     if let Some(k) = known.get(m.segment_id.as_str()) {
                         match k.versions.get(&m.version) {
@@ -251,7 +289,11 @@ impl Library {
                 return Err(r);
             }
         };
-        let r = self.install(&staged, &how.source, how.activate).await;
+        #[cfg(test)]
+        if let Some(gate) = &self.before_install {
+            gate(staged.manifest().version).await;
+        }
+        let r = self.install(&staged, &how.source, how.activate, how.allow_downgrade).await;
         if staging.exists() {
             let _ = std::fs::remove_dir_all(&staging);
         }
@@ -279,9 +321,23 @@ impl Library {
         })
     }
 
-    /// Checks the timeline against this appliance, then moves the staged files into place and
-    /// records them in one transaction.
-    async fn install(&self, pkg: &VerifiedPackage, source: &Source, activate: bool) -> Result<Installed, Rejection> {
+    /// Checks the timeline against this appliance, then, in one write transaction, checks the
+    /// version again, moves the staged files into place and records them.
+    ///
+    /// The version check before staging saw the library as it was then; another import of the
+    /// same segment (a cloud load beside a stick, or the CLI in another process) may have
+    /// installed a newer version since. So the check is done again inside `BEGIN IMMEDIATE`,
+    /// which holds SQLite's write lock until the commit: every install, in any process, runs
+    /// check, rename and commit as one step, one at a time, and a version that is no longer above
+    /// the installed one is refused as a rollback with nothing moved. A lock in this process
+    /// alone would miss the CLI; the database is what every importer shares.
+    async fn install(
+        &self,
+        pkg: &VerifiedPackage,
+        source: &Source,
+        activate: bool,
+        allow_downgrade: bool,
+    ) -> Result<Installed, Rejection> {
         let m = pkg.manifest();
         let id = m.segment_id.as_str();
         let json = std::fs::read_to_string(m.entrypoint.under(pkg.staging()))
@@ -291,6 +347,8 @@ impl Library {
             asset_root: Some(pkg.staging().to_path_buf()),
         };
         let tl = model::parse(&json, &inv).map_err(|e| Rejection::new(Threat::TimelineInvalid, e.to_string()))?;
+        // `segment_id` is a checked `SegmentId` (letters, digits, '-', '_': one plain name) and
+        // the version a number: the target cannot leave `root`.
         let seg_dir = self.root.join(id);
         let target = seg_dir.join(m.version.to_string());
         // A timeline of that id loaded from elsewhere is not replaced by a package.
@@ -303,34 +361,60 @@ impl Library {
                 ));
             }
         }
-        // One install at a time in this process (a USB drop and a cloud load of the same
-        // segment); another process (the CLI) is caught by the row check below.
-        static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one = INSTALLING.lock().await;
-        let installed: Option<i64> =
-            sqlx::query("SELECT version FROM segment_versions WHERE segment_id = ? AND version = ?")
+        // Outside the write lock: this is the slow part, and the staging dir is this import's own.
+        sync_dirs(pkg.staging()).map_err(|e| Rejection::local(format!("syncing the staged files: {e}")))?;
+        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await.map_err(Rejection::local)?;
+        let highest: Option<i64> = sqlx::query("SELECT highest_version FROM segments WHERE segment_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(Rejection::local)?
+            .map(|r| r.get("highest_version"));
+        let same: Option<String> =
+            sqlx::query("SELECT manifest_sha256 FROM segment_versions WHERE segment_id = ? AND version = ?")
                 .bind(id)
                 .bind(m.version as i64)
-                .fetch_optional(self.store.pool())
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(Rejection::local)?
-                .map(|r| r.get("version"));
-        if installed.is_some() {
-            return Err(Rejection::new(
-                Threat::Rollback,
-                format!("{id} version {} was installed meanwhile (by another import)", m.version),
-            ));
+                .map(|r| r.get("manifest_sha256"));
+        match (same, highest) {
+            (Some(sha), _) if sha == pkg.checked().manifest_sha256.as_str() => {
+                // The identical package, installed meanwhile by another import.
+                drop(tx);
+                return self.already(&m.segment_id, m.version).await;
+            }
+            (Some(_), _) => {
+                return Err(Rejection::new(
+                    Threat::Rollback,
+                    format!("{id} version {} was installed meanwhile with other content", m.version),
+                ))
+            }
+            (None, Some(h)) if m.version as i64 <= h && !allow_downgrade => {
+                return Err(Rejection::new(
+                    Threat::Rollback,
+                    format!(
+                        "{id} version {} is not above version {h}, installed meanwhile by another import \
+                         (a local operator may force it)",
+                        m.version
+                    ),
+                ))
+            }
+            _ => {}
         }
         std::fs::create_dir_all(&seg_dir).map_err(|e| Rejection::local(format!("{}: {e}", seg_dir.display())))?;
         if target.exists() {
-            // Left by an interrupted import: it has no row.
+            // Left by an interrupted import: it has no row (and no other install runs now).
             std::fs::remove_dir_all(&target).map_err(|e| Rejection::local(format!("{}: {e}", target.display())))?;
         }
-        sync_dirs(pkg.staging()).map_err(|e| Rejection::local(format!("syncing the staged files: {e}")))?;
         std::fs::rename(pkg.staging(), &target).map_err(|e| Rejection::local(format!("{}: {e}", target.display())))?;
         let _ = sync_dir(&seg_dir);
         let target_s = target.display().to_string();
-        match self.commit(pkg, source, activate, &tl, &json, &target_s).await {
+        let recorded = match self.record(&mut tx, pkg, source, activate, &tl, &json, &target_s).await {
+            Ok(r) => tx.commit().await.map(|()| r),
+            Err(e) => Err(e),
+        };
+        match recorded {
             Ok((installed, pruned)) => {
                 for v in pruned {
                     let _ = std::fs::remove_dir_all(seg_dir.join(v.to_string()));
@@ -344,8 +428,11 @@ impl Library {
         }
     }
 
-    async fn commit(
+    /// The rows of an install, in the caller's write transaction (not committed here).
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
         &self,
+        tx: &mut sqlx::SqliteConnection,
         pkg: &VerifiedPackage,
         source: &Source,
         activate: bool,
@@ -356,7 +443,6 @@ impl Library {
         let m = pkg.manifest();
         let (id, version) = (m.segment_id.as_str(), m.version as i64);
         let now = crate::store::now();
-        let mut tx = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let current: Option<(i64, i64)> =
             sqlx::query("SELECT active_version, highest_version FROM segments WHERE segment_id = ?")
                 .bind(id)
@@ -395,7 +481,7 @@ impl Library {
         .execute(&mut *tx)
         .await?;
         if active {
-            put_timeline(&mut tx, tl, json, dir).await?;
+            put_timeline(tx, tl, json, dir).await?;
         }
         let detail = format!(
             "segment {id} version {version} installed from {} ({} files, {} bytes, signed by {}){}",
@@ -405,7 +491,7 @@ impl Library {
             pkg.checked().key_id,
             if active { "; active" } else { "" }
         );
-        event(&mut tx, "info", "segment_installed", id, &detail).await?;
+        event(tx, "info", "segment_installed", id, &detail).await?;
         // Keep the active version, the newest ones and the two below the active one.
         let versions: Vec<i64> =
             sqlx::query("SELECT version FROM segment_versions WHERE segment_id = ? ORDER BY version DESC")
@@ -429,7 +515,6 @@ impl Library {
                 .await?;
             pruned.push(*v as u64);
         }
-        tx.commit().await?;
         Ok((
             Installed {
                 segment_id: id.into(),
@@ -638,4 +723,145 @@ fn sync_dirs(root: &Path) -> std::io::Result<()> {
         }
     }
     sync_dir(root)
+}
+
+#[cfg(test)]
+mod rollback_race_tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::{Import, Installed, Source};
+    use crate::segments::testkit::Kit;
+    use crate::segments::{Limits, Rejection, Threat};
+
+    /// Rounds per interleaving.
+    const ROUNDS: usize = 4;
+
+    /// Per held version: told when its import arrives, and the permit that lets it go on.
+    type Held = HashMap<u64, (Arc<Notify>, Arc<Semaphore>)>;
+
+    /// Holds the imports of the listed versions after their checks, until released.
+    #[derive(Clone, Default)]
+    struct Gate {
+        held: Arc<Held>,
+    }
+
+    impl Gate {
+        fn holding(versions: &[u64]) -> Gate {
+            let held = versions.iter().map(|v| (*v, (Arc::new(Notify::new()), Arc::new(Semaphore::new(0))))).collect();
+            Gate { held: Arc::new(held) }
+        }
+
+        async fn arrived(&self, v: u64) {
+            self.held[&v].0.notified().await;
+        }
+
+        fn release(&self, v: u64) {
+            self.held[&v].1.add_permits(1);
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Order {
+        /// v3 passes its checks, then v5 is imported whole, then v3 goes on.
+        V3CheckedThenV5,
+        /// v5 passes its checks, then v3 is imported whole, then v5 goes on.
+        V5CheckedThenV3,
+        /// Both pass their checks, then both go on at once.
+        BothChecked,
+        /// No gate at all.
+        Free,
+    }
+
+    async fn import(kit: &Kit, lib: &super::Library, version: u64) -> Result<Installed, Rejection> {
+        let file = kit.dir.path().join(format!("race-{version}.vseg"));
+        let how = Import {
+            trust: &kit.trust,
+            device_id: "vs-race",
+            now: jiff::Timestamp::now(),
+            limits: Limits::default(),
+            allow_downgrade: false,
+            activate: true,
+            source: if version == 5 { Source::Cloud } else { Source::Usb("stick/v3.vseg".into()) },
+        };
+        lib.import_file(&file, how, |_| {}).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_imports_cannot_roll_a_segment_back() {
+        for order in [Order::V3CheckedThenV5, Order::V5CheckedThenV3, Order::BothChecked, Order::Free] {
+            for round in 0..ROUNDS {
+                let kit = Kit::new().await;
+                for v in [1, 3, 5] {
+                    kit.package("race", v, &kit.dir.path().join(format!("race-{v}.vseg")));
+                }
+                import(&kit, &kit.library, 1).await.expect("v1 installs");
+                let gate = match order {
+                    Order::V3CheckedThenV5 => Gate::holding(&[3]),
+                    Order::V5CheckedThenV3 => Gate::holding(&[5]),
+                    Order::BothChecked => Gate::holding(&[3, 5]),
+                    Order::Free => Gate::default(),
+                };
+                let mut lib = kit.library.clone();
+                let g = gate.clone();
+                lib.set_before_install(Arc::new(move |v| {
+                    let g = g.clone();
+                    Box::pin(async move {
+                        if let Some((arrived, release)) = g.held.get(&v) {
+                            arrived.notify_one();
+                            release.acquire().await.expect("the gate stays open").forget();
+                        }
+                    })
+                }));
+                let (r3, r5) = match order {
+                    Order::V3CheckedThenV5 => {
+                        let lib2 = lib.clone();
+                        tokio::join!(import(&kit, &lib, 3), async {
+                            gate.arrived(3).await;
+                            let r = import(&kit, &lib2, 5).await;
+                            gate.release(3);
+                            r
+                        })
+                    }
+                    Order::V5CheckedThenV3 => {
+                        let lib2 = lib.clone();
+                        let (r5, r3) = tokio::join!(import(&kit, &lib, 5), async {
+                            gate.arrived(5).await;
+                            let r = import(&kit, &lib2, 3).await;
+                            gate.release(5);
+                            r
+                        });
+                        (r3, r5)
+                    }
+                    Order::BothChecked => {
+                        let (r3, r5, ()) = tokio::join!(import(&kit, &lib, 3), import(&kit, &lib, 5), async {
+                            gate.arrived(3).await;
+                            gate.arrived(5).await;
+                            gate.release(3);
+                            gate.release(5);
+                        });
+                        (r3, r5)
+                    }
+                    Order::Free => tokio::join!(import(&kit, &lib, 3), import(&kit, &lib, 5)),
+                };
+                let ctx = format!("{order:?}, round {round}: v3 {r3:?}, v5 {r5:?}");
+                assert!(r5.is_ok(), "v5 must install: {ctx}");
+                assert_eq!(kit.active("race").await, Some(5), "the active version after both: {ctx}");
+                match order {
+                    // v5 was in before v3's install: v3 is a rollback.
+                    Order::V3CheckedThenV5 => {
+                        assert_eq!(r3.as_ref().map_err(|e| e.threat), Err(Threat::Rollback), "{ctx}")
+                    }
+                    // v3 was in before v5 was installed: both are fine.
+                    Order::V5CheckedThenV3 => assert!(r3.is_ok(), "{ctx}"),
+                    // Either went first: v3 is refused, or it was installed before v5.
+                    Order::BothChecked | Order::Free => {
+                        assert!(r3.is_ok() || matches!(&r3, Err(e) if e.threat == Threat::Rollback), "{ctx}")
+                    }
+                }
+            }
+        }
+    }
 }

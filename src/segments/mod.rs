@@ -14,6 +14,8 @@ pub mod load;
 pub mod manifest;
 pub mod pack;
 pub mod package;
+#[cfg(test)]
+mod testkit;
 
 use serde::{Deserialize, Serialize};
 

@@ -32,7 +32,12 @@ impl Kit {
         let mut trust = TrustStore::default();
         trust.add(TrustEntry::new(KEY_ID, &public, &[Role::Segment]).expect("a trust entry")).expect("added");
         let trust_path = data_dir.join("trust.json");
-        trust.save(&trust_path).expect("trust.json");
+        let t = trust.clone();
+        TrustStore::update(&trust_path, move |s| {
+            *s = t;
+            Ok::<_, crate::control::trust::TrustError>(())
+        })
+        .expect("trust.json");
         let store = Store::open(&data_dir).await.expect("the store");
         let library = Library::new(store.clone(), &data_dir);
         Kit { dir, trust_path, trust, store, library, key }

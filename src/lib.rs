@@ -32,3 +32,4 @@ pub mod segments;
 pub mod status;
 pub mod store;
 pub mod timeline;
+pub mod values;

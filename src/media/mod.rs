@@ -39,7 +39,7 @@ use crate::ffmpeg::registry::Registry;
 /// Frame rates a program can run at: the timeline contract's set (DESIGN §5), where 48000/fps is
 /// a whole number of audio samples. The one rule for every fps the agent accepts (timelines, the
 /// demo, `program start`, commands: `command::values::Fps`).
-pub const FPS_ALLOWED: [u32; 12] = [10, 12, 15, 16, 20, 24, 25, 30, 40, 48, 50, 60];
+pub use crate::values::FPS_ALLOWED;
 
 /// What every media job needs from the agent: binaries, supervision settings, where to report.
 #[derive(Clone)]

@@ -61,14 +61,7 @@ pub struct Store {
     own_checkpoints: bool,
 }
 
-/// Ids are chosen by operators and appear in commands, logs and file names: keep them plain.
-/// The one rule for ids: 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-}
+pub use crate::values::is_valid_id;
 
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
     if is_valid_id(id) {

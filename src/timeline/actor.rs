@@ -37,25 +37,7 @@ const WARM_UP: Duration = Duration::from_secs(10);
 /// How often the engine is polled.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Who asked for a show. Higher wins: cloud > schedule > local operator (DESIGN §3); emergency
-/// actions are not subject to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    Operator,
-    Schedule,
-    Cloud,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Operator => "operator",
-            Origin::Schedule => "schedule",
-            Origin::Cloud => "cloud",
-        }
-    }
-}
+pub use crate::values::Origin;
 
 /// Playback controls: the one internal API the CLI (and later the control plane) calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,24 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{OverlayKind, OverlaySpec, Position};
 
-/// What is wrong with one value; the field is named by whoever knows it (serde's path, a flag).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ValueError(pub String);
-
-pub fn bad(msg: impl Into<String>) -> ValueError {
-    ValueError(msg.into())
-}
-
-/// A value quoted in an error, cut to a readable length on a character boundary.
-pub fn shorten(s: &str) -> String {
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
-}
+pub use crate::values::{bad, shorten, ValueError};
 
 /// A colour `#rrggbb` or `#rrggbbaa` (ASCII hex digits only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,6 +161,14 @@ id_type!(
     PresetId
 );
 id_type!(
+    /// A stored schedule.
+    ScheduleId
+);
+id_type!(
+    /// A relay stream (one camera pushed as it is to destinations).
+    StreamId
+);
+id_type!(
     /// A text token variable (`{{var:NAME}}`).
     VarName
 );

@@ -411,3 +411,34 @@ fn a_name_in_allowed_hosts_is_answered() {
     assert!(text.contains("allowed_hosts") && text.contains("Status.Venue.Test"), "check-config shows it: {text}");
     agent.stop();
 }
+
+/// Readers never go through the command path: `/metrics` and `/readyz` read typed views, so a
+/// thousand scrapes dispatch no command (each dispatched command is counted in
+/// `vistter_commands_total` and runs on a task of its own).
+#[test]
+fn a_thousand_scrapes_dispatch_no_command() {
+    let port = free_port();
+    let mut agent = TestAgent::with_config(&format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"));
+    agent.spawn();
+    // One command the operator sends, so the counter exists and is known.
+    agent.ok_when_up(&["program", "status"]);
+    let start = Instant::now();
+    while get(port, "/healthz").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the status server never listened; log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let commands = || -> f64 {
+        let m = get(port, "/metrics").expect("/metrics");
+        assert_eq!(m.status, 200, "/metrics: {}", m.body);
+        parse_prometheus(&m.body).iter().filter(|s| s.0 == "vistter_commands_total").map(|s| s.2).sum()
+    };
+    let before = commands();
+    assert!(before >= 1.0, "the operator's command is counted");
+    for i in 0..1000 {
+        if i % 10 == 0 {
+            assert_eq!(get(port, "/readyz").expect("/readyz").status, 200);
+        }
+        commands();
+    }
+    assert_eq!(commands(), before, "a thousand scrapes of /metrics and a hundred of /readyz dispatched no command");
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::command::configure::{self, Configure};
 use crate::command::values::*;
 use crate::command::{self as cmd, Output, ProgramCommand, ProgramVerb};
 use crate::config::{Config, ConfigError, Overrides};
@@ -24,7 +25,7 @@ use crate::error::*;
 use crate::media::destination::{DestinationInput, Platform};
 use crate::media::probe::{probe_camera, CameraSource};
 use crate::secret::Secret;
-use crate::store::{Desired, NewCamera, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// VistterStream edge agent: turns IP cameras into a 24/7 live show.
 ///
@@ -709,24 +710,23 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
             };
             // Validate before opening anything, so bad input changes nothing.
             crate::store::cameras::split_camera_url(&a.url).map_err(|e| CliError::Invalid(e.to_string()))?;
-            crate::store::validate_id("camera", &a.id)?;
-            let new = NewCamera {
-                id: a.id,
+            let add = configure::CameraAdd {
+                camera_id: parse_id("camera id", &a.id)?,
                 url: a.url,
                 username: a.username,
-                password,
-                backup_camera_id: a.backup,
+                password: password.map(configure::OperatorSecret),
+                backup_camera_id: a.backup.as_deref().map(|b| parse_id("--backup", b)).transpose()?,
                 onvif_host: a.onvif_host,
                 onvif_port: a.onvif_port,
             };
             if a.probe {
                 let (url, user, pass) =
-                    crate::store::cameras::split_camera_url(&new.url).map_err(|e| CliError::Invalid(e.to_string()))?;
+                    crate::store::cameras::split_camera_url(&add.url).map_err(|e| CliError::Invalid(e.to_string()))?;
                 let cam = crate::store::Camera {
-                    id: new.id.clone(),
+                    id: add.camera_id.to_string(),
                     url,
-                    username: new.username.clone().or(user),
-                    password: new.password.clone().or(pass),
+                    username: add.username.clone().or(user),
+                    password: add.password.clone().map(|p| p.0).or(pass),
                     backup_camera_id: None,
                     onvif_host: None,
                     onvif_port: None,
@@ -736,10 +736,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                     .map_err(|e| CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id)))?;
                 println!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
             }
-            let store = Store::open(&cfg.data_dir).await?;
-            let c = store.add_camera(new).await?;
-            println!("camera {} added: {}", c.id, c.source().shown);
-            Ok(())
+            configure_change(cfg, Configure::CameraAdd(add)).await
         }
         CameraCmd::List { json } => {
             let store = Store::open(&cfg.data_dir).await?;
@@ -791,15 +788,12 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
             Ok(())
         }
         CameraCmd::Remove { id } => {
-            Store::open(&cfg.data_dir).await?.remove_camera(&id).await?;
-            println!("camera {id} removed");
-            Ok(())
+            configure_change(cfg, Configure::CameraRemove { camera_id: parse_id("camera id", &id)? }).await
         }
         CameraCmd::Preset(p) => timeline::preset(p, cfg).await,
         CameraCmd::Ptz { id, profile, settle_ms } => {
-            Store::open(&cfg.data_dir).await?.set_camera_ptz(&id, profile.as_deref(), settle_ms).await?;
-            println!("ok");
-            Ok(())
+            configure_change(cfg, Configure::CameraPtz { camera_id: parse_id("camera id", &id)?, profile, settle_ms })
+                .await
         }
     }
 }
@@ -816,21 +810,28 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
                 (None, true) => read_stdin_secret("stream key")?,
                 (None, false) => return Err(CliError::Invalid("give the stream key with --key or --key-stdin".into())),
             };
-            crate::store::validate_id("destination", &a.id)?;
-            let settings = DestinationInput {
-                platform,
+            let add = configure::DestinationAdd {
+                destination_id: parse_id("destination id", &a.id)?,
+                platform: platform.to_string(),
                 url: a.url,
-                key,
+                key: configure::OperatorSecret(key),
                 backup_ingest: a.backup_ingest,
                 ca_file: a.ca_file,
                 tls_verify: !a.insecure_skip_verify,
+                enabled: !a.disabled,
+            };
+            // Checked here too, so a mistake is reported before anything is sent.
+            DestinationInput {
+                platform,
+                url: add.url.clone(),
+                key: add.key.0.clone(),
+                backup_ingest: add.backup_ingest,
+                ca_file: add.ca_file.clone(),
+                tls_verify: add.tls_verify,
             }
             .validate()
             .map_err(|e| CliError::Invalid(e.to_string()))?;
-            let store = Store::open(&cfg.data_dir).await?;
-            let d = store.add_destination(&a.id, &settings, !a.disabled).await?;
-            println!("destination {} added: {} {}", d.id, d.platform, d.url);
-            Ok(())
+            configure_change(cfg, Configure::DestinationAdd(add)).await
         }
         DestinationCmd::List { json } => {
             let ds = Store::open(&cfg.data_dir).await?.destinations().await?;
@@ -845,9 +846,8 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             Ok(())
         }
         DestinationCmd::Remove { id } => {
-            Store::open(&cfg.data_dir).await?.remove_destination(&id).await?;
-            println!("destination {id} removed");
-            Ok(())
+            configure_change(cfg, Configure::DestinationRemove { destination_id: parse_id("destination id", &id)? })
+                .await
         }
         DestinationCmd::Attach { id, program: p } => {
             program(
@@ -867,54 +867,35 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
 }
 
 async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
+    let stream_id = |id: &str| parse_id::<StreamId>("stream id", id);
+    let change = match cmd {
+        StreamCmd::Start { ref id, ref camera, ref destinations } => Some(Configure::StreamStart {
+            stream_id: stream_id(id)?,
+            camera_id: camera.as_deref().map(|c| parse_id("--camera", c)).transpose()?,
+            destination_ids: destinations.iter().map(|d| parse_id("--destination", d)).collect::<Result<_, _>>()?,
+        }),
+        StreamCmd::Stop { ref id } => Some(Configure::StreamStop { stream_id: stream_id(id)? }),
+        StreamCmd::Remove { ref id } => Some(Configure::StreamRemove { stream_id: stream_id(id)? }),
+        StreamCmd::Attach { ref id, ref destination } => Some(Configure::StreamAttach {
+            stream_id: stream_id(id)?,
+            destination_id: parse_id("destination id", destination)?,
+        }),
+        StreamCmd::Detach { ref id, ref destination } => Some(Configure::StreamDetach {
+            stream_id: stream_id(id)?,
+            destination_id: parse_id("destination id", destination)?,
+        }),
+        _ => None,
+    };
+    if let Some(change) = change {
+        return configure_change(cfg, change).await;
+    }
     let store = Store::open(&cfg.data_dir).await?;
     match cmd {
-        StreamCmd::Start { id, camera, destinations } => {
-            let existing = store.relay(&id).await.ok();
-            let camera = match (camera, &existing) {
-                (Some(c), _) => c,
-                (None, Some(r)) => r.camera_id.clone(),
-                (None, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --camera"))),
-            };
-            let destinations = match (destinations.is_empty(), &existing) {
-                (false, _) => destinations,
-                (true, Some(r)) => r.destinations.clone(),
-                (true, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --destination"))),
-            };
-            store.put_relay(&id, &camera, &destinations, Desired::Live).await?;
-            println!("stream {id} set live: camera {camera} → {}", destinations.join(", "));
-            Ok(())
-        }
-        StreamCmd::Stop { id } => {
-            store.set_relay_desired(&id, Desired::Stopped).await?;
-            println!("stream {id} set to stopped");
-            Ok(())
-        }
-        StreamCmd::Remove { id } => {
-            store.remove_relay(&id).await?;
-            println!("stream {id} removed");
-            Ok(())
-        }
-        StreamCmd::Attach { id, destination } => {
-            let r = store.relay(&id).await?;
-            let mut ds = r.destinations.clone();
-            if !ds.contains(&destination) {
-                ds.push(destination.clone());
-            }
-            store.put_relay(&id, &r.camera_id, &ds, r.desired).await?;
-            println!("stream {id}: destination {destination} attached");
-            Ok(())
-        }
-        StreamCmd::Detach { id, destination } => {
-            let r = store.relay(&id).await?;
-            let ds: Vec<String> = r.destinations.iter().filter(|d| **d != destination).cloned().collect();
-            if ds.len() == r.destinations.len() {
-                return Err(CliError::Invalid(format!("stream {id} does not use destination {destination}")));
-            }
-            store.put_relay(&id, &r.camera_id, &ds, r.desired).await?;
-            println!("stream {id}: destination {destination} detached");
-            Ok(())
-        }
+        StreamCmd::Start { .. }
+        | StreamCmd::Stop { .. }
+        | StreamCmd::Remove { .. }
+        | StreamCmd::Attach { .. }
+        | StreamCmd::Detach { .. } => unreachable!("changes are made above"),
         StreamCmd::Status { id, json } => {
             let rows = match id {
                 Some(id) => vec![store.relay(&id).await?],
@@ -1029,6 +1010,36 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     let killed = reg.reap_leftovers().await;
     println!("{} FFmpeg process(es) killed", killed.len());
     Ok(())
+}
+
+/// A configuration change: through the running daemon's dispatcher (one door, with what is on
+/// air now), or, when no daemon runs, straight to the store through the same function and rules,
+/// checked against what the store will resume at the next start.
+pub(crate) async fn configure_change(cfg: &Config, change: Configure) -> Result<(), CliError> {
+    let refused = |r: cmd::Refusal| CliError::Coded(crate::local_api::exit_code(&r), r.to_string());
+    let command = cmd::Command::Configure(change.clone());
+    let out = match crate::local_api::call(&cfg.data_dir, &command).await {
+        Ok(reply) => reply.into_result().map_err(refused)?,
+        Err(crate::local_api::CallError::Connect { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            let store = Store::open(&cfg.data_dir).await?;
+            let result = match cmd::on_air::OnAir::stored(&store).await {
+                Ok(on_air) => configure::apply(&store, &on_air, change).await,
+                Err(e) => Err(e.into()),
+            };
+            store.close().await;
+            result.map_err(refused)?
+        }
+        Err(e) => return Err(CliError::Coded(EXIT_UNAVAILABLE, e.to_string())),
+    };
+    match out {
+        Output::Configured { summary } => {
+            println!("{summary}");
+            Ok(())
+        }
+        o => Err(unexpected(&o)),
+    }
 }
 
 /// One command to the running daemon; a refusal carries its exit code and names the field.

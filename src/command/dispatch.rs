@@ -134,7 +134,10 @@ impl Dispatcher {
         };
         let result = match &reply {
             Reply::Done { .. } => "ok",
-            Reply::Refused { refusal } => refusal.code.as_str(),
+            Reply::Refused { refusal } => {
+                tracing::info!(command = ty, origin = origin.as_str(), "refused: {refusal}");
+                refusal.code.as_str()
+            }
         };
         *self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).entry((ty, result)).or_insert(0) += 1;
         reply
@@ -166,6 +169,15 @@ impl Dispatcher {
             Command::Program(p) => self.program(origin, p).await,
             Command::ShowQuery(q) => self.show_query(q).await,
             Command::Diagnostics(d) => self.diagnostics(origin, d).await,
+            Command::Configure(c) => {
+                if origin != Origin::Operator {
+                    return Err(Refusal::new(
+                        ErrorCode::Failed,
+                        "CONFIGURE is for the local operator only (it carries secrets in the clear)",
+                    ));
+                }
+                super::configure::apply(&self.inner.store, &self.on_air().await?, c).await
+            }
         }
     }
 
@@ -472,6 +484,19 @@ impl Dispatcher {
         }
     }
 
+    /// Every running program (the show's included), read from the watch channels of the
+    /// programs and the director: a typed view for readers (the status page, `/metrics`,
+    /// telemetry), never a command.
+    pub fn programs_view(&self) -> Vec<ProgramInfo> {
+        self.program_list(None).unwrap_or_default()
+    }
+
+    /// The subsystems the dispatcher hands work to are alive: the director's loop (its watch
+    /// still has a sender) and the operator programs' task.
+    pub fn alive(&self) -> bool {
+        self.inner.director.watch().has_changed().is_ok() && !self.inner.programs.tx.is_closed()
+    }
+
     fn program_list(&self, id: Option<&ProgramId>) -> Result<Vec<ProgramInfo>, Refusal> {
         let mut list: Vec<ProgramInfo> = self
             .inner
@@ -609,6 +634,33 @@ impl Dispatcher {
     // Cameras
     // -----------------------------------------------------------------------------------------
 
+    /// What is on air now: the show, the operator programs, the live relay streams.
+    pub async fn on_air(&self) -> Result<super::on_air::OnAir, Refusal> {
+        let view = self.inner.director.view();
+        let decoded: Vec<String> = view
+            .program
+            .as_ref()
+            .and_then(ProgramRef::status)
+            .map(|s| s.cameras.iter().map(|c| c.camera.to_string()).collect())
+            .unwrap_or_default();
+        let programs = self
+            .inner
+            .programs
+            .all()
+            .into_iter()
+            .map(|(id, e)| super::on_air::ProgramUse {
+                id,
+                cameras: e
+                    .program
+                    .status()
+                    .map(|s| s.cameras.iter().map(|c| c.camera.to_string()).collect())
+                    .unwrap_or_default(),
+                destinations: e.destinations,
+            })
+            .collect();
+        Ok(super::on_air::OnAir::build(&self.inner.store, view.desired.as_ref(), &decoded, programs).await?)
+    }
+
     /// Programs (and the show) that decode a camera now.
     fn users_of(&self, camera: &CameraId) -> Vec<ProgramRef> {
         let mut out: Vec<ProgramRef> = self.inner.director.view().program.into_iter().collect();
@@ -629,13 +681,7 @@ impl Dispatcher {
                     ));
                 }
                 if c.action == CameraVerb::Update {
-                    if !self.users_of(&c.camera_id).is_empty() {
-                        return Err(Refusal::new(
-                            ErrorCode::Conflict,
-                            format!("camera {} is on air: stop what uses it first", c.camera_id),
-                        ));
-                    }
-                    store.remove_camera(c.camera_id.as_str()).await?;
+                    super::configure::remove_camera(store, &self.on_air().await?, &c.camera_id).await?;
                 }
                 let _ = origin;
                 store
@@ -652,13 +698,7 @@ impl Dispatcher {
                 Ok(Output::Done)
             }
             CameraVerb::Remove => {
-                if !self.users_of(&c.camera_id).is_empty() {
-                    return Err(Refusal::new(
-                        ErrorCode::Conflict,
-                        format!("camera {} is on air: stop what uses it first", c.camera_id),
-                    ));
-                }
-                store.remove_camera(c.camera_id.as_str()).await?;
+                super::configure::remove_camera(store, &self.on_air().await?, &c.camera_id).await?;
                 Ok(Output::Done)
             }
             CameraVerb::Probe => {

@@ -16,7 +16,9 @@
 //! Wire form on the local socket: one JSON object per line, `{"type": "TIMELINE_EXECUTE",
 //! "payload": {…}}`, the `type` and `payload` members of the cloud envelope.
 
+pub mod configure;
 pub mod dispatch;
+pub mod on_air;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,8 @@ pub enum Command {
     ShowQuery(ShowQuery),
     /// Local operator: recent logs and FFmpeg output, for `vistter-agent diag`.
     Diagnostics(Diagnostics),
+    /// Local operator: a change to the stored configuration (cameras, destinations, streams).
+    Configure(configure::Configure),
 }
 
 impl Command {
@@ -71,6 +75,7 @@ impl Command {
             Command::Program(_) => "PROGRAM",
             Command::ShowQuery(_) => "SHOW_QUERY",
             Command::Diagnostics(_) => "DIAGNOSTICS",
+            Command::Configure(_) => "CONFIGURE",
         }
     }
 
@@ -111,6 +116,7 @@ pub fn from_parts(ty: &str, payload: serde_json::Value) -> Result<Command, Refus
         "PROGRAM" => Command::Program(read(payload)?),
         "SHOW_QUERY" => Command::ShowQuery(read(payload)?),
         "DIAGNOSTICS" => Command::Diagnostics(read(payload)?),
+        "CONFIGURE" => Command::Configure(read(payload)?),
         other => {
             return Err(Refusal {
                 code: ErrorCode::UnsupportedType,
@@ -782,6 +788,10 @@ pub enum Output {
     },
     Diagnostics {
         report: Box<DiagnosticsReport>,
+    },
+    /// `CONFIGURE`: what was changed, for the operator.
+    Configured {
+        summary: String,
     },
 }
 

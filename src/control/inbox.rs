@@ -21,12 +21,21 @@ use crate::store::{Store, StoreError};
 /// Runs a checked command (the dispatcher, with the cloud as origin).
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply>;
+
+    /// The running programs, read from their typed view (never through a command).
+    fn programs(&self) -> Vec<crate::command::ProgramInfo> {
+        Vec::new()
+    }
 }
 
 impl Execute for crate::command::dispatch::Dispatcher {
     fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply> {
         let d = self.clone();
         Box::pin(async move { d.dispatch(crate::timeline::actor::Origin::Cloud, cmd).await })
+    }
+
+    fn programs(&self) -> Vec<crate::command::ProgramInfo> {
+        self.programs_view()
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::Execute;
 use super::outbox::{counter, Draft, Kind, Outbox};
-use crate::command::{Command, Output, ProgramCommand, ProgramInfo, ProgramVerb, Reply};
+use crate::command::ProgramInfo;
 use crate::store::Store;
 
 const EVENTS_CURSOR: &str = "events_exported";
@@ -88,7 +88,7 @@ pub async fn metrics(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (p, d) = gather(&programs(exec.as_ref()).await);
+        let (p, d) = gather(&programs(exec.as_ref()));
         let payload = json!({
             "cpu": {"percent": cpu.sample(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
             "memory": memory(),
@@ -106,14 +106,8 @@ pub async fn metrics(
 }
 
 /// Every running program as `PROGRAM status` lists it (none when the dispatcher refuses).
-pub async fn programs(exec: &dyn Execute) -> Vec<ProgramInfo> {
-    match exec.execute(Command::Program(ProgramCommand::new(ProgramVerb::Status, None))).await {
-        Reply::Done { output } => match *output {
-            Output::Programs { programs } => programs,
-            _ => Vec::new(),
-        },
-        Reply::Refused { .. } => Vec::new(),
-    }
+pub fn programs(exec: &dyn Execute) -> Vec<ProgramInfo> {
+    exec.programs()
 }
 
 /// The METRICS `programs` and `destinations` entries of these programs (the status server's

@@ -41,13 +41,12 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::command::dispatch::Dispatcher;
-use crate::command::{Command, Ping, ProgramInfo, Reply};
+use crate::command::ProgramInfo;
 use crate::config::Config;
 use crate::control::link::Links;
 use crate::media::switcher::Visual;
 use crate::segments::library::{Library, VersionRow};
 use crate::store::Store;
-use crate::timeline::actor::Origin;
 
 /// How long any one source may take before a request answers without it.
 pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -144,16 +143,15 @@ async fn store_answers(store: &Store) -> bool {
     matches!(timeout(SOURCE_TIMEOUT, q).await, Ok(Ok(1)))
 }
 
-/// The dispatcher answers a PING in time and the director (the show's owner loop) is alive: its
-/// status watch still has a sender.
+/// The director (the show's owner loop) and the operator programs' task are alive. Read from
+/// their channels: a probe never goes through the command path.
 async fn media_answers(d: &Dispatcher) -> bool {
-    let ping = d.dispatch(Origin::Operator, Command::Ping(Ping {}));
-    matches!(timeout(SOURCE_TIMEOUT, ping).await, Ok(Reply::Done { .. })) && d.director().watch().has_changed().is_ok()
+    d.alive()
 }
 
-/// The running programs (the show's included), or `None` when the dispatcher did not answer in time.
+/// The running programs (the show's included), from the dispatcher's typed view.
 async fn programs(d: &Dispatcher) -> Option<Vec<ProgramInfo>> {
-    timeout(SOURCE_TIMEOUT, crate::control::telemetry::programs(d)).await.ok()
+    Some(d.programs_view())
 }
 
 async fn outbox(store: &Store) -> Option<(i64, i64)> {

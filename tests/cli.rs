@@ -241,7 +241,7 @@ fn bad_input_is_refused_clearly_and_nothing_is_stored() {
     let cases: &[(&[&str], i32, &str)] = &[
         (&["camera", "add", "c1", "--url", "not a url"], 2, "invalid camera URL"),
         (&["camera", "add", "c1", "--url", "http://10.0.0.1/stream"], 2, "rtsp://"),
-        (&["camera", "add", "bad id!", "--url", "rtsp://10.0.0.1/s"], 2, "invalid camera id"),
+        (&["camera", "add", "bad id!", "--url", "rtsp://10.0.0.1/s"], 2, "camera id: \"bad id!\" is not an id"),
         (&["destination", "add", "d1", "--platform", "myspace", "--key", "abcd1234"], 2, "unknown platform"),
         (&["destination", "add", "d1", "--platform", "youtube", "--key", ""], 2, "stream key is empty"),
         (&["destination", "add", "d1", "--platform", "youtube", "--key", "   "], 2, "stream key is empty"),

@@ -5,9 +5,9 @@ use std::io::{BufRead, IsTerminal, Read};
 use clap::Subcommand;
 
 use super::CliError;
+use crate::command::configure::Configure;
 use crate::config::Config;
 use crate::status::auth::{hash_password, MAX_PASSWORD};
-use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCmd {
@@ -44,18 +44,8 @@ pub async fn admin(cmd: AdminCmd, cfg: &Config) -> Result<(), CliError> {
                 first
             };
             let phc = hash_password(&password).map_err(|e| CliError::Invalid(format!("{e}; nothing was changed")))?;
-            Store::open(&cfg.data_dir).await?.set_admin_password(&phc).await?;
-            println!("The status page's controls now need this password; sessions made with another one have ended.");
-            Ok(())
+            super::configure_change(cfg, Configure::AdminPassword { phc }).await
         }
-        AdminCmd::ClearPassword => {
-            let had = Store::open(&cfg.data_dir).await?.clear_admin_password().await?;
-            if had {
-                println!("Password removed: the status page's controls are off.");
-            } else {
-                println!("No password was set: the status page's controls were already off.");
-            }
-            Ok(())
-        }
+        AdminCmd::ClearPassword => super::configure_change(cfg, Configure::AdminPasswordClear).await,
     }
 }

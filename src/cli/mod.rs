@@ -1025,7 +1025,7 @@ pub(crate) async fn configure_change(cfg: &Config, change: Configure) -> Result<
         {
             let store = Store::open(&cfg.data_dir).await?;
             let result = match cmd::on_air::OnAir::stored(&store).await {
-                Ok(on_air) => configure::apply(&store, &on_air, change).await,
+                Ok(on_air) => configure::apply(&store, &cfg.data_dir, &on_air, change).await,
                 Err(e) => Err(e.into()),
             };
             store.close().await;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 
 use super::CliError;
+use crate::command::configure::Configure;
 use crate::command::values::{DestinationId, TimelineId};
 use crate::command::{Command, Output, TimelineAction, TimelineExecute};
 use crate::config::Config;
@@ -257,17 +258,9 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
             }
             Ok(())
         }
-        SegmentCmd::Remove { id } => {
-            let lib = Library::new(Store::open(&cfg.data_dir).await?, &cfg.data_dir);
-            let n = lib.remove(&id).await.map_err(not_found)?;
-            println!("segment {id} removed ({n} versions)");
-            Ok(())
-        }
+        SegmentCmd::Remove { id } => super::configure_change(cfg, Configure::SegmentRemove { segment_id: id }).await,
         SegmentCmd::Rollback { id, to } => {
-            let lib = Library::new(Store::open(&cfg.data_dir).await?, &cfg.data_dir);
-            let v = lib.activate(&id, to).await.map_err(not_found)?;
-            println!("segment {id}: version {v} is active");
-            Ok(())
+            super::configure_change(cfg, Configure::SegmentActivate { segment_id: id, version: to }).await
         }
         SegmentCmd::Play { id, destinations } => {
             let lib = Library::new(Store::open(&cfg.data_dir).await?, &cfg.data_dir);

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{ask_daemon, CliError};
+use super::{ask_daemon, configure_change, CliError};
+use crate::command::configure::Configure;
 use crate::command::values::{CameraId, CueId, DestinationId, Kbps, ProgramTime, TimelineId};
 use crate::command::{
     self as cmd, Command, Output, ShowQuery, ShowQueryKind, StreamCommand, StreamControl, TimelineAction,
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::timeline::model::{self, Inventory};
 use crate::timeline::schedule::{self, LocalTime, Schedule, Weekday};
+use crate::values::{PresetId, ScheduleId};
 
 #[derive(Subcommand, Debug)]
 pub enum TimelineCmd {
@@ -195,18 +197,10 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
     let req = match cmd {
         TimelineCmd::Load { file } => {
             let store = Store::open(&cfg.data_dir).await?;
-            let (tl, json, root) = read_checked(&store, &file).await?;
-            store
-                .put_timeline(&tl.id, &tl.name, &json, Some(&root.display().to_string()), tl.duration as f64 / 1e6)
-                .await?;
-            println!(
-                "timeline {} loaded ({} video cues, {:.1} s{})",
-                tl.id,
-                tl.video.len(),
-                tl.duration as f64 / 1e6,
-                if tl.looping { ", loops" } else { "" }
-            );
-            return Ok(());
+            // Checked here first, so a mistake is reported with the file's name before anything is sent.
+            let (_, json, asset_root) = read_checked(&store, &file).await?;
+            store.close().await;
+            return configure_change(cfg, Configure::TimelineLoad { json, asset_root }).await;
         }
         TimelineCmd::Export { id, out, key, version } => {
             return super::segment::export(cfg, &id, &out, &key, version).await;
@@ -235,10 +229,8 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
             return Ok(());
         }
         TimelineCmd::Remove { id } => {
-            let store = Store::open(&cfg.data_dir).await?;
-            store.remove_timeline(&id).await?;
-            println!("removed");
-            return Ok(());
+            let timeline_id = super::parse_id("timeline id", &id)?;
+            return configure_change(cfg, Configure::TimelineRemove { timeline_id }).await;
         }
         TimelineCmd::History { limit, json } => {
             let store = Store::open(&cfg.data_dir).await?;
@@ -376,7 +368,7 @@ fn parse_days(s: &str) -> Result<Vec<Weekday>, CliError> {
 }
 
 pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
-    let store = Store::open(&cfg.data_dir).await?;
+    let schedule_id = |id: &str| super::parse_id::<ScheduleId>("schedule id", id);
     match cmd {
         ScheduleCmd::Add { id, name, timezone, days, start, end, timelines, destinations, disabled } => {
             let s = Schedule {
@@ -391,17 +383,11 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
                 destinations,
             };
             schedule::validate(&s).map_err(invalid)?;
-            for t in &s.timelines {
-                store.timeline(t).await?;
-            }
-            for d in &s.destinations {
-                store.destination(d).await?;
-            }
-            store.put_schedule(&id, &serde_json::to_string(&s).expect("serializes")).await?;
-            println!("schedule {id} saved");
+            schedule_id(&id)?;
+            configure_change(cfg, Configure::SchedulePut { schedule: s }).await?;
         }
         ScheduleCmd::List { json } => {
-            let rows = store.schedules().await?;
+            let rows = Store::open(&cfg.data_dir).await?.schedules().await?;
             let list: Vec<serde_json::Value> = rows.iter().filter_map(|(_, j)| serde_json::from_str(j).ok()).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
@@ -422,41 +408,33 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
             }
         }
         ScheduleCmd::Remove { id } => {
-            store.remove_schedule(&id).await?;
-            println!("removed");
+            configure_change(cfg, Configure::ScheduleRemove { schedule_id: schedule_id(&id)? }).await?
         }
-        ScheduleCmd::Enable { id } => set_enabled(&store, &id, true).await?,
-        ScheduleCmd::Disable { id } => set_enabled(&store, &id, false).await?,
+        ScheduleCmd::Enable { id } => {
+            configure_change(cfg, Configure::ScheduleEnable { schedule_id: schedule_id(&id)?, enabled: true }).await?
+        }
+        ScheduleCmd::Disable { id } => {
+            configure_change(cfg, Configure::ScheduleEnable { schedule_id: schedule_id(&id)?, enabled: false }).await?
+        }
     }
     Ok(())
 }
 
-async fn set_enabled(store: &Store, id: &str, on: bool) -> Result<(), CliError> {
-    let rows = store.schedules().await?;
-    let (_, json) = rows
-        .into_iter()
-        .find(|(i, _)| i == id)
-        .ok_or_else(|| CliError::Store(crate::store::StoreError::NotFound { kind: "schedule", id: id.into() }))?;
-    let mut s: Schedule = serde_json::from_str(&json).map_err(invalid)?;
-    s.enabled = on;
-    store.put_schedule(id, &serde_json::to_string(&s).expect("serializes")).await?;
-    println!("schedule {id} {}", if on { "enabled" } else { "disabled" });
-    Ok(())
-}
-
 pub async fn preset(cmd: PresetCmd, cfg: &Config) -> Result<(), CliError> {
-    let store = Store::open(&cfg.data_dir).await?;
+    let ids = |c: &str, p: &str| -> Result<(CameraId, PresetId), CliError> {
+        Ok((super::parse_id("camera id", c)?, super::parse_id("preset id", p)?))
+    };
     match cmd {
         PresetCmd::Set { camera, preset, token } => {
-            store.put_preset(&camera, &preset, &token).await?;
-            println!("ok");
+            let (camera_id, preset_id) = ids(&camera, &preset)?;
+            configure_change(cfg, Configure::PresetSet { camera_id, preset_id, token }).await?;
         }
         PresetCmd::Remove { camera, preset } => {
-            store.remove_preset(&camera, &preset).await?;
-            println!("removed");
+            let (camera_id, preset_id) = ids(&camera, &preset)?;
+            configure_change(cfg, Configure::PresetRemove { camera_id, preset_id }).await?;
         }
         PresetCmd::List { json } => {
-            let p = store.presets().await?;
+            let p = Store::open(&cfg.data_dir).await?.presets().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&p).expect("serializes"));
             } else {

@@ -1,5 +1,6 @@
 //! `CONFIGURE` (local operator): changes to the stored configuration — cameras, destinations,
-//! relay streams.
+//! relay streams, timelines, schedules, PTZ presets, the status page's admin password, installed
+//! segments.
 //!
 //! One function, [`apply`], makes every such change, with the rules of what is on air
 //! ([`OnAir`]): the dispatcher calls it while the daemon runs (with what is on air now), and the
@@ -11,12 +12,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::on_air::OnAir;
-use super::values::{CameraId, DestinationId, StreamId};
+use super::values::{CameraId, DestinationId, PresetId, ScheduleId, StreamId, TimelineId};
 use super::{ErrorCode, Output, Refusal};
 use crate::media::destination::{DestinationInput, Platform};
 use crate::secret::Secret;
 use crate::store::cameras::NewCamera;
-use crate::store::{Desired, Store};
+use crate::store::{Desired, Store, StoreError};
+use crate::timeline::model::{self, Inventory};
+use crate::timeline::schedule::{self, Schedule};
 
 /// A secret the operator typed, on its way over the local socket (the one place it is serialized
 /// in the clear; `Debug` still prints `***`).
@@ -113,6 +116,49 @@ pub enum Configure {
         stream_id: StreamId,
         destination_id: DestinationId,
     },
+    /// Stores a timeline document (checked against the stored cameras and the asset folder).
+    TimelineLoad {
+        json: String,
+        /// The folder the timeline's relative asset paths are read from.
+        asset_root: std::path::PathBuf,
+    },
+    TimelineRemove {
+        timeline_id: TimelineId,
+    },
+    SchedulePut {
+        schedule: Schedule,
+    },
+    ScheduleRemove {
+        schedule_id: ScheduleId,
+    },
+    ScheduleEnable {
+        schedule_id: ScheduleId,
+        enabled: bool,
+    },
+    PresetSet {
+        camera_id: CameraId,
+        preset_id: PresetId,
+        token: String,
+    },
+    PresetRemove {
+        camera_id: CameraId,
+        preset_id: PresetId,
+    },
+    /// The status page's admin password, as an Argon2 PHC string (hashed by the CLI: the
+    /// password itself never crosses the socket).
+    AdminPassword {
+        phc: String,
+    },
+    AdminPasswordClear,
+    SegmentRemove {
+        segment_id: String,
+    },
+    /// Activates a version of an installed segment (the previous one when none is given).
+    SegmentActivate {
+        segment_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
 }
 
 fn invalid(field: &str, e: impl std::fmt::Display) -> Refusal {
@@ -121,7 +167,12 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> Refusal {
 
 /// Makes one change, after every check passed; `on_air` is what the rules are checked against.
 /// Answers with a line for the operator.
-pub async fn apply(store: &Store, on_air: &OnAir, change: Configure) -> Result<Output, Refusal> {
+pub async fn apply(
+    store: &Store,
+    data_dir: &std::path::Path,
+    on_air: &OnAir,
+    change: Configure,
+) -> Result<Output, Refusal> {
     let done = |summary: String| Ok(Output::Configured { summary });
     match change {
         Configure::CameraAdd(a) => {
@@ -216,6 +267,92 @@ pub async fn apply(store: &Store, on_air: &OnAir, change: Configure) -> Result<O
             store.put_relay(stream_id.as_str(), &r.camera_id, &ds, r.desired).await?;
             done(format!("stream {stream_id}: destination {destination_id} detached"))
         }
+        Configure::TimelineLoad { json, asset_root } => {
+            let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(asset_root.clone()) };
+            let tl = model::parse(&json, &inv).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
+            let secs = tl.duration as f64 / 1e6;
+            store.put_timeline(&tl.id, &tl.name, &json, Some(&asset_root.display().to_string()), secs).await?;
+            done(format!(
+                "timeline {} loaded ({} video cues, {secs:.1} s{})",
+                tl.id,
+                tl.video.len(),
+                if tl.looping { ", loops" } else { "" }
+            ))
+        }
+        Configure::TimelineRemove { timeline_id } => {
+            on_air.timeline_free(timeline_id.as_str())?;
+            if let Some(segment) = store.timeline_segment(timeline_id.as_str()).await? {
+                return Err(StoreError::OwnedBySegment { timeline: timeline_id.to_string(), segment }.into());
+            }
+            store.remove_timeline(timeline_id.as_str()).await?;
+            done(format!("timeline {timeline_id} removed"))
+        }
+        Configure::SchedulePut { schedule: s } => {
+            schedule::validate(&s).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
+            for t in &s.timelines {
+                store.timeline(t).await?;
+            }
+            for d in &s.destinations {
+                store.destination(d).await?;
+            }
+            store.put_schedule(&s.id, &serde_json::to_string(&s).expect("serializes")).await?;
+            done(format!("schedule {} saved", s.id))
+        }
+        Configure::ScheduleRemove { schedule_id } => {
+            store.remove_schedule(schedule_id.as_str()).await?;
+            done(format!("schedule {schedule_id} removed"))
+        }
+        Configure::ScheduleEnable { schedule_id, enabled } => {
+            let id = schedule_id.as_str();
+            let (_, json) = store
+                .schedules()
+                .await?
+                .into_iter()
+                .find(|(i, _)| i == id)
+                .ok_or_else(|| StoreError::NotFound { kind: "schedule", id: id.into() })?;
+            let mut s: Schedule =
+                serde_json::from_str(&json).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+            s.enabled = enabled;
+            store.put_schedule(id, &serde_json::to_string(&s).expect("serializes")).await?;
+            done(format!("schedule {id} {}", if enabled { "enabled" } else { "disabled" }))
+        }
+        Configure::PresetSet { camera_id, preset_id, token } => {
+            store.put_preset(camera_id.as_str(), preset_id.as_str(), &token).await?;
+            done(format!("camera {camera_id}: preset {preset_id} stored"))
+        }
+        Configure::PresetRemove { camera_id, preset_id } => {
+            store.remove_preset(camera_id.as_str(), preset_id.as_str()).await?;
+            done(format!("camera {camera_id}: preset {preset_id} removed"))
+        }
+        Configure::AdminPassword { phc } => {
+            argon2::PasswordHash::new(&phc).map_err(|e| invalid("phc", format!("not an Argon2 PHC string: {e}")))?;
+            store.set_admin_password(&phc).await?;
+            done("The status page's controls now need this password; sessions made with another one have ended.".into())
+        }
+        Configure::AdminPasswordClear => {
+            let had = store.clear_admin_password().await?;
+            done(if had {
+                "Password removed: the status page's controls are off.".into()
+            } else {
+                "No password was set: the status page's controls were already off.".into()
+            })
+        }
+        Configure::SegmentRemove { segment_id } => {
+            let lib = crate::segments::library::Library::new(store.clone(), data_dir);
+            if let Ok((_, timeline)) = lib.active_timeline(&segment_id).await {
+                on_air.timeline_free(&timeline)?;
+            }
+            let n = lib.remove(&segment_id).await.map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
+            done(format!("segment {segment_id} removed ({n} versions)"))
+        }
+        Configure::SegmentActivate { segment_id, version } => {
+            let lib = crate::segments::library::Library::new(store.clone(), data_dir);
+            let v = lib
+                .activate(&segment_id, version)
+                .await
+                .map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
+            done(format!("segment {segment_id}: version {v} is active"))
+        }
     }
 }
 
@@ -231,4 +368,59 @@ pub async fn remove_destination(store: &Store, on_air: &OnAir, id: &DestinationI
     on_air.destination_free(id.as_str())?;
     store.remove_destination(id.as_str()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segments::library::{Import, Source};
+    use crate::segments::testkit::Kit;
+    use crate::segments::Limits;
+
+    fn timeline_remove(id: &str) -> Configure {
+        Configure::TimelineRemove { timeline_id: TimelineId::new(id).unwrap() }
+    }
+
+    #[tokio::test]
+    async fn a_segments_timeline_goes_only_with_its_segment_and_a_played_timeline_not_at_all() {
+        let kit = Kit::new().await;
+        let file = kit.dir.path().join("seg-1.vseg");
+        kit.package("seg", 1, &file);
+        let how = Import {
+            trust: &kit.trust,
+            device_id: "vs-test",
+            now: jiff::Timestamp::now(),
+            limits: Limits::default(),
+            allow_downgrade: false,
+            activate: true,
+            source: Source::Usb("stick/seg-1.vseg".into()),
+        };
+        kit.library.import_file(&file, how, |_| {}).await.expect("the package installs");
+        let data_dir = kit.dir.path().join("data");
+        let nothing = OnAir::default();
+
+        let e = apply(&kit.store, &data_dir, &nothing, timeline_remove("tl-seg")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+        assert!(e.message.contains("belongs to segment"), "{e}");
+        kit.store.timeline("tl-seg").await.expect("the segment's timeline is still there");
+
+        // The show plays it: neither the timeline nor its segment may go.
+        let playing = OnAir {
+            users: vec![super::super::on_air::User {
+                name: "the show (timeline tl-seg)".into(),
+                cameras: Default::default(),
+                destinations: Default::default(),
+                stream: None,
+                timeline: Some("tl-seg".into()),
+            }],
+        };
+        let remove_segment = Configure::SegmentRemove { segment_id: "seg".into() };
+        let e = apply(&kit.store, &data_dir, &playing, remove_segment.clone()).await.unwrap_err();
+        assert!(e.message.contains("timeline tl-seg is on air"), "{e}");
+        assert_eq!(kit.active("seg").await, Some(1));
+
+        // Stopped, the segment goes with its timeline.
+        apply(&kit.store, &data_dir, &nothing, remove_segment).await.expect("the segment is removed");
+        assert!(kit.store.timeline("tl-seg").await.is_err(), "its timeline went with it");
+    }
 }

@@ -24,6 +24,8 @@ pub struct User {
     pub destinations: BTreeSet<String>,
     /// The relay stream's id, for a stream.
     pub stream: Option<String>,
+    /// The timeline it plays, for the show.
+    pub timeline: Option<String>,
 }
 
 /// Everything on air now (or at the next start, when no daemon runs).
@@ -60,6 +62,7 @@ impl OnAir {
                 cameras: p.cameras.into_iter().collect(),
                 destinations: p.destinations.into_iter().collect(),
                 stream: None,
+                timeline: None,
             });
         }
         users.extend(live_streams(store).await?);
@@ -98,6 +101,17 @@ impl OnAir {
     /// A destination may be removed or replaced only when nothing on air pushes to it.
     pub fn destination_free(&self, destination: &str) -> Result<(), Refusal> {
         refuse_if_used("destination", destination, self.users_of_destination(destination))
+    }
+
+    /// A timeline may be removed only when the show does not play it.
+    pub fn timeline_free(&self, timeline: &str) -> Result<(), Refusal> {
+        if self.users.iter().any(|u| u.timeline.as_deref() == Some(timeline)) {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("timeline {timeline} is on air: stop the show first (`vistter-agent timeline stop`)"),
+            ));
+        }
+        Ok(())
     }
 
     /// A relay stream may be removed only when it is not set live.
@@ -140,6 +154,7 @@ async fn show_user(store: &Store, d: &DesiredShow) -> Result<User, StoreError> {
         cameras,
         destinations: d.destinations.iter().cloned().collect(),
         stream: None,
+        timeline: Some(d.timeline_id.to_string()),
     })
 }
 
@@ -173,6 +188,7 @@ async fn live_streams(store: &Store) -> Result<Vec<User>, StoreError> {
             cameras,
             destinations: r.destinations.iter().cloned().collect(),
             stream: Some(r.id.clone()),
+            timeline: None,
         });
     }
     Ok(out)
@@ -188,6 +204,7 @@ mod tests {
             cameras: cams.iter().map(|s| s.to_string()).collect(),
             destinations: dests.iter().map(|s| s.to_string()).collect(),
             stream: stream.map(String::from),
+            timeline: None,
         }
     }
 

@@ -15,7 +15,7 @@ pub mod manifest;
 pub mod pack;
 pub mod package;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use serde::{Deserialize, Serialize};
 

@@ -120,6 +120,14 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.get("id"), r.get("duration_s"))).collect())
     }
 
+    /// The segment whose package installed the timeline `id`, if one did.
+    pub async fn timeline_segment(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT segment_id FROM segment_versions WHERE timeline_id = ? LIMIT 1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn remove_timeline(&self, id: &str) -> Result<(), StoreError> {
         let n = sqlx::query("DELETE FROM timelines WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected();
         if n == 0 {

@@ -18,12 +18,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::dispatch::{spawn_programs, Dispatcher};
+use crate::command::{Command, Ping, Reply};
 use crate::config::Config;
 use crate::ffmpeg::registry::Registry;
 use crate::local_api::{self, socket_path};
 use crate::media::destination::OutputTarget;
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::MediaEnv;
+use crate::notify::NotAlive;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 use crate::timeline::{director, scheduler};
 
@@ -114,7 +116,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
     // sd_notify: READY=1 now, WATCHDOG=1 while the loops are alive, STOPPING=1 at shutdown.
-    let _watchdog = crate::notify::spawn(&cfg, shutdown.clone());
+    let _watchdog = crate::notify::spawn(&cfg, shutdown.clone(), local_api_probe(cfg.data_dir.clone()));
     shutdown.cancelled().await;
     crate::notify::stopping();
 
@@ -169,6 +171,23 @@ async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: 
     }
     for id in ids {
         let _ = store.report_relay(&id, "stopped", "{}").await;
+    }
+}
+
+/// The watchdog's probe of the local API: a `PING` through the socket, as any client sends it, so
+/// the accept loop and the dispatcher are both exercised.
+fn local_api_probe(
+    data_dir: std::path::PathBuf,
+) -> impl FnMut() -> futures_util::future::BoxFuture<'static, Result<(), NotAlive>> + Send + 'static {
+    move || {
+        let data_dir = data_dir.clone();
+        Box::pin(async move {
+            match local_api::call(&data_dir, &Command::Ping(Ping {})).await {
+                Ok(Reply::Done { .. }) => Ok(()),
+                Ok(r) => Err(NotAlive(format!("PING answered {r:?}"))),
+                Err(e) => Err(NotAlive(e.to_string())),
+            }
+        })
     }
 }
 

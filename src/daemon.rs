@@ -1,13 +1,17 @@
 //! `vistter-agent run`: the long-running daemon.
 //!
-//! It starts one task per subsystem (DESIGN §6): the director (the show), the operator programs,
-//! the relay streams, the scheduler, and the local socket that feeds the command dispatcher. No
-//! task serves a request that waits on anything slow. Relay streams follow desired state in the
-//! store (written by the CLI): a reconcile loop brings the running relays to it every
-//! `reconcile_interval_ms` and writes back what it observes. Because desired state is persisted, a relay that was live when
-//! the agent died is live again after a restart. At start-up it first reaps FFmpeg processes left
-//! over by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
-//! Shutdown (SIGTERM/SIGINT) stops every job with the usual escalation, under a deadline.
+//! It starts one task per subsystem, each the only owner of its state: the director (the show),
+//! the operator programs, the relay streams, the scheduler, the cloud link, the status server, the
+//! USB drop-folder watcher, and the local socket that feeds the command dispatcher. No task serves
+//! a request that waits on anything slow. Relay streams follow desired state in the store (written
+//! by the CLI): a reconcile loop brings the running relays to it every `reconcile_interval_ms` and
+//! writes back what it observes. Because desired state is persisted, a relay that was live when the
+//! agent died is live again after a restart. At start-up it first reaps FFmpeg processes left over
+//! by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
+//! Shutdown (SIGTERM/SIGINT) goes in layers, each under a deadline: first what takes requests in
+//! (the local socket, the cloud link, the status server, the drop folders), then the show, then the
+//! programs and relay streams (every job stopped with the usual SIGINT → SIGTERM → SIGKILL
+//! escalation), and the store last.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -277,7 +281,7 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
 }
 
 /// Writes the status when its shape changes, and the progress figures at most every 2 s
-/// (the box runs on flash: no write per tick; LESSONS 23).
+/// (the box runs on flash: no database write per tick).
 async fn report(store: &Store, id: &str, r: &mut Running) -> Result<(), StoreError> {
     let st: RelayStatus = r.relay.status();
     let shape = shape_of(&st);

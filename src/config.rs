@@ -4,6 +4,11 @@
 //! with the key and its source named (a typo in a config file must not silently fall back to a
 //! default). Nested keys come from the environment with `__`: `VISTTER_FFMPEG__PATH=/opt/ffmpeg`.
 //! Nothing secret lives here: stream keys and camera passwords are in the encrypted store.
+//!
+//! Configuration sits low in the module graph (above logging and the FFmpeg supervisor), so what
+//! it checks lives here or below: the package size limits ([`Limits`], read by `segments`), the
+//! host-name rule of `[status] allowed_hosts` ([`host_name`], also used by `status`), and ids
+//! checked with `values`. `log_format` and `[log]` are the logging module's own types, re-exported.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

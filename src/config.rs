@@ -4,6 +4,11 @@
 //! with the key and its source named (a typo in a config file must not silently fall back to a
 //! default). Nested keys come from the environment with `__`: `VISTTER_FFMPEG__PATH=/opt/ffmpeg`.
 //! Nothing secret lives here: stream keys and camera passwords are in the encrypted store.
+//!
+//! Configuration sits low in the module graph (above logging and the FFmpeg supervisor), so what
+//! it checks lives here or below: the package size limits ([`Limits`], read by `segments`), the
+//! host-name rule of `[status] allowed_hosts` ([`host_name`], also used by `status`), and ids
+//! checked with `values`. `log_format` and `[log]` are the logging module's own types, re-exported.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +18,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::ffmpeg::backoff::BackoffPolicy;
+pub use crate::logging::{LogConfig, LogFormat};
+
+pub mod host_name;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vistter-agent/config.toml";
@@ -72,12 +80,13 @@ impl Default for StatusConfig {
     }
 }
 
-/// Segment packages (DESIGN §4): limits, USB drop folders, downloads.
+/// `[segments]`: signed segment packages (a timeline and its assets): size limits, USB drop
+/// folders, downloads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SegmentsConfig {
     /// `[segments.limits]`: package size limits.
-    pub limits: crate::segments::Limits,
+    pub limits: Limits,
     /// Folders watched for `.vseg` files (globs, e.g. `/media/*/vistter`); empty: none.
     pub drop_folders: Vec<String>,
     /// How often drop folders are scanned again, whatever inotify reports, in seconds.
@@ -88,16 +97,39 @@ pub struct SegmentsConfig {
 
 impl Default for SegmentsConfig {
     fn default() -> Self {
-        SegmentsConfig {
-            limits: crate::segments::Limits::default(),
-            drop_folders: Vec::new(),
-            rescan_s: 10,
-            download_ca_file: None,
+        SegmentsConfig { limits: Limits::default(), drop_folders: Vec::new(), rescan_s: 10, download_ca_file: None }
+    }
+}
+
+/// How big a package may be. Checked while reading, before anything is written past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The `.vseg` file itself.
+    pub max_compressed_bytes: u64,
+    /// All its files together, uncompressed.
+    pub max_uncompressed_bytes: u64,
+    pub max_file_bytes: u64,
+    /// Tar entries (the manifest and its signature included).
+    pub max_entries: u64,
+    /// The largest zstd window accepted, as a power of two (the contract's ceiling is 27).
+    pub max_window_log: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_compressed_bytes: 4 << 30,
+            max_uncompressed_bytes: 8 << 30,
+            max_file_bytes: 4 << 30,
+            max_entries: 10_000,
+            max_window_log: 27,
         }
     }
 }
 
-/// The cloud link (DESIGN §3 "Configuration").
+/// `[control]`: the cloud link: this device's id, the topics, the freshness window of commands,
+/// the trust store, the telemetry outbox, and the MQTT and WebSocket links (both outbound, mutual TLS).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
@@ -202,7 +234,8 @@ impl Default for ControlConfig {
     }
 }
 
-/// Timeline playback and PTZ (DESIGN §5; issue 4).
+/// `[timeline]`: how shows are played: camera preroll, PTZ preset moves, the show's bitrate, hot
+/// inputs and how early a scheduled show is prepared.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimelineConfig {
@@ -238,15 +271,16 @@ impl Default for TimelineConfig {
     }
 }
 
-/// Program bus and degraded-mode thresholds (DESIGN §2; issue 3 §6).
+/// `[program]`: when the program bus gives up on a stalled camera (hold the last frame, then the
+/// backup camera or the slate) and when the encoder steps its quality down under overload and back up.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProgramConfig {
     /// No fresh frame for this long: hold the last frame.
     pub stall_ms: u64,
-    /// No fresh frame for this long: backup camera or slate. 900, not DESIGN's 1000: measured from
+    /// No fresh frame for this long: backup camera or slate. 900, not a round 1000: measured from
     /// the camera's last frame, 1000 ms plus a frame tick and the decoder's latency put the slate
-    /// on air 1.03–1.08 s after a camera dies, past the 1 s promise.
+    /// on air 1.03–1.08 s after a camera dies, past the promise of a replacement within 1 s.
     pub fallback_ms: u64,
     /// A recovered camera must deliver steadily this long before it is back on air.
     pub recover_ms: u64,
@@ -270,32 +304,6 @@ impl Default for ProgramConfig {
             degrade_step_interval_s: 300,
             degrade_stable_s: 60,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Auto,
-    Text,
-    Json,
-}
-
-/// `[log]`: besides stdout/stderr, the daemon may append its JSON lines (with timestamps) to a
-/// file, renamed to `<file>.1` when it would pass `max_bytes`: at most two files on disk.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// The log file (absent: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    /// Size at which the file is rotated, in bytes.
-    pub max_bytes: u64,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { file: None, max_bytes: 10 << 20 }
     }
 }
 
@@ -468,7 +476,7 @@ impl Config {
         if !(p.degrade_slow_speed.is_finite() && p.degrade_slow_speed > 0.0) || p.degrade_window_s == 0 {
             return bad("program.degrade_slow_speed must be > 0 and program.degrade_window_s at least 1");
         }
-        self.backoff().map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))?;
+        self.backoff()?;
         self.time_zone()?;
         self.device_id()?;
         let c = &self.control;
@@ -519,7 +527,7 @@ impl Config {
             return bad("status.listen must be HOST:PORT with an IP address, e.g. 127.0.0.1:8787");
         }
         for name in &self.status.allowed_hosts {
-            crate::status::host::check_name(name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            host_name::check_name(name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if c.metrics_interval_s == 0 || c.outbox_max_messages == 0 || c.outbox_max_bytes < 64 * 1024 {
             return bad("control.metrics_interval_s and outbox_max_messages must be at least 1, outbox_max_bytes at least 65536");
@@ -535,10 +543,10 @@ impl Config {
         } else {
             self.control.device_id.clone()
         };
-        if !crate::store::is_valid_id(&id) {
+        if !crate::values::is_valid_id(&id) {
             return Err(ConfigError::Invalid(format!(
                 "control.device_id {:?} is not valid (1-64 letters, digits, '-', '_'; set it when the host name is not)",
-                crate::media::compositor::request::shorten(&id)
+                crate::values::shorten(&id)
             )));
         }
         Ok(id)
@@ -562,12 +570,14 @@ impl Config {
             .map_err(|_| ConfigError::Invalid(format!("timezone: unknown IANA time zone {:?}", self.timezone)))
     }
 
-    pub fn backoff(&self) -> Result<BackoffPolicy, String> {
+    /// The restart backoff of FFmpeg jobs, from the `ffmpeg.backoff_*` and `healthy_reset_s` keys.
+    pub fn backoff(&self) -> Result<BackoffPolicy, ConfigError> {
         BackoffPolicy::new(
             Duration::from_millis(self.ffmpeg.backoff_initial_ms),
             Duration::from_millis(self.ffmpeg.backoff_max_ms),
             Duration::from_secs(self.ffmpeg.healthy_reset_s),
         )
+        .map_err(|e| ConfigError::Invalid(format!("ffmpeg backoff: {e}")))
     }
 }
 

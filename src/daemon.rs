@@ -1,13 +1,17 @@
 //! `vistter-agent run`: the long-running daemon.
 //!
-//! It starts one task per subsystem (DESIGN §6): the director (the show), the operator programs,
-//! the relay streams, the scheduler, and the local socket that feeds the command dispatcher. No
-//! task serves a request that waits on anything slow. Relay streams follow desired state in the
-//! store (written by the CLI): a reconcile loop brings the running relays to it every
-//! `reconcile_interval_ms` and writes back what it observes. Because desired state is persisted, a relay that was live when
-//! the agent died is live again after a restart. At start-up it first reaps FFmpeg processes left
-//! over by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
-//! Shutdown (SIGTERM/SIGINT) stops every job with the usual escalation, under a deadline.
+//! It starts one task per subsystem, each the only owner of its state: the director (the show),
+//! the operator programs, the relay streams, the scheduler, the cloud link, the status server, the
+//! USB drop-folder watcher, and the local socket that feeds the command dispatcher. No task serves
+//! a request that waits on anything slow. Relay streams follow desired state in the store (written
+//! by the CLI): a reconcile loop brings the running relays to it every `reconcile_interval_ms` and
+//! writes back what it observes. Because desired state is persisted, a relay that was live when the
+//! agent died is live again after a restart. At start-up it first reaps FFmpeg processes left over
+//! by an earlier instance (from the pid registry), so their RTMP sessions do not block ours.
+//! Shutdown (SIGTERM/SIGINT) goes in layers, each under a deadline: first what takes requests in
+//! (the local socket, the cloud link, the status server, the drop folders), then the show, then the
+//! programs and relay streams (every job stopped with the usual SIGINT → SIGTERM → SIGKILL
+//! escalation), and the store last.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,12 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::dispatch::{spawn_programs, Dispatcher};
+use crate::command::{Command, Ping, Reply};
 use crate::config::Config;
 use crate::ffmpeg::registry::Registry;
 use crate::local_api::{self, socket_path};
 use crate::media::destination::OutputTarget;
 use crate::media::relay::{Relay, RelaySpec, RelayStatus};
 use crate::media::MediaEnv;
+use crate::notify::NotAlive;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 use crate::timeline::{director, scheduler};
 
@@ -114,7 +120,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "vistter-agent running");
     // sd_notify: READY=1 now, WATCHDOG=1 while the loops are alive, STOPPING=1 at shutdown.
-    let _watchdog = crate::notify::spawn(&cfg, shutdown.clone());
+    let _watchdog = crate::notify::spawn(&cfg, shutdown.clone(), local_api_probe(cfg.data_dir.clone()));
     shutdown.cancelled().await;
     crate::notify::stopping();
 
@@ -169,6 +175,23 @@ async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: 
     }
     for id in ids {
         let _ = store.report_relay(&id, "stopped", "{}").await;
+    }
+}
+
+/// The watchdog's probe of the local API: a `PING` through the socket, as any client sends it, so
+/// the accept loop and the dispatcher are both exercised.
+fn local_api_probe(
+    data_dir: std::path::PathBuf,
+) -> impl FnMut() -> futures_util::future::BoxFuture<'static, Result<(), NotAlive>> + Send + 'static {
+    move || {
+        let data_dir = data_dir.clone();
+        Box::pin(async move {
+            match local_api::call(&data_dir, &Command::Ping(Ping {})).await {
+                Ok(Reply::Done { .. }) => Ok(()),
+                Ok(r) => Err(NotAlive(format!("PING answered {r:?}"))),
+                Err(e) => Err(NotAlive(e.to_string())),
+            }
+        })
     }
 }
 
@@ -258,7 +281,7 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
 }
 
 /// Writes the status when its shape changes, and the progress figures at most every 2 s
-/// (the box runs on flash: no write per tick; LESSONS 23).
+/// (the box runs on flash: no database write per tick).
 async fn report(store: &Store, id: &str, r: &mut Running) -> Result<(), StoreError> {
     let st: RelayStatus = r.relay.status();
     let shape = shape_of(&st);

@@ -1,7 +1,7 @@
 //! `vistter-agent demo`: a show on built-in sources, for a machine with nothing configured.
 //!
 //! Two FFmpeg test sources stand in for cameras (`demo-a`: testsrc2, `demo-b`: SMPTE bars), and the
-//! timeline engine drives the show exactly as it drives a real one (DESIGN §5). The demo writes its
+//! timeline engine drives the show exactly as it drives a real one. The demo writes its
 //! timeline in code as the same JSON an operator would load: a loop of video cues alternating the
 //! two sources (a crossfade into `demo-a`, a hard cut into `demo-b`), and overlay tracks for a
 //! logo (a PNG drawn here, so no asset files are needed), a live clock and a lower third naming
@@ -97,7 +97,7 @@ fn program_camera(src: &BuiltIn, fmt: ProgramFormat) -> ProgramCamera {
     }
 }
 
-/// The demo's timeline, as the JSON an operator would load (DESIGN §5): `fmt`'s fps and size, one
+/// The demo's timeline, as the JSON an operator would load (`schemas/timeline.v1.json`): `fmt`'s fps and size, one
 /// video cue of `cut_every` per built-in source, looping; a logo and a clock for the whole loop; a
 /// lower third naming the source over each video cue.
 pub fn timeline_doc(fmt: ProgramFormat, cut_every: Duration) -> Value {

@@ -1,15 +1,39 @@
 //! vistter-agent: the edge agent of the VistterStream camera-streaming appliance.
 //!
-//! Map of the crate (DESIGN §6):
-//! - [`cli`]: the `vistter-agent` command line; [`config`]: file ← env ← flags.
-//! - [`daemon`]: `run`, the reconcile loop that owns every media job.
-//! - [`store`]: SQLite (WAL) with cameras, destinations, relay streams, events; secrets sealed.
-//! - [`ffmpeg`]: the FFmpeg supervisor (jobs, progress, backoff, pid registry).
-//! - [`media`]: fan-out, pushers, relay mode, destination presets, camera probing, hwaccel.
-//! - [`secret`]: `Secret` (prints `***`) and the redactor for FFmpeg output.
-//! - [`clock`]: the wall clock the control plane's time checks read (with its test hook).
-//! - [`error`]: process exit codes. [`logging`]: JSON lines / text, the log ring and file.
-//! - [`status`]: the read-only HTTP status server (`[status]`): health, readiness, metrics, status JSON.
+//! The modules, lowest layer first: a module uses only modules listed before it, never one after
+//! it (`tests/architecture.rs` checks that the graph has no cycles). `docs/ARCHITECTURE.md` tells
+//! the same map with who owns what state, the data paths and the failure rules; the wire
+//! contracts are in `schemas/`.
+//!
+//! - [`values`]: ids, checked values (program times, fps, bitrates, sizes) and the [`Origin`](values::Origin)
+//!   of a command; the shared vocabulary, depending on nothing.
+//! - [`error`]: the process exit codes. [`secret`]: `Secret` (prints `***`) and the redactor for
+//!   FFmpeg output. [`clock`]: the wall clock the control plane's time checks read (with a test hook).
+//! - [`logging`]: JSON lines or text, the in-memory ring for diagnostics, the rotated log file.
+//! - [`ffmpeg`]: the FFmpeg supervisor: one task per process, health from progress, backoff, stop
+//!   escalation, the pid registry.
+//! - [`config`]: built-in defaults ← TOML file ← `VISTTER_*` environment ← flags, checked at load.
+//! - [`notify`]: `sd_notify` readiness and the systemd watchdog, fed only while the loops live.
+//! - [`media`]: camera ingest, the program bus (switcher, fallback, compositor), the encoder, the
+//!   FLV fan-out, the pushers, relay mode, destination presets, camera probing.
+//! - [`store`]: the SQLite store (WAL): cameras, destinations, relay streams, shows, schedules,
+//!   events, the control plane's records; secrets sealed at rest.
+//! - [`events`]: the sink that turns FFmpeg job events into log lines and event rows.
+//! - [`ptz`]: PTZ presets over ONVIF.
+//! - `trust`: the trust store file (which keys may command the device, sign packages, or change the
+//!   list); being moved out of [`control`] into a module of its own.
+//! - [`timeline`]: the timeline model and checks, the pure engine, the show actor, the director
+//!   (owner of the show), schedules and the scheduler.
+//! - [`segments`]: signed `.vseg` packages: read, verify, install into the library, drop folders,
+//!   downloads.
+//! - [`command`]: the one door: the typed commands and the dispatcher every change goes through.
+//! - [`control`]: the cloud link: signed envelopes and their checks, the device's keys, MQTT and
+//!   WebSocket, the outbox, telemetry.
+//! - [`local_api`]: the operator's Unix socket into the dispatcher. [`status`]: the local HTTP
+//!   status server (page, controls, `/metrics`, health, readiness, status JSON).
+//! - [`daemon`]: `run`: starts every task and shuts them down in order. [`demo`]: a show on
+//!   built-in sources.
+//! - [`cli`]: the `vistter-agent` command line.
 #![forbid(unsafe_code)]
 
 pub mod cli;

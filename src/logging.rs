@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -35,8 +36,6 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, LogFormat};
-
 /// Lines the daemon keeps in memory for the diagnostics bundle.
 pub const RING_LINES: usize = 500;
 /// Longest string value kept in a ring line (a 200 KB filter graph in a debug line stays out).
@@ -44,15 +43,44 @@ const RING_VALUE_BYTES: usize = 1024;
 /// Longest ring line; a longer one keeps only its level, target and message.
 const RING_LINE_BYTES: usize = 8 * 1024;
 
-/// Sets up logging for this process; `daemon` is true for `run`.
-pub fn init(cfg: &Config, daemon: bool) {
+/// The shape of log lines (`log_format`): `auto` (the daemon: JSON lines on stdout when stdout is
+/// not a terminal, else text on stderr), `json` or `text`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// `[log]`: besides stdout/stderr, the daemon may append its JSON lines (with timestamps) to a
+/// file, renamed to `<file>.1` when it would pass `max_bytes`: at most two files on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log file (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Size at which the file is rotated, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { file: None, max_bytes: 10 << 20 }
+    }
+}
+
+/// Sets up logging for this process: `level` is a tracing filter (`log_level`), `daemon` is true
+/// for `run`.
+pub fn init(level: &str, format: LogFormat, log: &LogConfig, daemon: bool) {
     use std::io::IsTerminal;
     // One-shot commands only speak up about problems; the daemon logs at the configured level.
-    let level = if daemon || cfg.log_level != "info" { cfg.log_level.clone() } else { "warn".into() };
+    let level = if daemon || level != "info" { level.to_string() } else { "warn".into() };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let stdout_tty = std::io::stdout().is_terminal();
     let stderr_tty = std::io::stderr().is_terminal();
-    let json_out = match cfg.log_format {
+    let json_out = match format {
         LogFormat::Json if daemon => Some(Output::stdout()),
         LogFormat::Auto if daemon && !stdout_tty => Some(Output::stdout()),
         LogFormat::Json => Some(Output::stderr()),
@@ -62,8 +90,8 @@ pub fn init(cfg: &Config, daemon: bool) {
     let mut outputs: Vec<Output> = json_out.into_iter().collect();
     if daemon {
         outputs.push(Output::ring(RING.get_or_init(|| LogRing::new(RING_LINES))));
-        if let Some(path) = &cfg.log.file {
-            match RotatingFile::open(path, cfg.log.max_bytes) {
+        if let Some(path) = &log.file {
+            match RotatingFile::open(path, log.max_bytes) {
                 Ok(f) => outputs.push(Output::file(Arc::new(f))),
                 Err(e) => eprintln!("vistter-agent: log file {}: {e}; logging without it", path.display()),
             }

@@ -9,21 +9,21 @@
 //!   every second, resp. every `reconcile_interval_ms`); a loop is alive if it beat within
 //!   `max(period, 5 s, 3 × its tick)`;
 //! - the local API (its accept loop and the dispatcher) must answer a `PING` through the socket
-//!   within `max(period / 2, 2 s)`.
+//!   within `max(period / 2, 2 s)`. The daemon hands that probe in ([`spawn`]'s `probe`), so this
+//!   module knows nothing of commands or sockets and sits low in the module graph.
 //!
 //! A wedged loop thus stops the pings, and systemd restarts the agent when the period runs out.
 //! Written by hand rather than with a crate: the ones at hand cannot reach an abstract socket.
 
+use std::future::Future;
 use std::io;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{Command, Ping, Reply};
 use crate::config::Config;
 
 /// Test hook: after this many seconds the director's loop wedges (awaits forever), so the
@@ -116,16 +116,26 @@ fn watchdog_period() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// Why the local API's liveness probe failed: what it answered, or why it could not be asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAlive(pub String);
+
 /// Tells the service manager the daemon is ready and, when it asks for a watchdog, starts the
 /// task that pings it while the loops are alive (until `stop`). Nothing without `NOTIFY_SOCKET`.
-pub fn spawn(cfg: &Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+/// `probe` asks the local API whether it answers (the daemon sends a `PING` through the socket);
+/// each call is given `max(period / 2, 2 s)`.
+pub fn spawn<P, F>(cfg: &Config, stop: CancellationToken, probe: P) -> Option<tokio::task::JoinHandle<()>>
+where
+    P: FnMut() -> F + Send + 'static,
+    F: Future<Output = Result<(), NotAlive>> + Send + 'static,
+{
     std::env::var_os("NOTIFY_SOCKET")?;
     send_logged("READY=1\n");
     let period = watchdog_period()?;
-    let data_dir = cfg.data_dir.clone();
     let relay_tick = Duration::from_millis(cfg.reconcile_interval_ms);
     tracing::info!("systemd watchdog: {:.1} s, pinged every half while the loops are alive", period.as_secs_f64());
-    Some(tokio::spawn(watchdog(data_dir, period, relay_tick, stop)))
+    Some(tokio::spawn(watchdog(probe, period, relay_tick, stop)))
 }
 
 /// Tells the service manager the daemon is stopping.
@@ -135,7 +145,11 @@ pub fn stopping() {
     }
 }
 
-async fn watchdog(data_dir: PathBuf, period: Duration, relay_tick: Duration, stop: CancellationToken) {
+async fn watchdog<P, F>(mut probe: P, period: Duration, relay_tick: Duration, stop: CancellationToken)
+where
+    P: FnMut() -> F,
+    F: Future<Output = Result<(), NotAlive>>,
+{
     let floor = period.max(Duration::from_secs(5));
     let limits = [(Loop::Director, floor.max(Duration::from_secs(3))), (Loop::Relays, floor.max(relay_tick * 3))];
     let api_timeout = (period / 2).max(Duration::from_secs(2));
@@ -154,10 +168,8 @@ async fn watchdog(data_dir: PathBuf, period: Duration, relay_tick: Duration, sto
             .filter(|(l, limit)| silent_for(*l, since) > *limit)
             .map(|(l, _)| format!("{} (silent for {:.1} s)", l.name(), silent_for(*l, since).as_secs_f64()))
             .collect();
-        let ping = crate::local_api::call(&data_dir, &Command::Ping(Ping {}));
-        match tokio::time::timeout(api_timeout, ping).await {
-            Ok(Ok(Reply::Done { .. })) => {}
-            Ok(Ok(r)) => wedged.push(format!("the local API (PING answered {r:?})")),
+        match tokio::time::timeout(api_timeout, probe()).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => wedged.push(format!("the local API ({e})")),
             Err(_) => wedged.push(format!("the local API (no answer within {:.1} s)", api_timeout.as_secs_f64())),
         }

@@ -544,7 +544,7 @@ pub async fn execute(cli: Cli) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    crate::logging::init(&cfg, matches!(cli.command, Command::Run));
+    crate::logging::init(&cfg.log_level, cfg.log_format, &cfg.log, matches!(cli.command, Command::Run));
     match dispatch(cli.command, cfg).await {
         Ok(()) => EXIT_OK,
         Err(e) => {

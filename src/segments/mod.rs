@@ -19,32 +19,7 @@ pub(crate) mod testkit;
 
 use serde::{Deserialize, Serialize};
 
-/// How big a package may be. Checked while reading, before anything is written past them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// The `.vseg` file itself.
-    pub max_compressed_bytes: u64,
-    /// All its files together, uncompressed.
-    pub max_uncompressed_bytes: u64,
-    pub max_file_bytes: u64,
-    /// Tar entries (the manifest and its signature included).
-    pub max_entries: u64,
-    /// The largest zstd window accepted, as a power of two (the contract's ceiling is 27).
-    pub max_window_log: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_compressed_bytes: 4 << 30,
-            max_uncompressed_bytes: 8 << 30,
-            max_file_bytes: 4 << 30,
-            max_entries: 10_000,
-            max_window_log: 27,
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// Why a package was refused. The code (snake_case) is what events, result files and RESULTs carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

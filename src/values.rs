@@ -41,7 +41,7 @@ pub fn is_valid_id(id: &str) -> bool {
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
-/// Who asked for a show. Higher wins: cloud > schedule > local operator (DESIGN §3); emergency
+/// Who asked for a show. Higher wins: cloud > schedule > local operator; emergency
 /// actions are not subject to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

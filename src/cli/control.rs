@@ -1,5 +1,5 @@
-//! `device` and `trust`: this device's identity and the keys it trusts (DESIGN §3
-//! "Configuration"). Both work without the daemon; the daemon re-reads the trust store when it
+//! `device` and `trust`: this device's identity and the keys it trusts. Both work without the
+//! daemon; the daemon re-reads the trust store when it
 //! changes.
 
 use clap::Subcommand;

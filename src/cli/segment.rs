@@ -1,5 +1,5 @@
-//! `vistter-agent segment …` (DESIGN §4) and `timeline export`: make, check, install and play
-//! signed segment packages.
+//! `vistter-agent segment …` and `timeline export`: make, check, install and play signed segment
+//! packages (their format is in `schemas/segment/`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `studio`: a reference cloud client (DESIGN §3), for trials, tests and operators. It signs
+//! `studio`: a reference cloud client (the envelope of `schemas/`), for trials, tests and operators. It signs
 //! commands with a studio key, seals secrets to the device's X25519 key, publishes them on the
 //! device's command topic and prints the replies as they come (ACK or NACK, PROGRESS, RESULT);
 //! `watch` prints a device's telemetry; `serve-ws` is a WebSocket endpoint devices connect to with

@@ -1,4 +1,4 @@
-//! `timeline`, `schedule` and `camera preset|ptz`: shows and when they play (DESIGN §5).
+//! `timeline`, `schedule` and `camera preset|ptz`: shows and when they play.
 //!
 //! Loading, listing and scheduling write the store directly (the daemon picks schedules up
 //! within a second); playback controls go to the running daemon over the local socket, where

@@ -1,4 +1,4 @@
-//! The dispatcher: one place where every command is handled, whoever sent it (DESIGN §6).
+//! The dispatcher: one place where every command is handled, whoever sent it.
 //!
 //! Each command runs on a task of its own, so a slow one (a pre-flight probing a camera for 4 s, a
 //! program whose FFmpeg processes take 7 s to stop) holds up nothing else: the subsystems it

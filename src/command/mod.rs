@@ -1,4 +1,4 @@
-//! The one front door (DESIGN §3 "Commands", §6): every command the agent takes, whoever sends it
+//! The one front door: every command the agent takes, whoever sends it
 //! (the local operator's socket, the scheduler, later the cloud), is one of these types, read by
 //! [`parse`] and routed by the [`Dispatcher`](dispatch::Dispatcher) with its [`Origin`].
 //!
@@ -6,7 +6,7 @@
 //! 1. **type**: the payload struct, read with serde into checked values ([`values`]): a NaN, an
 //!    opacity of 7 or a non-ASCII colour never gets past it, and the refusal names the field
 //!    (`payload.overlay.color: "#aébbb" is not a colour: use #rrggbb or #rrggbbaa`);
-//! 2. **check**: `check()` turns the flat wire form (DESIGN's `{action, …optional fields}`) into an
+//! 2. **check**: `check()` turns the flat wire form (`{action, …optional fields}`) into an
 //!    action enum whose variants hold exactly what they need, or refuses naming the missing field;
 //! 3. **handler**: one `match` arm in the dispatcher.
 //!
@@ -143,7 +143,7 @@ pub fn parse(line: &str) -> Result<Command, Refusal> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Payloads (DESIGN §3)
+// Payloads (the `payload` of each command type in `schemas/`)
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -652,7 +652,7 @@ pub(crate) fn overlay_refusal(e: crate::media::compositor::request::RequestError
 // Replies
 // ---------------------------------------------------------------------------------------------
 
-/// Why a command was not done: the NACK codes of DESIGN §3 that a command can get once it was
+/// Why a command was not done: the NACK codes of the envelope contract that a command can get once it was
 /// read, each with its CLI exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -946,7 +946,7 @@ mod tests {
     }
 }
 
-/// `TIMELINE_LOAD` (DESIGN §3): a segment package to download and install, or an inline timeline.
+/// `TIMELINE_LOAD`: a segment package to download and install, or an inline timeline.
 /// Applied by the control plane (it downloads, reports progress and installs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

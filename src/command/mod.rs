@@ -20,6 +20,7 @@ pub mod configure;
 pub mod dispatch;
 pub mod on_air;
 pub mod values;
+pub mod view;
 
 use std::collections::BTreeMap;
 

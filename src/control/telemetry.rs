@@ -112,29 +112,7 @@ pub fn programs(exec: &dyn Execute) -> Vec<ProgramInfo> {
 
 /// The METRICS `programs` and `destinations` entries of these programs (the status server's
 /// `/metrics` and `/api/v1/status` show the same figures).
-pub fn gather(programs: &[ProgramInfo]) -> (Vec<Value>, Vec<Value>) {
-    let mut p = Vec::new();
-    let mut d = Vec::new();
-    for info in programs {
-        let s = &info.status;
-        let fps = if s.program_time_s > 0.0 { s.frames as f64 / s.program_time_s } else { 0.0 };
-        p.push(json!({
-            "id": s.id, "fps": (fps * 100.0).round() / 100.0, "frames": s.frames,
-            "dropped_frames": s.dropped_frames, "uptime_s": s.program_time_s.round(),
-            "fallbacks": s.fallbacks, "emergency_slate": s.emergency_slate,
-            "speed": s.encoder.progress.as_ref().and_then(|p| p.speed),
-        }));
-        for o in &s.outputs {
-            let prog = o.job.progress.as_ref();
-            d.push(json!({
-                "id": o.destination, "program_id": s.id, "state": o.job.phase,
-                "bitrate_kbps": prog.and_then(|p| p.bitrate_kbps), "speed": prog.and_then(|p| p.speed),
-                "starts": o.job.starts, "dropped_frames": prog.and_then(|p| p.drop_frames),
-            }));
-        }
-    }
-    (p, d)
-}
+pub use crate::command::view::figures as gather;
 
 /// Whole-machine CPU use between two samples, from `/proc/stat`.
 #[derive(Default)]

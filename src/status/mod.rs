@@ -215,17 +215,16 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         m.sample("vistter_segments_installed", &[], segments.len() as f64);
     }
     if let Some(programs) = programs {
-        let (p, d) = crate::control::telemetry::gather(programs);
+        let (p, d) = crate::command::view::figures(programs);
         m.family("vistter_programs", "gauge", "Running programs (the show's included).");
         m.sample("vistter_programs", &[], programs.len() as f64);
         m.family("vistter_program_fps", "gauge", "Frames per second of program time since the program started.");
         for x in &p {
-            m.sample("vistter_program_fps", &[("program", str_of(&x["id"]))], x["fps"].as_f64().unwrap_or(0.0));
+            m.sample("vistter_program_fps", &[("program", &x.id)], x.fps);
         }
         m.family("vistter_program_dropped_frames_total", "counter", "Frames the program's encoder could not take.");
         for x in &p {
-            let v = x["dropped_frames"].as_f64().unwrap_or(0.0);
-            m.sample("vistter_program_dropped_frames_total", &[("program", str_of(&x["id"]))], v);
+            m.sample("vistter_program_dropped_frames_total", &[("program", &x.id)], x.dropped_frames as f64);
         }
         m.family("vistter_fallback_active", "gauge", "1 while a backup camera or the slate stands in on a program.");
         for info in programs {
@@ -234,12 +233,8 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         }
         m.family("vistter_destination_up", "gauge", "1 while a program's push to a destination is running.");
         for x in &d {
-            let v = if x["state"] == "running" { 1.0 } else { 0.0 };
-            m.sample(
-                "vistter_destination_up",
-                &[("destination", str_of(&x["id"])), ("program", str_of(&x["program_id"]))],
-                v,
-            );
+            let v = if x.state == crate::ffmpeg::job::Phase::Running { 1.0 } else { 0.0 };
+            m.sample("vistter_destination_up", &[("destination", &x.id), ("program", &x.program_id)], v);
         }
     }
     if let Some(programs) = programs {
@@ -291,49 +286,97 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], m.out).into_response()
 }
 
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or_default()
+/// The cloud links as the status API shows them.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CloudLinks {
+    /// Link → its state.
+    Links(std::collections::BTreeMap<&'static str, String>),
+    /// `"not configured"`.
+    None(&'static str),
+}
+
+#[derive(serde::Serialize)]
+struct OutboxDepth {
+    messages: i64,
+    bytes: i64,
+}
+
+/// A schedule as the status API summarises it.
+#[derive(serde::Serialize)]
+struct ScheduleSummary {
+    id: String,
+    name: String,
+    enabled: bool,
+    timezone: String,
+    days_of_week: Vec<crate::timeline::schedule::Weekday>,
+    window_start: crate::timeline::schedule::LocalTime,
+    window_end: crate::timeline::schedule::LocalTime,
+}
+
+/// `GET /api/v1/status` (schema: `schemas/openapi.yaml`), built as a type and serialised once.
+#[derive(serde::Serialize)]
+struct StatusBody<'a> {
+    device_id: &'a str,
+    agent_version: &'static str,
+    uptime_s: u64,
+    cloud_links: CloudLinks,
+    cloud_last_contact_s: Option<std::collections::BTreeMap<&'static str, f64>>,
+    outbox: Option<OutboxDepth>,
+    show: &'a Option<page::ShowView>,
+    programs: Option<Vec<crate::command::view::ProgramFigures>>,
+    cameras: &'a [page::CameraRow],
+    destinations: Option<Vec<crate::command::view::DestinationFigures>>,
+    segments: &'a Option<Vec<crate::segments::library::VersionRow>>,
+    schedules: Option<Vec<ScheduleSummary>>,
+    recent_events: Vec<&'a crate::store::events::Event>,
+    system: &'a Value,
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
+    use serde::Deserialize;
     let d = web::gathered(&s).await;
-    let cloud = match &s.links {
-        Some(l) => json!(l.snapshot()),
-        None => json!("not configured"),
-    };
-    let (p, dests) = match &d.program_infos {
+    let (programs, destinations) = match &d.program_infos {
         Some(list) => {
-            let (p, d) = crate::control::telemetry::gather(list);
-            (json!(p), json!(d))
+            let (p, d) = crate::command::view::figures(list);
+            (Some(p), Some(d))
         }
-        None => (Value::Null, Value::Null),
+        None => (None, None),
     };
-    let schedules = d.schedules.as_ref().map(|v| {
-        v.iter()
-            .map(|(id, s)| {
-                json!({"id": id, "name": s["name"], "enabled": s["enabled"].as_bool().unwrap_or(true),
-                       "timezone": s["timezone"], "days_of_week": s["days_of_week"],
-                       "window_start": s["window_start"], "window_end": s["window_end"]})
-            })
-            .collect::<Vec<_>>()
-    });
-    let recent: Vec<_> = d.events.iter().rev().take(10).collect();
-    let body = json!({
-        "device_id": s.device_id,
-        "agent_version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": s.started.elapsed().as_secs(),
-        "cloud_links": cloud,
-        "cloud_last_contact_s": s.links.as_ref().map(|l| json!(l.last_contact_s())),
-        "outbox": d.outbox.map(|(messages, bytes)| json!({"messages": messages, "bytes": bytes})),
-        "show": d.show,
-        "programs": p,
-        "cameras": d.cameras,
-        "destinations": dests,
-        "segments": d.segments.as_ref().map(|v| json!(v)),
-        "schedules": schedules,
-        "recent_events": recent,
-        "system": d.system,
-    });
+    let body = StatusBody {
+        device_id: &s.device_id,
+        agent_version: env!("CARGO_PKG_VERSION"),
+        uptime_s: s.started.elapsed().as_secs(),
+        cloud_links: match &s.links {
+            Some(l) => CloudLinks::Links(l.snapshot()),
+            None => CloudLinks::None("not configured"),
+        },
+        cloud_last_contact_s: s.links.as_ref().map(|l| l.last_contact_s()),
+        outbox: d.outbox.map(|(messages, bytes)| OutboxDepth { messages, bytes }),
+        show: &d.show,
+        programs,
+        cameras: &d.cameras,
+        destinations,
+        segments: &d.segments,
+        schedules: d.schedules.as_ref().map(|v| {
+            v.iter()
+                .filter_map(|(id, s)| {
+                    let s = crate::timeline::schedule::Schedule::deserialize(s).ok()?;
+                    Some(ScheduleSummary {
+                        id: id.clone(),
+                        name: s.name,
+                        enabled: s.enabled,
+                        timezone: s.timezone,
+                        days_of_week: s.days_of_week,
+                        window_start: s.window_start,
+                        window_end: s.window_end,
+                    })
+                })
+                .collect()
+        }),
+        recent_events: d.events.iter().rev().take(10).collect(),
+        system: &d.system,
+    };
     Json(body).into_response()
 }
 

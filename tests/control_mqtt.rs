@@ -357,6 +357,34 @@ fn a_revocation_by_the_cli_is_not_undone_by_a_device_config_trust_change() {
         assert!(!ids.contains(&format!("old{i}").as_str()), "revoked key old{i} is trusted again: {ids:?}");
         assert!(ids.contains(&format!("new{i}").as_str()), "the cloud's key new{i} is missing: {ids:?}");
     }
+    // The other way round: the cloud revokes, then the operator trusts the name again with
+    // another key; the operator revokes, then the cloud trusts it again. The last writer wins.
+    let device_config = |id: &str, trust: Value| {
+        publish(
+            b.port,
+            &format!("{base}/commands"),
+            &command_by(&admin, "admin", id, "DEVICE_CONFIG", json!({"mode": "merge", "trust": trust})),
+            false,
+        );
+        let r = replies.next_where(Duration::from_secs(10), "the RESULT", |m| {
+            m["correlation_id"] == id && (m["type"] == "RESULT" || m["type"] == "NACK")
+        });
+        assert_eq!(r["payload"]["status"], "succeeded", "{r}");
+    };
+    device_config("9e9f0c52-6a4e-4f6f-9d2e-000000000001", json!({"revoke": ["new1"]}));
+    agent.ok(&["trust", "add", "new1", "--public-key", &pk(0x90)]);
+    agent.ok(&["trust", "remove", "new2"]);
+    device_config(
+        "9e9f0c52-6a4e-4f6f-9d2e-000000000002",
+        json!({"add": [{"key_id": "new2", "public_key": pk(0x91), "roles": ["command"]}]}),
+    );
+    let stored: Value = serde_json::from_str(&agent.ok(&["trust", "list", "--json"])).unwrap();
+    let key_of = |id: &str| {
+        stored["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == id).map(|k| k["public_key"].clone())
+    };
+    assert_eq!(key_of("new1"), Some(json!(pk(0x90))), "the operator wrote last: {stored}");
+    assert_eq!(key_of("new2"), Some(json!(pk(0x91))), "the cloud wrote last: {stored}");
+    assert_eq!(key_of("old1"), None, "nothing revoked comes back: {stored}");
     // And the daemon does not honour a revoked key either.
     let revoked = SigningKey::from_bytes(&[0x70; 32]);
     let id = "9d9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e11";

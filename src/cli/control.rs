@@ -5,6 +5,7 @@
 use clap::Subcommand;
 
 use super::CliError;
+use crate::command::configure::Configure;
 use crate::config::Config;
 use crate::control::keys::DeviceKeys;
 use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
@@ -70,13 +71,13 @@ pub fn device(cmd: DeviceCmd, cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
+pub async fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
     let path = cfg.trust_store_path();
     match cmd {
         TrustCmd::Add { key_id, public_key, roles } => {
-            let entry = TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_error)?;
-            TrustStore::update(&path, |store| store.add(entry)).map_err(trust_error)?;
-            println!("trusted {key_id}");
+            // Checked here too, so a mistake is reported before anything is sent.
+            TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_error)?;
+            super::configure_change(cfg, Configure::TrustAdd { key_id, public_key, roles }).await?;
         }
         TrustCmd::List { json } => {
             let store = TrustStore::load(&path).map_err(trust_error)?;
@@ -97,10 +98,7 @@ pub fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
                 }
             }
         }
-        TrustCmd::Remove { key_id } => {
-            TrustStore::update(&path, |store| store.remove(&key_id)).map_err(trust_error)?;
-            println!("removed {key_id}");
-        }
+        TrustCmd::Remove { key_id } => super::configure_change(cfg, Configure::TrustRemove { key_id }).await?,
     }
     Ok(())
 }

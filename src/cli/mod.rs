@@ -570,7 +570,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Stream(s) => stream(s, &cfg).await,
         Command::KillAll => kill_all(&cfg).await,
         Command::Device(d) => control::device(d, &cfg),
-        Command::Trust(t) => control::trust(t, &cfg),
+        Command::Trust(t) => control::trust(t, &cfg).await,
         Command::Studio(s) => studio::studio(s).await,
         Command::Status { json } => control::status(&cfg, json).await,
         Command::Program(p) => program(p, &cfg).await,
@@ -1025,7 +1025,7 @@ pub(crate) async fn configure_change(cfg: &Config, change: Configure) -> Result<
         {
             let store = Store::open(&cfg.data_dir).await?;
             let result = match cmd::on_air::OnAir::stored(&store).await {
-                Ok(on_air) => configure::apply(&store, &cfg.data_dir, &on_air, change).await,
+                Ok(on_air) => configure::apply(&store, cfg, &on_air, change).await,
                 Err(e) => Err(e.into()),
             };
             store.close().await;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::on_air::OnAir;
 use super::values::{CameraId, DestinationId, PresetId, ScheduleId, StreamId, TimelineId};
 use super::{ErrorCode, Output, Refusal};
+use crate::config::Config;
+use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
 use crate::media::destination::{DestinationInput, Platform};
 use crate::secret::Secret;
 use crate::store::cameras::NewCamera;
@@ -153,6 +155,15 @@ pub enum Configure {
     SegmentRemove {
         segment_id: String,
     },
+    /// Trusts a key for the roles given (the trust store file, written under its lock).
+    TrustAdd {
+        key_id: String,
+        public_key: String,
+        roles: Vec<Role>,
+    },
+    TrustRemove {
+        key_id: String,
+    },
     /// Activates a version of an installed segment (the previous one when none is given).
     SegmentActivate {
         segment_id: String,
@@ -167,12 +178,8 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> Refusal {
 
 /// Makes one change, after every check passed; `on_air` is what the rules are checked against.
 /// Answers with a line for the operator.
-pub async fn apply(
-    store: &Store,
-    data_dir: &std::path::Path,
-    on_air: &OnAir,
-    change: Configure,
-) -> Result<Output, Refusal> {
+pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configure) -> Result<Output, Refusal> {
+    let data_dir = &cfg.data_dir;
     let done = |summary: String| Ok(Output::Configured { summary });
     match change {
         Configure::CameraAdd(a) => {
@@ -353,7 +360,40 @@ pub async fn apply(
                 .map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
             done(format!("segment {segment_id}: version {v} is active"))
         }
+        Configure::TrustAdd { key_id, public_key, roles } => {
+            let entry = TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_refusal)?;
+            change_trust(cfg, move |t| t.add(entry)).await?;
+            done(format!("trusted {key_id}"))
+        }
+        Configure::TrustRemove { key_id } => {
+            let id = key_id.clone();
+            change_trust(cfg, move |t| t.remove(&id).map(drop)).await?;
+            done(format!("removed {key_id}"))
+        }
     }
+}
+
+/// Changes the trust store through its one writer (read, change and save under the file's lock).
+async fn change_trust(
+    cfg: &Config,
+    change: impl FnOnce(&mut TrustStore) -> Result<(), TrustError> + Send + 'static,
+) -> Result<(), Refusal> {
+    let path = cfg.trust_store_path();
+    tokio::task::spawn_blocking(move || TrustStore::update(&path, change))
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?
+        .map(drop)
+        .map_err(trust_refusal)
+}
+
+fn trust_refusal(e: TrustError) -> Refusal {
+    let code = match e {
+        TrustError::NotFound(_) => ErrorCode::NotFound,
+        TrustError::Conflict(_) | TrustError::LastAdmin(_) => ErrorCode::Conflict,
+        TrustError::File { .. } => ErrorCode::Failed,
+        _ => ErrorCode::SchemaViolation,
+    };
+    Refusal::new(code, e.to_string())
 }
 
 /// Removes a camera that nothing on air uses (the rule the cloud's `CAMERA_ACTION remove` follows too).
@@ -396,10 +436,10 @@ mod tests {
             source: Source::Usb("stick/seg-1.vseg".into()),
         };
         kit.library.import_file(&file, how, |_| {}).await.expect("the package installs");
-        let data_dir = kit.dir.path().join("data");
+        let cfg = Config { data_dir: kit.dir.path().join("data"), ..Config::default() };
         let nothing = OnAir::default();
 
-        let e = apply(&kit.store, &data_dir, &nothing, timeline_remove("tl-seg")).await.unwrap_err();
+        let e = apply(&kit.store, &cfg, &nothing, timeline_remove("tl-seg")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Conflict, "{e}");
         assert!(e.message.contains("belongs to segment"), "{e}");
         kit.store.timeline("tl-seg").await.expect("the segment's timeline is still there");
@@ -415,12 +455,12 @@ mod tests {
             }],
         };
         let remove_segment = Configure::SegmentRemove { segment_id: "seg".into() };
-        let e = apply(&kit.store, &data_dir, &playing, remove_segment.clone()).await.unwrap_err();
+        let e = apply(&kit.store, &cfg, &playing, remove_segment.clone()).await.unwrap_err();
         assert!(e.message.contains("timeline tl-seg is on air"), "{e}");
         assert_eq!(kit.active("seg").await, Some(1));
 
         // Stopped, the segment goes with its timeline.
-        apply(&kit.store, &data_dir, &nothing, remove_segment).await.expect("the segment is removed");
+        apply(&kit.store, &cfg, &nothing, remove_segment).await.expect("the segment is removed");
         assert!(kit.store.timeline("tl-seg").await.is_err(), "its timeline went with it");
     }
 }

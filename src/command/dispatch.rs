@@ -176,7 +176,7 @@ impl Dispatcher {
                         "CONFIGURE is for the local operator only (it carries secrets in the clear)",
                     ));
                 }
-                super::configure::apply(&self.inner.store, &self.inner.cfg.data_dir, &self.on_air().await?, c).await
+                super::configure::apply(&self.inner.store, &self.inner.cfg, &self.on_air().await?, c).await
             }
         }
     }

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::CliError;
 use crate::config::Config;
 use crate::control::keys::DeviceKeys;
-use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
+use crate::trust::{Role, TrustEntry, TrustError, TrustStore};
 
 #[derive(Subcommand, Debug)]
 pub enum DeviceCmd {

@@ -10,12 +10,12 @@ use super::CliError;
 use crate::command::values::{DestinationId, TimelineId};
 use crate::command::{Command, Output, TimelineAction, TimelineExecute};
 use crate::config::Config;
-use crate::control::trust::TrustStore;
 use crate::segments::library::{Import, Installed, Library, Source};
 use crate::segments::manifest::{SafeRelPath, SegmentId};
 use crate::segments::pack::{self, PackMeta};
 use crate::segments::{package, Rejection, Threat};
 use crate::store::Store;
+use crate::trust::TrustStore;
 
 #[derive(Subcommand, Debug)]
 pub enum SegmentCmd {
@@ -118,7 +118,7 @@ pub(crate) async fn import_context(
     let trust = TrustStore::load(&cfg.trust_store_path()).map_err(|e| CliError::Failed(e.to_string()))?;
     let device_id = cfg.device_id().map_err(|e| CliError::Invalid(e.to_string()))?;
     let floor = store.time_floor_ms().await?;
-    let now = crate::control::check::trusted_now(jiff::Timestamp::now(), floor);
+    let now = crate::clock::trusted_now(jiff::Timestamp::now(), floor);
     Ok((trust, device_id, now))
 }
 

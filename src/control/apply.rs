@@ -10,10 +10,10 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 
 use super::keys::DeviceKeys;
-use super::trust::{Role, TrustEntry, TrustStore};
 use crate::command::{ConfigMode, DeviceConfig, ErrorCode, Output, Refusal};
 use crate::media::destination::{DestinationInput, DestinationSettings, Platform};
 use crate::store::Store;
+use crate::trust::{Role, TrustEntry, TrustStore};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,8 +37,8 @@ struct TrustChange {
     revoke: Vec<String>,
 }
 
-impl From<super::trust::TrustError> for Refusal {
-    fn from(e: super::trust::TrustError) -> Refusal {
+impl From<crate::trust::TrustError> for Refusal {
+    fn from(e: crate::trust::TrustError) -> Refusal {
         Refusal::new(ErrorCode::Failed, e.to_string())
     }
 }
@@ -50,7 +50,7 @@ fn change_trust(store: &mut TrustStore, change: &TrustChange) -> Result<(), Refu
     }
     for (i, id) in change.revoke.iter().enumerate() {
         store.remove(id).map_err(|e| {
-            let code = if matches!(e, super::trust::TrustError::NotFound(_)) {
+            let code = if matches!(e, crate::trust::TrustError::NotFound(_)) {
                 ErrorCode::NotFound
             } else {
                 ErrorCode::Conflict

@@ -90,11 +90,7 @@ pub fn verify(msg: &Map<String, Value>, sig: &Signature, key: &VerifyingKey) -> 
 }
 
 /// An ed25519 public key from base64 of its 32 bytes.
-pub fn public_key_from_b64(s: &str) -> Option<VerifyingKey> {
-    let raw = B64.decode(s).ok()?;
-    let bytes: [u8; 32] = raw.try_into().ok()?;
-    VerifyingKey::from_bytes(&bytes).ok()
-}
+pub use crate::trust::public_key_from_b64;
 
 pub fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)

@@ -11,12 +11,13 @@ use std::sync::{Arc, RwLock};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
-use super::check::{trusted_now, Checker, Nack, NackCode};
+use super::check::{Checker, Nack, NackCode};
 use super::keys::Keyring;
 use super::outbox::{Draft, Kind, Outbox, Remember, Route, Written};
-use super::trust::TrustStore;
+use crate::clock::trusted_now;
 use crate::command::{Command, ErrorCode, Reply};
 use crate::store::{Store, StoreError};
+use crate::trust::TrustStore;
 
 /// Runs a checked command (the dispatcher, with the cloud as origin).
 pub trait Execute: Send + Sync + 'static {
@@ -235,7 +236,7 @@ impl Inbox {
         };
         let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
         let floor = self.time_floor().await.unwrap_or(0);
-        let now = super::check::trusted_now(jiff::Timestamp::now(), floor);
+        let now = crate::clock::trusted_now(jiff::Timestamp::now(), floor);
         loader.run(t, &trust, &self.device_id, now, status).await.into()
     }
 
@@ -348,9 +349,9 @@ fn result_payload(reply: Reply) -> Map<String, Value> {
 mod tests {
     use super::super::envelope::{b64, sign};
     use super::super::outbox::Bounds;
-    use super::super::trust::{Role, TrustEntry};
     use super::*;
     use crate::command::{Output, Refusal};
+    use crate::trust::{Role, TrustEntry};
     use ed25519_dalek::SigningKey;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -12,8 +12,10 @@ pub mod outbox;
 pub mod telemetry;
 pub mod tls;
 pub mod trim;
-pub mod trust;
 pub mod ws;
+
+/// The trust store is a module of its own (`crate::trust`); this path keeps older callers working.
+pub use crate::trust;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

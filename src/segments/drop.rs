@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::library::{Import, Library, Source};
 use super::manifest::Sha256Hex;
 use super::{Limits, Rejection, Threat};
-use crate::control::trust::TrustStore;
 use crate::store::Store;
+use crate::trust::TrustStore;
 
 /// A file's size and mtime, and since when they have been unchanged.
 type Look = ((u64, SystemTime), std::time::Instant);
@@ -355,7 +355,7 @@ async fn import_one(
     let how = Import {
         trust: &trust,
         device_id: &cfg.device_id,
-        now: crate::control::check::trusted_now(jiff::Timestamp::now(), floor),
+        now: crate::clock::trusted_now(jiff::Timestamp::now(), floor),
         limits: cfg.limits,
         allow_downgrade: false,
         activate: true,

@@ -23,9 +23,9 @@ use sqlx::Row;
 use super::manifest::{Manifest, SegmentId, Sha256Hex};
 use super::package::{self, Checks, Next, VerifiedPackage};
 use super::{Limits, Rejection, Threat};
-use crate::control::trust::TrustStore;
 use crate::store::Store;
 use crate::timeline::model::{self, Inventory};
+use crate::trust::TrustStore;
 
 /// Versions kept per segment: the active one and the 2 before it (rollback), and any newer.
 pub const KEEP_VERSIONS: usize = 3;

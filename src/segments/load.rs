@@ -9,9 +9,9 @@ use tokio::sync::watch;
 use super::library::{Import, Library, Source};
 use super::{download, Limits, Rejection, Threat};
 use crate::command::{ErrorCode, LoadSource, Output, Refusal, TimelineLoad};
-use crate::control::trust::TrustStore;
 use crate::store::{Store, StoreError};
 use crate::timeline::model::{self, Inventory};
+use crate::trust::TrustStore;
 
 pub struct Loader {
     pub library: Library,

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::*;
 use super::{Limits, Rejection, Threat};
-use crate::control::trust::{Role, TrustStore};
+use crate::trust::{Role, TrustStore};
 
 /// What a package is checked against.
 pub struct Checks<'a> {

@@ -85,8 +85,8 @@ pub enum Life {
 pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, life: Life) -> Result<String, StoreError> {
     let online = life == Life::Birth;
     let p = inbox.keys.current().public();
-    let segments = match &inbox.loader {
-        Some(l) => l.library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
+    let segments = match &inbox.segments {
+        Some(library) => library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
         None => json!([]),
     };
     let payload = json!({

@@ -1,7 +1,6 @@
 //! The control plane (DESIGN §3): signed envelopes, the device's keys, the trust store and the
 //! checks every cloud command passes before the dispatcher sees it.
 
-pub mod apply;
 pub mod check;
 pub mod envelope;
 pub mod inbox;
@@ -74,13 +73,7 @@ pub async fn start(
         max_skew_s: cfg.control.max_skew_s,
         exec: exec.clone(),
         floor_ms: std::sync::atomic::AtomicI64::new(inbox::FLOOR_UNKNOWN),
-        loader: Some(Arc::new(crate::segments::load::Loader {
-            library: crate::segments::library::Library::new(store.clone(), &cfg.data_dir),
-            store: store.clone(),
-            downloads: cfg.data_dir.join("segments").join(".downloads"),
-            limits: cfg.segments.limits,
-            ca_file: cfg.segments.download_ca_file.clone(),
-        })),
+        segments: Some(crate::segments::library::Library::new(store.clone(), &cfg.data_dir)),
     });
     let links = link::Links::new(&routes);
     let mut tasks = vec![

@@ -10,7 +10,6 @@
 pub mod download;
 pub mod drop;
 pub mod library;
-pub mod load;
 pub mod manifest;
 pub mod pack;
 pub mod package;

@@ -992,7 +992,8 @@ impl TimelineLoad {
                     .as_deref()
                     .ok_or_else(|| Refusal::field("payload.sha256", "required with package_url"))
                     .and_then(|s| {
-                        crate::segments::manifest::Sha256Hex::new(s).map_err(|m| Refusal::field("payload.sha256", m))
+                        crate::segments::manifest::Sha256Hex::new(s)
+                            .map_err(|m| Refusal::field("payload.sha256", m.to_string()))
                     })?;
                 let size = self.size.filter(|s| *s >= 1).ok_or_else(|| {
                     Refusal::field("payload.size", "required with package_url: the package's bytes, at least 1")

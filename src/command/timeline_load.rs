@@ -107,8 +107,8 @@ impl Loader {
                         format!("{} bytes: over the package limit of {}", w.size, self.limits.max_compressed_bytes),
                     )));
                 }
-                let client =
-                    download::client(self.ca_file.as_deref()).map_err(|e| Refusal::new(ErrorCode::Failed, e))?;
+                let client = download::client(self.ca_file.as_deref())
+                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
                 let (bytes_tx, mut bytes_rx) = watch::channel(0u64);
                 let size = w.size;
                 let fetch = download::fetch(&client, &w, &self.downloads, &bytes_tx);

@@ -215,7 +215,7 @@ fn read(
                 format!("an entry's name is not UTF-8 ({})", String::from_utf8_lossy(&raw)),
             )
         })?;
-        let path = SafeRelPath::new(name).map_err(|m| Rejection::new(Threat::UnsafePath, m))?;
+        let path = SafeRelPath::new(name).map_err(|m| Rejection::new(Threat::UnsafePath, m.to_string()))?;
         let kind = e.header().entry_type();
         if !kind.is_file() {
             return Err(Rejection::new(

@@ -1,5 +1,6 @@
-//! The checks every cloud command passes, in the order of DESIGN §3 ("Checks, in order"); the
-//! first failure decides the NACK code and nothing is executed.
+//! The checks every cloud command passes, always in the same order (size and JSON, envelope,
+//! version, device, key, signature, then time, type, payload and the key's role); the first
+//! failure decides the NACK code and nothing is executed.
 //!
 //! Two stages, because the dedupe store sits between them: [`Checker::authenticate`] proves who
 //! sent the message (size, JSON, envelope, version, device, key, signature), so a repeated
@@ -13,7 +14,7 @@ use super::envelope::{verify, Envelope, SignError};
 use crate::command::{self, Command, ErrorCode};
 use crate::trust::{Role, TrustStore};
 
-/// The NACK codes of DESIGN §3 (checks, then execution errors).
+/// The NACK codes the cloud contract names (the checks', then execution errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NackCode {

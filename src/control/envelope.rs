@@ -1,4 +1,5 @@
-//! The control-plane envelope (DESIGN §3 "Envelope") and its signature.
+//! The control-plane envelope (the JSON object every message in either direction travels in) and
+//! its signature.
 //!
 //! The signed bytes are the ASCII line `vistter.envelope.v1\n` followed by the RFC 8785 (JCS)
 //! canonical JSON of the envelope *as received*, with its `signature` member removed. Verifying

@@ -1,5 +1,5 @@
-//! What happens to one message from the cloud, whatever transport brought it (DESIGN §3
-//! "Checks", "Replies"): check it, answer ACK or NACK at once, run it, answer one RESULT; a
+//! What happens to one message from the cloud, whatever transport brought it: check it (every
+//! check, in order, before anything runs), answer ACK or NACK at once, run it, answer one RESULT; a
 //! repeated `message_id` gets the replies first sent, without running anything again.
 //!
 //! Replies are signed by the device, numbered (`seq`) and stored before they are handed to the

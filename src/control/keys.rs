@@ -1,4 +1,4 @@
-//! The device's own keys (DESIGN §3): an ed25519 key that signs everything the device sends and an
+//! The device's own keys: an ed25519 key that signs everything the device sends and an
 //! X25519 key that opens the sealed secrets the cloud sends. Both are made on first start and kept
 //! 0600 in the data dir; only their public halves ever leave it (STATE, `device show`).
 

@@ -1,4 +1,4 @@
-//! The control plane (DESIGN §3): signed envelopes, the device's keys, the trust store and the
+//! The control plane, the device's link to the cloud: signed envelopes, the device's keys, the trust store and the
 //! checks every cloud command passes before the dispatcher sees it.
 
 pub mod check;

@@ -1,4 +1,4 @@
-//! The MQTT link (DESIGN §3 "Transports"): outbound only, mutual TLS, a persistent session,
+//! The MQTT link: outbound only, mutual TLS, a persistent session,
 //! commands at QoS 1 acknowledged to the broker only once their reply is stored, and every
 //! message the device sends read from the outbox and marked delivered only on its PUBACK.
 //! A retained STATE (birth) on `…/state`, with a signed Last Will (death); full-jitter reconnects.

@@ -1,4 +1,4 @@
-//! The WebSocket link (DESIGN §3 "Transports"): `wss://HOST/v1/devices/{device_id}/channel` over
+//! The WebSocket link, the alternative to MQTT where a broker is not reachable: `wss://HOST/v1/devices/{device_id}/channel` over
 //! rustls with the device's client certificate, one envelope per text frame both ways, a ping
 //! every `ping_s`. Commands that come in here are answered here; telemetry goes on every link.
 //!

@@ -1,4 +1,4 @@
-//! Downloading a package for `TIMELINE_LOAD` (DESIGN §3, §4): HTTPS only (rustls, plus a private
+//! Downloading a package for `TIMELINE_LOAD`: HTTPS only (rustls, plus a private
 //! CA if configured), with a known size and SHA-256. Space is checked before the first byte; the
 //! bytes go to `<sha256>.part`, resumed with an HTTP Range request after a dropped connection when
 //! the server allows it, and retried with backoff; the file is hashed and renamed to

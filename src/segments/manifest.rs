@@ -1,4 +1,4 @@
-//! The manifest of a segment package (DESIGN §4) and the values in it, checked into types: a
+//! The manifest of a segment package (`manifest.json`, signed by `manifest.sig`) and the values in it, checked into types: a
 //! [`SafeRelPath`] cannot name anything outside the package, a [`SegmentId`] is a valid id, and a
 //! [`Manifest`] only exists with every file listed once, within the limits.
 
@@ -184,7 +184,7 @@ pub struct Targets {
     pub device_ids: Vec<String>,
 }
 
-/// `manifest.json`, exactly as DESIGN §4 has it.
+/// `manifest.json`, exactly as the package format defines it (unknown fields are refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

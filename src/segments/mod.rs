@@ -1,4 +1,4 @@
-//! Segment packages (DESIGN §4): signed, zstd-compressed tar files that carry a timeline and its
+//! Segment packages: signed, zstd-compressed tar files that carry a timeline and its
 //! assets to the appliance, from the cloud (`TIMELINE_LOAD`), a USB stick (drop folders) or the
 //! CLI, and the library they are installed into.
 //!

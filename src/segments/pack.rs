@@ -1,4 +1,4 @@
-//! Making a `.vseg` (DESIGN §4): hash every file, write and sign the manifest, then stream
+//! Making a `.vseg` segment package: hash every file, write and sign the manifest, then stream
 //! `manifest.json`, `manifest.sig` and the files through tar and zstd into `OUT.part`, renamed to
 //! `OUT` once synced. Files are hashed again while packed: one that changes in between fails.
 

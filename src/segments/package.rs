@@ -1,4 +1,4 @@
-//! Reading a `.vseg` (DESIGN §4): one pass over zstd → tar, bounded at every step.
+//! Reading a `.vseg` segment package: one pass over zstd → tar, bounded at every step.
 //!
 //! 1. The compressed bytes are counted against `max_compressed_bytes`; zstd refuses windows over
 //!    `2^max_window_log`; the decompressed bytes are counted against `max_uncompressed_bytes`, so a

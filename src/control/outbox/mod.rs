@@ -1,4 +1,4 @@
-//! The outbox (DESIGN §3 "Replies and telemetry", "Transports"): every message the device sends
+//! The outbox, for replies and telemetry on every transport: every message the device sends
 //! is numbered (`seq`), signed and committed to SQLite by one writer before any transport sees
 //! it. Transports read rows after their own cursor and report what their peer acknowledged
 //! (MQTT: the PUBACK); a row is deleted only when every transport it is for has it, or when the

@@ -1,4 +1,4 @@
-//! USB drop folders (DESIGN §4): folders matching the configured globs (`/media/*/vistter`) are
+//! USB drop folders: folders matching the configured globs (`/media/*/vistter`) are
 //! watched (inotify, with a rescan every `rescan_s` for sticks mounted later or events missed).
 //! Each `.vseg` found is imported once, keyed by the SHA-256 of the file; the outcome is written
 //! next to it as `NAME.vseg.result.json` when the medium is writable, and always as an event.

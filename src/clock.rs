@@ -1,5 +1,5 @@
 //! The wall clock behind the control plane's time decisions: the `now` that envelope timestamps
-//! are checked against (raised to the persisted time floor, `control::check::trusted_now`), the
+//! are checked against (raised to the persisted time floor, [`trusted_now`]), the
 //! stamps of the dedupe store and the timestamps of the messages the device sends.
 //!
 //! Test hook: [`CLOCK_HOOK_ENV`] names a file holding an offset in seconds (signed, fractions
@@ -20,6 +20,13 @@ pub const CLOCK_HOOK_ENV: &str = "VSA_TEST_CLOCK_OFFSET_FILE";
 /// The system clock plus the test hook's offset.
 pub fn now() -> jiff::Timestamp {
     shifted(jiff::Timestamp::now(), hook_offset_ms())
+}
+
+/// The time checks run against: the system clock, but never earlier than the persisted time floor
+/// (a device that boots without a real-time clock in 1970 must not reopen old commands).
+pub fn trusted_now(system: jiff::Timestamp, floor_ms: i64) -> jiff::Timestamp {
+    let floor = jiff::Timestamp::from_millisecond(floor_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    system.max(floor)
 }
 
 /// A handle on the wall clock; clones share their steps.

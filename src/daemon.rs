@@ -100,7 +100,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let link_stop = CancellationToken::new();
     let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())
         .await
-        .map_err(DaemonError::Control)?;
+        .map_err(|e| DaemonError::Control(e.to_string()))?;
     // The read-only HTTP status server: it stops with the links, before the show.
     let links = control.as_ref().map(|c| c.links.clone());
     crate::status::spawn(&cfg, store.clone(), dispatcher.clone(), links, link_stop.clone());

@@ -56,4 +56,5 @@ pub mod segments;
 pub mod status;
 pub mod store;
 pub mod timeline;
+pub mod trust;
 pub mod values;

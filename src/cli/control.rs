@@ -8,7 +8,7 @@ use super::CliError;
 use crate::command::configure::Configure;
 use crate::config::Config;
 use crate::control::keys::DeviceKeys;
-use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
+use crate::trust::{Role, TrustEntry, TrustError, TrustStore};
 
 #[derive(Subcommand, Debug)]
 pub enum DeviceCmd {

@@ -11,12 +11,12 @@ use crate::command::configure::Configure;
 use crate::command::values::{DestinationId, TimelineId};
 use crate::command::{Command, Output, TimelineAction, TimelineExecute};
 use crate::config::Config;
-use crate::control::trust::TrustStore;
 use crate::segments::library::{Import, Installed, Library, Source};
 use crate::segments::manifest::{SafeRelPath, SegmentId};
 use crate::segments::pack::{self, PackMeta};
 use crate::segments::{package, Rejection, Threat};
 use crate::store::Store;
+use crate::trust::TrustStore;
 
 #[derive(Subcommand, Debug)]
 pub enum SegmentCmd {
@@ -119,7 +119,7 @@ pub(crate) async fn import_context(
     let trust = TrustStore::load(&cfg.trust_store_path()).map_err(|e| CliError::Failed(e.to_string()))?;
     let device_id = cfg.device_id().map_err(|e| CliError::Invalid(e.to_string()))?;
     let floor = store.time_floor_ms().await?;
-    let now = crate::control::check::trusted_now(jiff::Timestamp::now(), floor);
+    let now = crate::clock::trusted_now(jiff::Timestamp::now(), floor);
     Ok((trust, device_id, now))
 }
 
@@ -146,13 +146,13 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
         SegmentCmd::Keygen { key_id, out } => super::studio::keygen(&key_id, &out, "segment"),
         SegmentCmd::Pack { dir, key, id, version, entrypoint, expires, devices, out } => {
             let (key_id, key) = super::studio::load_key(&key)?;
-            let files = pack::collect_dir(&dir).map_err(CliError::Invalid)?;
+            let files = pack::collect_dir(&dir).map_err(|e| CliError::Invalid(e.to_string()))?;
             let meta = PackMeta {
-                segment_id: SegmentId::new(&id).map_err(CliError::Invalid)?,
+                segment_id: SegmentId::new(&id).map_err(|e| CliError::Invalid(e.to_string()))?,
                 version,
                 expires_at: expires,
                 device_ids: devices,
-                entrypoint: SafeRelPath::new(&entrypoint).map_err(CliError::Invalid)?,
+                entrypoint: SafeRelPath::new(&entrypoint).map_err(|e| CliError::Invalid(e.to_string()))?,
                 min_agent_version: None,
             };
             pack_to(&files, &meta, &key_id, &key, &out)
@@ -306,7 +306,7 @@ fn pack_to(
             b.set_position(done)
         }
     })
-    .map_err(CliError::Invalid)?;
+    .map_err(|e| CliError::Invalid(e.to_string()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -346,7 +346,7 @@ pub async fn export(
     assets.sort();
     assets.dedup();
     for a in assets {
-        let rel = SafeRelPath::new(&a).map_err(CliError::Invalid)?;
+        let rel = SafeRelPath::new(&a).map_err(|e| CliError::Invalid(e.to_string()))?;
         if rel.as_str() == "timeline.json" {
             return Err(CliError::Invalid("an asset named timeline.json cannot be exported".into()));
         }
@@ -355,7 +355,7 @@ pub async fn export(
     }
     files.sort();
     let meta = PackMeta {
-        segment_id: SegmentId::new(id.as_str()).map_err(CliError::Invalid)?,
+        segment_id: SegmentId::new(id.as_str()).map_err(|e| CliError::Invalid(e.to_string()))?,
         version: version.unwrap_or_else(|| jiff::Timestamp::now().as_second().max(1) as u64),
         expires_at: None,
         device_ids: Vec::new(),

@@ -15,13 +15,13 @@ use super::on_air::OnAir;
 use super::values::{CameraId, DestinationId, PresetId, ScheduleId, StreamId, TimelineId};
 use super::{ErrorCode, Output, Refusal};
 use crate::config::Config;
-use crate::control::trust::{Role, TrustEntry, TrustError, TrustStore};
 use crate::media::destination::{DestinationInput, Platform};
 use crate::secret::Secret;
 use crate::store::cameras::NewCamera;
 use crate::store::{Desired, Store, StoreError};
 use crate::timeline::model::{self, Inventory};
 use crate::timeline::schedule::{self, Schedule};
+use crate::trust::{Role, TrustEntry, TrustError, TrustStore};
 
 /// A secret the operator typed, on its way over the local socket (the one place it is serialized
 /// in the clear; `Debug` still prints `***`).

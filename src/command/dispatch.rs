@@ -46,6 +46,8 @@ struct Inner {
     env: MediaEnv,
     director: DirectorHandle,
     programs: ProgramsHandle,
+    /// `TIMELINE_LOAD`'s downloads and segment library.
+    loader: super::timeline_load::Loader,
     panic_on: Option<String>,
     /// Commands answered since start, by (type, result): `/metrics`' `vistter_commands_total`.
     counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
@@ -103,7 +105,8 @@ impl Dispatcher {
             tracing::warn!("test hook: {t} commands will panic ({PANIC_HOOK_ENV})");
         }
         let counts = Default::default();
-        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, panic_on, counts }) }
+        let loader = super::timeline_load::Loader::new(&cfg, store.clone());
+        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, loader, panic_on, counts }) }
     }
 
     pub fn director(&self) -> &DirectorHandle {
@@ -158,6 +161,14 @@ impl Dispatcher {
             Command::TimelineExecute(t) => self.show_action(origin, t.check()?).await,
             Command::OverlayUpdate(o) => self.overlay(origin, &o).await,
             Command::CameraAction(c) => self.camera(origin, c).await,
+            Command::DeviceConfig(c) if origin == Origin::Cloud && c.opened.is_some() => {
+                let on_air = super::device_config::destinations_on_air(&self.on_air().await?);
+                let apply = super::device_config::Apply { store: &self.inner.store, on_air };
+                Box::pin(apply.run(c)).await
+            }
+            Command::TimelineLoad(t) if origin == Origin::Cloud && t.from_cloud.is_some() => {
+                Box::pin(self.inner.loader.run(t)).await
+            }
             Command::DeviceConfig(_) => Err(Refusal::new(
                 ErrorCode::Failed,
                 "DEVICE_CONFIG carries sealed secrets and signed trust changes: it is applied through the cloud link",

@@ -17,8 +17,10 @@
 //! "payload": {…}}`, the `type` and `payload` members of the cloud envelope.
 
 pub mod configure;
+pub mod device_config;
 pub mod dispatch;
 pub mod on_air;
+pub mod timeline_load;
 pub mod values;
 pub mod view;
 
@@ -335,8 +337,9 @@ pub enum ConfigMode {
     Replace,
 }
 
-/// `DEVICE_CONFIG`: declarative state. Its secrets are sealed and its trust changes signed, so it
-/// is applied by the control plane; the type is here so every origin reads it the same way.
+/// `DEVICE_CONFIG`: declarative state. Its secrets are sealed and its trust changes signed, so only
+/// the cloud link sends it: the cloud inbox opens its secrets ([`device_config::Opened`]) and the
+/// dispatcher applies it ([`device_config`]); other origins are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
@@ -353,6 +356,9 @@ pub struct DeviceConfig {
     pub schedules: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<serde_json::Value>,
+    /// Set by the cloud inbox only (its sealed secrets opened, the trust store lent).
+    #[serde(skip)]
+    pub opened: Option<device_config::Opened>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -947,8 +953,9 @@ mod tests {
     }
 }
 
-/// `TIMELINE_LOAD`: a segment package to download and install, or an inline timeline.
-/// Applied by the control plane (it downloads, reports progress and installs).
+/// `TIMELINE_LOAD`: a segment package to download and install, or an inline timeline. Only the
+/// cloud link sends it (the inbox lends it [`timeline_load::FromCloud`]); the dispatcher downloads,
+/// reports progress and installs ([`timeline_load`]); other origins are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineLoad {
@@ -962,6 +969,9 @@ pub struct TimelineLoad {
     pub timeline: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activate: Option<bool>,
+    /// Set by the cloud inbox only (the trust store, the trusted time, progress reports).
+    #[serde(skip)]
+    pub from_cloud: Option<timeline_load::FromCloud>,
 }
 
 /// What a `TIMELINE_LOAD` carries, checked.
@@ -993,7 +1003,8 @@ impl TimelineLoad {
                     .as_deref()
                     .ok_or_else(|| Refusal::field("payload.sha256", "required with package_url"))
                     .and_then(|s| {
-                        crate::segments::manifest::Sha256Hex::new(s).map_err(|m| Refusal::field("payload.sha256", m))
+                        crate::segments::manifest::Sha256Hex::new(s)
+                            .map_err(|m| Refusal::field("payload.sha256", m.to_string()))
                     })?;
                 let size = self.size.filter(|s| *s >= 1).ok_or_else(|| {
                     Refusal::field("payload.size", "required with package_url: the package's bytes, at least 1")

@@ -1,5 +1,6 @@
-//! The checks every cloud command passes, in the order of DESIGN §3 ("Checks, in order"); the
-//! first failure decides the NACK code and nothing is executed.
+//! The checks every cloud command passes, always in the same order (size and JSON, envelope,
+//! version, device, key, signature, then time, type, payload and the key's role); the first
+//! failure decides the NACK code and nothing is executed.
 //!
 //! Two stages, because the dedupe store sits between them: [`Checker::authenticate`] proves who
 //! sent the message (size, JSON, envelope, version, device, key, signature), so a repeated
@@ -10,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::envelope::{verify, Envelope, SignError};
-use super::trust::{Role, TrustStore};
 use crate::command::{self, Command, ErrorCode};
+use crate::trust::{Role, TrustStore};
 
-/// The NACK codes of DESIGN §3 (checks, then execution errors).
+/// The NACK codes the cloud contract names (the checks', then execution errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NackCode {
@@ -202,12 +203,7 @@ impl Authentic {
     }
 }
 
-/// The time checks run against: the system clock, but never earlier than the persisted time floor
-/// (a device that boots without a real-time clock in 1970 must not reopen old commands).
-pub fn trusted_now(system: jiff::Timestamp, floor_ms: i64) -> jiff::Timestamp {
-    let floor = jiff::Timestamp::from_millisecond(floor_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    system.max(floor)
-}
+pub use crate::clock::trusted_now;
 
 /// The largest integer every JSON reader holds exactly (RFC 7493 §2.2: an IEEE double's 53 bits).
 pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
@@ -341,8 +337,8 @@ pub fn has_userinfo(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::envelope::{b64, sign, signed_bytes};
-    use super::super::trust::TrustEntry;
     use super::*;
+    use crate::trust::TrustEntry;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
     use serde_json::json;

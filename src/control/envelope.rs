@@ -1,4 +1,5 @@
-//! The control-plane envelope (DESIGN §3 "Envelope") and its signature.
+//! The control-plane envelope (the JSON object every message in either direction travels in) and
+//! its signature.
 //!
 //! The signed bytes are the ASCII line `vistter.envelope.v1\n` followed by the RFC 8785 (JCS)
 //! canonical JSON of the envelope *as received*, with its `signature` member removed. Verifying
@@ -90,11 +91,7 @@ pub fn verify(msg: &Map<String, Value>, sig: &Signature, key: &VerifyingKey) -> 
 }
 
 /// An ed25519 public key from base64 of its 32 bytes.
-pub fn public_key_from_b64(s: &str) -> Option<VerifyingKey> {
-    let raw = B64.decode(s).ok()?;
-    let bytes: [u8; 32] = raw.try_into().ok()?;
-    VerifyingKey::from_bytes(&bytes).ok()
-}
+pub use crate::trust::public_key_from_b64;
 
 pub fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)

@@ -1,5 +1,5 @@
-//! What happens to one message from the cloud, whatever transport brought it (DESIGN §3
-//! "Checks", "Replies"): check it, answer ACK or NACK at once, run it, answer one RESULT; a
+//! What happens to one message from the cloud, whatever transport brought it: check it (every
+//! check, in order, before anything runs), answer ACK or NACK at once, run it, answer one RESULT; a
 //! repeated `message_id` gets the replies first sent, without running anything again.
 //!
 //! Replies are signed by the device, numbered (`seq`) and stored before they are handed to the
@@ -11,12 +11,15 @@ use std::sync::{Arc, RwLock};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
-use super::check::{trusted_now, Checker, Nack, NackCode};
-use super::keys::Keyring;
+use super::check::{Checker, Nack, NackCode};
+use super::keys::{DeviceKeys, Keyring};
 use super::outbox::{Draft, Kind, Outbox, Remember, Route, Written};
-use super::trust::TrustStore;
-use crate::command::{Command, ErrorCode, Reply};
+use crate::clock::trusted_now;
+use crate::command::device_config::{sealed_stream_key, Opened};
+use crate::command::timeline_load::FromCloud;
+use crate::command::{Command, DeviceConfig, ErrorCode, Refusal, Reply};
 use crate::store::{Store, StoreError};
+use crate::trust::TrustStore;
 
 /// Runs a checked command (the dispatcher, with the cloud as origin).
 pub trait Execute: Send + Sync + 'static {
@@ -55,8 +58,8 @@ pub struct Inbox {
     pub exec: Arc<dyn Execute>,
     /// The time floor (Unix ms) as last read or raised; [`FLOOR_UNKNOWN`] until first read.
     pub floor_ms: std::sync::atomic::AtomicI64,
-    /// `TIMELINE_LOAD`: downloads and the segment library (none: the command fails).
-    pub loader: Option<Arc<crate::segments::load::Loader>>,
+    /// The segment library, listed in STATE messages (none: an empty list).
+    pub segments: Option<crate::segments::library::Library>,
 }
 
 /// [`Inbox::floor_ms`] before the store was read.
@@ -171,8 +174,15 @@ impl Inbox {
             // burst of cheap commands should not each reserve room for a package download.
             let run = async {
                 match checked.command {
-                    Command::DeviceConfig(c) => Box::pin(this.device_config(c)).await,
-                    Command::TimelineLoad(t) => Box::pin(this.timeline_load(t, &status_tx)).await,
+                    Command::DeviceConfig(mut c) => {
+                        let keys = this.keys.current();
+                        open_device_config(&keys, &mut c, this.trust.clone(), this.trust_path.clone());
+                        this.exec.execute(Command::DeviceConfig(c)).await
+                    }
+                    Command::TimelineLoad(mut t) => {
+                        t.from_cloud = Some(this.load_context(&status_tx).await);
+                        this.exec.execute(Command::TimelineLoad(t)).await
+                    }
                     Command::CameraAction(mut c) => match this.open_camera_password(&mut c) {
                         Ok(()) => this.exec.execute(Command::CameraAction(c)).await,
                         Err(refusal) => Reply::Refused { refusal },
@@ -228,64 +238,32 @@ impl Inbox {
         }
     }
 
-    /// `TIMELINE_LOAD`: download (with progress) and install, or store an inline timeline.
-    async fn timeline_load(
-        &self,
-        t: crate::command::TimelineLoad,
-        status: &tokio::sync::watch::Sender<(u8, String)>,
-    ) -> Reply {
-        let Some(loader) = &self.loader else {
-            return Reply::Refused {
-                refusal: crate::command::Refusal::new(
-                    ErrorCode::Failed,
-                    "this agent has no segment library configured",
-                ),
-            };
-        };
+    /// What a `TIMELINE_LOAD` is lent: the trust store and the trusted time as they are now, and
+    /// where to report progress.
+    async fn load_context(&self, status: &tokio::sync::watch::Sender<(u8, String)>) -> FromCloud {
         let trust = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
         let floor = self.time_floor().await.unwrap_or(0);
-        let now = super::check::trusted_now(jiff::Timestamp::now(), floor);
-        loader.run(t, &trust, &self.device_id, now, status).await.into()
+        FromCloud {
+            trust,
+            device_id: self.device_id.clone(),
+            now: trusted_now(jiff::Timestamp::now(), floor),
+            progress: status.clone(),
+        }
     }
 
     /// A camera's sealed password, opened with the device's key now that every check passed.
-    fn open_camera_password(&self, c: &mut crate::command::CameraAction) -> Result<(), crate::command::Refusal> {
+    fn open_camera_password(&self, c: &mut crate::command::CameraAction) -> Result<(), Refusal> {
         if let Some(spec) = c.camera.as_mut() {
             if let Some(sealed) = spec.password.take() {
                 let opened = self
                     .keys
                     .current()
                     .open(&sealed.sealed)
-                    .map_err(|e| crate::command::Refusal::field("payload.camera.password", e.to_string()))?;
+                    .map_err(|e| Refusal::field("payload.camera.password", e.to_string()))?;
                 spec.opened_password = Some(opened);
             }
         }
         Ok(())
-    }
-
-    /// `DEVICE_CONFIG`: applied here, where the device's sealing key and the trust store are.
-    async fn device_config(&self, c: crate::command::DeviceConfig) -> Reply {
-        use crate::command::{Output, ProgramCommand, ProgramVerb};
-        let status = self.exec.execute(Command::Program(ProgramCommand::new(ProgramVerb::Status, None))).await;
-        let on_air = match status {
-            Reply::Done { output } => match *output {
-                Output::Programs { programs } => programs.into_iter().flat_map(|p| p.destinations).collect(),
-                _ => Vec::new(),
-            },
-            Reply::Refused { .. } => Vec::new(),
-        };
-        let keys = self.keys.current();
-        let apply = super::apply::Apply {
-            keys: &keys,
-            store: &self.store,
-            trust: &self.trust,
-            trust_path: &self.trust_path,
-            on_air,
-        };
-        match apply.run(c).await {
-            Ok(output) => Reply::Done { output: Box::new(output) },
-            Err(refusal) => Reply::Refused { refusal },
-        }
     }
 
     /// A repeated command: its replies go out again, unchanged, on the transport it came in on.
@@ -316,6 +294,28 @@ impl Inbox {
             })
             .await
     }
+}
+
+/// A `DEVICE_CONFIG`'s sealed stream keys, opened with the device's key now that every check
+/// passed, and lent to the command with the trust store ([`Opened`]) for the handler in
+/// `command::device_config`, which never sees the device's key. A key that does not open is kept
+/// as its refusal: the handler refuses the command at that item.
+pub fn open_device_config(
+    keys: &DeviceKeys,
+    c: &mut DeviceConfig,
+    trust: Arc<RwLock<TrustStore>>,
+    trust_path: std::path::PathBuf,
+) {
+    let mut stream_keys = std::collections::BTreeMap::new();
+    for (i, item) in c.destinations.iter().flatten().enumerate() {
+        if let Some(sealed) = sealed_stream_key(item) {
+            let opened = keys
+                .open(&sealed.sealed)
+                .map_err(|e| Refusal::field(format!("payload.destinations.{i}.stream_key"), e.to_string()));
+            stream_keys.insert(i, opened);
+        }
+    }
+    c.opened = Some(Opened { stream_keys, trust, trust_path });
 }
 
 fn nack_payload(n: &Nack) -> Map<String, Value> {
@@ -357,9 +357,9 @@ fn result_payload(reply: Reply) -> Map<String, Value> {
 mod tests {
     use super::super::envelope::{b64, sign};
     use super::super::outbox::Bounds;
-    use super::super::trust::{Role, TrustEntry};
     use super::*;
-    use crate::command::{Output, Refusal};
+    use crate::command::Output;
+    use crate::trust::{Role, TrustEntry};
     use ed25519_dalek::SigningKey;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -402,7 +402,7 @@ mod tests {
             max_skew_s: 300,
             exec: Arc::new(Counting(runs.clone())),
             floor_ms: std::sync::atomic::AtomicI64::new(FLOOR_UNKNOWN),
-            loader: None,
+            segments: None,
         };
         (Arc::new(inbox), runs, studio)
     }

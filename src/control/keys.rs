@@ -1,4 +1,4 @@
-//! The device's own keys (DESIGN §3): an ed25519 key that signs everything the device sends and an
+//! The device's own keys: an ed25519 key that signs everything the device sends and an
 //! X25519 key that opens the sealed secrets the cloud sends. Both are made on first start and kept
 //! 0600 in the data dir; only their public halves ever leave it (STATE, `device show`).
 
@@ -37,6 +37,15 @@ pub enum OpenError {
     NotText,
 }
 
+/// A device key file that cannot be used (named; its content never shown).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a 32-byte key", .0.display())]
+    NotAKey(PathBuf),
+}
+
 impl DeviceKeys {
     pub fn load_or_create(data_dir: &Path) -> Result<DeviceKeys, CryptoError> {
         let signing = SigningKey::from_bytes(&key_file(&data_dir.join(SIGNING_FILE))?);
@@ -46,11 +55,12 @@ impl DeviceKeys {
 
     /// The keys as the files hold them now, made by nobody: a missing or broken file is an error
     /// (naming the file, never its content).
-    pub fn load(data_dir: &Path) -> Result<DeviceKeys, String> {
-        let read = |name: &str| -> Result<[u8; 32], String> {
+    pub fn load(data_dir: &Path) -> Result<DeviceKeys, KeyFileError> {
+        let read = |name: &str| -> Result<[u8; 32], KeyFileError> {
             let path = data_dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            bytes.try_into().map_err(|_| format!("{}: not a 32-byte key", path.display()))
+            let bytes =
+                std::fs::read(&path).map_err(|source| KeyFileError::Unreadable { path: path.clone(), source })?;
+            bytes.try_into().map_err(|_| KeyFileError::NotAKey(path))
         };
         Ok(DeviceKeys {
             signing: SigningKey::from_bytes(&read(SIGNING_FILE)?),
@@ -103,7 +113,7 @@ impl Keyring {
     }
 
     /// Reads the files again. `Ok(true)`: other keys are in use now. An error keeps the keys in use.
-    pub fn reload(&self) -> Result<bool, String> {
+    pub fn reload(&self) -> Result<bool, KeyFileError> {
         let keys = DeviceKeys::load(&self.dir)?;
         let public = keys.public();
         if public == self.current().public() {
@@ -197,7 +207,7 @@ mod tests {
         std::fs::write(dir.path().join(SIGNING_FILE), b"short").unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(ring.current().public(), first);
-        assert!(ring.reload().unwrap_err().contains(SIGNING_FILE), "the file is named");
+        assert!(ring.reload().unwrap_err().to_string().contains(SIGNING_FILE), "the file is named");
         // New keys (another device's files copied in): in use, and announced.
         let other = tempfile::tempdir().unwrap();
         let next = DeviceKeys::load_or_create(other.path()).unwrap().public();

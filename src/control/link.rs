@@ -11,6 +11,38 @@ use super::inbox::Inbox;
 use super::outbox::{Draft, Kind, Route, Written};
 use crate::store::StoreError;
 
+/// Why a cloud link could not connect, or dropped. It is logged and the link reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{host}: not a valid TLS server name: {reason}")]
+    ServerName { host: String, reason: String },
+    /// A socket failed; `at` says which (`connect`, `connect: TLS`, `host:port`, `private socket`).
+    #[error("{at}: {source}")]
+    Io { at: String, source: std::io::Error },
+    #[error("{0}: connect timed out")]
+    TimedOut(String),
+    #[error("{0}")]
+    Tls(#[from] super::tls::TlsError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("connect: {0}")]
+    Handshake(tokio_tungstenite::tungstenite::Error),
+    #[error("{0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("{0}")]
+    Subscribe(rumqttc::ClientError),
+    #[error("publish: {0}")]
+    Publish(rumqttc::ClientError),
+    #[error("the outbox has stopped")]
+    OutboxStopped,
+    #[error("nothing heard for {0} s")]
+    Silent(u64),
+    #[error("the server closed the connection")]
+    Closed,
+}
+
 /// Each configured transport's state: `connecting`, `connected`, `reconnecting`, `offline`, …
 #[derive(Clone)]
 pub struct Links {
@@ -85,8 +117,8 @@ pub enum Life {
 pub async fn state(inbox: &Inbox, links: &BTreeMap<&'static str, String>, life: Life) -> Result<String, StoreError> {
     let online = life == Life::Birth;
     let p = inbox.keys.current().public();
-    let segments = match &inbox.loader {
-        Some(l) => l.library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
+    let segments = match &inbox.segments {
+        Some(library) => library.list().await.map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default(),
         None => json!([]),
     };
     let payload = json!({

@@ -1,7 +1,6 @@
-//! The control plane (DESIGN §3): signed envelopes, the device's keys, the trust store and the
+//! The control plane, the device's link to the cloud: signed envelopes, the device's keys, the trust store and the
 //! checks every cloud command passes before the dispatcher sees it.
 
-pub mod apply;
 pub mod check;
 pub mod envelope;
 pub mod inbox;
@@ -12,8 +11,10 @@ pub mod outbox;
 pub mod telemetry;
 pub mod tls;
 pub mod trim;
-pub mod trust;
 pub mod ws;
+
+/// The trust store is a module of its own (`crate::trust`); this path keeps older callers working.
+pub use crate::trust;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +26,19 @@ use crate::config::Config;
 use crate::store::Store;
 use inbox::{Execute, Inbox};
 use outbox::{Bounds, Outbox, Route};
+
+/// Why the control plane could not start (the daemon does not start either).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    DeviceId(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Keys(#[from] crate::store::crypto::CryptoError),
+    #[error("{0}")]
+    Trust(#[from] trust::TrustError),
+    #[error("{0}")]
+    Outbox(#[from] crate::store::StoreError),
+}
 
 /// The running control plane: its links' tasks and their states.
 pub struct ControlPlane {
@@ -39,7 +53,7 @@ pub async fn start(
     store: &Store,
     exec: Arc<dyn Execute>,
     stop: CancellationToken,
-) -> Result<Option<ControlPlane>, String> {
+) -> Result<Option<ControlPlane>, StartError> {
     let mut routes = Vec::new();
     if cfg.control.mqtt.is_some() {
         routes.push(Route::Mqtt);
@@ -50,17 +64,15 @@ pub async fn start(
     if routes.is_empty() {
         return Ok(None);
     }
-    let device_id = cfg.device_id().map_err(|e| e.to_string())?;
-    let keys = Arc::new(keys::Keyring::load_or_create(&cfg.data_dir).map_err(|e| e.to_string())?);
-    let trust = trust::TrustStore::load(&cfg.trust_store_path()).map_err(|e| e.to_string())?;
+    let device_id = cfg.device_id()?;
+    let keys = Arc::new(keys::Keyring::load_or_create(&cfg.data_dir)?);
+    let trust = trust::TrustStore::load(&cfg.trust_store_path())?;
     if trust.keys.is_empty() {
         tracing::warn!("the trust store is empty: every cloud command will be refused (vistter-agent trust add)");
     }
     let trust = Arc::new(RwLock::new(trust));
     let bounds = Bounds { max_messages: cfg.control.outbox_max_messages, max_bytes: cfg.control.outbox_max_bytes };
-    let outbox = Outbox::start(store.clone(), device_id.clone(), keys.clone(), routes.clone(), bounds)
-        .await
-        .map_err(|e| e.to_string())?;
+    let outbox = Outbox::start(store.clone(), device_id.clone(), keys.clone(), routes.clone(), bounds).await?;
     let inbox = Arc::new(Inbox {
         device_id,
         trust: trust.clone(),
@@ -72,13 +84,7 @@ pub async fn start(
         max_skew_s: cfg.control.max_skew_s,
         exec: exec.clone(),
         floor_ms: std::sync::atomic::AtomicI64::new(inbox::FLOOR_UNKNOWN),
-        loader: Some(Arc::new(crate::segments::load::Loader {
-            library: crate::segments::library::Library::new(store.clone(), &cfg.data_dir),
-            store: store.clone(),
-            downloads: cfg.data_dir.join("segments").join(".downloads"),
-            limits: cfg.segments.limits,
-            ca_file: cfg.segments.download_ca_file.clone(),
-        })),
+        segments: Some(crate::segments::library::Library::new(store.clone(), &cfg.data_dir)),
     });
     let links = link::Links::new(&routes);
     let mut tasks = vec![

@@ -1,4 +1,4 @@
-//! The MQTT link (DESIGN §3 "Transports"): outbound only, mutual TLS, a persistent session,
+//! The MQTT link: outbound only, mutual TLS, a persistent session,
 //! commands at QoS 1 acknowledged to the broker only once their reply is stored, and every
 //! message the device sends read from the outbox and marked delivered only on its PUBACK.
 //! A retained STATE (birth) on `…/state`, with a signed Last Will (death); full-jitter reconnects.
@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
-use super::link::{self, Links};
+use super::link::{self, LinkError, Links};
 use super::outbox::{Kind, Route};
 use super::tls::{self, TlsFiles};
 use super::trim::{MqttTrim, TrimStream};
@@ -164,7 +164,7 @@ pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Link
                 // The bridge's own failure (the broker refused TCP, TLS failed) says more than
                 // the client's "connection closed".
                 let e = match bridge.finished().await {
-                    Some(Err(b)) => b,
+                    Some(Err(b)) => b.to_string(),
                     _ => e,
                 };
                 links.set(Route::Mqtt, if conn.up_since.is_some() { "reconnecting" } else { "connect_failed" });
@@ -265,7 +265,7 @@ impl<'a> Connection<'a> {
                         return End::Dropped("the outbox has stopped".into());
                     }
                     if let Err(e) = self.pump().await {
-                        return End::Dropped(e);
+                        return End::Dropped(e.to_string());
                     }
                 }
                 ev = self.events.recv() => match ev {
@@ -276,7 +276,7 @@ impl<'a> Connection<'a> {
                             self.links.heard(Route::Mqtt);
                         }
                         if let Err(e) = self.on_event(ev).await {
-                            return End::Dropped(e);
+                            return End::Dropped(e.to_string());
                         }
                     }
                 },
@@ -284,7 +284,7 @@ impl<'a> Connection<'a> {
         }
     }
 
-    async fn on_event(&mut self, ev: Event) -> Result<(), String> {
+    async fn on_event(&mut self, ev: Event) -> Result<(), LinkError> {
         match ev {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 tracing::info!(session_present = ack.session_present, "MQTT link connected");
@@ -292,11 +292,9 @@ impl<'a> Connection<'a> {
                 self.links.set(Route::Mqtt, "connected");
                 // rumqttc does not resubscribe: a broker that lost the session needs it again.
                 if !ack.session_present {
-                    self.client.try_subscribe(&self.topics.commands, QoS::AtLeastOnce).map_err(|e| e.to_string())?;
+                    self.client.try_subscribe(&self.topics.commands, QoS::AtLeastOnce).map_err(LinkError::Subscribe)?;
                 }
-                let birth = link::state(&self.inbox, &self.links.snapshot(), link::Life::Birth)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let birth = link::state(&self.inbox, &self.links.snapshot(), link::Life::Birth).await?;
                 self.publish(&self.topics.state.clone(), birth, true, None)?;
                 link::report_dropped(&self.inbox).await;
                 // What was not acknowledged on the last connection goes again, in order.
@@ -340,14 +338,14 @@ impl<'a> Connection<'a> {
     }
 
     /// Hands the next rows of the outbox to the client, up to the in-flight limit.
-    async fn pump(&mut self) -> Result<(), String> {
+    async fn pump(&mut self) -> Result<(), LinkError> {
         while self.up_since.is_some() && self.in_flight.len() < IN_FLIGHT {
             let seen = self.inbox.outbox.committed_to(Route::Mqtt);
             if seen <= self.read_to {
                 return Ok(());
             }
             let room = (IN_FLIGHT - self.in_flight.len()) as i64;
-            let rows = self.inbox.outbox.after(Route::Mqtt, self.read_to, room).await.map_err(|e| e.to_string())?;
+            let rows = self.inbox.outbox.after(Route::Mqtt, self.read_to, room).await?;
             let full = rows.len() as i64 == room;
             for r in rows {
                 let topic = self.topics.of(r.kind).to_string();
@@ -368,8 +366,8 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn publish(&mut self, topic: &str, body: String, retain: bool, id: Option<i64>) -> Result<(), String> {
-        self.client.try_publish(topic, QoS::AtLeastOnce, retain, body).map_err(|e| format!("publish: {e}"))?;
+    fn publish(&mut self, topic: &str, body: String, retain: bool, id: Option<i64>) -> Result<(), LinkError> {
+        self.client.try_publish(topic, QoS::AtLeastOnce, retain, body).map_err(LinkError::Publish)?;
         self.queued.push_back(id);
         Ok(())
     }
@@ -418,11 +416,11 @@ impl Shim {
 }
 
 /// A task aborted when its handle is dropped (a connection attempt's bridge ends with it).
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), String>>);
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), LinkError>>);
 
 impl AbortOnDrop {
     /// The task's outcome if it has ended by now.
-    async fn finished(&mut self) -> Option<Result<(), String>> {
+    async fn finished(&mut self) -> Option<Result<(), LinkError>> {
         if !self.0.is_finished() {
             return None;
         }
@@ -444,27 +442,29 @@ async fn bridge(
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
     max_bytes: usize,
-) -> Result<(), String> {
-    let (mut client, _) = listener.accept().await.map_err(|e| format!("private socket: {e}"))?;
+) -> Result<(), LinkError> {
+    let (mut client, _) =
+        listener.accept().await.map_err(|source| LinkError::Io { at: "private socket".into(), source })?;
+    let at = format!("{host}:{port}");
     let tcp = tokio::time::timeout(Duration::from_secs(20), TcpStream::connect((host.as_str(), port)))
         .await
-        .map_err(|_| format!("{host}:{port}: connect timed out"))?
-        .map_err(|e| format!("{host}:{port}: {e}"))?;
+        .map_err(|_| LinkError::TimedOut(at.clone()))?
+        .map_err(|source| LinkError::Io { at: at.clone(), source })?;
     // Small messages (an ACK is ~400 bytes) must not wait for Nagle's algorithm.
     let _ = tcp.set_nodelay(true);
     let done = match tls {
         None => tokio::io::copy_bidirectional(&mut client, &mut TrimStream::new(tcp, MqttTrim::new(max_bytes))).await,
         Some(cfg) => {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("{host}: not a valid TLS server name: {e}"))?;
+                .map_err(|e| LinkError::ServerName { host: host.clone(), reason: e.to_string() })?;
             let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("{host}:{port}: TLS: {e}"))?;
+                .map_err(|source| LinkError::Io { at: format!("{at}: TLS"), source })?;
             tokio::io::copy_bidirectional(&mut client, &mut TrimStream::new(tls, MqttTrim::new(max_bytes))).await
         }
     };
-    done.map(|_| ()).map_err(|e| format!("{host}:{port}: {e}"))
+    done.map(|_| ()).map_err(|source| LinkError::Io { at, source })
 }
 
 /// The options with TCP_NODELAY on.

@@ -1,4 +1,4 @@
-//! Telemetry (DESIGN §3 "Replies and telemetry"): every event the agent records becomes an EVENT,
+//! Telemetry: every event the agent records becomes an EVENT,
 //! and METRICS go out on a fixed period. Both are written to the outbox, which carries them across
 //! outages; the events exporter's position is kept in the same transaction as the message it
 //! wrote, so an event is sent once, across restarts.

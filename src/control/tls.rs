@@ -1,4 +1,4 @@
-//! TLS material for the cloud links (DESIGN §3 "Transports"): a private CA, the device's client
+//! TLS material for the cloud links (MQTT and WebSocket alike): a private CA, the device's client
 //! certificate and its key, read from PEM files each time a link connects, so a renewed
 //! certificate is used without a restart. One crypto provider (ring) is named explicitly in every
 //! config, so no process-wide default is needed.

@@ -1,4 +1,4 @@
-//! No message can wedge a link (DESIGN §3 "Transports"): a message over the size limit is cut
+//! No message can wedge a link (whatever a broker or server sends, the link keeps working): a message over the size limit is cut
 //! short *in the byte stream*, before the protocol client reads it, and replaced by a small
 //! marker payload that the inbox answers with `invalid_envelope` (`correlation_id: null`).
 //!

@@ -1,4 +1,4 @@
-//! The WebSocket link (DESIGN §3 "Transports"): `wss://HOST/v1/devices/{device_id}/channel` over
+//! The WebSocket link, the alternative to MQTT where a broker is not reachable: `wss://HOST/v1/devices/{device_id}/channel` over
 //! rustls with the device's client certificate, one envelope per text frame both ways, a ping
 //! every `ping_s`. Commands that come in here are answered here; telemetry goes on every link.
 //!
@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
-use super::link::{self, Links};
+use super::link::{self, LinkError, Links};
 use super::mqtt::reconnect_wait;
 use super::outbox::Route;
 use super::tls::{self, TlsFiles};
@@ -41,7 +41,7 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
         links.set(Route::Ws, "connecting");
         let mut up_for = None;
         let outcome = match tls::client_config(&files) {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(LinkError::from(e)),
             Ok(tls) => {
                 // A message past the limit is cut short in the byte stream (`trim`): it arrives as
                 // a marker that is answered, and the connection stays. The client's own limits
@@ -50,7 +50,7 @@ pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: Cancellat
                 let ws_cfg = WebSocketConfig::default().max_message_size(limit).max_frame_size(limit);
                 let connect = connect(url.clone(), tls, ws_cfg, inbox.max_bytes);
                 match tokio::time::timeout(Duration::from_secs(20), connect).await {
-                    Err(_) => Err("connect timed out".to_string()),
+                    Err(_) => Err(LinkError::TimedOut("connect".into())),
                     Ok(Err(e)) => Err(e),
                     Ok(Ok((socket, _))) => {
                         let since = Instant::now();
@@ -89,22 +89,30 @@ async fn connect(
     tls: Arc<rustls::ClientConfig>,
     ws_cfg: WebSocketConfig,
     max_bytes: usize,
-) -> Result<(Socket, tokio_tungstenite::tungstenite::handshake::client::Response), String> {
-    let u = url::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+) -> Result<(Socket, tokio_tungstenite::tungstenite::handshake::client::Response), LinkError> {
+    let u = url::Url::parse(&url).map_err(|e| LinkError::BadUrl { url: url.clone(), reason: e.to_string() })?;
     if u.scheme() != "wss" {
-        return Err(format!("{url}: only wss:// is supported"));
+        return Err(LinkError::BadUrl { url, reason: "only wss:// is supported".into() });
     }
-    let host = u.host_str().ok_or_else(|| format!("{url}: no host"))?.trim_matches(['[', ']']).to_string();
+    let host = u
+        .host_str()
+        .ok_or_else(|| LinkError::BadUrl { url: url.clone(), reason: "no host".into() })?
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = u.port().unwrap_or(443);
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|source| LinkError::Io { at: "connect".into(), source })?;
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| format!("{host}: not a valid TLS server name: {e}"))?;
-    let stream =
-        tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("connect: TLS: {e}"))?;
+        .map_err(|e| LinkError::ServerName { host: host.clone(), reason: e.to_string() })?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| LinkError::Io { at: "connect: TLS".into(), source })?;
     tokio_tungstenite::client_async_with_config(url, TrimStream::new(stream, WsTrim::new(max_bytes)), Some(ws_cfg))
         .await
-        .map_err(|e| format!("connect: {e}"))
+        .map_err(LinkError::Handshake)
 }
 
 /// One connection. `Ok(())`: a clean end (stop, new TLS files or device keys); `Err`: it dropped.
@@ -116,16 +124,16 @@ async fn serve(
     stop: &CancellationToken,
     files: &TlsFiles,
     fingerprint: &[Option<(std::time::SystemTime, u64)>],
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     tracing::info!("WebSocket link connected");
     links.set(Route::Ws, "connected");
     // The handshake was the server's first word.
     links.heard(Route::Ws);
     let (mut sink, mut stream) = socket.split();
-    let birth = link::state(inbox, &links.snapshot(), link::Life::Birth).await.map_err(|e| e.to_string())?;
-    sink.send(Message::text(birth)).await.map_err(|e| e.to_string())?;
+    let birth = link::state(inbox, &links.snapshot(), link::Life::Birth).await?;
+    sink.send(Message::text(birth)).await?;
     link::report_dropped(inbox).await;
-    let mut delivered = inbox.outbox.cursor(Route::Ws).await.map_err(|e| e.to_string())?;
+    let mut delivered = inbox.outbox.cursor(Route::Ws).await?;
     let mut committed = inbox.outbox.committed(Route::Ws);
     let mut ping = tokio::time::interval(Duration::from_secs(cfg.ping_s));
     ping.tick().await;
@@ -139,13 +147,13 @@ async fn serve(
             if seen <= delivered {
                 break;
             }
-            let rows = inbox.outbox.after(Route::Ws, delivered, BATCH).await.map_err(|e| e.to_string())?;
+            let rows = inbox.outbox.after(Route::Ws, delivered, BATCH).await?;
             let full = rows.len() as i64 == BATCH;
             for r in rows {
-                sink.feed(Message::text(r.body)).await.map_err(|e| e.to_string())?;
+                sink.feed(Message::text(r.body)).await?;
                 delivered = r.id;
             }
-            sink.flush().await.map_err(|e| e.to_string())?;
+            sink.flush().await?;
             if !full {
                 delivered = delivered.max(seen);
             }
@@ -171,19 +179,19 @@ async fn serve(
                 let _ = sink.send(Message::Close(None)).await;
                 return Ok(());
             }
-            r = committed.changed() => r.map_err(|_| "the outbox has stopped".to_string())?,
+            r = committed.changed() => r.map_err(|_| LinkError::OutboxStopped)?,
             _ = ping.tick() => {
                 if heard.elapsed() > Duration::from_secs(cfg.ping_s * 2) {
-                    return Err(format!("nothing heard for {} s", heard.elapsed().as_secs()));
+                    return Err(LinkError::Silent(heard.elapsed().as_secs()));
                 }
-                sink.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
+                sink.send(Message::Ping(Vec::new().into())).await?;
             }
             m = stream.next() => {
                 heard = Instant::now();
                 links.heard(Route::Ws);
                 match m {
-                    None => return Err("the server closed the connection".into()),
-                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err(LinkError::Closed),
+                    Some(Err(e)) => return Err(e.into()),
                     Some(Ok(Message::Text(t))) => {
                         let inbox = inbox.clone();
                         tokio::spawn(async move {
@@ -199,7 +207,7 @@ async fn serve(
                             let _ = inbox.receive_retrying(&b, Route::Ws).await;
                         });
                     }
-                    Some(Ok(Message::Close(_))) => return Err("the server closed the connection".into()),
+                    Some(Ok(Message::Close(_))) => return Err(LinkError::Closed),
                     Some(Ok(_)) => {}
                 }
             }

@@ -1,4 +1,4 @@
-//! Downloading a package for `TIMELINE_LOAD` (DESIGN §3, §4): HTTPS only (rustls, plus a private
+//! Downloading a package for `TIMELINE_LOAD`: HTTPS only (rustls, plus a private
 //! CA if configured), with a known size and SHA-256. Space is checked before the first byte; the
 //! bytes go to `<sha256>.part`, resumed with an HTTP Range request after a dropped connection when
 //! the server allows it, and retried with backoff; the file is hashed and renamed to
@@ -26,20 +26,33 @@ pub struct Wanted {
 /// Attempts before a download is given up (each resumes where the last stopped).
 pub const ATTEMPTS: u32 = 6;
 
+/// Why the HTTPS client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: {source}", path.display())]
+    CaFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    CaCertificates { path: std::path::PathBuf, source: reqwest::Error },
+    #[error("{0}")]
+    Build(#[from] reqwest::Error),
+}
+
 /// An HTTPS client trusting the public roots and `ca_file` (PEM) if given.
-pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .https_only(true)
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::limited(3));
     if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let pem = std::fs::read(ca).map_err(|source| ClientError::CaFile { path: ca.to_path_buf(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|source| ClientError::CaCertificates { path: ca.to_path_buf(), source })?;
+        for cert in certs {
             b = b.add_root_certificate(cert);
         }
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b.build()?)
 }
 
 /// Downloads `w` into `dir`, reporting bytes received on `progress`. Returns the finished file.

@@ -1,4 +1,4 @@
-//! The manifest of a segment package (DESIGN §4) and the values in it, checked into types: a
+//! The manifest of a segment package (`manifest.json`, signed by `manifest.sig`) and the values in it, checked into types: a
 //! [`SafeRelPath`] cannot name anything outside the package, a [`SegmentId`] is a valid id, and a
 //! [`Manifest`] only exists with every file listed once, within the limits.
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Limits, Rejection, Threat};
+use crate::values::ValueError;
 
 pub const FORMAT: &str = "vistter-segment/1";
 pub const MANIFEST: &str = "manifest.json";
@@ -25,22 +26,37 @@ pub const MAX_SIGNATURE_BYTES: u64 = 4096;
 #[serde(try_from = "String", into = "String")]
 pub struct SafeRelPath(String);
 
+/// Why a name is not a [`SafeRelPath`] (the name shown cut to a readable length).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path {0:?}: 1-255 bytes")]
+    Length(String),
+    #[error("path {0:?} is absolute")]
+    Absolute(String),
+    #[error("path {0:?} has a backslash or a control character")]
+    BadCharacter(String),
+    #[error("path {0:?} has an empty or '.' part")]
+    EmptyPart(String),
+    #[error("path {0:?} leaves the package ('..')")]
+    LeavesPackage(String),
+}
+
 impl SafeRelPath {
-    pub fn new(s: &str) -> Result<SafeRelPath, String> {
-        let shown = crate::media::compositor::request::shorten(s);
+    pub fn new(s: &str) -> Result<SafeRelPath, PathError> {
+        let shown = crate::values::shorten(s);
         if s.is_empty() || s.len() > 255 {
-            return Err(format!("path {shown:?}: 1-255 bytes"));
+            return Err(PathError::Length(shown));
         }
         if s.starts_with('/') {
-            return Err(format!("path {shown:?} is absolute"));
+            return Err(PathError::Absolute(shown));
         }
         if s.chars().any(|c| c == '\\' || c.is_control()) {
-            return Err(format!("path {shown:?} has a backslash or a control character"));
+            return Err(PathError::BadCharacter(shown));
         }
         for part in s.split('/') {
             match part {
-                "" | "." => return Err(format!("path {shown:?} has an empty or '.' part")),
-                ".." => return Err(format!("path {shown:?} leaves the package ('..')")),
+                "" | "." => return Err(PathError::EmptyPart(shown)),
+                ".." => return Err(PathError::LeavesPackage(shown)),
                 _ => {}
             }
         }
@@ -58,8 +74,8 @@ impl SafeRelPath {
 }
 
 impl TryFrom<String> for SafeRelPath {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = PathError;
+    fn try_from(s: String) -> Result<Self, PathError> {
         SafeRelPath::new(&s)
     }
 }
@@ -82,14 +98,14 @@ impl fmt::Display for SafeRelPath {
 pub struct SegmentId(String);
 
 impl SegmentId {
-    pub fn new(s: &str) -> Result<SegmentId, String> {
-        if crate::store::is_valid_id(s) {
+    pub fn new(s: &str) -> Result<SegmentId, ValueError> {
+        if crate::values::is_valid_id(s) {
             Ok(SegmentId(s.to_string()))
         } else {
-            Err(format!(
+            Err(crate::values::bad(format!(
                 "segment id {:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit",
-                crate::media::compositor::request::shorten(s)
-            ))
+                crate::values::shorten(s)
+            )))
         }
     }
 
@@ -99,8 +115,8 @@ impl SegmentId {
 }
 
 impl TryFrom<String> for SegmentId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
         SegmentId::new(&s)
     }
 }
@@ -123,11 +139,11 @@ impl fmt::Display for SegmentId {
 pub struct Sha256Hex(String);
 
 impl Sha256Hex {
-    pub fn new(s: &str) -> Result<Sha256Hex, String> {
+    pub fn new(s: &str) -> Result<Sha256Hex, ValueError> {
         if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Sha256Hex(s.to_string()))
         } else {
-            Err(format!("{:?} is not a lowercase hex SHA-256", crate::media::compositor::request::shorten(s)))
+            Err(crate::values::bad(format!("{:?} is not a lowercase hex SHA-256", crate::values::shorten(s))))
         }
     }
 
@@ -141,8 +157,8 @@ impl Sha256Hex {
 }
 
 impl TryFrom<String> for Sha256Hex {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
         Sha256Hex::new(&s)
     }
 }
@@ -168,7 +184,7 @@ pub struct Targets {
     pub device_ids: Vec<String>,
 }
 
-/// `manifest.json`, exactly as DESIGN §4 has it.
+/// `manifest.json`, exactly as the package format defines it (unknown fields are refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

@@ -1,4 +1,4 @@
-//! Segment packages (DESIGN §4): signed, zstd-compressed tar files that carry a timeline and its
+//! Segment packages: signed, zstd-compressed tar files that carry a timeline and its
 //! assets to the appliance, from the cloud (`TIMELINE_LOAD`), a USB stick (drop folders) or the
 //! CLI, and the library they are installed into.
 //!
@@ -10,7 +10,6 @@
 pub mod download;
 pub mod drop;
 pub mod library;
-pub mod load;
 pub mod manifest;
 pub mod pack;
 pub mod package;

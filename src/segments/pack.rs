@@ -1,4 +1,4 @@
-//! Making a `.vseg` (DESIGN §4): hash every file, write and sign the manifest, then stream
+//! Making a `.vseg` segment package: hash every file, write and sign the manifest, then stream
 //! `manifest.json`, `manifest.sig` and the files through tar and zstd into `OUT.part`, renamed to
 //! `OUT` once synced. Files are hashed again while packed: one that changes in between fails.
 
@@ -11,6 +11,41 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use super::manifest::*;
+
+/// Why a package could not be made. Paths are named; nothing is left at the output path.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    OutsideFolder(#[from] std::path::StripPrefixError),
+    #[error("{}: the name is not UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    #[error(transparent)]
+    UnsafePath(#[from] PathError),
+    #[error("{}: {name} is the package's own name", path.display())]
+    ReservedName { path: PathBuf, name: String },
+    #[error("{}: not a regular file or folder (a package holds files only)", .0.display())]
+    NotAFile(PathBuf),
+    #[error("nothing to pack")]
+    Empty,
+    /// The manifest would not pass the importer's checks.
+    #[error("{0}")]
+    BadManifest(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{}: {source} (did it change while packing?)", path.display())]
+    Append { path: PathBuf, source: io::Error },
+    #[error("{} changed while it was packed", .0.display())]
+    Changed(PathBuf),
+    /// Compressing, archiving or syncing the output failed.
+    #[error("{0}")]
+    Write(io::Error),
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
+    move |source| PackError::Io { path: path.to_path_buf(), source }
+}
 
 /// What the manifest says beyond its files.
 #[derive(Debug, Clone)]
@@ -25,25 +60,25 @@ pub struct PackMeta {
 
 /// The regular files under `dir`, as package paths, sorted. Symlinks and special files are refused
 /// (a package carries regular files only).
-pub fn collect_dir(dir: &Path) -> Result<Vec<(SafeRelPath, PathBuf)>, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(SafeRelPath, PathBuf)>) -> Result<(), String> {
-        let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn collect_dir(dir: &Path) -> Result<Vec<(SafeRelPath, PathBuf)>, PackError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(SafeRelPath, PathBuf)>) -> Result<(), PackError> {
+        let rd = std::fs::read_dir(dir).map_err(at(dir))?;
         for entry in rd {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let entry = entry.map_err(at(dir))?;
             let path = entry.path();
-            let t = entry.file_type().map_err(|e| format!("{}: {e}", path.display()))?;
+            let t = entry.file_type().map_err(at(&path))?;
             if t.is_dir() {
                 walk(root, &path, out)?;
             } else if t.is_file() {
-                let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
-                let rel = rel.to_str().ok_or_else(|| format!("{}: the name is not UTF-8", path.display()))?;
+                let rel = path.strip_prefix(root)?;
+                let rel = rel.to_str().ok_or_else(|| PackError::NotUtf8(path.clone()))?;
                 let safe = SafeRelPath::new(rel)?;
                 if safe.as_str() == MANIFEST || safe.as_str() == SIGNATURE {
-                    return Err(format!("{}: {rel} is the package's own name", path.display()));
+                    return Err(PackError::ReservedName { path: path.clone(), name: rel.to_string() });
                 }
                 out.push((safe, path));
             } else {
-                return Err(format!("{}: not a regular file or folder (a package holds files only)", path.display()));
+                return Err(PackError::NotAFile(path));
             }
         }
         Ok(())
@@ -95,9 +130,9 @@ pub fn pack(
     key: &SigningKey,
     out: &Path,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Manifest, String> {
+) -> Result<Manifest, PackError> {
     if files.is_empty() {
-        return Err("nothing to pack".into());
+        return Err(PackError::Empty);
     }
     let total: u64 = files.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>() * 2;
     let mut done = 0u64;
@@ -108,7 +143,7 @@ pub fn pack(
             done += k;
             progress(done, total)
         })
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(at(path))?;
         entries.push(FileEntry { path: rel.clone(), size, sha256 });
     }
     let created_at = jiff::Timestamp::now();
@@ -124,23 +159,23 @@ pub fn pack(
         files: entries,
     };
     // The same checks an importer makes, so a package that cannot be imported is not written.
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec_pretty(&manifest)?;
     Manifest::parse(&bytes, &super::Limits { max_entries: u64::MAX, ..super::Limits::default() })
-        .map_err(|r| r.message)?;
+        .map_err(|r| PackError::BadManifest(r.message))?;
     let sig = PackageSignature {
         alg: "ed25519".into(),
         key_id: key_id.into(),
         value: base64::engine::general_purpose::STANDARD.encode(key.sign(&signed_bytes(&bytes)).to_bytes()),
     };
-    let sig = serde_json::to_vec(&sig).map_err(|e| e.to_string())?;
+    let sig = serde_json::to_vec(&sig)?;
 
     let part = out.with_extension("vseg.part");
-    let mut write = || -> Result<(), String> {
-        let file = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    let mut write = || -> Result<(), PackError> {
+        let file = File::create(&part).map_err(at(&part))?;
         let mut z = zstd::stream::write::Encoder::new(io::BufWriter::with_capacity(1 << 20, file), 3)
-            .map_err(|e| e.to_string())?;
-        z.include_checksum(true).map_err(|e| e.to_string())?;
-        z.window_log(23).map_err(|e| e.to_string())?;
+            .map_err(PackError::Write)?;
+        z.include_checksum(true).map_err(PackError::Write)?;
+        z.window_log(23).map_err(PackError::Write)?;
         let mut tar = tar::Builder::new(z);
         let mtime = created_at.as_second().max(0) as u64;
         let header = |size: u64| {
@@ -153,29 +188,29 @@ pub fn pack(
             h.set_gid(0);
             h
         };
-        tar.append_data(&mut header(bytes.len() as u64), MANIFEST, bytes.as_slice()).map_err(|e| e.to_string())?;
-        tar.append_data(&mut header(sig.len() as u64), SIGNATURE, sig.as_slice()).map_err(|e| e.to_string())?;
+        tar.append_data(&mut header(bytes.len() as u64), MANIFEST, bytes.as_slice()).map_err(PackError::Write)?;
+        tar.append_data(&mut header(sig.len() as u64), SIGNATURE, sig.as_slice()).map_err(PackError::Write)?;
         for ((rel, path), listed) in files.iter().zip(&manifest.files) {
-            let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let f = File::open(path).map_err(at(path))?;
             let mut r = Hashing { inner: f.take(listed.size), hash: Sha256::new(), n: 0 };
             tar.append_data(&mut header(listed.size), rel.as_str(), &mut r)
-                .map_err(|e| format!("{}: {e} (did it change while packing?)", path.display()))?;
+                .map_err(|source| PackError::Append { path: path.clone(), source })?;
             if r.n != listed.size || Sha256Hex::of(&r.hash.finalize()) != listed.sha256 {
-                return Err(format!("{} changed while it was packed", path.display()));
+                return Err(PackError::Changed(path.clone()));
             }
             done += listed.size;
             progress(done, total);
         }
-        let z = tar.into_inner().map_err(|e| e.to_string())?;
-        let w = z.finish().map_err(|e| e.to_string())?;
-        let f = w.into_inner().map_err(|e| e.to_string())?;
-        f.sync_all().map_err(|e| e.to_string())?;
+        let z = tar.into_inner().map_err(PackError::Write)?;
+        let w = z.finish().map_err(PackError::Write)?;
+        let f = w.into_inner().map_err(|e| PackError::Write(e.into_error()))?;
+        f.sync_all().map_err(PackError::Write)?;
         Ok(())
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    std::fs::rename(&part, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::rename(&part, out).map_err(at(out))?;
     Ok(manifest)
 }

@@ -1,4 +1,4 @@
-//! Reading a `.vseg` (DESIGN §4): one pass over zstd → tar, bounded at every step.
+//! Reading a `.vseg` segment package: one pass over zstd → tar, bounded at every step.
 //!
 //! 1. The compressed bytes are counted against `max_compressed_bytes`; zstd refuses windows over
 //!    `2^max_window_log`; the decompressed bytes are counted against `max_uncompressed_bytes`, so a
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::*;
 use super::{Limits, Rejection, Threat};
-use crate::control::trust::{Role, TrustStore};
+use crate::trust::{Role, TrustStore};
 
 /// What a package is checked against.
 pub struct Checks<'a> {
@@ -215,7 +215,7 @@ fn read(
                 format!("an entry's name is not UTF-8 ({})", String::from_utf8_lossy(&raw)),
             )
         })?;
-        let path = SafeRelPath::new(name).map_err(|m| Rejection::new(Threat::UnsafePath, m))?;
+        let path = SafeRelPath::new(name).map_err(|m| Rejection::new(Threat::UnsafePath, m.to_string()))?;
         let kind = e.header().entry_type();
         if !kind.is_file() {
             return Err(Rejection::new(

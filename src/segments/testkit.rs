@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 use super::library::Library;
 use super::manifest::{SafeRelPath, SegmentId};
 use super::pack::{self, PackMeta};
-use crate::control::trust::{Role, TrustEntry, TrustStore};
 use crate::store::Store;
+use crate::trust::{Role, TrustEntry, TrustStore};
 
 pub const KEY_ID: &str = "seg-key";
 
@@ -35,7 +35,7 @@ impl Kit {
         let t = trust.clone();
         TrustStore::update(&trust_path, move |s| {
             *s = t;
-            Ok::<_, crate::control::trust::TrustError>(())
+            Ok::<_, crate::trust::TrustError>(())
         })
         .expect("trust.json");
         let store = Store::open(&data_dir).await.expect("the store");

@@ -1,5 +1,5 @@
-//! The trust store (DESIGN §3 "Key roles and rotation"): which keys may command this device,
-//! sign its packages, or change this list. A JSON file (`<data_dir>/trust.json` by default),
+//! The trust store: which keys may command this device, sign its packages, or change this list
+//! (each key holds roles; a key is rotated by adding the new one before revoking the old). A JSON file (`<data_dir>/trust.json` by default),
 //! replaced atomically on every change.
 //!
 //! Every change goes through [`TrustStore::update`]: under an exclusive lock on
@@ -12,7 +12,15 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
-use crate::store::is_valid_id as is_valid_key_id;
+use crate::values::is_valid_id as is_valid_key_id;
+
+/// An Ed25519 public key written in standard base64 (32 bytes), or `None`.
+pub fn public_key_from_b64(s: &str) -> Option<VerifyingKey> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+    let bytes: [u8; 32] = raw.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -62,9 +70,9 @@ pub enum TrustError {
 impl TrustEntry {
     pub fn new(key_id: &str, public_key: &str, roles: &[Role]) -> Result<TrustEntry, TrustError> {
         if !is_valid_key_id(key_id) {
-            return Err(TrustError::BadKeyId(crate::media::compositor::request::shorten(key_id)));
+            return Err(TrustError::BadKeyId(crate::values::shorten(key_id)));
         }
-        if super::envelope::public_key_from_b64(public_key).is_none() {
+        if public_key_from_b64(public_key).is_none() {
             return Err(TrustError::BadPublicKey(key_id.into()));
         }
         if roles.is_empty() {
@@ -141,7 +149,7 @@ impl TrustStore {
     /// The public key of `key_id` if it holds `role`.
     pub fn key_for(&self, key_id: &str, role: Role) -> Option<VerifyingKey> {
         let e = self.get(key_id).filter(|e| e.roles.contains(&role))?;
-        super::envelope::public_key_from_b64(&e.public_key)
+        public_key_from_b64(&e.public_key)
     }
 
     /// Adds a key; the same key again with other roles replaces its roles.
@@ -212,7 +220,10 @@ mod tests {
     use super::*;
 
     fn pk(seed: u8) -> String {
-        super::super::envelope::b64(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes())
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes(),
+        )
     }
 
     #[tokio::test]

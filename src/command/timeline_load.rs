@@ -1,18 +1,50 @@
-//! `TIMELINE_LOAD` (DESIGN §3): a package downloaded over HTTPS then imported like any other, or
-//! an inline timeline (no assets) checked and stored. Progress goes out as `(percent, detail)`:
-//! the download is the first 90 %, verifying and installing the rest.
+//! `TIMELINE_LOAD`: a package downloaded over HTTPS then imported like any other, or an inline
+//! timeline (no assets) checked and stored. Progress goes out as `(percent, detail)`: the download
+//! is the first 90 %, verifying and installing the rest.
+//!
+//! Only the cloud link sends it: the cloud inbox lends the command what it knows once every check
+//! passed ([`FromCloud`]: the trust store, the trusted time, the progress channel), in a field no
+//! other origin can set; without it the dispatcher refuses the command.
 
 use std::path::PathBuf;
 
 use tokio::sync::watch;
 
-use super::library::{Import, Library, Source};
-use super::{download, Limits, Rejection, Threat};
-use crate::command::{ErrorCode, LoadSource, Output, Refusal, TimelineLoad};
-use crate::control::trust::TrustStore;
+use super::{ErrorCode, LoadSource, Output, Refusal, TimelineLoad};
+use crate::config::Config;
+use crate::segments::library::{Import, Library, Source};
+use crate::segments::{download, Limits, Rejection, Threat};
 use crate::store::{Store, StoreError};
 use crate::timeline::model::{self, Inventory};
+use crate::trust::TrustStore;
 
+/// What the cloud inbox lends a `TIMELINE_LOAD` it accepted. Never read from or written to the
+/// wire (`#[serde(skip)]`): no other origin can set it.
+#[derive(Clone)]
+pub struct FromCloud {
+    /// The trust store as it was when the command was accepted: package signatures are checked
+    /// against it.
+    pub trust: TrustStore,
+    pub device_id: String,
+    /// The trusted time (the clock, never earlier than the persisted time floor).
+    pub now: jiff::Timestamp,
+    /// `(percent, detail)`: the inbox sends a PROGRESS when it moves.
+    pub progress: watch::Sender<(u8, String)>,
+}
+
+impl std::fmt::Debug for FromCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromCloud").field("device_id", &self.device_id).field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for FromCloud {
+    fn eq(&self, other: &FromCloud) -> bool {
+        self.trust == other.trust && self.device_id == other.device_id && self.now == other.now
+    }
+}
+
+/// Downloads and the segment library, where `TIMELINE_LOAD` puts what it loads.
 pub struct Loader {
     pub library: Library,
     pub store: Store,
@@ -32,7 +64,29 @@ pub fn refusal(r: Rejection) -> Refusal {
 }
 
 impl Loader {
-    pub async fn run(
+    /// The daemon's loader: its segment library and download folder under the data dir.
+    pub fn new(cfg: &Config, store: Store) -> Loader {
+        Loader {
+            library: Library::new(store.clone(), &cfg.data_dir),
+            store,
+            downloads: cfg.data_dir.join("segments").join(".downloads"),
+            limits: cfg.segments.limits,
+            ca_file: cfg.segments.download_ca_file.clone(),
+        }
+    }
+
+    /// Loads `t`, which the cloud inbox accepted (`from_cloud` set; refused otherwise).
+    pub async fn run(&self, t: TimelineLoad) -> Result<Output, Refusal> {
+        let Some(cloud) = t.from_cloud.clone() else {
+            return Err(Refusal::new(
+                ErrorCode::Failed,
+                "TIMELINE_LOAD comes through the cloud link; on the device use `vistter-agent segment import`",
+            ));
+        };
+        self.load(t, &cloud.trust, &cloud.device_id, cloud.now, &cloud.progress).await
+    }
+
+    async fn load(
         &self,
         t: TimelineLoad,
         trust: &TrustStore,
@@ -53,8 +107,8 @@ impl Loader {
                         format!("{} bytes: over the package limit of {}", w.size, self.limits.max_compressed_bytes),
                     )));
                 }
-                let client =
-                    download::client(self.ca_file.as_deref()).map_err(|e| Refusal::new(ErrorCode::Failed, e))?;
+                let client = download::client(self.ca_file.as_deref())
+                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
                 let (bytes_tx, mut bytes_rx) = watch::channel(0u64);
                 let size = w.size;
                 let fetch = download::fetch(&client, &w, &self.downloads, &bytes_tx);

@@ -1,19 +1,58 @@
-//! `DEVICE_CONFIG` (DESIGN §3): declarative state from the cloud. Everything is read and checked
-//! first: sealed secrets opened with the device's key, each destination and camera validated,
-//! the trust change worked out on a copy. Only then is anything changed, so a refusal changes
-//! nothing. `replace` removes what is not listed, but never a destination that a running program
-//! streams to. Secrets stay in `Secret` from the moment they are opened.
+//! `DEVICE_CONFIG`: declarative state from the cloud. Everything is read and checked first: each
+//! destination and camera validated, the trust change worked out on a copy. Only then is anything
+//! changed, so a refusal changes nothing. `replace` removes what is not listed, but never a
+//! destination that is on air. Secrets stay in `Secret` from the moment they are opened.
+//!
+//! Only the cloud link sends it. Its sealed secrets (stream keys) are opened by the cloud inbox
+//! with the device's key once every check passed, and lent to the command with the trust store in
+//! [`Opened`], a field no other origin can set: this handler never sees the device's key, and the
+//! dispatcher refuses a `DEVICE_CONFIG` that has no `Opened`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use super::keys::DeviceKeys;
-use super::trust::{Role, TrustEntry, TrustStore};
-use crate::command::{ConfigMode, DeviceConfig, ErrorCode, Output, Refusal};
+use super::{ConfigMode, DeviceConfig, ErrorCode, Output, Refusal};
 use crate::media::destination::{DestinationInput, DestinationSettings, Platform};
+use crate::secret::Secret;
 use crate::store::Store;
+use crate::trust::{Role, TrustEntry, TrustStore};
+
+/// What the cloud inbox lends a `DEVICE_CONFIG` it accepted. Never read from or written to the
+/// wire (`#[serde(skip)]`): no other origin can set it.
+#[derive(Clone)]
+pub struct Opened {
+    /// Each `destinations[i].stream_key`, opened with the device's key (or why it could not be),
+    /// by `i`.
+    pub stream_keys: BTreeMap<usize, Result<Secret, Refusal>>,
+    /// The daemon's trust store in memory: set to what is written when `trust` changes it.
+    pub trust: Arc<RwLock<TrustStore>>,
+    /// Its file.
+    pub trust_path: PathBuf,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("stream_keys", &self.stream_keys)
+            .field("trust_path", &self.trust_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Opened {
+    fn eq(&self, other: &Opened) -> bool {
+        self.stream_keys == other.stream_keys && self.trust_path == other.trust_path
+    }
+}
+
+/// The sealed field of a destination item, as the cloud inbox finds it to open it: `None` when
+/// the item has none (or not in the sealed form: the handler refuses the item then).
+pub fn sealed_stream_key(item: &serde_json::Value) -> Option<super::SealedField> {
+    item.get("stream_key").and_then(|k| serde_json::from_value(k.clone()).ok())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +62,7 @@ struct DestinationItem {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
-    stream_key: Option<crate::command::SealedField>,
+    stream_key: Option<super::SealedField>,
     #[serde(default)]
     enabled: Option<bool>,
 }
@@ -37,8 +76,8 @@ struct TrustChange {
     revoke: Vec<String>,
 }
 
-impl From<super::trust::TrustError> for Refusal {
-    fn from(e: super::trust::TrustError) -> Refusal {
+impl From<crate::trust::TrustError> for Refusal {
+    fn from(e: crate::trust::TrustError) -> Refusal {
         Refusal::new(ErrorCode::Failed, e.to_string())
     }
 }
@@ -50,7 +89,7 @@ fn change_trust(store: &mut TrustStore, change: &TrustChange) -> Result<(), Refu
     }
     for (i, id) in change.revoke.iter().enumerate() {
         store.remove(id).map_err(|e| {
-            let code = if matches!(e, super::trust::TrustError::NotFound(_)) {
+            let code = if matches!(e, crate::trust::TrustError::NotFound(_)) {
                 ErrorCode::NotFound
             } else {
                 ErrorCode::Conflict
@@ -64,12 +103,15 @@ fn change_trust(store: &mut TrustStore, change: &TrustChange) -> Result<(), Refu
     Ok(())
 }
 
+/// Destinations that something on air pushes to (the show, operator programs, live relay
+/// streams): `replace` never removes them, and they are not changed.
+pub fn destinations_on_air(on_air: &super::on_air::OnAir) -> Vec<String> {
+    on_air.users.iter().flat_map(|u| u.destinations.iter().cloned()).collect()
+}
+
 pub struct Apply<'a> {
-    pub keys: &'a DeviceKeys,
     pub store: &'a Store,
-    pub trust: &'a Arc<RwLock<TrustStore>>,
-    pub trust_path: &'a Path,
-    /// Destinations a running program streams to.
+    /// Destinations that are on air now: `replace` never removes them, and they are not changed.
     pub on_air: Vec<String>,
 }
 
@@ -79,6 +121,13 @@ fn field(path: String, message: impl Into<String>) -> Refusal {
 
 impl Apply<'_> {
     pub async fn run(&self, c: DeviceConfig) -> Result<Output, Refusal> {
+        let Some(opened) = c.opened.clone() else {
+            return Err(Refusal::new(
+                ErrorCode::Failed,
+                "DEVICE_CONFIG carries sealed secrets and signed trust changes: it is applied through the cloud link",
+            ));
+        };
+        let trust_path: &Path = &opened.trust_path;
         if c.settings.as_ref().is_some_and(|s| !s.is_empty()) {
             return Err(field("payload.settings".into(), "settings are not applied by this agent version"));
         }
@@ -104,9 +153,12 @@ impl Apply<'_> {
                 field(format!("{at}.platform"), e.to_string())
             })?;
             let settings = match &d.stream_key {
-                Some(s) => {
-                    let key =
-                        self.keys.open(&s.sealed).map_err(|e| field(format!("{at}.stream_key"), e.to_string()))?;
+                Some(_) => {
+                    let key = match opened.stream_keys.get(&i) {
+                        Some(Ok(key)) => key.clone(),
+                        Some(Err(refusal)) => return Err(refusal.clone()),
+                        None => return Err(field(format!("{at}.stream_key"), "the sealed stream key was not opened")),
+                    };
                     let input = DestinationInput {
                         platform,
                         url: d.url.clone(),
@@ -138,7 +190,7 @@ impl Apply<'_> {
                 // Checked on the store as it is now; applied again, under the store's lock, when
                 // the change is made (below), in case another writer changed it meanwhile.
                 let mut now =
-                    TrustStore::load(self.trust_path).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                    TrustStore::load(trust_path).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
                 change_trust(&mut now, &change)?;
                 Some(change)
             }
@@ -157,12 +209,12 @@ impl Apply<'_> {
         // 2. Apply. The trust store first: a writer that changed it since the check can still
         // make this change refused, and then nothing else has changed.
         if let Some(change) = trust {
-            let path = self.trust_path.to_path_buf();
+            let path = trust_path.to_path_buf();
             let (_, written) =
                 tokio::task::spawn_blocking(move || TrustStore::update(&path, |s| change_trust(s, &change)))
                     .await
                     .map_err(|e| Refusal::new(ErrorCode::Failed, format!("trust store: {e}")))??;
-            *self.trust.write().unwrap_or_else(|e| e.into_inner()) = written;
+            *opened.trust.write().unwrap_or_else(|e| e.into_inner()) = written;
         }
         let mut changed = Vec::new();
         for (id, settings, enabled) in dests {
@@ -188,7 +240,7 @@ impl Apply<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::keys::seal_to;
+    use crate::control::keys::{seal_to, DeviceKeys};
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -206,15 +258,25 @@ mod tests {
     async fn refused_and_unchanged(payload: Value) {
         let dir = tempfile::tempdir().unwrap();
         let (keys, store, trust) = setup(dir.path()).await;
-        let Ok(cfg) = serde_json::from_value::<DeviceConfig>(payload.clone()) else { return };
+        let Ok(mut cfg) = serde_json::from_value::<DeviceConfig>(payload.clone()) else { return };
         let path = dir.path().join("trust.json");
         let before = trust.read().unwrap().clone();
-        let apply = Apply { keys: &keys, store: &store, trust: &trust, trust_path: &path, on_air: vec!["live".into()] };
+        crate::control::inbox::open_device_config(&keys, &mut cfg, trust.clone(), path.clone());
+        let apply = Apply { store: &store, on_air: vec!["live".into()] };
         let r = apply.run(cfg).await;
         assert!(r.is_err(), "accepted: {payload}");
         assert!(store.destinations().await.unwrap().is_empty(), "changed by {payload}");
         assert_eq!(*trust.read().unwrap(), before, "trust changed by {payload}");
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_device_config_the_cloud_inbox_did_not_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": []})).unwrap();
+        let r = Apply { store: &store, on_air: vec![] }.run(cfg).await;
+        assert!(r.unwrap_err().message.contains("through the cloud link"));
     }
 
     #[tokio::test]
@@ -247,10 +309,11 @@ mod tests {
             rt.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
                 let (keys, store, trust) = setup(dir.path()).await;
-                let cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": [
+                let mut cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": [
                     {"id": id, "platform": platform, "stream_key": {"sealed": sealed}}]})).unwrap();
                 let path = dir.path().join("trust.json");
-                let apply = Apply { keys: &keys, store: &store, trust: &trust, trust_path: &path, on_air: vec![] };
+                crate::control::inbox::open_device_config(&keys, &mut cfg, trust, path);
+                let apply = Apply { store: &store, on_air: vec![] };
                 // Nothing random opens with this device's key: always refused, never applied.
                 prop_assert!(apply.run(cfg).await.is_err());
                 prop_assert!(store.destinations().await.unwrap().is_empty());

@@ -111,7 +111,7 @@ impl Checker<'_> {
         }
         if let Some(v) = obj.get("schema_version").and_then(Value::as_str) {
             if !is_v1(v) {
-                let shown = crate::media::compositor::request::shorten(v);
+                let shown = crate::values::shorten(v);
                 return Err(refuse(Nack {
                     pointer: Some("/schema_version".into()),
                     ..Nack::new(
@@ -132,7 +132,7 @@ impl Checker<'_> {
             return Err(refuse(Nack::new(NackCode::WrongDevice, "the message is addressed to another device")));
         }
         let key_id = &envelope.signature.key_id;
-        let shown = crate::media::compositor::request::shorten(key_id);
+        let shown = crate::values::shorten(key_id);
         let Some(key) = self.trust.key_for(key_id, Role::Command) else {
             let why = if self.trust.get(key_id).is_some() { "may not send commands" } else { "is not trusted" };
             return Err(refuse(Nack::new(NackCode::UnknownKey, format!("key {shown:?} {why}"))));
@@ -175,7 +175,7 @@ impl Authentic {
             });
         }
         if !CLOUD_TYPES.contains(&e.ty.as_str()) {
-            let shown = crate::media::compositor::request::shorten(&e.ty);
+            let shown = crate::values::shorten(&e.ty);
             let msg = format!("unknown command type {shown:?}");
             return Err(Nack { pointer: Some("/type".into()), ..Nack::new(NackCode::UnsupportedType, msg) });
         }
@@ -192,7 +192,7 @@ impl Authentic {
         })?;
         if let Command::DeviceConfig(c) = &command {
             if c.trust.is_some() && trust.key_for(&self.key_id, Role::TrustAdmin).is_none() {
-                let shown = crate::media::compositor::request::shorten(&self.key_id);
+                let shown = crate::values::shorten(&self.key_id);
                 return Err(Nack {
                     pointer: Some("/payload/trust".into()),
                     ..Nack::new(NackCode::UnknownKey, format!("key {shown:?} may not change the trust store"))

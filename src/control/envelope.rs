@@ -82,7 +82,7 @@ pub fn sign(msg: &mut Map<String, Value>, key_id: &str, key: &SigningKey) -> Res
 /// Checks `msg`'s signature (whose `alg` and `value` are given) with `key`.
 pub fn verify(msg: &Map<String, Value>, sig: &Signature, key: &VerifyingKey) -> Result<(), SignError> {
     if sig.alg != ALG {
-        return Err(SignError::Alg(crate::media::compositor::request::shorten(&sig.alg)));
+        return Err(SignError::Alg(crate::values::shorten(&sig.alg)));
     }
     let raw = B64.decode(&sig.value).map_err(|_| SignError::Malformed)?;
     let bytes: [u8; 64] = raw.try_into().map_err(|_| SignError::Malformed)?;

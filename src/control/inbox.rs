@@ -34,7 +34,7 @@ pub trait Execute: Send + Sync + 'static {
 impl Execute for crate::command::dispatch::Dispatcher {
     fn execute(&self, cmd: Command) -> BoxFuture<'static, Reply> {
         let d = self.clone();
-        Box::pin(async move { d.dispatch(crate::timeline::actor::Origin::Cloud, cmd).await })
+        Box::pin(async move { d.dispatch(crate::values::Origin::Cloud, cmd).await })
     }
 
     fn programs(&self) -> Vec<crate::command::ProgramInfo> {

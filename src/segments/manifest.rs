@@ -228,7 +228,7 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(bad(format!(
                 "manifest.json: format {:?} is not {FORMAT:?}",
-                crate::media::compositor::request::shorten(&m.format)
+                crate::values::shorten(&m.format)
             )));
         }
         if m.version == 0 || m.version > (1 << 53) {
@@ -283,9 +283,8 @@ impl Manifest {
             return Err(bad(format!("the entrypoint {} is not among the files", m.entrypoint)));
         }
         if let Some(v) = &m.min_agent_version {
-            let need = semver::Version::parse(v).map_err(|_| {
-                bad(format!("min_agent_version {:?} is not a version", crate::media::compositor::request::shorten(v)))
-            })?;
+            let need = semver::Version::parse(v)
+                .map_err(|_| bad(format!("min_agent_version {:?} is not a version", crate::values::shorten(v))))?;
             let have = semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("our own version parses");
             if have < need {
                 return Err(Rejection::new(

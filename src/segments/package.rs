@@ -403,7 +403,7 @@ fn small_entry<R: Read>(
             format!(
                 "entry {} must be {name} (a regular file), found {}",
                 if name == MANIFEST { 1 } else { 2 },
-                crate::media::compositor::request::shorten(&shown)
+                crate::values::shorten(&shown)
             ),
         )));
     }
@@ -426,13 +426,10 @@ fn check_signature(manifest: &[u8], sig: &[u8], trust: &TrustStore) -> Result<St
     if sig.alg != "ed25519" {
         return Err(Rejection::new(
             Threat::BadSignature,
-            format!(
-                "manifest.sig: algorithm {:?} is not ed25519",
-                crate::media::compositor::request::shorten(&sig.alg)
-            ),
+            format!("manifest.sig: algorithm {:?} is not ed25519", crate::values::shorten(&sig.alg)),
         ));
     }
-    let shown = crate::media::compositor::request::shorten(&sig.key_id);
+    let shown = crate::values::shorten(&sig.key_id);
     let Some(entry) = trust.get(&sig.key_id) else {
         return Err(Rejection::new(Threat::UnknownKey, format!("key {shown:?} is not in the trust store")));
     };

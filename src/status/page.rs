@@ -348,7 +348,7 @@ fn live(h: &mut String, d: &PageData) {
                 let _ = write!(
                     h,
                     "<li>{} v{} <small>{} · {:.1} MB · {}</small>{}</li>",
-                    esc(&s.segment_id),
+                    esc(s.segment_id.as_str()),
                     s.version,
                     esc(&s.timeline_id),
                     s.bytes as f64 / 1e6,

@@ -1,4 +1,4 @@
-//! Timelines, PTZ presets, schedules, the desired show and the execution history (DESIGN §5).
+//! Timelines, PTZ presets, schedules, the desired show and the execution history.
 //!
 //! The desired show is one row, rewritten whenever an operator, a schedule or the cloud changes
 //! what plays; the daemon reads it at start-up, so a show survives a crash or a reboot without

@@ -70,7 +70,7 @@ pub struct Import<'a> {
 /// The outcome of an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Installed {
-    pub segment_id: String,
+    pub segment_id: SegmentId,
     pub version: u64,
     pub timeline_id: String,
     pub active: bool,
@@ -83,7 +83,7 @@ pub struct Installed {
 /// One installed version, as `segment list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionRow {
-    pub segment_id: String,
+    pub segment_id: SegmentId,
     pub version: u64,
     pub timeline_id: String,
     pub active: bool,
@@ -315,7 +315,7 @@ impl Library {
         .await
         .map_err(Rejection::local)?;
         Ok(Installed {
-            segment_id: id.to_string(),
+            segment_id: id.clone(),
             version,
             timeline_id: r.get("timeline_id"),
             active: r.get::<i64, _>("active_version") as u64 == version,
@@ -521,7 +521,7 @@ impl Library {
         }
         Ok((
             Installed {
-                segment_id: id.into(),
+                segment_id: m.segment_id.clone(),
                 version: m.version,
                 timeline_id: tl.id.clone(),
                 active,
@@ -541,20 +541,21 @@ impl Library {
         .fetch_all(self.store.pool())
         .await
         .map_err(Rejection::local)?;
-        Ok(rows
-            .iter()
-            .map(|r| VersionRow {
-                segment_id: r.get("segment_id"),
-                version: r.get::<i64, _>("version") as u64,
-                timeline_id: r.get("timeline_id"),
-                active: r.get::<i64, _>("version") == r.get::<i64, _>("active_version"),
-                bytes: r.get::<i64, _>("bytes") as u64,
-                files: r.get::<i64, _>("files") as u64,
-                key_id: r.get("key_id"),
-                source: r.get("source"),
-                installed_at: r.get("installed_at"),
+        rows.iter()
+            .map(|r| {
+                Ok(VersionRow {
+                    segment_id: SegmentId::new(r.get("segment_id")).map_err(Rejection::local)?,
+                    version: r.get::<i64, _>("version") as u64,
+                    timeline_id: r.get("timeline_id"),
+                    active: r.get::<i64, _>("version") == r.get::<i64, _>("active_version"),
+                    bytes: r.get::<i64, _>("bytes") as u64,
+                    files: r.get::<i64, _>("files") as u64,
+                    key_id: r.get("key_id"),
+                    source: r.get("source"),
+                    installed_at: r.get("installed_at"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The active version's timeline id.
@@ -575,7 +576,7 @@ impl Library {
     pub async fn activate(&self, id: &str, version: Option<u64>) -> Result<u64, Rejection> {
         let (active, _) = self.active_timeline(id).await?;
         let rows = self.list().await?;
-        let mine: Vec<&VersionRow> = rows.iter().filter(|r| r.segment_id == id).collect();
+        let mine: Vec<&VersionRow> = rows.iter().filter(|r| r.segment_id.as_str() == id).collect();
         let target = match version {
             Some(v) => mine.iter().find(|r| r.version == v).copied(),
             None => mine.iter().filter(|r| r.version < active).max_by_key(|r| r.version).copied(),

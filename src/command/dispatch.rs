@@ -72,7 +72,7 @@ impl From<DirectorError> for Refusal {
                 return Refusal { code: Refusal::from_store_ref(s), field: None, message: e.to_string() }
             }
             DirectorError::Invalid(_) => ErrorCode::SchemaViolation,
-            DirectorError::Conflict(_) => ErrorCode::Conflict,
+            DirectorError::Conflict(_) | DirectorError::Outranked { .. } => ErrorCode::Conflict,
             DirectorError::NoShow => ErrorCode::NotFound,
             DirectorError::Canceled => ErrorCode::Canceled,
             DirectorError::Blocked(_) | DirectorError::Failed(_) => ErrorCode::Failed,
@@ -302,13 +302,7 @@ impl Dispatcher {
 
     /// A command from `origin` may change the show only if the show's own origin is not higher.
     fn not_outranked(&self, origin: Origin) -> Result<(), Refusal> {
-        match self.inner.director.view().desired {
-            Some(d) if origin < d.origin => Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!("the show was started by the {} and outranks the {}", d.origin.as_str(), origin.as_str()),
-            )),
-            _ => Ok(()),
-        }
+        self.inner.director.view().check_origin(origin).map_err(Refusal::from)
     }
 
     fn ctx(&self) -> crate::timeline::director::Ctx<'_> {

@@ -1,4 +1,4 @@
-//! Pre-flight: what is checked before a show goes live (DESIGN §5). Blockers (unknown or
+//! Pre-flight: what is checked before a show goes live. Blockers (unknown or
 //! disabled-only destinations, an invalid timeline, no usable encoder) stop the start; warnings
 //! (a camera that does not answer a probe) are reported and the show goes on, the fallback
 //! standing in.
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::director::{load_timeline, Ctx};
+use super::ctx::Ctx;
+use super::load::load_timeline;
 use super::model::Timeline;
 use crate::media::probe_cache::TRUST_FOR;
 use crate::store::Severity;

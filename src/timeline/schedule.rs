@@ -1,7 +1,7 @@
 //! Schedules: when the show is on air, and which timeline plays, computed from a wall clock the caller passes in.
 //!
-//! This is the wall-clock scheduler's pure core (DESIGN §6, `src/timeline/`; the timelines it plays are the
-//! contract of DESIGN §5). Nothing here reads a clock or does I/O: "now" is always a [`Timestamp`] argument, so
+//! This is the wall-clock scheduler's pure core (the timelines it plays are checked by
+//! [`model`](super::model)). Nothing here reads a clock or does I/O: "now" is always a [`Timestamp`] argument, so
 //! the actor can inject a fake clock and the tests can pin every instant.
 //!
 //! A [`Schedule`] is the operator's input; [`validate`] is the only way to a [`ValidSchedule`], which holds the

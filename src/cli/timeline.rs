@@ -197,7 +197,13 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
             let store = Store::open(&cfg.data_dir).await?;
             let (tl, json, root) = read_checked(&store, &file).await?;
             store
-                .put_timeline(&tl.id, &tl.name, &json, Some(&root.display().to_string()), tl.duration as f64 / 1e6)
+                .put_timeline(
+                    tl.id.as_str(),
+                    &tl.name,
+                    &json,
+                    Some(&root.display().to_string()),
+                    tl.duration as f64 / 1e6,
+                )
                 .await?;
             println!(
                 "timeline {} loaded ({} video cues, {:.1} s{})",
@@ -298,7 +304,7 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
                         d.timeline_id,
                         s.engine.state,
                         d.origin.as_str(),
-                        s.engine.video_cue.as_deref().unwrap_or("-"),
+                        s.engine.video_cue.as_ref().map_or("-", |c| c.as_str()),
                         s.engine.position_s,
                         s.engine.loop_index,
                         s.engine.pinned.as_ref().map(|p| format!("pinned {p}")).unwrap_or_else(|| "cue".into()),

@@ -192,11 +192,12 @@ impl Dispatcher {
                 list.retain(|x| x != id.as_str());
                 if add {
                     self.inner.store.destination(id.as_str()).await?;
-                    list.push(id.to_string());
+                    list.push(id.clone());
                 }
-                let outputs = self.inner.store.outputs_for(&list).await?;
-                d.set_destinations(origin, list.clone(), outputs).await?;
-                Ok(Output::Destinations { destinations: list })
+                let names: Vec<String> = list.iter().map(ToString::to_string).collect();
+                let outputs = self.inner.store.outputs_for(&names).await?;
+                d.set_destinations(origin, list, outputs).await?;
+                Ok(Output::Destinations { destinations: names })
             }
             ShowAction::SetEncoder(_) => Err(Refusal::new(
                 ErrorCode::Conflict,
@@ -205,14 +206,12 @@ impl Dispatcher {
             )),
             ShowAction::Pause => control(Control::Pause).await,
             ShowAction::Resume => control(Control::Resume).await,
-            ShowAction::Seek(SeekTo::Cue(c)) => {
-                control(Control::Seek { cue: Some(c.to_string()), seconds: None }).await
-            }
+            ShowAction::Seek(SeekTo::Cue(c)) => control(Control::Seek { cue: Some(c), seconds: None }).await,
             ShowAction::Seek(SeekTo::Position(p)) => {
                 control(Control::Seek { cue: None, seconds: Some(p.secs()) }).await
             }
             ShowAction::Skip => control(Control::Skip).await,
-            ShowAction::Pin(c) => control(Control::Pin { camera: c.to_string() }).await,
+            ShowAction::Pin(c) => control(Control::Pin { camera: c }).await,
             ShowAction::Unpin => control(Control::Unpin).await,
         }
     }
@@ -228,10 +227,10 @@ impl Dispatcher {
             .map_err(|r| Refusal::from(DirectorError::Blocked(r)))?;
         let from_us = g.from.map_or(0, ProgramTime::us);
         let desired = DesiredShow {
-            timeline_id: g.timeline.to_string(),
+            timeline_id: g.timeline.clone(),
             origin,
             schedule_id: None,
-            destinations,
+            destinations: g.destinations.clone(),
             anchor_unix_us: jiff::Timestamp::now().as_microsecond() - from_us,
             paused_pos_us: None,
             pinned: None,
@@ -480,7 +479,10 @@ impl Dispatcher {
             if let Some(st) = v.program.as_ref().and_then(ProgramRef::status) {
                 list.push(ProgramInfo {
                     status: st,
-                    destinations: v.desired.map(|d| d.destinations).unwrap_or_default(),
+                    destinations: v
+                        .desired
+                        .map(|d| d.destinations.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
                 });
             }
         }

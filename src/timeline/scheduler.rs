@@ -21,6 +21,7 @@ use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::MediaEnv;
 use crate::store::{Severity, Store};
+use crate::values::{DestinationId, ScheduleId, TimelineId};
 
 /// What the schedules want now, given what plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +53,13 @@ pub fn plan(
     }
     let Some(s) = schedules.iter().find(|s| s.id() == w.schedule_id) else { return Plan::Keep };
     let sched = s.schedule();
-    let playable: Vec<(&String, f64)> =
-        sched.timelines.iter().filter_map(|t| durations_s.get(t).map(|d| (t, *d))).collect();
+    // Schedule ids passed `schedule::validate`, which holds them to the id rule.
+    let Ok(schedule_id) = ScheduleId::new(w.schedule_id.as_str()) else { return Plan::Keep };
+    let playable: Vec<(TimelineId, f64)> = sched
+        .timelines
+        .iter()
+        .filter_map(|t| Some((TimelineId::new(t.as_str()).ok()?, *durations_s.get(t)?)))
+        .collect();
     if playable.is_empty() {
         return Plan::Keep;
     }
@@ -63,7 +69,7 @@ pub fn plan(
     let timeline_id = playable[i].0.clone();
     if let Some((d, ended)) = current {
         let same = d.origin == Origin::Schedule
-            && d.schedule_id.as_deref() == Some(&w.schedule_id)
+            && d.schedule_id.as_ref() == Some(&schedule_id)
             && d.timeline_id == timeline_id;
         // The same timeline keeps playing; a finished one starts again when its turn comes round.
         if same && !(ended && offset < durs[i] / 2.0) {
@@ -73,8 +79,8 @@ pub fn plan(
     Plan::Start(DesiredShow {
         timeline_id,
         origin: Origin::Schedule,
-        schedule_id: Some(w.schedule_id.clone()),
-        destinations: sched.destinations.clone(),
+        schedule_id: Some(schedule_id),
+        destinations: sched.destinations.iter().filter_map(|d| DestinationId::new(d.as_str()).ok()).collect(),
         anchor_unix_us: now.as_microsecond() - (offset * 1e6) as i64,
         paused_pos_us: None,
         pinned: None,
@@ -92,7 +98,7 @@ struct Scheduler {
     schedules: Vec<ValidSchedule>,
     schedules_sig: String,
     /// A scheduled start that failed is retried from this time (timeline id, when).
-    retry_at: Option<(String, Timestamp)>,
+    retry_at: Option<(TimelineId, Timestamp)>,
 }
 
 pub fn spawn(cfg: Config, store: Store, env: MediaEnv, director: DirectorHandle, shutdown: CancellationToken) {
@@ -135,7 +141,7 @@ impl Scheduler {
         let ended = view.ended();
         let p = plan(&self.schedules, &durations, now, view.desired.as_ref().map(|d| (d, ended)));
         if !matches!(p, Plan::Start(_)) && view.desired.is_none() {
-            self.prepare_next(&durations, now, view.prepared.as_deref()).await;
+            self.prepare_next(&durations, now, view.prepared.as_ref().map(TimelineId::as_str)).await;
         }
         match p {
             Plan::Keep => {}
@@ -147,9 +153,9 @@ impl Scheduler {
             }
             Plan::Start(d) if self.retry_at.as_ref().is_some_and(|(k, t)| *k == d.timeline_id && now < *t) => {}
             Plan::Start(d) => {
-                tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id, "schedule: starting the show");
+                tracing::info!(timeline = %d.timeline_id, schedule = ?d.schedule_id.as_ref().map(ScheduleId::as_str), "schedule: starting the show");
                 let view = self.director.view();
-                let checked = view.prepared.as_deref() == Some(d.timeline_id.as_str()) && view.program.is_some();
+                let checked = view.prepared.as_ref() == Some(&d.timeline_id) && view.program.is_some();
                 if let Err(e) = self.start(d.clone(), checked).await {
                     // Not every second: a misconfigured schedule must not flood the log or the disk.
                     self.retry_at = Some((d.timeline_id.clone(), now + jiff::SignedDuration::from_secs(30)));
@@ -159,7 +165,7 @@ impl Scheduler {
                         .add_event(
                             Severity::Error,
                             "schedule_failed",
-                            &format!("schedule:{}", d.schedule_id.unwrap_or_default()),
+                            &format!("schedule:{}", d.schedule_id.as_ref().map(ScheduleId::as_str).unwrap_or_default()),
                             &e.to_string(),
                         )
                         .await;
@@ -175,7 +181,9 @@ impl Scheduler {
     async fn start(&self, d: DesiredShow, checked: bool) -> Result<(), DirectorError> {
         let epoch = self.director.epoch();
         if !checked {
-            preflight::checked(&self.ctx(), &d.timeline_id, &d.destinations).await.map_err(DirectorError::Blocked)?;
+            preflight::checked(&self.ctx(), d.timeline_id.as_str(), &d.destinations)
+                .await
+                .map_err(DirectorError::Blocked)?;
         }
         let retired = self.director.start(d, None, epoch).await?;
         retired.finish().await;
@@ -193,10 +201,10 @@ impl Scheduler {
                 _ => None,
             });
         match (next, prepared) {
-            (Some(d), Some(p)) if d.timeline_id == p => {}
+            (Some(d), Some(p)) if d.timeline_id.as_str() == p => {}
             (Some(d), _) => {
                 // Pre-flight now, while nothing decodes the cameras yet; the start then skips it.
-                if let Err(r) = preflight::checked(&self.ctx(), &d.timeline_id, &d.destinations).await {
+                if let Err(r) = preflight::checked(&self.ctx(), d.timeline_id.as_str(), &d.destinations).await {
                     tracing::warn!(timeline = %d.timeline_id, "cannot prepare the scheduled show: {}", r.blockers.join("; "));
                     return;
                 }
@@ -267,10 +275,10 @@ mod tests {
 
     fn show(timeline: &str, origin: Origin, schedule: Option<&str>) -> DesiredShow {
         DesiredShow {
-            timeline_id: timeline.into(),
+            timeline_id: TimelineId::new(timeline).unwrap(),
             origin,
-            schedule_id: schedule.map(str::to_string),
-            destinations: vec!["d1".into()],
+            schedule_id: schedule.map(|s| ScheduleId::new(s).unwrap()),
+            destinations: vec![DestinationId::new("d1").unwrap()],
             anchor_unix_us: 0,
             paused_pos_us: None,
             pinned: None,
@@ -349,7 +357,9 @@ mod tests {
         let cloud = show("other", Origin::Cloud, None);
         assert_eq!(plan(&s, &durations(), noon, Some((&cloud, false))), Plan::Keep);
         let op = show("other", Origin::Operator, None);
-        assert!(matches!(plan(&s, &durations(), noon, Some((&op, false))), Plan::Start(d) if d.timeline_id == "t1"));
+        assert!(
+            matches!(plan(&s, &durations(), noon, Some((&op, false))), Plan::Start(d) if d.timeline_id.as_str() == "t1")
+        );
         // Outside the window: the operator's show is left alone, a scheduled one stops.
         let evening = ts("2026-06-01T18:00:00Z");
         assert_eq!(plan(&s, &durations(), evening, Some((&op, false))), Plan::Keep);
@@ -364,7 +374,7 @@ mod tests {
         let s = [sched("day", "UTC", "09:00", "17:00", &["t1", "t2"])];
         // Noticed 25 min into the window (an agent that just rebooted): t2, 15 min in.
         let Plan::Start(d) = plan(&s, &durations(), ts("2026-06-01T09:25:00Z"), None) else { panic!() };
-        assert_eq!(d.timeline_id, "t2");
+        assert_eq!(d.timeline_id.as_str(), "t2");
         assert_eq!(d.position_at(ts("2026-06-01T09:25:00Z")), 900_000_000);
     }
 }

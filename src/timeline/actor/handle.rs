@@ -13,23 +13,24 @@ use crate::media::program::ProgramCamera;
 use crate::ptz::OnvifEndpoint;
 use crate::timeline::engine::{EngineError, EngineStatus};
 use crate::timeline::model::{Timeline, Us, VideoSource};
+use crate::values::{CameraId, CueId, PresetId, TimelineId};
 
 pub use crate::values::Origin;
 
 /// Playback controls: the one internal API the CLI (and later the control plane) calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Control {
     Pause,
     Resume,
     /// To a cue id or to seconds into the current loop.
     Seek {
-        cue: Option<String>,
+        cue: Option<CueId>,
         seconds: Option<f64>,
     },
     Skip,
     Pin {
-        camera: String,
+        camera: CameraId,
     },
     Unpin,
     EmergencySlate {
@@ -38,12 +39,31 @@ pub enum Control {
     ClearOverlays,
 }
 
+/// As derived, with ids as plain strings (`Pin { camera: "cam-a" }`): the form the override
+/// events show.
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Pause => f.write_str("Pause"),
+            Control::Resume => f.write_str("Resume"),
+            Control::Seek { cue, seconds } => {
+                f.debug_struct("Seek").field("cue", &cue.as_ref().map(CueId::as_str)).field("seconds", seconds).finish()
+            }
+            Control::Skip => f.write_str("Skip"),
+            Control::Pin { camera } => f.debug_struct("Pin").field("camera", &camera.as_str()).finish(),
+            Control::Unpin => f.write_str("Unpin"),
+            Control::EmergencySlate { on } => f.debug_struct("EmergencySlate").field("on", on).finish(),
+            Control::ClearOverlays => f.write_str("ClearOverlays"),
+        }
+    }
+}
+
 /// How a PTZ camera is reached and moved.
 #[derive(Debug, Clone)]
 pub struct PtzTarget {
     pub endpoint: OnvifEndpoint,
     /// Timeline preset id → ONVIF PresetToken.
-    pub presets: HashMap<String, String>,
+    pub presets: HashMap<PresetId, String>,
     pub settle: Duration,
 }
 
@@ -53,7 +73,7 @@ pub struct ShowSpec {
     pub asset_root: PathBuf,
     /// Every source the show may pre-roll (cameras, their backups, media), by bus id.
     pub sources: HashMap<String, ProgramCamera>,
-    pub ptz: HashMap<String, PtzTarget>,
+    pub ptz: HashMap<CameraId, PtzTarget>,
     pub preroll_lead: Duration,
     /// Start every source at once (see `TimelineConfig::hot_inputs`).
     pub hot_inputs: bool,
@@ -64,7 +84,7 @@ pub struct ShowSpec {
     /// so the show lands exactly where the wall clock says.
     pub wall_anchor_us: Option<i64>,
     pub paused: bool,
-    pub pinned: Option<String>,
+    pub pinned: Option<CameraId>,
     pub emergency_slate: bool,
     pub execution_id: Option<i64>,
 }
@@ -72,7 +92,7 @@ pub struct ShowSpec {
 /// The bus id of a video source (None: the slate).
 pub fn bus_id(source: &VideoSource) -> Option<String> {
     match source {
-        VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
+        VideoSource::Camera { camera_id, .. } => Some(camera_id.to_string()),
         VideoSource::Media { asset } => Some(media_id(asset)),
         VideoSource::Slate => None,
     }
@@ -97,11 +117,11 @@ pub struct Lateness {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ShowStatus {
-    pub timeline_id: String,
+    pub timeline_id: TimelineId,
     pub engine: EngineStatus,
     pub emergency_slate: bool,
     pub lateness: Lateness,
-    pub ptz_moving: Vec<String>,
+    pub ptz_moving: Vec<CameraId>,
     pub execution_id: Option<i64>,
 }
 
@@ -139,8 +159,8 @@ pub enum ActorError {
     SeekTarget,
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("camera {0:?} is not part of this show")]
-    NotInShow(String),
+    #[error("camera {:?} is not part of this show", .0.as_str())]
+    NotInShow(CameraId),
     #[error("the timeline does not loop")]
     NotLooping,
     #[error("the show is paused")]
@@ -165,7 +185,7 @@ pub struct NextVersion {
     pub timeline: Arc<Timeline>,
     pub asset_root: PathBuf,
     pub sources: HashMap<String, ProgramCamera>,
-    pub ptz: HashMap<String, PtzTarget>,
+    pub ptz: HashMap<CameraId, PtzTarget>,
 }
 
 /// Where a new version took over.

@@ -28,6 +28,7 @@ use crate::media::compositor::Prepared;
 use crate::media::program::{OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
 use crate::ptz::PtzClient;
 use crate::store::Store;
+use crate::values::{CameraId, CueId, PresetId};
 
 /// How far ahead of the program clock effects are handed to the bus.
 const LOOKAHEAD: Duration = Duration::from_millis(300);
@@ -91,7 +92,7 @@ pub fn spawn(
 
 /// What a tag handed to the bus stands for.
 struct Tagged {
-    cue_id: String,
+    cue_id: CueId,
     kind: &'static str,
     scheduled: Us,
 }
@@ -103,15 +104,15 @@ struct Actor {
     sources: HashMap<String, ProgramCamera>,
     /// Camera id → its PTZ client (the client caches the camera's service addresses) and settings.
     /// The client is lent to the task moving the camera, and comes back with its result.
-    ptz: HashMap<String, (Option<PtzClient>, PtzTarget)>,
+    ptz: HashMap<CameraId, (Option<PtzClient>, PtzTarget)>,
     /// Cameras moving to a preset, and the cue each move is for.
-    ptz_moving: HashMap<String, String>,
+    ptz_moving: HashMap<CameraId, CueId>,
     ptz_tx: mpsc::Sender<PtzDone>,
     /// Cuts waiting for a PTZ move.
     held: Vec<Scheduled>,
     prerolled: HashSet<String>,
     /// Cues whose preset move was made during pre-roll.
-    moved_for: HashSet<String>,
+    moved_for: HashSet<CueId>,
     program: ProgramHandle,
     events: mpsc::Sender<JobEvent>,
     store: Option<Store>,
@@ -129,14 +130,14 @@ struct Actor {
     lead: Us,
     hot_inputs: bool,
     start_paused: bool,
-    start_pinned: Option<String>,
+    start_pinned: Option<CameraId>,
     /// A new version of the timeline waiting for its loop boundary.
     pending: Option<Pending>,
 }
 
 struct PtzDone {
-    camera: String,
-    cue_id: String,
+    camera: CameraId,
+    cue_id: CueId,
     result: Result<Duration, crate::ptz::PtzError>,
     client: PtzClient,
 }
@@ -354,7 +355,7 @@ impl Actor {
             "cue": t.cue_id, "scheduled_s": t.scheduled as f64 / 1e6, "actual_s": at_us as f64 / 1e6,
             "lateness_ms": late_ms,
         });
-        self.note_about(Some(&t.cue_id), t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
+        self.note_about(Some(t.cue_id.as_str()), t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
         if self.lateness.cues.is_multiple_of(20) && t.kind == "cue_started" {
             if let (Some(store), Some(id)) = (&self.store, self.execution_id) {
                 let (store, m) = (store.clone(), self.metrics());
@@ -365,10 +366,10 @@ impl Actor {
         }
     }
 
-    fn tag(&mut self, cue_id: &str, kind: &'static str, scheduled: Us) -> u64 {
+    fn tag(&mut self, cue_id: &CueId, kind: &'static str, scheduled: Us) -> u64 {
         let t = self.next_tag;
         self.next_tag += 1;
-        self.tags.insert(t, Tagged { cue_id: cue_id.into(), kind, scheduled });
+        self.tags.insert(t, Tagged { cue_id: cue_id.clone(), kind, scheduled });
         t
     }
 
@@ -398,7 +399,7 @@ impl Actor {
                             // A cut the pre-roll did not see coming (a seek, a skip, a restart).
                             self.preroll(&cam).await;
                         }
-                        if self.ptz_moving.contains_key(&cam) {
+                        if self.ptz_moving.keys().any(|c| c.as_str() == cam) {
                             self.lateness.held_for_ptz += 1;
                             self.held.push(s);
                             continue;
@@ -421,7 +422,7 @@ impl Actor {
                     let Some(cue) = self.tl.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == cue_id) else {
                         continue;
                     };
-                    let req = to_overlay_request(&cue.id, layer, &cue.params, &self.asset_root);
+                    let req = to_overlay_request(cue.id.as_str(), layer, &cue.params, &self.asset_root);
                     let fmt = (self.tl.width, self.tl.height);
                     let prepared = match req.to_spec() {
                         Ok(spec) => tokio::task::spawn_blocking(move || Prepared::load(spec, fmt.0, fmt.1))
@@ -435,14 +436,17 @@ impl Actor {
                             let tag = self.tag(&cue_id, "cue_started", s.at);
                             self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Show(Box::new(p)))).await;
                         }
-                        Err(e) => {
-                            self.note_about(Some(&cue_id), "cue_failed", format!("overlay cue {cue_id:?}: {e}"), true)
-                        }
+                        Err(e) => self.note_about(
+                            Some(cue_id.as_str()),
+                            "cue_failed",
+                            format!("overlay cue {:?}: {e}", cue_id.as_str()),
+                            true,
+                        ),
                     }
                 }
                 Effect::HideOverlay { cue_id } => {
                     let tag = self.tag(&cue_id, "overlay_hidden", s.at);
-                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id))).await;
+                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id.to_string()))).await;
                 }
                 Effect::CueEnded { cue_id } => {
                     let tag = self.tag(&cue_id, "cue_completed", s.at);
@@ -454,14 +458,15 @@ impl Actor {
                     if let VideoSource::Camera { camera_id, preset_id: Some(p) } = &source {
                         let on_air = self.program.status.borrow().as_ref().and_then(|s| s.wanted_camera.clone());
                         let pinned = self.engine.pinned().map(str::to_string);
-                        let off_air = on_air.as_deref() != Some(camera_id) && pinned.as_deref() != Some(camera_id);
+                        let off_air = on_air.as_deref() != Some(camera_id.as_str())
+                            && pinned.as_deref() != Some(camera_id.as_str());
                         if off_air && self.start_move(camera_id, p, &cue_id) {
                             self.moved_for.insert(cue_id.clone());
                         }
                     }
                 }
                 Effect::Pin { camera } => {
-                    let camera2 = camera.clone();
+                    let camera2 = camera.as_ref().map(ToString::to_string);
                     if let Err(e) = self.send(|reply| ProgramCmd::Pin { camera: camera2, reply }).await {
                         self.note("pin_failed", e.to_string(), true);
                     }
@@ -571,7 +576,7 @@ impl Actor {
     }
 
     /// Starts a preset move; false if the camera has no PTZ or is already moving.
-    fn start_move(&mut self, camera: &str, preset: &str, cue_id: &str) -> bool {
+    fn start_move(&mut self, camera: &CameraId, preset: &PresetId, cue_id: &CueId) -> bool {
         if self.ptz_moving.contains_key(camera) {
             return false;
         }
@@ -585,8 +590,8 @@ impl Actor {
         };
         let Some(mut client) = slot.take() else { return false };
         let settle = target.settle;
-        self.ptz_moving.insert(camera.to_string(), cue_id.to_string());
-        let (tx, camera, cue_id) = (self.ptz_tx.clone(), camera.to_string(), cue_id.to_string());
+        self.ptz_moving.insert(camera.clone(), cue_id.clone());
+        let (tx, camera, cue_id) = (self.ptz_tx.clone(), camera.clone(), cue_id.clone());
         tokio::spawn(async move {
             let result = client.goto_preset_and_settle(&token, settle).await;
             let _ = tx.send(PtzDone { camera, cue_id, result, client }).await;
@@ -607,7 +612,7 @@ impl Actor {
                 format!(
                     "camera {} at its preset for cue {:?} after {:.1} s",
                     done.camera,
-                    done.cue_id,
+                    done.cue_id.as_str(),
                     took.as_secs_f64()
                 ),
                 false,
@@ -617,14 +622,15 @@ impl Actor {
                 "ptz_failed",
                 format!(
                     "camera {} (cue {:?}): {e}; the show goes on with the camera where it is",
-                    done.camera, done.cue_id
+                    done.camera,
+                    done.cue_id.as_str()
                 ),
                 true,
             ),
         }
         // Release the cuts that waited for this camera, now (they are late by the move's overrun).
         let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
-            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(&done.camera)),
+            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(done.camera.as_str())),
         );
         self.held = still;
         for s in ready {
@@ -681,10 +687,10 @@ impl Actor {
                 self.note("timeline_skip", format!("to {:.3} s", self.engine.status(now).position_s), false);
             }
             Control::Pin { camera } => {
-                if !self.sources.contains_key(&camera) {
+                if !self.sources.contains_key(camera.as_str()) {
                     return Err(ActorError::NotInShow(camera));
                 }
-                self.preroll(&camera).await;
+                self.preroll(camera.as_str()).await;
                 let e = self.engine.pin(Some(camera));
                 self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
             }

@@ -13,6 +13,7 @@ use crate::media::program::{Program, ProgramHandle, ProgramStatus};
 use crate::media::thumbnail::Thumbnails;
 use crate::timeline::actor::{Control, Origin, ShowStatus};
 use crate::timeline::model::Us;
+use crate::values::{DestinationId, TimelineId};
 
 /// A program, as other tasks reach it: its handle and its thumbnails.
 #[derive(Clone)]
@@ -43,7 +44,7 @@ pub struct DirectorView {
     pub show: Option<watch::Receiver<Option<ShowStatus>>>,
     pub program: Option<ProgramRef>,
     /// A scheduled show's program started ahead of its window (timeline id).
-    pub prepared: Option<String>,
+    pub prepared: Option<TimelineId>,
 }
 
 impl DirectorView {
@@ -95,7 +96,7 @@ pub(super) enum Msg {
     Stop { origin: Origin, reply: Reply<Retired> },
     KillAll { reply: oneshot::Sender<Retired> },
     Control { origin: Origin, control: Control, reply: Reply<()> },
-    SetDestinations { origin: Origin, destinations: Vec<String>, outputs: Vec<OutputTarget>, reply: Reply<()> },
+    SetDestinations { origin: Origin, destinations: Vec<DestinationId>, outputs: Vec<OutputTarget>, reply: Reply<()> },
 }
 
 /// The director's handle: commands in, its [`DirectorView`] out. Cloneable; every call is
@@ -165,7 +166,7 @@ impl DirectorHandle {
     pub async fn set_destinations(
         &self,
         origin: Origin,
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
         outputs: Vec<OutputTarget>,
     ) -> Result<(), DirectorError> {
         self.ask(|reply| Msg::SetDestinations { origin, destinations, outputs, reply }).await?

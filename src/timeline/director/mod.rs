@@ -52,7 +52,7 @@ use crate::media::program::{Program, ProgramCamera, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::store::{Severity, Store, StoreError};
-use crate::values::CameraId;
+use crate::values::{CameraId, DestinationId, PresetId, ScheduleId, TimelineId};
 
 /// The program a show runs on.
 pub const SHOW_PROGRAM: &str = "show";
@@ -61,15 +61,15 @@ pub const SHOW_PROGRAM: &str = "show";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredShow {
-    pub timeline_id: String,
+    pub timeline_id: TimelineId,
     pub origin: Origin,
-    pub schedule_id: Option<String>,
-    pub destinations: Vec<String>,
+    pub schedule_id: Option<ScheduleId>,
+    pub destinations: Vec<DestinationId>,
     /// Wall-clock time of absolute timeline position 0 while playing (µs since the Unix epoch).
     pub anchor_unix_us: i64,
     /// The position it is paused at, µs.
     pub paused_pos_us: Option<i64>,
-    pub pinned: Option<String>,
+    pub pinned: Option<CameraId>,
     pub bitrate_kbps: Option<u32>,
     /// An emergency slate survives a restart: whoever put it up takes it down.
     #[serde(default)]
@@ -148,7 +148,7 @@ pub struct Director {
     /// The show's program.
     program: Option<Program>,
     /// A scheduled show's program started ahead of its window (timeline id).
-    prepared: Option<String>,
+    prepared: Option<TimelineId>,
 }
 
 /// Starts the director's task, which resumes the show recorded by the last run.
@@ -277,8 +277,9 @@ impl Director {
         start_at: Option<Us>,
     ) -> Result<Retired, DirectorError> {
         self.outranks(Some(desired.origin))?;
-        let (tl, root, stamp) = load_timeline_row(ctx.store, &desired.timeline_id).await?;
-        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
+        let (tl, root, stamp) = load_timeline_row(ctx.store, desired.timeline_id.as_str()).await?;
+        let destinations: Vec<String> = desired.destinations.iter().map(ToString::to_string).collect();
+        let outputs = ctx.store.outputs_for(&destinations).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
         // from one timeline to the next (a schedule's rotation).
@@ -308,13 +309,20 @@ impl Director {
             let _ = rx.await;
         } else {
             let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
-            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
+            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &destinations, kbps).await;
             retired = self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();
         let ptz = self.ptz_targets(ctx, &tl).await?;
-        let execution_id =
-            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
+        let execution_id = ctx
+            .store
+            .start_execution(
+                tl.id.as_str(),
+                desired.origin.as_str(),
+                desired.schedule_id.as_ref().map(ScheduleId::as_str),
+            )
+            .await
+            .ok();
         let spec = ShowSpec {
             timeline: tl.clone(),
             asset_root: root,
@@ -371,7 +379,7 @@ impl Director {
                 .chosen;
         let mut want: Vec<String> = first.iter().cloned().collect();
         if ctx.cfg.timeline.hot_inputs {
-            want.extend(tl.cameras());
+            want.extend(tl.cameras().iter().map(ToString::to_string));
         }
         let mut cams: Vec<ProgramCamera> = Vec::new();
         while let Some(id) = want.pop() {
@@ -413,7 +421,7 @@ impl Director {
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         let retired =
             self.start_program(ctx, &tl, &root, &sources, first, Vec::new(), bitrate_for(fmt, ctx.cfg)).await?;
-        self.prepared = Some(timeline_id.to_string());
+        self.prepared = Some(desired.timeline_id.clone());
         tracing::info!(timeline = %timeline_id, "scheduled show prepared (no destination yet)");
         Ok(retired)
     }
@@ -426,10 +434,9 @@ impl Director {
         tl: &Timeline,
         root: &Path,
     ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
-        let cameras: Vec<CameraId> = tl.cameras().into_iter().filter_map(|c| CameraId::new(c).ok()).collect();
-        let fallback = tl.fallback.backup_camera_id.clone().and_then(|c| CameraId::new(c).ok());
+        let fallback = tl.fallback.backup_camera_id.as_ref();
         let mut out: HashMap<String, ProgramCamera> = HashMap::new();
-        for pc in super::sources::with_backups_or(ctx.store, &cameras, fallback.as_ref()).await? {
+        for pc in super::sources::with_backups_or(ctx.store, &tl.cameras(), fallback).await? {
             out.insert(pc.source.camera_id.clone(), pc);
         }
         for asset in tl.media() {
@@ -441,13 +448,18 @@ impl Director {
         Ok(out)
     }
 
-    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<String, PtzTarget>, DirectorError> {
+    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<CameraId, PtzTarget>, DirectorError> {
         let presets = ctx.store.presets().await?;
         let mut out = HashMap::new();
         for id in tl.cameras() {
-            let c = ctx.store.camera(&id).await?;
+            let c = ctx.store.camera(id.as_str()).await?;
             let Some(host) = c.onvif_host.clone() else { continue };
-            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
+            let (profile, settle) = ctx.store.camera_ptz(id.as_str()).await?;
+            // Preset ids the store holds that break the id rule cannot be named by a timeline.
+            let presets = presets
+                .get(id.as_str())
+                .map(|p| p.iter().filter_map(|(k, v)| Some((PresetId::new(k.clone()).ok()?, v.clone()))).collect())
+                .unwrap_or_default();
             out.insert(
                 id.clone(),
                 PtzTarget {
@@ -458,7 +470,7 @@ impl Director {
                         password: c.password.clone(),
                         profile_token: profile,
                     },
-                    presets: presets.get(&id).cloned().unwrap_or_default(),
+                    presets,
                     settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
                 },
             );
@@ -495,7 +507,7 @@ impl Director {
         &mut self,
         ctx: &Ctx<'_>,
         origin: Origin,
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
         outputs: Vec<OutputTarget>,
     ) -> Result<(), DirectorError> {
         self.outranks(Some(origin))?;
@@ -650,7 +662,7 @@ impl Director {
             }
         }
         // A new version stored?
-        let stamp = match ctx.store.timeline_loaded_at(&id).await {
+        let stamp = match ctx.store.timeline_loaded_at(id.as_str()).await {
             Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(e) => {
@@ -675,7 +687,7 @@ impl Director {
             return false;
         }
         let next = async {
-            let (tl, root, _) = load_timeline_row(ctx.store, &id).await?;
+            let (tl, root, _) = load_timeline_row(ctx.store, id.as_str()).await?;
             let sources = self.sources(ctx, &tl, &root).await?;
             let ptz = self.ptz_targets(ctx, &tl).await?;
             Ok::<_, DirectorError>(NextVersion { timeline: tl, asset_root: root, sources, ptz })

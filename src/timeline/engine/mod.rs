@@ -27,23 +27,24 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::model::{Timeline, Us, VideoSource};
+use crate::values::{CameraId, CueId};
 
 /// What the engine asks the program to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// A video cue starts: put its source on air (with its crossfade, zero for a hard cut).
-    Cut { cue_id: String, source: VideoSource, fade: Us },
+    Cut { cue_id: CueId, source: VideoSource, fade: Us },
     /// An overlay cue starts.
-    ShowOverlay { cue_id: String, layer: i32 },
+    ShowOverlay { cue_id: CueId, layer: i32 },
     /// An overlay cue's fade-out starts (it ends at the cue's end).
-    HideOverlay { cue_id: String },
+    HideOverlay { cue_id: CueId },
     /// A cue (video or overlay) reached its end.
-    CueEnded { cue_id: String },
+    CueEnded { cue_id: CueId },
     /// Get a camera (or media source) ready for the cue starting at the effect's program time +
     /// lead: start decoding it and move it to its preset while it is off air.
-    Preroll { cue_id: String, source: VideoSource, cue_at: Us },
+    Preroll { cue_id: CueId, source: VideoSource, cue_at: Us },
     /// The pinned camera changed (None: unpinned; the current cue's source goes back on air).
-    Pin { camera: Option<String> },
+    Pin { camera: Option<CameraId> },
     /// A non-looping timeline reached its end.
     Ended,
 }
@@ -62,8 +63,8 @@ pub struct Scheduled {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShowState {
     /// The most recently started video cue (its source stays on air through a gap).
-    pub video: Option<String>,
-    pub overlays: BTreeSet<String>,
+    pub video: Option<CueId>,
+    pub overlays: BTreeSet<CueId>,
 }
 
 impl ShowState {
@@ -100,18 +101,28 @@ enum Clock {
 }
 
 /// Where to seek.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum SeekTarget {
     /// The start of a cue, in the current loop.
-    Cue(String),
+    Cue(CueId),
     /// Seconds into the timeline, in the current loop.
     Seconds(f64),
 }
 
+/// As derived, with the cue id as a plain string (`Cue("c1")`): the form the seek events show.
+impl std::fmt::Debug for SeekTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeekTarget::Cue(c) => f.debug_tuple("Cue").field(&c.as_str()).finish(),
+            SeekTarget::Seconds(s) => f.debug_tuple("Seconds").field(s).finish(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
-    #[error("no cue {0:?} in this timeline")]
-    UnknownCue(String),
+    #[error("no cue {:?} in this timeline", .0.as_str())]
+    UnknownCue(CueId),
     #[error("position {0} s is outside the timeline")]
     OutOfRange(String),
     #[error("the timeline is not playing")]
@@ -124,9 +135,9 @@ pub struct EngineStatus {
     /// Seconds into the current loop.
     pub position_s: f64,
     pub loop_index: u64,
-    pub video_cue: Option<String>,
-    pub overlays: Vec<String>,
-    pub pinned: Option<String>,
+    pub video_cue: Option<CueId>,
+    pub overlays: Vec<CueId>,
+    pub pinned: Option<CameraId>,
 }
 
 /// One timeline event at an absolute position, before it is mapped to program time.
@@ -146,7 +157,7 @@ pub struct Engine {
     emitted: Us,
     /// Every video cue starting at a position ≤ this has had its pre-roll emitted.
     prerolled: Us,
-    pinned: Option<String>,
+    pinned: Option<CameraId>,
 }
 
 impl Engine {
@@ -267,13 +278,13 @@ impl Engine {
     }
 
     /// Pins a camera (video cues keep their place but the pinned camera stays on air) or unpins.
-    pub fn pin(&mut self, camera: Option<String>) -> Effect {
+    pub fn pin(&mut self, camera: Option<CameraId>) -> Effect {
         self.pinned = camera.clone();
         Effect::Pin { camera }
     }
 
     pub fn pinned(&self) -> Option<&str> {
-        self.pinned.as_deref()
+        self.pinned.as_ref().map(CameraId::as_str)
     }
 
     /// Jumps to a target at program time `now`, returning the effects that make the program show
@@ -283,7 +294,7 @@ impl Engine {
         let d = self.tl.duration;
         let base = if self.tl.looping { (cur / d) * d } else { 0 };
         let local = match &target {
-            SeekTarget::Cue(id) => self.tl.cue_start(id).ok_or_else(|| EngineError::UnknownCue(id.clone()))?,
+            SeekTarget::Cue(id) => self.tl.cue_start(id.as_str()).ok_or_else(|| EngineError::UnknownCue(id.clone()))?,
             SeekTarget::Seconds(s) => {
                 let t = (s * 1e6).round() as Us;
                 let inside = (0..d).contains(&t) || (t == d && !self.tl.looping);
@@ -338,7 +349,7 @@ impl Engine {
             }
         }
         for id in to.overlays.difference(&from.overlays) {
-            let layer = self.layer_of(id);
+            let layer = self.layer_of(id.as_str());
             out.push(Scheduled { at: now, pos: target, effect: Effect::ShowOverlay { cue_id: id.clone(), layer } });
         }
         self.emitted = target;
@@ -355,7 +366,7 @@ impl Engine {
     }
 
     fn layer_of(&self, cue_id: &str) -> i32 {
-        self.tl.overlays.iter().find(|t| t.cues.iter().any(|c| c.id == cue_id)).map(|t| t.layer).unwrap_or(0)
+        self.tl.overlays.iter().find(|t| t.cues.iter().any(|c| c.id.as_str() == cue_id)).map(|t| t.layer).unwrap_or(0)
     }
 
     /// Every effect due at or before program time `horizon` not emitted yet, in order. Pre-rolls

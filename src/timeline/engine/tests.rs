@@ -3,6 +3,12 @@ use crate::timeline::model::{parse, Inventory};
 use proptest::prelude::*;
 use serde_json::json;
 
+use crate::values::{CameraId, CueId};
+
+fn cue(id: &str) -> CueId {
+    CueId::new(id).unwrap()
+}
+
 const CAMS: [&str; 3] = ["cam-a", "cam-b", "cam-c"];
 
 fn inventory() -> Inventory {
@@ -80,10 +86,10 @@ fn fold(state: &mut ShowState, effects: &[Scheduled]) {
 }
 
 fn track_of(tl: &Timeline, id: &str) -> i64 {
-    if tl.video.iter().any(|c| c.id == id) {
+    if tl.video.iter().any(|c| c.id.as_str() == id) {
         return -1;
     }
-    tl.overlays.iter().find(|t| t.cues.iter().any(|c| c.id == id)).map(|t| t.layer as i64).unwrap()
+    tl.overlays.iter().find(|t| t.cues.iter().any(|c| c.id.as_str() == id)).map(|t| t.layer as i64).unwrap()
 }
 
 fn cue_of(e: &Effect) -> Option<&str> {
@@ -91,7 +97,7 @@ fn cue_of(e: &Effect) -> Option<&str> {
         Effect::Cut { cue_id, .. }
         | Effect::ShowOverlay { cue_id, .. }
         | Effect::HideOverlay { cue_id }
-        | Effect::CueEnded { cue_id } => Some(cue_id),
+        | Effect::CueEnded { cue_id } => Some(cue_id.as_str()),
         _ => None,
     }
 }
@@ -114,7 +120,7 @@ proptest! {
         let mut state = ShowState::default();
         let mut last_at = i64::MIN;
         let mut last_pos_per_track: std::collections::HashMap<i64, Us> = Default::default();
-        let mut playing_video: BTreeSet<String> = BTreeSet::new();
+        let mut playing_video: BTreeSet<CueId> = BTreeSet::new();
         let mut now = t0;
         let mut i = 0;
         while now < t0 + span {
@@ -228,9 +234,9 @@ fn overlays_hide_early_enough_for_the_fade_out_to_end_with_the_cue() {
     e.play(0);
     let all = e.poll(20_000_000);
     let at = |want: &Effect| all.iter().find(|s| &s.effect == want).map(|s| s.at);
-    assert_eq!(at(&Effect::ShowOverlay { cue_id: "logo".into(), layer: 1 }), Some(2_000_000));
-    assert_eq!(at(&Effect::HideOverlay { cue_id: "logo".into() }), Some(7_000_000));
-    assert_eq!(at(&Effect::CueEnded { cue_id: "logo".into() }), Some(8_000_000));
+    assert_eq!(at(&Effect::ShowOverlay { cue_id: cue("logo"), layer: 1 }), Some(2_000_000));
+    assert_eq!(at(&Effect::HideOverlay { cue_id: cue("logo") }), Some(7_000_000));
+    assert_eq!(at(&Effect::CueEnded { cue_id: cue("logo") }), Some(8_000_000));
     assert_eq!(all.last().unwrap().effect, Effect::Ended);
     assert_eq!(e.state(), PlayState::Ended);
 }
@@ -272,7 +278,7 @@ fn a_new_version_takes_over_at_the_boundary_hiding_what_it_does_not_show() {
     let v2 = Arc::new(parse(&v2.to_string(), &inventory()).unwrap());
     let mut e = Engine::new(v1, 1_000_000);
     e.play(100);
-    let _ = e.pin(Some("cam-c".into()));
+    let _ = e.pin(Some(CameraId::new("cam-c").unwrap()));
     let _ = e.poll(13_000_100);
     let b = e.next_boundary(13_000_100).unwrap();
     assert_eq!(b, (20_000_000, 20_000_100));
@@ -280,15 +286,15 @@ fn a_new_version_takes_over_at_the_boundary_hiding_what_it_does_not_show() {
     assert!(before.iter().all(|s| s.at < b.1), "nothing of v1 at or after the boundary: {before:?}");
     let (mut n, first) = e.hand_over(v2.clone(), b);
     let at = |want: &Effect| first.iter().find(|s| &s.effect == want).map(|s| s.at);
-    assert_eq!(at(&Effect::HideOverlay { cue_id: "old".into() }), Some(b.1), "{first:?}");
-    assert_eq!(at(&Effect::HideOverlay { cue_id: "tag".into() }), None, "replaced, not hidden: {first:?}");
-    assert_eq!(at(&Effect::ShowOverlay { cue_id: "tag".into(), layer: 1 }), Some(b.1), "{first:?}");
+    assert_eq!(at(&Effect::HideOverlay { cue_id: cue("old") }), Some(b.1), "{first:?}");
+    assert_eq!(at(&Effect::HideOverlay { cue_id: cue("tag") }), None, "replaced, not hidden: {first:?}");
+    assert_eq!(at(&Effect::ShowOverlay { cue_id: cue("tag"), layer: 1 }), Some(b.1), "{first:?}");
     assert!(first.iter().any(|s| s.at == b.1 && matches!(&s.effect, Effect::Cut { cue_id, .. } if cue_id == "b")));
     assert_eq!(n.pinned(), Some("cam-c"), "the pin stays");
     assert_eq!(n.position(b.1 + 2_000_000), 2_000_000, "v2's position 0 is the boundary");
     assert_eq!(n.status(b.1 + 7_000_000).loop_index, 1, "and it loops on its own duration");
     assert_eq!(n.next_boundary(b.1 + 1_000_000), Some((6_000_000, b.1 + 6_000_000)));
-    let mut st = ShowState { video: Some("a".into()), overlays: ["tag", "old"].map(String::from).into() };
+    let mut st = ShowState { video: Some(cue("a")), overlays: [cue("tag"), cue("old")].into() };
     fold(&mut st, &first);
     assert_eq!(st, state_at(&v2, 0));
     assert!(n.poll(b.1 + 5_000_000).iter().all(|s| s.at > b.1), "nothing emitted twice");
@@ -304,7 +310,7 @@ fn skip_goes_to_the_next_video_cue_and_wraps_when_looping() {
     assert_eq!(e.position(1_000_000), 4_000_000);
     let jump = e.skip(2_000_000).unwrap();
     assert!(jump.iter().any(|s| matches!(&s.effect, Effect::Cut { cue_id, .. } if cue_id == "a")));
-    assert!(jump.iter().any(|s| s.effect == Effect::HideOverlay { cue_id: "logo".into() }));
+    assert!(jump.iter().any(|s| s.effect == Effect::HideOverlay { cue_id: cue("logo") }));
     assert_eq!(e.position(2_000_000), 10_000_000, "wrapped into loop 1");
     assert_eq!(e.status(2_000_000).loop_index, 1);
 }
@@ -314,7 +320,7 @@ fn seeking_to_an_unknown_cue_or_outside_the_timeline_changes_nothing() {
     let mut e = Engine::new(two_cue_timeline(false), 0);
     e.play(0);
     let _ = e.poll(3_000_000);
-    assert_eq!(e.seek(3_000_000, SeekTarget::Cue("nope".into())), Err(EngineError::UnknownCue("nope".into())));
+    assert_eq!(e.seek(3_000_000, SeekTarget::Cue(cue("nope"))), Err(EngineError::UnknownCue(cue("nope"))));
     assert!(e.seek(3_000_000, SeekTarget::Seconds(11.0)).is_err());
     assert!(e.seek(3_000_000, SeekTarget::Seconds(-1.0)).is_err());
     assert_eq!(e.position(3_000_000), 3_000_000);
@@ -327,12 +333,12 @@ fn seeking_while_paused_shows_the_target_and_stays_paused() {
     e.play(0);
     let _ = e.poll(1_000_000);
     e.pause(1_000_000);
-    let jump = e.seek(5_000_000, SeekTarget::Cue("b".into())).unwrap();
+    let jump = e.seek(5_000_000, SeekTarget::Cue(cue("b"))).unwrap();
     assert_eq!(jump.len(), 2, "cut to b and show the logo: {jump:?}");
     assert_eq!(e.state(), PlayState::Paused);
     assert!(e.poll(9_000_000).is_empty());
     e.resume(9_000_000);
     let next = e.poll(9_000_000 + 3_000_000);
-    let hide = Scheduled { at: 12_000_000, pos: 7_000_000, effect: Effect::HideOverlay { cue_id: "logo".into() } };
+    let hide = Scheduled { at: 12_000_000, pos: 7_000_000, effect: Effect::HideOverlay { cue_id: cue("logo") } };
     assert_eq!(next[0], hide, "the logo's hide (at 7 s) comes 3 s after the resume at 4 s");
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::media::compositor::request::OverlayRequest;
 use crate::media::compositor::{OverlaySpec, Position};
-use crate::values::Size;
+use crate::values::{CameraId, CueId, PresetId, Size, TimelineId};
 
 /// Microseconds: timeline positions and program times.
 pub type Us = i64;
@@ -40,7 +40,7 @@ pub use crate::media::FPS_ALLOWED;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineDoc {
-    pub id: String,
+    pub id: TimelineId,
     pub name: String,
     /// Seconds.
     pub duration: f64,
@@ -78,7 +78,7 @@ pub struct OverlayTrackDoc {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CueDoc {
-    pub id: String,
+    pub id: CueId,
     /// Seconds from the timeline's start.
     pub start_time: f64,
     /// Seconds.
@@ -94,14 +94,14 @@ pub struct FallbackDoc {
     /// A PNG asset shown instead of the generated card.
     pub slate: Option<String>,
     /// Stands in for any camera of the show that fails (a camera's own backup comes first).
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct ShowCameraParams {
-    camera_id: String,
-    preset_id: Option<String>,
+    camera_id: CameraId,
+    preset_id: Option<PresetId>,
     #[serde(default)]
     transition: TransitionKind,
     /// Seconds.
@@ -177,7 +177,7 @@ pub struct OffsetDoc {
 /// A timeline that passed the schema and the semantic checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
-    pub id: String,
+    pub id: TimelineId,
     pub name: String,
     pub duration: Us,
     pub fps: u32,
@@ -195,7 +195,7 @@ pub struct Timeline {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoCue {
-    pub id: String,
+    pub id: CueId,
     pub start: Us,
     pub duration: Us,
     pub source: VideoSource,
@@ -211,7 +211,7 @@ impl VideoCue {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum VideoSource {
-    Camera { camera_id: String, preset_id: Option<String> },
+    Camera { camera_id: CameraId, preset_id: Option<PresetId> },
     Media { asset: String },
     Slate,
 }
@@ -224,7 +224,7 @@ pub struct OverlayTrack {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverlayCue {
-    pub id: String,
+    pub id: CueId,
     pub layer: i32,
     pub start: Us,
     pub duration: Us,
@@ -246,13 +246,13 @@ impl OverlayCue {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fallback {
     pub slate: Option<String>,
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
 }
 
 impl Timeline {
     /// Every camera the show may put on air (cues and the fallback), in first-use order.
-    pub fn cameras(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn cameras(&self) -> Vec<CameraId> {
+        let mut out: Vec<CameraId> = Vec::new();
         let cues = self.video.iter().filter_map(|c| match &c.source {
             VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
             _ => None,
@@ -294,9 +294,9 @@ impl Timeline {
     pub fn cue_start(&self, id: &str) -> Option<Us> {
         self.video
             .iter()
-            .find(|c| c.id == id)
+            .find(|c| c.id.as_str() == id)
             .map(|c| c.start)
-            .or_else(|| self.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == id).map(|c| c.start))
+            .or_else(|| self.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id.as_str() == id).map(|c| c.start))
     }
 }
 
@@ -414,10 +414,10 @@ pub fn parse(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
 /// changed since, but not the JSON Schema, whose verdict on a stored document's shape is settled.
 /// Anything that arrives from outside goes through [`parse`] or [`check_value`].
 pub fn parse_stored(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
-    let d: TimelineDoc = serde_json::from_str(json).map_err(|e| {
-        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
+    let doc: Value = serde_json::from_str(json).map_err(|e| {
+        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: format!("not JSON: {e}") }])
     })?;
-    semantic(d, inv)
+    semantic(typed(&doc)?, inv)
 }
 
 /// As [`parse`], from a parsed JSON value.
@@ -433,10 +433,26 @@ pub fn check_value(doc: &Value, inv: &Inventory) -> Result<Timeline, TimelineErr
         errs.truncate(20);
         return Err(TimelineErrors(errs));
     }
-    let d: TimelineDoc = serde_json::from_value(doc.clone()).map_err(|e| {
-        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
-    })?;
-    semantic(d, inv)
+    semantic(typed(doc)?, inv)
+}
+
+/// The document in its wire types. A value they refuse (an id that breaks the id rule) is named
+/// by its JSON pointer and located like a schema error.
+fn typed(doc: &Value) -> Result<TimelineDoc, TimelineErrors> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let mut pointer = String::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                serde_path_to_error::Segment::Map { key } => pointer.push_str(&format!("/{key}")),
+                serde_path_to_error::Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
+                serde_path_to_error::Segment::Unknown => pointer.push_str("/?"),
+            }
+        }
+        let at = locate(doc, &pointer);
+        let pointer = (!pointer.is_empty()).then_some(pointer);
+        TimelineErrors(vec![TimelineError { at, pointer, message: e.inner().to_string() }])
+    })
 }
 
 fn us(seconds: f64) -> Us {
@@ -526,8 +542,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
 
     let mut video = Vec::new();
     for c in &d.tracks.video.cues {
-        let at = format!("video cue {:?}", c.id);
-        if !ids.insert(&c.id) {
+        let at = format!("video cue {:?}", c.id.as_str());
+        if !ids.insert(c.id.as_str()) {
             located.push((at.clone(), "duplicate cue id".into()));
         }
         let (start, dur) = (us(c.start_time), us(c.duration));
@@ -535,7 +551,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         let (source, fade) = match c.action.as_str() {
             "show_camera" => match serde_json::from_value::<ShowCameraParams>(c.params.clone()) {
                 Ok(p) => {
-                    if let Err(e) = check_camera(&p.camera_id, p.preset_id.as_deref()) {
+                    if let Err(e) = check_camera(p.camera_id.as_str(), p.preset_id.as_ref().map(PresetId::as_str)) {
                         located.push((at.clone(), e.to_string()));
                     }
                     let fade = match p.transition {
@@ -582,7 +598,10 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     video.sort_by_key(|c| c.start);
     for w in video.windows(2) {
         if w[1].start < w[0].end() {
-            located.push((format!("video cue {:?}", w[1].id), format!("overlaps cue {:?} in the same track", w[0].id)));
+            located.push((
+                format!("video cue {:?}", w[1].id.as_str()),
+                format!("overlaps cue {:?} in the same track", w[0].id.as_str()),
+            ));
         }
     }
 
@@ -594,8 +613,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         }
         let mut cues = Vec::new();
         for c in &t.cues {
-            let at = format!("overlay layer {} cue {:?}", t.layer, c.id);
-            if !ids.insert(&c.id) {
+            let at = format!("overlay layer {} cue {:?}", t.layer, c.id.as_str());
+            if !ids.insert(c.id.as_str()) {
                 located.push((at.clone(), "duplicate cue id".into()));
             }
             let (start, dur) = (us(c.start_time), us(c.duration));
@@ -633,7 +652,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
                 located.push((at.clone(), "fade_in + fade_out must fit in the cue's duration".into()));
             }
             // Reuse the operator path's checks (position, offsets, colours) so both agree.
-            if let Err(e) = to_overlay_request(&c.id, t.layer, &p, Path::new(".")).to_spec() {
+            if let Err(e) = to_overlay_request(c.id.as_str(), t.layer, &p, Path::new(".")).to_spec() {
                 located.push((at.clone(), e.to_string()));
             }
             cues.push(OverlayCue {
@@ -650,8 +669,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         for w in cues.windows(2) {
             if w[1].start < w[0].end() {
                 located.push((
-                    format!("overlay layer {} cue {:?}", t.layer, w[1].id),
-                    format!("overlaps cue {:?} in the same track", w[0].id),
+                    format!("overlay layer {} cue {:?}", t.layer, w[1].id.as_str()),
+                    format!("overlaps cue {:?} in the same track", w[0].id.as_str()),
                 ));
             }
         }
@@ -660,7 +679,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     overlays.sort_by_key(|t| t.layer);
 
     if let Some(b) = &d.fallback.backup_camera_id {
-        if let Err(e) = check_camera(b, None) {
+        if let Err(e) = check_camera(b.as_str(), None) {
             located.push(("fallback".into(), e.to_string()));
         }
     }

@@ -44,7 +44,7 @@ fn a_good_timeline_is_typed_in_microseconds() {
     let t = check_value(&good(), &inv()).unwrap();
     assert_eq!(t.duration, 20_000_000);
     assert_eq!(t.video[1].fade, 500_000);
-    assert_eq!(t.cameras(), vec!["cam-a", "cam-b"]);
+    assert_eq!(t.cameras().iter().map(|c| c.as_str()).collect::<Vec<_>>(), vec!["cam-a", "cam-b"]);
     assert_eq!((t.width, t.height, t.fps, t.looping), (1280, 720, 30, true));
     assert_eq!(t.overlays[0].cues[0].fade_in, 500_000);
 }
@@ -121,4 +121,23 @@ fn a_picture_size_commands_refuse_is_refused_naming_the_field() {
     let e = errors(d.clone());
     assert!(e.iter().any(|m| m.starts_with("timeline: resolution \"10x10\"") && m.contains("64x36")), "{e:?}");
     assert!(parse_stored(&d.to_string(), &inv()).is_err(), "a stored row is held to the same rule");
+}
+
+#[test]
+fn a_cue_id_that_breaks_the_id_rule_is_refused_naming_the_field() {
+    let mut d = good();
+    d["tracks"]["video"]["cues"][0]["id"] = json!("c 1!");
+    let e = check_value(&d, &inv()).unwrap_err();
+    assert!(e.0.iter().any(|e| e.pointer.as_deref() == Some("/tracks/video/cues/0/id")), "{e}");
+    // A stored row skips the schema: the id type refuses it, named the same way.
+    let e = parse_stored(&d.to_string(), &inv()).unwrap_err();
+    assert!(e.0.iter().any(|e| e.pointer.as_deref() == Some("/tracks/video/cues/0/id")), "{e}");
+    assert!(e.to_string().contains("is not an id"), "{e}");
+    // The same JSON comes back out: ids are plain strings on the wire.
+    let t = check_value(&good(), &inv()).unwrap();
+    let out = serde_json::to_value(&t.doc).unwrap();
+    assert_eq!(out["id"], json!("marina"));
+    assert_eq!(out["tracks"]["video"]["cues"][0]["id"], json!("c1"));
+    assert_eq!(out["fallback"]["backup_camera_id"], json!("cam-b"));
+    assert_eq!(serde_json::from_value::<TimelineDoc>(out).unwrap(), t.doc);
 }

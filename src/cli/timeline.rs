@@ -385,23 +385,29 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     match cmd {
         ScheduleCmd::Add { id, name, timezone, days, start, end, timelines, destinations, disabled } => {
+            fn ids<T: std::str::FromStr>(field: &str, v: Vec<String>) -> Result<Vec<T>, CliError>
+            where
+                T::Err: std::fmt::Display,
+            {
+                v.iter().map(|x| x.parse().map_err(|e| invalid(format!("{field}: {e}")))).collect()
+            }
             let s = Schedule {
                 name: name.unwrap_or_else(|| id.clone()),
-                id: id.clone(),
+                id: id.parse().map_err(|e| invalid(format!("id: {e}")))?,
                 enabled: !disabled,
                 timezone,
                 days_of_week: parse_days(&days)?,
                 window_start: start.parse::<LocalTime>().map_err(invalid)?,
                 window_end: end.parse::<LocalTime>().map_err(invalid)?,
-                timelines,
-                destinations,
+                timelines: ids("timelines", timelines)?,
+                destinations: ids("destinations", destinations)?,
             };
             schedule::validate(&s).map_err(invalid)?;
             for t in &s.timelines {
-                store.timeline(t).await?;
+                store.timeline(t.as_str()).await?;
             }
             for d in &s.destinations {
-                store.destination(d).await?;
+                store.destination(d.as_str()).await?;
             }
             store.put_schedule(&id, &serde_json::to_string(&s).expect("serializes")).await?;
             println!("schedule {id} saved");

@@ -21,7 +21,7 @@ use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::MediaEnv;
 use crate::store::{Severity, Store};
-use crate::values::{DestinationId, ScheduleId, TimelineId};
+use crate::values::{ScheduleId, TimelineId};
 
 /// What the schedules want now, given what plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,15 +51,10 @@ pub fn plan(
             return Plan::Keep;
         }
     }
-    let Some(s) = schedules.iter().find(|s| s.id() == w.schedule_id) else { return Plan::Keep };
+    let Some(s) = schedules.iter().find(|s| *s.id() == w.schedule_id) else { return Plan::Keep };
     let sched = s.schedule();
-    // Schedule ids passed `schedule::validate`, which holds them to the id rule.
-    let Ok(schedule_id) = ScheduleId::new(w.schedule_id.as_str()) else { return Plan::Keep };
-    let playable: Vec<(TimelineId, f64)> = sched
-        .timelines
-        .iter()
-        .filter_map(|t| Some((TimelineId::new(t.as_str()).ok()?, *durations_s.get(t)?)))
-        .collect();
+    let playable: Vec<(TimelineId, f64)> =
+        sched.timelines.iter().filter_map(|t| Some((t.clone(), *durations_s.get(t.as_str())?))).collect();
     if playable.is_empty() {
         return Plan::Keep;
     }
@@ -69,7 +64,7 @@ pub fn plan(
     let timeline_id = playable[i].0.clone();
     if let Some((d, ended)) = current {
         let same = d.origin == Origin::Schedule
-            && d.schedule_id.as_ref() == Some(&schedule_id)
+            && d.schedule_id.as_ref() == Some(&w.schedule_id)
             && d.timeline_id == timeline_id;
         // The same timeline keeps playing; a finished one starts again when its turn comes round.
         if same && !(ended && offset < durs[i] / 2.0) {
@@ -79,8 +74,8 @@ pub fn plan(
     Plan::Start(DesiredShow {
         timeline_id,
         origin: Origin::Schedule,
-        schedule_id: Some(schedule_id),
-        destinations: sched.destinations.iter().filter_map(|d| DestinationId::new(d.as_str()).ok()).collect(),
+        schedule_id: Some(w.schedule_id.clone()),
+        destinations: sched.destinations.clone(),
         anchor_unix_us: now.as_microsecond() - (offset * 1e6) as i64,
         paused_pos_us: None,
         pinned: None,
@@ -231,10 +226,7 @@ impl Scheduler {
         self.schedules_sig = sig;
         self.schedules.clear();
         for (id, json) in rows {
-            match serde_json::from_str::<schedule::Schedule>(&json)
-                .map_err(|e| e.to_string())
-                .and_then(|s| schedule::validate(&s).map_err(|e| e.to_string()))
-            {
+            match schedule::from_json(&json).and_then(|s| schedule::validate(&s)) {
                 Ok(v) => self.schedules.push(v),
                 Err(e) => tracing::error!(schedule = %id, "ignored: {e}"),
             }
@@ -248,19 +240,20 @@ mod tests {
     //! The scheduler's decisions under a fake wall clock: every instant is given, none is read.
     use super::*;
     use crate::timeline::schedule::{LocalTime, Schedule, Weekday};
+    use crate::values::DestinationId;
 
     fn sched(id: &str, tz: &str, start: &str, end: &str, timelines: &[&str]) -> ValidSchedule {
         use Weekday::*;
         schedule::validate(&Schedule {
-            id: id.into(),
+            id: ScheduleId::new(id).unwrap(),
             name: id.into(),
             enabled: true,
             timezone: tz.into(),
             days_of_week: vec![Mon, Tue, Wed, Thu, Fri, Sat, Sun],
             window_start: start.parse::<LocalTime>().unwrap(),
             window_end: end.parse::<LocalTime>().unwrap(),
-            timelines: timelines.iter().map(|s| s.to_string()).collect(),
-            destinations: vec!["d1".into()],
+            timelines: timelines.iter().map(|s| TimelineId::new(*s).unwrap()).collect(),
+            destinations: vec![DestinationId::new("d1").unwrap()],
         })
         .unwrap()
     }

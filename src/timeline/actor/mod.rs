@@ -422,7 +422,7 @@ impl Actor {
                     let Some(cue) = self.tl.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == cue_id) else {
                         continue;
                     };
-                    let req = to_overlay_request(cue.id.as_str(), layer, &cue.params, &self.asset_root);
+                    let req = to_overlay_request(&cue.id, layer, &cue.params, &self.asset_root);
                     let fmt = (self.tl.width, self.tl.height);
                     let prepared = match req.to_spec() {
                         Ok(spec) => tokio::task::spawn_blocking(move || Prepared::load(spec, fmt.0, fmt.1))

@@ -350,10 +350,10 @@ pub enum ModelError {
     AssetOutside(String),
     #[error("asset {0:?} is missing")]
     AssetMissing(String),
-    #[error("camera {0:?} is not configured on this appliance")]
-    UnknownCamera(String),
-    #[error("camera {camera:?} has no preset {preset:?}")]
-    UnknownPreset { camera: String, preset: String },
+    #[error("camera {:?} is not configured on this appliance", .0.as_str())]
+    UnknownCamera(CameraId),
+    #[error("camera {:?} has no preset {:?}", camera.as_str(), preset.as_str())]
+    UnknownPreset { camera: CameraId, preset: PresetId },
     /// An overlay parameter out of its range (the operator's overlays follow the same rules).
     #[error("{field}: {message}")]
     OverlayParam { field: &'static str, message: String },
@@ -509,12 +509,12 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         }
         Ok(())
     };
-    let check_camera = |cam: &str, preset: Option<&str>| -> Result<(), ModelError> {
-        match inv.cameras.get(cam) {
-            None => Err(ModelError::UnknownCamera(cam.to_string())),
+    let check_camera = |cam: &CameraId, preset: Option<&PresetId>| -> Result<(), ModelError> {
+        match inv.cameras.get(cam.as_str()) {
+            None => Err(ModelError::UnknownCamera(cam.clone())),
             Some(presets) => match preset {
-                Some(p) if !presets.contains(p) => {
-                    Err(ModelError::UnknownPreset { camera: cam.to_string(), preset: p.to_string() })
+                Some(p) if !presets.contains(p.as_str()) => {
+                    Err(ModelError::UnknownPreset { camera: cam.clone(), preset: p.clone() })
                 }
                 _ => Ok(()),
             },
@@ -551,7 +551,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         let (source, fade) = match c.action.as_str() {
             "show_camera" => match serde_json::from_value::<ShowCameraParams>(c.params.clone()) {
                 Ok(p) => {
-                    if let Err(e) = check_camera(p.camera_id.as_str(), p.preset_id.as_ref().map(PresetId::as_str)) {
+                    if let Err(e) = check_camera(&p.camera_id, p.preset_id.as_ref()) {
                         located.push((at.clone(), e.to_string()));
                     }
                     let fade = match p.transition {
@@ -652,7 +652,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
                 located.push((at.clone(), "fade_in + fade_out must fit in the cue's duration".into()));
             }
             // Reuse the operator path's checks (position, offsets, colours) so both agree.
-            if let Err(e) = to_overlay_request(c.id.as_str(), t.layer, &p, Path::new(".")).to_spec() {
+            if let Err(e) = to_overlay_request(&c.id, t.layer, &p, Path::new(".")).to_spec() {
                 located.push((at.clone(), e.to_string()));
             }
             cues.push(OverlayCue {
@@ -679,7 +679,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     overlays.sort_by_key(|t| t.layer);
 
     if let Some(b) = &d.fallback.backup_camera_id {
-        if let Err(e) = check_camera(b.as_str(), None) {
+        if let Err(e) = check_camera(b, None) {
             located.push(("fallback".into(), e.to_string()));
         }
     }
@@ -712,13 +712,13 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
 /// A timeline overlay cue as the compositor's [`OverlayRequest`] (one code path for the timeline,
 /// OVERLAY_UPDATE and the operator), with image assets resolved under `asset_root`. The
 /// compositor id is the cue id, so consecutive cues on one layer never hide each other.
-pub fn to_overlay_request(cue_id: &str, layer: i32, p: &OverlayParams, asset_root: &Path) -> CueOverlay {
-    CueOverlay { id: cue_id.to_string(), root: asset_root.to_path_buf(), req: overlay_request(layer, p) }
+pub fn to_overlay_request(cue_id: &CueId, layer: i32, p: &OverlayParams, asset_root: &Path) -> CueOverlay {
+    CueOverlay { id: cue_id.clone(), root: asset_root.to_path_buf(), req: overlay_request(layer, p) }
 }
 
 /// An overlay cue ready to become the compositor's spec (its values already checked).
 pub struct CueOverlay {
-    id: String,
+    id: CueId,
     root: PathBuf,
     req: Result<OverlayRequest, ModelError>,
 }
@@ -726,7 +726,7 @@ pub struct CueOverlay {
 impl CueOverlay {
     pub fn to_spec(&self) -> Result<OverlaySpec, ModelError> {
         let req = self.req.as_ref().map_err(Clone::clone)?;
-        req.to_spec(&self.id, Some(&self.root)).map_err(|e| ModelError::Overlay(e.to_string()))
+        req.to_spec(self.id.as_str(), Some(&self.root)).map_err(|e| ModelError::Overlay(e.to_string()))
     }
 }
 

@@ -290,7 +290,7 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
                         d.timeline_id,
                         s.engine.state,
                         d.origin.as_str(),
-                        s.engine.video_cue.as_deref().unwrap_or("-"),
+                        s.engine.video_cue.as_ref().map_or("-", |c| c.as_str()),
                         s.engine.position_s,
                         s.engine.loop_index,
                         s.engine.pinned.as_ref().map(|p| format!("pinned {p}")).unwrap_or_else(|| "cue".into()),
@@ -371,19 +371,24 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
     let schedule_id = |id: &str| super::parse_id::<ScheduleId>("schedule id", id);
     match cmd {
         ScheduleCmd::Add { id, name, timezone, days, start, end, timelines, destinations, disabled } => {
+            fn ids<T: std::str::FromStr>(field: &str, v: Vec<String>) -> Result<Vec<T>, CliError>
+            where
+                T::Err: std::fmt::Display,
+            {
+                v.iter().map(|x| x.parse().map_err(|e| invalid(format!("{field}: {e}")))).collect()
+            }
             let s = Schedule {
                 name: name.unwrap_or_else(|| id.clone()),
-                id: id.clone(),
+                id: id.parse().map_err(|e| invalid(format!("id: {e}")))?,
                 enabled: !disabled,
                 timezone,
                 days_of_week: parse_days(&days)?,
                 window_start: start.parse::<LocalTime>().map_err(invalid)?,
                 window_end: end.parse::<LocalTime>().map_err(invalid)?,
-                timelines,
-                destinations,
+                timelines: ids("timelines", timelines)?,
+                destinations: ids("destinations", destinations)?,
             };
             schedule::validate(&s).map_err(invalid)?;
-            schedule_id(&id)?;
             configure_change(cfg, Configure::SchedulePut { schedule: s }).await?;
         }
         ScheduleCmd::List { json } => {

@@ -278,7 +278,7 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(asset_root.clone()) };
             let tl = model::parse(&json, &inv).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
             let secs = tl.duration as f64 / 1e6;
-            store.put_timeline(&tl.id, &tl.name, &json, Some(&asset_root.display().to_string()), secs).await?;
+            store.put_timeline(tl.id.as_str(), &tl.name, &json, Some(&asset_root.display().to_string()), secs).await?;
             done(format!(
                 "timeline {} loaded ({} video cues, {secs:.1} s{})",
                 tl.id,
@@ -297,12 +297,12 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
         Configure::SchedulePut { schedule: s } => {
             schedule::validate(&s).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
             for t in &s.timelines {
-                store.timeline(t).await?;
+                store.timeline(t.as_str()).await?;
             }
             for d in &s.destinations {
-                store.destination(d).await?;
+                store.destination(d.as_str()).await?;
             }
-            store.put_schedule(&s.id, &serde_json::to_string(&s).expect("serializes")).await?;
+            store.put_schedule(s.id.as_str(), &serde_json::to_string(&s).expect("serializes")).await?;
             done(format!("schedule {} saved", s.id))
         }
         Configure::ScheduleRemove { schedule_id } => {

@@ -74,7 +74,7 @@ impl From<DirectorError> for Refusal {
                 return Refusal { code: Refusal::from_store_ref(s), field: None, message: e.to_string() }
             }
             DirectorError::Invalid(_) => ErrorCode::SchemaViolation,
-            DirectorError::Conflict(_) => ErrorCode::Conflict,
+            DirectorError::Conflict(_) | DirectorError::Outranked { .. } => ErrorCode::Conflict,
             DirectorError::NoShow => ErrorCode::NotFound,
             DirectorError::Canceled => ErrorCode::Canceled,
             DirectorError::Blocked(_) | DirectorError::Failed(_) => ErrorCode::Failed,
@@ -215,11 +215,12 @@ impl Dispatcher {
                 list.retain(|x| x != id.as_str());
                 if add {
                     self.inner.store.destination(id.as_str()).await?;
-                    list.push(id.to_string());
+                    list.push(id.clone());
                 }
-                let outputs = self.inner.store.outputs_for(&list).await?;
-                d.set_destinations(origin, list.clone(), outputs).await?;
-                Ok(Output::Destinations { destinations: list })
+                let names: Vec<String> = list.iter().map(ToString::to_string).collect();
+                let outputs = self.inner.store.outputs_for(&names).await?;
+                d.set_destinations(origin, list, outputs).await?;
+                Ok(Output::Destinations { destinations: names })
             }
             ShowAction::SetEncoder(_) => Err(Refusal::new(
                 ErrorCode::Conflict,
@@ -228,14 +229,12 @@ impl Dispatcher {
             )),
             ShowAction::Pause => control(Control::Pause).await,
             ShowAction::Resume => control(Control::Resume).await,
-            ShowAction::Seek(SeekTo::Cue(c)) => {
-                control(Control::Seek { cue: Some(c.to_string()), seconds: None }).await
-            }
+            ShowAction::Seek(SeekTo::Cue(c)) => control(Control::Seek { cue: Some(c), seconds: None }).await,
             ShowAction::Seek(SeekTo::Position(p)) => {
                 control(Control::Seek { cue: None, seconds: Some(p.secs()) }).await
             }
             ShowAction::Skip => control(Control::Skip).await,
-            ShowAction::Pin(c) => control(Control::Pin { camera: c.to_string() }).await,
+            ShowAction::Pin(c) => control(Control::Pin { camera: c }).await,
             ShowAction::Unpin => control(Control::Unpin).await,
         }
     }
@@ -251,10 +250,10 @@ impl Dispatcher {
             .map_err(|r| Refusal::from(DirectorError::Blocked(r)))?;
         let from_us = g.from.map_or(0, ProgramTime::us);
         let desired = DesiredShow {
-            timeline_id: g.timeline.to_string(),
+            timeline_id: g.timeline.clone(),
             origin,
             schedule_id: None,
-            destinations,
+            destinations: g.destinations.clone(),
             anchor_unix_us: jiff::Timestamp::now().as_microsecond() - from_us,
             paused_pos_us: None,
             pinned: None,
@@ -325,13 +324,7 @@ impl Dispatcher {
 
     /// A command from `origin` may change the show only if the show's own origin is not higher.
     fn not_outranked(&self, origin: Origin) -> Result<(), Refusal> {
-        match self.inner.director.view().desired {
-            Some(d) if origin < d.origin => Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!("the show was started by the {} and outranks the {}", d.origin.as_str(), origin.as_str()),
-            )),
-            _ => Ok(()),
-        }
+        self.inner.director.view().check_origin(origin).map_err(Refusal::from)
     }
 
     fn ctx(&self) -> crate::timeline::director::Ctx<'_> {
@@ -522,7 +515,10 @@ impl Dispatcher {
             if let Some(st) = v.program.as_ref().and_then(ProgramRef::status) {
                 list.push(ProgramInfo {
                     status: st,
-                    destinations: v.desired.map(|d| d.destinations).unwrap_or_default(),
+                    destinations: v
+                        .desired
+                        .map(|d| d.destinations.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
                 });
             }
         }

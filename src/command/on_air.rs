@@ -143,16 +143,17 @@ fn refuse_if_used(what: &str, id: &str, users: Vec<&str>) -> Result<(), Refusal>
 /// The show: its timeline's cameras with their backups, and its destinations. A timeline that
 /// no longer loads still holds its destinations (and whatever cameras can be read).
 async fn show_user(store: &Store, d: &DesiredShow) -> Result<User, StoreError> {
-    let mut cameras: BTreeSet<String> = match crate::timeline::director::load_timeline(store, &d.timeline_id).await {
-        Ok((t, _)) => t.cameras().into_iter().collect(),
-        Err(_) => BTreeSet::new(),
-    };
-    cameras.extend(d.pinned.iter().cloned());
+    let mut cameras: BTreeSet<String> =
+        match crate::timeline::director::load_timeline(store, d.timeline_id.as_str()).await {
+            Ok((t, _)) => t.cameras().into_iter().map(String::from).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+    cameras.extend(d.pinned.iter().map(ToString::to_string));
     with_backups(store, &mut cameras).await?;
     Ok(User {
         name: format!("the show (timeline {})", d.timeline_id),
         cameras,
-        destinations: d.destinations.iter().cloned().collect(),
+        destinations: d.destinations.iter().map(ToString::to_string).collect(),
         stream: None,
         timeline: Some(d.timeline_id.to_string()),
     })

@@ -451,8 +451,8 @@ async fn gather(s: &Shared) -> PageData {
     let view = s.dispatcher.director().watch().borrow().clone();
     let show = match (view.desired.as_ref(), view.status()) {
         (Some(desired), Some(st)) => {
-            let list = cue_list(s, &st.timeline_id).await;
-            let current = st.engine.video_cue.clone();
+            let list = cue_list(s, st.timeline_id.as_str()).await;
+            let current = st.engine.video_cue.as_ref().map(ToString::to_string);
             Some(ShowView {
                 timeline_name: list.as_ref().map(|l| l.name.clone()),
                 state: format!("{:?}", st.engine.state).to_lowercase(),
@@ -461,13 +461,13 @@ async fn gather(s: &Shared) -> PageData {
                 loop_index: st.engine.loop_index,
                 next_cue: list.as_ref().and_then(|l| next_cue(l, current.as_deref())),
                 current_cue: current,
-                overlays: st.engine.overlays.clone(),
-                pinned: st.engine.pinned.clone(),
+                overlays: st.engine.overlays.iter().map(ToString::to_string).collect(),
+                pinned: st.engine.pinned.as_ref().map(ToString::to_string),
                 emergency_slate: st.emergency_slate,
                 late_cues: st.lateness.late_over_1_frame,
                 cues: st.lateness.cues,
-                destinations: desired.destinations.clone(),
-                timeline_id: st.timeline_id,
+                destinations: desired.destinations.iter().map(ToString::to_string).collect(),
+                timeline_id: st.timeline_id.to_string(),
             })
         }
         _ => None,

@@ -1,4 +1,4 @@
-//! Pre-flight: what is checked before a show goes live (DESIGN §5). Blockers (unknown or
+//! Pre-flight: what is checked before a show goes live. Blockers (unknown or
 //! disabled-only destinations, an invalid timeline, no usable encoder) stop the start; warnings
 //! (a camera that does not answer a probe) are reported and the show goes on, the fallback
 //! standing in.
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::director::{load_timeline, Ctx};
+use super::ctx::Ctx;
+use super::load::load_timeline;
 use super::model::Timeline;
 use crate::media::probe_cache::TRUST_FOR;
 use crate::store::Severity;
@@ -27,7 +28,7 @@ pub struct Preflight {
 }
 
 /// Checks a show before it goes live (see the module doc).
-pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) -> Preflight {
+pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[impl AsRef<str>]) -> Preflight {
     let mut p = Preflight::default();
     let tl = match load_timeline(ctx.store, timeline_id).await {
         Ok((tl, _)) => Some(tl),
@@ -41,6 +42,7 @@ pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]
     }
     let mut enabled = 0;
     for d in destinations {
+        let d = d.as_ref();
         match ctx.store.destination(d).await {
             Ok(dest) if dest.enabled => enabled += 1,
             Ok(_) => p.warnings.push(format!("destination {d:?} is disabled")),
@@ -62,7 +64,11 @@ pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]
 
 /// Pre-flight as a start runs it: warnings become events (the show goes on, the fallback standing
 /// in); blockers become a `preflight_failed` event and the report comes back as the error.
-pub async fn checked(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[String]) -> Result<Preflight, Preflight> {
+pub async fn checked(
+    ctx: &Ctx<'_>,
+    timeline_id: &str,
+    destinations: &[impl AsRef<str>],
+) -> Result<Preflight, Preflight> {
     let report = preflight(ctx, timeline_id, destinations).await;
     let subject = format!("timeline:{timeline_id}");
     for w in &report.warnings {
@@ -85,7 +91,7 @@ async fn check_cameras(ctx: &Ctx<'_>, tl: Option<&Timeline>) -> Vec<String> {
     let Some(tl) = tl else { return vec![] };
     let mut probes = Vec::new();
     for id in tl.cameras() {
-        let Ok(c) = ctx.store.camera(&id).await else { continue };
+        let Ok(c) = ctx.store.camera(id.as_str()).await else { continue };
         let src = c.source();
         let (cache, ffprobe) = (ctx.env.probes.clone(), ctx.env.ffprobe.clone());
         if let Some(k) = cache.known(&src, TRUST_FOR) {
@@ -94,7 +100,7 @@ async fn check_cameras(ctx: &Ctx<'_>, tl: Option<&Timeline>) -> Vec<String> {
             tokio::spawn(async move {
                 if let Err(e) = cache.probe(&ffprobe, &src, PROBE_TIMEOUT).await {
                     let _ = store
-                        .add_event(Severity::Warning, "preflight_warning", &subject, &not_answering(&id, &e))
+                        .add_event(Severity::Warning, "preflight_warning", &subject, &not_answering(id.as_str(), &e))
                         .await;
                 }
             });
@@ -105,6 +111,6 @@ async fn check_cameras(ctx: &Ctx<'_>, tl: Option<&Timeline>) -> Vec<String> {
     futures_util::future::join_all(probes)
         .await
         .into_iter()
-        .filter_map(|(id, r)| r.err().map(|e| not_answering(&id, &e)))
+        .filter_map(|(id, r)| r.err().map(|e| not_answering(id.as_str(), &e)))
         .collect()
 }

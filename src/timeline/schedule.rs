@@ -1,7 +1,7 @@
 //! Schedules: when the show is on air, and which timeline plays, computed from a wall clock the caller passes in.
 //!
-//! This is the wall-clock scheduler's pure core (DESIGN §6, `src/timeline/`; the timelines it plays are the
-//! contract of DESIGN §5). Nothing here reads a clock or does I/O: "now" is always a [`Timestamp`] argument, so
+//! This is the wall-clock scheduler's pure core (the timelines it plays are checked by
+//! [`model`](super::model)). Nothing here reads a clock or does I/O: "now" is always a [`Timestamp`] argument, so
 //! the actor can inject a fake clock and the tests can pin every instant.
 //!
 //! A [`Schedule`] is the operator's input; [`validate`] is the only way to a [`ValidSchedule`], which holds the
@@ -35,23 +35,24 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 
+use crate::values::{DestinationId, ScheduleId, TimelineId};
+
 /// How far ahead [`ValidSchedule::next_window_after`] and [`next_change`] look. A schedule plays at least one
 /// day a week, so an enabled schedule always has a window within 8 days, whatever the DST changes.
 const HORIZON_DAYS: i64 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("schedule {schedule:?}: timezone: unknown IANA time zone {zone:?}")]
-    UnknownTimeZone { schedule: String, zone: String },
-    #[error("schedule {schedule:?}: {field}: must not be empty")]
-    Empty { schedule: String, field: &'static str },
-    #[error(
-        "schedule {schedule:?}: {field}: invalid id {value:?} \
-         (1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit)"
-    )]
-    BadId { schedule: String, field: String, value: String },
-    #[error("schedule {schedule:?}: destinations: {value:?} is listed twice")]
-    DuplicateDestination { schedule: String, value: String },
+    #[error("schedule \"{schedule}\": timezone: unknown IANA time zone {zone:?}")]
+    UnknownTimeZone { schedule: ScheduleId, zone: String },
+    #[error("schedule \"{schedule}\": {field}: must not be empty")]
+    Empty { schedule: ScheduleId, field: &'static str },
+    /// Not a schedule: the JSON does not parse, or a value breaks its rule (an id, a time); the
+    /// message names the field.
+    #[error("not a schedule: {0}")]
+    Invalid(String),
+    #[error("schedule \"{schedule}\": destinations: \"{value}\" is listed twice")]
+    DuplicateDestination { schedule: ScheduleId, value: DestinationId },
     #[error("invalid local time {0:?}: expected HH:MM or HH:MM:SS, from 00:00 to 23:59:59")]
     BadLocalTime(String),
 }
@@ -159,7 +160,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    pub id: String,
+    pub id: ScheduleId,
     /// For people; the agent refers to a schedule by `id`.
     pub name: String,
     /// A disabled schedule is kept (and validated) but never has a window.
@@ -173,9 +174,9 @@ pub struct Schedule {
     /// `<= window_start`: the window ends the next day; `== window_start`: it lasts a whole (local) day.
     pub window_end: LocalTime,
     /// Timeline ids, played in this order and round-robin for as long as the window lasts. Not empty.
-    pub timelines: Vec<String>,
+    pub timelines: Vec<TimelineId>,
     /// Destination ids the program goes to while the window is on air. Not empty.
-    pub destinations: Vec<String>,
+    pub destinations: Vec<DestinationId>,
 }
 
 /// A schedule that passed [`validate`]: the only input of the evaluator.
@@ -191,7 +192,7 @@ pub struct ValidSchedule {
 /// One on-air window of a schedule: `start <= t < end`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Window {
-    pub schedule_id: String,
+    pub schedule_id: ScheduleId,
     pub start: Timestamp,
     pub end: Timestamp,
 }
@@ -207,24 +208,18 @@ impl Window {
     }
 }
 
-/// Ids of schedules, timelines and destinations: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit
-/// (they end up in file names, topics and logs, so nothing that needs quoting).
-fn valid_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    (1..=64).contains(&b.len())
-        && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+/// A schedule from its JSON (the store's rows, a command's payload). Its ids are held to the id
+/// rule by their types; a value that breaks it is refused naming its field (`timelines[1]: ...`).
+pub fn from_json(json: &str) -> Result<Schedule, ScheduleError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+        .map_err(|e| ScheduleError::Invalid(e.to_string()))
 }
 
 /// Checks a schedule and resolves its zone. Errors name the schedule (by id) and the field.
 pub fn validate(s: &Schedule) -> Result<ValidSchedule, ScheduleError> {
     let schedule = || s.id.clone();
-    let bad_id = |field: String, value: &str| ScheduleError::BadId { schedule: schedule(), field, value: value.into() };
     let empty = |field| ScheduleError::Empty { schedule: schedule(), field };
 
-    if !valid_id(&s.id) {
-        return Err(bad_id("id".into(), &s.id));
-    }
     // `Etc/Unknown` is jiff's placeholder for "no zone": it behaves like UTC, which would silently shift the show.
     let tz = TimeZone::get(&s.timezone)
         .ok()
@@ -236,14 +231,8 @@ pub fn validate(s: &Schedule) -> Result<ValidSchedule, ScheduleError> {
     if s.timelines.is_empty() {
         return Err(empty("timelines"));
     }
-    if let Some((i, t)) = s.timelines.iter().enumerate().find(|(_, t)| !valid_id(t)) {
-        return Err(bad_id(format!("timelines[{i}]"), t));
-    }
     if s.destinations.is_empty() {
         return Err(empty("destinations"));
-    }
-    if let Some((i, d)) = s.destinations.iter().enumerate().find(|(_, d)| !valid_id(d)) {
-        return Err(bad_id(format!("destinations[{i}]"), d));
     }
     // Two pushers to one destination would be two sessions on one stream key: the platform drops one of them.
     if let Some((_, d)) = s.destinations.iter().enumerate().find(|(i, d)| s.destinations[..*i].contains(d)) {
@@ -262,7 +251,7 @@ impl ValidSchedule {
         &self.schedule
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &ScheduleId {
         &self.schedule.id
     }
 
@@ -375,20 +364,27 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ident<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
+    }
+
     const ALL_DAYS: [Weekday; 7] =
         [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun];
 
     fn schedule(id: &str, zone: &str, days: &[Weekday], start: &str, end: &str) -> Schedule {
         Schedule {
-            id: id.into(),
+            id: ident(id),
             name: format!("{id} show"),
             enabled: true,
             timezone: zone.into(),
             days_of_week: days.to_vec(),
             window_start: t(start),
             window_end: t(end),
-            timelines: vec!["tl-main".into()],
-            destinations: vec!["yt".into()],
+            timelines: vec![ident("tl-main")],
+            destinations: vec![ident("yt")],
         }
     }
 
@@ -401,7 +397,7 @@ mod tests {
     #[track_caller]
     fn assert_window(s: &ValidSchedule, start: &str, end: &str) {
         let (start, end) = (ts(start), ts(end));
-        let w = Window { schedule_id: s.id().into(), start, end };
+        let w = Window { schedule_id: s.id().clone(), start, end };
         let second = SignedDuration::from_secs(1);
         assert_eq!(s.next_window_after(start - second), Some(w.clone()), "next window after start - 1 s");
         assert_eq!(s.window_at(start - second), None, "before start");
@@ -532,9 +528,9 @@ mod tests {
         let new_york = valid("new-york", "America/New_York", &ALL_DAYS, "08:00", "20:00");
         let both = ts("2026-03-24T15:00:00Z");
         let list = [london.clone(), new_york.clone()];
-        assert_eq!(active(&list, both).unwrap().schedule_id, "london");
-        assert_eq!(active(&[new_york, london], both).unwrap().schedule_id, "new-york");
-        assert_eq!(active(&list, ts("2026-03-24T17:30:00Z")).unwrap().schedule_id, "new-york");
+        assert_eq!(active(&list, both).unwrap().schedule_id.as_str(), "london");
+        assert_eq!(active(&[new_york, london], both).unwrap().schedule_id.as_str(), "new-york");
+        assert_eq!(active(&list, ts("2026-03-24T17:30:00Z")).unwrap().schedule_id.as_str(), "new-york");
         assert_eq!(active(&list, ts("2026-03-24T08:30:00Z")), None);
     }
 
@@ -563,7 +559,7 @@ mod tests {
                 probe += minute;
             }
             if active(&list, next) != current {
-                changes.push((next, active(&list, next).map(|w| w.schedule_id)));
+                changes.push((next, active(&list, next).map(|w| w.schedule_id.to_string())));
             }
             now = next;
         }
@@ -655,7 +651,7 @@ mod tests {
         raw.timelines.clear();
         let msg = validate(&raw).unwrap_err().to_string();
         assert!(msg.contains("\"evening\"") && msg.contains("timelines"), "{msg}");
-        raw.timelines = vec!["a".into()];
+        raw.timelines = vec![ident("a")];
         raw.destinations.clear();
         let msg = validate(&raw).unwrap_err().to_string();
         assert!(msg.contains("\"evening\"") && msg.contains("destinations"), "{msg}");
@@ -664,29 +660,31 @@ mod tests {
     #[test]
     fn bad_and_duplicate_ids_are_rejected() {
         let long = "a".repeat(65);
+        let good = serde_json::to_value(schedule("ok", "Europe/London", &ALL_DAYS, "09:00", "17:00")).unwrap();
+        assert!(from_json(&good.to_string()).is_ok());
         for id in ["", "-lead", "_lead", "has space", "slash/y", "é", long.as_str()] {
-            let mut raw = schedule("ok", "Europe/London", &ALL_DAYS, "09:00", "17:00");
-            raw.id = id.into();
-            assert!(matches!(validate(&raw), Err(ScheduleError::BadId { ref field, .. }) if field == "id"), "{id:?}");
-            let mut raw = schedule("ok", "Europe/London", &ALL_DAYS, "09:00", "17:00");
-            raw.timelines.push(id.into());
-            let msg = validate(&raw).unwrap_err().to_string();
-            assert!(msg.contains("\"ok\"") && msg.contains("timelines[1]"), "{msg}");
-            let mut raw = schedule("ok", "Europe/London", &ALL_DAYS, "09:00", "17:00");
-            raw.destinations.insert(0, id.into());
-            let msg = validate(&raw).unwrap_err().to_string();
-            assert!(msg.contains("\"ok\"") && msg.contains("destinations[0]"), "{msg}");
+            let mut raw = good.clone();
+            raw["id"] = id.into();
+            let msg = from_json(&raw.to_string()).unwrap_err().to_string();
+            assert!(msg.contains("id") && msg.contains("is not an id"), "{id:?}: {msg}");
+            let mut raw = good.clone();
+            raw["timelines"] = serde_json::json!(["tl-main", id]);
+            let msg = from_json(&raw.to_string()).unwrap_err().to_string();
+            assert!(msg.contains("timelines") && msg.contains("is not an id"), "{id:?}: {msg}");
+            let mut raw = good.clone();
+            raw["destinations"] = serde_json::json!([id, "yt"]);
+            let msg = from_json(&raw.to_string()).unwrap_err().to_string();
+            assert!(msg.contains("destinations") && msg.contains("is not an id"), "{id:?}: {msg}");
         }
-        assert!(valid_id(&"a".repeat(64)) && valid_id("0_a-B"));
         let mut raw = schedule("ok", "Europe/London", &ALL_DAYS, "09:00", "17:00");
-        raw.destinations = vec!["yt".into(), "fb".into(), "yt".into()];
+        raw.destinations = vec![ident("yt"), ident("fb"), ident("yt")];
         assert_eq!(
             validate(&raw).unwrap_err(),
-            ScheduleError::DuplicateDestination { schedule: "ok".into(), value: "yt".into() }
+            ScheduleError::DuplicateDestination { schedule: ident("ok"), value: ident("yt") }
         );
         // A timeline may come back in the rotation; days listed twice are one day.
-        raw.destinations = vec!["yt".into()];
-        raw.timelines = vec!["a".into(), "b".into(), "a".into()];
+        raw.destinations = vec![ident("yt")];
+        raw.timelines = vec![ident("a"), ident("b"), ident("a")];
         raw.days_of_week = vec![Weekday::Mon, Weekday::Mon];
         validate(&raw).unwrap();
     }

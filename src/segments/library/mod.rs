@@ -356,7 +356,7 @@ impl Library {
         let seg_dir = self.root.join(id);
         let target = seg_dir.join(m.version.to_string());
         // A timeline of that id loaded from elsewhere is not replaced by a package.
-        if let Ok(row) = self.store.timeline(&tl.id).await {
+        if let Ok(row) = self.store.timeline(tl.id.as_str()).await {
             let ours = row.asset_root.as_deref().is_some_and(|r| Path::new(r).starts_with(&seg_dir));
             if !ours {
                 return Err(Rejection::new(
@@ -460,7 +460,7 @@ impl Library {
         )
         .bind(id)
         .bind(version)
-        .bind(&tl.id)
+        .bind(tl.id.as_str())
         .bind(m.entrypoint.as_str())
         .bind(dir)
         .bind(pkg.checked().manifest_sha256.as_str())
@@ -523,7 +523,7 @@ impl Library {
             Installed {
                 segment_id: m.segment_id.clone(),
                 version: m.version,
-                timeline_id: tl.id.clone(),
+                timeline_id: tl.id.to_string(),
                 active,
                 files: m.files.len() as u64,
                 bytes: m.total_bytes(),
@@ -670,7 +670,7 @@ async fn put_timeline(
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, json = excluded.json, \
          asset_root = excluded.asset_root, duration_s = excluded.duration_s, loaded_at = excluded.loaded_at",
     )
-    .bind(&tl.id)
+    .bind(tl.id.as_str())
     .bind(&tl.name)
     .bind(json)
     .bind(dir)

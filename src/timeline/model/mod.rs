@@ -1,4 +1,4 @@
-//! The timeline contract (DESIGN §5) and its checks.
+//! The timeline contract (the JSON published as `schemas/timeline.v1.json`) and its checks.
 //!
 //! A timeline arrives as JSON from an operator, a segment package or the cloud: untrusted. It is
 //! checked twice before anything can play it:
@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::media::compositor::request::OverlayRequest;
 use crate::media::compositor::{OverlaySpec, Position};
+use crate::values::{CameraId, CueId, PresetId, Size, TimelineId};
 
 /// Microseconds: timeline positions and program times.
 pub type Us = i64;
@@ -28,18 +29,18 @@ pub type Us = i64;
 pub const US_PER_S: Us = 1_000_000;
 
 /// The published schema, compiled into the binary so validation never depends on files at run time.
-pub const SCHEMA_JSON: &str = include_str!("../../schemas/timeline.v1.json");
+pub const SCHEMA_JSON: &str = include_str!("../../../schemas/timeline.v1.json");
 
 pub use crate::media::FPS_ALLOWED;
 
 // ---------------------------------------------------------------------------------------------
-// Wire shape (exactly DESIGN §5; unknown members are rejected by the schema and by serde)
+// Wire shape (exactly the published schema; unknown members are rejected by the schema and by serde)
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineDoc {
-    pub id: String,
+    pub id: TimelineId,
     pub name: String,
     /// Seconds.
     pub duration: f64,
@@ -77,7 +78,7 @@ pub struct OverlayTrackDoc {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CueDoc {
-    pub id: String,
+    pub id: CueId,
     /// Seconds from the timeline's start.
     pub start_time: f64,
     /// Seconds.
@@ -93,14 +94,14 @@ pub struct FallbackDoc {
     /// A PNG asset shown instead of the generated card.
     pub slate: Option<String>,
     /// Stands in for any camera of the show that fails (a camera's own backup comes first).
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct ShowCameraParams {
-    camera_id: String,
-    preset_id: Option<String>,
+    camera_id: CameraId,
+    preset_id: Option<PresetId>,
     #[serde(default)]
     transition: TransitionKind,
     /// Seconds.
@@ -176,7 +177,7 @@ pub struct OffsetDoc {
 /// A timeline that passed the schema and the semantic checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
-    pub id: String,
+    pub id: TimelineId,
     pub name: String,
     pub duration: Us,
     pub fps: u32,
@@ -194,7 +195,7 @@ pub struct Timeline {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoCue {
-    pub id: String,
+    pub id: CueId,
     pub start: Us,
     pub duration: Us,
     pub source: VideoSource,
@@ -210,7 +211,7 @@ impl VideoCue {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum VideoSource {
-    Camera { camera_id: String, preset_id: Option<String> },
+    Camera { camera_id: CameraId, preset_id: Option<PresetId> },
     Media { asset: String },
     Slate,
 }
@@ -223,7 +224,7 @@ pub struct OverlayTrack {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverlayCue {
-    pub id: String,
+    pub id: CueId,
     pub layer: i32,
     pub start: Us,
     pub duration: Us,
@@ -245,13 +246,13 @@ impl OverlayCue {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fallback {
     pub slate: Option<String>,
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
 }
 
 impl Timeline {
     /// Every camera the show may put on air (cues and the fallback), in first-use order.
-    pub fn cameras(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn cameras(&self) -> Vec<CameraId> {
+        let mut out: Vec<CameraId> = Vec::new();
         let cues = self.video.iter().filter_map(|c| match &c.source {
             VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
             _ => None,
@@ -293,9 +294,9 @@ impl Timeline {
     pub fn cue_start(&self, id: &str) -> Option<Us> {
         self.video
             .iter()
-            .find(|c| c.id == id)
+            .find(|c| c.id.as_str() == id)
             .map(|c| c.start)
-            .or_else(|| self.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id == id).map(|c| c.start))
+            .or_else(|| self.overlays.iter().flat_map(|t| t.cues.iter()).find(|c| c.id.as_str() == id).map(|c| c.start))
     }
 }
 
@@ -338,6 +339,27 @@ impl fmt::Display for TimelineErrors {
         }
         Ok(())
     }
+}
+
+/// What is wrong with one value of a timeline; the caller names the track and the cue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("asset path {0:?} must be relative to the package")]
+    AssetNotRelative(String),
+    #[error("asset path {0:?} must stay inside the package (no '..')")]
+    AssetOutside(String),
+    #[error("asset {0:?} is missing")]
+    AssetMissing(String),
+    #[error("camera {:?} is not configured on this appliance", .0.as_str())]
+    UnknownCamera(CameraId),
+    #[error("camera {:?} has no preset {:?}", camera.as_str(), preset.as_str())]
+    UnknownPreset { camera: CameraId, preset: PresetId },
+    /// An overlay parameter out of its range (the operator's overlays follow the same rules).
+    #[error("{field}: {message}")]
+    OverlayParam { field: &'static str, message: String },
+    /// The compositor refuses the overlay (its message).
+    #[error("{0}")]
+    Overlay(String),
 }
 
 /// What the appliance has, for the semantic checks.
@@ -392,10 +414,10 @@ pub fn parse(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
 /// changed since, but not the JSON Schema, whose verdict on a stored document's shape is settled.
 /// Anything that arrives from outside goes through [`parse`] or [`check_value`].
 pub fn parse_stored(json: &str, inv: &Inventory) -> Result<Timeline, TimelineErrors> {
-    let d: TimelineDoc = serde_json::from_str(json).map_err(|e| {
-        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
+    let doc: Value = serde_json::from_str(json).map_err(|e| {
+        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: format!("not JSON: {e}") }])
     })?;
-    semantic(d, inv)
+    semantic(typed(&doc)?, inv)
 }
 
 /// As [`parse`], from a parsed JSON value.
@@ -411,10 +433,26 @@ pub fn check_value(doc: &Value, inv: &Inventory) -> Result<Timeline, TimelineErr
         errs.truncate(20);
         return Err(TimelineErrors(errs));
     }
-    let d: TimelineDoc = serde_json::from_value(doc.clone()).map_err(|e| {
-        TimelineErrors(vec![TimelineError { at: "timeline".into(), pointer: None, message: e.to_string() }])
-    })?;
-    semantic(d, inv)
+    semantic(typed(doc)?, inv)
+}
+
+/// The document in its wire types. A value they refuse (an id that breaks the id rule) is named
+/// by its JSON pointer and located like a schema error.
+fn typed(doc: &Value) -> Result<TimelineDoc, TimelineErrors> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let mut pointer = String::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                serde_path_to_error::Segment::Map { key } => pointer.push_str(&format!("/{key}")),
+                serde_path_to_error::Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
+                serde_path_to_error::Segment::Unknown => pointer.push_str("/?"),
+            }
+        }
+        let at = locate(doc, &pointer);
+        let pointer = (!pointer.is_empty()).then_some(pointer);
+        TimelineErrors(vec![TimelineError { at, pointer, message: e.inner().to_string() }])
+    })
 }
 
 fn us(seconds: f64) -> Us {
@@ -422,16 +460,16 @@ fn us(seconds: f64) -> Us {
 }
 
 /// A package-relative path that cannot leave its root.
-pub fn safe_rel_path(p: &str) -> Result<PathBuf, String> {
+pub fn safe_rel_path(p: &str) -> Result<PathBuf, ModelError> {
     let path = Path::new(p);
     if p.is_empty() || path.is_absolute() {
-        return Err(format!("asset path {p:?} must be relative to the package"));
+        return Err(ModelError::AssetNotRelative(p.to_string()));
     }
     for c in path.components() {
         match c {
             Component::Normal(_) => {}
             Component::CurDir => {}
-            _ => return Err(format!("asset path {p:?} must stay inside the package (no '..')")),
+            _ => return Err(ModelError::AssetOutside(p.to_string())),
         }
     }
     Ok(path.to_path_buf())
@@ -447,28 +485,37 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     if !FPS_ALLOWED.contains(&d.fps) {
         err("timeline".into(), format!("fps {} is not one of {FPS_ALLOWED:?}", d.fps));
     }
+    // The picture size rule of the commands ([`Size`]), so a timeline and a command agree.
     let (width, height) = match d.resolution.split_once('x').map(|(w, h)| (w.parse::<u32>(), h.parse::<u32>())) {
-        Some((Ok(w), Ok(h))) if w > 0 && h > 0 && w % 2 == 0 && h % 2 == 0 && w <= 3840 && h <= 2160 => (w, h),
+        Some((Ok(w), Ok(h))) => match Size::new(w, h) {
+            Ok(s) => (s.width, s.height),
+            Err(e) => {
+                err("timeline".into(), format!("resolution {:?}: {e}", d.resolution));
+                (0, 0)
+            }
+        },
         _ => {
-            err("timeline".into(), format!("resolution {:?}: use even WIDTHxHEIGHT up to 3840x2160", d.resolution));
+            err("timeline".into(), format!("resolution {:?}: use WIDTHxHEIGHT, e.g. 1280x720", d.resolution));
             (0, 0)
         }
     };
     let mut ids: HashSet<&str> = HashSet::new();
-    let check_asset = |p: &str| -> Result<(), String> {
+    let check_asset = |p: &str| -> Result<(), ModelError> {
         let rel = safe_rel_path(p)?;
         if let Some(root) = &inv.asset_root {
             if !root.join(&rel).is_file() {
-                return Err(format!("asset {p:?} is missing"));
+                return Err(ModelError::AssetMissing(p.to_string()));
             }
         }
         Ok(())
     };
-    let check_camera = |cam: &str, preset: Option<&str>| -> Result<(), String> {
-        match inv.cameras.get(cam) {
-            None => Err(format!("camera {cam:?} is not configured on this appliance")),
+    let check_camera = |cam: &CameraId, preset: Option<&PresetId>| -> Result<(), ModelError> {
+        match inv.cameras.get(cam.as_str()) {
+            None => Err(ModelError::UnknownCamera(cam.clone())),
             Some(presets) => match preset {
-                Some(p) if !presets.contains(p) => Err(format!("camera {cam:?} has no preset {p:?}")),
+                Some(p) if !presets.contains(p.as_str()) => {
+                    Err(ModelError::UnknownPreset { camera: cam.clone(), preset: p.clone() })
+                }
                 _ => Ok(()),
             },
         }
@@ -495,8 +542,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
 
     let mut video = Vec::new();
     for c in &d.tracks.video.cues {
-        let at = format!("video cue {:?}", c.id);
-        if !ids.insert(&c.id) {
+        let at = format!("video cue {:?}", c.id.as_str());
+        if !ids.insert(c.id.as_str()) {
             located.push((at.clone(), "duplicate cue id".into()));
         }
         let (start, dur) = (us(c.start_time), us(c.duration));
@@ -504,8 +551,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         let (source, fade) = match c.action.as_str() {
             "show_camera" => match serde_json::from_value::<ShowCameraParams>(c.params.clone()) {
                 Ok(p) => {
-                    if let Err(e) = check_camera(&p.camera_id, p.preset_id.as_deref()) {
-                        located.push((at.clone(), e));
+                    if let Err(e) = check_camera(&p.camera_id, p.preset_id.as_ref()) {
+                        located.push((at.clone(), e.to_string()));
                     }
                     let fade = match p.transition {
                         TransitionKind::Cut => 0,
@@ -525,7 +572,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
             "show_media" => match serde_json::from_value::<ShowMediaParams>(c.params.clone()) {
                 Ok(p) => {
                     if let Err(e) = check_asset(&p.asset) {
-                        located.push((at.clone(), e));
+                        located.push((at.clone(), e.to_string()));
                     }
                     (VideoSource::Media { asset: p.asset }, 0)
                 }
@@ -551,7 +598,10 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
     video.sort_by_key(|c| c.start);
     for w in video.windows(2) {
         if w[1].start < w[0].end() {
-            located.push((format!("video cue {:?}", w[1].id), format!("overlaps cue {:?} in the same track", w[0].id)));
+            located.push((
+                format!("video cue {:?}", w[1].id.as_str()),
+                format!("overlaps cue {:?} in the same track", w[0].id.as_str()),
+            ));
         }
     }
 
@@ -563,8 +613,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         }
         let mut cues = Vec::new();
         for c in &t.cues {
-            let at = format!("overlay layer {} cue {:?}", t.layer, c.id);
-            if !ids.insert(&c.id) {
+            let at = format!("overlay layer {} cue {:?}", t.layer, c.id.as_str());
+            if !ids.insert(c.id.as_str()) {
                 located.push((at.clone(), "duplicate cue id".into()));
             }
             let (start, dur) = (us(c.start_time), us(c.duration));
@@ -591,7 +641,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
             }
             if let Some(img) = &p.image {
                 if let Err(e) = check_asset(img) {
-                    located.push((at.clone(), e));
+                    located.push((at.clone(), e.to_string()));
                 }
             }
             if !(0.0..=1.0).contains(&p.opacity) {
@@ -603,7 +653,7 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
             }
             // Reuse the operator path's checks (position, offsets, colours) so both agree.
             if let Err(e) = to_overlay_request(&c.id, t.layer, &p, Path::new(".")).to_spec() {
-                located.push((at.clone(), e));
+                located.push((at.clone(), e.to_string()));
             }
             cues.push(OverlayCue {
                 id: c.id.clone(),
@@ -619,8 +669,8 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         for w in cues.windows(2) {
             if w[1].start < w[0].end() {
                 located.push((
-                    format!("overlay layer {} cue {:?}", t.layer, w[1].id),
-                    format!("overlaps cue {:?} in the same track", w[0].id),
+                    format!("overlay layer {} cue {:?}", t.layer, w[1].id.as_str()),
+                    format!("overlaps cue {:?} in the same track", w[0].id.as_str()),
                 ));
             }
         }
@@ -630,12 +680,12 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
 
     if let Some(b) = &d.fallback.backup_camera_id {
         if let Err(e) = check_camera(b, None) {
-            located.push(("fallback".into(), e));
+            located.push(("fallback".into(), e.to_string()));
         }
     }
     if let Some(s) = &d.fallback.slate {
         if let Err(e) = check_asset(s) {
-            located.push(("fallback".into(), e));
+            located.push(("fallback".into(), e.to_string()));
         }
     }
     for (at, message) in located {
@@ -662,39 +712,42 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
 /// A timeline overlay cue as the compositor's [`OverlayRequest`] (one code path for the timeline,
 /// OVERLAY_UPDATE and the operator), with image assets resolved under `asset_root`. The
 /// compositor id is the cue id, so consecutive cues on one layer never hide each other.
-pub fn to_overlay_request(cue_id: &str, layer: i32, p: &OverlayParams, asset_root: &Path) -> CueOverlay {
-    CueOverlay { id: cue_id.to_string(), root: asset_root.to_path_buf(), req: overlay_request(layer, p) }
+pub fn to_overlay_request(cue_id: &CueId, layer: i32, p: &OverlayParams, asset_root: &Path) -> CueOverlay {
+    CueOverlay { id: cue_id.clone(), root: asset_root.to_path_buf(), req: overlay_request(layer, p) }
 }
 
 /// An overlay cue ready to become the compositor's spec (its values already checked).
 pub struct CueOverlay {
-    id: String,
+    id: CueId,
     root: PathBuf,
-    req: Result<OverlayRequest, String>,
+    req: Result<OverlayRequest, ModelError>,
 }
 
 impl CueOverlay {
-    pub fn to_spec(&self) -> Result<OverlaySpec, String> {
+    pub fn to_spec(&self) -> Result<OverlaySpec, ModelError> {
         let req = self.req.as_ref().map_err(Clone::clone)?;
-        req.to_spec(&self.id, Some(&self.root)).map_err(|e| e.to_string())
+        req.to_spec(self.id.as_str(), Some(&self.root)).map_err(|e| ModelError::Overlay(e.to_string()))
     }
 }
 
-fn overlay_request(layer: i32, p: &OverlayParams) -> Result<OverlayRequest, String> {
+fn overlay_request(layer: i32, p: &OverlayParams) -> Result<OverlayRequest, ModelError> {
     use crate::media::compositor::request as r;
-    let field = |name: &str, e: r::ValueError| format!("{name}: {e}");
-    let off = |name: &str, v: &Option<Value>| -> Result<Option<r::Offset>, String> {
+    let field = |field: &'static str, e: r::ValueError| ModelError::OverlayParam { field, message: e.to_string() };
+    let off = |name: &'static str, v: &Option<Value>| -> Result<Option<r::Offset>, ModelError> {
         match v {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => {
                 r::Offset::px(n.as_f64().unwrap_or(f64::NAN)).map(Some).map_err(|e| field(name, e))
             }
             Some(Value::String(s)) => s.parse().map(Some).map_err(|e| field(name, e)),
-            Some(_) => Err(format!("{name}: pixels or a percentage")),
+            Some(_) => Err(ModelError::OverlayParam { field: name, message: "pixels or a percentage".into() }),
         }
     };
-    let position: Position = serde_json::from_value(Value::String(p.position.clone()))
-        .map_err(|_| format!("position: unknown position {:?}", r::shorten(&p.position)))?;
+    let position: Position =
+        serde_json::from_value(Value::String(p.position.clone())).map_err(|_| ModelError::OverlayParam {
+            field: "position",
+            message: format!("unknown position {:?}", r::shorten(&p.position)),
+        })?;
     Ok(OverlayRequest {
         kind: Some(match p.kind {
             OverlayType::Text => r::OverlayType::Text,
@@ -721,121 +774,4 @@ fn overlay_request(layer: i32, p: &OverlayParams) -> Result<OverlayRequest, Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn inv() -> Inventory {
-        let mut inv = Inventory::default();
-        inv.cameras.insert("cam-a".into(), ["dock".to_string()].into_iter().collect());
-        inv.cameras.insert("cam-b".into(), HashSet::new());
-        inv
-    }
-
-    fn good() -> Value {
-        json!({"id": "marina", "name": "Marina", "duration": 20, "fps": 30, "resolution": "1280x720", "loop": true,
-            "tracks": {"video": {"cues": [
-                {"id": "c1", "start_time": 0, "duration": 10, "action": "show_camera",
-                 "params": {"camera_id": "cam-a", "preset_id": "dock", "transition": "cut"}},
-                {"id": "c2", "start_time": 10, "duration": 10, "action": "show_camera",
-                 "params": {"camera_id": "cam-b", "transition": "fade", "transition_duration": 0.5}}]},
-              "overlays": [{"layer": 2, "cues": [{"id": "clock", "start_time": 0, "duration": 20, "action": "show_overlay",
-                 "params": {"type": "text", "text": "{{time}}", "position": "top_right", "opacity": 0.9,
-                            "offset": {"x": 12, "y": "5%"}, "fade_in": 0.5}}]}]},
-            "fallback": {"backup_camera_id": "cam-b"}})
-    }
-
-    fn errors(doc: Value) -> Vec<String> {
-        check_value(&doc, &inv()).expect_err("must be rejected").0.iter().map(|e| e.to_string()).collect()
-    }
-
-    #[test]
-    fn a_stored_timeline_is_typed_and_checked_against_the_appliance_without_the_schema() {
-        let json = good().to_string();
-        assert_eq!(parse_stored(&json, &inv()).unwrap(), check_value(&good(), &inv()).unwrap());
-        let mut gone = inv();
-        gone.cameras.remove("cam-b");
-        let e = parse_stored(&json, &gone).unwrap_err().to_string();
-        assert!(e.contains("cam-b"), "a camera removed since the load is still caught: {e}");
-        let mut d = good();
-        d["tracks"]["video"]["cues"][0]["params"]["zoom"] = json!(2);
-        assert!(parse_stored(&d.to_string(), &inv()).is_err(), "a tampered row is refused, not played");
-        assert!(parse_stored("{not json", &inv()).is_err());
-    }
-
-    #[test]
-    fn a_good_timeline_is_typed_in_microseconds() {
-        let t = check_value(&good(), &inv()).unwrap();
-        assert_eq!(t.duration, 20_000_000);
-        assert_eq!(t.video[1].fade, 500_000);
-        assert_eq!(t.cameras(), vec!["cam-a", "cam-b"]);
-        assert_eq!((t.width, t.height, t.fps, t.looping), (1280, 720, 30, true));
-        assert_eq!(t.overlays[0].cues[0].fade_in, 500_000);
-    }
-
-    #[test]
-    fn schema_errors_name_the_cue() {
-        let mut d = good();
-        d["tracks"]["video"]["cues"][1]["params"].as_object_mut().unwrap().remove("camera_id");
-        let e = errors(d);
-        assert!(e.iter().any(|m| m.starts_with("video cue \"c2\"") && m.contains("camera_id")), "{e:?}");
-        let mut d = good();
-        d["tracks"]["overlays"][0]["cues"][0]["params"]["opacity"] = json!(3);
-        let e = errors(d);
-        assert!(e.iter().any(|m| m.starts_with("overlay layer 2 cue \"clock\"")), "{e:?}");
-        let mut d = good();
-        d["tracks"]["video"]["cues"][0]["duration"] = json!(0);
-        assert!(errors(d).iter().any(|m| m.starts_with("video cue \"c1\"")), "non-positive duration");
-        let mut d = good();
-        d["surprise"] = json!(1);
-        assert!(errors(d).iter().any(|m| m.starts_with("timeline:")), "unknown members are refused");
-    }
-
-    #[test]
-    fn overlapping_cues_in_one_track_are_refused() {
-        let mut d = good();
-        d["tracks"]["video"]["cues"][1]["start_time"] = json!(9.5);
-        let e = errors(d);
-        assert!(e.iter().any(|m| m == "video cue \"c2\": overlaps cue \"c1\" in the same track"), "{e:?}");
-    }
-
-    #[test]
-    fn cues_past_the_end_unknown_cameras_presets_and_assets_are_refused() {
-        let mut d = good();
-        d["tracks"]["video"]["cues"][1]["duration"] = json!(11);
-        assert!(errors(d).iter().any(|m| m.starts_with("video cue \"c2\": ends at 21.000 s, past")));
-        let mut d = good();
-        d["tracks"]["video"]["cues"][1]["params"]["camera_id"] = json!("cam-x");
-        assert!(errors(d)
-            .iter()
-            .any(|m| m == "video cue \"c2\": camera \"cam-x\" is not configured on this appliance"));
-        let mut d = good();
-        d["tracks"]["video"]["cues"][0]["params"]["preset_id"] = json!("beach");
-        assert!(errors(d).iter().any(|m| m == "video cue \"c1\": camera \"cam-a\" has no preset \"beach\""));
-        let dir = tempfile::tempdir().unwrap();
-        let inv = Inventory { asset_root: Some(dir.path().to_path_buf()), ..inv() };
-        let mut d = good();
-        d["tracks"]["video"]["cues"][1] = json!({"id": "c2", "start_time": 10, "duration": 10, "action": "show_media", "params": {"asset": "clip.mp4"}});
-        let e = check_value(&d, &inv).unwrap_err().to_string();
-        assert!(e.contains("video cue \"c2\": asset \"clip.mp4\" is missing"), "{e}");
-        d["tracks"]["video"]["cues"][1]["params"]["asset"] = json!("../../etc/passwd");
-        assert!(check_value(&d, &inv).unwrap_err().to_string().contains("video cue \"c2\""));
-    }
-
-    #[test]
-    fn fades_longer_than_the_cue_and_bad_colours_are_refused() {
-        let mut d = good();
-        d["tracks"]["overlays"][0]["cues"][0]["params"]["fade_out"] = json!(19.6);
-        assert!(errors(d).iter().any(|m| m.contains("\"clock\": fade_in + fade_out")));
-        let mut d = good();
-        d["tracks"]["overlays"][0]["cues"][0]["params"]["color"] = json!("red");
-        assert!(errors(d).iter().any(|m| m.starts_with("overlay layer 2 cue \"clock\"")));
-    }
-
-    #[test]
-    fn garbage_is_refused_with_a_clear_message() {
-        let e = parse("{not json", &inv()).unwrap_err().to_string();
-        assert!(e.starts_with("invalid timeline: timeline: not JSON"), "{e}");
-        assert!(parse("[]", &inv()).is_err());
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! The director: which show runs, for whom, and from where (DESIGN §5; issue 4 §3, §4, §7, §8).
+//! The director: which show runs, for whom, and from where.
 //!
 //! It lives in the daemon and owns at most one show: a program bus named [`SHOW_PROGRAM`] plus
 //! the [`actor`](super::actor) driving it. Everything that decides what plays comes through here:
@@ -19,6 +19,8 @@
 //! an invalid timeline, no usable encoder) stop it; warnings (a camera that does not answer a
 //! probe) are reported and the show goes on, the fallback standing in.
 
+mod handle;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,22 +32,27 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use super::ctx::Ctx;
+pub use super::load::load_timeline;
+use handle::Msg;
+pub use handle::{DirectorHandle, DirectorView, ProgramRef, Retired};
+
 use super::actor::{
-    self, media_id, Control, Handover, NextVersion, Origin, PtzTarget, ShowHandle, ShowSpec, ShowStatus,
+    self, media_id, ActorError, Control, Handover, NextVersion, Origin, PtzTarget, ShowHandle, ShowSpec,
 };
-use super::model::{self, Inventory, Timeline, Us};
+use super::load::{load_timeline_row, LoadError};
+use super::model::{self, Timeline, Us};
 use super::preflight::Preflight;
-use super::schedule::{self, ValidSchedule};
 use crate::config::Config;
 use crate::media::destination::OutputTarget;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::ProgramFormat;
 use crate::media::probe::{CameraSource, SourceKind};
-use crate::media::program::{Program, ProgramCamera, ProgramHandle, ProgramSpec, ProgramStatus};
-use crate::media::thumbnail::Thumbnails;
+use crate::media::program::{Program, ProgramCamera, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::store::{Severity, Store, StoreError};
+use crate::values::{CameraId, DestinationId, PresetId, ScheduleId, TimelineId};
 
 /// The program a show runs on.
 pub const SHOW_PROGRAM: &str = "show";
@@ -54,15 +61,15 @@ pub const SHOW_PROGRAM: &str = "show";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredShow {
-    pub timeline_id: String,
+    pub timeline_id: TimelineId,
     pub origin: Origin,
-    pub schedule_id: Option<String>,
-    pub destinations: Vec<String>,
+    pub schedule_id: Option<ScheduleId>,
+    pub destinations: Vec<DestinationId>,
     /// Wall-clock time of absolute timeline position 0 while playing (µs since the Unix epoch).
     pub anchor_unix_us: i64,
     /// The position it is paused at, µs.
     pub paused_pos_us: Option<i64>,
-    pub pinned: Option<String>,
+    pub pinned: Option<CameraId>,
     pub bitrate_kbps: Option<u32>,
     /// An emergency slate survives a restart: whoever put it up takes it down.
     #[serde(default)]
@@ -86,12 +93,33 @@ pub enum DirectorError {
     Blocked(Preflight),
     #[error("{0}")]
     Conflict(String),
+    /// The show belongs to a higher origin than the request's.
+    #[error("the show was started by the {} and outranks the {}", show.as_str(), by.as_str())]
+    Outranked { show: Origin, by: Origin },
     #[error("no show is running")]
     NoShow,
     #[error("withdrawn by a kill-all before it went live")]
     Canceled,
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<LoadError> for DirectorError {
+    fn from(e: LoadError) -> DirectorError {
+        match e {
+            LoadError::Store(e) => DirectorError::Store(e),
+            LoadError::Invalid(e) => DirectorError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// The one outranking rule: a request from `by` may change a show started by `show` (None: no
+/// show) unless `show` is higher (cloud > schedule > operator).
+pub fn check_origin(show: Option<Origin>, by: Origin) -> Result<(), DirectorError> {
+    match show {
+        Some(show) if by < show => Err(DirectorError::Outranked { show, by }),
+        _ => Ok(()),
+    }
 }
 
 /// A running show.
@@ -108,169 +136,10 @@ struct Current {
 /// A new version of the show's timeline, waiting for the show's next loop boundary.
 enum Update {
     /// Handed to the show, which switches to it at the boundary and answers then.
-    Handover { timeline: Arc<Timeline>, root: PathBuf, rx: oneshot::Receiver<Result<Handover, String>> },
+    Handover { timeline: Arc<Timeline>, root: PathBuf, rx: oneshot::Receiver<Result<Handover, ActorError>> },
     /// Another picture format: the show starts again (new program) at the boundary, µs since the
     /// Unix epoch.
     Restart { at_unix_us: i64, root: PathBuf },
-}
-
-/// What the daemon lends the director (and pre-flight) for a call.
-pub struct Ctx<'a> {
-    pub cfg: &'a Config,
-    pub store: &'a Store,
-    pub env: &'a MediaEnv,
-}
-
-/// A program, as other tasks reach it: its handle and its thumbnails.
-#[derive(Clone)]
-pub struct ProgramRef {
-    pub handle: ProgramHandle,
-    pub thumbs: Thumbnails,
-}
-
-impl ProgramRef {
-    pub fn of(p: &Program) -> ProgramRef {
-        ProgramRef { handle: p.handle(), thumbs: p.thumbnails() }
-    }
-
-    /// The last published status, with the program time brought up to now.
-    pub fn status(&self) -> Option<ProgramStatus> {
-        let mut s = self.handle.status.borrow().clone()?;
-        if let Some(t0) = s.t0 {
-            s.program_time_s = tokio::time::Instant::now().saturating_duration_since(t0).as_secs_f64();
-        }
-        Some(s)
-    }
-}
-
-/// What the director publishes: what must play, and how to reach what plays.
-#[derive(Clone, Default)]
-pub struct DirectorView {
-    pub desired: Option<DesiredShow>,
-    pub show: Option<watch::Receiver<Option<ShowStatus>>>,
-    pub program: Option<ProgramRef>,
-    /// A scheduled show's program started ahead of its window (timeline id).
-    pub prepared: Option<String>,
-}
-
-impl DirectorView {
-    pub fn status(&self) -> Option<ShowStatus> {
-        self.show.as_ref().and_then(|s| s.borrow().clone())
-    }
-
-    /// Whether the show reached the end of a timeline that does not loop.
-    pub fn ended(&self) -> bool {
-        self.status().is_some_and(|s| s.engine.state == super::engine::PlayState::Ended)
-    }
-}
-
-/// Programs taken off the air: their processes stop (SIGINT, then harder) on whichever task
-/// awaits [`Retired::finish`], never on the director's.
-#[must_use = "retired programs keep running until finished"]
-#[derive(Default)]
-pub struct Retired(Vec<Program>);
-
-impl Retired {
-    pub async fn finish(self) {
-        futures_util::future::join_all(self.0.into_iter().map(Program::stop)).await;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Stops them on a task of their own.
-    pub fn finish_in_background(self) {
-        if !self.0.is_empty() {
-            tokio::spawn(self.finish());
-        }
-    }
-}
-
-type Reply<T> = oneshot::Sender<Result<T, DirectorError>>;
-
-enum Msg {
-    Start { desired: DesiredShow, start_at: Option<Us>, epoch: u64, reply: Reply<Retired> },
-    Prepare { desired: DesiredShow, reply: Reply<Retired> },
-    Unprepare { reply: oneshot::Sender<Retired> },
-    Stop { origin: Origin, reply: Reply<Retired> },
-    KillAll { reply: oneshot::Sender<Retired> },
-    Control { origin: Origin, control: Control, reply: Reply<()> },
-    SetDestinations { origin: Origin, destinations: Vec<String>, outputs: Vec<OutputTarget>, reply: Reply<()> },
-}
-
-/// The director's handle: commands in, its [`DirectorView`] out. Cloneable; every call is
-/// answered by the director's task, which never waits on anything slow (pre-flight, probes and
-/// process stops happen on the caller's task).
-#[derive(Clone)]
-pub struct DirectorHandle {
-    tx: mpsc::Sender<Msg>,
-    view: watch::Receiver<DirectorView>,
-    /// Bumped by every kill-all: a start begun before it is withdrawn.
-    kill_epoch: Arc<AtomicU64>,
-}
-
-impl DirectorHandle {
-    pub fn view(&self) -> DirectorView {
-        self.view.borrow().clone()
-    }
-
-    pub fn watch(&self) -> watch::Receiver<DirectorView> {
-        self.view.clone()
-    }
-
-    /// The kill-all epoch to pass to [`DirectorHandle::start`].
-    pub fn epoch(&self) -> u64 {
-        self.kill_epoch.load(Ordering::SeqCst)
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, DirectorError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| DirectorError::Failed("the agent is shutting down".into()))?;
-        rx.await.map_err(|_| DirectorError::Failed("the director stopped".into()))
-    }
-
-    /// Starts (or replaces) the show; see [`Director::start`]. Returns the programs it replaced.
-    pub async fn start(
-        &self,
-        desired: DesiredShow,
-        start_at: Option<Us>,
-        epoch: u64,
-    ) -> Result<Retired, DirectorError> {
-        self.ask(|reply| Msg::Start { desired, start_at, epoch, reply }).await?
-    }
-
-    pub async fn prepare(&self, desired: DesiredShow) -> Result<Retired, DirectorError> {
-        self.ask(|reply| Msg::Prepare { desired, reply }).await?
-    }
-
-    pub async fn unprepare(&self) -> Result<Retired, DirectorError> {
-        self.ask(|reply| Msg::Unprepare { reply }).await
-    }
-
-    pub async fn stop(&self, origin: Origin) -> Result<Retired, DirectorError> {
-        self.ask(|reply| Msg::Stop { origin, reply }).await?
-    }
-
-    /// Stops the show now, whoever started it; a start in flight is withdrawn.
-    pub async fn kill_all(&self) -> Result<Retired, DirectorError> {
-        self.kill_epoch.fetch_add(1, Ordering::SeqCst);
-        self.ask(|reply| Msg::KillAll { reply }).await
-    }
-
-    pub async fn control(&self, origin: Origin, control: Control) -> Result<(), DirectorError> {
-        self.ask(|reply| Msg::Control { origin, control, reply }).await?
-    }
-
-    /// Changes the show's destinations (`outputs` resolved by the caller from the store).
-    pub async fn set_destinations(
-        &self,
-        origin: Origin,
-        destinations: Vec<String>,
-        outputs: Vec<OutputTarget>,
-    ) -> Result<(), DirectorError> {
-        self.ask(|reply| Msg::SetDestinations { origin, destinations, outputs, reply }).await?
-    }
 }
 
 #[derive(Default)]
@@ -279,7 +148,7 @@ pub struct Director {
     /// The show's program.
     program: Option<Program>,
     /// A scheduled show's program started ahead of its window (timeline id).
-    prepared: Option<String>,
+    prepared: Option<TimelineId>,
 }
 
 /// Starts the director's task, which resumes the show recorded by the last run.
@@ -389,14 +258,11 @@ impl Director {
         }
     }
 
+    /// [`check_origin`] against the running show; `origin` None: an emergency, never refused.
     fn outranks(&self, origin: Option<Origin>) -> Result<(), DirectorError> {
-        match (&self.current, origin) {
-            (Some(c), Some(o)) if o < c.desired.origin => Err(DirectorError::Conflict(format!(
-                "the show was started by the {} and outranks the {}",
-                c.desired.origin.as_str(),
-                o.as_str()
-            ))),
-            _ => Ok(()),
+        match origin {
+            Some(by) => check_origin(self.current.as_ref().map(|c| c.desired.origin), by),
+            None => Ok(()),
         }
     }
 
@@ -411,8 +277,9 @@ impl Director {
         start_at: Option<Us>,
     ) -> Result<Retired, DirectorError> {
         self.outranks(Some(desired.origin))?;
-        let (tl, root, stamp) = load_timeline_row(ctx.store, &desired.timeline_id).await?;
-        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
+        let (tl, root, stamp) = load_timeline_row(ctx.store, desired.timeline_id.as_str()).await?;
+        let destinations: Vec<String> = desired.destinations.iter().map(ToString::to_string).collect();
+        let outputs = ctx.store.outputs_for(&destinations).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
         // from one timeline to the next (a schedule's rotation).
@@ -442,13 +309,20 @@ impl Director {
             let _ = rx.await;
         } else {
             let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
-            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
+            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &destinations, kbps).await;
             retired = self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();
         let ptz = self.ptz_targets(ctx, &tl).await?;
-        let execution_id =
-            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
+        let execution_id = ctx
+            .store
+            .start_execution(
+                tl.id.as_str(),
+                desired.origin.as_str(),
+                desired.schedule_id.as_ref().map(ScheduleId::as_str),
+            )
+            .await
+            .ok();
         let spec = ShowSpec {
             timeline: tl.clone(),
             asset_root: root,
@@ -505,7 +379,7 @@ impl Director {
                 .chosen;
         let mut want: Vec<String> = first.iter().cloned().collect();
         if ctx.cfg.timeline.hot_inputs {
-            want.extend(tl.cameras());
+            want.extend(tl.cameras().iter().map(ToString::to_string));
         }
         let mut cams: Vec<ProgramCamera> = Vec::new();
         while let Some(id) = want.pop() {
@@ -547,7 +421,7 @@ impl Director {
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         let retired =
             self.start_program(ctx, &tl, &root, &sources, first, Vec::new(), bitrate_for(fmt, ctx.cfg)).await?;
-        self.prepared = Some(timeline_id.to_string());
+        self.prepared = Some(desired.timeline_id.clone());
         tracing::info!(timeline = %timeline_id, "scheduled show prepared (no destination yet)");
         Ok(retired)
     }
@@ -560,20 +434,13 @@ impl Director {
         tl: &Timeline,
         root: &Path,
     ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
-        let mut out = HashMap::new();
-        let mut want: Vec<String> = tl.cameras();
-        while let Some(id) = want.pop() {
-            if out.contains_key(&id) {
-                continue;
-            }
-            let c = ctx.store.camera(&id).await?;
-            let backup =
-                c.backup_camera_id.clone().or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
-            want.extend(backup.clone());
-            out.insert(id, ProgramCamera { source: c.source(), backup });
+        let fallback = tl.fallback.backup_camera_id.as_ref();
+        let mut out: HashMap<String, ProgramCamera> = HashMap::new();
+        for pc in super::sources::with_backups_or(ctx.store, &tl.cameras(), fallback).await? {
+            out.insert(pc.source.camera_id.clone(), pc);
         }
         for asset in tl.media() {
-            let path = root.join(model::safe_rel_path(&asset).map_err(DirectorError::Invalid)?);
+            let path = root.join(model::safe_rel_path(&asset).map_err(|e| DirectorError::Invalid(e.to_string()))?);
             let id = media_id(&asset);
             let source = CameraSource { camera_id: id.clone(), kind: SourceKind::Media(path), shown: asset.clone() };
             out.insert(id, ProgramCamera { source, backup: None });
@@ -581,13 +448,18 @@ impl Director {
         Ok(out)
     }
 
-    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<String, PtzTarget>, DirectorError> {
+    async fn ptz_targets(&self, ctx: &Ctx<'_>, tl: &Timeline) -> Result<HashMap<CameraId, PtzTarget>, DirectorError> {
         let presets = ctx.store.presets().await?;
         let mut out = HashMap::new();
         for id in tl.cameras() {
-            let c = ctx.store.camera(&id).await?;
+            let c = ctx.store.camera(id.as_str()).await?;
             let Some(host) = c.onvif_host.clone() else { continue };
-            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
+            let (profile, settle) = ctx.store.camera_ptz(id.as_str()).await?;
+            // Preset ids the store holds that break the id rule cannot be named by a timeline.
+            let presets = presets
+                .get(id.as_str())
+                .map(|p| p.iter().filter_map(|(k, v)| Some((PresetId::new(k.clone()).ok()?, v.clone()))).collect())
+                .unwrap_or_default();
             out.insert(
                 id.clone(),
                 PtzTarget {
@@ -598,7 +470,7 @@ impl Director {
                         password: c.password.clone(),
                         profile_token: profile,
                     },
-                    presets: presets.get(&id).cloned().unwrap_or_default(),
+                    presets,
                     settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
                 },
             );
@@ -635,7 +507,7 @@ impl Director {
         &mut self,
         ctx: &Ctx<'_>,
         origin: Origin,
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
         outputs: Vec<OutputTarget>,
     ) -> Result<(), DirectorError> {
         self.outranks(Some(origin))?;
@@ -647,7 +519,7 @@ impl Director {
             .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?;
         rx.await
             .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?
-            .map_err(DirectorError::Failed)?;
+            .map_err(|e| DirectorError::Failed(e.to_string()))?;
         c.desired.destinations = destinations;
         ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
         Ok(())
@@ -658,14 +530,10 @@ impl Director {
     async fn control(&mut self, ctx: &Ctx<'_>, origin: Origin, control: Control) -> Result<(), DirectorError> {
         let Some(c) = &mut self.current else { return Err(DirectorError::NoShow) };
         let emergency = matches!(control, Control::EmergencySlate { .. } | Control::ClearOverlays);
-        if !emergency && origin < c.desired.origin {
-            return Err(DirectorError::Conflict(format!(
-                "the show was started by the {} and outranks the {}",
-                c.desired.origin.as_str(),
-                origin.as_str()
-            )));
+        if !emergency {
+            check_origin(Some(c.desired.origin), origin)?;
         }
-        c.show.control(control.clone()).await.map_err(DirectorError::Invalid)?;
+        c.show.control(control.clone()).await.map_err(|e| DirectorError::Invalid(e.to_string()))?;
         // Persist where the show is now, so a restart resumes it exactly so.
         if let Some(st) = c.show.status() {
             let abs = st.engine.loop_index as i64 * c.timeline.duration + (st.engine.position_s * 1e6) as i64;
@@ -728,7 +596,7 @@ impl Director {
         if let Some(Update::Handover { rx, .. }) = &mut c.update {
             let answer = match rx.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => Some(Err("the show has stopped".to_string())),
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(ActorError::ShowStopped)),
                 Ok(r) => Some(r),
             };
             if let Some(answer) = answer {
@@ -794,7 +662,7 @@ impl Director {
             }
         }
         // A new version stored?
-        let stamp = match ctx.store.timeline_loaded_at(&id).await {
+        let stamp = match ctx.store.timeline_loaded_at(id.as_str()).await {
             Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(e) => {
@@ -819,7 +687,7 @@ impl Director {
             return false;
         }
         let next = async {
-            let (tl, root, _) = load_timeline_row(ctx.store, &id).await?;
+            let (tl, root, _) = load_timeline_row(ctx.store, id.as_str()).await?;
             let sources = self.sources(ctx, &tl, &root).await?;
             let ptz = self.ptz_targets(ctx, &tl).await?;
             Ok::<_, DirectorError>(NextVersion { timeline: tl, asset_root: root, sources, ptz })
@@ -884,67 +752,6 @@ impl Director {
     }
 }
 
-/// What the schedules want now, given what plays.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Plan {
-    Keep,
-    Start(DesiredShow),
-    Stop,
-}
-
-/// The scheduler's decision, pure: active window → which timeline (round-robin) and where in it.
-/// `durations_s` of each timeline id (missing: not loaded, skipped); `current` is what plays and
-/// whether it has ended.
-pub fn plan(
-    schedules: &[ValidSchedule],
-    durations_s: &HashMap<String, f64>,
-    now: Timestamp,
-    current: Option<(&DesiredShow, bool)>,
-) -> Plan {
-    let Some(w) = schedule::active(schedules, now) else {
-        return match current {
-            Some((d, _)) if d.origin == Origin::Schedule => Plan::Stop,
-            _ => Plan::Keep,
-        };
-    };
-    if let Some((d, _)) = current {
-        if d.origin > Origin::Schedule {
-            return Plan::Keep;
-        }
-    }
-    let Some(s) = schedules.iter().find(|s| s.id() == w.schedule_id) else { return Plan::Keep };
-    let sched = s.schedule();
-    let playable: Vec<(&String, f64)> =
-        sched.timelines.iter().filter_map(|t| durations_s.get(t).map(|d| (t, *d))).collect();
-    if playable.is_empty() {
-        return Plan::Keep;
-    }
-    let since = now.duration_since(w.start).as_secs_f64();
-    let durs: Vec<f64> = playable.iter().map(|p| p.1).collect();
-    let (i, offset) = schedule::rotation(&durs, since);
-    let timeline_id = playable[i].0.clone();
-    if let Some((d, ended)) = current {
-        let same = d.origin == Origin::Schedule
-            && d.schedule_id.as_deref() == Some(&w.schedule_id)
-            && d.timeline_id == timeline_id;
-        // The same timeline keeps playing; a finished one starts again when its turn comes round.
-        if same && !(ended && offset < durs[i] / 2.0) {
-            return Plan::Keep;
-        }
-    }
-    Plan::Start(DesiredShow {
-        timeline_id,
-        origin: Origin::Schedule,
-        schedule_id: Some(w.schedule_id.clone()),
-        destinations: sched.destinations.clone(),
-        anchor_unix_us: now.as_microsecond() - (offset * 1e6) as i64,
-        paused_pos_us: None,
-        pinned: None,
-        bitrate_kbps: None,
-        emergency_slate: false,
-    })
-}
-
 fn bitrate_for(fmt: ProgramFormat, cfg: &Config) -> u32 {
     if cfg.timeline.bitrate_kbps > 0 {
         return cfg.timeline.bitrate_kbps;
@@ -954,155 +761,5 @@ fn bitrate_for(fmt: ProgramFormat, cfg: &Config) -> u32 {
         h if h >= 720 => 2500,
         h if h >= 480 => 1200,
         _ => 600,
-    }
-}
-
-/// Loads a stored timeline and checks it against what the appliance has now.
-pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf), DirectorError> {
-    load_timeline_row(store, id).await.map(|(tl, root, _)| (tl, root))
-}
-
-/// [`load_timeline`], with the row's `loaded_at`.
-async fn load_timeline_row(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf, String), DirectorError> {
-    let row = store.timeline(id).await?;
-    let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
-    let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
-    // Stored rows passed the full check (schema included) when they were loaded; what may have
-    // changed since (cameras, presets, assets) is checked again.
-    let tl = model::parse_stored(&row.json, &inv).map_err(|e| DirectorError::Invalid(e.to_string()))?;
-    Ok((Arc::new(tl), root, row.loaded_at))
-}
-
-#[cfg(test)]
-mod tests {
-    //! The scheduler's decisions under a fake wall clock: every instant is given, none is read.
-    use super::*;
-    use crate::timeline::schedule::{LocalTime, Schedule, Weekday};
-
-    fn sched(id: &str, tz: &str, start: &str, end: &str, timelines: &[&str]) -> ValidSchedule {
-        use Weekday::*;
-        schedule::validate(&Schedule {
-            id: id.into(),
-            name: id.into(),
-            enabled: true,
-            timezone: tz.into(),
-            days_of_week: vec![Mon, Tue, Wed, Thu, Fri, Sat, Sun],
-            window_start: start.parse::<LocalTime>().unwrap(),
-            window_end: end.parse::<LocalTime>().unwrap(),
-            timelines: timelines.iter().map(|s| s.to_string()).collect(),
-            destinations: vec!["d1".into()],
-        })
-        .unwrap()
-    }
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn durations() -> HashMap<String, f64> {
-        [("t1".to_string(), 600.0), ("t2".to_string(), 1200.0)].into_iter().collect()
-    }
-
-    fn show(timeline: &str, origin: Origin, schedule: Option<&str>) -> DesiredShow {
-        DesiredShow {
-            timeline_id: timeline.into(),
-            origin,
-            schedule_id: schedule.map(str::to_string),
-            destinations: vec!["d1".into()],
-            anchor_unix_us: 0,
-            paused_pos_us: None,
-            pinned: None,
-            bitrate_kbps: None,
-            emergency_slate: false,
-        }
-    }
-
-    /// Runs the scheduler from `from` to `to` the way the daemon does: evaluate, then sleep to the
-    /// next change (the fake clock jumps there), applying each plan to the "running" show.
-    fn walk(s: &[ValidSchedule], from: &str, to: &str) -> Vec<(Timestamp, String)> {
-        let (mut now, end) = (ts(from), ts(to));
-        let mut current: Option<DesiredShow> = None;
-        let mut log = Vec::new();
-        while now < end {
-            match plan(s, &durations(), now, current.as_ref().map(|d| (d, false))) {
-                Plan::Keep => {}
-                Plan::Stop => {
-                    current = None;
-                    log.push((now, "stop".to_string()));
-                }
-                Plan::Start(d) => {
-                    log.push((now, format!("start {}", d.timeline_id)));
-                    current = Some(d);
-                }
-            }
-            // Round-robin turns are not window changes: look at least every minute as well.
-            let next = schedule::next_change(s, now).unwrap_or(end);
-            now = next.min(now + jiff::SignedDuration::from_secs(60));
-        }
-        log
-    }
-
-    #[test]
-    fn an_overnight_window_across_london_spring_forward_starts_and_stops_at_the_right_instants() {
-        let s = [sched("night", "Europe/London", "22:00", "06:00", &["t1"])];
-        let log = walk(&s, "2026-03-28T20:00:00Z", "2026-03-29T12:00:00Z");
-        // 22:00 GMT = 22:00Z; 06:00 BST = 05:00Z: a 7 h night.
-        assert_eq!(
-            log,
-            vec![(ts("2026-03-28T22:00:00Z"), "start t1".into()), (ts("2026-03-29T05:00:00Z"), "stop".into())]
-        );
-    }
-
-    #[test]
-    fn new_york_fall_back_makes_a_nine_hour_night_and_rotates_timelines_in_turn() {
-        let s = [sched("night", "America/New_York", "22:00", "06:00", &["t1", "t2"])];
-        let log = walk(&s, "2026-11-01T01:00:00Z", "2026-11-01T12:00:00Z");
-        // 22:00 EDT = 02:00Z; 06:00 EST = 11:00Z. t1 600 s then t2 1200 s, round and round.
-        assert_eq!(log.first().unwrap(), &(ts("2026-11-01T02:00:00Z"), "start t1".to_string()));
-        assert_eq!(log[1], (ts("2026-11-01T02:10:00Z"), "start t2".to_string()));
-        assert_eq!(log[2], (ts("2026-11-01T02:30:00Z"), "start t1".to_string()));
-        assert_eq!(log.last().unwrap(), &(ts("2026-11-01T11:00:00Z"), "stop".to_string()));
-        assert_eq!(log.len(), 9 * 2 * 2 + 1, "a t1+t2 pair every 30 min for 9 h, then the stop: {log:?}");
-    }
-
-    #[test]
-    fn a_daily_window_keeps_its_local_time_across_both_changes() {
-        let s = [sched("day", "Europe/London", "09:00", "17:00", &["t1"])];
-        for (day, start_utc) in [
-            ("2026-03-28", "2026-03-28T09:00:00Z"),
-            ("2026-03-29", "2026-03-29T08:00:00Z"),
-            ("2026-10-24", "2026-10-24T08:00:00Z"),
-            ("2026-10-25", "2026-10-25T09:00:00Z"),
-        ] {
-            let log = walk(&s, &format!("{day}T00:00:00Z"), &format!("{day}T23:00:00Z"));
-            assert_eq!(log[0], (ts(start_utc), "start t1".to_string()), "{day}");
-            assert_eq!(log.last().unwrap().0, ts(start_utc) + jiff::SignedDuration::from_hours(8), "{day}");
-        }
-    }
-
-    #[test]
-    fn cloud_outranks_a_schedule_and_a_schedule_outranks_the_operator() {
-        let s = [sched("day", "UTC", "09:00", "17:00", &["t1"])];
-        let noon = ts("2026-06-01T12:00:00Z");
-        let cloud = show("other", Origin::Cloud, None);
-        assert_eq!(plan(&s, &durations(), noon, Some((&cloud, false))), Plan::Keep);
-        let op = show("other", Origin::Operator, None);
-        assert!(matches!(plan(&s, &durations(), noon, Some((&op, false))), Plan::Start(d) if d.timeline_id == "t1"));
-        // Outside the window: the operator's show is left alone, a scheduled one stops.
-        let evening = ts("2026-06-01T18:00:00Z");
-        assert_eq!(plan(&s, &durations(), evening, Some((&op, false))), Plan::Keep);
-        let mine = show("t1", Origin::Schedule, Some("day"));
-        assert_eq!(plan(&s, &durations(), evening, Some((&mine, false))), Plan::Stop);
-        // The same show keeps playing (no restart) while its window lasts.
-        assert_eq!(plan(&s, &durations(), noon, Some((&mine, false))), Plan::Keep);
-    }
-
-    #[test]
-    fn a_scheduled_show_is_anchored_to_its_window_not_to_when_it_was_noticed() {
-        let s = [sched("day", "UTC", "09:00", "17:00", &["t1", "t2"])];
-        // Noticed 25 min into the window (an agent that just rebooted): t2, 15 min in.
-        let Plan::Start(d) = plan(&s, &durations(), ts("2026-06-01T09:25:00Z"), None) else { panic!() };
-        assert_eq!(d.timeline_id, "t2");
-        assert_eq!(d.position_at(ts("2026-06-01T09:25:00Z")), 900_000_000);
     }
 }

@@ -1,4 +1,4 @@
-//! The show actor: drives one program bus from the [`Engine`] (DESIGN §5).
+//! The show actor: drives one program bus from the [`Engine`].
 //!
 //! It polls the engine a little ahead of the program clock and hands each effect to the bus with
 //! its exact program time; the bus applies it at the first frame due at or after that time and
@@ -18,17 +18,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::engine::{Effect, Engine, EngineStatus, PlayState, Scheduled, SeekTarget};
+use super::engine::{Effect, Engine, PlayState, Scheduled, SeekTarget};
 use super::model::{to_overlay_request, Timeline, Us, VideoSource};
 use crate::ffmpeg::job::JobEvent;
 use crate::media::compositor::Prepared;
 use crate::media::program::{OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
-use crate::ptz::{OnvifEndpoint, PtzClient};
+use crate::ptz::PtzClient;
 use crate::store::Store;
+use crate::values::{CameraId, CueId, PresetId};
 
 /// How far ahead of the program clock effects are handed to the bus.
 const LOOKAHEAD: Duration = Duration::from_millis(300);
@@ -37,178 +37,13 @@ const WARM_UP: Duration = Duration::from_secs(10);
 /// How often the engine is polled.
 const POLL: Duration = Duration::from_millis(100);
 
-pub use crate::values::Origin;
+mod handle;
 
-/// Playback controls: the one internal API the CLI (and later the control plane) calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Control {
-    Pause,
-    Resume,
-    /// To a cue id or to seconds into the current loop.
-    Seek {
-        cue: Option<String>,
-        seconds: Option<f64>,
-    },
-    Skip,
-    Pin {
-        camera: String,
-    },
-    Unpin,
-    EmergencySlate {
-        on: bool,
-    },
-    ClearOverlays,
-}
-
-/// How a PTZ camera is reached and moved.
-#[derive(Debug, Clone)]
-pub struct PtzTarget {
-    pub endpoint: OnvifEndpoint,
-    /// Timeline preset id → ONVIF PresetToken.
-    pub presets: HashMap<String, String>,
-    pub settle: Duration,
-}
-
-/// Everything the actor needs, resolved by the daemon (which owns the store and the cameras).
-pub struct ShowSpec {
-    pub timeline: Arc<Timeline>,
-    pub asset_root: PathBuf,
-    /// Every source the show may pre-roll (cameras, their backups, media), by bus id.
-    pub sources: HashMap<String, ProgramCamera>,
-    pub ptz: HashMap<String, PtzTarget>,
-    pub preroll_lead: Duration,
-    /// Start every source at once (see `TimelineConfig::hot_inputs`).
-    pub hot_inputs: bool,
-    /// Absolute timeline position to start from (an operator's fresh start).
-    pub start_pos: Us,
-    /// Instead of `start_pos`: the wall-clock time of position 0 (µs since the epoch), for a
-    /// scheduled or resumed show; the position is taken when the clock starts, after the warm-up,
-    /// so the show lands exactly where the wall clock says.
-    pub wall_anchor_us: Option<i64>,
-    pub paused: bool,
-    pub pinned: Option<String>,
-    pub emergency_slate: bool,
-    pub execution_id: Option<i64>,
-}
-
-/// The bus id of a video source (None: the slate).
-pub fn bus_id(source: &VideoSource) -> Option<String> {
-    match source {
-        VideoSource::Camera { camera_id, .. } => Some(camera_id.clone()),
-        VideoSource::Media { asset } => Some(media_id(asset)),
-        VideoSource::Slate => None,
-    }
-}
-
-/// Media assets are sources named after their path.
-pub fn media_id(asset: &str) -> String {
-    let safe: String = asset.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("media-{safe}")
-}
-
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct Lateness {
-    pub cues: u64,
-    /// Cues that went out more than one frame after their time.
-    pub late_over_1_frame: u64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
-    /// Cuts held back for a PTZ move.
-    pub held_for_ptz: u64,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ShowStatus {
-    pub timeline_id: String,
-    pub engine: EngineStatus,
-    pub emergency_slate: bool,
-    pub lateness: Lateness,
-    pub ptz_moving: Vec<String>,
-    pub execution_id: Option<i64>,
-}
-
-pub enum ShowMsg {
-    Control {
-        control: Control,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// A new version of the timeline, to take over at the next loop boundary (see
-    /// [`ShowHandle::replace`]).
-    Replace {
-        next: NextVersion,
-        reply: oneshot::Sender<Result<Handover, String>>,
-    },
-    Stop {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// A new version of the playing timeline (same id, same picture format), resolved by the
-/// director like a [`ShowSpec`].
-pub struct NextVersion {
-    pub timeline: Arc<Timeline>,
-    pub asset_root: PathBuf,
-    pub sources: HashMap<String, ProgramCamera>,
-    pub ptz: HashMap<String, PtzTarget>,
-}
-
-/// Where a new version took over.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Handover {
-    /// Program time of the loop boundary, s.
-    pub at_s: f64,
-    /// The loop of the old version that did not play (counted from the show's start).
-    pub loop_index: u64,
-}
-
-/// A new version waiting for its loop boundary.
-struct Pending {
-    next: NextVersion,
-    /// (absolute position, program time) of the boundary.
-    boundary: (Us, Us),
-    reply: oneshot::Sender<Result<Handover, String>>,
-}
-
-/// A running show.
-pub struct ShowHandle {
-    pub tx: mpsc::Sender<ShowMsg>,
-    pub status: watch::Receiver<Option<ShowStatus>>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl ShowHandle {
-    pub async fn control(&self, control: Control) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(ShowMsg::Control { control, reply }).await.map_err(|_| "the show has stopped".to_string())?;
-        rx.await.map_err(|_| "the show has stopped".to_string())?
-    }
-
-    /// Hands the show a new version of its timeline, which takes over at the next loop boundary:
-    /// the answer comes then (or at once if the show cannot take it: paused, ended, not looping).
-    /// The receiver may be polled rather than awaited; a later version replaces a waiting one.
-    pub async fn replace(&self, next: NextVersion) -> oneshot::Receiver<Result<Handover, String>> {
-        let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(ShowMsg::Replace { reply, .. })) =
-            self.tx.send(ShowMsg::Replace { next, reply }).await
-        {
-            let _ = reply.send(Err("the show has stopped".into()));
-        }
-        rx
-    }
-
-    pub async fn stop(self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(ShowMsg::Stop { reply }).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-    }
-
-    pub fn status(&self) -> Option<ShowStatus> {
-        self.status.borrow().clone()
-    }
-}
+use handle::Pending;
+pub use handle::{
+    bus_id, media_id, ActorError, Control, Handover, Lateness, NextVersion, Origin, PtzTarget, ShowHandle, ShowMsg,
+    ShowSpec, ShowStatus,
+};
 
 /// Starts the actor on a running program.
 pub fn spawn(
@@ -257,7 +92,7 @@ pub fn spawn(
 
 /// What a tag handed to the bus stands for.
 struct Tagged {
-    cue_id: String,
+    cue_id: CueId,
     kind: &'static str,
     scheduled: Us,
 }
@@ -269,15 +104,15 @@ struct Actor {
     sources: HashMap<String, ProgramCamera>,
     /// Camera id → its PTZ client (the client caches the camera's service addresses) and settings.
     /// The client is lent to the task moving the camera, and comes back with its result.
-    ptz: HashMap<String, (Option<PtzClient>, PtzTarget)>,
+    ptz: HashMap<CameraId, (Option<PtzClient>, PtzTarget)>,
     /// Cameras moving to a preset, and the cue each move is for.
-    ptz_moving: HashMap<String, String>,
+    ptz_moving: HashMap<CameraId, CueId>,
     ptz_tx: mpsc::Sender<PtzDone>,
     /// Cuts waiting for a PTZ move.
     held: Vec<Scheduled>,
     prerolled: HashSet<String>,
     /// Cues whose preset move was made during pre-roll.
-    moved_for: HashSet<String>,
+    moved_for: HashSet<CueId>,
     program: ProgramHandle,
     events: mpsc::Sender<JobEvent>,
     store: Option<Store>,
@@ -295,15 +130,15 @@ struct Actor {
     lead: Us,
     hot_inputs: bool,
     start_paused: bool,
-    start_pinned: Option<String>,
+    start_pinned: Option<CameraId>,
     /// A new version of the timeline waiting for its loop boundary.
     pending: Option<Pending>,
 }
 
 struct PtzDone {
-    camera: String,
-    cue_id: String,
-    result: Result<Duration, String>,
+    camera: CameraId,
+    cue_id: CueId,
+    result: Result<Duration, crate::ptz::PtzError>,
     client: PtzClient,
 }
 
@@ -520,7 +355,7 @@ impl Actor {
             "cue": t.cue_id, "scheduled_s": t.scheduled as f64 / 1e6, "actual_s": at_us as f64 / 1e6,
             "lateness_ms": late_ms,
         });
-        self.note_about(Some(&t.cue_id), t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
+        self.note_about(Some(t.cue_id.as_str()), t.kind, detail.to_string(), late_ms > frame_ms * 2.0);
         if self.lateness.cues.is_multiple_of(20) && t.kind == "cue_started" {
             if let (Some(store), Some(id)) = (&self.store, self.execution_id) {
                 let (store, m) = (store.clone(), self.metrics());
@@ -531,22 +366,27 @@ impl Actor {
         }
     }
 
-    fn tag(&mut self, cue_id: &str, kind: &'static str, scheduled: Us) -> u64 {
+    fn tag(&mut self, cue_id: &CueId, kind: &'static str, scheduled: Us) -> u64 {
         let t = self.next_tag;
         self.next_tag += 1;
-        self.tags.insert(t, Tagged { cue_id: cue_id.into(), kind, scheduled });
+        self.tags.insert(t, Tagged { cue_id: cue_id.clone(), kind, scheduled });
         t
     }
 
-    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> ProgramCmd) -> Result<(), String> {
+    /// The one call site of the program bus: a command and its answer. The bus's own error is
+    /// kept as its message ([`ActorError::Bus`]), whatever its type.
+    async fn send<E: std::fmt::Display>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), E>>) -> ProgramCmd,
+    ) -> Result<(), ActorError> {
         let (reply, rx) = oneshot::channel();
-        self.program.tx.send(make(reply)).await.map_err(|_| "the program has stopped".to_string())?;
-        rx.await.map_err(|_| "the program has stopped".to_string())?
+        self.program.tx.send(make(reply)).await.map_err(|_| ActorError::ProgramStopped)?;
+        rx.await.map_err(|_| ActorError::ProgramStopped)?.map_err(|e| ActorError::Bus(e.to_string()))
     }
 
     async fn timed(&self, at_us: Us, tag: u64, action: TimedAction) {
         if let Err(e) = self.send(|reply| ProgramCmd::Timed { at_us, tag, action, reply }).await {
-            self.note("cue_failed", e, true);
+            self.note("cue_failed", e.to_string(), true);
         }
     }
 
@@ -559,7 +399,7 @@ impl Actor {
                             // A cut the pre-roll did not see coming (a seek, a skip, a restart).
                             self.preroll(&cam).await;
                         }
-                        if self.ptz_moving.contains_key(&cam) {
+                        if self.ptz_moving.keys().any(|c| c.as_str() == cam) {
                             self.lateness.held_for_ptz += 1;
                             self.held.push(s);
                             continue;
@@ -589,21 +429,24 @@ impl Actor {
                             .await
                             .map_err(|e| e.to_string())
                             .and_then(|r| r.map_err(|e| e.to_string())),
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.to_string()),
                     };
                     match prepared {
                         Ok(p) => {
                             let tag = self.tag(&cue_id, "cue_started", s.at);
                             self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Show(Box::new(p)))).await;
                         }
-                        Err(e) => {
-                            self.note_about(Some(&cue_id), "cue_failed", format!("overlay cue {cue_id:?}: {e}"), true)
-                        }
+                        Err(e) => self.note_about(
+                            Some(cue_id.as_str()),
+                            "cue_failed",
+                            format!("overlay cue {:?}: {e}", cue_id.as_str()),
+                            true,
+                        ),
                     }
                 }
                 Effect::HideOverlay { cue_id } => {
                     let tag = self.tag(&cue_id, "overlay_hidden", s.at);
-                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id))).await;
+                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id.to_string()))).await;
                 }
                 Effect::CueEnded { cue_id } => {
                     let tag = self.tag(&cue_id, "cue_completed", s.at);
@@ -615,16 +458,17 @@ impl Actor {
                     if let VideoSource::Camera { camera_id, preset_id: Some(p) } = &source {
                         let on_air = self.program.status.borrow().as_ref().and_then(|s| s.wanted_camera.clone());
                         let pinned = self.engine.pinned().map(str::to_string);
-                        let off_air = on_air.as_deref() != Some(camera_id) && pinned.as_deref() != Some(camera_id);
+                        let off_air = on_air.as_deref() != Some(camera_id.as_str())
+                            && pinned.as_deref() != Some(camera_id.as_str());
                         if off_air && self.start_move(camera_id, p, &cue_id) {
                             self.moved_for.insert(cue_id.clone());
                         }
                     }
                 }
                 Effect::Pin { camera } => {
-                    let camera2 = camera.clone();
+                    let camera2 = camera.as_ref().map(ToString::to_string);
                     if let Err(e) = self.send(|reply| ProgramCmd::Pin { camera: camera2, reply }).await {
-                        self.note("pin_failed", e, true);
+                        self.note("pin_failed", e.to_string(), true);
                     }
                 }
                 Effect::Ended => {
@@ -640,24 +484,24 @@ impl Actor {
 
     /// Accepts a new version of the timeline for the next loop boundary, and pre-rolls what it
     /// shows first so that its first cut is ready there.
-    async fn replace(&mut self, next: NextVersion, reply: oneshot::Sender<Result<Handover, String>>) {
+    async fn replace(&mut self, next: NextVersion, reply: oneshot::Sender<Result<Handover, ActorError>>) {
         let now = self.program.now_us().unwrap_or(0);
         let refused = match self.engine.state() {
             PlayState::Playing if self.tl.looping => None,
-            PlayState::Playing => Some("the timeline does not loop"),
-            PlayState::Paused => Some("the show is paused"),
-            PlayState::Ended => Some("the timeline has ended"),
-            PlayState::Idle => Some("the show has not started yet"),
+            PlayState::Playing => Some(ActorError::NotLooping),
+            PlayState::Paused => Some(ActorError::Paused),
+            PlayState::Ended => Some(ActorError::Ended),
+            PlayState::Idle => Some(ActorError::NotStarted),
         };
         let boundary = match (refused, self.engine.next_boundary(now)) {
             (None, Some(b)) => b,
             (why, _) => {
-                let _ = reply.send(Err(why.unwrap_or("no loop boundary ahead").to_string()));
+                let _ = reply.send(Err(why.unwrap_or(ActorError::NoBoundary)));
                 return;
             }
         };
         if let Some(old) = self.pending.take() {
-            let _ = old.reply.send(Err("superseded by a newer version".into()));
+            let _ = old.reply.send(Err(ActorError::Superseded));
         }
         for (id, pc) in &next.sources {
             self.sources.entry(id.clone()).or_insert_with(|| pc.clone());
@@ -732,7 +576,7 @@ impl Actor {
     }
 
     /// Starts a preset move; false if the camera has no PTZ or is already moving.
-    fn start_move(&mut self, camera: &str, preset: &str, cue_id: &str) -> bool {
+    fn start_move(&mut self, camera: &CameraId, preset: &PresetId, cue_id: &CueId) -> bool {
         if self.ptz_moving.contains_key(camera) {
             return false;
         }
@@ -746,10 +590,10 @@ impl Actor {
         };
         let Some(mut client) = slot.take() else { return false };
         let settle = target.settle;
-        self.ptz_moving.insert(camera.to_string(), cue_id.to_string());
-        let (tx, camera, cue_id) = (self.ptz_tx.clone(), camera.to_string(), cue_id.to_string());
+        self.ptz_moving.insert(camera.clone(), cue_id.clone());
+        let (tx, camera, cue_id) = (self.ptz_tx.clone(), camera.clone(), cue_id.clone());
         tokio::spawn(async move {
-            let result = client.goto_preset_and_settle(&token, settle).await.map_err(|e| e.to_string());
+            let result = client.goto_preset_and_settle(&token, settle).await;
             let _ = tx.send(PtzDone { camera, cue_id, result, client }).await;
         });
         true
@@ -768,7 +612,7 @@ impl Actor {
                 format!(
                     "camera {} at its preset for cue {:?} after {:.1} s",
                     done.camera,
-                    done.cue_id,
+                    done.cue_id.as_str(),
                     took.as_secs_f64()
                 ),
                 false,
@@ -778,14 +622,15 @@ impl Actor {
                 "ptz_failed",
                 format!(
                     "camera {} (cue {:?}): {e}; the show goes on with the camera where it is",
-                    done.camera, done.cue_id
+                    done.camera,
+                    done.cue_id.as_str()
                 ),
                 true,
             ),
         }
         // Release the cuts that waited for this camera, now (they are late by the move's overrun).
         let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
-            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(&done.camera)),
+            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(done.camera.as_str())),
         );
         self.held = still;
         for s in ready {
@@ -797,23 +642,23 @@ impl Actor {
         }
     }
 
-    async fn control(&mut self, c: Control) -> Result<(), String> {
+    async fn control(&mut self, c: Control) -> Result<(), ActorError> {
         let now = self.now_aligned();
         match c {
             Control::Pause => {
                 if self.engine.state() != PlayState::Playing {
-                    return Err("the timeline is not playing".into());
+                    return Err(ActorError::NotPlaying);
                 }
                 self.engine.pause(now);
                 self.withdraw(now).await?;
                 if let Some(p) = self.pending.take() {
-                    let _ = p.reply.send(Err("the show was paused".into()));
+                    let _ = p.reply.send(Err(ActorError::PausedMeanwhile));
                 }
                 self.note("timeline_paused", format!("at {:.3} s", self.engine.status(now).position_s), false);
             }
             Control::Resume => {
                 if self.engine.state() != PlayState::Paused {
-                    return Err("the timeline is not paused".into());
+                    return Err(ActorError::NotPaused);
                 }
                 self.engine.resume(now);
                 let e = self.engine.poll(now);
@@ -824,9 +669,9 @@ impl Actor {
                 let target = match (cue, seconds) {
                     (Some(c), None) => SeekTarget::Cue(c),
                     (None, Some(s)) => SeekTarget::Seconds(s),
-                    _ => return Err("seek takes a cue id or seconds".into()),
+                    _ => return Err(ActorError::SeekTarget),
                 };
-                let jump = self.engine.seek(now, target.clone()).map_err(|e| e.to_string())?;
+                let jump = self.engine.seek(now, target.clone())?;
                 self.withdraw(now).await?;
                 self.dispatch(jump).await;
                 let e = self.engine.poll(now);
@@ -834,7 +679,7 @@ impl Actor {
                 self.note("timeline_seek", format!("{target:?}"), false);
             }
             Control::Skip => {
-                let jump = self.engine.skip(now).map_err(|e| e.to_string())?;
+                let jump = self.engine.skip(now)?;
                 self.withdraw(now).await?;
                 self.dispatch(jump).await;
                 let e = self.engine.poll(now);
@@ -842,10 +687,10 @@ impl Actor {
                 self.note("timeline_skip", format!("to {:.3} s", self.engine.status(now).position_s), false);
             }
             Control::Pin { camera } => {
-                if !self.sources.contains_key(&camera) {
-                    return Err(format!("camera {camera:?} is not part of this show"));
+                if !self.sources.contains_key(camera.as_str()) {
+                    return Err(ActorError::NotInShow(camera));
                 }
-                self.preroll(&camera).await;
+                self.preroll(camera.as_str()).await;
                 let e = self.engine.pin(Some(camera));
                 self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
             }
@@ -867,7 +712,7 @@ impl Actor {
                 Some(b) => p.boundary = b,
                 None => {
                     let p = self.pending.take().expect("checked");
-                    let _ = p.reply.send(Err("the show stopped looping".into()));
+                    let _ = p.reply.send(Err(ActorError::StoppedLooping));
                 }
             }
         }
@@ -876,7 +721,7 @@ impl Actor {
     }
 
     /// Withdraws what the bus holds for after `now` and forgets those tags and held cuts.
-    async fn withdraw(&mut self, now: Us) -> Result<(), String> {
+    async fn withdraw(&mut self, now: Us) -> Result<(), ActorError> {
         self.send(|reply| ProgramCmd::CancelAfter { at_us: now, reply }).await?;
         self.tags.retain(|_, t| t.scheduled <= now);
         self.held.clear();

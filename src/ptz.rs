@@ -1,4 +1,5 @@
-//! PTZ presets over ONVIF (DESIGN §3, `CAMERA_ACTION` → `goto_preset`; `show_camera {preset_id}` in §5).
+//! PTZ presets over ONVIF, for the cloud's `CAMERA_ACTION` `goto_preset` and a timeline's
+//! `show_camera {preset_id}`.
 //!
 //! How it works: [`PtzClient`] talks SOAP 1.2 over plain HTTP to one camera. On first use it discovers the
 //! camera's services: `GetCapabilities` on `http://host:port/onvif/device_service` gives the PTZ and Media

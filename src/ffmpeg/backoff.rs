@@ -2,7 +2,7 @@
 //! uniformly random time in `[0, min(max, initial * 2^n)]`. Jitter spreads a fleet's retries after a
 //! shared outage; the cap keeps an unattended box retrying at least once a minute. The failure count
 //! resets only after a process has run healthily for `reset_after`, so a process that crashes a few
-//! seconds after every start still backs off (LESSONS 4: restart storms).
+//! seconds after every start still backs off (no restart storm).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Overlays composited by the agent onto raw program frames (DESIGN §2 "Overlays"; LESSONS 11–13).
+//! Overlays composited by the agent onto raw program frames, on the bus's clock and with true opacity.
 //!
 //! An overlay's content (a PNG, text, or a lower third made of both) is turned into straight RGBA once,
 //! when it is shown or its text changes, and then into a sprite (`compositor/sprite.rs`): premultiplied

@@ -1,4 +1,4 @@
-//! Hardware H.264 encoder probing (DESIGN §2 "Encoder").
+//! Hardware H.264 encoder probing.
 //!
 //! Being listed by `ffmpeg -encoders` proves only that FFmpeg was built with an encoder, not that
 //! this box has the hardware (every Debian FFmpeg lists nvenc and vaapi). So each listed candidate

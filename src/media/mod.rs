@@ -1,4 +1,4 @@
-//! The media pipeline (DESIGN §2). For now: relay mode (one camera, copied, to many destinations)
+//! The media pipeline. For now: relay mode (one camera, copied, to many destinations)
 //! built on the fan-out and per-destination pushers that the program bus will reuse.
 //!
 //! - [`flv`]: FLV tag reader. [`fanout`]: cached headers + GOP, one bounded queue per destination.
@@ -36,7 +36,7 @@ use crate::ffmpeg::backoff::BackoffPolicy;
 use crate::ffmpeg::job::{ArgSource, JobEvent, JobKind, JobSpec};
 use crate::ffmpeg::registry::Registry;
 
-/// Frame rates a program can run at: the timeline contract's set (DESIGN §5), where 48000/fps is
+/// Frame rates a program can run at: the timeline contract's set, where 48000/fps is
 /// a whole number of audio samples. The one rule for every fps the agent accepts (timelines, the
 /// demo, `program start`, commands: `command::values::Fps`).
 pub use crate::values::FPS_ALLOWED;

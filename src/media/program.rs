@@ -1,4 +1,4 @@
-//! A program: one continuous show (DESIGN §1–§2).
+//! A program: one continuous show.
 //!
 //! Decode ingests (pre-rolled) fill source stores; the bus ticks on absolute deadlines
 //! (frame n at t0 + n/fps, never "sleep a frame"), asks the [`Switcher`] what is on air, builds the
@@ -6,7 +6,7 @@
 //! audio (silence for the slate or a camera without audio), and hands both to the encoder, whose FLV
 //! feeds the fan-out and the destinations. A cut, a dead camera or a new destination changes what
 //! the bus draws or which pushers run; the encoder and the healthy destinations are never
-//! restarted (LESSONS 10).
+//! restarted (a restart would drop every destination's connection).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

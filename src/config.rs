@@ -562,7 +562,7 @@ impl Config {
             .map_err(|_| ConfigError::Invalid(format!("timezone: unknown IANA time zone {:?}", self.timezone)))
     }
 
-    pub fn backoff(&self) -> Result<BackoffPolicy, String> {
+    pub fn backoff(&self) -> Result<BackoffPolicy, crate::ffmpeg::backoff::BackoffError> {
         BackoffPolicy::new(
             Duration::from_millis(self.ffmpeg.backoff_initial_ms),
             Duration::from_millis(self.ffmpeg.backoff_max_ms),

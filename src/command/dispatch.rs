@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::media::compositor::Prepared;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::ProgramFormat;
-use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramHandle, ProgramSpec};
+use crate::media::program::{BusError, OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramHandle, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::store::{Severity, Store, StoreError};
 use crate::timeline::actor::Control;
@@ -344,7 +344,7 @@ impl Dispatcher {
     async fn ask_bus<T>(
         &self,
         p: &ProgramHandle,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> ProgramCmd,
+        make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> ProgramCmd,
     ) -> Result<T, Refusal> {
         let (tx, rx) = oneshot::channel();
         let gone = || Refusal::new(ErrorCode::Failed, "the program has stopped");
@@ -352,7 +352,7 @@ impl Dispatcher {
         match tokio::time::timeout(BUS_TIMEOUT, rx).await {
             Err(_) => Err(Refusal::new(ErrorCode::Busy, "the program did not answer within 5 s")),
             Ok(Err(_)) => Err(gone()),
-            Ok(Ok(r)) => r.map_err(|e| Refusal::new(ErrorCode::Conflict, e)),
+            Ok(Ok(r)) => r.map_err(|e| Refusal::new(ErrorCode::Conflict, e.to_string())),
         }
     }
 

@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Why backoff settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("the initial delay must be positive")]
+    ZeroInitial,
+    #[error("initial delay {initial:?} exceeds the maximum {max:?}")]
+    InitialAboveMax { initial: Duration, max: Duration },
+}
+
 /// The validated parameters. Build with [`BackoffPolicy::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
@@ -17,12 +26,12 @@ pub struct BackoffPolicy {
 }
 
 impl BackoffPolicy {
-    pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Result<Self, String> {
+    pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Result<Self, BackoffError> {
         if initial.is_zero() {
-            return Err("the initial delay must be positive".into());
+            return Err(BackoffError::ZeroInitial);
         }
         if initial > max {
-            return Err(format!("initial delay {initial:?} exceeds the maximum {max:?}"));
+            return Err(BackoffError::InitialAboveMax { initial, max });
         }
         Ok(BackoffPolicy { initial, max, reset_after })
     }

@@ -26,7 +26,7 @@ use super::engine::{Effect, Engine, EngineStatus, PlayState, Scheduled, SeekTarg
 use super::model::{to_overlay_request, Timeline, Us, VideoSource};
 use crate::ffmpeg::job::JobEvent;
 use crate::media::compositor::Prepared;
-use crate::media::program::{OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
+use crate::media::program::{BusError, OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
 use crate::ptz::{OnvifEndpoint, PtzClient};
 use crate::store::Store;
 
@@ -538,10 +538,10 @@ impl Actor {
         t
     }
 
-    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> ProgramCmd) -> Result<(), String> {
+    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), BusError>>) -> ProgramCmd) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.program.tx.send(make(reply)).await.map_err(|_| "the program has stopped".to_string())?;
-        rx.await.map_err(|_| "the program has stopped".to_string())?
+        rx.await.map_err(|_| "the program has stopped".to_string())?.map_err(|e| e.to_string())
     }
 
     async fn timed(&self, at_us: Us, tag: u64, action: TimedAction) {

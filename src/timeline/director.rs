@@ -647,7 +647,7 @@ impl Director {
             .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?;
         rx.await
             .map_err(|_| DirectorError::Failed("the show's program has stopped".into()))?
-            .map_err(DirectorError::Failed)?;
+            .map_err(|e| DirectorError::Failed(e.to_string()))?;
         c.desired.destinations = destinations;
         ctx.store.set_desired_show(Some(&serde_json::to_string(&c.desired).expect("serializes"))).await?;
         Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::cmd::{Applied, OverlayOp, ProgramCmd, TimedAction};
+use super::cmd::{Applied, BusError, OverlayOp, ProgramCmd, TimedAction};
 use super::slate::{make_slate, slate_card};
 use super::spec::{CameraStatus, ProgramCamera, ProgramSpec, ProgramStatus};
 use crate::ffmpeg::job::JobEvent;
@@ -417,7 +417,7 @@ impl Bus {
         match cmd {
             ProgramCmd::Cut { camera, at, fade, reply } => {
                 if !self.ingests.contains_key(&camera) {
-                    let _ = reply.send(Err(format!("camera {camera:?} is not part of this program")));
+                    let _ = reply.send(Err(BusError::UnknownCamera { camera: camera.clone() }));
                     return;
                 }
                 let now = Instant::now();
@@ -428,7 +428,7 @@ impl Bus {
             ProgramCmd::Timed { at_us, tag, action, reply } => {
                 if let TimedAction::Cut { camera: Some(c), .. } = &action {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
                         return;
                     }
                 }
@@ -451,7 +451,7 @@ impl Bus {
             ProgramCmd::Pin { camera, reply } => {
                 if let Some(c) = &camera {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
                         return;
                     }
                 }
@@ -489,17 +489,17 @@ impl Bus {
         }
     }
 
-    fn overlay(&mut self, op: OverlayOp, now: Instant) -> Result<(), String> {
+    fn overlay(&mut self, op: OverlayOp, now: Instant) -> Result<(), BusError> {
         let Some(c) = self.compositor.as_mut() else {
-            return Err("overlays are unavailable for this program".into());
+            return Err(BusError::OverlaysUnavailable);
         };
         match op {
-            OverlayOp::Show(p) => c.show_prepared(*p, now).map_err(|e| e.to_string()),
+            OverlayOp::Show(p) => Ok(c.show_prepared(*p, now)?),
             OverlayOp::Hide(id) => {
                 if c.hide(&id, now) {
                     Ok(())
                 } else {
-                    Err(format!("no overlay {id:?} is shown"))
+                    Err(BusError::NoSuchOverlay { id })
                 }
             }
             OverlayOp::SetVar(k, v) => {

@@ -7,8 +7,25 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::spec::{ProgramCamera, ProgramStatus};
-use crate::media::compositor::Prepared;
+use crate::media::compositor::{OverlayError, Prepared};
 use crate::media::destination::OutputTarget;
+
+/// Why the bus refused a command (the reply of a [`ProgramCmd`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// A cut, pin or timed cut to a camera the program does not decode: preroll it first.
+    #[error("camera {camera:?} is not part of this program")]
+    UnknownCamera { camera: String },
+    /// The program's size left it without a compositor, so it cannot show overlays.
+    #[error("overlays are unavailable for this program")]
+    OverlaysUnavailable,
+    /// The overlay could not be shown (its image, font or size).
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// Hiding an overlay that is not on the picture.
+    #[error("no overlay {id:?} is shown")]
+    NoSuchOverlay { id: String },
+}
 
 /// Operator commands; each answers on its `reply`.
 #[derive(Debug)]
@@ -18,40 +35,40 @@ pub enum ProgramCmd {
         camera: String,
         at: Option<f64>,
         fade: Duration,
-        reply: oneshot::Sender<Result<f64, String>>,
+        reply: oneshot::Sender<Result<f64, BusError>>,
     },
     Slate {
         on: bool,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     Pin {
         camera: Option<String>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     SetOutputs {
         outputs: Vec<OutputTarget>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     Overlay {
         op: OverlayOp,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     /// Do something at a program time (µs); announced on [`Program::applied`] with `tag` when done.
     Timed {
         at_us: i64,
         tag: u64,
         action: TimedAction,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     /// Withdraw every timed action and cut scheduled for after a program time (µs).
     CancelAfter {
         at_us: i64,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
     /// Start decoding a camera (and its backup) ahead of a cut to it.
     Preroll {
         camera: ProgramCamera,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), BusError>>,
     },
 }
 

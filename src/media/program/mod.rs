@@ -28,7 +28,7 @@ use super::thumbnail::Thumbnails;
 use super::MediaEnv;
 use bus::Bus;
 
-pub use cmd::{Applied, OverlayOp, ProgramCmd, ProgramHandle, TimedAction};
+pub use cmd::{Applied, BusError, OverlayOp, ProgramCmd, ProgramHandle, TimedAction};
 pub use spec::{CameraStatus, ProgramCamera, ProgramSpec, ProgramStatus};
 
 pub struct Program {

@@ -39,13 +39,22 @@ pub(super) fn make_slate(fmt: ProgramFormat, png: Option<&std::path::Path>) -> F
     base
 }
 
-fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+/// Why the configured slate image cannot be used (the generated card is shown instead).
+#[derive(Debug, thiserror::Error)]
+enum SlateImageError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(#[from] png::DecodingError),
+}
+
+fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, SlateImageError> {
+    let file = std::fs::File::open(path)?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(file));
     dec.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = dec.read_info().map_err(|e| e.to_string())?;
+    let mut reader = dec.read_info()?;
     let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let info = reader.next_frame(&mut buf)?;
     let chans = info.color_type.samples();
     let (iw, ih) = (info.width as f64, info.height as f64);
     let mut out = Frame::solid(fmt.width, fmt.height, (0, 0, 0));

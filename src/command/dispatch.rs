@@ -410,7 +410,6 @@ impl Dispatcher {
                     _ => None,
                 };
                 let fade = p.fade_s.map_or(Duration::ZERO, FadeTime::get);
-                let camera = camera.to_string();
                 let at_s = self.ask_bus(&prog.handle, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await?;
                 Ok(Output::Cut { at_s })
             }
@@ -551,7 +550,7 @@ impl Dispatcher {
             .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?
             .chosen;
         let spec = ProgramSpec {
-            id: id.to_string(),
+            id: id.clone(),
             cameras: cams,
             first: Some(cameras[0].to_string()),
             outputs,
@@ -809,14 +808,14 @@ pub fn spawn_programs(
             };
             match msg {
                 ProgramsMsg::Start { spec, destinations, reply } => {
-                    if programs.contains_key(&spec.id) {
+                    if programs.contains_key(spec.id.as_str()) {
                         let _ = reply.send(Err(Refusal::new(
                             ErrorCode::Conflict,
                             format!("program {} is already running", spec.id),
                         )));
                         continue;
                     }
-                    let id = spec.id.clone();
+                    let id = spec.id.to_string();
                     programs.insert(id, (Program::start(spec, &env).await, destinations));
                     let _ = reply.send(Ok(()));
                 }

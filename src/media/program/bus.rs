@@ -24,6 +24,7 @@ use crate::media::pusher::Outputs;
 use crate::media::switcher::{SwitchEvent, Switcher, Visual};
 use crate::media::thumbnail::{self, Thumbnails};
 use crate::media::MediaEnv;
+use crate::values::ProgramId;
 
 /// A destination with more than this queued counts as falling behind.
 const BEHIND_BYTES: usize = 2 * 1024 * 1024;
@@ -70,7 +71,7 @@ pub(super) struct Bus {
     compositor: Option<Compositor>,
     /// Draws "We'll be right back" and the time on the generated slate.
     slate_card: Option<Compositor>,
-    id: String,
+    id: ProgramId,
     fmt: ProgramFormat,
     encoder_name: String,
     ingests: HashMap<String, DecodeIngest>,
@@ -416,13 +417,13 @@ impl Bus {
     async fn command(&mut self, cmd: ProgramCmd, t0: Instant) {
         match cmd {
             ProgramCmd::Cut { camera, at, fade, reply } => {
-                if !self.ingests.contains_key(&camera) {
-                    let _ = reply.send(Err(BusError::UnknownCamera { camera: camera.clone() }));
+                if !self.ingests.contains_key(camera.as_str()) {
+                    let _ = reply.send(Err(BusError::UnknownCamera { camera: camera.to_string() }));
                     return;
                 }
                 let now = Instant::now();
                 let when = at.map(|s| t0 + Duration::from_secs_f64(s.max(0.0))).unwrap_or(now).max(now);
-                self.switcher.cut(&camera, when, fade);
+                self.switcher.cut(camera.as_str(), when, fade);
                 let _ = reply.send(Ok((when - t0).as_secs_f64()));
             }
             ProgramCmd::Timed { at_us, tag, action, reply } => {

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::spec::{ProgramCamera, ProgramStatus};
 use crate::media::compositor::{OverlayError, Prepared};
 use crate::media::destination::OutputTarget;
+use crate::values::CameraId;
 
 /// Why the bus refused a command (the reply of a [`ProgramCmd`]).
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +33,7 @@ pub enum BusError {
 pub enum ProgramCmd {
     /// Cut at a program time (seconds since start), or now.
     Cut {
-        camera: String,
+        camera: CameraId,
         at: Option<f64>,
         fade: Duration,
         reply: oneshot::Sender<Result<f64, BusError>>,

@@ -13,6 +13,7 @@ use crate::media::ingest::ProgramFormat;
 use crate::media::probe::CameraSource;
 use crate::media::pusher::PusherStatus;
 use crate::media::switcher::{SwitcherConfig, Visual};
+use crate::values::ProgramId;
 
 #[derive(Debug, Clone)]
 pub struct ProgramCamera {
@@ -22,7 +23,7 @@ pub struct ProgramCamera {
 
 #[derive(Debug, Clone)]
 pub struct ProgramSpec {
-    pub id: String,
+    pub id: ProgramId,
     /// Every camera the show may cut to; all are pre-rolled (backups included).
     pub cameras: Vec<ProgramCamera>,
     /// On air at start.
@@ -45,7 +46,7 @@ pub struct CameraStatus {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ProgramStatus {
-    pub id: String,
+    pub id: ProgramId,
     pub format: ProgramFormat,
     pub encoder_name: String,
     /// Seconds of program time so far (frames / fps).

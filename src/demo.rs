@@ -233,7 +233,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
         tls: None,
     };
     let spec = ProgramSpec {
-        id: "demo".into(),
+        id: crate::values::ProgramId::new("demo").expect("a valid id"),
         cameras: SOURCES.iter().map(|s| sources[s.camera_id].clone()).collect(),
         first: timeline.video.first().and_then(|c| actor::bus_id(&c.source)),
         outputs: vec![output],

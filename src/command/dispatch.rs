@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::media::compositor::Prepared;
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::ProgramFormat;
-use crate::media::program::{OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramHandle, ProgramSpec};
+use crate::media::program::{BusError, OverlayOp, Program, ProgramCamera, ProgramCmd, ProgramHandle, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::store::{Severity, Store, StoreError};
 use crate::timeline::actor::Control;
@@ -360,7 +360,7 @@ impl Dispatcher {
     async fn ask_bus<T>(
         &self,
         p: &ProgramHandle,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> ProgramCmd,
+        make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> ProgramCmd,
     ) -> Result<T, Refusal> {
         let (tx, rx) = oneshot::channel();
         let gone = || Refusal::new(ErrorCode::Failed, "the program has stopped");
@@ -368,7 +368,7 @@ impl Dispatcher {
         match tokio::time::timeout(BUS_TIMEOUT, rx).await {
             Err(_) => Err(Refusal::new(ErrorCode::Busy, "the program did not answer within 5 s")),
             Ok(Err(_)) => Err(gone()),
-            Ok(Ok(r)) => r.map_err(|e| Refusal::new(ErrorCode::Conflict, e)),
+            Ok(Ok(r)) => r.map_err(|e| Refusal::new(ErrorCode::Conflict, e.to_string())),
         }
     }
 
@@ -426,7 +426,6 @@ impl Dispatcher {
                     _ => None,
                 };
                 let fade = p.fade_s.map_or(Duration::ZERO, FadeTime::get);
-                let camera = camera.to_string();
                 let at_s = self.ask_bus(&prog.handle, |reply| ProgramCmd::Cut { camera, at, fade, reply }).await?;
                 Ok(Output::Cut { at_s })
             }
@@ -583,7 +582,7 @@ impl Dispatcher {
             .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?
             .chosen;
         let spec = ProgramSpec {
-            id: id.to_string(),
+            id: id.clone(),
             cameras: cams,
             first: Some(cameras[0].to_string()),
             outputs,
@@ -856,14 +855,14 @@ pub fn spawn_programs(
             };
             match msg {
                 ProgramsMsg::Start { spec, destinations, reply } => {
-                    if programs.contains_key(&spec.id) {
+                    if programs.contains_key(spec.id.as_str()) {
                         let _ = reply.send(Err(Refusal::new(
                             ErrorCode::Conflict,
                             format!("program {} is already running", spec.id),
                         )));
                         continue;
                     }
-                    let id = spec.id.clone();
+                    let id = spec.id.to_string();
                     programs.insert(id, (Program::start(spec, &env).await, destinations));
                     let _ = reply.send(Ok(()));
                 }

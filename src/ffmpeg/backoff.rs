@@ -2,11 +2,20 @@
 //! uniformly random time in `[0, min(max, initial * 2^n)]`. Jitter spreads a fleet's retries after a
 //! shared outage; the cap keeps an unattended box retrying at least once a minute. The failure count
 //! resets only after a process has run healthily for `reset_after`, so a process that crashes a few
-//! seconds after every start still backs off (LESSONS 4: restart storms).
+//! seconds after every start still backs off (no restart storm).
 
 use std::time::Duration;
 
 use rand::Rng;
+
+/// Why backoff settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("the initial delay must be positive")]
+    ZeroInitial,
+    #[error("initial delay {initial:?} exceeds the maximum {max:?}")]
+    InitialAboveMax { initial: Duration, max: Duration },
+}
 
 /// The validated parameters. Build with [`BackoffPolicy::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +26,12 @@ pub struct BackoffPolicy {
 }
 
 impl BackoffPolicy {
-    pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Result<Self, String> {
+    pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Result<Self, BackoffError> {
         if initial.is_zero() {
-            return Err("the initial delay must be positive".into());
+            return Err(BackoffError::ZeroInitial);
         }
         if initial > max {
-            return Err(format!("initial delay {initial:?} exceeds the maximum {max:?}"));
+            return Err(BackoffError::InitialAboveMax { initial, max });
         }
         Ok(BackoffPolicy { initial, max, reset_after })
     }

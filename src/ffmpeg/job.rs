@@ -1,12 +1,12 @@
-//! The FFmpeg supervisor: one job = one handle + one task that owns the child (DESIGN §2).
+//! The FFmpeg supervisor: one job = one handle + one task that owns the child.
 //!
-//! The task is the only authority over its process's life (LESSONS 1): it prepares the arguments
+//! The task is the only authority over its process's life (nothing else spawns, signals or reaps it): it prepares the arguments
 //! (which may probe a camera), spawns FFmpeg in its own process group, registers the pid on disk,
 //! drains stderr into a bounded ring, reads `-progress` from fd 3, and decides health from progress,
-//! never from "the process exists" (LESSONS 2). Any exit of a live job is a failure, exit 0 included
-//! (LESSONS 3). Failures are retried after a full-jitter backoff; after `degraded_after` consecutive
+//! never from "the process exists" (a hung FFmpeg still exists). Any exit of a live job is a failure, exit 0 included
+//! (a live stream never ends on its own). Failures are retried after a full-jitter backoff; after `degraded_after` consecutive
 //! failures the job reports `degraded` and keeps retrying; permanent failures are reported and retried
-//! only at the slowest pace. Stopping escalates SIGINT → grace → SIGTERM → SIGKILL (LESSONS 7), and
+//! only at the slowest pace. Stopping escalates SIGINT → grace → SIGTERM → SIGKILL (SIGINT lets FFmpeg close its outputs cleanly), and
 //! a guard kills the whole group if the task itself is dropped.
 //!
 //! Pipes to the child's stdin/stdout are handed to the job's owner on every (re)start through the

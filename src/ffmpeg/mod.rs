@@ -1,4 +1,4 @@
-//! FFmpeg supervision (DESIGN §2 "FFmpeg supervision"): one module, one authority over every FFmpeg
+//! FFmpeg supervision: one module, one authority over every FFmpeg
 //! process the agent runs.
 //!
 //! - [`job`]: the job handle + owning task (spawn, health from progress, backoff, stop escalation).

@@ -4,8 +4,8 @@
 //! child is reaped. If the agent dies hard (SIGKILL, power cut of the agent only), its children may
 //! outlive it, still holding RTMP sessions that would make the ingest refuse the next publisher. On the
 //! next start the agent reaps exactly those: a process is ours only if its pid *and* its kernel start
-//! time match the record, so a recycled pid (another program) is never touched (LESSONS 5: never
-//! `pkill ffmpeg`).
+//! time match the record, so a recycled pid (another program) is never touched (never kill
+//! by name: other FFmpeg processes on the box are not ours).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

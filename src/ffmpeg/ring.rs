@@ -2,7 +2,7 @@
 //!
 //! Fed with raw chunks as they are read (stderr is drained continuously so FFmpeg never blocks on a
 //! full pipe). Progress-style lines end in `\r`, so both `\r` and `\n` end a line; each line is capped
-//! in length and secrets are redacted before a line is stored (LESSONS 8 and 19).
+//! in length and secrets are redacted before a line is stored (FFmpeg echoes URLs with stream keys and passwords; they must never reach a log or a report).
 //!
 //! Every job's ring is also listed in a process-wide table ([`register`], [`tails`]) so the
 //! diagnostics request can report each job's last lines without asking every subsystem that owns

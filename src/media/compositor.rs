@@ -1,4 +1,4 @@
-//! Overlays composited by the agent onto raw program frames (DESIGN §2 "Overlays"; LESSONS 11–13).
+//! Overlays composited by the agent onto raw program frames, on the bus's clock and with true opacity.
 //!
 //! An overlay's content (a PNG, text, or a lower third made of both) is turned into straight RGBA once,
 //! when it is shown or its text changes, and then into a sprite (`compositor/sprite.rs`): premultiplied
@@ -256,7 +256,7 @@ fn too_large(spec: &OverlaySpec, (width, height): (u64, u64), frame: (u32, u32))
 }
 
 fn load_png(spec: &OverlaySpec, path: &Path, fw: u32, fh: u32) -> Result<Rgba, OverlayError> {
-    let invalid = |reason| OverlayError::InvalidPng { path: path.to_owned(), reason };
+    let invalid = |e: raster::PngError| OverlayError::InvalidPng { path: path.to_owned(), reason: e.to_string() };
     let bytes = std::fs::read(path).map_err(|source| OverlayError::ReadPng { path: path.to_owned(), source })?;
     // Check the scaled size from the header before decoding anything.
     let (w, h) = Rgba::png_size(&bytes).map_err(invalid)?;

@@ -1,4 +1,4 @@
-//! Degraded mode (issue 3 §6): when the box cannot keep up, step the program down rather than let
+//! Degraded mode: when the box cannot keep up, step the program down rather than let
 //! it stutter; step back up when things are calm again.
 //!
 //! A pure controller fed one [`Sample`] a second:

@@ -1,8 +1,8 @@
-//! The program encoder (DESIGN §2 "Encoder"): raw frames + PCM in, H.264 + AAC FLV out.
+//! The program encoder: raw frames + PCM in, H.264 + AAC FLV out.
 //!
 //! One supervised FFmpeg per program reads `rawvideo` on stdin and `s16le` 48 kHz stereo on fd 4,
 //! and writes FLV on stdout into the program's fan-out. Its input timestamps come from counting
-//! frames and samples, so the program clock of the bus is the only clock (LESSONS 11). Two writer
+//! frames and samples, so the program clock of the bus is the only clock (wall-clock timestamps from FFmpeg would drift against it). Two writer
 //! tasks feed it through small bounded queues: when the encoder falls behind, the bus drops a whole
 //! frame (picture and its audio together, so A/V stays locked) instead of blocking its clock.
 
@@ -23,7 +23,7 @@ use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{enlarge_pipe, ChildIo, ExtraFd, ExtraPipe, Job, JobKind, JobSpec, JobStatus};
 use tokio::process::ChildStdin;
 
-/// Encoding profiles (DESIGN §2; AAC 128k 48 kHz stereo always).
+/// Encoding profiles (audio is always AAC 128k 48 kHz stereo).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {

@@ -1,11 +1,11 @@
-//! Fan-out of one FLV program to many destinations (DESIGN §2 "Fan-out and pushers").
+//! Fan-out of one FLV program to many destinations.
 //!
 //! The producer (relay ingest now, the program encoder later) pushes parsed FLV items; every
 //! destination's pusher holds a [`Subscription`]. The fan-out keeps what a newcomer needs to start
 //! decoding at once: the FLV header, the metadata, the AVC/AAC sequence headers and every tag since
 //! the last keyframe. Each subscription has its own bounded queue: when a destination is slow or
 //! gone, its queue overflows, is emptied and refills from the next keyframe; the producer and the
-//! other destinations never wait (LESSONS 15: isolation is what the tests measure).
+//! other destinations never wait (one slow destination must never slow the others; the tests measure exactly that).
 //!
 //! When the producer restarts (a new FFmpeg generation, timestamps starting again at 0), timestamps
 //! are rebased so each subscriber keeps seeing one monotonic stream; a healthy destination's

@@ -1,4 +1,4 @@
-//! Hardware H.264 encoder probing (DESIGN §2 "Encoder").
+//! Hardware H.264 encoder probing.
 //!
 //! Being listed by `ffmpeg -encoders` proves only that FFmpeg was built with an encoder, not that
 //! this box has the hardware (every Debian FFmpeg lists nvenc and vaapi). So each listed candidate
@@ -39,19 +39,27 @@ pub enum HwError {
     NoFfmpeg(String, String),
 }
 
-async fn output(ffmpeg: &Path, args: &[&str], timeout: Duration) -> Result<std::process::Output, String> {
+/// Why one FFmpeg run of the probe gave no output.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0} s")]
+    Timeout(u64),
+}
+
+async fn output(ffmpeg: &Path, args: &[&str], timeout: Duration) -> Result<std::process::Output, RunError> {
     let child = Command::new(ffmpeg)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .spawn()?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(RunError::Timeout(timeout.as_secs())),
     }
 }
 
@@ -75,11 +83,11 @@ pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
     let name = ffmpeg.display().to_string();
     let version = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
         .await
-        .map_err(|e| HwError::NoFfmpeg(name.clone(), e))?;
+        .map_err(|e| HwError::NoFfmpeg(name.clone(), e.to_string()))?;
     let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or_default().to_string();
     let list = output(ffmpeg, &["-hide_banner", "-encoders"], Duration::from_secs(10))
         .await
-        .map_err(|e| HwError::NoFfmpeg(name, e))?;
+        .map_err(|e| HwError::NoFfmpeg(name, e.to_string()))?;
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
     let is_listed = |enc: &str| listed.lines().any(|l| l.split_whitespace().nth(1) == Some(enc));
     let mut candidates = Vec::new();
@@ -92,7 +100,7 @@ pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
                     let err = String::from_utf8_lossy(&o.stderr);
                     c.error = Some(err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed").to_string());
                 }
-                Err(e) => c.error = Some(e),
+                Err(e) => c.error = Some(e.to_string()),
             }
         } else {
             c.error = Some("not in this FFmpeg build".into());
@@ -127,7 +135,7 @@ pub async fn cached(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdic
 async fn cached_on_disk(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdict, HwError> {
     let current = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
         .await
-        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e))?;
+        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e.to_string()))?;
     let current = String::from_utf8_lossy(&current.stdout).lines().next().unwrap_or_default().to_string();
     if !refresh {
         if let Some(v) = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<Verdict>(&b).ok()) {

@@ -1,4 +1,4 @@
-//! Decode-mode camera ingest for the program bus (DESIGN §2 "Ingest").
+//! Decode-mode camera ingest for the program bus.
 //!
 //! One supervised FFmpeg per camera decodes the RTSP stream and delivers raw `yuv420p` frames at
 //! the program size and rate on stdout and `s16le` 48 kHz stereo PCM on fd 4. Two reader tasks

@@ -1,5 +1,6 @@
-//! The media pipeline (DESIGN §2). For now: relay mode (one camera, copied, to many destinations)
-//! built on the fan-out and per-destination pushers that the program bus will reuse.
+//! The media pipeline: relay mode (one camera, copied, to many destinations) and program mode
+//! (cameras decoded, switched, composited and encoded into one show), both built on the fan-out
+//! and the per-destination pushers.
 //!
 //! - [`flv`]: FLV tag reader. [`fanout`]: cached headers + GOP, one bounded queue per destination.
 //! - [`pusher`]: one supervised FFmpeg per destination ingest. [`relay`]: camera ingest → fan-out.
@@ -36,9 +37,9 @@ use crate::ffmpeg::backoff::BackoffPolicy;
 use crate::ffmpeg::job::{ArgSource, JobEvent, JobKind, JobSpec};
 use crate::ffmpeg::registry::Registry;
 
-/// Frame rates a program can run at: the timeline contract's set (DESIGN §5), where 48000/fps is
+/// Frame rates a program can run at: the timeline contract's set, where 48000/fps is
 /// a whole number of audio samples. The one rule for every fps the agent accepts (timelines, the
-/// demo, `program start`, commands: `command::values::Fps`).
+/// demo, `program start`, commands: `values::Fps`).
 pub use crate::values::FPS_ALLOWED;
 
 /// What every media job needs from the agent: binaries, supervision settings, where to report.

@@ -1,5 +1,4 @@
-//! What each source sent when it was last probed, remembered across restarts (DESIGN §2
-//! "Ingest").
+//! What each source sent when it was last probed, remembered across restarts.
 //!
 //! Probing a camera with ffprobe takes 1 to 2 s, and it used to stand in front of every ingest
 //! start and of every pre-flight: a cold `timeline play` paid for it twice before the first frame.

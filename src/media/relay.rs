@@ -1,8 +1,8 @@
-//! Relay mode (DESIGN §2): one camera copied, without transcoding, to several destinations.
+//! Relay mode: one camera copied, without transcoding, to several destinations.
 //!
 //! The ingest FFmpeg (`-rtsp_transport tcp -timeout … -i URL -c:v copy … -f flv pipe:1`) is probed
 //! before every start: camera AAC is copied, other audio is converted to AAC, and a camera without
-//! audio gets silent AAC (YouTube drops audio-less streams after ~40 s; LESSONS 14). Its FLV goes
+//! audio gets silent AAC (YouTube drops audio-less streams after ~40 s, so a stream always carries audio). Its FLV goes
 //! through the fan-out to one pusher per destination ingest. A camera restart is absorbed by the
 //! fan-out's timestamp rebasing, so healthy destinations keep their connections.
 

@@ -1,4 +1,4 @@
-//! The program switcher: what is on air for each frame (DESIGN §2 "Program bus").
+//! The program switcher: what is on air for each frame.
 //!
 //! A pure state machine. Each tick it is told the time and how fresh every source is, and it
 //! answers with what to draw: a camera (or the slate), possibly mixed with the previous picture

@@ -229,7 +229,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         m.family("vistter_fallback_active", "gauge", "1 while a backup camera or the slate stands in on a program.");
         for info in programs {
             let v = if fallback_active(info) { 1.0 } else { 0.0 };
-            m.sample("vistter_fallback_active", &[("program", &info.status.id)], v);
+            m.sample("vistter_fallback_active", &[("program", info.status.id.as_str())], v);
         }
         m.family("vistter_destination_up", "gauge", "1 while a program's push to a destination is running.");
         for x in &d {

@@ -484,7 +484,7 @@ async fn gather(s: &Shared) -> PageData {
             });
             cameras.push(CameraRow {
                 id: c.camera.clone(),
-                program: st.id.clone(),
+                program: st.id.to_string(),
                 health: phase(&c.ingest.phase),
                 frame_age_ms: c.frame_age_ms,
                 fps,
@@ -493,10 +493,10 @@ async fn gather(s: &Shared) -> PageData {
             });
         }
         for o in &st.outputs {
-            let key = (st.id.clone(), o.destination.clone());
+            let key = (st.id.to_string(), o.destination.clone());
             dests.push(DestinationRow {
                 id: o.destination.clone(),
-                program: Some(st.id.clone()),
+                program: Some(st.id.to_string()),
                 state: phase(&o.job.phase),
                 bitrate_kbps: o.job.progress.as_ref().and_then(|p| p.bitrate_kbps),
                 uptime_s: s.history.uptime(&key),
@@ -530,7 +530,7 @@ async fn gather(s: &Shared) -> PageData {
         agent_version: env!("CARGO_PKG_VERSION"),
         uptime_s: s.started.elapsed().as_secs(),
         show,
-        programs: programs.as_ref().map(|p| p.iter().map(|i: &ProgramInfo| i.status.id.clone()).collect()),
+        programs: programs.as_ref().map(|p| p.iter().map(|i: &ProgramInfo| i.status.id.to_string()).collect()),
         program_infos: programs,
         cameras,
         destinations: dests,

@@ -24,6 +24,19 @@ impl std::fmt::Debug for Rgba {
 /// allocate gigabytes before the size checks against the frame can run.
 pub(super) const MAX_SOURCE_PIXELS: u64 = 16 * 1024 * 1024;
 
+/// Why an overlay's PNG cannot be used (the reason of `OverlayError::InvalidPng`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PngError {
+    #[error("{0}")]
+    Decode(#[from] png::DecodingError),
+    #[error("{w}x{h} is larger than the {MAX_SOURCE_PIXELS}-pixel limit")]
+    TooLarge { w: u32, h: u32 },
+    #[error("palette was not expanded")]
+    PaletteNotExpanded,
+    #[error("unsupported bit depth {0:?} after normalisation")]
+    BitDepth(png::BitDepth),
+}
+
 impl Rgba {
     pub(super) fn new(w: u32, h: u32, fill: [u8; 4]) -> Rgba {
         let mut px = vec![0; w as usize * h as usize * 4];
@@ -34,31 +47,31 @@ impl Rgba {
     }
 
     /// Size from the PNG header alone, to check before decoding.
-    pub(super) fn png_size(bytes: &[u8]) -> Result<(u32, u32), String> {
-        let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().map_err(|e| e.to_string())?;
+    pub(super) fn png_size(bytes: &[u8]) -> Result<(u32, u32), PngError> {
+        let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
         Ok(reader.info().size())
     }
 
-    pub(super) fn decode_png(bytes: &[u8]) -> Result<Rgba, String> {
+    pub(super) fn decode_png(bytes: &[u8]) -> Result<Rgba, PngError> {
         let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
         // EXPAND turns palette, low-bit grey and tRNS into 8-bit channels (tRNS becomes alpha).
         decoder.set_transformations(png::Transformations::normalize_to_color8());
-        let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+        let mut reader = decoder.read_info()?;
         let (w, h) = reader.info().size();
         if w as u64 * h as u64 > MAX_SOURCE_PIXELS {
-            return Err(format!("{w}x{h} is larger than the {MAX_SOURCE_PIXELS}-pixel limit"));
+            return Err(PngError::TooLarge { w, h });
         }
         let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+        let info = reader.next_frame(&mut buf)?;
         if info.bit_depth != png::BitDepth::Eight {
-            return Err(format!("unsupported bit depth {:?} after normalisation", info.bit_depth));
+            return Err(PngError::BitDepth(info.bit_depth));
         }
         let channels = match info.color_type {
             png::ColorType::Grayscale => 1,
             png::ColorType::GrayscaleAlpha => 2,
             png::ColorType::Rgb => 3,
             png::ColorType::Rgba => 4,
-            png::ColorType::Indexed => return Err("palette was not expanded".into()),
+            png::ColorType::Indexed => return Err(PngError::PaletteNotExpanded),
         };
         let (w, h) = (info.width, info.height);
         let mut px = Vec::with_capacity(w as usize * h as usize * 4);

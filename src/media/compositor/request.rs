@@ -1,4 +1,4 @@
-//! An overlay as a command or a timeline cue describes it (the `show_overlay` params of DESIGN §5),
+//! An overlay as a command or a timeline cue describes it (the `show_overlay` params of the timeline contract),
 //! with every value checked when it is read: colours, offsets, opacity, scale, font size, fades and
 //! layer are types that cannot hold a wrong value. [`OverlayRequest::to_spec`] turns one into the
 //! compositor's [`OverlaySpec`]; the timeline's overlay cues, OVERLAY_UPDATE and the operator's

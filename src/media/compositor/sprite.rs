@@ -11,7 +11,7 @@
 //!
 //! Fixed point: with `a` the pixel alpha (0..=255) and `m` the opacity × fade multiplier (0..=256),
 //! `out = (bg * (255*256 - a*m) + Y*a*m + round) / (255*256)`, i.e. exactly `bg*(1 - α) + fg*α` with
-//! `α = a/255 * m/256`: true opacity (LESSONS 12). `m = 0` or `a = 0` leaves the byte unchanged, and
+//! `α = a/255 * m/256`: true opacity (an overlay at 50% must look half transparent, not darker). `m = 0` or `a = 0` leaves the byte unchanged, and
 //! `a = 255, m = 256` writes the overlay's value exactly. Chroma is the same with alpha sums over four
 //! pixels (0..=1020). Everything fits in u32.
 

@@ -392,7 +392,7 @@ impl Director {
         }
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         let spec = ProgramSpec {
-            id: SHOW_PROGRAM.into(),
+            id: crate::values::ProgramId::new(SHOW_PROGRAM).expect("a valid id"),
             cameras: cams,
             first,
             outputs,

@@ -1,12 +1,5 @@
-//! A program: one continuous show (DESIGN §1–§2).
-//!
-//! Decode ingests (pre-rolled) fill source stores; the bus ticks on absolute deadlines
-//! (frame n at t0 + n/fps, never "sleep a frame"), asks the [`Switcher`] what is on air, builds the
-//! picture (crossfades mixed here), composites overlays, takes the matching 48000/fps samples of
-//! audio (silence for the slate or a camera without audio), and hands both to the encoder, whose FLV
-//! feeds the fan-out and the destinations. A cut, a dead camera or a new destination changes what
-//! the bus draws or which pushers run; the encoder and the healthy destinations are never
-//! restarted (LESSONS 10).
+//! The bus task of a program: frames on absolute deadlines, the switcher's decision drawn with
+//! overlays and the matching audio, commands applied between frames, degraded-mode steps.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -14,23 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::compositor::{Compositor, OverlayKind, OverlaySpec, Position, Prepared};
-use super::degrade::{Action, DegradeController, Sample};
-use super::destination::OutputTarget;
-use super::encoder::{Encoder, EncoderSettings};
-use super::fanout::Fanout;
-use super::frame::Frame;
-use super::ingest::{DecodeIngest, ProgramFormat, SourceStore};
-use super::probe::CameraSource;
-use super::pusher::{Outputs, PusherStatus};
-use super::switcher::{SwitchEvent, Switcher, SwitcherConfig, Visual};
-use super::thumbnail::{self, Thumbnails};
-use super::MediaEnv;
-use crate::ffmpeg::job::{JobEvent, JobStatus};
+use super::cmd::{Applied, BusError, OverlayOp, ProgramCmd, TimedAction};
+use super::slate::{make_slate, slate_card};
+use super::spec::{CameraStatus, ProgramCamera, ProgramSpec, ProgramStatus};
+use crate::ffmpeg::job::JobEvent;
+use crate::media::compositor::Compositor;
+use crate::media::degrade::{Action, DegradeController, Sample};
+use crate::media::encoder::{Encoder, EncoderSettings};
+use crate::media::fanout::Fanout;
+use crate::media::frame::Frame;
+use crate::media::ingest::{DecodeIngest, ProgramFormat, SourceStore};
+use crate::media::pusher::Outputs;
+use crate::media::switcher::{SwitchEvent, Switcher, Visual};
+use crate::media::thumbnail::{self, Thumbnails};
+use crate::media::MediaEnv;
+use crate::values::ProgramId;
 
 /// A destination with more than this queued counts as falling behind.
 const BEHIND_BYTES: usize = 2 * 1024 * 1024;
@@ -46,349 +40,13 @@ const FIRST_FRAME_WAIT: Duration = Duration::from_secs(2);
 /// If the bus falls further behind its clock than this, it skips ahead instead of bursting.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
-pub struct ProgramCamera {
-    pub source: CameraSource,
-    pub backup: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProgramSpec {
-    pub id: String,
-    /// Every camera the show may cut to; all are pre-rolled (backups included).
-    pub cameras: Vec<ProgramCamera>,
-    /// On air at start.
-    pub first: Option<String>,
-    pub outputs: Vec<OutputTarget>,
-    pub encoder: EncoderSettings,
-    pub slate_png: Option<PathBuf>,
-    pub switcher: SwitcherConfig,
-}
-
-/// Operator commands; each answers on its `reply`.
-#[derive(Debug)]
-pub enum ProgramCmd {
-    /// Cut at a program time (seconds since start), or now.
-    Cut {
-        camera: String,
-        at: Option<f64>,
-        fade: Duration,
-        reply: oneshot::Sender<Result<f64, String>>,
-    },
-    Slate {
-        on: bool,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Pin {
-        camera: Option<String>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    SetOutputs {
-        outputs: Vec<OutputTarget>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Overlay {
-        op: OverlayOp,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Do something at a program time (µs); announced on [`Program::applied`] with `tag` when done.
-    Timed {
-        at_us: i64,
-        tag: u64,
-        action: TimedAction,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Withdraw every timed action and cut scheduled for after a program time (µs).
-    CancelAfter {
-        at_us: i64,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Start decoding a camera (and its backup) ahead of a cut to it.
-    Preroll {
-        camera: ProgramCamera,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// Something the bus does at the first frame due at or after a program time (a timeline's cues).
-#[derive(Debug)]
-pub enum TimedAction {
-    /// To a camera (or media source) already in the program, or (None) to the slate.
-    Cut {
-        camera: Option<String>,
-        fade: Duration,
-    },
-    Overlay(OverlayOp),
-    /// Nothing: only the announcement (a cue's end, for its lateness report).
-    Mark,
-}
-
-/// A timed action went on air.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    pub tag: u64,
-    /// Program time of the frame it went out with, µs.
-    pub at_us: i64,
-}
-
-/// Overlay changes. Images are decoded before they reach the bus (`Prepared::load` off the frame
-/// path), so applying any of these costs a frame nothing noticeable.
-#[derive(Debug)]
-pub enum OverlayOp {
-    Show(Box<Prepared>),
-    Hide(String),
-    SetVar(String, String),
-    Clear,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct CameraStatus {
-    pub camera: String,
-    pub backup: Option<String>,
-    /// Age of its newest frame, ms (None: no frame yet).
-    pub frame_age_ms: Option<u64>,
-    pub frames_in: u64,
-    pub ingest: JobStatus,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ProgramStatus {
-    pub id: String,
-    pub format: ProgramFormat,
-    pub encoder_name: String,
-    /// Seconds of program time so far (frames / fps).
-    pub program_time_s: f64,
-    pub frames: u64,
-    /// Frames the encoder could not take in time.
-    pub dropped_frames: u64,
-    pub on_air: Visual,
-    pub wanted_camera: Option<String>,
-    pub holding: bool,
-    pub pinned: Option<String>,
-    pub emergency_slate: bool,
-    /// Times a stalled camera was replaced by its backup or the slate.
-    pub fallbacks: u64,
-    pub encoder: JobStatus,
-    pub cameras: Vec<CameraStatus>,
-    pub outputs: Vec<PusherStatus>,
-    /// The program clock's origin (program time = now - t0).
-    #[serde(skip)]
-    pub t0: Option<Instant>,
-}
-
-/// What another task needs to drive a program: its command queue, its status, and the
-/// announcements of timed actions going on air.
-#[derive(Clone)]
-pub struct ProgramHandle {
-    pub tx: mpsc::Sender<ProgramCmd>,
-    pub status: watch::Receiver<Option<ProgramStatus>>,
-    pub applied: broadcast::Sender<Applied>,
-}
-
-impl ProgramHandle {
-    /// Program time now, µs (None before the bus's clock has started).
-    pub fn now_us(&self) -> Option<i64> {
-        let t0 = self.status.borrow().as_ref()?.t0?;
-        Some(Instant::now().saturating_duration_since(t0).as_micros() as i64)
-    }
-
-    pub fn fps(&self) -> Option<u32> {
-        self.status.borrow().as_ref().map(|s| s.format.fps)
-    }
-}
-
-pub struct Program {
-    format: ProgramFormat,
-    thumbs: Thumbnails,
-    applied: broadcast::Sender<Applied>,
-    tx: mpsc::Sender<ProgramCmd>,
-    status: watch::Receiver<Option<ProgramStatus>>,
-    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Program {
-    pub async fn start(spec: ProgramSpec, env: &MediaEnv) -> Program {
-        let (tx, rx) = mpsc::channel(32);
-        let (status_tx, status_rx) = watch::channel(None);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let prefix = format!("program:{}", spec.id);
-        let fmt = spec.encoder.format;
-        let mut ingests = HashMap::new();
-        let mut switcher = Switcher::new(spec.switcher);
-        for c in &spec.cameras {
-            let id = c.source.camera_id.clone();
-            switcher.set_backup(&id, c.backup.as_deref());
-            ingests.insert(id, DecodeIngest::start(&prefix, c.source.clone(), fmt, env, spec.switcher.stall));
-        }
-        let fanout = Fanout::new(env.queue_bytes);
-        let encoder = Encoder::start(&prefix, &spec.encoder, &fanout, env);
-        let mut outputs = Outputs::new(&prefix, &fanout, env);
-        outputs.set(spec.outputs.clone()).await;
-        let slate = make_slate(fmt, spec.slate_png.as_deref());
-        let compositor = Compositor::new(fmt.width, fmt.height, None).ok();
-        if compositor.is_none() {
-            tracing::error!(program = %spec.id, "overlay compositor unavailable (program size)");
-        }
-        let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
-        let thumbs = Thumbnails::default();
-        let (applied, _) = broadcast::channel(256);
-        let bus = Bus {
-            applied: applied.clone(),
-            fallbacks: 0,
-            timed: Vec::new(),
-            t0: None,
-            degrade: DegradeController::new(env.degrade, fmt, spec.encoder.bitrate_kbps),
-            encoder_settings: spec.encoder.clone(),
-            cameras: spec.cameras.clone(),
-            slate_png: spec.slate_png.clone(),
-            env: env.clone(),
-            overlays_enabled: true,
-            last_out: None,
-            last_overflows: HashMap::new(),
-            thumbs: thumbs.clone(),
-            thumbs_busy: Arc::new(AtomicBool::new(false)),
-            compositor,
-            slate_card,
-            id: spec.id.clone(),
-            fmt,
-            encoder_name: spec.encoder.encoder.clone(),
-            ingests,
-            switcher,
-            encoder,
-            outputs,
-            slate,
-            fanout,
-            events: env.events.clone(),
-            status: status_tx,
-            first: spec.first.clone(),
-            backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
-        };
-        let task = tokio::spawn(bus.run(rx, stop_rx));
-        Program { format: fmt, thumbs, applied, tx, status: status_rx, stop: Some(stop_tx), task }
-    }
-
-    /// The picture format it was started with (known before its first frame, unlike its status).
-    pub fn format(&self) -> ProgramFormat {
-        self.format
-    }
-
-    pub fn handle(&self) -> ProgramHandle {
-        ProgramHandle { tx: self.tx.clone(), status: self.status.clone(), applied: self.applied.clone() }
-    }
-
-    /// The latest JPEG of the program (`program`) or of a camera (its id), refreshed every second.
-    pub fn thumbnail(&self, name: &str) -> Option<Arc<Vec<u8>>> {
-        self.thumbs.get(name)
-    }
-
-    /// The program's thumbnails, for tasks that hold only its handle.
-    pub fn thumbnails(&self) -> Thumbnails {
-        self.thumbs.clone()
-    }
-
-    pub fn sender(&self) -> mpsc::Sender<ProgramCmd> {
-        self.tx.clone()
-    }
-
-    /// The last published status, with the program time brought up to now.
-    pub fn status(&self) -> Option<ProgramStatus> {
-        let mut s = self.status.borrow().clone()?;
-        if let Some(t0) = s.t0 {
-            s.program_time_s = Instant::now().saturating_duration_since(t0).as_secs_f64();
-        }
-        Some(s)
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let (done_tx, done_rx) = oneshot::channel();
-            if stop.send(done_tx).is_ok() {
-                let _ = done_rx.await;
-            }
-        }
-        let _ = self.task.await;
-    }
-}
-
 /// When frame `k` of a segment is due, relative to the segment's start (never before k/fps).
 fn frame_offset(k: u64, fps: u32) -> Duration {
     let nanos = (k as u128 * 1_000_000_000).div_ceil(fps as u128);
     Duration::from_nanos(nanos as u64)
 }
 
-/// The text of the generated slate card.
-fn slate_card(fmt: ProgramFormat) -> Option<Compositor> {
-    let mut c = Compositor::new(fmt.width, fmt.height, None).ok()?;
-    let size = (fmt.height as f32 / 10.0).max(8.0);
-    let text = |id: &str, text: &str, size: f32, dy: i32| {
-        let mut s = OverlaySpec::new(
-            id,
-            OverlayKind::Text { text: text.into(), font_size: size, color: [255, 255, 255, 255], background: None },
-        );
-        s.position = Position::Center;
-        s.offset_y = super::compositor::Offset::Px(dy);
-        s
-    };
-    let now = Instant::now();
-    c.show(text("title", "We'll be right back", size, -(size as i32) / 2), now).ok()?;
-    c.show(text("clock", "{{time}} UTC", size * 0.6, size as i32 / 2 + 4), now).ok()?;
-    Some(c)
-}
-
-/// The slate: a configured PNG (scaled to fit on black), else a dark card. Text ("We'll be right
-/// back" and the time) is drawn on it by the compositor when available.
-fn make_slate(fmt: ProgramFormat, png: Option<&std::path::Path>) -> Frame {
-    let base = Frame::solid(fmt.width, fmt.height, (16, 24, 40));
-    if let Some(p) = png {
-        match load_png_fit(p, fmt) {
-            Ok(f) => return f,
-            Err(e) => tracing::warn!("slate image {}: {e}; using the generated card", p.display()),
-        }
-    }
-    base
-}
-
-fn load_png_fit(path: &std::path::Path, fmt: ProgramFormat) -> Result<Frame, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = dec.read_info().map_err(|e| e.to_string())?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-    let chans = info.color_type.samples();
-    let (iw, ih) = (info.width as f64, info.height as f64);
-    let mut out = Frame::solid(fmt.width, fmt.height, (0, 0, 0));
-    let scale = (fmt.width as f64 / iw).min(fmt.height as f64 / ih);
-    let (dw, dh) = ((iw * scale) as u32, (ih * scale) as u32);
-    let (ox, oy) = ((fmt.width - dw) / 2, (fmt.height - dh) / 2);
-    let w = fmt.width as usize;
-    let rgb = |x: u32, y: u32| {
-        let sx = ((x as f64 / scale) as usize).min(info.width as usize - 1);
-        let sy = ((y as f64 / scale) as usize).min(info.height as usize - 1);
-        let i = (sy * info.width as usize + sx) * chans;
-        match chans {
-            1 | 2 => (buf[i], buf[i], buf[i]),
-            _ => (buf[i], buf[i + 1], buf[i + 2]),
-        }
-    };
-    let (yp, up, vp) = out.planes_mut();
-    for y in 0..dh {
-        for x in 0..dw {
-            let (r, g, b) = rgb(x, y);
-            let (yy, u, v) = super::frame::rgb_to_yuv(r, g, b);
-            let (px, py) = ((ox + x) as usize, (oy + y) as usize);
-            yp[py * w + px] = yy;
-            if px % 2 == 0 && py % 2 == 0 {
-                up[(py / 2) * (w / 2) + px / 2] = u;
-                vp[(py / 2) * (w / 2) + px / 2] = v;
-            }
-        }
-    }
-    Ok(out)
-}
-
-struct Bus {
+pub(super) struct Bus {
     fallbacks: u64,
     /// Announces timed actions as they go on air.
     applied: broadcast::Sender<Applied>,
@@ -413,7 +71,7 @@ struct Bus {
     compositor: Option<Compositor>,
     /// Draws "We'll be right back" and the time on the generated slate.
     slate_card: Option<Compositor>,
-    id: String,
+    id: ProgramId,
     fmt: ProgramFormat,
     encoder_name: String,
     ingests: HashMap<String, DecodeIngest>,
@@ -429,6 +87,66 @@ struct Bus {
 }
 
 impl Bus {
+    /// Starts the show's ingests, encoder and destinations; [`Bus::run`] then drives them.
+    pub(super) async fn new(
+        spec: ProgramSpec,
+        env: &MediaEnv,
+        status_tx: watch::Sender<Option<ProgramStatus>>,
+        applied: broadcast::Sender<Applied>,
+        thumbs: Thumbnails,
+    ) -> Bus {
+        let prefix = format!("program:{}", spec.id);
+        let fmt = spec.encoder.format;
+        let mut ingests = HashMap::new();
+        let mut switcher = Switcher::new(spec.switcher);
+        for c in &spec.cameras {
+            let id = c.source.camera_id.clone();
+            switcher.set_backup(&id, c.backup.as_deref());
+            ingests.insert(id, DecodeIngest::start(&prefix, c.source.clone(), fmt, env, spec.switcher.stall));
+        }
+        let fanout = Fanout::new(env.queue_bytes);
+        let encoder = Encoder::start(&prefix, &spec.encoder, &fanout, env);
+        let mut outputs = Outputs::new(&prefix, &fanout, env);
+        outputs.set(spec.outputs.clone()).await;
+        let slate = make_slate(fmt, spec.slate_png.as_deref());
+        let compositor = Compositor::new(fmt.width, fmt.height, None).ok();
+        if compositor.is_none() {
+            tracing::error!(program = %spec.id, "overlay compositor unavailable (program size)");
+        }
+        let slate_card = if spec.slate_png.is_none() { slate_card(fmt) } else { None };
+        Bus {
+            applied,
+            fallbacks: 0,
+            timed: Vec::new(),
+            t0: None,
+            degrade: DegradeController::new(env.degrade, fmt, spec.encoder.bitrate_kbps),
+            encoder_settings: spec.encoder.clone(),
+            cameras: spec.cameras.clone(),
+            slate_png: spec.slate_png.clone(),
+            env: env.clone(),
+            overlays_enabled: true,
+            last_out: None,
+            last_overflows: HashMap::new(),
+            thumbs,
+            thumbs_busy: Arc::new(AtomicBool::new(false)),
+            compositor,
+            slate_card,
+            id: spec.id.clone(),
+            fmt,
+            encoder_name: spec.encoder.encoder.clone(),
+            ingests,
+            switcher,
+            encoder,
+            outputs,
+            slate,
+            fanout,
+            events: env.events.clone(),
+            status: status_tx,
+            first: spec.first.clone(),
+            backups: spec.cameras.iter().map(|c| (c.source.camera_id.clone(), c.backup.clone())).collect(),
+        }
+    }
+
     fn note(&self, event_type: &str, detail: String, warning: bool) {
         tracing::info!(program = %self.id, event_type, "{detail}");
         let _ = self.events.try_send(JobEvent::Note {
@@ -439,7 +157,11 @@ impl Bus {
         });
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<ProgramCmd>, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ProgramCmd>,
+        mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    ) {
         // Go live on a picture: wait (bounded) for the first camera's first frame.
         if let Some(store) = self.first.as_ref().and_then(|c| self.ingests.get(c)).map(|i| i.store()) {
             let give_up = Instant::now() + FIRST_FRAME_WAIT;
@@ -695,19 +417,19 @@ impl Bus {
     async fn command(&mut self, cmd: ProgramCmd, t0: Instant) {
         match cmd {
             ProgramCmd::Cut { camera, at, fade, reply } => {
-                if !self.ingests.contains_key(&camera) {
-                    let _ = reply.send(Err(format!("camera {camera:?} is not part of this program")));
+                if !self.ingests.contains_key(camera.as_str()) {
+                    let _ = reply.send(Err(BusError::UnknownCamera { camera: camera.to_string() }));
                     return;
                 }
                 let now = Instant::now();
                 let when = at.map(|s| t0 + Duration::from_secs_f64(s.max(0.0))).unwrap_or(now).max(now);
-                self.switcher.cut(&camera, when, fade);
+                self.switcher.cut(camera.as_str(), when, fade);
                 let _ = reply.send(Ok((when - t0).as_secs_f64()));
             }
             ProgramCmd::Timed { at_us, tag, action, reply } => {
                 if let TimedAction::Cut { camera: Some(c), .. } = &action {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
                         return;
                     }
                 }
@@ -730,7 +452,7 @@ impl Bus {
             ProgramCmd::Pin { camera, reply } => {
                 if let Some(c) = &camera {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(format!("camera {c:?} is not part of this program")));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
                         return;
                     }
                 }
@@ -768,17 +490,17 @@ impl Bus {
         }
     }
 
-    fn overlay(&mut self, op: OverlayOp, now: Instant) -> Result<(), String> {
+    fn overlay(&mut self, op: OverlayOp, now: Instant) -> Result<(), BusError> {
         let Some(c) = self.compositor.as_mut() else {
-            return Err("overlays are unavailable for this program".into());
+            return Err(BusError::OverlaysUnavailable);
         };
         match op {
-            OverlayOp::Show(p) => c.show_prepared(*p, now).map_err(|e| e.to_string()),
+            OverlayOp::Show(p) => Ok(c.show_prepared(*p, now)?),
             OverlayOp::Hide(id) => {
                 if c.hide(&id, now) {
                     Ok(())
                 } else {
-                    Err(format!("no overlay {id:?} is shown"))
+                    Err(BusError::NoSuchOverlay { id })
                 }
             }
             OverlayOp::SetVar(k, v) => {
@@ -837,22 +559,6 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_slate_png_is_scaled_to_fit_and_letterboxed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("slate.png");
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), 4, 2);
-        enc.set_color(png::ColorType::Rgb);
-        enc.write_header().unwrap().write_image_data(&[255, 0, 0].repeat(8)).unwrap();
-        let fmt = ProgramFormat { width: 16, height: 16, fps: 25 };
-        let f = make_slate(fmt, Some(&path));
-        let (r, g, b) = f.rgb_at(8, 8);
-        assert!(r > 200 && g < 40 && b < 40, "the image fills the width: {:?}", (r, g, b));
-        assert!(f.rgb_at(8, 1).0 < 40, "black bars above and below (2:1 image in a square)");
-        let fallback = make_slate(fmt, Some(&dir.path().join("missing.png")));
-        assert_eq!(fallback, Frame::solid(16, 16, (16, 24, 40)), "an unreadable slate image falls back to the card");
-    }
 
     #[test]
     fn frame_deadlines_are_exact() {

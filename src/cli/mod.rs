@@ -709,13 +709,12 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
             };
             // Validate before opening anything, so bad input changes nothing.
             crate::store::cameras::split_camera_url(&a.url).map_err(|e| CliError::Invalid(e.to_string()))?;
-            crate::store::validate_id("camera", &a.id)?;
             let new = NewCamera {
-                id: a.id,
+                id: parse_id("--id", &a.id)?,
                 url: a.url,
                 username: a.username,
                 password,
-                backup_camera_id: a.backup,
+                backup_camera_id: a.backup.as_deref().map(|b| parse_id("--backup", b)).transpose()?,
                 onvif_host: a.onvif_host,
                 onvif_port: a.onvif_port,
             };
@@ -748,7 +747,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 print_json(&cams);
             } else {
                 for c in cams {
-                    let backup = c.backup_camera_id.as_deref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
+                    let backup = c.backup_camera_id.as_ref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
                     println!("{:<16} {}{backup}", c.id, c.source().shown);
                 }
             }
@@ -756,12 +755,12 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
         }
         CameraCmd::Probe { id, url, json } => {
             let source: CameraSource = match (id, url) {
-                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&id).await?.source(),
+                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&parse_id("camera id", &id)?).await?.source(),
                 (None, Some(url)) => {
                     let (u, user, pass) =
                         crate::store::cameras::split_camera_url(&url).map_err(|e| CliError::Invalid(e.to_string()))?;
                     crate::store::Camera {
-                        id: "probe".into(),
+                        id: parse_id("camera id", "probe")?,
                         url: u,
                         username: user,
                         password: pass,
@@ -791,12 +790,13 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
             Ok(())
         }
         CameraCmd::Remove { id } => {
-            Store::open(&cfg.data_dir).await?.remove_camera(&id).await?;
+            Store::open(&cfg.data_dir).await?.remove_camera(&parse_id("camera id", &id)?).await?;
             println!("camera {id} removed");
             Ok(())
         }
         CameraCmd::Preset(p) => timeline::preset(p, cfg).await,
         CameraCmd::Ptz { id, profile, settle_ms } => {
+            let id = parse_id("camera id", &id)?;
             Store::open(&cfg.data_dir).await?.set_camera_ptz(&id, profile.as_deref(), settle_ms).await?;
             println!("ok");
             Ok(())
@@ -816,7 +816,7 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
                 (None, true) => read_stdin_secret("stream key")?,
                 (None, false) => return Err(CliError::Invalid("give the stream key with --key or --key-stdin".into())),
             };
-            crate::store::validate_id("destination", &a.id)?;
+            let id = parse_id("--id", &a.id)?;
             let settings = DestinationInput {
                 platform,
                 url: a.url,
@@ -828,7 +828,7 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             .validate()
             .map_err(|e| CliError::Invalid(e.to_string()))?;
             let store = Store::open(&cfg.data_dir).await?;
-            let d = store.add_destination(&a.id, &settings, !a.disabled).await?;
+            let d = store.add_destination(&id, &settings, !a.disabled).await?;
             println!("destination {} added: {} {}", d.id, d.platform, d.url);
             Ok(())
         }
@@ -845,7 +845,7 @@ async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> 
             Ok(())
         }
         DestinationCmd::Remove { id } => {
-            Store::open(&cfg.data_dir).await?.remove_destination(&id).await?;
+            Store::open(&cfg.data_dir).await?.remove_destination(&parse_id("destination id", &id)?).await?;
             println!("destination {id} removed");
             Ok(())
         }
@@ -870,32 +870,37 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     match cmd {
         StreamCmd::Start { id, camera, destinations } => {
+            let id = parse_id("stream id", &id)?;
             let existing = store.relay(&id).await.ok();
             let camera = match (camera, &existing) {
-                (Some(c), _) => c,
+                (Some(c), _) => parse_id("--camera", &c)?,
                 (None, Some(r)) => r.camera_id.clone(),
                 (None, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --camera"))),
             };
             let destinations = match (destinations.is_empty(), &existing) {
-                (false, _) => destinations,
+                (false, _) => {
+                    destinations.iter().map(|d| parse_id("--destination", d)).collect::<Result<Vec<_>, _>>()?
+                }
                 (true, Some(r)) => r.destinations.clone(),
                 (true, None) => return Err(CliError::Invalid(format!("stream {id} is new: give --destination"))),
             };
             store.put_relay(&id, &camera, &destinations, Desired::Live).await?;
-            println!("stream {id} set live: camera {camera} → {}", destinations.join(", "));
+            let names: Vec<&str> = destinations.iter().map(|d| d.as_str()).collect();
+            println!("stream {id} set live: camera {camera} → {}", names.join(", "));
             Ok(())
         }
         StreamCmd::Stop { id } => {
-            store.set_relay_desired(&id, Desired::Stopped).await?;
+            store.set_relay_desired(&parse_id("stream id", &id)?, Desired::Stopped).await?;
             println!("stream {id} set to stopped");
             Ok(())
         }
         StreamCmd::Remove { id } => {
-            store.remove_relay(&id).await?;
+            store.remove_relay(&parse_id("stream id", &id)?).await?;
             println!("stream {id} removed");
             Ok(())
         }
         StreamCmd::Attach { id, destination } => {
+            let (id, destination) = (parse_id("stream id", &id)?, parse_id("destination id", &destination)?);
             let r = store.relay(&id).await?;
             let mut ds = r.destinations.clone();
             if !ds.contains(&destination) {
@@ -906,8 +911,10 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
             Ok(())
         }
         StreamCmd::Detach { id, destination } => {
+            let (id, destination): (StreamId, DestinationId) =
+                (parse_id("stream id", &id)?, parse_id("destination id", &destination)?);
             let r = store.relay(&id).await?;
-            let ds: Vec<String> = r.destinations.iter().filter(|d| **d != destination).cloned().collect();
+            let ds: Vec<_> = r.destinations.iter().filter(|d| **d != destination).cloned().collect();
             if ds.len() == r.destinations.len() {
                 return Err(CliError::Invalid(format!("stream {id} does not use destination {destination}")));
             }
@@ -917,7 +924,7 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
         }
         StreamCmd::Status { id, json } => {
             let rows = match id {
-                Some(id) => vec![store.relay(&id).await?],
+                Some(id) => vec![store.relay(&parse_id("stream id", &id)?).await?],
                 None => store.relays().await?,
             };
             let mut out = Vec::new();
@@ -948,7 +955,7 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
                         format!("{:?}", r.desired).to_lowercase(),
                         r.state,
                         r.camera_id,
-                        r.destinations.join(", ")
+                        r.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
                     );
                 }
             }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::timeline::model::{self, Inventory};
 use crate::timeline::schedule::{self, LocalTime, Schedule, Weekday};
+use crate::values::ScheduleId;
 
 #[derive(Subcommand, Debug)]
 pub enum TimelineCmd {
@@ -197,7 +198,13 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
             let store = Store::open(&cfg.data_dir).await?;
             let (tl, json, root) = read_checked(&store, &file).await?;
             store
-                .put_timeline(&tl.id, &tl.name, &json, Some(&root.display().to_string()), tl.duration as f64 / 1e6)
+                .put_timeline(
+                    &super::parse_id("timeline id", &tl.id)?,
+                    &tl.name,
+                    &json,
+                    Some(&root.display().to_string()),
+                    tl.duration as f64 / 1e6,
+                )
                 .await?;
             println!(
                 "timeline {} loaded ({} video cues, {:.1} s{})",
@@ -231,12 +238,12 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
         }
         TimelineCmd::Show { id } => {
             let store = Store::open(&cfg.data_dir).await?;
-            println!("{}", store.timeline(&id).await?.json);
+            println!("{}", store.timeline(&super::parse_id("timeline id", &id)?).await?.json);
             return Ok(());
         }
         TimelineCmd::Remove { id } => {
             let store = Store::open(&cfg.data_dir).await?;
-            store.remove_timeline(&id).await?;
+            store.remove_timeline(&super::parse_id("timeline id", &id)?).await?;
             println!("removed");
             return Ok(());
         }
@@ -392,12 +399,14 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
             };
             schedule::validate(&s).map_err(invalid)?;
             for t in &s.timelines {
-                store.timeline(t).await?;
+                store.timeline(&super::parse_id("--timeline", t)?).await?;
             }
             for d in &s.destinations {
-                store.destination(d).await?;
+                store.destination(&super::parse_id("--destination", d)?).await?;
             }
-            store.put_schedule(&id, &serde_json::to_string(&s).expect("serializes")).await?;
+            store
+                .put_schedule(&super::parse_id("schedule id", &id)?, &serde_json::to_string(&s).expect("serializes"))
+                .await?;
             println!("schedule {id} saved");
         }
         ScheduleCmd::List { json } => {
@@ -422,7 +431,7 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
             }
         }
         ScheduleCmd::Remove { id } => {
-            store.remove_schedule(&id).await?;
+            store.remove_schedule(&super::parse_id("schedule id", &id)?).await?;
             println!("removed");
         }
         ScheduleCmd::Enable { id } => set_enabled(&store, &id, true).await?,
@@ -432,14 +441,15 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
 }
 
 async fn set_enabled(store: &Store, id: &str, on: bool) -> Result<(), CliError> {
+    let id: ScheduleId = super::parse_id("schedule id", id)?;
     let rows = store.schedules().await?;
     let (_, json) = rows
         .into_iter()
-        .find(|(i, _)| i == id)
-        .ok_or_else(|| CliError::Store(crate::store::StoreError::NotFound { kind: "schedule", id: id.into() }))?;
+        .find(|(i, _)| *i == id)
+        .ok_or_else(|| CliError::Store(crate::store::StoreError::NotFound { kind: "schedule", id: id.to_string() }))?;
     let mut s: Schedule = serde_json::from_str(&json).map_err(invalid)?;
     s.enabled = on;
-    store.put_schedule(id, &serde_json::to_string(&s).expect("serializes")).await?;
+    store.put_schedule(&id, &serde_json::to_string(&s).expect("serializes")).await?;
     println!("schedule {id} {}", if on { "enabled" } else { "disabled" });
     Ok(())
 }
@@ -448,10 +458,12 @@ pub async fn preset(cmd: PresetCmd, cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     match cmd {
         PresetCmd::Set { camera, preset, token } => {
+            let (camera, preset) = (super::parse_id("camera id", &camera)?, super::parse_id("preset id", &preset)?);
             store.put_preset(&camera, &preset, &token).await?;
             println!("ok");
         }
         PresetCmd::Remove { camera, preset } => {
+            let (camera, preset) = (super::parse_id("camera id", &camera)?, super::parse_id("preset id", &preset)?);
             store.remove_preset(&camera, &preset).await?;
             println!("removed");
         }

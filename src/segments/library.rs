@@ -26,6 +26,7 @@ use super::{Limits, Rejection, Threat};
 use crate::control::trust::TrustStore;
 use crate::store::Store;
 use crate::timeline::model::{self, Inventory};
+use crate::values::TimelineId;
 
 /// Versions kept per segment: the active one and the 2 before it (rollback), and any newer.
 pub const KEEP_VERSIONS: usize = 3;
@@ -352,7 +353,9 @@ impl Library {
         let seg_dir = self.root.join(id);
         let target = seg_dir.join(m.version.to_string());
         // A timeline of that id loaded from elsewhere is not replaced by a package.
-        if let Ok(row) = self.store.timeline(&tl.id).await {
+        let timeline_id =
+            TimelineId::new(tl.id.as_str()).map_err(|e| Rejection::new(Threat::Conflict, e.to_string()))?;
+        if let Ok(row) = self.store.timeline(&timeline_id).await {
             let ours = row.asset_root.as_deref().is_some_and(|r| Path::new(r).starts_with(&seg_dir));
             if !ours {
                 return Err(Rejection::new(

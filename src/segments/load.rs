@@ -12,6 +12,7 @@ use crate::command::{ErrorCode, LoadSource, Output, Refusal, TimelineLoad};
 use crate::control::trust::TrustStore;
 use crate::store::{Store, StoreError};
 use crate::timeline::model::{self, Inventory};
+use crate::values::TimelineId;
 
 pub struct Loader {
     pub library: Library,
@@ -116,16 +117,18 @@ impl Loader {
             ));
         }
         let json = doc.to_string();
-        self.store.put_timeline(&tl.id, &tl.name, &json, None, tl.duration as f64 / 1e6).await.map_err(
-            |e| match e {
+        let timeline_id =
+            TimelineId::new(tl.id.as_str()).map_err(|e| Refusal::field("payload.timeline.id", e.to_string()))?;
+        self.store.put_timeline(&timeline_id, &tl.name, &json, None, tl.duration as f64 / 1e6).await.map_err(|e| {
+            match e {
                 StoreError::OwnedBySegment { .. } => Refusal {
                     code: ErrorCode::Conflict,
                     field: Some("payload.timeline.id".into()),
                     message: e.to_string(),
                 },
                 e => Refusal::new(ErrorCode::Failed, e.to_string()),
-            },
-        )?;
+            }
+        })?;
         Ok(Output::TimelineLoaded { timeline_id: tl.id })
     }
 }

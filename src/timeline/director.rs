@@ -46,6 +46,7 @@ use crate::media::thumbnail::Thumbnails;
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::store::{Severity, Store, StoreError};
+use crate::values::{CameraId, DestinationId, ScheduleId, TimelineId};
 
 /// The program a show runs on.
 pub const SHOW_PROGRAM: &str = "show";
@@ -412,7 +413,9 @@ impl Director {
     ) -> Result<Retired, DirectorError> {
         self.outranks(Some(desired.origin))?;
         let (tl, root, stamp) = load_timeline_row(ctx.store, &desired.timeline_id).await?;
-        let outputs = ctx.store.outputs_for(&desired.destinations).await?;
+        let destination_ids = desired.destinations.iter().map(DestinationId::new).collect::<Result<Vec<_>, _>>();
+        let destination_ids = destination_ids.map_err(|e| DirectorError::Invalid(format!("destination: {e}")))?;
+        let outputs = ctx.store.outputs_for(&destination_ids).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
         // from one timeline to the next (a schedule's rotation).
@@ -442,13 +445,16 @@ impl Director {
             let _ = rx.await;
         } else {
             let kbps = desired.bitrate_kbps.unwrap_or_else(|| bitrate_for(fmt, ctx.cfg));
-            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &desired.destinations, kbps).await;
+            let kbps = ctx.store.capped_bitrate(SHOW_PROGRAM, &destination_ids, kbps).await;
             retired = self.start_program(ctx, &tl, &root, &sources, first.clone(), outputs, kbps).await?;
         }
         let program = self.program.as_ref().expect("started").handle();
         let ptz = self.ptz_targets(ctx, &tl).await?;
         let execution_id =
-            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_deref()).await.ok();
+            match (TimelineId::new(tl.id.as_str()), desired.schedule_id.clone().map(ScheduleId::new).transpose()) {
+                (Ok(t), Ok(s)) => ctx.store.start_execution(&t, desired.origin.as_str(), s.as_ref()).await.ok(),
+                _ => None,
+            };
         let spec = ShowSpec {
             timeline: tl.clone(),
             asset_root: root,
@@ -566,9 +572,15 @@ impl Director {
             if out.contains_key(&id) {
                 continue;
             }
-            let c = ctx.store.camera(&id).await?;
-            let backup =
-                c.backup_camera_id.clone().or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
+            let c = ctx
+                .store
+                .camera(&CameraId::new(id.as_str()).map_err(|e| DirectorError::Invalid(e.to_string()))?)
+                .await?;
+            let backup = c
+                .backup_camera_id
+                .clone()
+                .map(String::from)
+                .or_else(|| tl.fallback.backup_camera_id.clone().filter(|b| *b != id));
             want.extend(backup.clone());
             out.insert(id, ProgramCamera { source: c.source(), backup });
         }
@@ -585,9 +597,10 @@ impl Director {
         let presets = ctx.store.presets().await?;
         let mut out = HashMap::new();
         for id in tl.cameras() {
-            let c = ctx.store.camera(&id).await?;
+            let cam = CameraId::new(id.as_str()).map_err(|e| DirectorError::Invalid(e.to_string()))?;
+            let c = ctx.store.camera(&cam).await?;
             let Some(host) = c.onvif_host.clone() else { continue };
-            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
+            let (profile, settle) = ctx.store.camera_ptz(&cam).await?;
             out.insert(
                 id.clone(),
                 PtzTarget {
@@ -598,7 +611,10 @@ impl Director {
                         password: c.password.clone(),
                         profile_token: profile,
                     },
-                    presets: presets.get(&id).cloned().unwrap_or_default(),
+                    presets: presets
+                        .get(&cam)
+                        .map(|m| m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+                        .unwrap_or_default(),
                     settle: Duration::from_millis(settle.unwrap_or(ctx.cfg.timeline.ptz_settle_ms)),
                 },
             );
@@ -794,7 +810,11 @@ impl Director {
             }
         }
         // A new version stored?
-        let stamp = match ctx.store.timeline_loaded_at(&id).await {
+        let stored = match TimelineId::new(id.as_str()) {
+            Ok(t) => ctx.store.timeline_loaded_at(&t).await,
+            Err(e) => Err(StoreError::Invalid(e.to_string())),
+        };
+        let stamp = match stored {
             Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(e) => {
@@ -964,7 +984,8 @@ pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, Pa
 
 /// [`load_timeline`], with the row's `loaded_at`.
 async fn load_timeline_row(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf, String), DirectorError> {
-    let row = store.timeline(id).await?;
+    let row =
+        store.timeline(&TimelineId::new(id).map_err(|e| DirectorError::Invalid(format!("timeline: {e}")))?).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     // Stored rows passed the full check (schema included) when they were loaded; what may have

@@ -32,6 +32,7 @@ use crate::media::MediaEnv;
 use crate::notify::NotAlive;
 use crate::store::{Desired, RelayRow, Severity, Store, StoreError};
 use crate::timeline::{director, scheduler};
+use crate::values::StreamId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -152,7 +153,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
 /// The relay streams' task: brings the running relays to the desired state in the store every
 /// `interval_ms` and writes back what it observes. Its stops wait here, on its own task.
 async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: CancellationToken) {
-    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut running: HashMap<StreamId, Running> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -168,7 +169,7 @@ async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: 
         }
     }
     let deadline = env.stop_grace + Duration::from_secs(5);
-    let ids: Vec<String> = running.keys().cloned().collect();
+    let ids: Vec<StreamId> = running.keys().cloned().collect();
     let stops = running.into_values().map(|r| r.relay.stop());
     if tokio::time::timeout(deadline, join_all(stops)).await.is_err() {
         tracing::error!("streams did not stop within {deadline:?}; their processes are killed on exit");
@@ -218,14 +219,14 @@ async fn desired_spec(store: &Store, row: &RelayRow) -> Result<(RelaySpec, Strin
     for d in &row.destinations {
         let dest = store.destination(d).await?;
         if dest.enabled {
-            outputs.extend(dest.settings.outputs(&dest.id));
+            outputs.extend(dest.settings.outputs(dest.id.as_str()));
         }
     }
     let key = source.input().expose().to_string();
-    Ok((RelaySpec { id: row.id.clone(), camera: source, outputs }, key))
+    Ok((RelaySpec { id: row.id.to_string(), camera: source, outputs }, key))
 }
 
-async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, Running>) -> Result<(), StoreError> {
+async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<StreamId, Running>) -> Result<(), StoreError> {
     let rows = store.relays().await?;
     for row in &rows {
         if row.desired != Desired::Live {
@@ -263,7 +264,7 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
         }
     }
     let wanted: Vec<&str> = rows.iter().filter(|r| r.desired == Desired::Live).map(|r| r.id.as_str()).collect();
-    let gone: Vec<String> = running.keys().filter(|k| !wanted.contains(&k.as_str())).cloned().collect();
+    let gone: Vec<StreamId> = running.keys().filter(|k| !wanted.contains(&k.as_str())).cloned().collect();
     for id in gone {
         if let Some(r) = running.remove(&id) {
             tracing::info!(stream = %id, "stopping relay");
@@ -282,7 +283,7 @@ async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<String, 
 
 /// Writes the status when its shape changes, and the progress figures at most every 2 s
 /// (the box runs on flash: no database write per tick).
-async fn report(store: &Store, id: &str, r: &mut Running) -> Result<(), StoreError> {
+async fn report(store: &Store, id: &StreamId, r: &mut Running) -> Result<(), StoreError> {
     let st: RelayStatus = r.relay.status();
     let shape = shape_of(&st);
     let due = match &r.last_report {
@@ -310,6 +311,7 @@ mod tests {
     use super::*;
     use crate::media::destination::{DestinationInput, Platform};
     use crate::secret::Secret;
+    use crate::values::DestinationId;
 
     async fn add(store: &Store, id: &str, platform: Platform, enabled: bool) {
         let url = (platform == Platform::Custom).then(|| "rtmp://127.0.0.1:1935/live".to_string());
@@ -321,7 +323,7 @@ mod tests {
             ca_file: None,
             tls_verify: true,
         };
-        store.add_destination(id, &input.validate().unwrap(), enabled).await.unwrap();
+        store.add_destination(&DestinationId::new(id).unwrap(), &input.validate().unwrap(), enabled).await.unwrap();
     }
 
     #[tokio::test]
@@ -332,7 +334,7 @@ mod tests {
         add(&store, "tw", Platform::Twitch, true).await;
         add(&store, "tw-off", Platform::Twitch, false).await;
         add(&store, "own", Platform::Custom, true).await;
-        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ids = |v: &[&str]| v.iter().map(|s| DestinationId::new(*s).unwrap()).collect::<Vec<_>>();
         assert_eq!(store.capped_bitrate("p", &ids(&["yt", "tw"]), 12_000).await, 6_000);
         assert_eq!(store.capped_bitrate("p", &ids(&["yt", "own"]), 12_000).await, 9_000);
         assert_eq!(store.capped_bitrate("p", &ids(&["yt", "tw-off"]), 12_000).await, 9_000, "disabled: ignored");

@@ -723,7 +723,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 let (url, user, pass) =
                     crate::store::cameras::split_camera_url(&add.url).map_err(|e| CliError::Invalid(e.to_string()))?;
                 let cam = crate::store::Camera {
-                    id: add.camera_id.to_string(),
+                    id: add.camera_id.clone(),
                     url,
                     username: add.username.clone().or(user),
                     password: add.password.clone().map(|p| p.0).or(pass),
@@ -745,7 +745,7 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
                 print_json(&cams);
             } else {
                 for c in cams {
-                    let backup = c.backup_camera_id.as_deref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
+                    let backup = c.backup_camera_id.as_ref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
                     println!("{:<16} {}{backup}", c.id, c.source().shown);
                 }
             }
@@ -753,12 +753,12 @@ async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
         }
         CameraCmd::Probe { id, url, json } => {
             let source: CameraSource = match (id, url) {
-                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&id).await?.source(),
+                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&parse_id("camera id", &id)?).await?.source(),
                 (None, Some(url)) => {
                     let (u, user, pass) =
                         crate::store::cameras::split_camera_url(&url).map_err(|e| CliError::Invalid(e.to_string()))?;
                     crate::store::Camera {
-                        id: "probe".into(),
+                        id: parse_id("camera id", "probe")?,
                         url: u,
                         username: user,
                         password: pass,
@@ -898,7 +898,7 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
         | StreamCmd::Detach { .. } => unreachable!("changes are made above"),
         StreamCmd::Status { id, json } => {
             let rows = match id {
-                Some(id) => vec![store.relay(&id).await?],
+                Some(id) => vec![store.relay(&parse_id("stream id", &id)?).await?],
                 None => store.relays().await?,
             };
             let mut out = Vec::new();
@@ -929,7 +929,7 @@ async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
                         format!("{:?}", r.desired).to_lowercase(),
                         r.state,
                         r.camera_id,
-                        r.destinations.join(", ")
+                        r.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
                     );
                 }
             }

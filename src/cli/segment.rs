@@ -333,7 +333,7 @@ pub async fn export(
 ) -> Result<(), CliError> {
     let (key_id, key) = super::studio::load_key(key)?;
     let store = Store::open(&cfg.data_dir).await?;
-    let row = store.timeline(id.as_str()).await?;
+    let row = store.timeline(id).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
     let inv =
         crate::timeline::model::Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };

@@ -225,7 +225,7 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
         }
         TimelineCmd::Show { id } => {
             let store = Store::open(&cfg.data_dir).await?;
-            println!("{}", store.timeline(&id).await?.json);
+            println!("{}", store.timeline(&super::parse_id("timeline id", &id)?).await?.json);
             return Ok(());
         }
         TimelineCmd::Remove { id } => {

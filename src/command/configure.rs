@@ -186,11 +186,11 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             crate::store::cameras::split_camera_url(&a.url).map_err(|e| invalid("url", e))?;
             let c = store
                 .add_camera(NewCamera {
-                    id: a.camera_id.to_string(),
+                    id: a.camera_id,
                     url: a.url,
                     username: a.username,
                     password: a.password.map(|p| p.0),
-                    backup_camera_id: a.backup_camera_id.map(String::from),
+                    backup_camera_id: a.backup_camera_id,
                     onvif_host: a.onvif_host,
                     onvif_port: a.onvif_port,
                 })
@@ -202,7 +202,7 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             done(format!("camera {camera_id} removed"))
         }
         Configure::CameraPtz { camera_id, profile, settle_ms } => {
-            store.set_camera_ptz(camera_id.as_str(), profile.as_deref(), settle_ms).await?;
+            store.set_camera_ptz(&camera_id, profile.as_deref(), settle_ms).await?;
             done(format!("camera {camera_id}: PTZ settings stored"))
         }
         Configure::DestinationAdd(a) => {
@@ -217,7 +217,7 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             }
             .validate()
             .map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
-            let d = store.add_destination(a.destination_id.as_str(), &settings, a.enabled).await?;
+            let d = store.add_destination(&a.destination_id, &settings, a.enabled).await?;
             done(format!("destination {} added: {} {}", d.id, d.platform, d.url))
         }
         Configure::DestinationRemove { destination_id } => {
@@ -225,60 +225,60 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             done(format!("destination {destination_id} removed"))
         }
         Configure::StreamStart { stream_id, camera_id, destination_ids } => {
-            let id = stream_id.as_str();
+            let id = &stream_id;
             let existing = store.relay(id).await.ok();
             let camera = match (camera_id, &existing) {
-                (Some(c), _) => c.to_string(),
+                (Some(c), _) => c,
                 (None, Some(r)) => r.camera_id.clone(),
                 (None, None) => return Err(invalid("camera_id", format!("stream {id} is new: give its camera"))),
             };
-            let destinations: Vec<String> = match (destination_ids.is_empty(), &existing) {
-                (false, _) => destination_ids.iter().map(ToString::to_string).collect(),
+            let destinations: Vec<DestinationId> = match (destination_ids.is_empty(), &existing) {
+                (false, _) => destination_ids,
                 (true, Some(r)) => r.destinations.clone(),
                 (true, None) => {
                     return Err(invalid("destination_ids", format!("stream {id} is new: give its destinations")))
                 }
             };
             store.put_relay(id, &camera, &destinations, Desired::Live).await?;
-            done(format!("stream {id} set live: camera {camera} → {}", destinations.join(", ")))
+            let names: Vec<&str> = destinations.iter().map(DestinationId::as_str).collect();
+            done(format!("stream {id} set live: camera {camera} → {}", names.join(", ")))
         }
         Configure::StreamStop { stream_id } => {
-            store.set_relay_desired(stream_id.as_str(), Desired::Stopped).await?;
+            store.set_relay_desired(&stream_id, Desired::Stopped).await?;
             done(format!("stream {stream_id} set to stopped"))
         }
         Configure::StreamRemove { stream_id } => {
             on_air.stream_free(stream_id.as_str())?;
-            store.remove_relay(stream_id.as_str()).await?;
+            store.remove_relay(&stream_id).await?;
             done(format!("stream {stream_id} removed"))
         }
         Configure::StreamAttach { stream_id, destination_id } => {
-            let r = store.relay(stream_id.as_str()).await?;
-            store.destination(destination_id.as_str()).await?;
+            let r = store.relay(&stream_id).await?;
+            store.destination(&destination_id).await?;
             let mut ds = r.destinations.clone();
-            if !ds.iter().any(|d| d.as_str() == destination_id.as_str()) {
-                ds.push(destination_id.to_string());
+            if !ds.contains(&destination_id) {
+                ds.push(destination_id.clone());
             }
-            store.put_relay(stream_id.as_str(), &r.camera_id, &ds, r.desired).await?;
+            store.put_relay(&stream_id, &r.camera_id, &ds, r.desired).await?;
             done(format!("stream {stream_id}: destination {destination_id} attached"))
         }
         Configure::StreamDetach { stream_id, destination_id } => {
-            let r = store.relay(stream_id.as_str()).await?;
-            let ds: Vec<String> =
-                r.destinations.iter().filter(|d| d.as_str() != destination_id.as_str()).cloned().collect();
+            let r = store.relay(&stream_id).await?;
+            let ds: Vec<DestinationId> = r.destinations.iter().filter(|d| **d != destination_id).cloned().collect();
             if ds.len() == r.destinations.len() {
                 return Err(Refusal::new(
                     ErrorCode::NotFound,
                     format!("stream {stream_id} does not use destination {destination_id}"),
                 ));
             }
-            store.put_relay(stream_id.as_str(), &r.camera_id, &ds, r.desired).await?;
+            store.put_relay(&stream_id, &r.camera_id, &ds, r.desired).await?;
             done(format!("stream {stream_id}: destination {destination_id} detached"))
         }
         Configure::TimelineLoad { json, asset_root } => {
             let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(asset_root.clone()) };
             let tl = model::parse(&json, &inv).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
             let secs = tl.duration as f64 / 1e6;
-            store.put_timeline(tl.id.as_str(), &tl.name, &json, Some(&asset_root.display().to_string()), secs).await?;
+            store.put_timeline(&tl.id, &tl.name, &json, Some(&asset_root.display().to_string()), secs).await?;
             done(format!(
                 "timeline {} loaded ({} video cues, {secs:.1} s{})",
                 tl.id,
@@ -288,35 +288,35 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
         }
         Configure::TimelineRemove { timeline_id } => {
             on_air.timeline_free(timeline_id.as_str())?;
-            if let Some(segment) = store.timeline_segment(timeline_id.as_str()).await? {
+            if let Some(segment) = store.timeline_segment(&timeline_id).await? {
                 return Err(StoreError::OwnedBySegment { timeline: timeline_id.to_string(), segment }.into());
             }
-            store.remove_timeline(timeline_id.as_str()).await?;
+            store.remove_timeline(&timeline_id).await?;
             done(format!("timeline {timeline_id} removed"))
         }
         Configure::SchedulePut { schedule: s } => {
             schedule::validate(&s).map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
             for t in &s.timelines {
-                store.timeline(t.as_str()).await?;
+                store.timeline(t).await?;
             }
             for d in &s.destinations {
-                store.destination(d.as_str()).await?;
+                store.destination(d).await?;
             }
-            store.put_schedule(s.id.as_str(), &serde_json::to_string(&s).expect("serializes")).await?;
+            store.put_schedule(&s.id, &serde_json::to_string(&s).expect("serializes")).await?;
             done(format!("schedule {} saved", s.id))
         }
         Configure::ScheduleRemove { schedule_id } => {
-            store.remove_schedule(schedule_id.as_str()).await?;
+            store.remove_schedule(&schedule_id).await?;
             done(format!("schedule {schedule_id} removed"))
         }
         Configure::ScheduleEnable { schedule_id, enabled } => {
-            let id = schedule_id.as_str();
+            let id = &schedule_id;
             let (_, json) = store
                 .schedules()
                 .await?
                 .into_iter()
                 .find(|(i, _)| i == id)
-                .ok_or_else(|| StoreError::NotFound { kind: "schedule", id: id.into() })?;
+                .ok_or_else(|| StoreError::NotFound { kind: "schedule", id: id.to_string() })?;
             let mut s: Schedule =
                 serde_json::from_str(&json).map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
             s.enabled = enabled;
@@ -324,11 +324,11 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             done(format!("schedule {id} {}", if enabled { "enabled" } else { "disabled" }))
         }
         Configure::PresetSet { camera_id, preset_id, token } => {
-            store.put_preset(camera_id.as_str(), preset_id.as_str(), &token).await?;
+            store.put_preset(&camera_id, &preset_id, &token).await?;
             done(format!("camera {camera_id}: preset {preset_id} stored"))
         }
         Configure::PresetRemove { camera_id, preset_id } => {
-            store.remove_preset(camera_id.as_str(), preset_id.as_str()).await?;
+            store.remove_preset(&camera_id, &preset_id).await?;
             done(format!("camera {camera_id}: preset {preset_id} removed"))
         }
         Configure::AdminPassword { phc } => {
@@ -399,14 +399,14 @@ fn trust_refusal(e: TrustError) -> Refusal {
 /// Removes a camera that nothing on air uses (the rule the cloud's `CAMERA_ACTION remove` follows too).
 pub async fn remove_camera(store: &Store, on_air: &OnAir, id: &CameraId) -> Result<(), Refusal> {
     on_air.camera_free(id.as_str())?;
-    store.remove_camera(id.as_str()).await?;
+    store.remove_camera(id).await?;
     Ok(())
 }
 
 /// Removes a destination that nothing on air pushes to.
 pub async fn remove_destination(store: &Store, on_air: &OnAir, id: &DestinationId) -> Result<(), Refusal> {
     on_air.destination_free(id.as_str())?;
-    store.remove_destination(id.as_str()).await?;
+    store.remove_destination(id).await?;
     Ok(())
 }
 
@@ -442,7 +442,7 @@ mod tests {
         let e = apply(&kit.store, &cfg, &nothing, timeline_remove("tl-seg")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Conflict, "{e}");
         assert!(e.message.contains("belongs to segment"), "{e}");
-        kit.store.timeline("tl-seg").await.expect("the segment's timeline is still there");
+        kit.store.timeline(&TimelineId::new("tl-seg").unwrap()).await.expect("the segment's timeline is still there");
 
         // The show plays it: neither the timeline nor its segment may go.
         let playing = OnAir {
@@ -461,6 +461,6 @@ mod tests {
 
         // Stopped, the segment goes with its timeline.
         apply(&kit.store, &cfg, &nothing, remove_segment).await.expect("the segment is removed");
-        assert!(kit.store.timeline("tl-seg").await.is_err(), "its timeline went with it");
+        assert!(kit.store.timeline(&TimelineId::new("tl-seg").unwrap()).await.is_err(), "its timeline went with it");
     }
 }

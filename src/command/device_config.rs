@@ -19,6 +19,7 @@ use crate::media::destination::{DestinationInput, DestinationSettings, Platform}
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::trust::{Role, TrustEntry, TrustStore};
+use crate::values::DestinationId;
 
 /// What the cloud inbox lends a `DEVICE_CONFIG` it accepted. Never read from or written to the
 /// wire (`#[serde(skip)]`): no other origin can set it.
@@ -144,11 +145,11 @@ impl Apply<'_> {
             return Err(field("payload.apply_after".into(), "apply_after is not supported by this agent version"));
         }
         // 1. Read and check everything.
-        let mut dests: Vec<(String, Option<DestinationSettings>, bool)> = Vec::new();
+        let mut dests: Vec<(DestinationId, Option<DestinationSettings>, bool)> = Vec::new();
         for (i, v) in c.destinations.clone().unwrap_or_default().into_iter().enumerate() {
             let at = format!("payload.destinations.{i}");
             let d: DestinationItem = serde_json::from_value(v).map_err(|e| field(at.clone(), e.to_string()))?;
-            crate::store::validate_id("destination", &d.id).map_err(|e| field(format!("{at}.id"), e.to_string()))?;
+            let id = DestinationId::new(d.id.as_str()).map_err(|e| field(format!("{at}.id"), e.to_string()))?;
             let platform: Platform = d.platform.parse().map_err(|e: crate::media::destination::DestinationError| {
                 field(format!("{at}.platform"), e.to_string())
             })?;
@@ -171,7 +172,7 @@ impl Apply<'_> {
                 }
                 None => None,
             };
-            if settings.is_none() && self.store.destination(&d.id).await.is_err() {
+            if settings.is_none() && self.store.destination(&id).await.is_err() {
                 return Err(field(format!("{at}.stream_key"), "a new destination needs its stream key (sealed)"));
             }
             if settings.is_some() && self.on_air.contains(&d.id) {
@@ -180,7 +181,7 @@ impl Apply<'_> {
                     format!("destination {} is on air: stop what streams to it before changing it", d.id),
                 ));
             }
-            dests.push((d.id, settings, d.enabled.unwrap_or(true)));
+            dests.push((id, settings, d.enabled.unwrap_or(true)));
         }
         let trust = match &c.trust {
             None => None,
@@ -195,13 +196,13 @@ impl Apply<'_> {
                 Some(change)
             }
         };
-        let existing: Vec<String> = self.store.destinations().await?.into_iter().map(|d| d.id).collect();
-        let removals: Vec<String> = match c.mode {
+        let existing: Vec<DestinationId> = self.store.destinations().await?.into_iter().map(|d| d.id).collect();
+        let removals: Vec<DestinationId> = match c.mode {
             ConfigMode::Merge => Vec::new(),
             ConfigMode::Replace if c.destinations.is_none() => Vec::new(),
             ConfigMode::Replace => existing
                 .iter()
-                .filter(|id| !dests.iter().any(|(d, _, _)| d == *id) && !self.on_air.contains(id))
+                .filter(|id| !dests.iter().any(|(d, _, _)| d == *id) && !self.on_air.iter().any(|a| a == id.as_str()))
                 .cloned()
                 .collect(),
         };
@@ -227,7 +228,7 @@ impl Apply<'_> {
                 }
                 None => self.store.set_destination_enabled(&id, enabled).await?,
             }
-            changed.push(id);
+            changed.push(String::from(id));
         }
         for id in &removals {
             self.store.remove_destination(id).await?;

@@ -212,13 +212,13 @@ impl Dispatcher {
                 let add = matches!(action, ShowAction::AddDestination(_));
                 let Some(desired) = d.view().desired else { return Err(DirectorError::NoShow.into()) };
                 let mut list = desired.destinations.clone();
-                list.retain(|x| x != id.as_str());
+                list.retain(|x| x != id);
                 if add {
-                    self.inner.store.destination(id.as_str()).await?;
+                    self.inner.store.destination(id).await?;
                     list.push(id.clone());
                 }
                 let names: Vec<String> = list.iter().map(ToString::to_string).collect();
-                let outputs = self.inner.store.outputs_for(&names).await?;
+                let outputs = self.inner.store.outputs_for(&list).await?;
                 d.set_destinations(origin, list, outputs).await?;
                 Ok(Output::Destinations { destinations: names })
             }
@@ -470,7 +470,9 @@ impl Dispatcher {
                 if p.action == ProgramVerb::Attach {
                     list.push(dest.to_string());
                 }
-                let outputs = self.inner.store.outputs_for(&list).await?;
+                let ids = list.iter().map(DestinationId::new).collect::<Result<Vec<_>, _>>();
+                let ids = ids.map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                let outputs = self.inner.store.outputs_for(&ids).await?;
                 self.ask_bus(&prog.handle, |reply| ProgramCmd::SetOutputs { outputs, reply }).await?;
                 self.inner.programs.set_destinations(id.as_str(), list.clone()).await;
                 Ok(Output::Destinations { destinations: list })
@@ -529,7 +531,7 @@ impl Dispatcher {
 
     /// Cameras from the store, each followed by its backups (a backup's backup too).
     async fn cameras_with_backups(&self, ids: &[CameraId]) -> Result<Vec<ProgramCamera>, Refusal> {
-        let mut wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let mut wanted: Vec<CameraId> = ids.to_vec();
         let mut out = Vec::new();
         let mut i = 0;
         while i < wanted.len() && i < 4 * MAX_CAMERAS {
@@ -537,7 +539,7 @@ impl Dispatcher {
             if let Some(b) = c.backup_camera_id.clone().filter(|b| !wanted.contains(b)) {
                 wanted.push(b);
             }
-            out.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone() });
+            out.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone().map(String::from) });
             i += 1;
         }
         Ok(out)
@@ -558,13 +560,13 @@ impl Dispatcher {
             ));
         }
         let cameras = dedup(cameras);
-        let destinations: Vec<String> =
-            dedup(p.destination_ids.clone().unwrap_or_default()).iter().map(ToString::to_string).collect();
+        let destination_ids = dedup(p.destination_ids.clone().unwrap_or_default());
+        let destinations: Vec<String> = destination_ids.iter().map(ToString::to_string).collect();
         if destinations.len() > MAX_DESTINATIONS {
             return Err(Refusal::field("payload.destination_ids", format!("use at most {MAX_DESTINATIONS}")));
         }
         let cams = self.cameras_with_backups(&cameras).await?;
-        let outputs = self.inner.store.outputs_for(&destinations).await?;
+        let outputs = self.inner.store.outputs_for(&destination_ids).await?;
         let (mut format, mut kbps) = p.profile.unwrap_or(crate::media::encoder::Profile::P720).settings();
         if let Some(s) = p.size {
             format = ProgramFormat { width: s.width, height: s.height, ..format };
@@ -575,7 +577,7 @@ impl Dispatcher {
         if let Some(b) = p.bitrate_kbps {
             kbps = b.get();
         }
-        let kbps = self.inner.store.capped_bitrate(id.as_str(), &destinations, kbps).await;
+        let kbps = self.inner.store.capped_bitrate(id.as_str(), &destination_ids, kbps).await;
         let cfg = &self.inner.cfg;
         let encoder = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), false)
             .await
@@ -591,7 +593,7 @@ impl Dispatcher {
             switcher: self.inner.env.switcher,
         };
         self.inner.programs.start(spec, destinations.clone()).await?;
-        for d in &destinations {
+        for d in &destination_ids {
             let _ = self.inner.store.touch_destination(d).await;
         }
         let _ = self.inner.store.add_event(Severity::Info, "program_started", &format!("program:{id}"), "").await;
@@ -692,11 +694,11 @@ impl Dispatcher {
                 let _ = origin;
                 store
                     .add_camera(crate::store::cameras::NewCamera {
-                        id: c.camera_id.to_string(),
+                        id: c.camera_id.clone(),
                         url: spec.url,
                         username: spec.username,
                         password: spec.opened_password,
-                        backup_camera_id: spec.backup_camera_id.map(String::from),
+                        backup_camera_id: spec.backup_camera_id,
                         onvif_host: spec.onvif.as_ref().map(|o| o.host.clone()),
                         onvif_port: spec.onvif.map(|o| o.port),
                     })
@@ -708,7 +710,7 @@ impl Dispatcher {
                 Ok(Output::Done)
             }
             CameraVerb::Probe => {
-                let cam = store.camera(c.camera_id.as_str()).await?;
+                let cam = store.camera(&c.camera_id).await?;
                 let probe =
                     crate::media::probe::probe_camera(&self.inner.env.ffprobe, &cam.source(), Duration::from_secs(4))
                         .await
@@ -717,24 +719,21 @@ impl Dispatcher {
             }
             CameraVerb::GotoPreset => {
                 let preset = need(&c.preset_id, "preset_id", "goto_preset")?;
-                let cam = store.camera(c.camera_id.as_str()).await?;
+                let cam = store.camera(&c.camera_id).await?;
                 let Some(host) = cam.onvif_host.clone() else {
                     return Err(Refusal::new(
                         ErrorCode::Conflict,
                         format!("camera {} has no ONVIF address", c.camera_id),
                     ));
                 };
-                let token = store
-                    .presets()
-                    .await?
-                    .get(c.camera_id.as_str())
-                    .and_then(|m| m.get(preset.as_str()).cloned())
-                    .ok_or_else(|| Refusal {
+                let token = store.presets().await?.get(&c.camera_id).and_then(|m| m.get(&preset).cloned()).ok_or_else(
+                    || Refusal {
                         code: ErrorCode::NotFound,
                         field: Some("payload.preset_id".into()),
                         message: format!("camera {} has no preset {preset}", c.camera_id),
-                    })?;
-                let (profile, _) = store.camera_ptz(c.camera_id.as_str()).await?;
+                    },
+                )?;
+                let (profile, _) = store.camera_ptz(&c.camera_id).await?;
                 let endpoint = crate::ptz::OnvifEndpoint {
                     host,
                     port: cam.onvif_port.unwrap_or(self.inner.cfg.timeline.onvif_port),

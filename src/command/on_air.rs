@@ -165,8 +165,8 @@ async fn with_backups(store: &Store, cameras: &mut BTreeSet<String>) -> Result<(
     loop {
         let more: Vec<String> = all
             .iter()
-            .filter(|c| cameras.contains(&c.id))
-            .filter_map(|c| c.backup_camera_id.clone())
+            .filter(|c| cameras.contains(c.id.as_str()))
+            .filter_map(|c| c.backup_camera_id.as_ref().map(ToString::to_string))
             .filter(|b| !cameras.contains(b))
             .collect();
         if more.is_empty() {
@@ -182,13 +182,13 @@ async fn live_streams(store: &Store) -> Result<Vec<User>, StoreError> {
         if r.desired != Desired::Live {
             continue;
         }
-        let mut cameras = BTreeSet::from([r.camera_id.clone()]);
+        let mut cameras = BTreeSet::from([r.camera_id.to_string()]);
         with_backups(store, &mut cameras).await?;
         out.push(User {
             name: format!("stream {}", r.id),
             cameras,
-            destinations: r.destinations.iter().cloned().collect(),
-            stream: Some(r.id.clone()),
+            destinations: r.destinations.iter().map(ToString::to_string).collect(),
+            stream: Some(r.id.to_string()),
             timeline: None,
         });
     }

@@ -170,7 +170,7 @@ impl Loader {
             ));
         }
         let json = doc.to_string();
-        self.store.put_timeline(tl.id.as_str(), &tl.name, &json, None, tl.duration as f64 / 1e6).await.map_err(
+        self.store.put_timeline(&tl.id, &tl.name, &json, None, tl.duration as f64 / 1e6).await.map_err(
             |e| match e {
                 StoreError::OwnedBySegment { .. } => Refusal {
                     code: ErrorCode::Conflict,

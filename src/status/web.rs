@@ -374,14 +374,15 @@ pub(super) struct CueList {
 }
 
 async fn cue_list(s: &Shared, id: &str) -> Option<Arc<CueList>> {
-    let loaded_at = timed(s.store.timeline_loaded_at(id)).await??;
+    let timeline_id = crate::values::TimelineId::new(id).ok()?;
+    let loaded_at = timed(s.store.timeline_loaded_at(&timeline_id)).await??;
     {
         let c = s.cues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = c.as_ref().filter(|c| c.id == id && c.loaded_at == loaded_at) {
             return Some(c.clone());
         }
     }
-    let row = timed(s.store.timeline(id)).await?;
+    let row = timed(s.store.timeline(&timeline_id)).await?;
     let doc: Value = serde_json::from_str(&row.json).ok()?;
     let mut cues: Vec<(String, f64)> = doc["tracks"]["video"]["cues"]
         .as_array()
@@ -506,9 +507,9 @@ async fn gather(s: &Shared) -> PageData {
         }
     }
     for d in destinations.iter().flatten() {
-        if !dests.iter().any(|x| x.id == d.id) {
+        if !dests.iter().any(|x| x.id == d.id.as_str()) {
             dests.push(DestinationRow {
-                id: d.id.clone(),
+                id: d.id.to_string(),
                 program: None,
                 state: if d.enabled { "idle" } else { "disabled" }.into(),
                 bitrate_kbps: None,
@@ -545,8 +546,9 @@ async fn gather(s: &Shared) -> PageData {
         control_configured: s.control_configured,
         outbox,
         segments,
-        schedules: schedules
-            .map(|v| v.into_iter().map(|(id, j)| (id, serde_json::from_str(&j).unwrap_or(Value::Null))).collect()),
+        schedules: schedules.map(|v| {
+            v.into_iter().map(|(id, j)| (id.into(), serde_json::from_str(&j).unwrap_or(Value::Null))).collect()
+        }),
         timelines: timelines.unwrap_or_default(),
         events: events.unwrap_or_default(),
         system,

@@ -3,9 +3,10 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now, validate_id, Store, StoreError};
+use super::{id_at, now, opt_id_at, Store, StoreError};
 use crate::media::probe::CameraSource;
 use crate::secret::Secret;
+use crate::values::CameraId;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CameraError {
@@ -18,24 +19,24 @@ pub enum CameraError {
 /// A camera as entered.
 #[derive(Debug, Clone)]
 pub struct NewCamera {
-    pub id: String,
+    pub id: CameraId,
     pub url: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
     pub onvif_host: Option<String>,
     pub onvif_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Camera {
-    pub id: String,
+    pub id: CameraId,
     /// Without credentials.
     pub url: String,
     pub username: Option<String>,
     #[serde(skip)]
     pub password: Option<Secret>,
-    pub backup_camera_id: Option<String>,
+    pub backup_camera_id: Option<CameraId>,
     pub onvif_host: Option<String>,
     pub onvif_port: Option<u16>,
 }
@@ -94,7 +95,6 @@ impl Camera {
 
 impl Store {
     pub async fn add_camera(&self, c: NewCamera) -> Result<Camera, StoreError> {
-        validate_id("camera", &c.id)?;
         let (url, url_user, url_pass) = split_camera_url(&c.url).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let username = c.username.or(url_user);
         let password = c.password.or(url_pass);
@@ -105,18 +105,18 @@ impl Store {
             self.camera(b).await?;
         }
         if self.camera(&c.id).await.is_ok() {
-            return Err(StoreError::Exists { kind: "camera", id: c.id });
+            return Err(StoreError::Exists { kind: "camera", id: c.id.to_string() });
         }
         let sealed = password.as_ref().map(|p| self.key.seal(p, &format!("camera:{}:password", c.id)));
         sqlx::query(
             "INSERT INTO cameras (id, url, username, password_enc, backup_camera_id, onvif_host, onvif_port, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&c.id)
+        .bind(c.id.as_str())
         .bind(&url)
         .bind(&username)
         .bind(sealed)
-        .bind(&c.backup_camera_id)
+        .bind(c.backup_camera_id.as_ref().map(CameraId::as_str))
         .bind(&c.onvif_host)
         .bind(c.onvif_port.map(i64::from))
         .bind(now())
@@ -125,14 +125,15 @@ impl Store {
         self.camera(&c.id).await
     }
 
-    pub async fn camera(&self, id: &str) -> Result<Camera, StoreError> {
-        let row = sqlx::query("SELECT * FROM cameras WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+    pub async fn camera(&self, id: &CameraId) -> Result<Camera, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM cameras WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
         let row = row.ok_or_else(|| StoreError::NotFound { kind: "camera", id: id.to_string() })?;
         self.camera_from_row(&row)
     }
 
     fn camera_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Camera, StoreError> {
-        let id: String = row.get("id");
+        let id: CameraId = id_at(row, "cameras", "id")?;
         let sealed: Option<Vec<u8>> = row.get("password_enc");
         let password = match sealed {
             Some(s) => Some(self.key.open(&s, &format!("camera:{id}:password"))?),
@@ -142,7 +143,7 @@ impl Store {
             url: row.get("url"),
             username: row.get("username"),
             password,
-            backup_camera_id: row.get("backup_camera_id"),
+            backup_camera_id: opt_id_at(row, "cameras", "backup_camera_id")?,
             onvif_host: row.get("onvif_host"),
             onvif_port: row.get::<Option<i64>, _>("onvif_port").map(|p| p as u16),
             id,
@@ -154,10 +155,10 @@ impl Store {
         rows.iter().map(|r| self.camera_from_row(r)).collect()
     }
 
-    pub async fn remove_camera(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn remove_camera(&self, id: &CameraId) -> Result<(), StoreError> {
         self.camera(id).await?;
         let users: Vec<String> = sqlx::query_scalar("SELECT id FROM relay_streams WHERE camera_id = ?")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_all(&self.pool)
             .await?;
         if !users.is_empty() {
@@ -166,7 +167,7 @@ impl Store {
                 users.join(", ")
             )));
         }
-        sqlx::query("DELETE FROM cameras WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM cameras WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 }
@@ -189,7 +190,7 @@ mod tests {
     #[test]
     fn source_inserts_and_masks_credentials() {
         let c = Camera {
-            id: "a".into(),
+            id: CameraId::new("a").unwrap(),
             url: "rtsp://10.0.0.5/s".into(),
             username: Some("admin".into()),
             password: Some(Secret::new("p@ss w")),

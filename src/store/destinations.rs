@@ -4,12 +4,13 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::Severity;
-use super::{now, validate_id, Store, StoreError};
+use super::{id_at, now, Store, StoreError};
 use crate::media::destination::{DestinationSettings, OutputTarget, Platform};
+use crate::values::DestinationId;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Destination {
-    pub id: String,
+    pub id: DestinationId,
     #[serde(skip)]
     pub settings: DestinationSettings,
     pub platform: Platform,
@@ -22,11 +23,10 @@ pub struct Destination {
 impl Store {
     pub async fn add_destination(
         &self,
-        id: &str,
+        id: &DestinationId,
         s: &DestinationSettings,
         enabled: bool,
     ) -> Result<Destination, StoreError> {
-        validate_id("destination", id)?;
         if self.destination(id).await.is_ok() {
             return Err(StoreError::Exists { kind: "destination", id: id.to_string() });
         }
@@ -35,7 +35,7 @@ impl Store {
             "INSERT INTO destinations (id, platform, url, stream_key_enc, backup_ingest, ca_file, tls_verify, enabled, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(s.platform.as_str())
         .bind(&s.url)
         .bind(sealed)
@@ -49,14 +49,15 @@ impl Store {
         self.destination(id).await
     }
 
-    pub async fn destination(&self, id: &str) -> Result<Destination, StoreError> {
-        let row = sqlx::query("SELECT * FROM destinations WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+    pub async fn destination(&self, id: &DestinationId) -> Result<Destination, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM destinations WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
         let row = row.ok_or_else(|| StoreError::NotFound { kind: "destination", id: id.to_string() })?;
         self.destination_from_row(&row)
     }
 
     fn destination_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Destination, StoreError> {
-        let id: String = row.get("id");
+        let id: DestinationId = id_at(row, "destinations", "id")?;
         let platform: Platform = row
             .get::<String, _>("platform")
             .parse()
@@ -85,27 +86,28 @@ impl Store {
         rows.iter().map(|r| self.destination_from_row(r)).collect()
     }
 
-    /// Removes a destination; streams using it drop it (live pushers are stopped by the daemon).
-    pub async fn set_destination_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
+    /// Turns a destination on or off; a disabled one is left out of every program's outputs.
+    pub async fn set_destination_enabled(&self, id: &DestinationId, enabled: bool) -> Result<(), StoreError> {
         self.destination(id).await?;
         sqlx::query("UPDATE destinations SET enabled = ? WHERE id = ?")
             .bind(enabled)
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn remove_destination(&self, id: &str) -> Result<(), StoreError> {
+    /// Removes a destination; streams using it drop it (live pushers are stopped by the daemon).
+    pub async fn remove_destination(&self, id: &DestinationId) -> Result<(), StoreError> {
         self.destination(id).await?;
-        sqlx::query("DELETE FROM destinations WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM destinations WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn touch_destination(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn touch_destination(&self, id: &DestinationId) -> Result<(), StoreError> {
         sqlx::query("UPDATE destinations SET last_used = ? WHERE id = ?")
             .bind(now())
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -113,7 +115,7 @@ impl Store {
 
     /// The lowest of the destinations' platform bitrate limits (YouTube 9000k, Facebook 8000k,
     /// Twitch 6000k), so a program never sends more than any of its platforms accepts.
-    pub async fn bitrate_cap(&self, ids: &[String]) -> Option<u32> {
+    pub async fn bitrate_cap(&self, ids: &[DestinationId]) -> Option<u32> {
         let mut cap: Option<u32> = None;
         for d in ids {
             if let Ok(dest) = self.destination(d).await {
@@ -126,7 +128,7 @@ impl Store {
     }
 
     /// Clamps a program's video bitrate to its platforms' limits, saying so when it does.
-    pub async fn capped_bitrate(&self, program: &str, ids: &[String], kbps: u32) -> u32 {
+    pub async fn capped_bitrate(&self, program: &str, ids: &[DestinationId], kbps: u32) -> u32 {
         match self.bitrate_cap(ids).await {
             Some(cap) if kbps > cap => {
                 let detail =
@@ -141,12 +143,12 @@ impl Store {
     }
 
     /// The outputs of destinations by id (disabled ones left out).
-    pub async fn outputs_for(&self, ids: &[String]) -> Result<Vec<OutputTarget>, StoreError> {
+    pub async fn outputs_for(&self, ids: &[DestinationId]) -> Result<Vec<OutputTarget>, StoreError> {
         let mut outputs = Vec::new();
         for d in ids {
             let dest = self.destination(d).await?;
             if dest.enabled {
-                outputs.extend(dest.settings.outputs(&dest.id));
+                outputs.extend(dest.settings.outputs(dest.id.as_str()));
             }
         }
         Ok(outputs)

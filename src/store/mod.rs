@@ -18,10 +18,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
 
 use crypto::{CryptoError, DeviceKey};
+
+use crate::values::{shorten, ValueError};
 
 pub use cameras::{Camera, CameraError, NewCamera};
 pub use destinations::Destination;
@@ -51,6 +53,10 @@ pub enum StoreError {
     OwnedBySegment { timeline: String, segment: String },
     #[error("{0}")]
     Invalid(String),
+    /// An id read back from the database breaks the id rule: the file was edited by hand or is
+    /// damaged. Reported, never a panic, so the rest of the store stays usable.
+    #[error("table {table}, column {column}: the stored value {value:?} is not a valid id (1-64 letters, digits, '-' or '_', starting with a letter or digit); the database was changed outside the agent: correct or delete that row")]
+    BadStoredId { table: &'static str, column: &'static str, value: String },
 }
 
 #[derive(Clone)]
@@ -63,6 +69,8 @@ pub struct Store {
 
 pub use crate::values::is_valid_id;
 
+/// Checks an id that has no type of its own (a signing key's id). The store's own ids arrive as
+/// the types of [`crate::values`], checked where they entered.
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
     if is_valid_id(id) {
         Ok(())
@@ -71,6 +79,31 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StoreError> {
             "invalid {kind} id {id:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
         )))
     }
+}
+
+/// Checks an id read back from the database (`table`.`column`): a value that breaks the id rule is
+/// a [`StoreError::BadStoredId`] naming the table and the value.
+pub(crate) fn stored_id<T>(table: &'static str, column: &'static str, raw: String) -> Result<T, StoreError>
+where
+    T: TryFrom<String, Error = ValueError>,
+{
+    T::try_from(raw.clone()).map_err(|_| StoreError::BadStoredId { table, column, value: shorten(&raw) })
+}
+
+/// The id in `column` of a row of `table` (see [`stored_id`]).
+pub(crate) fn id_at<T>(row: &SqliteRow, table: &'static str, column: &'static str) -> Result<T, StoreError>
+where
+    T: TryFrom<String, Error = ValueError>,
+{
+    stored_id(table, column, row.try_get(column)?)
+}
+
+/// The id in `column` of a row of `table`, which may be NULL (see [`stored_id`]).
+pub(crate) fn opt_id_at<T>(row: &SqliteRow, table: &'static str, column: &'static str) -> Result<Option<T>, StoreError>
+where
+    T: TryFrom<String, Error = ValueError>,
+{
+    row.try_get::<Option<String>, _>(column)?.map(|raw| stored_id(table, column, raw)).transpose()
 }
 
 pub(crate) fn now() -> String {
@@ -197,5 +230,91 @@ mod open_tests {
         for r in futures_util::future::join_all(opens).await {
             r.unwrap().expect("every concurrent open succeeds");
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::{Store, StoreError};
+    use crate::values::{CameraId, DestinationId, ScheduleId, StreamId};
+
+    async fn raw(s: &Store, sql: &str) {
+        sqlx::query(sql).execute(&s.pool).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_id_edited_outside_the_agent_is_an_error_naming_the_table_and_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        raw(&s, "INSERT INTO cameras (id, url, created_at) VALUES ('bad id!', 'rtsp://10.0.0.5/s', 'now')").await;
+        let e = s.cameras().await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::BadStoredId { table: "cameras", column: "id", value } if value == "bad id!"),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("cameras") && msg.contains("\"bad id!\""), "{msg}");
+        // Schedules and relay links too: an error, never a panic.
+        raw(&s, "INSERT INTO schedules (id, json, position, updated_at) VALUES ('', '{}', 1, 'now')").await;
+        assert!(matches!(s.schedules().await, Err(StoreError::BadStoredId { table: "schedules", .. })));
+        raw(&s, "DELETE FROM cameras").await;
+        raw(&s, "INSERT INTO cameras (id, url, created_at) VALUES ('cam1', 'rtsp://10.0.0.5/s', 'now')").await;
+        raw(&s, "INSERT INTO relay_streams (id, camera_id, desired, updated_at) VALUES ('r1', 'cam1', 'live', 'now')")
+            .await;
+        // A link to a destination id no check would let in (foreign keys off on this connection).
+        let mut c = s.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *c).await.unwrap();
+        sqlx::query("INSERT INTO relay_destinations (relay_id, destination_id) VALUES ('r1', '-x')")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *c).await.unwrap();
+        drop(c);
+        let e = s.relays().await.unwrap_err();
+        assert!(matches!(e, StoreError::BadStoredId { table: "relay_destinations", .. }), "{e:?}");
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn rows_carry_typed_ids_and_serialize_them_as_plain_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        let cam = CameraId::new("cam1").unwrap();
+        let new = super::NewCamera {
+            id: cam.clone(),
+            url: "rtsp://u:p@10.0.0.5/s".into(),
+            username: None,
+            password: None,
+            backup_camera_id: None,
+            onvif_host: None,
+            onvif_port: None,
+        };
+        s.add_camera(new).await.unwrap();
+        let settings = crate::media::destination::DestinationInput {
+            platform: crate::media::destination::Platform::Youtube,
+            url: None,
+            key: crate::secret::Secret::new("k"),
+            backup_ingest: false,
+            ca_file: None,
+            tls_verify: true,
+        }
+        .validate()
+        .unwrap();
+        let yt = DestinationId::new("yt").unwrap();
+        s.add_destination(&yt, &settings, true).await.unwrap();
+        let r1 = StreamId::new("r1").unwrap();
+        s.put_relay(&r1, &cam, std::slice::from_ref(&yt), super::Desired::Live).await.unwrap();
+        let row = s.relay(&r1).await.unwrap();
+        assert_eq!((&row.id, &row.camera_id, &row.destinations[..]), (&r1, &cam, &[yt.clone()][..]));
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["id"], "r1");
+        assert_eq!(json["camera_id"], "cam1");
+        assert_eq!(json["destinations"], serde_json::json!(["yt"]));
+        assert_eq!(serde_json::to_value(s.camera(&cam).await.unwrap()).unwrap()["id"], "cam1");
+        assert_eq!(serde_json::to_value(s.destination(&yt).await.unwrap()).unwrap()["id"], "yt");
+        let sched = ScheduleId::new("s1").unwrap();
+        s.put_schedule(&sched, "{}").await.unwrap();
+        assert_eq!(s.schedules().await.unwrap(), vec![(sched, "{}".to_string())]);
+        s.close().await;
     }
 }

@@ -1,10 +1,13 @@
 //! Relay streams: the desired state (written by the CLI, survives restarts) and the state the daemon
 //! last reported.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now, validate_id, Store, StoreError};
+use super::{id_at, now, Store, StoreError};
+use crate::values::{CameraId, DestinationId, StreamId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,9 +27,9 @@ impl Desired {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayRow {
-    pub id: String,
-    pub camera_id: String,
-    pub destinations: Vec<String>,
+    pub id: StreamId,
+    pub camera_id: CameraId,
+    pub destinations: Vec<DestinationId>,
     pub desired: Desired,
     /// As last reported by the daemon.
     pub state: String,
@@ -39,12 +42,11 @@ impl Store {
     /// Creates or updates a relay stream and sets it to `desired`.
     pub async fn put_relay(
         &self,
-        id: &str,
-        camera_id: &str,
-        destinations: &[String],
+        id: &StreamId,
+        camera_id: &CameraId,
+        destinations: &[DestinationId],
         desired: Desired,
     ) -> Result<(), StoreError> {
-        validate_id("stream", id)?;
         self.camera(camera_id).await?;
         if destinations.is_empty() {
             return Err(StoreError::Invalid("a stream needs at least one destination".into()));
@@ -58,17 +60,17 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET camera_id = excluded.camera_id, desired = excluded.desired,
              updated_at = excluded.updated_at",
         )
-        .bind(id)
-        .bind(camera_id)
+        .bind(id.as_str())
+        .bind(camera_id.as_str())
         .bind(desired.as_str())
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM relay_destinations WHERE relay_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM relay_destinations WHERE relay_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
         for d in destinations {
             sqlx::query("INSERT INTO relay_destinations (relay_id, destination_id) VALUES (?, ?)")
-                .bind(id)
-                .bind(d)
+                .bind(id.as_str())
+                .bind(d.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -76,11 +78,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_relay_desired(&self, id: &str, desired: Desired) -> Result<(), StoreError> {
+    pub async fn set_relay_desired(&self, id: &StreamId, desired: Desired) -> Result<(), StoreError> {
         let r = sqlx::query("UPDATE relay_streams SET desired = ?, updated_at = ? WHERE id = ?")
             .bind(desired.as_str())
             .bind(now())
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 0 {
@@ -98,8 +100,8 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    pub async fn remove_relay(&self, id: &str) -> Result<(), StoreError> {
-        let r = sqlx::query("DELETE FROM relay_streams WHERE id = ?").bind(id).execute(&self.pool).await?;
+    pub async fn remove_relay(&self, id: &StreamId) -> Result<(), StoreError> {
+        let r = sqlx::query("DELETE FROM relay_streams WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound { kind: "stream", id: id.to_string() });
         }
@@ -111,32 +113,32 @@ impl Store {
         let links = sqlx::query("SELECT relay_id, destination_id FROM relay_destinations ORDER BY destination_id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
+        let mut by_relay: HashMap<String, Vec<DestinationId>> = HashMap::new();
+        for l in &links {
+            let d = id_at(l, "relay_destinations", "destination_id")?;
+            by_relay.entry(l.try_get("relay_id")?).or_default().push(d);
+        }
+        rows.iter()
             .map(|r| {
-                let id: String = r.get("id");
-                RelayRow {
-                    destinations: links
-                        .iter()
-                        .filter(|l| l.get::<String, _>("relay_id") == id)
-                        .map(|l| l.get("destination_id"))
-                        .collect(),
-                    camera_id: r.get("camera_id"),
+                let id: StreamId = id_at(r, "relay_streams", "id")?;
+                Ok(RelayRow {
+                    destinations: by_relay.remove(id.as_str()).unwrap_or_default(),
+                    camera_id: id_at(r, "relay_streams", "camera_id")?,
                     desired: if r.get::<String, _>("desired") == "live" { Desired::Live } else { Desired::Stopped },
                     state: r.get("state"),
                     status_json: r.get("status_json"),
                     updated_at: r.get("updated_at"),
                     id,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
-    pub async fn relay(&self, id: &str) -> Result<RelayRow, StoreError> {
+    pub async fn relay(&self, id: &StreamId) -> Result<RelayRow, StoreError> {
         self.relays()
             .await?
             .into_iter()
-            .find(|r| r.id == id)
+            .find(|r| &r.id == id)
             .ok_or_else(|| StoreError::NotFound { kind: "stream", id: id.to_string() })
     }
 
@@ -147,11 +149,11 @@ impl Store {
     }
 
     /// The daemon's report; does not touch `updated_at` (that tracks the desired state).
-    pub async fn report_relay(&self, id: &str, state: &str, status_json: &str) -> Result<(), StoreError> {
+    pub async fn report_relay(&self, id: &StreamId, state: &str, status_json: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE relay_streams SET state = ?, status_json = ? WHERE id = ?")
             .bind(state)
             .bind(status_json)
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -10,11 +10,15 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now, validate_id, Store, StoreError};
+use super::{id_at, now, opt_id_at, Store, StoreError};
+use crate::values::{CameraId, PresetId, ScheduleId, TimelineId};
+
+/// A camera's PTZ presets: the preset id timelines use → the camera's ONVIF token.
+pub type PresetTokens = HashMap<PresetId, String>;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineRow {
-    pub id: String,
+    pub id: TimelineId,
     pub name: String,
     #[serde(skip)]
     pub json: String,
@@ -26,9 +30,9 @@ pub struct TimelineRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecutionRow {
     pub id: i64,
-    pub timeline_id: String,
+    pub timeline_id: TimelineId,
     pub origin: String,
-    pub schedule_id: Option<String>,
+    pub schedule_id: Option<ScheduleId>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: String,
@@ -43,13 +47,12 @@ impl Store {
     /// overwritten between them.
     pub async fn put_timeline(
         &self,
-        id: &str,
+        id: &TimelineId,
         name: &str,
         json: &str,
         asset_root: Option<&str>,
         duration_s: f64,
     ) -> Result<(), StoreError> {
-        validate_id("timeline", id)?;
         let done = sqlx::query(
             "INSERT INTO timelines (id, name, json, asset_root, duration_s, loaded_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6
@@ -57,7 +60,7 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, json = excluded.json,
              asset_root = excluded.asset_root, duration_s = excluded.duration_s, loaded_at = excluded.loaded_at",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(name)
         .bind(json)
         .bind(asset_root)
@@ -68,7 +71,7 @@ impl Store {
         if done.rows_affected() == 0 {
             let segment: Option<String> =
                 sqlx::query_scalar("SELECT segment_id FROM segment_versions WHERE timeline_id = ? LIMIT 1")
-                    .bind(id)
+                    .bind(id.as_str())
                     .fetch_optional(&self.pool)
                     .await?;
             return Err(StoreError::OwnedBySegment { timeline: id.to_string(), segment: segment.unwrap_or_default() });
@@ -76,36 +79,39 @@ impl Store {
         Ok(())
     }
 
-    fn timeline_row(r: &sqlx::sqlite::SqliteRow) -> TimelineRow {
-        TimelineRow {
-            id: r.get("id"),
+    fn timeline_row(r: &sqlx::sqlite::SqliteRow) -> Result<TimelineRow, StoreError> {
+        Ok(TimelineRow {
+            id: id_at(r, "timelines", "id")?,
             name: r.get("name"),
             json: r.get("json"),
             asset_root: r.get("asset_root"),
             duration_s: r.get("duration_s"),
             loaded_at: r.get("loaded_at"),
-        }
+        })
     }
 
-    pub async fn timeline(&self, id: &str) -> Result<TimelineRow, StoreError> {
+    pub async fn timeline(&self, id: &TimelineId) -> Result<TimelineRow, StoreError> {
         let r = sqlx::query("SELECT * FROM timelines WHERE id = ?")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound { kind: "timeline", id: id.to_string() })?;
-        Ok(Self::timeline_row(&r))
+        Self::timeline_row(&r)
     }
 
     /// When the timeline `id` was last stored (None: it is not): cheap enough to poll, so that a
     /// show notices a new version stored by any process.
-    pub async fn timeline_loaded_at(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let r = sqlx::query("SELECT loaded_at FROM timelines WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+    pub async fn timeline_loaded_at(&self, id: &TimelineId) -> Result<Option<String>, StoreError> {
+        let r = sqlx::query("SELECT loaded_at FROM timelines WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(r.map(|r| r.get("loaded_at")))
     }
 
     pub async fn timelines(&self) -> Result<Vec<TimelineRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM timelines ORDER BY id").fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(Self::timeline_row).collect())
+        rows.iter().map(Self::timeline_row).collect()
     }
 
     /// (id, name) of every stored timeline, by id (without loading documents).
@@ -121,15 +127,19 @@ impl Store {
     }
 
     /// The segment whose package installed the timeline `id`, if one did.
-    pub async fn timeline_segment(&self, id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn timeline_segment(&self, id: &TimelineId) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT segment_id FROM segment_versions WHERE timeline_id = ? LIMIT 1")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    pub async fn remove_timeline(&self, id: &str) -> Result<(), StoreError> {
-        let n = sqlx::query("DELETE FROM timelines WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected();
+    pub async fn remove_timeline(&self, id: &TimelineId) -> Result<(), StoreError> {
+        let n = sqlx::query("DELETE FROM timelines WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound { kind: "timeline", id: id.to_string() });
         }
@@ -137,8 +147,7 @@ impl Store {
     }
 
     /// Maps a timeline preset id to the camera's ONVIF token.
-    pub async fn put_preset(&self, camera_id: &str, preset_id: &str, token: &str) -> Result<(), StoreError> {
-        validate_id("preset", preset_id)?;
+    pub async fn put_preset(&self, camera_id: &CameraId, preset_id: &PresetId, token: &str) -> Result<(), StoreError> {
         self.camera(camera_id).await?;
         if token.is_empty() || token.len() > 64 {
             return Err(StoreError::Invalid("a preset token is 1-64 characters".into()));
@@ -147,18 +156,18 @@ impl Store {
             "INSERT INTO camera_presets (camera_id, preset_id, token) VALUES (?, ?, ?)
              ON CONFLICT(camera_id, preset_id) DO UPDATE SET token = excluded.token",
         )
-        .bind(camera_id)
-        .bind(preset_id)
+        .bind(camera_id.as_str())
+        .bind(preset_id.as_str())
         .bind(token)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn remove_preset(&self, camera_id: &str, preset_id: &str) -> Result<(), StoreError> {
+    pub async fn remove_preset(&self, camera_id: &CameraId, preset_id: &PresetId) -> Result<(), StoreError> {
         let n = sqlx::query("DELETE FROM camera_presets WHERE camera_id = ? AND preset_id = ?")
-            .bind(camera_id)
-            .bind(preset_id)
+            .bind(camera_id.as_str())
+            .bind(preset_id.as_str())
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -169,16 +178,19 @@ impl Store {
     }
 
     /// camera id → preset id → ONVIF token.
-    pub async fn presets(&self) -> Result<HashMap<String, HashMap<String, String>>, StoreError> {
+    pub async fn presets(&self) -> Result<HashMap<CameraId, PresetTokens>, StoreError> {
         let rows = sqlx::query("SELECT camera_id, preset_id, token FROM camera_presets").fetch_all(&self.pool).await?;
-        let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut out: HashMap<CameraId, PresetTokens> = HashMap::new();
         for r in rows {
-            out.entry(r.get("camera_id")).or_default().insert(r.get("preset_id"), r.get("token"));
+            let camera = id_at(&r, "camera_presets", "camera_id")?;
+            let preset = id_at(&r, "camera_presets", "preset_id")?;
+            out.entry(camera).or_default().insert(preset, r.get("token"));
         }
         Ok(out)
     }
 
-    /// What a timeline may refer to: every camera and its preset ids.
+    /// What a timeline may refer to: every camera and its preset ids (as the timeline's checks
+    /// take them: plain strings).
     pub async fn camera_inventory(&self) -> Result<HashMap<String, HashSet<String>>, StoreError> {
         let presets = self.presets().await?;
         Ok(self
@@ -186,15 +198,15 @@ impl Store {
             .await?
             .into_iter()
             .map(|c| {
-                let p = presets.get(&c.id).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-                (c.id, p)
+                let p = presets.get(&c.id).map(|m| m.keys().map(PresetId::to_string).collect()).unwrap_or_default();
+                (c.id.into(), p)
             })
             .collect())
     }
 
     pub async fn set_camera_ptz(
         &self,
-        id: &str,
+        id: &CameraId,
         profile: Option<&str>,
         settle_ms: Option<u64>,
     ) -> Result<(), StoreError> {
@@ -202,16 +214,16 @@ impl Store {
         sqlx::query("UPDATE cameras SET onvif_profile = COALESCE(?, onvif_profile), ptz_settle_ms = COALESCE(?, ptz_settle_ms) WHERE id = ?")
             .bind(profile)
             .bind(settle_ms.map(|m| m as i64))
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     /// (ONVIF profile token, settle time in ms) of a camera.
-    pub async fn camera_ptz(&self, id: &str) -> Result<(Option<String>, Option<u64>), StoreError> {
+    pub async fn camera_ptz(&self, id: &CameraId) -> Result<(Option<String>, Option<u64>), StoreError> {
         let r = sqlx::query("SELECT onvif_profile, ptz_settle_ms FROM cameras WHERE id = ?")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound { kind: "camera", id: id.to_string() })?;
@@ -219,14 +231,13 @@ impl Store {
     }
 
     /// Adds or replaces a schedule (a new one goes last: lowest priority).
-    pub async fn put_schedule(&self, id: &str, json: &str) -> Result<(), StoreError> {
-        validate_id("schedule", id)?;
+    pub async fn put_schedule(&self, id: &ScheduleId, json: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO schedules (id, json, position, updated_at)
              VALUES (?, ?, (SELECT COALESCE(MAX(position), 0) + 1 FROM schedules), ?)
              ON CONFLICT(id) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(json)
         .bind(now())
         .execute(&self.pool)
@@ -235,13 +246,17 @@ impl Store {
     }
 
     /// (id, json) in priority order.
-    pub async fn schedules(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn schedules(&self) -> Result<Vec<(ScheduleId, String)>, StoreError> {
         let rows = sqlx::query("SELECT id, json FROM schedules ORDER BY position").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|r| (r.get("id"), r.get("json"))).collect())
+        rows.into_iter().map(|r| Ok((id_at(&r, "schedules", "id")?, r.get("json")))).collect()
     }
 
-    pub async fn remove_schedule(&self, id: &str) -> Result<(), StoreError> {
-        let n = sqlx::query("DELETE FROM schedules WHERE id = ?").bind(id).execute(&self.pool).await?.rows_affected();
+    pub async fn remove_schedule(&self, id: &ScheduleId) -> Result<(), StoreError> {
+        let n = sqlx::query("DELETE FROM schedules WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound { kind: "schedule", id: id.to_string() });
         }
@@ -275,17 +290,17 @@ impl Store {
 
     pub async fn start_execution(
         &self,
-        timeline_id: &str,
+        timeline_id: &TimelineId,
         origin: &str,
-        schedule_id: Option<&str>,
+        schedule_id: Option<&ScheduleId>,
     ) -> Result<i64, StoreError> {
         let r = sqlx::query(
             "INSERT INTO timeline_executions (timeline_id, origin, schedule_id, started_at, status)
              VALUES (?, ?, ?, ?, 'running') RETURNING id",
         )
-        .bind(timeline_id)
+        .bind(timeline_id.as_str())
         .bind(origin)
-        .bind(schedule_id)
+        .bind(schedule_id.map(ScheduleId::as_str))
         .bind(now())
         .fetch_one(&self.pool)
         .await?;
@@ -340,19 +355,20 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ExecutionRow {
-                id: r.get("id"),
-                timeline_id: r.get("timeline_id"),
-                origin: r.get("origin"),
-                schedule_id: r.get("schedule_id"),
-                started_at: r.get("started_at"),
-                ended_at: r.get("ended_at"),
-                status: r.get("status"),
-                error: r.get("error"),
-                metrics: r.get::<Option<String>, _>("metrics_json").and_then(|m| serde_json::from_str(&m).ok()),
+        rows.iter()
+            .map(|r| {
+                Ok(ExecutionRow {
+                    id: r.get("id"),
+                    timeline_id: id_at(r, "timeline_executions", "timeline_id")?,
+                    origin: r.get("origin"),
+                    schedule_id: opt_id_at(r, "timeline_executions", "schedule_id")?,
+                    started_at: r.get("started_at"),
+                    ended_at: r.get("ended_at"),
+                    status: r.get("status"),
+                    error: r.get("error"),
+                    metrics: r.get::<Option<String>, _>("metrics_json").and_then(|m| serde_json::from_str(&m).ok()),
+                })
             })
-            .collect())
+            .collect()
     }
 }

@@ -24,7 +24,10 @@ pub async fn load_timeline(store: &Store, id: &str) -> Result<(Arc<Timeline>, Pa
 
 /// [`load_timeline`], with the row's `loaded_at` (which changes when a new version is stored).
 pub async fn load_timeline_row(store: &Store, id: &str) -> Result<(Arc<Timeline>, PathBuf, String), LoadError> {
-    let row = store.timeline(id).await?;
+    // An id that breaks the id rule names no stored timeline.
+    let id = crate::values::TimelineId::new(id)
+        .map_err(|_| StoreError::NotFound { kind: "timeline", id: crate::values::shorten(id) })?;
+    let row = store.timeline(&id).await?;
     let root = PathBuf::from(row.asset_root.clone().unwrap_or_else(|| ".".into()));
     let inv = Inventory { cameras: store.camera_inventory().await?, asset_root: Some(root.clone()) };
     // Stored rows passed the full check (schema included) when they were loaded; what may have

@@ -43,10 +43,14 @@ pub async fn preflight(ctx: &Ctx<'_>, timeline_id: &str, destinations: &[impl As
     let mut enabled = 0;
     for d in destinations {
         let d = d.as_ref();
-        match ctx.store.destination(d).await {
+        let found = match crate::values::DestinationId::new(d) {
+            Ok(id) => ctx.store.destination(&id).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match found {
             Ok(dest) if dest.enabled => enabled += 1,
             Ok(_) => p.warnings.push(format!("destination {d:?} is disabled")),
-            Err(e) => p.blockers.push(e.to_string()),
+            Err(e) => p.blockers.push(e),
         }
     }
     if !destinations.is_empty() && enabled == 0 {
@@ -91,7 +95,7 @@ async fn check_cameras(ctx: &Ctx<'_>, tl: Option<&Timeline>) -> Vec<String> {
     let Some(tl) = tl else { return vec![] };
     let mut probes = Vec::new();
     for id in tl.cameras() {
-        let Ok(c) = ctx.store.camera(id.as_str()).await else { continue };
+        let Ok(c) = ctx.store.camera(&id).await else { continue };
         let src = c.source();
         let (cache, ffprobe) = (ctx.env.probes.clone(), ctx.env.ffprobe.clone());
         if let Some(k) = cache.known(&src, TRUST_FOR) {

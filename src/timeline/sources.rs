@@ -22,10 +22,10 @@ pub async fn with_backups_or(
     ids: &[CameraId],
     fallback: Option<&CameraId>,
 ) -> Result<Vec<ProgramCamera>, StoreError> {
-    let mut wanted: Vec<String> = Vec::new();
+    let mut wanted: Vec<CameraId> = Vec::new();
     for id in ids {
-        if !wanted.iter().any(|w| id == w.as_str()) {
-            wanted.push(id.to_string());
+        if !wanted.contains(id) {
+            wanted.push(id.clone());
         }
     }
     let mut out = Vec::new();
@@ -34,11 +34,11 @@ pub async fn with_backups_or(
         let id = wanted[i].clone();
         i += 1;
         let c = store.camera(&id).await?;
-        let backup = c.backup_camera_id.clone().or_else(|| fallback.map(ToString::to_string).filter(|b| *b != id));
+        let backup = c.backup_camera_id.clone().or_else(|| fallback.cloned().filter(|b| *b != id));
         if let Some(b) = backup.clone().filter(|b| !wanted.contains(b)) {
             wanted.push(b);
         }
-        out.push(ProgramCamera { source: c.source(), backup });
+        out.push(ProgramCamera { source: c.source(), backup: backup.map(String::from) });
     }
     Ok(out)
 }

@@ -356,7 +356,7 @@ impl Library {
         let seg_dir = self.root.join(id);
         let target = seg_dir.join(m.version.to_string());
         // A timeline of that id loaded from elsewhere is not replaced by a package.
-        if let Ok(row) = self.store.timeline(tl.id.as_str()).await {
+        if let Ok(row) = self.store.timeline(&tl.id).await {
             let ours = row.asset_root.as_deref().is_some_and(|r| Path::new(r).starts_with(&seg_dir));
             if !ours {
                 return Err(Rejection::new(

@@ -52,7 +52,7 @@ use crate::media::program::{Program, ProgramCamera, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::store::{Severity, Store, StoreError};
-use crate::values::{CameraId, DestinationId, PresetId, ScheduleId, TimelineId};
+use crate::values::{CameraId, DestinationId, ScheduleId, TimelineId};
 
 /// The program a show runs on.
 pub const SHOW_PROGRAM: &str = "show";
@@ -278,7 +278,7 @@ impl Director {
     ) -> Result<Retired, DirectorError> {
         self.outranks(Some(desired.origin))?;
         let (tl, root, stamp) = load_timeline_row(ctx.store, desired.timeline_id.as_str()).await?;
-        let destinations: Vec<String> = desired.destinations.iter().map(ToString::to_string).collect();
+        let destinations = desired.destinations.clone();
         let outputs = ctx.store.outputs_for(&destinations).await?;
         let fmt = ProgramFormat { width: tl.width, height: tl.height, fps: tl.fps };
         // Same picture format: the running program is kept, so the destinations stay connected
@@ -314,15 +314,8 @@ impl Director {
         }
         let program = self.program.as_ref().expect("started").handle();
         let ptz = self.ptz_targets(ctx, &tl).await?;
-        let execution_id = ctx
-            .store
-            .start_execution(
-                tl.id.as_str(),
-                desired.origin.as_str(),
-                desired.schedule_id.as_ref().map(ScheduleId::as_str),
-            )
-            .await
-            .ok();
+        let execution_id =
+            ctx.store.start_execution(&tl.id, desired.origin.as_str(), desired.schedule_id.as_ref()).await.ok();
         let spec = ShowSpec {
             timeline: tl.clone(),
             asset_root: root,
@@ -452,14 +445,11 @@ impl Director {
         let presets = ctx.store.presets().await?;
         let mut out = HashMap::new();
         for id in tl.cameras() {
-            let c = ctx.store.camera(id.as_str()).await?;
+            let c = ctx.store.camera(&id).await?;
             let Some(host) = c.onvif_host.clone() else { continue };
-            let (profile, settle) = ctx.store.camera_ptz(id.as_str()).await?;
+            let (profile, settle) = ctx.store.camera_ptz(&id).await?;
             // Preset ids the store holds that break the id rule cannot be named by a timeline.
-            let presets = presets
-                .get(id.as_str())
-                .map(|p| p.iter().filter_map(|(k, v)| Some((PresetId::new(k.clone()).ok()?, v.clone()))).collect())
-                .unwrap_or_default();
+            let presets = presets.get(&id).cloned().unwrap_or_default();
             out.insert(
                 id.clone(),
                 PtzTarget {
@@ -662,7 +652,7 @@ impl Director {
             }
         }
         // A new version stored?
-        let stamp = match ctx.store.timeline_loaded_at(id.as_str()).await {
+        let stamp = match ctx.store.timeline_loaded_at(&id).await {
             Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(e) => {

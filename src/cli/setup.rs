@@ -1,0 +1,295 @@
+//! `camera`, `destination` and `stream`: the configuration commands. Every change goes through
+//! [`configure_change`](super::configure_change): the running daemon's dispatcher, or the same
+//! checked function on the store when no daemon runs. Listing and probing read the store.
+
+use super::*;
+
+pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
+    let timeout = Duration::from_secs(cfg.ffmpeg.rtsp_timeout_s);
+    match cmd {
+        CameraCmd::Add(a) => {
+            let password = match (a.password, a.password_stdin) {
+                (Some(p), _) => Some(Secret::new(p)),
+                (None, true) => Some(read_stdin_secret("password")?),
+                (None, false) => None,
+            };
+            // Validate before opening anything, so bad input changes nothing.
+            crate::store::cameras::split_camera_url(&a.url).map_err(|e| CliError::Invalid(e.to_string()))?;
+            let add = configure::CameraAdd {
+                camera_id: parse_id("camera id", &a.id)?,
+                url: a.url,
+                username: a.username,
+                password: password.map(configure::OperatorSecret),
+                backup_camera_id: a.backup.as_deref().map(|b| parse_id("--backup", b)).transpose()?,
+                onvif_host: a.onvif_host,
+                onvif_port: a.onvif_port,
+            };
+            if a.probe {
+                let (url, user, pass) =
+                    crate::store::cameras::split_camera_url(&add.url).map_err(|e| CliError::Invalid(e.to_string()))?;
+                let cam = crate::store::Camera {
+                    id: add.camera_id.clone(),
+                    url,
+                    username: add.username.clone().or(user),
+                    password: add.password.clone().map(|p| p.0).or(pass),
+                    backup_camera_id: None,
+                    onvif_host: None,
+                    onvif_port: None,
+                };
+                let p = probe_camera(&cfg.ffmpeg.ffprobe, &cam.source(), timeout)
+                    .await
+                    .map_err(|e| CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id)))?;
+                println!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
+            }
+            configure_change(cfg, Configure::CameraAdd(add)).await
+        }
+        CameraCmd::List { json } => {
+            let store = Store::open(&cfg.data_dir).await?;
+            let cams = store.cameras().await?;
+            if json {
+                print_json(&cams);
+            } else {
+                for c in cams {
+                    let backup = c.backup_camera_id.as_ref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
+                    println!("{:<16} {}{backup}", c.id, c.source().shown);
+                }
+            }
+            Ok(())
+        }
+        CameraCmd::Probe { id, url, json } => {
+            let source: CameraSource = match (id, url) {
+                (Some(id), _) => Store::open(&cfg.data_dir).await?.camera(&parse_id("camera id", &id)?).await?.source(),
+                (None, Some(url)) => {
+                    let (u, user, pass) =
+                        crate::store::cameras::split_camera_url(&url).map_err(|e| CliError::Invalid(e.to_string()))?;
+                    crate::store::Camera {
+                        id: parse_id("camera id", "probe")?,
+                        url: u,
+                        username: user,
+                        password: pass,
+                        backup_camera_id: None,
+                        onvif_host: None,
+                        onvif_port: None,
+                    }
+                    .source()
+                }
+                (None, None) => return Err(CliError::Invalid("give a camera id or --url".into())),
+            };
+            let p = probe_camera(&cfg.ffmpeg.ffprobe, &source, timeout)
+                .await
+                .map_err(|e| CliError::Unavailable(format!("{}: {e}", source.shown)))?;
+            if json {
+                print_json(&p);
+            } else {
+                println!(
+                    "{}: video {} {}x{}, audio {}",
+                    source.shown,
+                    p.video_codec.as_deref().unwrap_or("?"),
+                    p.width.unwrap_or(0),
+                    p.height.unwrap_or(0),
+                    p.audio_codec.as_deref().unwrap_or("none")
+                );
+            }
+            Ok(())
+        }
+        CameraCmd::Remove { id } => {
+            configure_change(cfg, Configure::CameraRemove { camera_id: parse_id("camera id", &id)? }).await
+        }
+        CameraCmd::Preset(p) => timeline::preset(p, cfg).await,
+        CameraCmd::Ptz { id, profile, settle_ms } => {
+            configure_change(cfg, Configure::CameraPtz { camera_id: parse_id("camera id", &id)?, profile, settle_ms })
+                .await
+        }
+    }
+}
+
+pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(), CliError> {
+    match cmd {
+        DestinationCmd::Add(a) => {
+            let platform: Platform = a
+                .platform
+                .parse()
+                .map_err(|e: crate::media::destination::DestinationError| CliError::Invalid(e.to_string()))?;
+            let key = match (a.key, a.key_stdin) {
+                (Some(k), _) => Secret::new(k),
+                (None, true) => read_stdin_secret("stream key")?,
+                (None, false) => return Err(CliError::Invalid("give the stream key with --key or --key-stdin".into())),
+            };
+            let add = configure::DestinationAdd {
+                destination_id: parse_id("destination id", &a.id)?,
+                platform: platform.to_string(),
+                url: a.url,
+                key: configure::OperatorSecret(key),
+                backup_ingest: a.backup_ingest,
+                ca_file: a.ca_file,
+                tls_verify: !a.insecure_skip_verify,
+                enabled: !a.disabled,
+            };
+            // Checked here too, so a mistake is reported before anything is sent.
+            DestinationInput {
+                platform,
+                url: add.url.clone(),
+                key: add.key.0.clone(),
+                backup_ingest: add.backup_ingest,
+                ca_file: add.ca_file.clone(),
+                tls_verify: add.tls_verify,
+            }
+            .validate()
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
+            configure_change(cfg, Configure::DestinationAdd(add)).await
+        }
+        DestinationCmd::List { json } => {
+            let ds = Store::open(&cfg.data_dir).await?.destinations().await?;
+            if json {
+                print_json(&ds);
+            } else {
+                for d in ds {
+                    let state = if d.enabled { "" } else { " (disabled)" };
+                    println!("{:<16} {:<9} {}{state}", d.id, d.platform, d.url);
+                }
+            }
+            Ok(())
+        }
+        DestinationCmd::Remove { id } => {
+            configure_change(cfg, Configure::DestinationRemove { destination_id: parse_id("destination id", &id)? })
+                .await
+        }
+        DestinationCmd::Attach { id, program: p } => {
+            program(
+                ProgramCmdArgs::Attach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
+                cfg,
+            )
+            .await
+        }
+        DestinationCmd::Detach { id, program: p } => {
+            program(
+                ProgramCmdArgs::Detach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
+                cfg,
+            )
+            .await
+        }
+    }
+}
+
+pub(super) async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError> {
+    let stream_id = |id: &str| parse_id::<StreamId>("stream id", id);
+    let change = match cmd {
+        StreamCmd::Start { ref id, ref camera, ref destinations } => Some(Configure::StreamStart {
+            stream_id: stream_id(id)?,
+            camera_id: camera.as_deref().map(|c| parse_id("--camera", c)).transpose()?,
+            destination_ids: destinations.iter().map(|d| parse_id("--destination", d)).collect::<Result<_, _>>()?,
+        }),
+        StreamCmd::Stop { ref id } => Some(Configure::StreamStop { stream_id: stream_id(id)? }),
+        StreamCmd::Remove { ref id } => Some(Configure::StreamRemove { stream_id: stream_id(id)? }),
+        StreamCmd::Attach { ref id, ref destination } => Some(Configure::StreamAttach {
+            stream_id: stream_id(id)?,
+            destination_id: parse_id("destination id", destination)?,
+        }),
+        StreamCmd::Detach { ref id, ref destination } => Some(Configure::StreamDetach {
+            stream_id: stream_id(id)?,
+            destination_id: parse_id("destination id", destination)?,
+        }),
+        _ => None,
+    };
+    if let Some(change) = change {
+        return configure_change(cfg, change).await;
+    }
+    let store = Store::open(&cfg.data_dir).await?;
+    match cmd {
+        StreamCmd::Start { .. }
+        | StreamCmd::Stop { .. }
+        | StreamCmd::Remove { .. }
+        | StreamCmd::Attach { .. }
+        | StreamCmd::Detach { .. } => unreachable!("changes are made above"),
+        StreamCmd::Status { id, json } => {
+            let rows = match id {
+                Some(id) => vec![store.relay(&parse_id("stream id", &id)?).await?],
+                None => store.relays().await?,
+            };
+            let mut out = Vec::new();
+            for r in rows {
+                let status: serde_json::Value =
+                    r.status_json.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+                let events = store.events(Some(&format!("relay:{}", r.id)), 10).await?;
+                out.push(serde_json::json!({ "stream": r, "status": status, "events": events }));
+            }
+            if json {
+                print_json(&out);
+            } else {
+                for s in &out {
+                    print_status(s);
+                }
+            }
+            Ok(())
+        }
+        StreamCmd::List { json } => {
+            let rows = store.relays().await?;
+            if json {
+                print_json(&rows);
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<16} {:<8} {:<13} camera {:<12} → {}",
+                        r.id,
+                        format!("{:?}", r.desired).to_lowercase(),
+                        r.state,
+                        r.camera_id,
+                        r.destinations.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) fn print_status(s: &serde_json::Value) {
+    let st = &s["status"];
+    let r = &s["stream"];
+    println!(
+        "stream {}: {} (desired {})  camera {} {}",
+        r["id"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        r["desired"].as_str().unwrap_or("?"),
+        r["camera_id"].as_str().unwrap_or("?"),
+        st["camera_url"].as_str().unwrap_or("")
+    );
+    let line = |label: String, j: &serde_json::Value| {
+        let mut l = format!("  {label:<28} {}", j["phase"].as_str().unwrap_or("-"));
+        if let Some(pid) = j["pid"].as_u64() {
+            l.push_str(&format!(" pid {pid}"));
+        }
+        if let Some(t) = j["progress"]["out_time_us"].as_i64() {
+            l.push_str(&format!(" t={:.1}s", t as f64 / 1e6));
+        }
+        if let Some(sp) = j["progress"]["speed"].as_f64() {
+            l.push_str(&format!(" speed={sp}x"));
+        }
+        if j["degraded"].as_bool() == Some(true) {
+            l.push_str(" DEGRADED");
+        }
+        if let Some(e) = j["last_error"].as_str() {
+            l.push_str(&format!(" last error: {e}"));
+        }
+        if let Some(ms) = j["retry_in_ms"].as_u64() {
+            l.push_str(&format!(" (retry in {:.1} s)", ms as f64 / 1000.0));
+        }
+        println!("{l}");
+    };
+    if st.get("ingest").is_some() {
+        line("ingest".into(), &st["ingest"]);
+    }
+    for o in st["outputs"].as_array().into_iter().flatten() {
+        line(format!("→ {} ({})", o["destination"].as_str().unwrap_or("?"), o["ingest"].as_str().unwrap_or("")), o);
+    }
+    for e in s["events"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {:<8} {:<16} {} {}",
+            e["at"].as_str().unwrap_or(""),
+            e["severity"].as_str().unwrap_or(""),
+            e["event_type"].as_str().unwrap_or(""),
+            e["subject"].as_str().unwrap_or(""),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -155,14 +155,14 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
                 .await
         }
         DestinationCmd::Attach { id, program: p } => {
-            program(
+            super::program::program(
                 ProgramCmdArgs::Attach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
                 cfg,
             )
             .await
         }
         DestinationCmd::Detach { id, program: p } => {
-            program(
+            super::program::program(
                 ProgramCmdArgs::Detach { destination: parse_id("destination", &id)?, id: parse_id("--program", &p)? },
                 cfg,
             )

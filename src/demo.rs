@@ -210,7 +210,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
     let assets: PathBuf = work.join("assets");
     let timeline = Arc::new(checked_timeline(fmt, opts.cut_every, &assets)?);
     println!(
-        "  timeline {:?}: {} video cues of {} s on a {} s loop, played by the timeline engine",
+        "  timeline \"{}\": {} video cues of {} s on a {} s loop, played by the timeline engine",
         timeline.id,
         timeline.video.len(),
         opts.cut_every.as_secs_f64(),
@@ -278,7 +278,7 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
     if let Some(st) = status {
         let l = &st.lateness;
         println!(
-            "  timeline {:?}: {} cues on air (loop {}), worst {:.0} ms off their frame time, {} over a frame late",
+            "  timeline \"{}\": {} cues on air (loop {}), worst {:.0} ms off their frame time, {} over a frame late",
             st.timeline_id, l.cues, st.engine.loop_index, l.max_ms, l.late_over_1_frame
         );
     }

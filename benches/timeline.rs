@@ -227,7 +227,7 @@ struct EngineResult {
 fn part_engine(program_secs: u64) -> (Vec<EngineResult>, u64) {
     let mut inv = Inventory::default();
     for c in ["r", "g", "b"] {
-        inv.cameras.insert(c.into(), Default::default());
+        inv.cameras.insert(vistter_agent::values::CameraId::new(c).unwrap(), Default::default());
     }
     let polls = program_secs * FPS as u64;
     // What timing each poll costs by itself (two Instant::now and a push).

@@ -219,11 +219,11 @@ async fn desired_spec(store: &Store, row: &RelayRow) -> Result<(RelaySpec, Strin
     for d in &row.destinations {
         let dest = store.destination(d).await?;
         if dest.enabled {
-            outputs.extend(dest.settings.outputs(dest.id.as_str()));
+            outputs.extend(dest.settings.outputs(&dest.id));
         }
     }
     let key = source.input().expose().to_string();
-    Ok((RelaySpec { id: row.id.to_string(), camera: source, outputs }, key))
+    Ok((RelaySpec { id: row.id.clone(), camera: source, outputs }, key))
 }
 
 async fn reconcile(store: &Store, env: &MediaEnv, running: &mut HashMap<StreamId, Running>) -> Result<(), StoreError> {

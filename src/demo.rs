@@ -33,6 +33,7 @@ use crate::media::MediaEnv;
 use crate::secret::Secret;
 use crate::timeline::actor::{self, ShowSpec};
 use crate::timeline::model::{check_value, Inventory, Timeline, TimelineErrors, FPS_ALLOWED};
+use crate::values::{CameraId, DestinationId, SourceId};
 
 /// The demo timeline's id (it shows up in the log as `timeline=vistter-demo`).
 pub const TIMELINE_ID: &str = "vistter-demo";
@@ -89,7 +90,7 @@ fn program_camera(src: &BuiltIn, fmt: ProgramFormat) -> ProgramCamera {
     let audio = format!("sine=frequency={}:sample_rate=48000", src.tone_hz);
     ProgramCamera {
         source: CameraSource {
-            camera_id: src.camera_id.into(),
+            camera_id: SourceId::new(src.camera_id).expect("a valid id"),
             kind: SourceKind::Lavfi { video, audio: Some(audio) },
             shown: format!("built-in {}", src.pattern),
         },
@@ -157,7 +158,7 @@ pub fn timeline_doc(fmt: ProgramFormat, cut_every: Duration) -> Value {
 /// directory holding the logo.
 fn inventory(asset_root: &Path) -> Inventory {
     Inventory {
-        cameras: SOURCES.iter().map(|s| (s.camera_id.to_string(), HashSet::new())).collect(),
+        cameras: SOURCES.iter().map(|s| (CameraId::new(s.camera_id).expect("a valid id"), HashSet::new())).collect(),
         asset_root: Some(asset_root.to_path_buf()),
     }
 }
@@ -222,10 +223,10 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
     let (ev_tx, ev_rx) = mpsc::channel(256);
     log_events(ev_rx);
     let env = MediaEnv::new(cfg, registry, ev_tx.clone());
-    let sources: HashMap<String, ProgramCamera> =
-        SOURCES.iter().map(|s| (s.camera_id.to_string(), program_camera(s, fmt))).collect();
+    let sources: HashMap<SourceId, ProgramCamera> =
+        SOURCES.iter().map(|s| program_camera(s, fmt)).map(|pc| (pc.source.camera_id.clone(), pc)).collect();
     let output = OutputTarget {
-        destination_id: "demo".into(),
+        destination_id: DestinationId::new("demo").expect("a valid id"),
         ingest: Ingest::Primary,
         url: Secret::new(opts.output.clone()),
         shown: opts.output.clone(),

@@ -75,6 +75,9 @@ pub fn check_id(s: &str) -> Result<(), ValueError> {
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
+        id_type!(@check check_id, $(#[$doc])* $name);
+    };
+    (@check $check:path, $(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -83,7 +86,7 @@ macro_rules! id_type {
         impl $name {
             pub fn new(s: impl Into<String>) -> Result<Self, ValueError> {
                 let s = s.into();
-                check_id(&s)?;
+                $check(&s)?;
                 Ok($name(s))
             }
 
@@ -129,6 +132,19 @@ macro_rules! id_type {
                 self.0 == other
             }
         }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        /// Maps keyed by the id answer lookups by `&str` (the derived hash is the string's).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 
@@ -172,6 +188,54 @@ id_type!(
     /// A text token variable (`{{var:NAME}}`).
     VarName
 );
+
+id_type!(
+    /// A key of the trust store (`key_id` of a signature).
+    KeyId
+);
+id_type!(@check check_source_id,
+    /// A source on a program's bus: a camera's id, or `media-…` for a timeline's media file
+    /// (named after its path, so it may be longer than an id).
+    SourceId
+);
+
+/// A timeline's overlay cue shows its overlay under the cue's id.
+impl From<&CueId> for OverlayId {
+    fn from(c: &CueId) -> OverlayId {
+        OverlayId(c.0.clone())
+    }
+}
+
+/// Bus source ids: 1-1024 ASCII letters, digits, '-' or '_', starting with a letter or digit.
+pub fn check_source_id(s: &str) -> Result<(), ValueError> {
+    let plain = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !s.is_empty() && s.len() <= 1024 && plain && s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(bad(format!("{:?} is not a source id", shorten(s))))
+    }
+}
+
+impl From<CameraId> for SourceId {
+    fn from(c: CameraId) -> SourceId {
+        SourceId(c.0)
+    }
+}
+
+impl From<&CameraId> for SourceId {
+    fn from(c: &CameraId) -> SourceId {
+        SourceId(c.0.clone())
+    }
+}
+
+impl SourceId {
+    /// The source of a timeline's media file, named after its path.
+    pub fn media(asset: &str) -> SourceId {
+        let safe: String =
+            asset.chars().take(1000).map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        SourceId(format!("media-{safe}"))
+    }
+}
 
 /// A finite number of seconds within `0..=max`, kept as whole microseconds.
 macro_rules! seconds_type {

@@ -77,6 +77,7 @@ pub async fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
         TrustCmd::Add { key_id, public_key, roles } => {
             // Checked here too, so a mistake is reported before anything is sent.
             TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_error)?;
+            let key_id = crate::values::KeyId::new(key_id).map_err(|e| CliError::Invalid(format!("key id: {e}")))?;
             super::configure_change(cfg, Configure::TrustAdd { key_id, public_key, roles }).await?;
         }
         TrustCmd::List { json } => {
@@ -98,7 +99,10 @@ pub async fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
                 }
             }
         }
-        TrustCmd::Remove { key_id } => super::configure_change(cfg, Configure::TrustRemove { key_id }).await?,
+        TrustCmd::Remove { key_id } => {
+            let key_id = crate::values::KeyId::new(key_id).map_err(|e| CliError::Invalid(format!("key id: {e}")))?;
+            super::configure_change(cfg, Configure::TrustRemove { key_id }).await?
+        }
     }
     Ok(())
 }

@@ -258,9 +258,13 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
             }
             Ok(())
         }
-        SegmentCmd::Remove { id } => super::configure_change(cfg, Configure::SegmentRemove { segment_id: id }).await,
+        SegmentCmd::Remove { id } => {
+            let segment_id = SegmentId::new(&id).map_err(|e| CliError::Invalid(e.to_string()))?;
+            super::configure_change(cfg, Configure::SegmentRemove { segment_id }).await
+        }
         SegmentCmd::Rollback { id, to } => {
-            super::configure_change(cfg, Configure::SegmentActivate { segment_id: id, version: to }).await
+            let segment_id = SegmentId::new(&id).map_err(|e| CliError::Invalid(e.to_string()))?;
+            super::configure_change(cfg, Configure::SegmentActivate { segment_id, version: to }).await
         }
         SegmentCmd::Play { id, destinations } => {
             let lib = Library::new(Store::open(&cfg.data_dir).await?, &cfg.data_dir);

@@ -17,11 +17,13 @@ use super::{ErrorCode, Output, Refusal};
 use crate::config::Config;
 use crate::media::destination::{DestinationInput, Platform};
 use crate::secret::Secret;
+use crate::segments::manifest::SegmentId;
 use crate::store::cameras::NewCamera;
 use crate::store::{Desired, Store, StoreError};
 use crate::timeline::model::{self, Inventory};
 use crate::timeline::schedule::{self, Schedule};
 use crate::trust::{Role, TrustEntry, TrustError, TrustStore};
+use crate::values::KeyId;
 
 /// A secret the operator typed, on its way over the local socket (the one place it is serialized
 /// in the clear; `Debug` still prints `***`).
@@ -153,20 +155,20 @@ pub enum Configure {
     },
     AdminPasswordClear,
     SegmentRemove {
-        segment_id: String,
+        segment_id: SegmentId,
     },
     /// Trusts a key for the roles given (the trust store file, written under its lock).
     TrustAdd {
-        key_id: String,
+        key_id: KeyId,
         public_key: String,
         roles: Vec<Role>,
     },
     TrustRemove {
-        key_id: String,
+        key_id: KeyId,
     },
     /// Activates a version of an installed segment (the previous one when none is given).
     SegmentActivate {
-        segment_id: String,
+        segment_id: SegmentId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
@@ -346,28 +348,29 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
         }
         Configure::SegmentRemove { segment_id } => {
             let lib = crate::segments::library::Library::new(store.clone(), data_dir);
-            if let Ok((_, timeline)) = lib.active_timeline(&segment_id).await {
+            if let Ok((_, timeline)) = lib.active_timeline(segment_id.as_str()).await {
                 on_air.timeline_free(&timeline)?;
             }
-            let n = lib.remove(&segment_id).await.map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
+            let n =
+                lib.remove(segment_id.as_str()).await.map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
             done(format!("segment {segment_id} removed ({n} versions)"))
         }
         Configure::SegmentActivate { segment_id, version } => {
             let lib = crate::segments::library::Library::new(store.clone(), data_dir);
             let v = lib
-                .activate(&segment_id, version)
+                .activate(segment_id.as_str(), version)
                 .await
                 .map_err(|e| Refusal::new(ErrorCode::NotFound, e.to_string()))?;
             done(format!("segment {segment_id}: version {v} is active"))
         }
         Configure::TrustAdd { key_id, public_key, roles } => {
-            let entry = TrustEntry::new(&key_id, &public_key, &roles).map_err(trust_refusal)?;
+            let entry = TrustEntry::new(key_id.as_str(), &public_key, &roles).map_err(trust_refusal)?;
             change_trust(cfg, move |t| t.add(entry)).await?;
             done(format!("trusted {key_id}"))
         }
         Configure::TrustRemove { key_id } => {
             let id = key_id.clone();
-            change_trust(cfg, move |t| t.remove(&id).map(drop)).await?;
+            change_trust(cfg, move |t| t.remove(id.as_str()).map(drop)).await?;
             done(format!("removed {key_id}"))
         }
     }
@@ -451,10 +454,10 @@ mod tests {
                 cameras: Default::default(),
                 destinations: Default::default(),
                 stream: None,
-                timeline: Some("tl-seg".into()),
+                timeline: Some(TimelineId::new("tl-seg").unwrap()),
             }],
         };
-        let remove_segment = Configure::SegmentRemove { segment_id: "seg".into() };
+        let remove_segment = Configure::SegmentRemove { segment_id: SegmentId::new("seg").unwrap() };
         let e = apply(&kit.store, &cfg, &playing, remove_segment.clone()).await.unwrap_err();
         assert!(e.message.contains("timeline tl-seg is on air"), "{e}");
         assert_eq!(kit.active("seg").await, Some(1));

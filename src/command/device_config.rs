@@ -58,7 +58,7 @@ pub fn sealed_stream_key(item: &serde_json::Value) -> Option<super::SealedField>
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DestinationItem {
-    id: String,
+    id: DestinationId,
     platform: String,
     #[serde(default)]
     url: Option<String>,
@@ -106,14 +106,14 @@ fn change_trust(store: &mut TrustStore, change: &TrustChange) -> Result<(), Refu
 
 /// Destinations that something on air pushes to (the show, operator programs, live relay
 /// streams): `replace` never removes them, and they are not changed.
-pub fn destinations_on_air(on_air: &super::on_air::OnAir) -> Vec<String> {
+pub fn destinations_on_air(on_air: &super::on_air::OnAir) -> Vec<DestinationId> {
     on_air.users.iter().flat_map(|u| u.destinations.iter().cloned()).collect()
 }
 
 pub struct Apply<'a> {
     pub store: &'a Store,
     /// Destinations that are on air now: `replace` never removes them, and they are not changed.
-    pub on_air: Vec<String>,
+    pub on_air: Vec<DestinationId>,
 }
 
 fn field(path: String, message: impl Into<String>) -> Refusal {
@@ -148,8 +148,12 @@ impl Apply<'_> {
         let mut dests: Vec<(DestinationId, Option<DestinationSettings>, bool)> = Vec::new();
         for (i, v) in c.destinations.clone().unwrap_or_default().into_iter().enumerate() {
             let at = format!("payload.destinations.{i}");
-            let d: DestinationItem = serde_json::from_value(v).map_err(|e| field(at.clone(), e.to_string()))?;
-            let id = DestinationId::new(d.id.as_str()).map_err(|e| field(format!("{at}.id"), e.to_string()))?;
+            let d: DestinationItem = serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let at = if path == "." { at.clone() } else { format!("{at}.{path}") };
+                field(at, e.into_inner().to_string())
+            })?;
+            let id = d.id.clone();
             let platform: Platform = d.platform.parse().map_err(|e: crate::media::destination::DestinationError| {
                 field(format!("{at}.platform"), e.to_string())
             })?;
@@ -228,7 +232,7 @@ impl Apply<'_> {
                 }
                 None => self.store.set_destination_enabled(&id, enabled).await?,
             }
-            changed.push(String::from(id));
+            changed.push(id.clone());
         }
         for id in &removals {
             self.store.remove_destination(id).await?;
@@ -263,7 +267,7 @@ mod tests {
         let path = dir.path().join("trust.json");
         let before = trust.read().unwrap().clone();
         crate::control::inbox::open_device_config(&keys, &mut cfg, trust.clone(), path.clone());
-        let apply = Apply { store: &store, on_air: vec!["live".into()] };
+        let apply = Apply { store: &store, on_air: vec![DestinationId::new("live").unwrap()] };
         let r = apply.run(cfg).await;
         assert!(r.is_err(), "accepted: {payload}");
         assert!(store.destinations().await.unwrap().is_empty(), "changed by {payload}");

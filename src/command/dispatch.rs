@@ -217,10 +217,9 @@ impl Dispatcher {
                     self.inner.store.destination(id).await?;
                     list.push(id.clone());
                 }
-                let names: Vec<String> = list.iter().map(ToString::to_string).collect();
                 let outputs = self.inner.store.outputs_for(&list).await?;
-                d.set_destinations(origin, list, outputs).await?;
-                Ok(Output::Destinations { destinations: names })
+                d.set_destinations(origin, list.clone(), outputs).await?;
+                Ok(Output::Destinations { destinations: list })
             }
             ShowAction::SetEncoder(_) => Err(Refusal::new(
                 ErrorCode::Conflict,
@@ -408,7 +407,7 @@ impl Dispatcher {
                         "the show's program stops with the show (timeline stop)",
                     ));
                 }
-                let Some(program) = self.inner.programs.remove(id.as_str()).await else {
+                let Some(program) = self.inner.programs.remove(&id).await else {
                     return Err(Refusal::new(ErrorCode::NotFound, format!("no program {id} is running")));
                 };
                 // Its processes stop here, on this command's task.
@@ -437,7 +436,7 @@ impl Dispatcher {
             ProgramVerb::Pin => {
                 let camera = need(&p.camera_id, "camera_id", "pin")?;
                 Self::has_camera(&prog, &camera)?;
-                let camera = Some(camera.to_string());
+                let camera = Some(SourceId::from(camera));
                 self.ask_bus(&prog.handle, |reply| ProgramCmd::Pin { camera, reply }).await?;
                 Ok(Output::Done)
             }
@@ -468,13 +467,11 @@ impl Dispatcher {
                 let mut list = entry.destinations.clone();
                 list.retain(|d| d != dest.as_str());
                 if p.action == ProgramVerb::Attach {
-                    list.push(dest.to_string());
+                    list.push(dest.clone());
                 }
-                let ids = list.iter().map(DestinationId::new).collect::<Result<Vec<_>, _>>();
-                let ids = ids.map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
-                let outputs = self.inner.store.outputs_for(&ids).await?;
+                let outputs = self.inner.store.outputs_for(&list).await?;
                 self.ask_bus(&prog.handle, |reply| ProgramCmd::SetOutputs { outputs, reply }).await?;
-                self.inner.programs.set_destinations(id.as_str(), list.clone()).await;
+                self.inner.programs.set_destinations(&id, list.clone()).await;
                 Ok(Output::Destinations { destinations: list })
             }
             ProgramVerb::Thumbnail => {
@@ -508,7 +505,7 @@ impl Dispatcher {
             .programs
             .all()
             .into_iter()
-            .filter(|(k, _)| id.is_none_or(|i| i.as_str() == k))
+            .filter(|(k, _)| id.is_none_or(|i| i == k))
             .filter_map(|(_, e)| Some(ProgramInfo { status: e.program.status()?, destinations: e.destinations }))
             .collect();
         if id.is_none_or(|i| i.as_str() == SHOW_PROGRAM) {
@@ -516,10 +513,7 @@ impl Dispatcher {
             if let Some(st) = v.program.as_ref().and_then(ProgramRef::status) {
                 list.push(ProgramInfo {
                     status: st,
-                    destinations: v
-                        .desired
-                        .map(|d| d.destinations.iter().map(ToString::to_string).collect())
-                        .unwrap_or_default(),
+                    destinations: v.desired.map(|d| d.destinations).unwrap_or_default(),
                 });
             }
         }
@@ -531,18 +525,7 @@ impl Dispatcher {
 
     /// Cameras from the store, each followed by its backups (a backup's backup too).
     async fn cameras_with_backups(&self, ids: &[CameraId]) -> Result<Vec<ProgramCamera>, Refusal> {
-        let mut wanted: Vec<CameraId> = ids.to_vec();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < wanted.len() && i < 4 * MAX_CAMERAS {
-            let c = self.inner.store.camera(&wanted[i]).await?;
-            if let Some(b) = c.backup_camera_id.clone().filter(|b| !wanted.contains(b)) {
-                wanted.push(b);
-            }
-            out.push(ProgramCamera { source: c.source(), backup: c.backup_camera_id.clone().map(String::from) });
-            i += 1;
-        }
-        Ok(out)
+        Ok(crate::timeline::sources::with_backups(&self.inner.store, ids).await?)
     }
 
     async fn program_start(&self, id: ProgramId, p: &ProgramCommand) -> Handled {
@@ -561,8 +544,7 @@ impl Dispatcher {
         }
         let cameras = dedup(cameras);
         let destination_ids = dedup(p.destination_ids.clone().unwrap_or_default());
-        let destinations: Vec<String> = destination_ids.iter().map(ToString::to_string).collect();
-        if destinations.len() > MAX_DESTINATIONS {
+        if destination_ids.len() > MAX_DESTINATIONS {
             return Err(Refusal::field("payload.destination_ids", format!("use at most {MAX_DESTINATIONS}")));
         }
         let cams = self.cameras_with_backups(&cameras).await?;
@@ -586,18 +568,18 @@ impl Dispatcher {
         let spec = ProgramSpec {
             id: id.clone(),
             cameras: cams,
-            first: Some(cameras[0].to_string()),
+            first: Some(SourceId::from(&cameras[0])),
             outputs,
             encoder: EncoderSettings { format, bitrate_kbps: kbps, encoder },
             slate_png: p.slate_image.as_ref().map(|f| f.path().to_path_buf()),
             switcher: self.inner.env.switcher,
         };
-        self.inner.programs.start(spec, destinations.clone()).await?;
+        self.inner.programs.start(spec, destination_ids.clone()).await?;
         for d in &destination_ids {
             let _ = self.inner.store.touch_destination(d).await;
         }
         let _ = self.inner.store.add_event(Severity::Info, "program_started", &format!("program:{id}"), "").await;
-        Ok(Output::ProgramStarted { id: id.to_string() })
+        Ok(Output::ProgramStarted { id: id.clone() })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -615,11 +597,10 @@ impl Dispatcher {
             OverlayChange::SetVars(vars) => {
                 vars.into_iter().map(|(k, v)| OverlayOp::SetVar(k.into(), v.into())).collect()
             }
-            OverlayChange::Hide(oid) => vec![OverlayOp::Hide(oid.into())],
+            OverlayChange::Hide(oid) => vec![OverlayOp::Hide(oid)],
             OverlayChange::ClearAll => vec![OverlayOp::Clear],
             OverlayChange::Show(oid, req) => {
-                let spec =
-                    req.to_spec(oid.as_str(), None).map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
+                let spec = req.to_spec(&oid, None).map_err(|e| Refusal::field("payload.overlay", e.to_string()))?;
                 let fmt = prog
                     .status()
                     .map(|s| s.format)
@@ -645,12 +626,8 @@ impl Dispatcher {
     /// What is on air now: the show, the operator programs, the live relay streams.
     pub async fn on_air(&self) -> Result<super::on_air::OnAir, Refusal> {
         let view = self.inner.director.view();
-        let decoded: Vec<String> = view
-            .program
-            .as_ref()
-            .and_then(ProgramRef::status)
-            .map(|s| s.cameras.iter().map(|c| c.camera.to_string()).collect())
-            .unwrap_or_default();
+        let decoded: Vec<CameraId> =
+            view.program.as_ref().and_then(ProgramRef::status).map(|s| cameras_of(&s)).unwrap_or_default();
         let programs = self
             .inner
             .programs
@@ -658,11 +635,7 @@ impl Dispatcher {
             .into_iter()
             .map(|(id, e)| super::on_air::ProgramUse {
                 id,
-                cameras: e
-                    .program
-                    .status()
-                    .map(|s| s.cameras.iter().map(|c| c.camera.to_string()).collect())
-                    .unwrap_or_default(),
+                cameras: e.program.status().map(|s| cameras_of(&s)).unwrap_or_default(),
                 destinations: e.destinations,
             })
             .collect();
@@ -762,4 +735,9 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The cameras a program decodes (its media sources are not cameras).
+fn cameras_of(status: &crate::media::program::ProgramStatus) -> Vec<CameraId> {
+    status.cameras.iter().filter_map(|c| CameraId::new(c.camera.as_str()).ok()).collect()
 }

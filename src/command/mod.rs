@@ -638,7 +638,7 @@ impl OverlayUpdate {
                 let id = need(&self.overlay_id, "overlay_id", "show")?;
                 let req = need(&self.overlay, "overlay", "show")?;
                 // The parts a kind needs, checked now (the image itself when it is loaded).
-                req.to_spec(id.as_str(), None).map_err(overlay_refusal)?;
+                req.to_spec(&id, None).map_err(overlay_refusal)?;
                 OverlayChange::Show(id, Box::new(req))
             }
             OverlayAction::Hide => OverlayChange::Hide(need(&self.overlay_id, "overlay_id", "hide")?),

@@ -14,18 +14,19 @@ use std::collections::BTreeSet;
 use super::{ErrorCode, Refusal};
 use crate::store::{Desired, Store, StoreError};
 use crate::timeline::director::DesiredShow;
+use crate::values::{CameraId, DestinationId, ProgramId, StreamId, TimelineId};
 
 /// Something that is on air and what it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// How an operator names it: `the show (timeline marina)`, `program p1`, `stream s1`.
     pub name: String,
-    pub cameras: BTreeSet<String>,
-    pub destinations: BTreeSet<String>,
+    pub cameras: BTreeSet<CameraId>,
+    pub destinations: BTreeSet<DestinationId>,
     /// The relay stream's id, for a stream.
-    pub stream: Option<String>,
+    pub stream: Option<StreamId>,
     /// The timeline it plays, for the show.
-    pub timeline: Option<String>,
+    pub timeline: Option<TimelineId>,
 }
 
 /// Everything on air now (or at the next start, when no daemon runs).
@@ -36,9 +37,9 @@ pub struct OnAir {
 
 /// A running operator program as the rule sees it.
 pub struct ProgramUse {
-    pub id: String,
-    pub cameras: Vec<String>,
-    pub destinations: Vec<String>,
+    pub id: ProgramId,
+    pub cameras: Vec<CameraId>,
+    pub destinations: Vec<DestinationId>,
 }
 
 impl OnAir {
@@ -47,13 +48,14 @@ impl OnAir {
     pub async fn build(
         store: &Store,
         show: Option<&DesiredShow>,
-        decoded_by_show: &[String],
+        decoded_by_show: &[CameraId],
         programs: Vec<ProgramUse>,
     ) -> Result<OnAir, StoreError> {
         let mut users = Vec::new();
         if let Some(d) = show {
             let mut u = show_user(store, d).await?;
             u.cameras.extend(decoded_by_show.iter().cloned());
+            with_backups(store, &mut u.cameras).await?;
             users.push(u);
         }
         for p in programs {
@@ -105,7 +107,7 @@ impl OnAir {
 
     /// A timeline may be removed only when the show does not play it.
     pub fn timeline_free(&self, timeline: &str) -> Result<(), Refusal> {
-        if self.users.iter().any(|u| u.timeline.as_deref() == Some(timeline)) {
+        if self.users.iter().any(|u| u.timeline.as_ref().is_some_and(|t| t == timeline)) {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
                 format!("timeline {timeline} is on air: stop the show first (`vistter-agent timeline stop`)"),
@@ -116,7 +118,7 @@ impl OnAir {
 
     /// A relay stream may be removed only when it is not set live.
     pub fn stream_free(&self, stream: &str) -> Result<(), Refusal> {
-        if self.users.iter().any(|u| u.stream.as_deref() == Some(stream)) {
+        if self.users.iter().any(|u| u.stream.as_ref().is_some_and(|s| s == stream)) {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
                 format!("stream {stream} is live: stop it first (`vistter-agent stream stop {stream}`)"),
@@ -143,37 +145,29 @@ fn refuse_if_used(what: &str, id: &str, users: Vec<&str>) -> Result<(), Refusal>
 /// The show: its timeline's cameras with their backups, and its destinations. A timeline that
 /// no longer loads still holds its destinations (and whatever cameras can be read).
 async fn show_user(store: &Store, d: &DesiredShow) -> Result<User, StoreError> {
-    let mut cameras: BTreeSet<String> =
+    let mut cameras: BTreeSet<CameraId> =
         match crate::timeline::director::load_timeline(store, d.timeline_id.as_str()).await {
-            Ok((t, _)) => t.cameras().into_iter().map(String::from).collect(),
+            Ok((t, _)) => t.cameras().into_iter().collect(),
             Err(_) => BTreeSet::new(),
         };
-    cameras.extend(d.pinned.iter().map(ToString::to_string));
+    cameras.extend(d.pinned.iter().cloned());
     with_backups(store, &mut cameras).await?;
     Ok(User {
         name: format!("the show (timeline {})", d.timeline_id),
         cameras,
-        destinations: d.destinations.iter().map(ToString::to_string).collect(),
+        destinations: d.destinations.iter().cloned().collect(),
         stream: None,
-        timeline: Some(d.timeline_id.to_string()),
+        timeline: Some(d.timeline_id.clone()),
     })
 }
 
 /// Adds each camera's backup (and the backup's backup), as far as the store knows them.
-async fn with_backups(store: &Store, cameras: &mut BTreeSet<String>) -> Result<(), StoreError> {
+async fn with_backups(store: &Store, cameras: &mut BTreeSet<CameraId>) -> Result<(), StoreError> {
     let all = store.cameras().await?;
-    loop {
-        let more: Vec<String> = all
-            .iter()
-            .filter(|c| cameras.contains(c.id.as_str()))
-            .filter_map(|c| c.backup_camera_id.as_ref().map(ToString::to_string))
-            .filter(|b| !cameras.contains(b))
-            .collect();
-        if more.is_empty() {
-            return Ok(());
-        }
-        cameras.extend(more);
-    }
+    let ids: Vec<CameraId> = cameras.iter().cloned().collect();
+    let backup_of = |id: &CameraId| all.iter().find(|c| c.id == *id).and_then(|c| c.backup_camera_id.clone());
+    cameras.extend(crate::timeline::sources::walk(&ids, None, backup_of));
+    Ok(())
 }
 
 async fn live_streams(store: &Store) -> Result<Vec<User>, StoreError> {
@@ -182,13 +176,13 @@ async fn live_streams(store: &Store) -> Result<Vec<User>, StoreError> {
         if r.desired != Desired::Live {
             continue;
         }
-        let mut cameras = BTreeSet::from([r.camera_id.to_string()]);
+        let mut cameras = BTreeSet::from([r.camera_id.clone()]);
         with_backups(store, &mut cameras).await?;
         out.push(User {
             name: format!("stream {}", r.id),
             cameras,
-            destinations: r.destinations.iter().map(ToString::to_string).collect(),
-            stream: Some(r.id.to_string()),
+            destinations: r.destinations.iter().cloned().collect(),
+            stream: Some(r.id.clone()),
             timeline: None,
         });
     }
@@ -202,9 +196,9 @@ mod tests {
     fn user(name: &str, cams: &[&str], dests: &[&str], stream: Option<&str>) -> User {
         User {
             name: name.into(),
-            cameras: cams.iter().map(|s| s.to_string()).collect(),
-            destinations: dests.iter().map(|s| s.to_string()).collect(),
-            stream: stream.map(String::from),
+            cameras: cams.iter().map(|s| CameraId::new(*s).unwrap()).collect(),
+            destinations: dests.iter().map(|s| DestinationId::new(*s).unwrap()).collect(),
+            stream: stream.map(|s| StreamId::new(s).unwrap()),
             timeline: None,
         }
     }

@@ -11,20 +11,21 @@ use super::{ErrorCode, Refusal};
 use crate::media::program::{Program, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::timeline::director::ProgramRef;
+use crate::values::{DestinationId, ProgramId};
 
 /// A running operator program as others see it.
 #[derive(Clone)]
 pub struct ProgramEntry {
     pub program: ProgramRef,
     /// The destinations it was asked to push to (for attach/detach and status).
-    pub destinations: Vec<String>,
+    pub destinations: Vec<DestinationId>,
 }
 
 enum ProgramsMsg {
-    Start { spec: ProgramSpec, destinations: Vec<String>, reply: oneshot::Sender<Result<(), Refusal>> },
-    Remove { id: String, reply: oneshot::Sender<Option<Program>> },
+    Start { spec: ProgramSpec, destinations: Vec<DestinationId>, reply: oneshot::Sender<Result<(), Refusal>> },
+    Remove { id: ProgramId, reply: oneshot::Sender<Option<Program>> },
     Drain { reply: oneshot::Sender<Vec<Program>> },
-    SetDestinations { id: String, destinations: Vec<String> },
+    SetDestinations { id: ProgramId, destinations: Vec<DestinationId> },
 }
 
 /// The operator programs' handle: their list is on a watch channel; starting one hands a ready
@@ -33,7 +34,7 @@ enum ProgramsMsg {
 #[derive(Clone)]
 pub struct ProgramsHandle {
     tx: mpsc::Sender<ProgramsMsg>,
-    list: watch::Receiver<BTreeMap<String, ProgramEntry>>,
+    list: watch::Receiver<BTreeMap<ProgramId, ProgramEntry>>,
 }
 
 impl ProgramsHandle {
@@ -46,20 +47,20 @@ impl ProgramsHandle {
         self.tx.is_closed()
     }
 
-    pub fn all(&self) -> BTreeMap<String, ProgramEntry> {
+    pub fn all(&self) -> BTreeMap<ProgramId, ProgramEntry> {
         self.list.borrow().clone()
     }
 
-    pub(super) async fn start(&self, spec: ProgramSpec, destinations: Vec<String>) -> Result<(), Refusal> {
+    pub(super) async fn start(&self, spec: ProgramSpec, destinations: Vec<DestinationId>) -> Result<(), Refusal> {
         let (reply, rx) = oneshot::channel();
         let down = || Refusal::new(ErrorCode::Failed, "the agent is shutting down");
         self.tx.send(ProgramsMsg::Start { spec, destinations, reply }).await.map_err(|_| down())?;
         rx.await.map_err(|_| down())?
     }
 
-    pub(super) async fn remove(&self, id: &str) -> Option<Program> {
+    pub(super) async fn remove(&self, id: &ProgramId) -> Option<Program> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(ProgramsMsg::Remove { id: id.into(), reply }).await.ok()?;
+        self.tx.send(ProgramsMsg::Remove { id: id.clone(), reply }).await.ok()?;
         rx.await.ok()?
     }
 
@@ -72,8 +73,8 @@ impl ProgramsHandle {
         rx.await.unwrap_or_default()
     }
 
-    pub(super) async fn set_destinations(&self, id: &str, destinations: Vec<String>) {
-        let _ = self.tx.send(ProgramsMsg::SetDestinations { id: id.into(), destinations }).await;
+    pub(super) async fn set_destinations(&self, id: &ProgramId, destinations: Vec<DestinationId>) {
+        let _ = self.tx.send(ProgramsMsg::SetDestinations { id: id.clone(), destinations }).await;
     }
 }
 
@@ -85,8 +86,8 @@ pub fn spawn_programs(
     let (tx, mut rx) = mpsc::channel::<ProgramsMsg>(32);
     let (list_tx, list) = watch::channel(BTreeMap::new());
     let task = tokio::spawn(async move {
-        let mut programs: BTreeMap<String, (Program, Vec<String>)> = BTreeMap::new();
-        let publish = |p: &BTreeMap<String, (Program, Vec<String>)>| {
+        let mut programs: BTreeMap<ProgramId, (Program, Vec<DestinationId>)> = BTreeMap::new();
+        let publish = |p: &BTreeMap<ProgramId, (Program, Vec<DestinationId>)>| {
             let _ = list_tx.send(
                 p.iter()
                     .map(|(k, (prog, d))| {
@@ -110,7 +111,7 @@ pub fn spawn_programs(
                         )));
                         continue;
                     }
-                    let id = spec.id.to_string();
+                    let id = spec.id.clone();
                     programs.insert(id, (Program::start(spec, &env).await, destinations));
                     let _ = reply.send(Ok(()));
                 }

@@ -84,7 +84,7 @@ impl Refusal {
 pub struct ProgramInfo {
     #[serde(flatten)]
     pub status: ProgramStatus,
-    pub destinations: Vec<String>,
+    pub destinations: Vec<DestinationId>,
 }
 
 /// The show as `SHOW_QUERY status` reports it.
@@ -106,7 +106,7 @@ pub enum Output {
         preflight: Preflight,
     },
     ProgramStarted {
-        id: String,
+        id: ProgramId,
     },
     Cut {
         at_s: f64,
@@ -115,7 +115,7 @@ pub enum Output {
         programs: Vec<ProgramInfo>,
     },
     Destinations {
-        destinations: Vec<String>,
+        destinations: Vec<DestinationId>,
     },
     Jpeg {
         jpeg_base64: String,
@@ -139,7 +139,7 @@ pub enum Output {
     },
     /// `TIMELINE_LOAD` of an inline timeline.
     TimelineLoaded {
-        timeline_id: String,
+        timeline_id: TimelineId,
     },
     Diagnostics {
         report: Box<DiagnosticsReport>,

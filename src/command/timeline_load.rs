@@ -180,6 +180,6 @@ impl Loader {
                 e => Refusal::new(ErrorCode::Failed, e.to_string()),
             },
         )?;
-        Ok(Output::TimelineLoaded { timeline_id: tl.id.to_string() })
+        Ok(Output::TimelineLoaded { timeline_id: tl.id.clone() })
     }
 }

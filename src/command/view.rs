@@ -6,11 +6,12 @@ use serde::Serialize;
 
 use super::ProgramInfo;
 use crate::ffmpeg::job::Phase;
+use crate::values::{DestinationId, ProgramId};
 
 /// One program's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProgramFigures {
-    pub id: String,
+    pub id: ProgramId,
     /// Frames per second of program time since the program started (two decimals).
     pub fps: f64,
     pub frames: u64,
@@ -25,8 +26,8 @@ pub struct ProgramFigures {
 /// One push of a program to a destination.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DestinationFigures {
-    pub id: String,
-    pub program_id: String,
+    pub id: DestinationId,
+    pub program_id: ProgramId,
     pub state: Phase,
     pub bitrate_kbps: Option<f64>,
     pub speed: Option<f64>,
@@ -42,7 +43,7 @@ pub fn figures(programs: &[ProgramInfo]) -> (Vec<ProgramFigures>, Vec<Destinatio
         let s = &info.status;
         let fps = if s.program_time_s > 0.0 { s.frames as f64 / s.program_time_s } else { 0.0 };
         p.push(ProgramFigures {
-            id: s.id.to_string(),
+            id: s.id.clone(),
             fps: (fps * 100.0).round() / 100.0,
             frames: s.frames,
             dropped_frames: s.dropped_frames,
@@ -54,8 +55,8 @@ pub fn figures(programs: &[ProgramInfo]) -> (Vec<ProgramFigures>, Vec<Destinatio
         for o in &s.outputs {
             let prog = o.job.progress.as_ref();
             d.push(DestinationFigures {
-                id: o.destination.to_string(),
-                program_id: s.id.to_string(),
+                id: o.destination.clone(),
+                program_id: s.id.clone(),
                 state: o.job.phase,
                 bitrate_kbps: prog.and_then(|p| p.bitrate_kbps),
                 speed: prog.and_then(|p| p.speed),

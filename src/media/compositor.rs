@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::media::frame::Frame;
+use crate::values::OverlayId;
 use raster::{render_text, Rgba, TextStyle};
 use sprite::Sprite;
 use tokens::{ClockKey, Template};
@@ -51,7 +52,7 @@ const MAX_AREA_FRAMES: u64 = 4;
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverlaySpec {
     /// Replacing an overlay means showing another with the same id.
-    pub id: String,
+    pub id: OverlayId,
     /// Z-order: higher layers are drawn later (on top); equal layers in the order first shown.
     pub layer: i32,
     pub kind: OverlayKind,
@@ -74,9 +75,9 @@ pub struct OverlaySpec {
 impl OverlaySpec {
     /// A spec with the kind's default position, no offsets, scale 1, full opacity and no fades.
     #[must_use]
-    pub fn new(id: impl Into<String>, kind: OverlayKind) -> OverlaySpec {
+    pub fn new(id: OverlayId, kind: OverlayKind) -> OverlaySpec {
         OverlaySpec {
-            id: id.into(),
+            id,
             layer: 0,
             position: kind.default_position(),
             kind,
@@ -90,7 +91,8 @@ impl OverlaySpec {
     }
 
     fn validate(&self) -> Result<(), OverlayError> {
-        let bad = |field, value: f32, expected| OverlayError::BadValue { id: self.id.clone(), field, value, expected };
+        let bad =
+            |field, value: f32, expected| OverlayError::BadValue { id: self.id.to_string(), field, value, expected };
         if !(self.opacity.is_finite() && (0.0..=1.0).contains(&self.opacity)) {
             return Err(bad("opacity", self.opacity, "0..=1"));
         }
@@ -252,7 +254,7 @@ fn max_pixels(width: u32, height: u32) -> u64 {
 }
 
 fn too_large(spec: &OverlaySpec, (width, height): (u64, u64), frame: (u32, u32)) -> OverlayError {
-    OverlayError::TooLarge { id: spec.id.clone(), width, height, frame_width: frame.0, frame_height: frame.1 }
+    OverlayError::TooLarge { id: spec.id.to_string(), width, height, frame_width: frame.0, frame_height: frame.1 }
 }
 
 fn load_png(spec: &OverlaySpec, path: &Path, fw: u32, fh: u32) -> Result<Rgba, OverlayError> {
@@ -502,7 +504,7 @@ impl Compositor {
                 let font = self
                     .font
                     .as_ref()
-                    .ok_or_else(|| OverlayError::NoFont { id: spec.id.clone(), path: self.font_path.clone() })?;
+                    .ok_or_else(|| OverlayError::NoFont { id: spec.id.to_string(), path: self.font_path.clone() })?;
                 let template = Template::parse(&template);
                 let mut rendered = String::new();
                 template.render_into(&mut rendered, &self.vars, self.last_wall);
@@ -568,7 +570,7 @@ impl Compositor {
 
     /// Ids of the overlays present (fading-out ones included), bottom to top.
     pub fn ids(&self) -> Vec<String> {
-        self.overlays.iter().map(|o| o.spec.id.clone()).collect()
+        self.overlays.iter().map(|o| o.spec.id.to_string()).collect()
     }
 
     /// Blends every visible overlay onto the frame. `wall` is the wall-clock time for `{{time}}`

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+use crate::values::DestinationId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,7 +192,7 @@ pub enum Ingest {
 /// One pusher's target: a destination's ingest with the key appended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputTarget {
-    pub destination_id: String,
+    pub destination_id: DestinationId,
     pub ingest: Ingest,
     /// Full URL including the key.
     pub url: Secret,
@@ -212,7 +213,7 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl DestinationSettings {
     /// The outputs of this destination: its primary ingest, plus YouTube's backup when asked for.
-    pub fn outputs(&self, destination_id: &str) -> Vec<OutputTarget> {
+    pub fn outputs(&self, destination_id: &DestinationId) -> Vec<OutputTarget> {
         let mut v = vec![self.output(destination_id, Ingest::Primary, &self.url)];
         if let (true, Some(b)) = (self.backup_ingest, self.platform.backup_url()) {
             v.push(self.output(destination_id, Ingest::Backup, b));
@@ -220,7 +221,7 @@ impl DestinationSettings {
         v
     }
 
-    fn output(&self, id: &str, ingest: Ingest, base: &str) -> OutputTarget {
+    fn output(&self, id: &DestinationId, ingest: Ingest, base: &str) -> OutputTarget {
         let base = base.trim_end_matches('/');
         let tls = base.starts_with("rtmps://").then(|| TlsOptions {
             verify: self.tls_verify,
@@ -230,7 +231,7 @@ impl DestinationSettings {
                 .or_else(|| std::path::Path::new(SYSTEM_CA_BUNDLE).exists().then(|| SYSTEM_CA_BUNDLE.into())),
         });
         OutputTarget {
-            destination_id: id.to_string(),
+            destination_id: id.clone(),
             ingest,
             url: Secret::new(format!("{base}/{}", self.key.expose())),
             shown: format!("{base}/***"),
@@ -263,17 +264,19 @@ mod tests {
     #[test]
     fn presets_build_the_platform_urls() {
         let d = input(Platform::Youtube, None, "aaaa-bbbb-cccc").validate().unwrap();
-        let o = d.outputs("yt");
+        let o = d.outputs(&DestinationId::new("yt").unwrap());
         assert_eq!(o[0].url.expose(), "rtmp://a.rtmp.youtube.com/live2/aaaa-bbbb-cccc");
         assert_eq!(o[0].shown, "rtmp://a.rtmp.youtube.com/live2/***");
         let mut i = input(Platform::Youtube, None, "k123");
         i.backup_ingest = true;
-        let o = i.validate().unwrap().outputs("yt");
+        let o = i.validate().unwrap().outputs(&DestinationId::new("yt").unwrap());
         assert_eq!(o[1].url.expose(), "rtmp://b.rtmp.youtube.com/live2?backup=1/k123");
-        let fb = input(Platform::Facebook, None, "FB-1").validate().unwrap().outputs("fb");
+        let fb =
+            input(Platform::Facebook, None, "FB-1").validate().unwrap().outputs(&DestinationId::new("fb").unwrap());
         assert_eq!(fb[0].url.expose(), "rtmps://live-api-s.facebook.com:443/rtmp/FB-1");
         assert!(fb[0].tls.as_ref().unwrap().verify);
-        let tw = input(Platform::Twitch, None, "live_1").validate().unwrap().outputs("tw");
+        let tw =
+            input(Platform::Twitch, None, "live_1").validate().unwrap().outputs(&DestinationId::new("tw").unwrap());
         assert_eq!(tw[0].url.expose(), "rtmp://live.twitch.tv/app/live_1");
         assert!(tw[0].tls.is_none());
     }

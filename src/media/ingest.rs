@@ -39,6 +39,7 @@ use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{
     enlarge_pipe, ArgSource, ChildIo, ExtraFd, ExtraPipe, Job, JobEvent, JobKind, JobSpec, JobStatus, PrepareError,
 };
+use crate::values::SourceId;
 
 pub const SAMPLE_RATE: u32 = 48_000;
 pub const CHANNELS: usize = 2;
@@ -404,7 +405,7 @@ impl ArgSource for DecodeArgs {
 
 /// A running decode ingest.
 pub struct DecodeIngest {
-    pub camera_id: String,
+    pub camera_id: SourceId,
     /// The job; replaced (never empty until `stop`) when a background probe corrects its arguments.
     job: Arc<Mutex<Option<Job>>>,
     /// Replaces the job on a correction.
@@ -432,7 +433,7 @@ impl DecodeIngest {
                 io: Some(io_tx.clone()),
                 extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
                 ..env.job(
-                    JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.clone() },
+                    JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.to_string() },
                     Arc::new(DecodeArgs {
                         job: name.clone(),
                         ffprobe: env.ffprobe.clone(),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::secret::{Redactor, Secret};
+use crate::values::SourceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CameraProbe {
@@ -57,14 +58,14 @@ pub enum SourceKind {
 /// A source of the program: its id, what it is, and how to show it.
 #[derive(Debug, Clone)]
 pub struct CameraSource {
-    pub camera_id: String,
+    pub camera_id: SourceId,
     pub kind: SourceKind,
     /// How to show it to people: the URL with the password masked, an asset name.
     pub shown: String,
 }
 
 impl CameraSource {
-    pub fn rtsp(camera_id: impl Into<String>, url: Secret, shown: String, secrets: Vec<Secret>) -> CameraSource {
+    pub fn rtsp(camera_id: impl Into<SourceId>, url: Secret, shown: String, secrets: Vec<Secret>) -> CameraSource {
         CameraSource { camera_id: camera_id.into(), kind: SourceKind::Rtsp { url, secrets }, shown }
     }
 

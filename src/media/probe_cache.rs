@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use super::probe::{probe_camera, CameraProbe, CameraSource, ProbeError, SourceKind};
+use crate::values::SourceId;
 
 /// The file's name inside the data dir.
 pub const FILE_NAME: &str = "camera_probes.json";
@@ -68,7 +69,7 @@ struct Inner {
     path: Option<PathBuf>,
     file: Mutex<CacheFile>,
     /// Probes under way, by source id and fingerprint.
-    inflight: Mutex<HashMap<(String, String), ProbeFuture>>,
+    inflight: Mutex<HashMap<(SourceId, String), ProbeFuture>>,
 }
 
 /// What is remembered about a source, with how old it is.
@@ -113,7 +114,7 @@ impl ProbeCache {
     pub fn known(&self, cam: &CameraSource, max_age: Duration) -> Option<Known> {
         let file = self.file();
         let fp = fingerprint(&file.salt, &cam.kind)?;
-        let e = file.sources.get(&cam.camera_id).filter(|e| e.fingerprint == fp)?;
+        let e = file.sources.get(cam.camera_id.as_str()).filter(|e| e.fingerprint == fp)?;
         let age = Duration::from_secs(unix_now().saturating_sub(e.probed_unix));
         (age <= max_age).then(|| Known { probe: e.probe.clone(), age })
     }
@@ -143,7 +144,7 @@ impl ProbeCache {
                         if let Some(p) =
                             r.as_ref().ok().filter(|p| p.width.unwrap_or(0) > 0 && p.height.unwrap_or(0) > 0)
                         {
-                            this.record(&cam.camera_id, &fp, p);
+                            this.record(cam.camera_id.as_str(), &fp, p);
                         }
                         this.inner.inflight.lock().expect("probe cache lock").remove(&(cam.camera_id.clone(), fp));
                         r
@@ -208,7 +209,7 @@ mod tests {
     use crate::secret::Secret;
 
     fn cam(url: &str) -> CameraSource {
-        CameraSource::rtsp("c1", Secret::new(url), "shown".into(), vec![])
+        CameraSource::rtsp(SourceId::new("c1").unwrap(), Secret::new(url), "shown".into(), vec![])
     }
 
     fn probe(audio: Option<&str>) -> CameraProbe {
@@ -229,7 +230,7 @@ mod tests {
         assert_eq!(c.known(&a, TRUST_FOR).map(|k| k.probe), Some(probe(Some("aac"))));
         assert!(c.known(&cam("rtsp://u:pw2@10.0.0.5/s"), TRUST_FOR).is_none(), "new password");
         assert!(c.known(&cam("rtsp://u:pw1@10.0.0.6/s"), TRUST_FOR).is_none(), "new host");
-        let other = CameraSource { camera_id: "c2".into(), ..a.clone() };
+        let other = CameraSource { camera_id: SourceId::new("c2").unwrap(), ..a.clone() };
         assert!(c.known(&other, TRUST_FOR).is_none(), "another camera id");
     }
 
@@ -289,7 +290,7 @@ mod tests {
     fn synthetic_sources_are_not_remembered() {
         let c = ProbeCache::in_memory();
         let s = CameraSource {
-            camera_id: "demo".into(),
+            camera_id: SourceId::new("demo").unwrap(),
             kind: SourceKind::Lavfi { video: "testsrc2".into(), audio: None },
             shown: "built-in".into(),
         };

@@ -17,6 +17,7 @@ use super::fanout::{Fanout, SubStats};
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{ChildIo, Job, JobKind, JobSpec, JobStatus};
+use crate::values::DestinationId;
 
 pub struct Pusher {
     target: OutputTarget,
@@ -27,7 +28,7 @@ pub struct Pusher {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PusherStatus {
-    pub destination: String,
+    pub destination: DestinationId,
     pub ingest: Ingest,
     pub url: String,
     #[serde(flatten)]
@@ -77,7 +78,7 @@ impl Pusher {
             ..env.job(
                 JobKind::Pusher {
                     owner: job_prefix.into(),
-                    destination: target.destination_id.clone(),
+                    destination: target.destination_id.to_string(),
                     backup: target.ingest == Ingest::Backup,
                 },
                 Arc::new(pusher_args(&target)),
@@ -157,7 +158,7 @@ pub struct Outputs {
     job_prefix: String,
     fanout: Fanout,
     env: MediaEnv,
-    pushers: BTreeMap<(String, Ingest), Pusher>,
+    pushers: BTreeMap<(DestinationId, Ingest), Pusher>,
 }
 
 impl Outputs {
@@ -173,9 +174,9 @@ impl Outputs {
     /// Brings the set of outputs to `outputs` while live: new ones start, removed or changed ones
     /// stop; untouched ones are not disturbed.
     pub async fn set(&mut self, outputs: Vec<OutputTarget>) {
-        let wanted: BTreeMap<(String, Ingest), OutputTarget> =
+        let wanted: BTreeMap<(DestinationId, Ingest), OutputTarget> =
             outputs.into_iter().map(|t| ((t.destination_id.clone(), t.ingest), t)).collect();
-        let stale: Vec<(String, Ingest)> =
+        let stale: Vec<(DestinationId, Ingest)> =
             self.pushers.iter().filter(|(k, p)| wanted.get(*k) != Some(p.target())).map(|(k, _)| k.clone()).collect();
         let mut stopping = Vec::new();
         for k in stale {

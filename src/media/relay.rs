@@ -22,10 +22,11 @@ use super::pusher::{Outputs, PusherStatus};
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{ArgSource, ChildIo, Job, JobKind, JobSpec, JobStatus, Phase, PrepareError};
+use crate::values::{SourceId, StreamId};
 
 #[derive(Debug, Clone)]
 pub struct RelaySpec {
-    pub id: String,
+    pub id: StreamId,
     pub camera: CameraSource,
     pub outputs: Vec<OutputTarget>,
 }
@@ -84,7 +85,7 @@ impl ArgSource for IngestArgs {
 }
 
 pub struct Relay {
-    id: String,
+    id: StreamId,
     camera: CameraSource,
     fanout: Fanout,
     ingest: Job,
@@ -94,10 +95,10 @@ pub struct Relay {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayStatus {
-    pub id: String,
+    pub id: StreamId,
     /// live · starting · reconnecting · degraded · failed · stopped
     pub state: &'static str,
-    pub camera: String,
+    pub camera: SourceId,
     pub camera_url: String,
     pub ingest: JobStatus,
     /// The ingest FFmpeg's last stderr lines (redacted).
@@ -124,7 +125,7 @@ impl Relay {
             pipe_stdout: true,
             io: Some(io_tx),
             ..env.job(
-                JobKind::RelayIngest { stream: spec.id.clone(), camera_id: spec.camera.camera_id.clone() },
+                JobKind::RelayIngest { stream: spec.id.to_string(), camera_id: spec.camera.camera_id.to_string() },
                 Arc::new(IngestArgs {
                     ffprobe: env.ffprobe.clone(),
                     camera: spec.camera.clone(),
@@ -133,7 +134,7 @@ impl Relay {
                 env.ingest_stale,
             )
         });
-        let reader = tokio::spawn(read_flv_generations(spec.id.clone(), fanout.clone(), io_rx));
+        let reader = tokio::spawn(read_flv_generations(spec.id.to_string(), fanout.clone(), io_rx));
         let outputs = Outputs::new(&format!("relay:{}", spec.id), &fanout, env);
         let mut relay = Relay { id: spec.id, camera: spec.camera, fanout, ingest, reader, outputs };
         relay.outputs.set(spec.outputs).await;
@@ -145,7 +146,7 @@ impl Relay {
         self.outputs.set(outputs).await;
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &StreamId {
         &self.id
     }
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::values::SourceId;
+
 #[derive(Debug, Clone, Copy)]
 pub struct SwitcherConfig {
     pub stall: Duration,
@@ -47,7 +49,7 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "camera")]
 pub enum Visual {
-    Camera(String),
+    Camera(SourceId),
     Slate,
 }
 
@@ -64,16 +66,24 @@ pub struct Decision {
 /// Something the switcher did that an operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwitchEvent {
-    Cut { camera: String },
-    FallbackOn { camera: String, to: Visual },
-    FallbackOff { camera: String },
+    /// To a camera, or (None) to the slate.
+    Cut {
+        camera: Option<SourceId>,
+    },
+    FallbackOn {
+        camera: SourceId,
+        to: Visual,
+    },
+    FallbackOff {
+        camera: SourceId,
+    },
 }
 
 #[derive(Debug, Clone)]
 struct Cut {
     at: Instant,
     /// None: the slate (a timeline's `show_slate`).
-    camera: Option<String>,
+    camera: Option<SourceId>,
     fade: Duration,
 }
 
@@ -88,13 +98,13 @@ struct Transition {
 pub struct Switcher {
     cfg: SwitcherConfig,
     /// The camera the show wants (last cut).
-    program: Option<String>,
+    program: Option<SourceId>,
     /// When `program` became the wanted camera (a camera that never delivered stalls from here).
     program_since: Option<Instant>,
-    pinned: Option<String>,
+    pinned: Option<SourceId>,
     emergency: bool,
     cuts: Vec<Cut>,
-    backups: HashMap<String, String>,
+    backups: HashMap<SourceId, SourceId>,
     /// The fallback picture while the wanted camera is failed.
     fallback: Option<Visual>,
     /// The fallback stands in for a camera that had not delivered a frame yet (a show started
@@ -126,21 +136,21 @@ impl Switcher {
         }
     }
 
-    pub fn set_backup(&mut self, camera: &str, backup: Option<&str>) {
+    pub fn set_backup(&mut self, camera: &SourceId, backup: Option<&SourceId>) {
         match backup {
-            Some(b) => self.backups.insert(camera.to_string(), b.to_string()),
+            Some(b) => self.backups.insert(camera.clone(), b.clone()),
             None => self.backups.remove(camera),
         };
     }
 
     /// Schedules a cut at `at` (use the current time for "now"); a zero fade is a hard cut.
-    pub fn cut(&mut self, camera: &str, at: Instant, fade: Duration) {
+    pub fn cut(&mut self, camera: &SourceId, at: Instant, fade: Duration) {
         self.cut_to(Some(camera), at, fade);
     }
 
     /// As [`cut`](Self::cut), to a camera or (None) to the slate.
-    pub fn cut_to(&mut self, camera: Option<&str>, at: Instant, fade: Duration) {
-        self.cuts.push(Cut { at, camera: camera.map(str::to_string), fade });
+    pub fn cut_to(&mut self, camera: Option<&SourceId>, at: Instant, fade: Duration) {
+        self.cuts.push(Cut { at, camera: camera.cloned(), fade });
         self.cuts.sort_by_key(|c| c.at);
     }
 
@@ -149,20 +159,20 @@ impl Switcher {
         self.cuts.retain(|c| c.at <= after);
     }
 
-    pub fn pin(&mut self, camera: Option<&str>) {
-        self.pinned = camera.map(str::to_string);
+    pub fn pin(&mut self, camera: Option<&SourceId>) {
+        self.pinned = camera.cloned();
     }
 
     pub fn set_emergency_slate(&mut self, on: bool) {
         self.emergency = on;
     }
 
-    pub fn pinned(&self) -> Option<&str> {
-        self.pinned.as_deref()
+    pub fn pinned(&self) -> Option<&SourceId> {
+        self.pinned.as_ref()
     }
 
-    pub fn program_camera(&self) -> Option<&str> {
-        self.program.as_deref()
+    pub fn program_camera(&self) -> Option<&SourceId> {
+        self.program.as_ref()
     }
 
     pub fn emergency(&self) -> bool {
@@ -171,9 +181,9 @@ impl Switcher {
 
     /// The cameras that may go on air before `until`: the wanted one, the pinned one, and those
     /// of the cuts scheduled by then (their sources must be at full rate ahead of their frame).
-    pub fn needed_until(&self, until: Instant) -> impl Iterator<Item = &str> {
-        let cuts = self.cuts.iter().take_while(move |c| c.at <= until).filter_map(|c| c.camera.as_deref());
-        self.program.iter().chain(self.pinned.iter()).map(String::as_str).chain(cuts)
+    pub fn needed_until(&self, until: Instant) -> impl Iterator<Item = &SourceId> {
+        let cuts = self.cuts.iter().take_while(move |c| c.at <= until).filter_map(|c| c.camera.as_ref());
+        self.program.iter().chain(self.pinned.iter()).chain(cuts)
     }
 
     /// Events since the last call.
@@ -182,7 +192,7 @@ impl Switcher {
     }
 
     /// Decides the picture for the frame due at `now`.
-    pub fn tick(&mut self, now: Instant, health: impl Fn(&str) -> Health) -> Decision {
+    pub fn tick(&mut self, now: Instant, health: impl Fn(&SourceId) -> Health) -> Decision {
         let mut fade = Duration::ZERO;
         while self.cuts.first().is_some_and(|c| c.at <= now) {
             let c = self.cuts.remove(0);
@@ -190,7 +200,7 @@ impl Switcher {
                 self.program = c.camera.clone();
                 self.program_since = Some(now);
                 self.fallback = None;
-                self.events.push(SwitchEvent::Cut { camera: c.camera.unwrap_or_else(|| "slate".into()) });
+                self.events.push(SwitchEvent::Cut { camera: c.camera });
             }
             fade = c.fade;
         }
@@ -268,7 +278,7 @@ impl Switcher {
         self.last.as_ref()
     }
 
-    fn fallback_for(&self, cam: &str, now: Instant, health: &impl Fn(&str) -> Health) -> Visual {
+    fn fallback_for(&self, cam: &SourceId, now: Instant, health: &impl Fn(&SourceId) -> Health) -> Visual {
         if let Some(b) = self.backups.get(cam) {
             let h = health(b);
             if h.last_frame.is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.stall) {
@@ -293,9 +303,9 @@ mod tests {
     }
 
     impl World {
-        fn health(&self, cam: &str, now: Instant) -> Health {
+        fn health(&self, cam: &SourceId, now: Instant) -> Health {
             let ms = now.duration_since(self.t0).as_millis() as u64;
-            let Some(spans) = self.up.get(cam) else { return Health::default() };
+            let Some(spans) = self.up.get(cam.as_str()) else { return Health::default() };
             // The newest frame at or before `now`, on a 40 ms grid, inside an up-span.
             let mut h = Health::default();
             for &(a, b) in spans {
@@ -319,8 +329,12 @@ mod tests {
             .collect()
     }
 
+    fn id(c: &str) -> SourceId {
+        SourceId::new(c).unwrap()
+    }
+
     fn cam(c: &str) -> Visual {
-        Visual::Camera(c.to_string())
+        Visual::Camera(id(c))
     }
 
     #[test]
@@ -328,9 +342,9 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("a", t0, Duration::ZERO);
-        sw.cut("b", t0 + Duration::from_millis(1000), Duration::ZERO);
-        sw.cut("a", t0 + Duration::from_millis(2010), Duration::ZERO);
+        sw.cut(&id("a"), t0, Duration::ZERO);
+        sw.cut(&id("b"), t0 + Duration::from_millis(1000), Duration::ZERO);
+        sw.cut(&id("a"), t0 + Duration::from_millis(2010), Duration::ZERO);
         let d = run(&mut sw, &w, 0, 3000);
         let first_b = d.iter().find(|(_, d)| d.main == cam("b")).unwrap().0;
         let back_a = d.iter().find(|(t, d)| *t > 1000 && d.main == cam("a")).unwrap().0;
@@ -345,7 +359,7 @@ mod tests {
         // b dies at 2000 ms and comes back at 5000 ms.
         let w = World { t0, up: HashMap::from([("b", vec![(0, 2000), (5000, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("b", t0, Duration::ZERO);
+        sw.cut(&id("b"), t0, Duration::ZERO);
         let d = run(&mut sw, &w, 0, 10_000);
         let at = |ms: u64| d.iter().find(|(t, _)| *t == ms).unwrap().1.clone();
         assert_eq!(at(2400).main, cam("b"));
@@ -356,8 +370,8 @@ mod tests {
         assert_eq!(at(7960).main, Visual::Slate, "not back before 3 s of steady delivery");
         assert_eq!(at(8000).main, cam("b"), "back after 3 s steady");
         let events = sw.take_events();
-        assert!(events.contains(&SwitchEvent::FallbackOn { camera: "b".into(), to: Visual::Slate }));
-        assert!(events.contains(&SwitchEvent::FallbackOff { camera: "b".into() }));
+        assert!(events.contains(&SwitchEvent::FallbackOn { camera: id("b"), to: Visual::Slate }));
+        assert!(events.contains(&SwitchEvent::FallbackOff { camera: id("b") }));
     }
 
     #[test]
@@ -365,8 +379,8 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("a", vec![(0, 1000)]), ("c", vec![(0, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.set_backup("a", Some("c"));
-        sw.cut("a", t0, Duration::ZERO);
+        sw.set_backup(&id("a"), Some(&id("c")));
+        sw.cut(&id("a"), t0, Duration::ZERO);
         let d = run(&mut sw, &w, 0, 3000);
         let first_c = d.iter().find(|(_, d)| d.main == cam("c")).unwrap().0;
         assert!((1900..=1980).contains(&first_c), "backup on air 0.9 s after the last frame: {first_c}");
@@ -377,8 +391,8 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("a", t0, Duration::ZERO);
-        sw.cut("ghost", t0 + Duration::from_millis(1000), Duration::ZERO);
+        sw.cut(&id("a"), t0, Duration::ZERO);
+        sw.cut(&id("ghost"), t0 + Duration::from_millis(1000), Duration::ZERO);
         let d = run(&mut sw, &w, 0, 3000);
         let slate = d.iter().find(|(_, d)| d.main == Visual::Slate).unwrap().0;
         assert!((1900..=1980).contains(&slate), "{slate}");
@@ -389,7 +403,7 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("late", vec![(3000, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("late", t0, Duration::ZERO);
+        sw.cut(&id("late"), t0, Duration::ZERO);
         let d = run(&mut sw, &w, 0, 4000);
         assert_eq!(d.iter().find(|(ms, _)| *ms == 2520).unwrap().1.main, Visual::Slate);
         let back = d.iter().find(|(ms, d)| *ms >= 3000 && d.main == cam("late")).unwrap().0;
@@ -401,9 +415,9 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("a", t0, Duration::ZERO);
-        sw.pin(Some("b"));
-        sw.cut("a", t0 + Duration::from_millis(500), Duration::ZERO);
+        sw.cut(&id("a"), t0, Duration::ZERO);
+        sw.pin(Some(&id("b")));
+        sw.cut(&id("a"), t0 + Duration::from_millis(500), Duration::ZERO);
         assert!(run(&mut sw, &w, 0, 1000).iter().all(|(_, d)| d.main == cam("b")));
         sw.set_emergency_slate(true);
         assert!(run(&mut sw, &w, 1000, 2000).iter().all(|(_, d)| d.main == Visual::Slate));
@@ -417,8 +431,8 @@ mod tests {
         let t0 = Instant::now();
         let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
         let mut sw = Switcher::new(SwitcherConfig::default());
-        sw.cut("a", t0, Duration::ZERO);
-        sw.cut("b", t0 + Duration::from_millis(1000), Duration::from_millis(400));
+        sw.cut(&id("a"), t0, Duration::ZERO);
+        sw.cut(&id("b"), t0 + Duration::from_millis(1000), Duration::from_millis(400));
         let d = run(&mut sw, &w, 960, 1600);
         let remaining: Vec<f32> = d.iter().filter_map(|(_, d)| d.from.as_ref().map(|f| f.1)).collect();
         assert_eq!(remaining.len(), 10, "400 ms at 40 ms a frame");
@@ -434,7 +448,7 @@ mod tests {
             let t0 = Instant::now();
             let w = World { t0, up: HashMap::from([("a", vec![(0, down_at), (down_at + down_for, 99_999)])]) };
             let mut sw = Switcher::new(SwitcherConfig::default());
-            sw.cut("a", t0, Duration::ZERO);
+            sw.cut(&id("a"), t0, Duration::ZERO);
             let d = run(&mut sw, &w, 0, 12_000);
             let last_frame = down_at - down_at % 40;
             if down_for > 1100 {

@@ -56,7 +56,7 @@ impl History {
         let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
         for info in programs {
             for o in &info.status.outputs {
-                let key = (info.status.id.to_string(), o.destination.clone());
+                let key = (info.status.id.to_string(), o.destination.to_string());
                 if !all.contains_key(&key) && all.len() >= MAX_SERIES {
                     let oldest = all
                         .iter()

@@ -220,11 +220,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         m.sample("vistter_programs", &[], programs.len() as f64);
         m.family("vistter_program_fps", "gauge", "Frames per second of program time since the program started.");
         for x in &p {
-            m.sample("vistter_program_fps", &[("program", &x.id)], x.fps);
+            m.sample("vistter_program_fps", &[("program", x.id.as_str())], x.fps);
         }
         m.family("vistter_program_dropped_frames_total", "counter", "Frames the program's encoder could not take.");
         for x in &p {
-            m.sample("vistter_program_dropped_frames_total", &[("program", &x.id)], x.dropped_frames as f64);
+            m.sample("vistter_program_dropped_frames_total", &[("program", x.id.as_str())], x.dropped_frames as f64);
         }
         m.family("vistter_fallback_active", "gauge", "1 while a backup camera or the slate stands in on a program.");
         for info in programs {
@@ -234,7 +234,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         m.family("vistter_destination_up", "gauge", "1 while a program's push to a destination is running.");
         for x in &d {
             let v = if x.state == crate::ffmpeg::job::Phase::Running { 1.0 } else { 0.0 };
-            m.sample("vistter_destination_up", &[("destination", &x.id), ("program", &x.program_id)], v);
+            m.sample(
+                "vistter_destination_up",
+                &[("destination", x.id.as_str()), ("program", x.program_id.as_str())],
+                v,
+            );
         }
     }
     if let Some(programs) = programs {

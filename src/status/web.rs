@@ -484,7 +484,7 @@ async fn gather(s: &Shared) -> PageData {
                 _ => None,
             });
             cameras.push(CameraRow {
-                id: c.camera.clone(),
+                id: c.camera.to_string(),
                 program: st.id.to_string(),
                 health: phase(&c.ingest.phase),
                 frame_age_ms: c.frame_age_ms,
@@ -494,9 +494,9 @@ async fn gather(s: &Shared) -> PageData {
             });
         }
         for o in &st.outputs {
-            let key = (st.id.to_string(), o.destination.clone());
+            let key = (st.id.to_string(), o.destination.to_string());
             dests.push(DestinationRow {
-                id: o.destination.clone(),
+                id: o.destination.to_string(),
                 program: Some(st.id.to_string()),
                 state: phase(&o.job.phase),
                 bitrate_kbps: o.job.progress.as_ref().and_then(|p| p.bitrate_kbps),

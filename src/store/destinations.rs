@@ -148,7 +148,7 @@ impl Store {
         for d in ids {
             let dest = self.destination(d).await?;
             if dest.enabled {
-                outputs.extend(dest.settings.outputs(dest.id.as_str()));
+                outputs.extend(dest.settings.outputs(&dest.id));
             }
         }
         Ok(outputs)

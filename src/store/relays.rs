@@ -113,10 +113,10 @@ impl Store {
         let links = sqlx::query("SELECT relay_id, destination_id FROM relay_destinations ORDER BY destination_id")
             .fetch_all(&self.pool)
             .await?;
-        let mut by_relay: HashMap<String, Vec<DestinationId>> = HashMap::new();
+        let mut by_relay: HashMap<StreamId, Vec<DestinationId>> = HashMap::new();
         for l in &links {
             let d = id_at(l, "relay_destinations", "destination_id")?;
-            by_relay.entry(l.try_get("relay_id")?).or_default().push(d);
+            by_relay.entry(id_at(l, "relay_destinations", "relay_id")?).or_default().push(d);
         }
         rows.iter()
             .map(|r| {

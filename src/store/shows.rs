@@ -121,9 +121,9 @@ impl Store {
     }
 
     /// id → duration in seconds, for the scheduler's rotation (without loading documents).
-    pub async fn timeline_durations(&self) -> Result<HashMap<String, f64>, StoreError> {
+    pub async fn timeline_durations(&self) -> Result<HashMap<TimelineId, f64>, StoreError> {
         let rows = sqlx::query("SELECT id, duration_s FROM timelines").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|r| (r.get("id"), r.get("duration_s"))).collect())
+        rows.iter().map(|r| Ok((id_at(r, "timelines", "id")?, r.try_get("duration_s")?))).collect()
     }
 
     /// The segment whose package installed the timeline `id`, if one did.
@@ -189,17 +189,16 @@ impl Store {
         Ok(out)
     }
 
-    /// What a timeline may refer to: every camera and its preset ids (as the timeline's checks
-    /// take them: plain strings).
-    pub async fn camera_inventory(&self) -> Result<HashMap<String, HashSet<String>>, StoreError> {
+    /// What a timeline may refer to: every camera and its preset ids.
+    pub async fn camera_inventory(&self) -> Result<HashMap<CameraId, HashSet<PresetId>>, StoreError> {
         let presets = self.presets().await?;
         Ok(self
             .cameras()
             .await?
             .into_iter()
             .map(|c| {
-                let p = presets.get(&c.id).map(|m| m.keys().map(PresetId::to_string).collect()).unwrap_or_default();
-                (c.id.into(), p)
+                let p = presets.get(&c.id).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+                (c.id, p)
             })
             .collect())
     }

@@ -36,7 +36,7 @@ pub enum Plan {
 /// whether it has ended.
 pub fn plan(
     schedules: &[ValidSchedule],
-    durations_s: &HashMap<String, f64>,
+    durations_s: &HashMap<TimelineId, f64>,
     now: Timestamp,
     current: Option<(&DesiredShow, bool)>,
 ) -> Plan {
@@ -187,7 +187,7 @@ impl Scheduler {
 
     /// Prepares the show of a window opening within `timeline.prepare_lead_ms`, or drops a
     /// preparation nobody needs any more.
-    async fn prepare_next(&mut self, durations: &HashMap<String, f64>, now: Timestamp, prepared: Option<&str>) {
+    async fn prepare_next(&mut self, durations: &HashMap<TimelineId, f64>, now: Timestamp, prepared: Option<&str>) {
         let lead = Duration::from_millis(self.cfg.timeline.prepare_lead_ms);
         let next = schedule::next_change(&self.schedules, now)
             .filter(|t| t.duration_since(now).unsigned_abs() <= lead)
@@ -262,8 +262,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn durations() -> HashMap<String, f64> {
-        [("t1".to_string(), 600.0), ("t2".to_string(), 1200.0)].into_iter().collect()
+    fn durations() -> HashMap<TimelineId, f64> {
+        [("t1", 600.0), ("t2", 1200.0)].into_iter().map(|(t, d)| (TimelineId::new(t).unwrap(), d)).collect()
     }
 
     fn show(timeline: &str, origin: Origin, schedule: Option<&str>) -> DesiredShow {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{OverlayKind, OverlaySpec, Position};
+use crate::values::OverlayId;
 
 pub use crate::values::{bad, shorten, ValueError};
 
@@ -388,7 +389,7 @@ impl fmt::Display for OverlayType {
 impl OverlayRequest {
     /// The compositor's spec for overlay `id`; a relative image is resolved under `asset_root`
     /// (and must stay inside it), an image without a root must be absolute.
-    pub fn to_spec(&self, id: &str, asset_root: Option<&Path>) -> Result<OverlaySpec, RequestError> {
+    pub fn to_spec(&self, id: &OverlayId, asset_root: Option<&Path>) -> Result<OverlaySpec, RequestError> {
         let ty = self.kind.unwrap_or(if self.text.is_some() { OverlayType::Text } else { OverlayType::Image });
         let kind_name = match ty {
             OverlayType::Text => "text",
@@ -427,7 +428,7 @@ impl OverlayRequest {
                 background,
             },
         };
-        let mut spec = OverlaySpec::new(id, kind);
+        let mut spec = OverlaySpec::new(id.clone(), kind);
         if let Some(p) = self.position {
             spec.position = p;
         }

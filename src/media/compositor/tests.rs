@@ -10,6 +10,11 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::media::frame::rgb_to_yuv;
+use crate::values::OverlayId;
+
+fn oid(s: &str) -> OverlayId {
+    OverlayId::new(s).unwrap()
+}
 
 const BLUE: (u8, u8, u8) = (0, 0, 255);
 const RED: [u8; 4] = [255, 0, 0, 255];
@@ -35,11 +40,11 @@ fn png_file(dir: &Path, name: &str, w: u32, h: u32, rgba: [u8; 4]) -> PathBuf {
 }
 
 fn image(id: &str, png: PathBuf) -> OverlaySpec {
-    OverlaySpec::new(id, OverlayKind::Image { png })
+    OverlaySpec::new(oid(id), OverlayKind::Image { png })
 }
 
 fn text(id: &str, text: &str, background: Option<[u8; 4]>) -> OverlaySpec {
-    OverlaySpec::new(id, OverlayKind::Text { text: text.into(), font_size: 32.0, color: [255; 4], background })
+    OverlaySpec::new(oid(id), OverlayKind::Text { text: text.into(), font_size: 32.0, color: [255; 4], background })
 }
 
 /// Shows an RGBA picture directly, scaled as `Prepared::load` would scale a PNG.
@@ -101,7 +106,7 @@ fn opacity_is_true_alpha_multiplication() {
 #[test]
 fn top_right_with_pixel_offsets_lands_exactly() {
     let mut c = compositor(64, 48);
-    let mut spec = OverlaySpec::new("box", OverlayKind::Logo { png: PathBuf::new() });
+    let mut spec = OverlaySpec::new(oid("box"), OverlayKind::Logo { png: PathBuf::new() });
     (spec.position, spec.offset_x, spec.offset_y) = (Position::TopRight, Offset::Px(10), Offset::Px(10));
     let now = Instant::now();
     show_rgba(&mut c, spec, Rgba::new(10, 6, RED), now);
@@ -125,7 +130,7 @@ fn anchors_and_percent_offsets() {
         position,
         offset_x: ox,
         offset_y: oy,
-        ..OverlaySpec::new("o", OverlayKind::Logo { png: PathBuf::new() })
+        ..OverlaySpec::new(oid("o"), OverlayKind::Logo { png: PathBuf::new() })
     };
     let (w, h, fw, fh) = (10, 6, 640, 360);
     assert_eq!(place(&spec(Position::TopLeft, Offset::Px(-3), Offset::Px(4)), w, h, fw, fh), (-3, 4));
@@ -206,7 +211,7 @@ proptest! {
     #[test]
     fn clipping_draws_the_visible_part_and_nothing_else(case in cases()) {
         let mut comp = compositor(case.fw, case.fh);
-        let mut spec = OverlaySpec::new("o", OverlayKind::Image { png: PathBuf::new() });
+        let mut spec = OverlaySpec::new(oid("o"), OverlayKind::Image { png: PathBuf::new() });
         spec.position = case.position;
         (spec.offset_x, spec.offset_y) = (Offset::Px(case.ox), Offset::Px(case.oy));
         (spec.scale, spec.opacity) = (case.scale, case.opacity);
@@ -265,7 +270,7 @@ proptest! {
 #[test]
 fn fade_in_ramps_up_and_fade_out_ramps_down_then_removes() {
     let mut c = compositor(32, 32);
-    let mut spec = OverlaySpec::new("f", OverlayKind::Image { png: PathBuf::new() });
+    let mut spec = OverlaySpec::new(oid("f"), OverlayKind::Image { png: PathBuf::new() });
     (spec.fade_in, spec.fade_out) = (Duration::from_secs(1), Duration::from_secs(1));
     let t0 = Instant::now();
     show_rgba(&mut c, spec, Rgba::new(32, 32, RED), t0);
@@ -302,7 +307,7 @@ fn fade_in_ramps_up_and_fade_out_ramps_down_then_removes() {
 #[test]
 fn hide_during_fade_in_starts_from_the_current_level_and_zero_fade_out_removes_at_once() {
     let mut c = compositor(8, 8);
-    let mut spec = OverlaySpec::new("f", OverlayKind::Image { png: PathBuf::new() });
+    let mut spec = OverlaySpec::new(oid("f"), OverlayKind::Image { png: PathBuf::new() });
     (spec.fade_in, spec.fade_out) = (Duration::from_secs(1), Duration::from_secs(1));
     let t0 = Instant::now();
     show_rgba(&mut c, spec.clone(), Rgba::new(8, 8, RED), t0);
@@ -313,7 +318,7 @@ fn hide_during_fade_in_starts_from_the_current_level_and_zero_fade_out_removes_a
     assert!((level - 0.25).abs() < 1e-3, "{level}");
 
     spec.fade_out = Duration::ZERO;
-    show_rgba(&mut c, OverlaySpec { id: "g".into(), ..spec }, Rgba::new(8, 8, RED), t0);
+    show_rgba(&mut c, OverlaySpec { id: oid("g"), ..spec }, Rgba::new(8, 8, RED), t0);
     assert!(c.hide("g", t0));
     assert_eq!(c.ids(), ["f"]);
     c.clear();
@@ -326,7 +331,7 @@ fn replacing_a_visible_overlay_does_not_fade_again_and_keeps_its_slot() {
     let t0 = Instant::now();
     let spec = |id: &str| OverlaySpec {
         fade_in: Duration::from_secs(1),
-        ..OverlaySpec::new(id, OverlayKind::Image { png: PathBuf::new() })
+        ..OverlaySpec::new(oid(id), OverlayKind::Image { png: PathBuf::new() })
     };
     show_rgba(&mut c, spec("a"), Rgba::new(16, 16, RED), t0);
     show_rgba(&mut c, spec("b"), Rgba::new(16, 16, GREEN), t0);
@@ -344,8 +349,10 @@ fn replacing_a_visible_overlay_does_not_fade_again_and_keeps_its_slot() {
 #[test]
 fn higher_layer_wins_and_ties_go_to_the_later_one() {
     let now = Instant::now();
-    let spec =
-        |id: &str, layer| OverlaySpec { layer, ..OverlaySpec::new(id, OverlayKind::Image { png: PathBuf::new() }) };
+    let spec = |id: &str, layer| OverlaySpec {
+        layer,
+        ..OverlaySpec::new(oid(id), OverlayKind::Image { png: PathBuf::new() })
+    };
     let mut c = compositor(16, 16);
     show_rgba(&mut c, spec("top", 2), Rgba::new(16, 16, RED), now);
     show_rgba(&mut c, spec("bottom", 1), Rgba::new(16, 16, GREEN), now);
@@ -476,7 +483,7 @@ fn lower_thirds_draw_text_over_their_image_or_on_a_bar() {
     };
     let mut c = compositor(640, 360);
     let now = Instant::now();
-    c.show(OverlaySpec::new("l3", kind(Some(png))), now).unwrap();
+    c.show(OverlaySpec::new(oid("l3"), kind(Some(png))), now).unwrap();
     let bg = Frame::solid(640, 360, BLUE);
     let mut frame = bg.clone();
     c.compose(&mut frame, now, wall());
@@ -490,7 +497,7 @@ fn lower_thirds_draw_text_over_their_image_or_on_a_bar() {
     assert!(dark > 30, "black text on the left of the image: {dark}");
 
     // No image: the text sits on a translucent dark bar.
-    c.show(OverlaySpec::new("l3", kind(None)), now).unwrap();
+    c.show(OverlaySpec::new(oid("l3"), kind(None)), now).unwrap();
     let mut frame = bg.clone();
     c.compose(&mut frame, now, wall());
     let (x, y, _, _) = overlay(&c, "l3").sprite.rect();
@@ -557,7 +564,7 @@ fn bad_values_and_oversized_overlays_are_refused() {
     }
     assert!(bad(OverlaySpec { offset_x: Offset::Percent(f32::NAN), ..base.clone() }));
     let t = OverlayKind::Text { text: "x".into(), font_size: 0.0, color: [255; 4], background: None };
-    assert!(bad(OverlaySpec::new("t", t)));
+    assert!(bad(OverlaySpec::new(oid("t"), t)));
 
     // 40x40 at scale 10 is 400x400, far more than 4 frames of 64x48.
     let err = c.show(OverlaySpec { scale: 10.0, ..base.clone() }, now).unwrap_err();
@@ -575,7 +582,7 @@ fn a_frame_of_another_size_replaces_the_overlays() {
     let now = Instant::now();
     let spec = OverlaySpec {
         position: Position::BottomRight,
-        ..OverlaySpec::new("o", OverlayKind::Image { png: PathBuf::new() })
+        ..OverlaySpec::new(oid("o"), OverlayKind::Image { png: PathBuf::new() })
     };
     show_rgba(&mut c, spec, Rgba::new(4, 4, RED), now);
     let mut frame = Frame::solid(128, 96, BLUE);

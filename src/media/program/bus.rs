@@ -24,7 +24,7 @@ use crate::media::pusher::Outputs;
 use crate::media::switcher::{SwitchEvent, Switcher, Visual};
 use crate::media::thumbnail::{self, Thumbnails};
 use crate::media::MediaEnv;
-use crate::values::ProgramId;
+use crate::values::{DestinationId, ProgramId, SourceId};
 
 /// A destination with more than this queued counts as falling behind.
 const BEHIND_BYTES: usize = 2 * 1024 * 1024;
@@ -64,7 +64,7 @@ pub(super) struct Bus {
     /// Encoder output time at the last degrade sample, for its real speed.
     last_out: Option<(Instant, i64)>,
     /// Queue overflows per destination at the last degrade sample.
-    last_overflows: HashMap<String, u64>,
+    last_overflows: HashMap<DestinationId, u64>,
     thumbs: Thumbnails,
     /// A thumbnail job is running (at most one at a time; a slow box skips a refresh).
     thumbs_busy: Arc<AtomicBool>,
@@ -74,7 +74,7 @@ pub(super) struct Bus {
     id: ProgramId,
     fmt: ProgramFormat,
     encoder_name: String,
-    ingests: HashMap<String, DecodeIngest>,
+    ingests: HashMap<SourceId, DecodeIngest>,
     switcher: Switcher,
     encoder: Encoder,
     outputs: Outputs,
@@ -82,8 +82,8 @@ pub(super) struct Bus {
     fanout: Fanout,
     events: mpsc::Sender<JobEvent>,
     status: watch::Sender<Option<ProgramStatus>>,
-    first: Option<String>,
-    backups: HashMap<String, Option<String>>,
+    first: Option<SourceId>,
+    backups: HashMap<SourceId, Option<SourceId>>,
 }
 
 impl Bus {
@@ -101,7 +101,7 @@ impl Bus {
         let mut switcher = Switcher::new(spec.switcher);
         for c in &spec.cameras {
             let id = c.source.camera_id.clone();
-            switcher.set_backup(&id, c.backup.as_deref());
+            switcher.set_backup(&id, c.backup.as_ref());
             ingests.insert(id, DecodeIngest::start(&prefix, c.source.clone(), fmt, env, spec.switcher.stall));
         }
         let fanout = Fanout::new(env.queue_bytes);
@@ -189,7 +189,7 @@ impl Bus {
         let mut k: u64 = 0;
         let mut frames: u64 = 0;
         let mut audio = Vec::with_capacity(self.fmt.samples_per_frame());
-        let mut on_air_source: Option<String> = None;
+        let mut on_air_source: Option<SourceId> = None;
         let done = loop {
             // Exact integer nanoseconds: with a rounded interval, frame n of a 30 fps program
             // fell a hair before n/30 s and a cut scheduled exactly on a frame waited one more.
@@ -235,13 +235,13 @@ impl Bus {
         }
     }
 
-    fn tick(&mut self, deadline: Instant, n: u64, audio: &mut Vec<i16>, on_air_source: &mut Option<String>) {
+    fn tick(&mut self, deadline: Instant, n: u64, audio: &mut Vec<i16>, on_air_source: &mut Option<SourceId>) {
         // A hair of slack: a cue time computed in whole microseconds may sit a microsecond past
         // the frame it belongs to (frame deadlines are exact nanoseconds).
         while self.timed.first().is_some_and(|(at, ..)| *at <= deadline + TIMED_SLACK) {
             let (_, tag, action) = self.timed.remove(0);
             match action {
-                TimedAction::Cut { camera, fade } => self.switcher.cut_to(camera.as_deref(), deadline, fade),
+                TimedAction::Cut { camera, fade } => self.switcher.cut_to(camera.as_ref(), deadline, fade),
                 TimedAction::Overlay(op) => {
                     if let Err(e) = self.overlay(op, deadline) {
                         tracing::debug!(program = %self.id, "timed overlay: {e}");
@@ -253,10 +253,13 @@ impl Bus {
             let _ = self.applied.send(Applied { tag, at_us });
         }
         let stores: HashMap<&str, SourceStore> = self.ingests.iter().map(|(k, v)| (k.as_str(), v.store())).collect();
-        let d = self.switcher.tick(deadline, |cam| stores.get(cam).map(|s| s.health()).unwrap_or_default());
+        let d = self.switcher.tick(deadline, |cam| stores.get(cam.as_str()).map(|s| s.health()).unwrap_or_default());
         for e in self.switcher.take_events() {
             match e {
-                SwitchEvent::Cut { camera } => self.note("cut", format!("cut to {camera}"), false),
+                SwitchEvent::Cut { camera } => {
+                    let to = camera.as_ref().map_or("slate", SourceId::as_str);
+                    self.note("cut", format!("cut to {to}"), false)
+                }
                 SwitchEvent::FallbackOn { camera, to } => {
                     self.fallbacks += 1;
                     let to = match to {
@@ -273,14 +276,15 @@ impl Bus {
         // Sources that are not needed soon are read only now and then (see `SourceStore`).
         let until = deadline + FULL_RATE_LEAD;
         let timed_cuts = self.timed.iter().take_while(|(at, ..)| *at <= until).filter_map(|(_, _, a)| match a {
-            TimedAction::Cut { camera, .. } => camera.as_deref(),
+            TimedAction::Cut { camera, .. } => camera.as_ref().map(SourceId::as_str),
             _ => None,
         });
         let on_air = [Some(&d.main), d.from.as_ref().map(|(v, _)| v)].into_iter().flatten().filter_map(|v| match v {
             Visual::Camera(c) => Some(c.as_str()),
             Visual::Slate => None,
         });
-        let needed: HashSet<&str> = self.switcher.needed_until(until).chain(timed_cuts).chain(on_air).collect();
+        let needed: HashSet<&str> =
+            self.switcher.needed_until(until).map(SourceId::as_str).chain(timed_cuts).chain(on_air).collect();
         for (k, s) in &stores {
             s.set_full_rate(needed.contains(k));
         }
@@ -321,13 +325,13 @@ impl Bus {
             Visual::Slate => None,
         };
         if source != *on_air_source {
-            if let Some(s) = source.as_deref().and_then(|c| stores.get(c)) {
+            if let Some(s) = source.as_ref().and_then(|c| stores.get(c.as_str())) {
                 s.trim_audio(self.fmt.samples_per_frame() * 2);
             }
             *on_air_source = source.clone();
         }
         audio.clear();
-        match source.as_deref().and_then(|c| stores.get(c)) {
+        match source.as_ref().and_then(|c| stores.get(c.as_str())) {
             Some(s) => s.take_audio(self.fmt.samples_per_frame(), audio),
             None => audio.resize(self.fmt.samples_per_frame(), 0),
         }
@@ -423,13 +427,13 @@ impl Bus {
                 }
                 let now = Instant::now();
                 let when = at.map(|s| t0 + Duration::from_secs_f64(s.max(0.0))).unwrap_or(now).max(now);
-                self.switcher.cut(camera.as_str(), when, fade);
+                self.switcher.cut(&SourceId::from(camera), when, fade);
                 let _ = reply.send(Ok((when - t0).as_secs_f64()));
             }
             ProgramCmd::Timed { at_us, tag, action, reply } => {
                 if let TimedAction::Cut { camera: Some(c), .. } = &action {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.to_string() }));
                         return;
                     }
                 }
@@ -452,12 +456,12 @@ impl Bus {
             ProgramCmd::Pin { camera, reply } => {
                 if let Some(c) = &camera {
                     if !self.ingests.contains_key(c) {
-                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.clone() }));
+                        let _ = reply.send(Err(BusError::UnknownCamera { camera: c.to_string() }));
                         return;
                     }
                 }
-                self.switcher.pin(camera.as_deref());
-                self.note("pin", format!("pinned: {}", camera.as_deref().unwrap_or("none")), false);
+                self.switcher.pin(camera.as_ref());
+                self.note("pin", format!("pinned: {}", camera.as_ref().map_or("none", SourceId::as_str)), false);
                 let _ = reply.send(Ok(()));
             }
             ProgramCmd::SetOutputs { outputs, reply } => {
@@ -476,7 +480,7 @@ impl Bus {
                         self.env.switcher.stall,
                     );
                     self.ingests.insert(id.clone(), ing);
-                    self.switcher.set_backup(&id, camera.backup.as_deref());
+                    self.switcher.set_backup(&id, camera.backup.as_ref());
                     self.backups.insert(id.clone(), camera.backup.clone());
                     self.cameras.push(camera);
                     self.note("preroll", format!("camera {id} pre-rolled"), false);
@@ -497,10 +501,10 @@ impl Bus {
         match op {
             OverlayOp::Show(p) => Ok(c.show_prepared(*p, now)?),
             OverlayOp::Hide(id) => {
-                if c.hide(&id, now) {
+                if c.hide(id.as_str(), now) {
                     Ok(())
                 } else {
-                    Err(BusError::NoSuchOverlay { id })
+                    Err(BusError::NoSuchOverlay { id: id.to_string() })
                 }
             }
             OverlayOp::SetVar(k, v) => {
@@ -539,9 +543,9 @@ impl Bus {
             frames,
             dropped_frames: self.encoder.dropped(),
             on_air: on_air.0,
-            wanted_camera: self.switcher.pinned().or(self.switcher.program_camera()).map(str::to_string),
+            wanted_camera: self.switcher.pinned().or(self.switcher.program_camera()).cloned(),
             holding: on_air.1,
-            pinned: self.switcher.pinned().map(str::to_string),
+            pinned: self.switcher.pinned().cloned(),
             emergency_slate: self.switcher.emergency(),
             fallbacks: self.fallbacks,
             encoder: self.encoder.status(),

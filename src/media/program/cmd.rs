@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::spec::{ProgramCamera, ProgramStatus};
 use crate::media::compositor::{OverlayError, Prepared};
 use crate::media::destination::OutputTarget;
-use crate::values::CameraId;
+use crate::values::{CameraId, OverlayId, SourceId};
 
 /// Why the bus refused a command (the reply of a [`ProgramCmd`]).
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum ProgramCmd {
         reply: oneshot::Sender<Result<(), BusError>>,
     },
     Pin {
-        camera: Option<String>,
+        camera: Option<SourceId>,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
     SetOutputs {
@@ -78,7 +78,7 @@ pub enum ProgramCmd {
 pub enum TimedAction {
     /// To a camera (or media source) already in the program, or (None) to the slate.
     Cut {
-        camera: Option<String>,
+        camera: Option<SourceId>,
         fade: Duration,
     },
     Overlay(OverlayOp),
@@ -99,7 +99,7 @@ pub struct Applied {
 #[derive(Debug)]
 pub enum OverlayOp {
     Show(Box<Prepared>),
-    Hide(String),
+    Hide(OverlayId),
     SetVar(String, String),
     Clear,
 }

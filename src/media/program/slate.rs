@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use crate::media::compositor::{Compositor, Offset, OverlayKind, OverlaySpec, Position};
 use crate::media::frame::{self, Frame};
 use crate::media::ingest::ProgramFormat;
+use crate::values::OverlayId;
 
 /// The text of the generated slate card.
 pub(super) fn slate_card(fmt: ProgramFormat) -> Option<Compositor> {
@@ -13,7 +14,7 @@ pub(super) fn slate_card(fmt: ProgramFormat) -> Option<Compositor> {
     let size = (fmt.height as f32 / 10.0).max(8.0);
     let text = |id: &str, text: &str, size: f32, dy: i32| {
         let mut s = OverlaySpec::new(
-            id,
+            OverlayId::new(id).expect("a valid id"),
             OverlayKind::Text { text: text.into(), font_size: size, color: [255, 255, 255, 255], background: None },
         );
         s.position = Position::Center;

@@ -13,12 +13,12 @@ use crate::media::ingest::ProgramFormat;
 use crate::media::probe::CameraSource;
 use crate::media::pusher::PusherStatus;
 use crate::media::switcher::{SwitcherConfig, Visual};
-use crate::values::ProgramId;
+use crate::values::{ProgramId, SourceId};
 
 #[derive(Debug, Clone)]
 pub struct ProgramCamera {
     pub source: CameraSource,
-    pub backup: Option<String>,
+    pub backup: Option<SourceId>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct ProgramSpec {
     /// Every camera the show may cut to; all are pre-rolled (backups included).
     pub cameras: Vec<ProgramCamera>,
     /// On air at start.
-    pub first: Option<String>,
+    pub first: Option<SourceId>,
     pub outputs: Vec<OutputTarget>,
     pub encoder: EncoderSettings,
     pub slate_png: Option<PathBuf>,
@@ -36,8 +36,8 @@ pub struct ProgramSpec {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CameraStatus {
-    pub camera: String,
-    pub backup: Option<String>,
+    pub camera: SourceId,
+    pub backup: Option<SourceId>,
     /// Age of its newest frame, ms (None: no frame yet).
     pub frame_age_ms: Option<u64>,
     pub frames_in: u64,
@@ -55,9 +55,9 @@ pub struct ProgramStatus {
     /// Frames the encoder could not take in time.
     pub dropped_frames: u64,
     pub on_air: Visual,
-    pub wanted_camera: Option<String>,
+    pub wanted_camera: Option<SourceId>,
     pub holding: bool,
-    pub pinned: Option<String>,
+    pub pinned: Option<SourceId>,
     pub emergency_slate: bool,
     /// Times a stalled camera was replaced by its backup or the slate.
     pub fallbacks: u64,

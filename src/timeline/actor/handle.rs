@@ -13,7 +13,7 @@ use crate::media::program::ProgramCamera;
 use crate::ptz::OnvifEndpoint;
 use crate::timeline::engine::{EngineError, EngineStatus};
 use crate::timeline::model::{Timeline, Us, VideoSource};
-use crate::values::{CameraId, CueId, PresetId, TimelineId};
+use crate::values::{CameraId, CueId, PresetId, SourceId, TimelineId};
 
 pub use crate::values::Origin;
 
@@ -72,7 +72,7 @@ pub struct ShowSpec {
     pub timeline: Arc<Timeline>,
     pub asset_root: PathBuf,
     /// Every source the show may pre-roll (cameras, their backups, media), by bus id.
-    pub sources: HashMap<String, ProgramCamera>,
+    pub sources: HashMap<SourceId, ProgramCamera>,
     pub ptz: HashMap<CameraId, PtzTarget>,
     pub preroll_lead: Duration,
     /// Start every source at once (see `TimelineConfig::hot_inputs`).
@@ -90,18 +90,12 @@ pub struct ShowSpec {
 }
 
 /// The bus id of a video source (None: the slate).
-pub fn bus_id(source: &VideoSource) -> Option<String> {
+pub fn bus_id(source: &VideoSource) -> Option<SourceId> {
     match source {
-        VideoSource::Camera { camera_id, .. } => Some(camera_id.to_string()),
-        VideoSource::Media { asset } => Some(media_id(asset)),
+        VideoSource::Camera { camera_id, .. } => Some(camera_id.into()),
+        VideoSource::Media { asset } => Some(SourceId::media(asset)),
         VideoSource::Slate => None,
     }
-}
-
-/// Media assets are sources named after their path.
-pub fn media_id(asset: &str) -> String {
-    let safe: String = asset.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("media-{safe}")
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -184,7 +178,7 @@ pub enum ActorError {
 pub struct NextVersion {
     pub timeline: Arc<Timeline>,
     pub asset_root: PathBuf,
-    pub sources: HashMap<String, ProgramCamera>,
+    pub sources: HashMap<SourceId, ProgramCamera>,
     pub ptz: HashMap<CameraId, PtzTarget>,
 }
 

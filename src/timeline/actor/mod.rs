@@ -28,7 +28,7 @@ use crate::media::compositor::Prepared;
 use crate::media::program::{OverlayOp, ProgramCamera, ProgramCmd, ProgramHandle, TimedAction};
 use crate::ptz::PtzClient;
 use crate::store::Store;
-use crate::values::{CameraId, CueId, PresetId};
+use crate::values::{CameraId, CueId, OverlayId, PresetId, SourceId};
 
 /// How far ahead of the program clock effects are handed to the bus.
 const LOOKAHEAD: Duration = Duration::from_millis(300);
@@ -41,8 +41,8 @@ mod handle;
 
 use handle::Pending;
 pub use handle::{
-    bus_id, media_id, ActorError, Control, Handover, Lateness, NextVersion, Origin, PtzTarget, ShowHandle, ShowMsg,
-    ShowSpec, ShowStatus,
+    bus_id, ActorError, Control, Handover, Lateness, NextVersion, Origin, PtzTarget, ShowHandle, ShowMsg, ShowSpec,
+    ShowStatus,
 };
 
 /// Starts the actor on a running program.
@@ -101,7 +101,7 @@ struct Actor {
     engine: Engine,
     tl: Arc<Timeline>,
     asset_root: PathBuf,
-    sources: HashMap<String, ProgramCamera>,
+    sources: HashMap<SourceId, ProgramCamera>,
     /// Camera id → its PTZ client (the client caches the camera's service addresses) and settings.
     /// The client is lent to the task moving the camera, and comes back with its result.
     ptz: HashMap<CameraId, (Option<PtzClient>, PtzTarget)>,
@@ -110,7 +110,7 @@ struct Actor {
     ptz_tx: mpsc::Sender<PtzDone>,
     /// Cuts waiting for a PTZ move.
     held: Vec<Scheduled>,
-    prerolled: HashSet<String>,
+    prerolled: HashSet<SourceId>,
     /// Cues whose preset move was made during pre-roll.
     moved_for: HashSet<CueId>,
     program: ProgramHandle,
@@ -264,7 +264,7 @@ impl Actor {
         let (d, lead) = (self.tl.duration, self.lead);
         let local = if self.tl.looping { self.start_pos % d } else { self.start_pos };
         let hot = self.hot_inputs;
-        let soon: Vec<String> = self
+        let soon: Vec<SourceId> = self
             .tl
             .video
             .iter()
@@ -399,7 +399,7 @@ impl Actor {
                             // A cut the pre-roll did not see coming (a seek, a skip, a restart).
                             self.preroll(&cam).await;
                         }
-                        if self.ptz_moving.keys().any(|c| c.as_str() == cam) {
+                        if self.ptz_moving.keys().any(|c| c.as_str() == cam.as_str()) {
                             self.lateness.held_for_ptz += 1;
                             self.held.push(s);
                             continue;
@@ -446,7 +446,7 @@ impl Actor {
                 }
                 Effect::HideOverlay { cue_id } => {
                     let tag = self.tag(&cue_id, "overlay_hidden", s.at);
-                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(cue_id.to_string()))).await;
+                    self.timed(s.at, tag, TimedAction::Overlay(OverlayOp::Hide(OverlayId::from(&cue_id)))).await;
                 }
                 Effect::CueEnded { cue_id } => {
                     let tag = self.tag(&cue_id, "cue_completed", s.at);
@@ -458,7 +458,7 @@ impl Actor {
                     if let VideoSource::Camera { camera_id, preset_id: Some(p) } = &source {
                         let on_air = self.program.status.borrow().as_ref().and_then(|s| s.wanted_camera.clone());
                         let pinned = self.engine.pinned().map(str::to_string);
-                        let off_air = on_air.as_deref() != Some(camera_id.as_str())
+                        let off_air = on_air.as_ref().map(SourceId::as_str) != Some(camera_id.as_str())
                             && pinned.as_deref() != Some(camera_id.as_str());
                         if off_air && self.start_move(camera_id, p, &cue_id) {
                             self.moved_for.insert(cue_id.clone());
@@ -466,7 +466,7 @@ impl Actor {
                     }
                 }
                 Effect::Pin { camera } => {
-                    let camera2 = camera.as_ref().map(ToString::to_string);
+                    let camera2 = camera.as_ref().map(SourceId::from);
                     if let Err(e) = self.send(|reply| ProgramCmd::Pin { camera: camera2, reply }).await {
                         self.note("pin_failed", e.to_string(), true);
                     }
@@ -507,7 +507,7 @@ impl Actor {
             self.sources.entry(id.clone()).or_insert_with(|| pc.clone());
         }
         let tl = next.timeline.clone();
-        let first: Vec<String> = tl
+        let first: Vec<SourceId> = tl
             .video
             .iter()
             .filter(|c| self.hot_inputs || c.start <= self.lead)
@@ -556,8 +556,8 @@ impl Actor {
         self.publish();
     }
 
-    async fn preroll(&mut self, cam: &str) {
-        let mut wanted = vec![cam.to_string()];
+    async fn preroll(&mut self, cam: &SourceId) {
+        let mut wanted = vec![cam.clone()];
         while let Some(c) = wanted.pop() {
             if !self.prerolled.insert(c.clone()) {
                 continue;
@@ -630,7 +630,7 @@ impl Actor {
         }
         // Release the cuts that waited for this camera, now (they are late by the move's overrun).
         let (ready, still): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.held).into_iter().partition(
-            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).as_deref() == Some(done.camera.as_str())),
+            |s| matches!(&s.effect, Effect::Cut { source, .. } if bus_id(source).is_some_and(|b| b == done.camera.as_str())),
         );
         self.held = still;
         for s in ready {
@@ -690,7 +690,7 @@ impl Actor {
                 if !self.sources.contains_key(camera.as_str()) {
                     return Err(ActorError::NotInShow(camera));
                 }
-                self.preroll(camera.as_str()).await;
+                self.preroll(&SourceId::from(&camera)).await;
                 let e = self.engine.pin(Some(camera));
                 self.dispatch(vec![Scheduled { at: now, pos: 0, effect: e }]).await;
             }

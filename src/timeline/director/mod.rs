@@ -37,9 +37,7 @@ pub use super::load::load_timeline;
 use handle::Msg;
 pub use handle::{DirectorHandle, DirectorView, ProgramRef, Retired};
 
-use super::actor::{
-    self, media_id, ActorError, Control, Handover, NextVersion, Origin, PtzTarget, ShowHandle, ShowSpec,
-};
+use super::actor::{self, ActorError, Control, Handover, NextVersion, Origin, PtzTarget, ShowHandle, ShowSpec};
 use super::load::{load_timeline_row, LoadError};
 use super::model::{self, Timeline, Us};
 use super::preflight::Preflight;
@@ -52,7 +50,7 @@ use crate::media::program::{Program, ProgramCamera, ProgramSpec};
 use crate::media::MediaEnv;
 use crate::ptz::OnvifEndpoint;
 use crate::store::{Severity, Store, StoreError};
-use crate::values::{CameraId, DestinationId, ScheduleId, TimelineId};
+use crate::values::{CameraId, DestinationId, ScheduleId, SourceId, TimelineId};
 
 /// The program a show runs on.
 pub const SHOW_PROGRAM: &str = "show";
@@ -359,8 +357,8 @@ impl Director {
         ctx: &Ctx<'_>,
         tl: &Timeline,
         root: &Path,
-        sources: &HashMap<String, ProgramCamera>,
-        first: Option<String>,
+        sources: &HashMap<SourceId, ProgramCamera>,
+        first: Option<SourceId>,
         outputs: Vec<OutputTarget>,
         kbps: u32,
     ) -> Result<Retired, DirectorError> {
@@ -370,9 +368,9 @@ impl Director {
                 .await
                 .map_err(|e| DirectorError::Failed(e.to_string()))?
                 .chosen;
-        let mut want: Vec<String> = first.iter().cloned().collect();
+        let mut want: Vec<SourceId> = first.iter().cloned().collect();
         if ctx.cfg.timeline.hot_inputs {
-            want.extend(tl.cameras().iter().map(ToString::to_string));
+            want.extend(tl.cameras().iter().map(SourceId::from));
         }
         let mut cams: Vec<ProgramCamera> = Vec::new();
         while let Some(id) = want.pop() {
@@ -426,15 +424,15 @@ impl Director {
         ctx: &Ctx<'_>,
         tl: &Timeline,
         root: &Path,
-    ) -> Result<HashMap<String, ProgramCamera>, DirectorError> {
+    ) -> Result<HashMap<SourceId, ProgramCamera>, DirectorError> {
         let fallback = tl.fallback.backup_camera_id.as_ref();
-        let mut out: HashMap<String, ProgramCamera> = HashMap::new();
+        let mut out: HashMap<SourceId, ProgramCamera> = HashMap::new();
         for pc in super::sources::with_backups_or(ctx.store, &tl.cameras(), fallback).await? {
             out.insert(pc.source.camera_id.clone(), pc);
         }
         for asset in tl.media() {
             let path = root.join(model::safe_rel_path(&asset).map_err(|e| DirectorError::Invalid(e.to_string()))?);
-            let id = media_id(&asset);
+            let id = SourceId::media(&asset);
             let source = CameraSource { camera_id: id.clone(), kind: SourceKind::Media(path), shown: asset.clone() };
             out.insert(id, ProgramCamera { source, backup: None });
         }

@@ -3,7 +3,7 @@ use crate::timeline::model::{parse, Inventory};
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::values::{CameraId, CueId};
+use crate::values::{CameraId, CueId, PresetId};
 
 fn cue(id: &str) -> CueId {
     CueId::new(id).unwrap()
@@ -14,7 +14,7 @@ const CAMS: [&str; 3] = ["cam-a", "cam-b", "cam-c"];
 fn inventory() -> Inventory {
     let mut inv = Inventory::default();
     for c in CAMS {
-        inv.cameras.insert(c.into(), ["p1".to_string()].into_iter().collect());
+        inv.cameras.insert(CameraId::new(c).unwrap(), [PresetId::new("p1").unwrap()].into_iter().collect());
     }
     inv
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::media::compositor::request::OverlayRequest;
 use crate::media::compositor::{OverlaySpec, Position};
-use crate::values::{CameraId, CueId, PresetId, Size, TimelineId};
+use crate::values::{CameraId, CueId, OverlayId, PresetId, Size, TimelineId};
 
 /// Microseconds: timeline positions and program times.
 pub type Us = i64;
@@ -366,7 +366,7 @@ pub enum ModelError {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     /// Camera id → its preset ids.
-    pub cameras: HashMap<String, HashSet<String>>,
+    pub cameras: HashMap<CameraId, HashSet<PresetId>>,
     /// Where package-relative assets live (None: assets are not checked for presence).
     pub asset_root: Option<PathBuf>,
 }
@@ -510,10 +510,10 @@ fn semantic(d: TimelineDoc, inv: &Inventory) -> Result<Timeline, TimelineErrors>
         Ok(())
     };
     let check_camera = |cam: &CameraId, preset: Option<&PresetId>| -> Result<(), ModelError> {
-        match inv.cameras.get(cam.as_str()) {
+        match inv.cameras.get(cam) {
             None => Err(ModelError::UnknownCamera(cam.clone())),
             Some(presets) => match preset {
-                Some(p) if !presets.contains(p.as_str()) => {
+                Some(p) if !presets.contains(p) => {
                     Err(ModelError::UnknownPreset { camera: cam.clone(), preset: p.clone() })
                 }
                 _ => Ok(()),
@@ -726,7 +726,7 @@ pub struct CueOverlay {
 impl CueOverlay {
     pub fn to_spec(&self) -> Result<OverlaySpec, ModelError> {
         let req = self.req.as_ref().map_err(Clone::clone)?;
-        req.to_spec(self.id.as_str(), Some(&self.root)).map_err(|e| ModelError::Overlay(e.to_string()))
+        req.to_spec(&OverlayId::from(&self.id), Some(&self.root)).map_err(|e| ModelError::Overlay(e.to_string()))
     }
 }
 

@@ -3,8 +3,8 @@ use serde_json::json;
 
 fn inv() -> Inventory {
     let mut inv = Inventory::default();
-    inv.cameras.insert("cam-a".into(), ["dock".to_string()].into_iter().collect());
-    inv.cameras.insert("cam-b".into(), HashSet::new());
+    inv.cameras.insert(CameraId::new("cam-a").unwrap(), [PresetId::new("dock").unwrap()].into_iter().collect());
+    inv.cameras.insert(CameraId::new("cam-b").unwrap(), HashSet::new());
     inv
 }
 

@@ -536,20 +536,19 @@ impl Config {
     }
 
     /// `control.device_id`, or the host name up to its first dot.
-    pub fn device_id(&self) -> Result<String, ConfigError> {
+    pub fn device_id(&self) -> Result<crate::values::DeviceId, ConfigError> {
         let id = if self.control.device_id.is_empty() {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
             host.split('.').next().unwrap_or_default().to_string()
         } else {
             self.control.device_id.clone()
         };
-        if !crate::values::is_valid_id(&id) {
-            return Err(ConfigError::Invalid(format!(
+        crate::values::DeviceId::new(id.clone()).map_err(|_| {
+            ConfigError::Invalid(format!(
                 "control.device_id {:?} is not valid (1-64 letters, digits, '-', '_'; set it when the host name is not)",
                 crate::values::shorten(&id)
-            )));
-        }
-        Ok(id)
+            ))
+        })
     }
 
     /// Where the trust store lives.

@@ -110,7 +110,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             globs: cfg.segments.drop_folders.clone(),
             rescan: Duration::from_secs(cfg.segments.rescan_s.max(1)),
             trust_path: cfg.trust_store_path(),
-            device_id: cfg.device_id().unwrap_or_default(),
+            device_id: cfg.device_id().map(String::from).unwrap_or_default(),
             limits: cfg.segments.limits,
         };
         tokio::spawn(crate::segments::drop::watch(dc, store.clone(), library, link_stop.clone()))

@@ -193,6 +193,11 @@ id_type!(
     /// A key of the trust store (`key_id` of a signature).
     KeyId
 );
+id_type!(
+    /// This appliance, as the cloud and package targeting know it (`[control] device_id`, or the
+    /// host name).
+    DeviceId
+);
 id_type!(@check check_source_id,
     /// A source on a program's bus: a camera's id, or `media-…` for a timeline's media file
     /// (named after its path, so it may be longer than an id).

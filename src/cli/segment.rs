@@ -120,7 +120,7 @@ pub(crate) async fn import_context(
     let device_id = cfg.device_id().map_err(|e| CliError::Invalid(e.to_string()))?;
     let floor = store.time_floor_ms().await?;
     let now = crate::clock::trusted_now(jiff::Timestamp::now(), floor);
-    Ok((trust, device_id, now))
+    Ok((trust, device_id.to_string(), now))
 }
 
 fn print_installed(i: &Installed, json: bool) {

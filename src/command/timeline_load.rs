@@ -25,7 +25,7 @@ pub struct FromCloud {
     /// The trust store as it was when the command was accepted: package signatures are checked
     /// against it.
     pub trust: TrustStore,
-    pub device_id: String,
+    pub device_id: crate::values::DeviceId,
     /// The trusted time (the clock, never earlier than the persisted time floor).
     pub now: jiff::Timestamp,
     /// `(percent, detail)`: the inbox sends a PROGRESS when it moves.
@@ -83,7 +83,7 @@ impl Loader {
                 "TIMELINE_LOAD comes through the cloud link; on the device use `vistter-agent segment import`",
             ));
         };
-        self.load(t, &cloud.trust, &cloud.device_id, cloud.now, &cloud.progress).await
+        self.load(t, &cloud.trust, cloud.device_id.as_str(), cloud.now, &cloud.progress).await
     }
 
     async fn load(

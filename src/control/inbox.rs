@@ -46,7 +46,7 @@ impl Execute for crate::command::dispatch::Dispatcher {
 pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Inbox {
-    pub device_id: String,
+    pub device_id: crate::values::DeviceId,
     pub trust: Arc<RwLock<TrustStore>>,
     pub keys: Arc<Keyring>,
     pub store: Store,
@@ -112,7 +112,7 @@ impl Inbox {
         }
         let authentic = {
             let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
-            let checker = Checker { device_id: &self.device_id, trust: &trust, max_bytes: self.max_bytes };
+            let checker = Checker { device_id: self.device_id.as_str(), trust: &trust, max_bytes: self.max_bytes };
             checker.authenticate(raw)
         };
         let authentic = match authentic {
@@ -392,7 +392,7 @@ mod tests {
         let bounds = Bounds { max_messages: 1000, max_bytes: 1 << 20 };
         let outbox = Outbox::start(store.clone(), "dev".into(), keys.clone(), vec![Route::Mqtt], bounds).await.unwrap();
         let inbox = Inbox {
-            device_id: "dev".into(),
+            device_id: crate::values::DeviceId::new("dev").unwrap(),
             trust: Arc::new(RwLock::new(t)),
             keys,
             store,

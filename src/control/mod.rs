@@ -72,7 +72,7 @@ pub async fn start(
     }
     let trust = Arc::new(RwLock::new(trust));
     let bounds = Bounds { max_messages: cfg.control.outbox_max_messages, max_bytes: cfg.control.outbox_max_bytes };
-    let outbox = Outbox::start(store.clone(), device_id.clone(), keys.clone(), routes.clone(), bounds).await?;
+    let outbox = Outbox::start(store.clone(), device_id.to_string(), keys.clone(), routes.clone(), bounds).await?;
     let inbox = Arc::new(Inbox {
         device_id,
         trust: trust.clone(),

@@ -92,7 +92,7 @@ fn tls_files(cfg: &MqttConfig) -> Option<TlsFiles> {
 
 /// Runs the link until `shutdown`; reconnects on its own.
 pub async fn run(cfg: MqttConfig, prefix: String, inbox: Arc<Inbox>, links: Links, shutdown: CancellationToken) {
-    let topics = Topics::new(&prefix, &inbox.device_id);
+    let topics = Topics::new(&prefix, inbox.device_id.as_str());
     let Some((host, port)) = host_port(&cfg.url) else {
         tracing::error!("control.mqtt.url has no host:port; the MQTT link is off");
         return;

@@ -32,7 +32,7 @@ pub fn channel_url(template: &str, device_id: &str) -> String {
 
 /// Runs the link until `stop`; reconnects on its own.
 pub async fn run(cfg: WsConfig, inbox: Arc<Inbox>, links: Links, stop: CancellationToken) {
-    let url = channel_url(&cfg.url, &inbox.device_id);
+    let url = channel_url(&cfg.url, inbox.device_id.as_str());
     let files = TlsFiles { ca: cfg.ca_file.clone(), cert: cfg.cert_file.clone(), key: cfg.key_file.clone() };
     let (max, drop_max) = (Duration::from_secs(cfg.reconnect_max_s), Duration::from_secs(cfg.drop_delay_max_s));
     let mut attempt = 0u32;

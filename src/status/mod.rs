@@ -102,7 +102,7 @@ pub fn spawn(
         dispatcher,
         links,
         control_configured: cfg.control.mqtt.is_some() || cfg.control.ws.is_some(),
-        device_id: cfg.device_id().unwrap_or_default(),
+        device_id: cfg.device_id().map(String::from).unwrap_or_default(),
         started: Instant::now(),
     });
     let hosts = Arc::new(host::AllowedHosts::of_this_machine(&cfg.status.allowed_hosts));

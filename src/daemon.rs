@@ -115,6 +115,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         };
         tokio::spawn(crate::segments::drop::watch(dc, store.clone(), library, link_stop.clone()))
     });
+    // Abandoned package downloads go after a day, or sooner when the disk runs low.
+    tokio::spawn(crate::segments::download::housekeeping(
+        crate::command::timeline_load::downloads_dir(&cfg.data_dir),
+        link_stop.clone(),
+    ));
     let sock = socket_path(&cfg.data_dir);
     let api = local_api::serve(sock.clone(), dispatcher)
         .await

@@ -20,8 +20,8 @@
 //!   events, the control plane's records; secrets sealed at rest.
 //! - [`events`]: the sink that turns FFmpeg job events into log lines and event rows.
 //! - [`ptz`]: PTZ presets over ONVIF.
-//! - `trust`: the trust store file (which keys may command the device, sign packages, or change the
-//!   list); being moved out of [`control`] into a module of its own.
+//! - [`trust`]: the trust store file: which keys may command the device, sign packages, or change
+//!   the list; one locked read-change-write function for every writer.
 //! - [`timeline`]: the timeline model and checks, the pure engine, the show actor, the director
 //!   (owner of the show), schedules and the scheduler.
 //! - [`segments`]: signed `.vseg` packages: read, verify, install into the library, drop folders,

@@ -45,28 +45,39 @@ async fn connection(stream: UnixStream, dispatcher: Dispatcher) {
     loop {
         buf.clear();
         // Bounded: at most MAX_LINE + 1 bytes are read for one line.
-        let n = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await {
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let too_long = n > MAX_LINE && buf.last() != Some(&b'\n');
-        let reply = if too_long {
-            Reply::Refused { refusal: Refusal::field("request", format!("longer than {MAX_LINE} bytes")) }
-        } else {
-            match std::str::from_utf8(&buf) {
-                Err(_) => Reply::Refused { refusal: Refusal::field("request", "not UTF-8") },
-                Ok(line) if line.trim().is_empty() => continue,
-                Ok(line) => match command::parse(line.trim_end()) {
-                    Err(refusal) => Reply::Refused { refusal },
-                    Ok(cmd) => dispatcher.dispatch(Origin::Operator, cmd).await,
-                },
-            }
+            Ok(_) => {}
+        }
+        let too_long = is_cut(&buf);
+        let reply = match request(&buf) {
+            None => continue,
+            Some(Err(refusal)) => Reply::Refused { refusal },
+            Some(Ok(cmd)) => dispatcher.dispatch(Origin::Operator, cmd).await,
         };
         let mut out = serde_json::to_vec(&reply).expect("replies serialize");
         out.push(b'\n');
         if w.write_all(&out).await.is_err() || too_long {
             break;
         }
+    }
+}
+
+/// A line read with at most `MAX_LINE + 1` bytes that did not end: the rest is not read.
+fn is_cut(line: &[u8]) -> bool {
+    line.len() > MAX_LINE && line.last() != Some(&b'\n')
+}
+
+/// What one line read from the socket asks for: `None` for a blank line, a refusal for a line
+/// that is too long, not UTF-8 or not a command. Never panics, whatever the bytes.
+pub fn request(line: &[u8]) -> Option<Result<Command, Refusal>> {
+    if is_cut(line) {
+        return Some(Err(Refusal::field("request", format!("longer than {MAX_LINE} bytes"))));
+    }
+    match std::str::from_utf8(line) {
+        Err(_) => Some(Err(Refusal::field("request", "not UTF-8"))),
+        Ok(line) if line.trim().is_empty() => None,
+        Ok(line) => Some(command::parse(line.trim_end())),
     }
 }
 

@@ -143,3 +143,26 @@ fn free_ports_are_distinct() {
 fn require_bin_explains_a_missing_tool() {
     require_bin("definitely-not-a-real-binary-xyz");
 }
+
+/// A simulator that dies on its own (here: SIGKILL from outside the guard, as when GStreamer
+/// aborts) is restarted by its guard on the same URL; one the test kills stays down.
+#[test]
+fn a_camera_simulator_that_dies_on_its_own_is_restarted_and_a_killed_one_is_not() {
+    let mut cam = RtspCamera::start("green");
+    let first = cam.pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while cam.revivals() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cam.revivals(), 1, "the keeper restarted it");
+    while (cam.pid() == 0 || cam.pid() == first) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cam.pid() != 0 && cam.pid() != first, "a new simulator runs");
+    assert!(probe_ok(&cam.url(), 5_000_000), "it serves on the same URL");
+
+    cam.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!cam.is_running() && cam.revivals() == 1, "a camera the test killed stays down");
+}

@@ -44,6 +44,11 @@ impl PartialEq for FromCloud {
     }
 }
 
+/// Where `TIMELINE_LOAD` downloads packages until they are imported.
+pub fn downloads_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("segments").join(".downloads")
+}
+
 /// Downloads and the segment library, where `TIMELINE_LOAD` puts what it loads.
 pub struct Loader {
     pub library: Library,
@@ -69,7 +74,7 @@ impl Loader {
         Loader {
             library: Library::new(store.clone(), &cfg.data_dir),
             store,
-            downloads: cfg.data_dir.join("segments").join(".downloads"),
+            downloads: downloads_dir(&cfg.data_dir),
             limits: cfg.segments.limits,
             ca_file: cfg.segments.download_ca_file.clone(),
         }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -89,16 +90,19 @@ pub async fn metrics(
             _ = tick.tick() => {}
         }
         let (p, d) = gather(&programs(exec.as_ref()));
-        let payload = json!({
-            "cpu": {"percent": cpu.sample(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
-            "memory": memory(),
-            "temperature": temperature(),
-            "disk": disk(&data_dir),
-            "network": network(),
-            "programs": p,
-            "destinations": d,
-        });
-        let Value::Object(payload) = payload else { continue };
+        let metrics = Metrics {
+            cpu: Cpu {
+                percent: cpu.sample(),
+                cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            },
+            memory: memory(),
+            temperature: temperature(),
+            disk: disk(&data_dir),
+            network: network(),
+            programs: p,
+            destinations: d,
+        };
+        let Ok(Value::Object(payload)) = serde_json::to_value(&metrics) else { continue };
         if let Err(e) = outbox.put(Draft::telemetry("METRICS", Kind::Metrics, payload)).await {
             tracing::warn!("metrics could not be queued: {e}");
         }
@@ -132,7 +136,71 @@ impl CpuSampler {
     }
 }
 
-pub(crate) fn memory() -> Value {
+/// Machine memory and the agent's resident set, in kB (`None`: not readable here).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub total_kb: Option<u64>,
+    pub available_kb: Option<u64>,
+    pub agent_rss_kb: Option<u64>,
+}
+
+/// The hottest thermal zone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Temperature {
+    pub celsius: f64,
+}
+
+/// The data dir's file system (both absent when it cannot be read).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Disk {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+}
+
+/// Bytes through every interface but loopback since boot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Network {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// What the status page and `/api/v1/status` show of the machine.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct System {
+    pub cpu_percent: Option<f64>,
+    pub memory: Memory,
+    /// `None` (JSON `null`) where the machine has no thermal zone.
+    pub temperature: Option<Temperature>,
+    pub disk: Disk,
+}
+
+impl System {
+    pub fn now(cpu_percent: Option<f64>, data_dir: &std::path::Path) -> System {
+        System { cpu_percent, memory: memory(), temperature: temperature(), disk: disk(data_dir) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Cpu {
+    percent: Option<f64>,
+    cores: usize,
+}
+
+/// A METRICS payload (`schemas/control/metrics.v1.json`).
+#[derive(Debug, Clone, Serialize)]
+struct Metrics {
+    cpu: Cpu,
+    memory: Memory,
+    temperature: Option<Temperature>,
+    disk: Disk,
+    network: Network,
+    programs: Vec<crate::command::view::ProgramFigures>,
+    destinations: Vec<crate::command::view::DestinationFigures>,
+}
+
+pub(crate) fn memory() -> Memory {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kb = |name: &str| -> Option<u64> {
         info.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
@@ -140,30 +208,30 @@ pub(crate) fn memory() -> Value {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok());
-    json!({"total_kb": kb("MemTotal:"), "available_kb": kb("MemAvailable:"), "agent_rss_kb": rss})
+    Memory { total_kb: kb("MemTotal:"), available_kb: kb("MemAvailable:"), agent_rss_kb: rss }
 }
 
-/// The hottest thermal zone, °C (`null` where the machine has none).
-pub(crate) fn temperature() -> Value {
-    let Ok(dir) = std::fs::read_dir("/sys/class/thermal") else { return Value::Null };
+/// The hottest thermal zone (`None` where the machine has none).
+pub(crate) fn temperature() -> Option<Temperature> {
+    let dir = std::fs::read_dir("/sys/class/thermal").ok()?;
     let max = dir
         .flatten()
         .filter_map(|z| std::fs::read_to_string(z.path().join("temp")).ok()?.trim().parse::<f64>().ok())
         .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-    max.map(|t| json!({"celsius": (t / 100.0).round() / 10.0})).unwrap_or(Value::Null)
+    max.map(|t| Temperature { celsius: (t / 100.0).round() / 10.0 })
 }
 
-pub(crate) fn disk(data_dir: &std::path::Path) -> Value {
+pub(crate) fn disk(data_dir: &std::path::Path) -> Disk {
     match nix::sys::statvfs::statvfs(data_dir) {
         Ok(s) => {
             let f = s.fragment_size();
-            json!({"total_bytes": s.blocks() * f, "free_bytes": s.blocks_available() * f})
+            Disk { total_bytes: Some(s.blocks() * f), free_bytes: Some(s.blocks_available() * f) }
         }
-        Err(_) => json!({}),
+        Err(_) => Disk::default(),
     }
 }
 
-fn network() -> Value {
+fn network() -> Network {
     let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
     let (mut rx, mut tx) = (0u64, 0u64);
     for l in dev.lines().skip(2) {
@@ -175,7 +243,7 @@ fn network() -> Value {
         rx += v.first().copied().unwrap_or(0);
         tx += v.get(8).copied().unwrap_or(0);
     }
-    json!({"rx_bytes": rx, "tx_bytes": tx})
+    Network { rx_bytes: rx, tx_bytes: tx }
 }
 
 #[cfg(test)]
@@ -201,6 +269,6 @@ mod tests {
         assert_eq!(event_payload(&odd)["event_type"], "e_9_odd_type");
         let mut c = CpuSampler::default();
         assert_eq!(c.sample(), None, "the first sample has nothing to compare with");
-        assert!(memory()["total_kb"].as_u64().unwrap() > 0);
+        assert!(memory().total_kb.unwrap() > 0);
     }
 }

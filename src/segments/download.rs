@@ -71,6 +71,8 @@ pub async fn fetch(
         let _ = progress.send(w.size);
         return Ok(done);
     }
+    // Room first: downloads abandoned earlier (another package, a reboot mid-download) go.
+    sweep(dir, PART_MAX_AGE, w.size.saturating_mul(2).saturating_add(super::library::SPACE_MARGIN), Some(&part));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let free = super::library::free_bytes(dir);
     let need = w.size.saturating_sub(have).saturating_mul(2).saturating_add(super::library::SPACE_MARGIN);
@@ -109,6 +111,63 @@ pub async fn fetch(
     }
     std::fs::rename(&part, &done).map_err(|e| Rejection::local(format!("{}: {e}", done.display())))?;
     Ok(done)
+}
+
+/// `.part` files older than this are abandoned downloads: a download resumes within minutes or is
+/// given up, so a day-old one will never be finished.
+pub const PART_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Below this much free space on the data disk, idle `.part` files are removed.
+pub const LOW_SPACE: u64 = 4 * super::library::SPACE_MARGIN;
+
+/// A `.part` file written to within this long may belong to a download in progress.
+const ACTIVE: Duration = Duration::from_secs(120);
+
+/// Removes abandoned downloads from `dir`: every `.part` file not changed for `max_age`, and, when
+/// fewer than `low_space` bytes are free, every idle `.part` file (oldest first) until there is
+/// room again. `keep` (the download about to resume) and files written to in the last two minutes
+/// are never removed for space. Returns what it removed. Only regular files with the names the
+/// agent writes (`<64 hex>.part`) are touched; links are never followed.
+pub fn sweep(dir: &Path, max_age: Duration, low_space: u64, keep: Option<&Path>) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let now = std::time::SystemTime::now();
+    let mut parts: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_str().and_then(|n| n.strip_suffix(".part")).is_some_and(|h| Sha256Hex::new(h).is_ok())
+        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| keep != Some(e.path().as_path()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    parts.sort();
+    let mut removed = Vec::new();
+    for (modified, path) in parts {
+        let idle = now.duration_since(modified).unwrap_or_default();
+        let stale = idle >= max_age;
+        let short = idle >= ACTIVE && super::library::free_bytes(dir) < low_space;
+        if (stale || short) && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(
+                file = %path.display(),
+                "abandoned download removed ({})",
+                if stale { "not resumed for too long" } else { "the disk is low on space" }
+            );
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Sweeps `dir` every ten minutes until `stop` (see [`sweep`]).
+pub async fn housekeeping(dir: PathBuf, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let d = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep(&d, PART_MAX_AGE, LOW_SPACE, None)).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
 }
 
 enum Fail {
@@ -216,4 +275,42 @@ async fn hash_file(p: &Path) -> Result<Sha256Hex, Rejection> {
     })
     .await
     .map_err(|e| Rejection::local(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn part(dir: &Path, c: char, age: Duration) -> PathBuf {
+        let p = dir.join(format!("{}.part", c.to_string().repeat(64)));
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        p
+    }
+
+    #[test]
+    fn abandoned_downloads_go_by_age_and_for_space_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = part(d, 'a', PART_MAX_AGE + Duration::from_secs(60));
+        let idle = part(d, 'b', Duration::from_secs(600));
+        let active = part(d, 'c', Duration::ZERO);
+        let resumed = part(d, 'd', Duration::from_secs(600));
+        let other = d.join("notes.part");
+        std::fs::write(&other, "x").unwrap();
+        let outside = d.join("outside");
+        std::fs::write(&outside, "keep me").unwrap();
+        let link = d.join(format!("{}.part", "e".repeat(64)));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+
+        assert_eq!(sweep(d, PART_MAX_AGE, 0, None), vec![old.clone()], "plenty of space: only the day-old one");
+        assert!(idle.exists() && active.exists());
+
+        let mut gone = sweep(d, PART_MAX_AGE, u64::MAX, Some(&resumed));
+        gone.sort();
+        assert_eq!(gone, vec![idle.clone()], "low on space: idle parts go, the active and the resumed one stay");
+        assert!(active.exists() && resumed.exists() && other.exists());
+        assert!(link.symlink_metadata().is_ok() && outside.exists(), "a link is not followed nor removed");
+    }
 }

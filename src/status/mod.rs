@@ -19,6 +19,7 @@
 //! before any handler runs, so a web page cannot reach the server by DNS rebinding.
 
 pub mod auth;
+pub mod form;
 pub mod history;
 pub mod host;
 pub mod page;
@@ -35,7 +36,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -334,11 +335,10 @@ struct StatusBody<'a> {
     segments: &'a Option<Vec<crate::segments::library::VersionRow>>,
     schedules: Option<Vec<ScheduleSummary>>,
     recent_events: Vec<&'a crate::store::events::Event>,
-    system: &'a Value,
+    system: &'a crate::control::telemetry::System,
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    use serde::Deserialize;
     let d = web::gathered(&s).await;
     let (programs, destinations) = match &d.program_infos {
         Some(list) => {
@@ -364,17 +364,14 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         segments: &d.segments,
         schedules: d.schedules.as_ref().map(|v| {
             v.iter()
-                .filter_map(|(id, s)| {
-                    let s = crate::timeline::schedule::Schedule::deserialize(s).ok()?;
-                    Some(ScheduleSummary {
-                        id: id.clone(),
-                        name: s.name,
-                        enabled: s.enabled,
-                        timezone: s.timezone,
-                        days_of_week: s.days_of_week,
-                        window_start: s.window_start,
-                        window_end: s.window_end,
-                    })
+                .map(|s| ScheduleSummary {
+                    id: s.id.to_string(),
+                    name: s.name.clone(),
+                    enabled: s.enabled,
+                    timezone: s.timezone.clone(),
+                    days_of_week: s.days_of_week.clone(),
+                    window_start: s.window_start,
+                    window_end: s.window_end,
                 })
                 .collect()
         }),

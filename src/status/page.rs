@@ -7,8 +7,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use super::auth::{Flash, MIN_PASSWORD};
 use super::history::{svg, Point};
 use crate::store::events::Event;
@@ -127,10 +125,10 @@ pub struct PageData {
     pub control_configured: bool,
     pub outbox: Option<(i64, i64)>,
     pub segments: Option<Vec<crate::segments::library::VersionRow>>,
-    pub schedules: Option<Vec<(String, Value)>>,
+    pub schedules: Option<Vec<crate::timeline::schedule::Schedule>>,
     pub timelines: Vec<(String, String)>,
     pub events: Vec<Event>,
-    pub system: Value,
+    pub system: crate::control::telemetry::System,
 }
 
 /// What the visitor may do.
@@ -365,24 +363,18 @@ fn live(h: &mut String, d: &PageData) {
     match &d.schedules {
         Some(v) if !v.is_empty() => {
             h.push_str("<ul>");
-            for (id, s) in v {
-                let days: Vec<&str> = s["days_of_week"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let timelines: Vec<&str> = s["timelines"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|t| t.as_str().or_else(|| t["timeline_id"].as_str())).collect())
-                    .unwrap_or_default();
+            for s in v {
+                let days: Vec<&str> = s.days_of_week.iter().map(|d| d.as_str()).collect();
+                let timelines: Vec<&str> = s.timelines.iter().map(|t| t.as_str()).collect();
                 let _ = write!(
                     h,
                     "<li><b>{}</b>{} <small>{} {}–{} {} · {}</small></li>",
-                    esc(s["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(id)),
-                    if s["enabled"] == false { " <span class=\"badge warn\">disabled</span>" } else { "" },
+                    esc(if s.name.is_empty() { s.id.as_str() } else { &s.name }),
+                    if s.enabled { "" } else { " <span class=\"badge warn\">disabled</span>" },
                     esc(&days.join(" ")),
-                    esc(s["window_start"].as_str().unwrap_or("")),
-                    esc(s["window_end"].as_str().unwrap_or("")),
-                    esc(s["timezone"].as_str().unwrap_or("")),
+                    s.window_start,
+                    s.window_end,
+                    esc(&s.timezone),
                     esc(&timelines.join(", ")),
                 );
             }
@@ -395,22 +387,25 @@ fn live(h: &mut String, d: &PageData) {
 
     // System.
     let sys = &d.system;
-    let mem_used = match (sys["memory"]["total_kb"].as_f64(), sys["memory"]["available_kb"].as_f64()) {
-        (Some(t), Some(a)) if t > 0.0 => Some(format!("{:.0}% of {:.1} GB", (t - a) / t * 100.0, t / 1e6)),
+    let mem_used = match (sys.memory.total_kb, sys.memory.available_kb) {
+        (Some(t), Some(a)) if t > 0 => {
+            let (t, a) = (t as f64, a as f64);
+            Some(format!("{:.0}% of {:.1} GB", (t - a) / t * 100.0, t / 1e6))
+        }
         _ => None,
     };
-    let disk = match (sys["disk"]["free_bytes"].as_f64(), sys["disk"]["total_bytes"].as_f64()) {
-        (Some(f), Some(t)) if t > 0.0 => Some(format!("{:.1} GB free of {:.1} GB", f / 1e9, t / 1e9)),
+    let disk = match (sys.disk.free_bytes, sys.disk.total_bytes) {
+        (Some(f), Some(t)) if t > 0 => Some(format!("{:.1} GB free of {:.1} GB", f as f64 / 1e9, t as f64 / 1e9)),
         _ => None,
     };
     let _ = write!(
         h,
         "<section class=\"card\" id=\"system\"><h2>System</h2><dl><dt>CPU</dt><dd>{}</dd><dt>Memory</dt><dd>{}</dd>\
          <dt>Agent memory</dt><dd>{}</dd><dt>Temperature</dt><dd>{}</dd><dt>Disk</dt><dd>{}</dd><dt>Agent uptime</dt><dd>{}</dd></dl></section>",
-        sys["cpu_percent"].as_f64().map_or("–".to_string(), |c| format!("{c:.0}%")),
+        sys.cpu_percent.map_or("–".to_string(), |c| format!("{c:.0}%")),
         opt(mem_used),
-        sys["memory"]["agent_rss_kb"].as_f64().map_or("–".to_string(), |k| format!("{:.1} MB", k / 1000.0)),
-        sys["temperature"]["celsius"].as_f64().map_or("–".to_string(), |c| format!("{c:.1} °C")),
+        sys.memory.agent_rss_kb.map_or("–".to_string(), |k| format!("{:.1} MB", k as f64 / 1000.0)),
+        sys.temperature.as_ref().map_or("–".to_string(), |t| format!("{:.1} °C", t.celsius)),
         opt(disk),
         duration(d.uptime_s as f64),
     );

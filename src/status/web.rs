@@ -14,14 +14,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::Stream;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Flash, Login};
 use super::page::{self, CameraRow, Controls, DestinationRow, PageData, ShowView};
 use super::{outbox, programs, segments, Shared, SOURCE_TIMEOUT};
-use crate::command::{self, Command, ProgramInfo, Reply};
+use crate::command::{Command, ProgramInfo, Reply};
 use crate::control::telemetry;
 use crate::media::switcher::Visual;
 use crate::timeline::actor::Origin;
@@ -110,9 +110,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
+use super::form::{field, ControlError};
 
 async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
     timeout(SOURCE_TIMEOUT, f).await.ok()?.ok()
@@ -311,55 +309,15 @@ async fn control(
     Redirect::to("/#controls").into_response()
 }
 
-enum ControlError {
-    Unknown,
-    Refused(command::Refusal),
-}
-
-impl From<command::Refusal> for ControlError {
-    fn from(r: command::Refusal) -> Self {
-        ControlError::Refused(r)
-    }
-}
-
 /// The command a control stands for, read through the same typed front door as a socket line.
 async fn control_command(s: &Shared, action: &str, form: &[(String, String)]) -> Result<Command, ControlError> {
-    let (ty, payload) = match action {
-        "go-live" => {
-            let mut dests: Vec<&str> =
-                form.iter().filter(|(k, _)| k == "destination").map(|(_, v)| v.as_str()).collect();
-            let enabled;
-            if dests.is_empty() {
-                enabled = timed(s.store.destinations()).await.unwrap_or_default();
-                dests = enabled.iter().filter(|d| d.enabled).map(|d| d.id.as_str()).collect();
-            }
-            let timeline = field(form, "timeline_id").unwrap_or_default();
-            ("STREAM_CONTROL", json!({"command": "go_live", "timeline_id": timeline, "destination_ids": dests}))
-        }
-        "stop" => ("STREAM_CONTROL", json!({"command": "stop"})),
-        "slate" => {
-            let on = match field(form, "on") {
-                Some("true") => true,
-                Some("false") => false,
-                _ => return Err(command::Refusal::field("on", "must be true or false").into()),
-            };
-            ("STREAM_CONTROL", json!({"command": "emergency_slate", "on": on}))
-        }
-        "cut" => {
-            let (program, camera) = field(form, "target")
-                .and_then(|t| t.split_once('|'))
-                .ok_or_else(|| command::Refusal::field("target", "pick a camera"))?;
-            if program == crate::timeline::director::SHOW_PROGRAM {
-                ("TIMELINE_EXECUTE", json!({"action": "pin_camera", "camera_id": camera}))
-            } else {
-                ("PROGRAM", json!({"action": "cut", "program_id": program, "camera_id": camera}))
-            }
-        }
-        "unpin" => ("TIMELINE_EXECUTE", json!({"action": "unpin"})),
-        "clear-overlays" => ("OVERLAY_UPDATE", json!({"action": "clear_all"})),
-        _ => return Err(ControlError::Unknown),
+    let enabled: Vec<String> = if super::form::needs_enabled(action, form) {
+        let all = timed(s.store.destinations()).await.unwrap_or_default();
+        all.into_iter().filter(|d| d.enabled).map(|d| d.id.to_string()).collect()
+    } else {
+        Vec::new()
     };
-    Ok(command::from_parts(ty, payload)?)
+    super::form::command(action, form, &enabled)
 }
 
 /// The stored timeline's cues, kept while its row is unchanged (`loaded_at`).
@@ -520,12 +478,7 @@ async fn gather(s: &Shared) -> PageData {
         }
     }
     let cpu = *s.cpu_percent.lock().unwrap_or_else(|e| e.into_inner());
-    let system = json!({
-        "cpu_percent": cpu,
-        "memory": telemetry::memory(),
-        "temperature": telemetry::temperature(),
-        "disk": telemetry::disk(&s.data_dir),
-    });
+    let system = telemetry::System::now(cpu, &s.data_dir);
     PageData {
         device_id: if s.device_id.is_empty() { "vistter-agent".into() } else { s.device_id.clone() },
         agent_version: env!("CARGO_PKG_VERSION"),
@@ -546,9 +499,8 @@ async fn gather(s: &Shared) -> PageData {
         control_configured: s.control_configured,
         outbox,
         segments,
-        schedules: schedules.map(|v| {
-            v.into_iter().map(|(id, j)| (id.into(), serde_json::from_str(&j).unwrap_or(Value::Null))).collect()
-        }),
+        // Stored schedules were checked when they were saved.
+        schedules: schedules.map(|v| v.into_iter().filter_map(|(_, j)| serde_json::from_str(&j).ok()).collect()),
         timelines: timelines.unwrap_or_default(),
         events: events.unwrap_or_default(),
         system,

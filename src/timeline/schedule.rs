@@ -70,6 +70,21 @@ pub enum Weekday {
     Sun,
 }
 
+impl Weekday {
+    /// The wire name (`"mon"` … `"sun"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weekday::Mon => "mon",
+            Weekday::Tue => "tue",
+            Weekday::Wed => "wed",
+            Weekday::Thu => "thu",
+            Weekday::Fri => "fri",
+            Weekday::Sat => "sat",
+            Weekday::Sun => "sun",
+        }
+    }
+}
+
 impl From<Weekday> for civil::Weekday {
     fn from(d: Weekday) -> Self {
         match d {

@@ -145,10 +145,21 @@ pub struct Sub {
 
 impl Sub {
     pub fn new(port: u16, topic: &str) -> Sub {
+        Sub::spawn(port, topic, &[])
+    }
+
+    /// A subscriber with a persistent session (`client_id`, clean session off): after a broker
+    /// restart with persistence it reconnects and gets what was queued for it meanwhile.
+    pub fn persistent(port: u16, topic: &str, client_id: &str) -> Sub {
+        Sub::spawn(port, topic, &["-c", "-i", client_id])
+    }
+
+    fn spawn(port: u16, topic: &str, extra: &[&str]) -> Sub {
         let mut proc = ProcGuard::spawn(
             "mosquitto_sub",
             Command::new(find_bin("mosquitto_sub").unwrap())
                 .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic])
+                .args(extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),
         );

@@ -188,6 +188,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let mut agent_kills = 0u32;
     let mut faulted_destinations: BTreeSet<usize> = BTreeSet::new();
     let mut n = 0u64;
+    let mut bag: Vec<Fault> = Vec::new();
     let end = secs as f64;
 
     while now() < end {
@@ -217,7 +218,14 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
             next_cmd = t + 3.0;
         }
         if t >= next_fault && t < end - 40.0 {
-            let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+            // Every kind of fault once per round, in a seeded order.
+            if bag.is_empty() {
+                bag = FAULTS.to_vec();
+                for i in (1..bag.len()).rev() {
+                    bag.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+            }
+            let fault = bag.pop().unwrap();
             let which = rng.below(3) as usize;
             let what = match fault {
                 Fault::CameraHang => {
@@ -277,7 +285,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
             };
             eprintln!("[{:7.1} s] fault: {what}", t);
             faults.push((t, what));
-            next_fault = now() + 12.0 + rng.below(8) as f64;
+            next_fault = now() + 8.0 + rng.below(6) as f64;
         }
         messages.extend(cloud.drain(Duration::from_millis(200)));
     }
@@ -345,12 +353,20 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let healthy: Vec<usize> = (0..3).filter(|i| !faulted_destinations.contains(i)).collect();
     let reconnects: Vec<(String, i64)> =
         healthy.iter().map(|&i| (format!("d{}", i + 1), live_recordings[i] as i64 - 1 - agent_kills as i64)).collect();
-    // FFmpeg restarts by job, from the agent's log (every failed job is retried).
+    // FFmpeg restarts by role, from the agent's log (every failed job is retried).
     let mut restarts: BTreeMap<String, usize> = BTreeMap::new();
     for line in std::fs::read_to_string(agent.log_path()).unwrap_or_default().lines() {
         if line.contains("ffmpeg job failed") {
-            let job = line.split("job=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("?");
-            *restarts.entry(job.trim_matches('"').to_string()).or_default() += 1;
+            // JSON lines (`"job":"…"`) or text (`job=…`).
+            let job = line
+                .split("\"job\":\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .or_else(|| line.split("job=").nth(1).and_then(|r| r.split_whitespace().next()))
+                .unwrap_or("?");
+            // The role: the job name without its owner (`program:show/camera:a` → `camera`).
+            let role = job.rsplit('/').next().unwrap_or(job).split(':').next().unwrap_or(job);
+            *restarts.entry(role.trim_matches('"').to_string()).or_default() += 1;
         }
     }
 
@@ -381,7 +397,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let _ = writeln!(report, "| largest gap inside a recording | {worst_gap:.3} s | ≤ 1 s |");
     let _ = writeln!(report, "| reconnects per healthy destination (beyond agent restarts) | {reconnects:?} | 0 |");
     let _ = writeln!(report, "| agent kills | {agent_kills} | |");
-    let _ = writeln!(report, "| FFmpeg restarts by job | {restarts:?} | |");
+    let _ = writeln!(report, "| FFmpeg restarts by role | {restarts:?} | |");
     let _ = writeln!(report, "| recordings per destination | {live_recordings:?} | |");
     let _ = writeln!(report, "\n## Agent RSS and fds (per process, after 30 s warm-up)\n");
     for (pid, r0, r1, f0, f1, dt) in &growth {
@@ -399,7 +415,11 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let _ = writeln!(report, "```");
     eprintln!("{report}");
     if let Ok(path) = std::env::var("SOAK_REPORT") {
+        let svg = std::path::Path::new(&path).with_extension("svg");
+        let name = svg.file_name().unwrap().to_string_lossy().into_owned();
+        report.push_str(&format!("\n![agent RSS and open fds over time]({name})\n"));
         std::fs::write(&path, &report).unwrap();
+        std::fs::write(&svg, plot(&samples, &faults, secs as f64)).unwrap();
     }
 
     assert!(missing.is_empty(), "commands without ACK and RESULT: {missing:?}");
@@ -439,4 +459,45 @@ fn answered(messages: &[Value]) -> BTreeMap<String, (usize, usize)> {
         }
     }
     out
+}
+
+/// RSS (MB, blue) and open fds (orange) over the run as an SVG, faults as grey ticks.
+fn plot(samples: &[Sample], faults: &[(f64, String)], secs: f64) -> String {
+    let (w, h, pad) = (900.0, 300.0, 40.0);
+    let max_rss = samples.iter().map(|s| s.rss_kb as f64 / 1e3).fold(1.0, f64::max) * 1.1;
+    let max_fds = samples.iter().map(|s| s.fds as f64).fold(1.0, f64::max) * 1.1;
+    let x = |t: f64| pad + t / secs.max(1.0) * (w - 2.0 * pad);
+    let y = |v: f64, max: f64| h - pad - v / max * (h - 2.0 * pad);
+    let line = |f: &dyn Fn(&Sample) -> f64, max: f64| -> String {
+        samples.iter().map(|s| format!("{:.1},{:.1}", x(s.t), y(f(s), max))).collect::<Vec<_>>().join(" ")
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+         <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\
+         <text x=\"{pad}\" y=\"15\" fill=\"#1f77b4\">RSS MB (max {max_rss:.0})</text>\
+         <text x=\"220\" y=\"15\" fill=\"#ff7f0e\">open fds (max {max_fds:.0})</text>\
+         <text x=\"{r}\" y=\"{t}\" text-anchor=\"end\">{secs:.0} s</text>",
+        b = h - pad,
+        r = w - pad,
+        t = h - pad + 15.0,
+    );
+    for (t, f) in faults {
+        svg += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#bbb\"><title>{3}</title></line>",
+            x(*t),
+            pad,
+            h - pad,
+            f.replace('&', "&amp;").replace('<', "&lt;")
+        );
+    }
+    svg += &format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" points=\"{}\"/>",
+        line(&|s: &Sample| s.rss_kb as f64 / 1e3, max_rss)
+    );
+    svg += &format!(
+        "<polyline fill=\"none\" stroke=\"#ff7f0e\" points=\"{}\"/>",
+        line(&|s: &Sample| s.fds as f64, max_fds)
+    );
+    svg + "</svg>\n"
 }

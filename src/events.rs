@@ -111,30 +111,50 @@ mod tests {
 
     #[test]
     fn a_dead_program_camera_is_camera_down_with_its_id() {
-        let r = row(failed(JobKind::Camera { owner: "program:main".into(), camera_id: "b".into() })).unwrap();
+        let r = row(failed(JobKind::Camera {
+            owner: "program:main".into(),
+            camera_id: crate::values::SourceId::new("b").unwrap(),
+        }))
+        .unwrap();
         assert_eq!(r.event_type, "camera_down");
         assert_eq!(r.subject, "b");
         assert_eq!(r.scope.as_deref(), Some("program:main"));
         assert_eq!(r.severity, Severity::Warning);
         assert!(r.detail.contains("program:main/camera:b") && r.detail.contains("exit status: 0"), "{}", r.detail);
-        let up = row(healthy(JobKind::Camera { owner: "program:main".into(), camera_id: "b".into() })).unwrap();
+        let up = row(healthy(JobKind::Camera {
+            owner: "program:main".into(),
+            camera_id: crate::values::SourceId::new("b").unwrap(),
+        }))
+        .unwrap();
         assert_eq!((up.event_type.as_str(), up.subject.as_str()), ("camera_up", "b"));
     }
 
     #[test]
     fn a_relay_ingest_is_camera_down_with_the_camera_id_in_the_relay() {
-        let r = row(failed(JobKind::RelayIngest { stream: "r1".into(), camera_id: "cam1".into() })).unwrap();
+        let r = row(failed(JobKind::RelayIngest {
+            stream: crate::values::StreamId::new("r1").unwrap(),
+            camera_id: crate::values::SourceId::new("cam1").unwrap(),
+        }))
+        .unwrap();
         assert_eq!((r.event_type.as_str(), r.subject.as_str()), ("camera_down", "cam1"));
         assert_eq!(r.scope.as_deref(), Some("relay:r1"));
     }
 
     #[test]
     fn a_pusher_is_destination_down_with_the_destination_id() {
-        let primary = JobKind::Pusher { owner: "relay:r1".into(), destination: "yt".into(), backup: false };
+        let primary = JobKind::Pusher {
+            owner: "relay:r1".into(),
+            destination: crate::values::DestinationId::new("yt").unwrap(),
+            backup: false,
+        };
         let r = row(failed(primary)).unwrap();
         assert_eq!((r.event_type.as_str(), r.subject.as_str()), ("destination_down", "yt"));
         assert_eq!(r.scope.as_deref(), Some("relay:r1"));
-        let backup = JobKind::Pusher { owner: "program:main".into(), destination: "yt".into(), backup: true };
+        let backup = JobKind::Pusher {
+            owner: "program:main".into(),
+            destination: crate::values::DestinationId::new("yt").unwrap(),
+            backup: true,
+        };
         let r = row(healthy(backup)).unwrap();
         assert_eq!((r.event_type.as_str(), r.subject.as_str()), ("destination_up", "yt"));
         assert!(r.detail.starts_with("backup ingest: "), "{}", r.detail);

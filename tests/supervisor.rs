@@ -17,7 +17,11 @@ use vistter_agent::ffmpeg::registry::{start_ticks, Record, Registry};
 fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
     JobSpec {
         name: name.into(),
-        kind: JobKind::Pusher { owner: "test".into(), destination: name.into(), backup: false },
+        kind: JobKind::Pusher {
+            owner: "test".into(),
+            destination: vistter_agent::values::DestinationId::new(name).expect("test job names are ids"),
+            backup: false,
+        },
         program: program.into(),
         args: Arc::new(args),
         pipe_stdin: false,

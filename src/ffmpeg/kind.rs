@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::values::{DestinationId, SourceId, StreamId};
+
 /// The role of one supervised FFmpeg process.
 ///
 /// `owner` is the stream that runs the job, as the event log scopes it (`program:show`,
@@ -17,18 +19,18 @@ use serde::Serialize;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobKind {
     /// A program camera's decode ingest (raw frames into the program bus).
-    Camera { owner: String, camera_id: String },
+    Camera { owner: String, camera_id: SourceId },
     /// A program's encoder (program bus → H.264/AAC FLV → fan-out).
     Encoder { owner: String },
     /// A pusher (fan-out → one ingest of one destination), in a program or a relay.
     Pusher {
         owner: String,
-        destination: String,
+        destination: DestinationId,
         /// The destination's backup ingest rather than its primary one.
         backup: bool,
     },
     /// A relay's camera ingest (copied, not decoded, into the relay's fan-out).
-    RelayIngest { stream: String, camera_id: String },
+    RelayIngest { stream: StreamId, camera_id: SourceId },
 }
 
 /// What kind of thing a job's events are about: the first half of `camera_down`, `destination_up`.
@@ -64,9 +66,9 @@ impl JobKind {
     /// encoder has no id of its own) its program.
     pub fn subject_id(&self) -> &str {
         match self {
-            JobKind::Camera { camera_id, .. } | JobKind::RelayIngest { camera_id, .. } => camera_id,
+            JobKind::Camera { camera_id, .. } | JobKind::RelayIngest { camera_id, .. } => camera_id.as_str(),
             JobKind::Encoder { owner } => owner,
-            JobKind::Pusher { destination, .. } => destination,
+            JobKind::Pusher { destination, .. } => destination.as_str(),
         }
     }
 
@@ -98,8 +100,16 @@ impl fmt::Display for JobKind {
 mod tests {
     use super::*;
 
+    fn src(id: &str) -> SourceId {
+        SourceId::new(id).unwrap()
+    }
+
+    fn dst(id: &str) -> DestinationId {
+        DestinationId::new(id).unwrap()
+    }
+
     fn camera(owner: &str, id: &str) -> JobKind {
-        JobKind::Camera { owner: owner.into(), camera_id: id.into() }
+        JobKind::Camera { owner: owner.into(), camera_id: src(id) }
     }
 
     #[test]
@@ -113,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_relay_ingest_is_a_camera_of_its_relay() {
-        let k = JobKind::RelayIngest { stream: "r1".into(), camera_id: "cam1".into() };
+        let k = JobKind::RelayIngest { stream: StreamId::new("r1").unwrap(), camera_id: src("cam1") };
         assert_eq!(k.subject_kind(), Subject::Camera);
         assert_eq!(k.subject_id(), "cam1");
         assert_eq!(k.owner(), "relay:r1");
@@ -122,11 +132,11 @@ mod tests {
 
     #[test]
     fn a_pusher_is_its_destination_whatever_its_name_ends_with() {
-        // A destination whose id ends like an ingest job is still a destination.
-        let k = JobKind::Pusher { owner: "relay:r1".into(), destination: "x/ingest".into(), backup: true };
+        // A destination named like an ingest job is still a destination.
+        let k = JobKind::Pusher { owner: "relay:r1".into(), destination: dst("ingest"), backup: true };
         assert_eq!(k.subject_kind(), Subject::Destination);
-        assert_eq!(k.subject_id(), "x/ingest");
-        assert_eq!(k.to_string(), "relay:r1/push:x/ingest:backup");
+        assert_eq!(k.subject_id(), "ingest");
+        assert_eq!(k.to_string(), "relay:r1/push:ingest:backup");
     }
 
     #[test]

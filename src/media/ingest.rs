@@ -433,7 +433,7 @@ impl DecodeIngest {
                 io: Some(io_tx.clone()),
                 extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
                 ..env.job(
-                    JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.to_string() },
+                    JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.clone() },
                     Arc::new(DecodeArgs {
                         job: name.clone(),
                         ffprobe: env.ffprobe.clone(),

@@ -78,7 +78,7 @@ impl Pusher {
             ..env.job(
                 JobKind::Pusher {
                     owner: job_prefix.into(),
-                    destination: target.destination_id.to_string(),
+                    destination: target.destination_id.clone(),
                     backup: target.ingest == Ingest::Backup,
                 },
                 Arc::new(pusher_args(&target)),

@@ -125,7 +125,7 @@ impl Relay {
             pipe_stdout: true,
             io: Some(io_tx),
             ..env.job(
-                JobKind::RelayIngest { stream: spec.id.to_string(), camera_id: spec.camera.camera_id.to_string() },
+                JobKind::RelayIngest { stream: spec.id.clone(), camera_id: spec.camera.camera_id.clone() },
                 Arc::new(IngestArgs {
                     ffprobe: env.ffprobe.clone(),
                     camera: spec.camera.clone(),

@@ -275,7 +275,3 @@ async fn main() {
     let ws_up = log.contains("WebSocket link connected");
     println!("  WebSocket link connected during the run: {ws_up}");
 }
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}

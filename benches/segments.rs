@@ -193,7 +193,3 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     v
 }
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}

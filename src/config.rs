@@ -52,6 +52,10 @@ pub struct Config {
     /// The venue's IANA time zone, for `{{time}}`/`{{date}}` overlays and the slate's clock
     /// (empty: the system's zone; schedules carry their own zone).
     pub timezone: String,
+    /// The cloud link, the store, the status server and the commands without any media: no
+    /// FFmpeg is started, no show is resumed or scheduled, and commands that need a camera or a
+    /// program are refused with `failed`. For fleet trials on one machine and cloud development.
+    pub control_plane_only: bool,
     pub ffmpeg: FfmpegConfig,
     pub relay: RelayConfig,
     pub program: ProgramConfig,
@@ -352,6 +356,7 @@ impl Default for Config {
             log: LogConfig::default(),
             reconcile_interval_ms: 500,
             timezone: String::new(),
+            control_plane_only: false,
             ffmpeg: FfmpegConfig::default(),
             relay: RelayConfig::default(),
             program: ProgramConfig::default(),

@@ -69,8 +69,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tracing::warn!("{detail}");
         let _ = store.add_event(Severity::Warning, "orphans_reaped", "agent", &detail).await;
     }
-    // Only a log line if it fails: not worth delaying the show for.
-    tokio::spawn(check_ffmpeg(cfg.ffmpeg.path.clone()));
+    if cfg.control_plane_only {
+        tracing::warn!("control-plane-only: no media (no FFmpeg, no show, no schedules); media commands are refused");
+    } else {
+        // Only a log line if it fails: not worth delaying the show for.
+        tokio::spawn(check_ffmpeg(cfg.ffmpeg.path.clone()));
+    }
     // Reports written by an earlier instance describe processes that are gone.
     store.clear_relay_reports().await?;
     let interrupted = store.interrupt_stale_executions().await?;
@@ -94,10 +98,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let media_stop = CancellationToken::new();
     let (director, director_task) = director::spawn(cfg.clone(), store.clone(), env.clone(), timeline_stop.clone());
     let (programs, programs_task) = spawn_programs(env.clone(), media_stop.clone());
-    let relays_task =
-        tokio::spawn(relay_manager(store.clone(), env.clone(), cfg.reconcile_interval_ms, media_stop.clone()));
+    let relays_task = tokio::spawn(relay_manager(
+        store.clone(),
+        env.clone(),
+        cfg.reconcile_interval_ms,
+        !cfg.control_plane_only,
+        media_stop.clone(),
+    ));
     let dispatcher = Dispatcher::new(cfg.clone(), store.clone(), env.clone(), director.clone(), programs);
-    scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
+    if !cfg.control_plane_only {
+        scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
+    }
     let link_stop = CancellationToken::new();
     let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())
         .await
@@ -156,8 +167,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
 }
 
 /// The relay streams' task: brings the running relays to the desired state in the store every
-/// `interval_ms` and writes back what it observes. Its stops wait here, on its own task.
-async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: CancellationToken) {
+/// `interval_ms` and writes back what it observes. Its stops wait here, on its own task. Without
+/// `media` (control-plane-only) it only turns, for the watchdog.
+async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, media: bool, shutdown: CancellationToken) {
     let mut running: HashMap<StreamId, Running> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,6 +179,9 @@ async fn relay_manager(store: Store, env: MediaEnv, interval_ms: u64, shutdown: 
             biased;
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
+                if !media {
+                    continue;
+                }
                 if let Err(e) = reconcile(&store, &env, &mut running).await {
                     tracing::error!("reconcile: {e}");
                 }

@@ -96,3 +96,28 @@ fn removing_what_is_on_air_is_refused_through_the_daemon_and_without_it() {
     agent.ok(&["camera", "remove", "g"]);
     agent.ok(&["destination", "remove", "d2"]);
 }
+
+/// `control_plane_only = true` (the fleet mode): the door is the same, but what needs media is
+/// refused by name, nothing starts FFmpeg, and the rest (PING, configuration) still works.
+#[test]
+fn a_control_plane_only_agent_refuses_media_and_starts_no_ffmpeg() {
+    let cam = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::with_config("control_plane_only = true\n");
+    agent.ok(&["camera", "add", "a", "--url", &cam.url()]);
+    agent.ok(&["destination", "add", "d1", "--platform", "custom", "--url", &ingest.url(), "--key", "k"]);
+    agent.spawn();
+    agent.wait_up(Duration::from_secs(30));
+    let out = agent.cli(&["program", "start", "--size", "320x180", "--camera", "a", "--destination", "d1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "program start must be refused: {err}");
+    assert!(err.contains("control-plane-only"), "the refusal says why: {err}");
+    // Configuration still goes through the daemon.
+    agent.ok(&["destination", "add", "d2", "--platform", "custom", "--url", &ingest.url(), "--key", "k2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = agent.pid().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert!(children.trim().is_empty(), "no child process (FFmpeg) was started: {children:?}");
+    assert!(ingest.recordings().is_empty(), "nothing was published");
+    assert!(agent.log().contains("control-plane-only"), "the log says media is off");
+}

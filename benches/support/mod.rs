@@ -37,6 +37,11 @@ pub fn clk_tck() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The cores this process may use.
+pub fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 pub fn pass(ok: bool) -> &'static str {
     if ok {
         "PASS"

@@ -155,6 +155,12 @@ impl Dispatcher {
         if self.inner.panic_on.as_deref() == Some(cmd.type_name()) {
             panic!("test hook: {} handler panics", cmd.type_name());
         }
+        if self.inner.cfg.control_plane_only && cmd.needs_media() {
+            return Err(Refusal::new(
+                ErrorCode::Failed,
+                format!("{} needs media, and this agent runs control-plane-only (no FFmpeg)", cmd.type_name()),
+            ));
+        }
         match cmd {
             Command::Ping(Ping {}) => Ok(Output::Pong { agent_time: jiff::Timestamp::now().to_string() }),
             Command::StreamControl(s) => self.show_action(origin, s.check()?).await,

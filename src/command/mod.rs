@@ -86,6 +86,16 @@ impl Command {
         }
     }
 
+    /// Whether it starts, steers or reads cameras and programs (refused by a control-plane-only
+    /// agent). `kill_all` is not: stopping everything is always answered.
+    pub fn needs_media(&self) -> bool {
+        match self {
+            Command::StreamControl(s) => s.command != StreamCommand::KillAll,
+            Command::TimelineExecute(_) | Command::CameraAction(_) | Command::Program(_) => true,
+            _ => false,
+        }
+    }
+
     /// Emergencies are never refused for priority and never wait behind other work.
     pub fn is_emergency(&self) -> bool {
         match self {

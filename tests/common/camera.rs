@@ -69,6 +69,8 @@ struct Inner {
     starts: u32,
     /// Times the keeper brought back a simulator that died on its own.
     revivals: u32,
+    /// Another picture size than 320x180 (a camera reconfigured while it was down).
+    size: Option<(u32, u32)>,
 }
 
 /// A live 320x180@25 H.264 (+AAC) RTSP camera at rtsp://127.0.0.1:PORT/cam. Drop kills it by pid.
@@ -99,7 +101,7 @@ fn respawn(spec: &Spec, inner: &mut Inner, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         inner.starts += 1;
-        match spawn_and_wait(spec, inner.starts) {
+        match spawn_and_wait(spec, inner.starts, inner.size) {
             Ok(p) => {
                 inner.proc = Some(p);
                 inner.hung = false;
@@ -153,12 +155,12 @@ impl RtspCamera {
         }
         let log_dir = tempfile::Builder::new().prefix("rtsp-cam-").tempdir().expect("tempdir");
         let mut spec = Spec { port: 0, opts, log_dir: log_dir.path().to_path_buf() };
-        let mut inner = Inner { proc: None, hung: false, wanted: true, starts: 0, revivals: 0 };
+        let mut inner = Inner { proc: None, hung: false, wanted: true, starts: 0, revivals: 0, size: None };
         // A port found free can be taken before the camera binds it: retry on a fresh one.
         for attempt in 1..=5 {
             spec.port = free_port();
             inner.starts += 1;
-            match spawn_and_wait(&spec, inner.starts) {
+            match spawn_and_wait(&spec, inner.starts, None) {
                 Ok(p) => {
                     inner.proc = Some(p);
                     break;
@@ -243,6 +245,16 @@ impl RtspCamera {
         respawn(&spec, &mut g, Duration::from_secs(10));
     }
 
+    /// Kills the camera and starts it again on the same URL at another picture size (`None`:
+    /// the usual 320x180), as a camera reconfigured by its owner comes back.
+    pub fn restart_at(&mut self, size: Option<(u32, u32)>) {
+        self.kill();
+        let spec = self.spec.clone();
+        let mut g = self.lock();
+        g.size = size;
+        respawn(&spec, &mut g, Duration::from_secs(10));
+    }
+
     /// Stderr of the latest run (GStreamer warnings, Python tracebacks).
     pub fn log(&self) -> String {
         let start = self.lock().starts;
@@ -250,7 +262,7 @@ impl RtspCamera {
     }
 }
 
-fn spawn_and_wait(spec: &Spec, start: u32) -> Result<ProcGuard, StartError> {
+fn spawn_and_wait(spec: &Spec, start: u32, size: Option<(u32, u32)>) -> Result<ProcGuard, StartError> {
     let log_path = spec.log_path(start);
     let log = File::create(&log_path).expect("camera log file");
     let mut cmd = Command::new(CAMERA_PYTHON);
@@ -261,6 +273,9 @@ fn spawn_and_wait(spec: &Spec, start: u32) -> Result<ProcGuard, StartError> {
         .stderr(log);
     if !spec.opts.audio {
         cmd.arg("--no-audio");
+    }
+    if let Some((w, h)) = size {
+        cmd.args(["--width", &w.to_string(), "--height", &h.to_string()]);
     }
     let mut proc = ProcGuard::spawn("rtsp_camera.py", &mut cmd);
     let stdout = proc.child_mut().stdout.take().unwrap();

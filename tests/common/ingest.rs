@@ -23,6 +23,8 @@ pub struct RtmpIngest {
     http_port: u16,
     dir: tempfile::TempDir,
     proc: Option<ProcGuard>,
+    /// The `live` application refuses every stream key (`on_publish` answers 403).
+    refusing: bool,
 }
 
 enum StartError {
@@ -41,7 +43,7 @@ impl RtmpIngest {
         // worker-user permission games are needed; keep the dirs open anyway in case.
         set_mode(dir.path(), 0o755);
         set_mode(&dir.path().join("rec"), 0o777);
-        let mut ingest = RtmpIngest { port: 0, http_port: 0, dir, proc: None };
+        let mut ingest = RtmpIngest { port: 0, http_port: 0, dir, proc: None, refusing: false };
         for attempt in 1..=5 {
             ingest.port = free_port();
             ingest.http_port = free_port();
@@ -126,6 +128,13 @@ impl RtmpIngest {
         }
     }
 
+    /// Restarts it with the `live` application refusing every stream key (`refuse`) or accepting
+    /// them again: a platform that stops accepting the key, then takes it back.
+    pub fn restart_refusing(&mut self, refuse: bool) {
+        self.refusing = refuse;
+        self.restart();
+    }
+
     /// Recorded FLV files, oldest first (one per publish session). A file appears as soon as a
     /// publish starts and grows while it lasts; after stop() every file is closed.
     pub fn recordings(&self) -> Vec<PathBuf> {
@@ -180,9 +189,14 @@ impl RtmpIngest {
              rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n\
              \x20   application locked {{ live on; on_publish http://127.0.0.1:{http_port}/refuse; }}\n\
              \x20   application live {{\n      live on;\n      record all;\n      record_path {d}/rec;\n\
-             \x20     record_unique on;\n    }}\n  }}\n}}\n",
+             \x20     record_unique on;\n{refuse}    }}\n  }}\n}}\n",
             port = self.port,
-            http_port = self.http_port
+            http_port = self.http_port,
+            refuse = if self.refusing {
+                format!("      on_publish http://127.0.0.1:{}/refuse;\n", self.http_port)
+            } else {
+                String::new()
+            }
         );
         let path = self.dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");

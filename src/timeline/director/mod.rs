@@ -164,7 +164,8 @@ pub fn spawn(
         let mut d = Director::default();
         {
             let ctx = Ctx { cfg: &cfg, store: &store, env: &env };
-            match d.resume_persisted(&ctx).await {
+            let resumed = if cfg.control_plane_only { Ok(None) } else { d.resume_persisted(&ctx).await };
+            match resumed {
                 Ok(Some(s)) => tracing::info!(timeline = %s.timeline_id, "resumed the show that was playing"),
                 Ok(None) => {}
                 Err(e) => {

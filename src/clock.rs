@@ -79,7 +79,9 @@ mod tests {
         let c = WallClock::default();
         let other = WallClock::default();
         c.clone().step(86_400_000);
-        let ahead = c.now().as_millisecond() - other.now().as_millisecond();
+        // The unstepped clock is read first: the stepped one, read after it, is at least a day on.
+        let base = other.now().as_millisecond();
+        let ahead = c.now().as_millisecond() - base;
         assert!((86_400_000..86_460_000).contains(&ahead), "{ahead}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("offset");

@@ -392,3 +392,44 @@ fn a_revocation_by_the_cli_is_not_undone_by_a_device_config_trust_change() {
     let n = replies.next_where(Duration::from_secs(10), "the reply", |m| m["correlation_id"] == id);
     assert_eq!(n["payload"]["code"], "unknown_key", "{n}");
 }
+
+/// The device's wall clock stepped 600 s forward (a bad time source): the cloud's commands look
+/// 10 minutes old and are refused as expired, one NACK each, nothing run. Stepped 600 s back, its
+/// clock never goes below the newest command it trusted (the time floor), so fresh commands are
+/// taken; and once the clock is right again, so are they.
+#[test]
+fn a_stepped_clock_refuses_stale_commands_and_recovers() {
+    let b = broker();
+    let mut agent = TestAgent::with_config(&format!(
+        "[control]\ndevice_id = \"{DEVICE}\"\n[control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\n",
+        b.port
+    ));
+    let studio = SigningKey::from_bytes(&[0x34; 32]);
+    agent.ok(&["trust", "add", "studio", "--public-key", &b64(studio.verifying_key().as_bytes())]);
+    let base = format!("{PREFIX}/devices/{DEVICE}");
+    let replies = Sub::new(b.port, &format!("{base}/replies"));
+    let states = Sub::new(b.port, &format!("{base}/state"));
+    let offset = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(offset.path(), "0").unwrap();
+    agent.spawn_with_env(&[(vistter_agent::clock::CLOCK_HOOK_ENV, offset.path().to_str().unwrap())]);
+    assert_eq!(states.next(Duration::from_secs(20))["payload"]["online"], true);
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = |id: &str| {
+        publish(b.port, &format!("{base}/commands"), &command(&studio, id, "PING", json!({})), false);
+        replies.next_where(Duration::from_secs(10), "the PING's first reply", |m| {
+            m["correlation_id"] == id && (m["type"] == "ACK" || m["type"] == "NACK")
+        })
+    };
+    let first = answer("9c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e01");
+    assert_eq!(first["type"], "ACK", "{first}");
+    std::fs::write(offset.path(), "600").unwrap();
+    let ahead = answer("9c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e02");
+    assert_eq!((ahead["type"].as_str(), ahead["payload"]["code"].as_str()), (Some("NACK"), Some("expired")), "{ahead}");
+    std::fs::write(offset.path(), "-600").unwrap();
+    let behind = answer("9c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e03");
+    assert_eq!(behind["type"], "ACK", "the time floor keeps a clock that fell behind usable: {behind}");
+    std::fs::write(offset.path(), "0").unwrap();
+    let right = answer("9c9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e04");
+    assert_eq!(right["type"], "ACK", "{right}");
+    assert!(agent.pid().is_some_and(alive), "the daemon lives");
+}

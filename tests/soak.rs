@@ -4,20 +4,26 @@
 //! overlay to all three, mosquitto with persistence, and a cloud side (a persistent
 //! `mosquitto_sub` session for replies, events and metrics; `mosquitto_pub` for commands) that
 //! sends a signed command every few seconds. Faults, picked by a seeded generator and logged with
-//! their time: camera hang / kill / restart, destination kill / hang / restart, broker restart and
-//! broker down, agent SIGKILL and restart, hostile and good files in the USB drop folder.
+//! their time: camera hang / kill / restart, a camera back at another resolution, destination
+//! kill / hang / restart, a destination refusing the key, broker restart and broker down, agent
+//! SIGKILL and restart, hostile files in the USB drop folder, the agent's wall clock stepped
+//! forward and back past the commands' freshness window (the clock test hook, never the host's
+//! clock), and the data disk full (a small loop-mounted ext4 as the data dir, when this runs as
+//! root; the report says when it cannot). The loop device's own counters give the bytes written
+//! to the data disk per hour while the show plays with telemetry flowing.
 //!
-//! `SOAK_SECS` (default 180: the CI profile), `SOAK_SEED` (default 1), `SOAK_REPORT` (a markdown
+//! `SOAK_SECS` (default 240: the CI profile), `SOAK_SEED` (default 1), `SOAK_REPORT` (a markdown
 //! file to write the report to; `scripts/soak` runs the long profile with the release build and
 //! commits it under `docs/soak/`), `SOAK_BROKER_DOWN_S` (default 10; 120 in the long profile).
 //!
-//! Goals checked (the test fails on any): every command answered with exactly one ACK (or NACK)
-//! and one RESULT; the replies' and telemetry's `seq` contiguous at the cloud across the broker
+//! Goals checked (the test fails on any): every command answered exactly once: one ACK and one
+//! RESULT, or one NACK; the replies' and telemetry's `seq` contiguous at the cloud across the broker
 //! outage and the agent kills; the show on air at the end on every destination; no gap over 1 s
 //! inside any recording; agent RSS and open fds flat within one agent process (no more than
 //! +50% and +32 MB / +64 fds from its first sample after warm-up). Packet loss, latency and
-//! jitter (`tc netem` in network namespaces), the nearly full data disk and clock steps are not
-//! in this profile: the report says so.
+//! jitter: every camera and ingest link goes through a userspace proxy (`common::netem`) that adds
+//! them for one fault, because `tc netem` is often missing from the kernel (the test checks for it
+//! and the report says so).
 
 mod common;
 
@@ -26,6 +32,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use common::mqtt::{publish, Broker, Sub};
+use common::netem::{Impaired, Impairment};
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -64,9 +71,14 @@ enum Fault {
     BrokerDown,
     AgentKill,
     DropFolder,
+    CameraResize,
+    DestinationRefusesKey,
+    ClockStep,
+    DiskFull,
+    SlowLinks,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 13] = [
     Fault::CameraHang,
     Fault::CameraKill,
     Fault::DestinationKill,
@@ -75,7 +87,112 @@ const FAULTS: [Fault; 8] = [
     Fault::BrokerDown,
     Fault::AgentKill,
     Fault::DropFolder,
+    Fault::CameraResize,
+    Fault::DestinationRefusesKey,
+    Fault::ClockStep,
+    Fault::DiskFull,
+    Fault::SlowLinks,
 ];
+
+/// A small ext4 file system on a loop device, mounted as the agent's data dir: it can be filled,
+/// and its device counts every byte written to it. Unmounted on drop.
+struct SmallDisk {
+    at: std::path::PathBuf,
+    /// `loopN`.
+    dev: String,
+}
+
+impl SmallDisk {
+    fn mount(image: &std::path::Path, at: &std::path::Path, mb: u64) -> Result<SmallDisk, String> {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2).map(String::from));
+        if uid.as_deref() != Some("0") {
+            return Err("not running as root (mount needs it)".into());
+        }
+        let run = |cmd: &mut std::process::Command| -> Result<String, String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        std::fs::File::create(image).and_then(|f| f.set_len(mb << 20)).map_err(|e| e.to_string())?;
+        run(std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image))?;
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        run(std::process::Command::new("mount").args(["-o", "loop"]).arg(image).arg(at))?;
+        let source = run(std::process::Command::new("findmnt").args(["-n", "-o", "SOURCE"]).arg(at))?;
+        let dev = source.rsplit('/').next().unwrap_or_default().to_string();
+        Ok(SmallDisk { at: at.to_path_buf(), dev })
+    }
+
+    /// Bytes written to the device so far (sectors of 512 bytes, from /sys/block).
+    fn written(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/sys/block/{}/stat", self.dev)).unwrap_or_default();
+        stat.split_whitespace().nth(6).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512
+    }
+
+    /// Free bytes, as `df` says.
+    fn avail(&self) -> u64 {
+        std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.at)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    /// Takes every free block; returns what is left free.
+    fn fill(&self) -> u64 {
+        let filler = self.at.join("filler");
+        let avail = self.avail();
+        let _ = std::process::Command::new("fallocate").args(["-l", &avail.to_string()]).arg(&filler).status();
+        // What fallocate left (metadata rounding): a few more small blocks.
+        for i in 0..64 {
+            if std::fs::write(self.at.join(format!("filler-{i}")), vec![0u8; 4096]).is_err() {
+                break;
+            }
+        }
+        self.avail()
+    }
+
+    fn unfill(&self) {
+        let _ = std::fs::remove_file(self.at.join("filler"));
+        for i in 0..64 {
+            let _ = std::fs::remove_file(self.at.join(format!("filler-{i}")));
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// The port of a `scheme://127.0.0.1:PORT/…` URL.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).expect("a port in the URL")
+}
+
+/// Whether this kernel has `tc netem` (tried in a network namespace of our own, never the host's).
+fn netem_available() -> Result<(), String> {
+    let ns = format!("vsa-soak-{}", std::process::id());
+    let ok = std::process::Command::new("ip").args(["netns", "add", &ns]).status().is_ok_and(|s| s.success());
+    if !ok {
+        return Err("cannot make a network namespace (ip netns add)".into());
+    }
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms"])
+        .output();
+    let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).status();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("tc netem: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("tc: {e}")),
+    }
+}
 
 /// The signed command the cloud sends.
 fn command(key: &SigningKey, id: &str, ty: &str, payload: Value) -> Vec<u8> {
@@ -124,7 +241,7 @@ struct Sample {
 
 #[test]
 fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
-    let secs = env_u64("SOAK_SECS", 180);
+    let secs = env_u64("SOAK_SECS", 240);
     let seed = env_u64("SOAK_SEED", 1).max(1);
     let broker_down_s = env_u64("SOAK_BROKER_DOWN_S", 10);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -136,6 +253,9 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let drop_dir = work.path().join("usb");
     std::fs::create_dir_all(&drop_dir).unwrap();
     let status_port = free_port();
+    let clock_file = work.path().join("clock-offset");
+    std::fs::write(&clock_file, "0").unwrap();
+    let clock_env = [(vistter_agent::clock::CLOCK_HOOK_ENV, clock_file.to_str().unwrap())];
     let mut agent = TestAgent::with_config(&format!(
         "[control]\ndevice_id = \"{DEVICE}\"\nmetrics_interval_s = 5\n\
          [control.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nallow_insecure = true\nkeepalive_s = 5\nreconnect_max_s = 2\ndrop_delay_max_s = 1\n\
@@ -144,22 +264,39 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
         broker.port,
         drop_dir.display()
     ));
+    // Declared after the agent, so it is unmounted before the agent's folder goes.
+    let disk = SmallDisk::mount(&work.path().join("data.img"), &agent.data_dir(), 256);
+    let mut unavailable: Vec<String> = Vec::new();
+    if let Err(e) = &disk {
+        unavailable.push(format!("the nearly full data disk ({e})"));
+    }
+    if let Err(e) = netem_available() {
+        unavailable.push(format!(
+            "packet loss, latency and jitter by `tc netem` ({e}); a userspace proxy on every camera and ingest link adds latency, jitter and retransmission-like stalls instead"
+        ));
+    }
     let studio = SigningKey::from_bytes(&[0x5a; 32]);
     agent.ok(&["trust", "add", "studio", "--public-key", &b64(studio.verifying_key().as_bytes())]);
-    for (id, cam) in ["a", "b", "c"].iter().zip(&cams) {
-        agent.ok(&["camera", "add", id, "--url", &cam.url()]);
+    // Every camera and ingest link goes through a proxy that can slow it down (tc netem's job,
+    // which this kernel may not have).
+    let cam_links: Vec<Impaired> = cams.iter().map(|c| Impaired::start(port_of(&c.url()))).collect();
+    let ingest_links: Vec<Impaired> = ingests.iter().map(|i| Impaired::start(i.port())).collect();
+    for ((id, cam), link) in ["a", "b", "c"].iter().zip(&cams).zip(&cam_links) {
+        let url = cam.url().replace(&format!(":{}/", port_of(&cam.url())), &format!(":{}/", link.port));
+        agent.ok(&["camera", "add", id, "--url", &url]);
     }
-    for (i, ingest) in ingests.iter().enumerate() {
+    for (i, link) in ingest_links.iter().enumerate() {
         let id = format!("d{}", i + 1);
-        agent.ok(&["destination", "add", &id, "--platform", "custom", "--url", &ingest.url(), "--key", "soak-key"]);
+        let url = format!("rtmp://127.0.0.1:{}/live", link.port);
+        agent.ok(&["destination", "add", &id, "--platform", "custom", "--url", &url, "--key", "soak-key"]);
     }
     write_png(&work.path().join("logo.png"), 64, 32, [255, 255, 255]);
     let tl = work.path().join("soak.json");
     std::fs::write(&tl, serde_json::to_vec_pretty(&timeline_doc()).unwrap()).unwrap();
     agent.ok(&["timeline", "load", tl.to_str().unwrap()]);
 
-    let cloud = cloud_sub(broker.port);
-    agent.spawn();
+    let sub = cloud_sub(broker.port);
+    agent.spawn_with_env(&clock_env);
     agent.ok_when_up(&[
         "timeline",
         "play",
@@ -178,21 +315,39 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
 
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();
+    let written_at_start = disk.as_ref().map(|d| d.written()).unwrap_or(0);
+    let mut quiet_rate: Option<f64> = None;
+    let mut resized = [false; 3];
+    let mut nack_windows: Vec<(f64, f64, &str)> = Vec::new();
     let mut faults: Vec<(f64, String)> = Vec::new();
-    let mut sent: Vec<String> = Vec::new();
     let mut samples: Vec<Sample> = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
-    let mut next_cmd = 0.0;
+    let mut cloud = CloudSide {
+        studio: &studio,
+        seed,
+        port: broker.port,
+        sub,
+        t0,
+        n: 0,
+        next_cmd: 0.0,
+        sent: Vec::new(),
+        sent_at: BTreeMap::new(),
+        messages: Vec::new(),
+    };
     let mut next_fault = 20.0;
     let mut next_sample = 0.0;
     let mut agent_kills = 0u32;
     let mut faulted_destinations: BTreeSet<usize> = BTreeSet::new();
-    let mut n = 0u64;
     let mut bag: Vec<Fault> = Vec::new();
     let end = secs as f64;
 
     while now() < end {
         let t = now();
+        if quiet_rate.is_none() && t >= 18.0 {
+            // Before the first fault: the show plays and telemetry flows, nothing else.
+            if let Ok(d) = &disk {
+                quiet_rate = Some((d.written() - written_at_start) as f64 / t * 3600.0);
+            }
+        }
         if t >= next_sample {
             if let Some(pid) = agent.pid() {
                 if let Some((rss_kb, fds)) = rss_fds(pid) {
@@ -201,22 +356,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
             }
             next_sample = t + 5.0;
         }
-        if t >= next_cmd {
-            n += 1;
-            let id = format!("{:08x}-50a0-4000-8000-{:012x}", seed as u32, n);
-            let (ty, payload) = if n.is_multiple_of(3) {
-                ("OVERLAY_UPDATE", json!({"action": "set_vars", "vars": {"n": n.to_string()}}))
-            } else {
-                ("PING", json!({}))
-            };
-            // The broker may be down (a fault): the cloud's publish then waits for it, as a real
-            // cloud would retry; a command not delivered is not counted as sent.
-            if broker_up(&broker) {
-                publish(broker.port, &format!("{BASE}/commands"), &command(&studio, &id, ty, payload), false);
-                sent.push(id);
-            }
-            next_cmd = t + 3.0;
-        }
+        cloud.pump();
         if t >= next_fault && t < end - 40.0 {
             // Every kind of fault once per round, in a seeded order.
             if bag.is_empty() {
@@ -230,20 +370,20 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
             let what = match fault {
                 Fault::CameraHang => {
                     cams[which].hang();
-                    std::thread::sleep(Duration::from_secs(4));
+                    cloud.hold(4);
                     cams[which].resume();
                     format!("camera {} hung 4 s", ["a", "b", "c"][which])
                 }
                 Fault::CameraKill => {
                     cams[which].kill();
-                    std::thread::sleep(Duration::from_secs(3));
+                    cloud.hold(3);
                     cams[which].restart();
                     format!("camera {} killed, restarted after 3 s", ["a", "b", "c"][which])
                 }
                 Fault::DestinationKill => {
                     faulted_destinations.insert(which);
                     ingests[which].stop();
-                    std::thread::sleep(Duration::from_secs(3));
+                    cloud.hold(3);
                     ingests[which].restart();
                     format!("destination d{} killed, restarted after 3 s", which + 1)
                 }
@@ -251,7 +391,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
                     faulted_destinations.insert(which);
                     let pid = nix::unistd::Pid::from_raw(ingests[which].pid() as i32);
                     let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGSTOP);
-                    std::thread::sleep(Duration::from_secs(8));
+                    cloud.hold(8);
                     let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGCONT);
                     format!("destination d{} hung 8 s", which + 1)
                 }
@@ -264,7 +404,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
                     broker.stop();
                     let until = now() + broker_down_s as f64;
                     while now() < until {
-                        std::thread::sleep(Duration::from_millis(500));
+                        cloud.hold_ms(500);
                     }
                     broker.restart();
                     format!("broker down {broker_down_s} s")
@@ -272,22 +412,78 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
                 Fault::AgentKill => {
                     agent_kills += 1;
                     agent.kill9();
-                    agent.spawn();
+                    agent.spawn_with_env(&clock_env);
                     agent.wait_up(Duration::from_secs(30));
                     "agent SIGKILLed and restarted".to_string()
                 }
                 Fault::DropFolder => {
+                    let n = cloud.n;
                     let name = format!("hostile-{n}.vseg");
                     std::fs::write(drop_dir.join(&name), vseg::noise(4096, n)).unwrap();
                     let _ = std::os::unix::fs::symlink("/etc/shadow", drop_dir.join(format!("link-{n}.vseg")));
                     format!("USB drop: {name} (noise) and a symlink to /etc/shadow")
                 }
+                Fault::CameraResize => {
+                    resized[which] = !resized[which];
+                    let size = resized[which].then_some((480, 270));
+                    cams[which].restart_at(size);
+                    let (w, h) = size.unwrap_or((320, 180));
+                    format!("camera {} back at {w}x{h}", ["a", "b", "c"][which])
+                }
+                Fault::DestinationRefusesKey => {
+                    faulted_destinations.insert(which);
+                    ingests[which].restart_refusing(true);
+                    cloud.hold(10);
+                    ingests[which].restart_refusing(false);
+                    format!("destination d{} refused the stream key for 10 s", which + 1)
+                }
+                Fault::ClockStep => {
+                    // Past the freshness window (300 s) both ways: commands meanwhile get a NACK.
+                    let from = now();
+                    std::fs::write(&clock_file, "600").unwrap();
+                    cloud.hold(8);
+                    std::fs::write(&clock_file, "-600").unwrap();
+                    cloud.hold(8);
+                    std::fs::write(&clock_file, "0").unwrap();
+                    nack_windows.push((from, now() + 1.0, "clock"));
+                    "the agent's clock stepped +600 s for 8 s, then -600 s for 8 s, then back".to_string()
+                }
+                Fault::SlowLinks => {
+                    // What a congested or lossy link does to TCP: latency, jitter, and now and then
+                    // a retransmission stall.
+                    let slow = Impairment {
+                        delay: Duration::from_millis(150),
+                        jitter: Duration::from_millis(100),
+                        stall_chance: 0.02,
+                        stall: Duration::from_millis(400),
+                    };
+                    for l in cam_links.iter().chain(&ingest_links) {
+                        l.set(slow);
+                    }
+                    cloud.hold(20);
+                    for l in cam_links.iter().chain(&ingest_links) {
+                        l.set(Impairment::default());
+                    }
+                    "camera and ingest links: 150 ms + 0..100 ms jitter, 2% of chunks stalled 400 ms, for 20 s"
+                        .to_string()
+                }
+                Fault::DiskFull => match &disk {
+                    Ok(d) => {
+                        let from = now();
+                        let left = d.fill();
+                        cloud.hold(15);
+                        d.unfill();
+                        nack_windows.push((from, now() + 1.0, "disk"));
+                        format!("the data disk full for 15 s ({left} bytes left free)")
+                    }
+                    Err(e) => format!("the data disk full: skipped ({e})"),
+                },
             };
             eprintln!("[{:7.1} s] fault: {what}", t);
             faults.push((t, what));
-            next_fault = now() + 8.0 + rng.below(6) as f64;
+            next_fault = now() + 5.0 + rng.below(4) as f64;
         }
-        messages.extend(cloud.drain(Duration::from_millis(200)));
+        cloud.drain(200);
     }
 
     // Settle: everything back, every reply and queued telemetry delivered.
@@ -296,16 +492,17 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     });
     let settle = Instant::now();
     loop {
-        messages.extend(cloud.drain(Duration::from_secs(1)));
-        let answered = answered(&messages);
-        if sent.iter().all(|id| answered.get(id).is_some_and(|k| k.0 >= 1 && k.1 >= 1))
+        cloud.drain(1000);
+        let answered = answered(&cloud.messages);
+        if cloud.sent.iter().all(|id| answered.get(id).is_some_and(Answers::complete))
             || settle.elapsed() > Duration::from_secs(60)
         {
             break;
         }
     }
     // One more metrics period, so telemetry after the last fault is seen too.
-    messages.extend(cloud.drain(Duration::from_secs(6)));
+    cloud.drain(6000);
+    let CloudSide { sent, sent_at, messages, .. } = cloud;
     let live_recordings: Vec<usize> = ingests.iter().map(|i| i.recordings().len()).collect();
     agent.stop();
     for i in &mut ingests {
@@ -314,10 +511,22 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
 
     // Figures.
     let answered = answered(&messages);
-    let missing: Vec<&String> =
-        sent.iter().filter(|id| !answered.get(*id).is_some_and(|k| k.0 >= 1 && k.1 >= 1)).collect();
-    let twice: Vec<(&String, (usize, usize))> =
-        answered.iter().filter(|(_, k)| k.0 > 1 || k.1 > 1).map(|(id, k)| (id, *k)).collect();
+    let missing: Vec<&String> = sent.iter().filter(|id| !answered.get(*id).is_some_and(Answers::complete)).collect();
+    let twice: Vec<(&String, Answers)> =
+        answered.iter().filter(|(_, k)| k.ack + k.nack > 1 || k.result > 1).map(|(id, k)| (id, k.clone())).collect();
+    // NACKs, and whether each fell inside a clock step or a full disk.
+    let mut nacks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (id, k) in &answered {
+        if k.nack == 0 {
+            continue;
+        }
+        let at = sent_at.get(id).copied().unwrap_or(-1.0);
+        let window =
+            nack_windows.iter().find(|w| at >= w.0 - 3.0 && at <= w.1).map(|w| w.2).unwrap_or("outside a fault");
+        nacks.entry(window).or_default().push(format!("{at:.0} s: {}", k.nack_reason));
+    }
+    let stray_nacks = nacks.get("outside a fault").cloned().unwrap_or_default();
+    let written_total = disk.as_ref().map(|d| d.written() - written_at_start).unwrap_or(0);
     let seqs: BTreeSet<i64> = messages.iter().filter_map(|m| m["seq"].as_i64()).collect();
     let holes: Vec<i64> = match (seqs.first(), seqs.last()) {
         (Some(&lo), Some(&hi)) => (lo..=hi).filter(|s| !seqs.contains(s)).collect(),
@@ -372,7 +581,9 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
 
     let mut report = String::new();
     let _ = writeln!(report, "# Soak run: {secs} s, seed {seed}\n");
-    let _ = writeln!(report, "Not in this profile: packet loss / latency / jitter (`tc netem` in network namespaces), a nearly full data disk, clock steps, a camera that changes resolution, a destination refusing its key.\n");
+    for u in &unavailable {
+        let _ = writeln!(report, "Not in this run: {u}.\n");
+    }
     let _ = writeln!(report, "## Faults\n");
     for (t, f) in &faults {
         let _ = writeln!(report, "- {t:7.1} s  {f}");
@@ -381,11 +592,49 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let _ = writeln!(report, "| figure | value | goal |\n| --- | --- | --- |");
     let _ = writeln!(
         report,
-        "| commands sent / answered (ACK+RESULT) | {} / {} | all |",
+        "| commands sent / answered (ACK and RESULT, or NACK) | {} / {} | all |",
         sent.len(),
         sent.len() - missing.len()
     );
     let _ = writeln!(report, "| commands answered more than once (distinct replies) | {} | 0 |", twice.len());
+    // What each command sent during a clock step or a full disk got.
+    for (from, to, what) in &nack_windows {
+        let inside: Vec<String> = sent_at
+            .iter()
+            .filter(|(_, t)| **t >= *from && **t <= *to)
+            .map(|(id, t)| {
+                let a = answered.get(id).cloned().unwrap_or_default();
+                let got = if a.nack > 0 {
+                    format!("NACK {}", a.nack_reason)
+                } else {
+                    format!("ACK {} RESULT {}", a.ack, a.result)
+                };
+                format!("{t:.0} s: {got}")
+            })
+            .collect();
+        let _ = writeln!(report, "| commands during the {what} fault at {from:.0} s | {} | |", inside.join("; "));
+    }
+    for (window, list) in &nacks {
+        let _ = writeln!(
+            report,
+            "| NACKs, {window} | {} ({}) | only inside a clock step or a full disk |",
+            list.len(),
+            list.join("; ")
+        );
+    }
+    if disk.is_ok() {
+        let hours = now() / 3600.0;
+        let _ = writeln!(
+            report,
+            "| bytes written to the data disk per hour, show + telemetry, before any fault | {:.1} MB/h | |",
+            quiet_rate.unwrap_or(0.0) / 1e6
+        );
+        let _ = writeln!(
+            report,
+            "| bytes written to the data disk per hour, whole run (faults, restarts) | {:.1} MB/h | |",
+            written_total as f64 / hours / 1e6
+        );
+    }
     let _ = writeln!(
         report,
         "| seq seen at the cloud | {} ({}..{}) | contiguous |",
@@ -424,6 +673,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
 
     assert!(missing.is_empty(), "commands without ACK and RESULT: {missing:?}");
     assert!(twice.is_empty(), "commands answered more than once: {twice:?}");
+    assert!(stray_nacks.is_empty(), "commands refused outside a clock step or a full disk: {stray_nacks:?}");
     assert!(holes.is_empty(), "seq holes at the cloud: {holes:?}");
     assert!(worst_gap <= 1.0, "a gap of {worst_gap:.3} s inside a recording: {gaps:?}");
     for (pid, r0, r1, f0, f1, _) in &growth {
@@ -437,15 +687,83 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     }
 }
 
-fn broker_up(b: &Broker) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", b.port)).is_ok()
+/// Replies to one command, each counted once per distinct `message_id` (a redelivered copy of the
+/// same reply is not a second answer).
+#[derive(Debug, Clone, Default)]
+struct Answers {
+    ack: usize,
+    nack: usize,
+    result: usize,
+    /// The last NACK's error code and message.
+    nack_reason: String,
 }
 
-/// Per command id: (ACK or NACK replies, RESULT replies), each counted once per distinct
-/// `message_id` (a redelivered copy of the same reply is not a second answer).
-fn answered(messages: &[Value]) -> BTreeMap<String, (usize, usize)> {
+impl Answers {
+    /// One ACK and one RESULT, or one NACK.
+    fn complete(&self) -> bool {
+        (self.ack >= 1 && self.result >= 1) || self.nack >= 1
+    }
+}
+
+/// The cloud: sends a signed command every 3 s while the broker is up (a command not delivered
+/// is not counted as sent, as a real cloud retries it) and records everything it receives.
+struct CloudSide<'a> {
+    studio: &'a SigningKey,
+    seed: u64,
+    port: u16,
+    sub: Sub,
+    t0: Instant,
+    n: u64,
+    next_cmd: f64,
+    sent: Vec<String>,
+    /// When each command was sent, seconds into the run.
+    sent_at: BTreeMap<String, f64>,
+    messages: Vec<Value>,
+}
+
+impl CloudSide<'_> {
+    /// Sends the next command if it is due, then collects for 200 ms.
+    fn pump(&mut self) {
+        let t = self.t0.elapsed().as_secs_f64();
+        if t >= self.next_cmd {
+            self.n += 1;
+            let n = self.n;
+            let id = format!("{:08x}-50a0-4000-8000-{:012x}", self.seed as u32, n);
+            let (ty, payload) = if n.is_multiple_of(3) {
+                ("OVERLAY_UPDATE", json!({"action": "set_vars", "vars": {"n": n.to_string()}}))
+            } else {
+                ("PING", json!({}))
+            };
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                publish(self.port, &format!("{BASE}/commands"), &command(self.studio, &id, ty, payload), false);
+                self.sent.push(id.clone());
+                self.sent_at.insert(id, t);
+            }
+            self.next_cmd = t + 3.0;
+        }
+        self.drain(200);
+    }
+
+    fn drain(&mut self, ms: u64) {
+        self.messages.extend(self.sub.drain(Duration::from_millis(ms)));
+    }
+
+    /// Keeps the cloud going for `secs` seconds (while a fault lasts).
+    fn hold(&mut self, secs: u64) {
+        self.hold_ms(secs * 1000);
+    }
+
+    fn hold_ms(&mut self, ms: u64) {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            self.pump();
+        }
+    }
+}
+
+fn answered(messages: &[Value]) -> BTreeMap<String, Answers> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut out: BTreeMap<String, Answers> = BTreeMap::new();
     for m in messages {
         let (Some(id), Some(corr)) = (m["message_id"].as_str(), m["correlation_id"].as_str()) else { continue };
         if !seen.insert(id.to_string()) {
@@ -453,8 +771,12 @@ fn answered(messages: &[Value]) -> BTreeMap<String, (usize, usize)> {
         }
         let e = out.entry(corr.to_string()).or_default();
         match m["type"].as_str() {
-            Some("ACK") | Some("NACK") => e.0 += 1,
-            Some("RESULT") => e.1 += 1,
+            Some("ACK") => e.ack += 1,
+            Some("NACK") => {
+                e.nack += 1;
+                e.nack_reason = format!("{} {}", m["payload"]["code"], m["payload"]["message"]);
+            }
+            Some("RESULT") => e.result += 1,
             _ => {}
         }
     }

@@ -50,14 +50,22 @@ pub async fn export_events(store: Store, outbox: Outbox, every: Duration, stop: 
     loop {
         match store.events_after(after, 200).await {
             Ok(events) if !events.is_empty() => {
-                for e in events {
-                    let mut d = Draft::telemetry("EVENT", Kind::Events, event_payload(&e));
-                    d.counter = Some((EVENTS_CURSOR, e.id));
-                    if let Err(err) = outbox.put(d).await {
+                // Queued together: one commit for the lot, not one per event.
+                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                let drafts = events
+                    .iter()
+                    .map(|e| {
+                        let mut d = Draft::telemetry("EVENT", Kind::Events, event_payload(e));
+                        d.counter = Some((EVENTS_CURSOR, e.id));
+                        d
+                    })
+                    .collect();
+                for (id, r) in ids.into_iter().zip(outbox.put_all(drafts).await) {
+                    if let Err(err) = r {
                         tracing::warn!("an event could not be queued for the cloud: {err}");
                         break;
                     }
-                    after = e.id;
+                    after = id;
                 }
                 continue;
             }

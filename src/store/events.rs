@@ -8,6 +8,8 @@ use super::{now, Store, StoreError};
 
 /// Rows kept; older ones are deleted as new ones arrive.
 const MAX_EVENTS: i64 = 10_000;
+/// The oldest events beyond [`MAX_EVENTS`] go every this many events.
+const TRIM_EVERY: i64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,19 +65,25 @@ impl Store {
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO events (at, severity, event_type, subject, scope, detail) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(now())
-            .bind(severity.as_str())
-            .bind(event_type)
-            .bind(subject)
-            .bind(scope)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?")
-            .bind(MAX_EVENTS)
-            .execute(&self.pool)
-            .await?;
+        // One commit per event (the data disk is often an SD card): the trim rides along, once
+        // every TRIM_EVERY events.
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query(
+            "INSERT INTO events (at, severity, event_type, subject, scope, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now())
+        .bind(severity.as_str())
+        .bind(event_type)
+        .bind(subject)
+        .bind(scope)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        if id % TRIM_EVERY == 0 {
+            sqlx::query("DELETE FROM events WHERE id <= ? - ?").bind(id).bind(MAX_EVENTS).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

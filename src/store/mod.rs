@@ -110,6 +110,9 @@ pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats")
 }
 
+/// How often the daemon's store copies the WAL into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
 /// The size (bytes) the WAL file is cut back to when SQLite starts it over.
 pub const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
@@ -120,15 +123,18 @@ impl Store {
     }
 
     /// The daemon's store: its connections never checkpoint the WAL on commit (that fsyncs, and
-    /// stalled replies by tens of milliseconds under load); a task checkpoints it every 500 ms
-    /// instead, off the writers' path, until the pool is closed. (The outbox writer checkpoints
-    /// the WAL itself when that task cannot catch up with it.)
+    /// stalled replies by tens of milliseconds under load); a task checkpoints it every
+    /// [`CHECKPOINT_EVERY`] instead, off the writers' path, until the pool is closed. Seldom, because
+    /// the data disk is often an SD card: a page changed many times between two checkpoints is
+    /// written to the database file once. (The outbox writer checkpoints the WAL itself when that
+    /// task cannot catch up with it.)
     pub async fn open_for_daemon(data_dir: &Path) -> Result<Store, StoreError> {
         let store = Store::open_with(data_dir, true).await?;
         let pool = store.pool.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             while !pool.is_closed() {
                 tick.tick().await;
                 if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {

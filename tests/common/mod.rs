@@ -13,6 +13,7 @@ mod frames;
 pub mod https;
 mod ingest;
 pub mod mqtt;
+pub mod netem;
 pub mod onvif;
 pub mod openapi;
 mod probe;

@@ -25,7 +25,7 @@ use super::envelope::{new_message, sign};
 use super::keys::Keyring;
 use crate::clock::WallClock;
 use crate::store::{Store, StoreError};
-use writer::{Writer, SETTLE_EVERY};
+use writer::{Writer, TICK_EVERY};
 
 mod writer;
 
@@ -269,11 +269,11 @@ impl Outbox {
             .name("outbox-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Invalid(format!("the outbox writer could not start: {e}")))?;
-        // Settling is due every second, whatever comes in; the ticker ends with the last handle.
+        // The writer wakes every second, whatever comes in; the ticker ends with the last handle.
         let ticker = tx.downgrade();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(SETTLE_EVERY).await;
+                tokio::time::sleep(TICK_EVERY).await;
                 match ticker.upgrade() {
                     Some(jobs) if jobs.try_send(Job::Tick).is_ok() || !jobs.is_closed() => {}
                     _ => return,
@@ -304,6 +304,24 @@ impl Outbox {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(Job::Put(draft, tx)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// [`Outbox::put`] for several drafts, numbered in their order; queued together, they are
+    /// usually stored in one commit.
+    pub async fn put_all(&self, drafts: Vec<Draft>) -> Vec<Result<Written, StoreError>> {
+        let mut waiting = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let (tx, rx) = oneshot::channel();
+            if self.jobs.send(Job::Put(d, tx)).await.is_err() {
+                break;
+            }
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.map_err(|_| closed()).and_then(|r| r));
+        }
+        out
     }
 
     /// Queues `bodies` (signed before) again for `route`, unchanged.

@@ -34,10 +34,10 @@ async fn seq_is_contiguous_across_restarts_and_rows_stay_until_every_transport_h
     let rows = o.after(Route::Mqtt, 0, 100).await.unwrap();
     assert_eq!(rows.len(), 5);
     o.delivered(Route::Mqtt, rows[4].id);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(super::writer::SETTLE_EVERY + Duration::from_secs(1)).await;
     assert_eq!(o.depth().await.unwrap().0, 5, "ws has not had them");
     o.delivered(Route::Ws, rows[2].id);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(super::writer::SETTLE_EVERY + Duration::from_secs(1)).await;
     assert_eq!(o.depth().await.unwrap().0, 2);
     assert_eq!(o.cursor(Route::Ws).await.unwrap(), rows[2].id);
     drop(o);
@@ -126,7 +126,8 @@ async fn over_its_bounds_the_oldest_go_and_are_counted() {
     for n in 0..25 {
         o.put(event(n)).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Bounds are kept when the writer settles.
+    tokio::time::sleep(super::writer::SETTLE_EVERY + Duration::from_millis(1500)).await;
     o.put(event(99)).await.unwrap();
     let rows = o.after(Route::Mqtt, 0, 100).await.unwrap();
     assert!(rows.len() <= 11, "{}", rows.len());

@@ -24,7 +24,12 @@ pub(super) struct Writer {
 }
 
 const BATCH: usize = 512;
-pub(super) const SETTLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer wakes up with nothing to do (the ticker), to settle and to look at the WAL.
+pub(super) const TICK_EVERY: Duration = Duration::from_secs(1);
+/// Delivered rows are deleted and the cursors stored at most this often: each settling is a
+/// commit, and the data disk is often an SD card. A crash in between only means rows the cloud
+/// already has are sent again (the cloud drops repeats by `message_id`).
+pub(super) const SETTLE_EVERY: Duration = Duration::from_secs(5);
 /// A WAL file larger than this (bytes) is checkpointed by the writer itself.
 const WAL_CATCH_UP: u64 = 4 * crate::store::JOURNAL_SIZE_LIMIT as u64;
 
@@ -40,8 +45,8 @@ impl Writer {
         let mut last_prune: Option<Instant> = None;
         while let Some(first) = rx.blocking_recv() {
             let mut puts = Vec::new();
-            // The ticker's second: settling is due (comparing the elapsed time alone would skip
-            // every other tick that lands a hair under a second after the last settle).
+            // The ticker's second: the WAL is looked at (comparing the elapsed time alone would
+            // skip every other tick that lands a hair under a second after the last look).
             let mut tick = false;
             let mut jobs = vec![first];
             while jobs.len() < BATCH {
@@ -76,7 +81,7 @@ impl Writer {
             if !puts.is_empty() {
                 self.commit(puts);
             }
-            if self.dirty && (tick || last_settle.elapsed() >= SETTLE_EVERY) {
+            if self.dirty && last_settle.elapsed() + TICK_EVERY / 4 >= SETTLE_EVERY {
                 last_settle = Instant::now();
                 if let Err(e) = self.settle() {
                     tracing::warn!("outbox: settling: {e}");
@@ -98,7 +103,7 @@ impl Writer {
             // over: nothing is appended meanwhile, so it catches up and the WAL starts over.
             // Looked at once a second, not on every batch (by the clock too: a flood that fills
             // the job queue can crowd the ticker out).
-            let look = tick || last_wal_look.elapsed() >= SETTLE_EVERY;
+            let look = tick || last_wal_look.elapsed() >= TICK_EVERY;
             if look {
                 last_wal_look = Instant::now();
             }

@@ -159,10 +159,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     media_stop.cancel();
     let _ = tokio::time::timeout(deadline + Duration::from_secs(5), programs_task).await;
     let _ = tokio::time::timeout(deadline + Duration::from_secs(5), relays_task).await;
-    let _ = store.add_event(Severity::Info, "agent_stopped", "agent", "").await;
+    // A store that cannot be written (a full disk, a lock held by a wedged connection) must not
+    // keep the agent from stopping: each last step has a deadline.
+    let _ = tokio::time::timeout(Duration::from_secs(2), store.add_event(Severity::Info, "agent_stopped", "agent", ""))
+        .await;
     drop(env);
     let _ = tokio::time::timeout(Duration::from_secs(2), sink).await;
-    store.close().await;
+    if tokio::time::timeout(Duration::from_secs(3), store.close()).await.is_err() {
+        tracing::error!("the store did not close in time; SQLite recovers its WAL at the next start");
+    }
     Ok(())
 }
 

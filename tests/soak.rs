@@ -12,7 +12,9 @@
 //! root; the report says when it cannot). The loop device's own counters give the bytes written
 //! to the data disk per hour while the show plays with telemetry flowing.
 //!
-//! `SOAK_SECS` (default 240: the CI profile), `SOAK_SEED` (default 1), `SOAK_REPORT` (a markdown
+//! `SOAK_FAULTS` (a comma-separated subset of the fault kinds, to chase one down), `SOAK_KEEP_LOG`
+//! (where to copy the agent's log), `SOAK_SECS` (default 240: the CI profile), `SOAK_SEED` (default
+//! 1), `SOAK_REPORT` (a markdown
 //! file to write the report to; `scripts/soak` runs the long profile with the release build and
 //! commits it under `docs/soak/`), `SOAK_BROKER_DOWN_S` (default 10; 120 in the long profile).
 //!
@@ -245,6 +247,11 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     let seed = env_u64("SOAK_SEED", 1).max(1);
     let broker_down_s = env_u64("SOAK_BROKER_DOWN_S", 10);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // SOAK_FAULTS=CameraKill,ClockStep: only these kinds (names as in `Fault`), to chase one down.
+    let only: Option<Vec<Fault>> = std::env::var("SOAK_FAULTS").ok().map(|v| {
+        let names: Vec<&str> = v.split(',').map(str::trim).collect();
+        FAULTS.iter().copied().filter(|f| names.contains(&format!("{f:?}").as_str())).collect()
+    });
 
     let mut broker = Broker::start_with(None, true);
     let mut cams = [RtspCamera::start("red"), RtspCamera::start("green"), RtspCamera::start("blue")];
@@ -360,7 +367,7 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
         if t >= next_fault && t < end - 40.0 {
             // Every kind of fault once per round, in a seeded order.
             if bag.is_empty() {
-                bag = FAULTS.to_vec();
+                bag = FAULTS.iter().copied().filter(|f| only.as_ref().is_none_or(|o| o.contains(f))).collect();
                 for i in (1..bag.len()).rev() {
                     bag.swap(i, rng.below(i as u64 + 1) as usize);
                 }
@@ -504,6 +511,9 @@ fn the_box_survives_a_seeded_schedule_of_faults_with_the_cloud_in_the_loop() {
     cloud.drain(6000);
     let CloudSide { sent, sent_at, messages, .. } = cloud;
     let live_recordings: Vec<usize> = ingests.iter().map(|i| i.recordings().len()).collect();
+    if let Ok(keep) = std::env::var("SOAK_KEEP_LOG") {
+        let _ = std::fs::copy(agent.log_path(), keep);
+    }
     agent.stop();
     for i in &mut ingests {
         i.stop();

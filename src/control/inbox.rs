@@ -45,6 +45,9 @@ impl Execute for crate::command::dispatch::Dispatcher {
 /// How often a command that is still running reports PROGRESS.
 pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a command, and its RESULT, are tried again when the store cannot take them (a full disk).
+const RESULT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub struct Inbox {
     pub device_id: crate::values::DeviceId,
     pub trust: Arc<RwLock<TrustStore>>,
@@ -83,20 +86,24 @@ impl Inbox {
         Ok(self.floor_ms.load(Ordering::SeqCst).max(stored))
     }
 
-    /// [`Inbox::receive`], tried again (up to 3 times in about a second) if the store fails:
-    /// every step before the first reply is stored can be repeated, and a repeat of a stored
-    /// command only sends its replies again.
+    /// [`Inbox::receive`], tried again if the store fails (a full disk), with a growing wait, for
+    /// up to [`RESULT_RETRY_FOR`]: every step before the first reply is stored can be repeated, and
+    /// a repeat of a stored command only sends its replies again. The broker would only deliver an
+    /// unacknowledged command again after a reconnect, so the link does not count on it.
     pub async fn receive_retrying(self: &Arc<Self>, raw: &[u8], route: Route) -> Result<(), StoreError> {
         let mut wait = std::time::Duration::from_millis(100);
-        for _ in 0..3 {
+        let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
+        loop {
             match self.receive(raw, route).await {
                 Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!("a command could not be handled yet (store): {e}; trying again"),
+                Err(e) if tokio::time::Instant::now() + wait < give_up => {
+                    tracing::warn!("a command could not be handled yet (store): {e}; trying again")
+                }
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(wait).await;
-            wait *= 4;
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
         }
-        self.receive(raw, route).await
     }
 
     pub async fn receive(self: &Arc<Self>, raw: &[u8], route: Route) -> Result<(), StoreError> {
@@ -192,8 +199,24 @@ impl Inbox {
             };
             let reply = this.with_progress(id, route, ty, run, status).await;
             let payload = result_payload(reply);
-            if let Err(e) = this.reply("RESULT", payload, Some(id), route, Remember::Then(id, vec![ack])).await {
-                tracing::error!(message_id = %id, "the RESULT could not be stored: {e}");
+            // The command has run: its RESULT must reach the cloud. A store that cannot take it
+            // (a full disk) is tried again, for a few minutes.
+            let mut wait = std::time::Duration::from_millis(500);
+            let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
+            loop {
+                let remember = Remember::Then(id, vec![ack.clone()]);
+                match this.reply("RESULT", payload.clone(), Some(id), route, remember).await {
+                    Ok(_) => break,
+                    Err(e) if tokio::time::Instant::now() + wait < give_up => {
+                        tracing::warn!(message_id = %id, "the RESULT could not be stored yet: {e}; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                    }
+                    Err(e) => {
+                        tracing::error!(message_id = %id, "the RESULT could not be stored: {e}; given up");
+                        break;
+                    }
+                }
             }
         };
         tokio::spawn(tracing::Instrument::instrument(run_command, span));

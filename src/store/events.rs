@@ -65,9 +65,9 @@ impl Store {
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        // One commit per event (the data disk is often an SD card): the trim rides along, once
-        // every TRIM_EVERY events.
-        let mut tx = self.pool.begin().await?;
+        // One commit per event (the data disk is often an SD card): the trim comes once every
+        // TRIM_EVERY events. Two single statements, no explicit transaction: a statement that
+        // fails (a full disk) can then never leave a write transaction open behind it.
         let id = sqlx::query(
             "INSERT INTO events (at, severity, event_type, subject, scope, detail) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -77,13 +77,12 @@ impl Store {
         .bind(subject)
         .bind(scope)
         .bind(detail)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
         .last_insert_rowid();
         if id % TRIM_EVERY == 0 {
-            sqlx::query("DELETE FROM events WHERE id <= ? - ?").bind(id).bind(MAX_EVENTS).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM events WHERE id <= ? - ?").bind(id).bind(MAX_EVENTS).execute(&self.pool).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

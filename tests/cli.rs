@@ -159,17 +159,17 @@ fn help_names_every_subcommand_and_flag() {
     let leaves: &[(&[&str], &[&str])] = &[
         (
             &["program", "start"],
-            &["--camera", "--destination", "--profile", "--size", "--fps", "--bitrate", "--slate", "--id"],
+            &["--camera", "--destination", "--profile", "--size", "--fps", "--bitrate", "--slate", "--program"],
         ),
-        (&["program", "cut"], &["<CAMERA>", "--at", "--in", "--fade", "--id"]),
-        (&["program", "slate"], &["<STATE>", "--id"]),
-        (&["program", "pin"], &["<CAMERA>", "--id"]),
-        (&["program", "preroll"], &["<CAMERA>", "--id"]),
-        (&["program", "attach"], &["<DESTINATION>", "--id"]),
-        (&["program", "detach"], &["<DESTINATION>", "--id"]),
-        (&["program", "status"], &["--json", "--id"]),
-        (&["program", "stop"], &["--id"]),
-        (&["program", "thumbnail"], &["--source", "--out", "--id"]),
+        (&["program", "cut"], &["<CAMERA>", "--at", "--in", "--fade", "--program"]),
+        (&["program", "slate"], &["<STATE>", "--program"]),
+        (&["program", "pin"], &["<CAMERA>", "--program"]),
+        (&["program", "preroll"], &["<CAMERA>", "--program"]),
+        (&["program", "attach"], &["<DESTINATION>", "--program"]),
+        (&["program", "detach"], &["<DESTINATION>", "--program"]),
+        (&["program", "status"], &["--json", "--program"]),
+        (&["program", "stop"], &["--program"]),
+        (&["program", "thumbnail"], &["--source", "--out", "--program"]),
         (
             &["overlay", "show"],
             &[
@@ -232,6 +232,13 @@ fn help_names_every_subcommand_and_flag() {
             let found = if w.starts_with("--") { has_flag(&help, w) } else { help.contains(w) };
             assert!(found, "`{} --help` names {w}:\n{help}", cmd.join(" "));
         }
+    }
+    // One name for the program everywhere (`--program`, as on `overlay`); `--id`, its older name
+    // on `program …`, is still understood (no daemon here: the command gets past parsing only).
+    for args in [&["program", "stop", "--id", "main"][..], &["program", "status", "--id", "main"]] {
+        let out = agent.cli(args);
+        assert_ne!(code(&out), 2, "`{}` parses: {}", args.join(" "), stderr(&out));
+        assert!(stderr(&out).contains("is `vistter-agent run` running"), "{}", stderr(&out));
     }
 }
 

@@ -328,7 +328,8 @@ pub enum ProgramCmdArgs {
         /// Slate image (PNG); default: a generated card.
         #[arg(long)]
         slate: Option<PathBuf>,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Cut to a camera now, at a program time (--at SECONDS) or after a delay (--in SECONDS).
@@ -343,53 +344,62 @@ pub enum ProgramCmdArgs {
         /// Crossfade duration in milliseconds (0: hard cut).
         #[arg(long, default_value_t = 0)]
         fade: u64,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Emergency slate on or off (overrides everything).
     Slate {
         #[arg(value_parser = ["on", "off"])]
         state: String,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Pin a camera: cuts are ignored until unpinned.
     Pin {
         camera: CameraId,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     Unpin {
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Start decoding a camera ahead of a cut to it, so the cut is instant.
     Preroll {
         camera: CameraId,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Add a destination to the live program (the others are not disturbed).
     Attach {
         destination: DestinationId,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Remove a destination from the live program.
     Detach {
         destination: DestinationId,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// What is on air, camera and encoder health, destinations.
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long)]
+        /// One program (default: all); `--id` is the older name.
+        #[arg(long = "program", alias = "id")]
         id: Option<ProgramId>,
     },
     Stop {
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
     /// Save the latest thumbnail (JPEG, refreshed every second) of the program or of a camera.
@@ -399,7 +409,8 @@ pub enum ProgramCmdArgs {
         source: Option<CameraId>,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "main")]
+        /// The program (`main` unless several run); `--id` is the older name.
+        #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,
     },
 }

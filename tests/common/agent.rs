@@ -242,7 +242,7 @@ impl TestAgent {
 impl TestAgent {
     /// `program status --json` of one program (Null while it is not running or not yet publishing).
     pub fn program(&self, id: &str) -> Value {
-        let out = self.cli(&["program", "status", "--json", "--id", id]);
+        let out = self.cli(&["program", "status", "--json", "--program", id]);
         if !out.status.success() {
             return Value::Null;
         }

@@ -400,3 +400,78 @@ fn device_keys_are_made_once_and_the_trust_store_is_managed() {
     let list: serde_json::Value = serde_json::from_str(&agent.ok(&["trust", "list", "--json"])).unwrap();
     assert_eq!(list["keys"].as_array().map(Vec::len), Some(1), "{list}");
 }
+
+/// The README's CLI table and the real CLI agree: every command a row names exists (its group
+/// lists it) and every flag the row gives is in that command's `--help`.
+#[test]
+fn the_readme_cli_table_matches_the_cli() {
+    let agent = TestAgent::new();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "## CLI")
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    assert!(table.len() > 30, "the README's CLI table was found: {} rows", table.len());
+    let top = listed_commands(&agent.ok(&["--help"]));
+    let mut helps: std::collections::HashMap<Vec<String>, String> = Default::default();
+    let mut help_of = |path: &[String]| -> String {
+        helps
+            .entry(path.to_vec())
+            .or_insert_with(|| {
+                let args: Vec<&str> = path.iter().map(String::as_str).chain(["--help"]).collect();
+                agent.ok(&args)
+            })
+            .clone()
+    };
+    let mut checked = 0;
+    for row in table {
+        let cell = row.trim_start_matches('|').split(" | ").next().unwrap_or_default();
+        let mut group: Option<String> = None;
+        for span in cell.split('`').skip(1).step_by(2) {
+            let words: Vec<&str> = span.split_whitespace().collect();
+            let Some(first) = words.first() else { continue };
+            // `resume` after `timeline pause` means `timeline resume`.
+            let mut path: Vec<String> = if top.iter().any(|t| t == first) {
+                group = Some(first.to_string());
+                vec![first.to_string()]
+            } else {
+                let g = group.clone().unwrap_or_else(|| panic!("{span:?}: no command group in {row}"));
+                vec![g]
+            };
+            let rest = if top.iter().any(|t| t == first) { &words[1..] } else { &words[..] };
+            // Subcommands: as long as the group's help lists the next word (`enable\|disable`: each).
+            let mut leaves: Vec<Vec<String>> = vec![path.clone()];
+            for w in rest {
+                let names: Vec<&str> = w.split("\\|").collect();
+                let listed = listed_commands(&help_of(&path));
+                if !names.iter().all(|n| listed.iter().any(|l| l == n)) {
+                    break;
+                }
+                leaves = names.iter().map(|n| path.iter().cloned().chain([n.to_string()]).collect()).collect();
+                path = leaves[0].clone();
+            }
+            assert!(
+                listed_commands(&help_of(&path)).is_empty(),
+                "README row {row:?}: {span:?} names no subcommand of `{}`",
+                path.join(" ")
+            );
+            let flags: Vec<&str> = words
+                .iter()
+                .flat_map(|w| w.split(|c: char| "[]()|\\…".contains(c)))
+                .filter(|w| w.starts_with("--"))
+                .map(|w| w.split('=').next().unwrap_or(w))
+                .collect();
+            for leaf in &leaves {
+                let help = help_of(leaf);
+                for f in &flags {
+                    assert!(has_flag(&help, f), "README row {row:?}: `{}` has no {f}:\n{help}", leaf.join(" "));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 60, "commands checked: {checked}");
+}

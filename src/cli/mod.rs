@@ -117,7 +117,8 @@ pub enum Command {
     /// The keys this device trusts: who may command it, sign its packages, change this list.
     #[command(subcommand)]
     Trust(control::TrustCmd),
-    /// The cloud links (state, outbox depth) as the running daemon sees them.
+    /// What the box is doing: the show, cameras, pushes, schedules and the machine (from the
+    /// running daemon's status server), the cloud links, the outbox and the installed segments.
     Status {
         #[arg(long)]
         json: bool,

@@ -401,8 +401,9 @@ fn device_keys_are_made_once_and_the_trust_store_is_managed() {
     assert_eq!(list["keys"].as_array().map(Vec::len), Some(1), "{list}");
 }
 
-/// The README's CLI table and the real CLI agree: every command a row names exists (its group
-/// lists it) and every flag the row gives is in that command's `--help`.
+/// The README's CLI table and the real CLI agree, both ways: every command a row names exists (its
+/// group lists it) and every flag the row gives is in that command's `--help`; and every command
+/// the CLI has is in the table.
 #[test]
 fn the_readme_cli_table_matches_the_cli() {
     let agent = TestAgent::new();
@@ -427,6 +428,7 @@ fn the_readme_cli_table_matches_the_cli() {
             .clone()
     };
     let mut checked = 0;
+    let mut seen: std::collections::HashSet<Vec<String>> = Default::default();
     for row in table {
         let cell = row.trim_start_matches('|').split(" | ").next().unwrap_or_default();
         let mut group: Option<String> = None;
@@ -465,6 +467,7 @@ fn the_readme_cli_table_matches_the_cli() {
                 .map(|w| w.split('=').next().unwrap_or(w))
                 .collect();
             for leaf in &leaves {
+                seen.insert(leaf.clone());
                 let help = help_of(leaf);
                 for f in &flags {
                     assert!(has_flag(&help, f), "README row {row:?}: `{}` has no {f}:\n{help}", leaf.join(" "));
@@ -474,4 +477,19 @@ fn the_readme_cli_table_matches_the_cli() {
         }
     }
     assert!(checked > 60, "commands checked: {checked}");
+    // And the other way: every command the CLI has is in the table.
+    let mut missing = Vec::new();
+    let mut todo: Vec<Vec<String>> = top.iter().filter(|t| *t != "help").map(|t| vec![t.clone()]).collect();
+    while let Some(path) = todo.pop() {
+        let subs = listed_commands(&help_of(&path));
+        if subs.is_empty() {
+            if !seen.contains(&path) {
+                missing.push(path.join(" "));
+            }
+        } else {
+            todo.extend(subs.into_iter().filter(|s| s != "help").map(|s| path.iter().cloned().chain([s]).collect()));
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "commands missing from the README's CLI table: {missing:?}");
 }

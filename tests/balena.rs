@@ -702,3 +702,29 @@ fn the_image_and_compose_variables_are_configuration_keys() {
     let all: Vec<_> = env.into_iter().chain(compose_env).collect();
     load(&all).unwrap_or_else(|e| panic!("the image's and the compose file's variables: {e}"));
 }
+
+/// The README's configuration table and the configuration agree, both ways: every key a row
+/// names is a real key (`a.b`/`c` names the sibling `a.c`), and every key is in the table.
+#[test]
+fn the_readme_configuration_table_names_every_key_and_only_keys() {
+    let keys = all_keys(&load(&[]).expect("the defaults load"));
+    let text = read("README.md");
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    for line in
+        text.lines().skip_while(|l| l.trim() != "## Configuration").skip(1).take_while(|l| !l.starts_with("## "))
+    {
+        let Some(first) = line.strip_prefix("| `").and_then(|l| l.split(" | ").next()) else { continue };
+        let mut parent = String::new();
+        for (i, part) in first.split('/').enumerate() {
+            let name = part.trim().trim_matches('`').trim();
+            let full = if i == 0 || name.contains('.') { name.to_string() } else { format!("{parent}{name}") };
+            parent = full.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
+            named.insert(full);
+        }
+    }
+    assert!(named.len() > 40, "the README's configuration table was found: {named:?}");
+    let unknown: Vec<&String> = named.iter().filter(|k| !keys.contains_key(k.as_str())).collect();
+    assert!(unknown.is_empty(), "README.md names keys that do not exist: {unknown:?}");
+    let missing: Vec<&String> = keys.keys().filter(|k| !named.contains(k.as_str())).collect();
+    assert!(missing.is_empty(), "README.md's configuration table lacks {missing:?}");
+}

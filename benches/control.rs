@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use common::mqtt::{Broker, Pki, WsServer};
 use common::*;
 use ed25519_dalek::SigningKey;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
 use support::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use vistter_agent::control::envelope::{b64, sign, timestamp_now};
 
 const DEVICE: &str = "vs-bench";
@@ -55,40 +55,9 @@ fn summary(name: &str, mut v: Vec<f64>) -> (f64, f64) {
     (p50, p99)
 }
 
-/// One MQTT client whose incoming publishes go to `rx`; ready once its subscription is acknowledged.
+/// The bench's MQTT client (see `support::mqtt_client`).
 async fn client(port: u16, id: &str, sub: &str) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_inflight(1000);
-    let (c, mut ev) = AsyncClient::new(o, 4096);
-    ev.set_network_options(vistter_agent::control::mqtt::nodelay(ev.network_options()));
-    c.subscribe(sub, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (ready_tx, ready) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready_tx = Some(ready_tx);
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready_tx.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("bench client {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready).await.expect("subscribed").unwrap();
-    (c, rx)
+    mqtt_client(port, id, sub, 1000).await
 }
 
 fn ping(key: &SigningKey, n: usize) -> (String, String) {

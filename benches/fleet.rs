@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
 use support::*;
 use tokio::sync::mpsc;
@@ -174,37 +174,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// The cloud: one MQTT client subscribed to every device's replies, metrics, events and state.
+/// The cloud: one MQTT client subscribed to every device's replies, metrics, events and state;
+/// each message is stamped when the bench takes it.
 async fn cloud(port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<(Instant, String, Vec<u8>)>) {
-    let mut o = MqttOptions::new("fleet-cloud", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_inflight(2000);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (c, mut ev) = AsyncClient::new(o, 8192);
-    ev.set_network_options(vistter_agent::control::mqtt::nodelay(ev.network_options()));
-    c.subscribe(format!("{PREFIX}/devices/+/#"), QoS::AtLeastOnce).await.unwrap();
+    let (c, mut raw) = mqtt_client(port, "fleet-cloud", &format!("{PREFIX}/devices/+/#"), 2000).await;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let mut ready_tx = Some(ready_tx);
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready_tx.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((Instant::now(), p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
+        while let Some((topic, body)) = raw.recv().await {
+            if tx.send((Instant::now(), topic, body)).is_err() {
+                return;
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), ready).await.expect("subscribed").unwrap();
     (c, rx)
 }
 

@@ -208,3 +208,49 @@ impl SimCamera {
         }
     }
 }
+
+/// One MQTT client (the bench's cloud side) whose incoming publishes, as (topic, payload), go to
+/// the receiver; returned once its subscription to `sub` is acknowledged. At most `inflight`
+/// messages unacknowledged. Its event loop ends when the receiver is dropped.
+pub async fn mqtt_client(
+    port: u16,
+    id: &str,
+    sub: &str,
+    inflight: u16,
+) -> (rumqttc::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_inflight(inflight);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut ev) = AsyncClient::new(o, 8192);
+    ev.set_network_options(vistter_agent::control::mqtt::nodelay(ev.network_options()));
+    c.subscribe(sub, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut ready_tx = Some(ready_tx);
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if tx.is_closed() => return,
+                Err(e) => {
+                    eprintln!("bench client {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready).await.expect("subscribed").unwrap();
+    (c, rx)
+}

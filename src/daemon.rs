@@ -108,6 +108,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let dispatcher = Dispatcher::new(cfg.clone(), store.clone(), env.clone(), director.clone(), programs);
     if !cfg.control_plane_only {
         scheduler::spawn(cfg.clone(), store.clone(), env.clone(), director, timeline_stop.clone());
+        // The operator programs that were running come back, through the same door as a start.
+        let d = dispatcher.clone();
+        tokio::spawn(async move { d.restore_programs().await });
     }
     let link_stop = CancellationToken::new();
     let control = crate::control::start(&cfg, &store, std::sync::Arc::new(dispatcher.clone()), link_stop.clone())

@@ -533,3 +533,88 @@ fn degraded_mode_steps_down_without_reconnecting() {
     assert_eq!(steps.len(), 1, "the one step is one event:\n{}", event_lines(&events));
     agent.stop();
 }
+
+fn destinations_of(p: &serde_json::Value) -> Vec<String> {
+    p["destinations"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// The appliance's desired state is stored: an operator program (with a destination attached
+/// while live) comes back after a restart of the agent, on the same destinations; an ephemeral
+/// one does not; a stopped one is forgotten.
+#[test]
+fn an_operator_program_comes_back_after_a_restart_on_the_same_destinations() {
+    let a = RtspCamera::start("red");
+    let i1 = RtmpIngest::start();
+    let i2 = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a)], &[&i1, &i2]);
+    agent.start_program(&["a"], &["d1"]);
+    agent.ok(&["program", "attach", "d2"]);
+    i2.wait_for_recordings(1, Duration::from_secs(10));
+    let out = agent.ok(&["program", "start", "--camera", "a", "--program", "scratch", "--ephemeral"]);
+    assert!(out.contains("ephemeral"), "the start says the program is ephemeral: {out}");
+
+    agent.stop();
+    agent.spawn();
+    let p = agent.wait_program(Duration::from_secs(40), "main restored and pushing to both", |p| {
+        p["encoder"]["phase"] == "running"
+            && p["outputs"].as_array().is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["phase"] == "running"))
+    });
+    assert_eq!(destinations_of(&p), ["d1", "d2"], "the same destinations, the attached one included");
+    i1.wait_for_recordings(2, Duration::from_secs(20));
+    i2.wait_for_recordings(2, Duration::from_secs(20));
+    assert!(agent.program("scratch").is_null(), "the ephemeral program is not restored");
+    let starts = agent
+        .events()
+        .iter()
+        .filter(|e| e["event_type"] == "program_started" && e["subject"] == "program:main")
+        .count();
+    assert_eq!(starts, 2, "the restore is a start like any other, through the same door");
+
+    agent.ok(&["program", "stop"]);
+    agent.stop();
+    agent.spawn();
+    agent.wait_up(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.program("main").is_null(), "a stopped program stays stopped after a restart");
+    assert_eq!(i1.recordings().len(), 2, "no third publish to d1");
+    agent.stop();
+}
+
+/// Key rotation: `destination update` gives a live program's push a new stream key; that push
+/// reconnects once, with the new key, and the other destination's push is not disturbed.
+#[test]
+fn a_new_stream_key_reconnects_only_its_push() {
+    let a = RtspCamera::start("red");
+    let i1 = RtmpIngest::start();
+    let i2 = RtmpIngest::start();
+    let mut agent = setup(&[("a", &a)], &[&i1, &i2]);
+    agent.start_program(&["a"], &["d1", "d2"]);
+    i1.wait_for_recordings(1, Duration::from_secs(10));
+    i2.wait_for_recordings(1, Duration::from_secs(10));
+    let encoder_pid = agent.program("main")["encoder"]["pid"].as_u64();
+    let out = agent.cli_stdin(&["destination", "update", "d1", "--key-stdin"], "rotated-key\n");
+    assert!(out.status.success(), "update: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("new stream key") && !said.contains("rotated-key"), "the key is never printed: {said}");
+    let recs = i1.wait_for_recordings(2, Duration::from_secs(10));
+    let name = recs[1].file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.starts_with("rotated-key-"), "d1 publishes with the new key: {recs:?}");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let s2 = size(&i2.recordings()[0]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(i1.recordings().len(), 2, "d1 reconnected once");
+    assert_eq!(i2.recordings().len(), 1, "d2 was not disturbed");
+    assert!(size(&i2.recordings()[0]) > s2, "d2 keeps receiving");
+    assert_eq!(agent.program("main")["encoder"]["pid"].as_u64(), encoder_pid, "no encoder restart");
+    let listed = agent.ok(&["destination", "list", "--json"]);
+    assert!(!listed.contains("rotated-key"), "keys stay masked: {listed}");
+    // A change the destination cannot take changes nothing.
+    let bad = agent.cli(&["destination", "update", "d1", "--key", "has space"]);
+    assert!(!bad.status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(i1.recordings().len(), 2, "a refused update does not touch the push");
+    agent.stop();
+}

@@ -226,6 +226,23 @@ pub enum DestinationCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a destination's stream key or ingest URL (key rotation). A push that uses it
+    /// reconnects once with the new settings; the other destinations are not disturbed.
+    Update {
+        id: String,
+        /// New ingest URL (custom only).
+        #[arg(long)]
+        url: Option<String>,
+        /// New stream key (prefer --key-stdin: command lines are visible to other users).
+        #[arg(long, conflicts_with = "key_stdin")]
+        key: Option<String>,
+        /// Read the new stream key from standard input.
+        #[arg(long)]
+        key_stdin: bool,
+        /// RTMPS: new CA certificate file for a private ingest.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Remove a destination; live streams stop pushing to it.
     Remove { id: String },
     /// Add a destination to a live program (same as `program attach`).
@@ -329,6 +346,10 @@ pub enum ProgramCmdArgs {
         /// Slate image (PNG); default: a generated card.
         #[arg(long)]
         slate: Option<PathBuf>,
+        /// Do not store the program: it is not started again after a restart. (By default it
+        /// is, on the same cameras and destinations, until `program stop`.)
+        #[arg(long)]
+        ephemeral: bool,
         /// The program (`main` unless several run); `--id` is the older name.
         #[arg(long = "program", alias = "id", default_value = "main")]
         id: ProgramId,

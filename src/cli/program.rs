@@ -35,7 +35,7 @@ pub(super) async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), Cli
 pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), CliError> {
     let p = |action, id: ProgramId| ProgramCommand::new(action, Some(id));
     let (command, json_out) = match args {
-        ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, id } => {
+        ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, ephemeral, id } => {
             let slate = slate
                 .map(|s| FilePath::new(std::path::absolute(&s).unwrap_or(s)))
                 .transpose()
@@ -48,6 +48,7 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
                 fps,
                 bitrate_kbps: bitrate,
                 slate_image: slate,
+                ephemeral: ephemeral.then_some(true),
                 ..p(ProgramVerb::Start, id)
             };
             (c, false)
@@ -124,7 +125,12 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
             }
         }
         Output::Cut { at_s } => println!("cut at {at_s:.3} s"),
-        Output::ProgramStarted { id } => println!("program {id} started"),
+        Output::ProgramStarted { id, ephemeral: false } => {
+            println!("program {id} started (stored: it starts again after a restart, until `program stop`)")
+        }
+        Output::ProgramStarted { id, ephemeral: true } => {
+            println!("program {id} started (ephemeral: it is not started again after a restart)")
+        }
         Output::Destinations { destinations } => println!("destinations: {}", destinations.join(", ")),
         Output::Done => println!("ok"),
         other => return Err(unexpected(&other)),

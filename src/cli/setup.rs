@@ -150,6 +150,19 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
             }
             Ok(())
         }
+        DestinationCmd::Update { id, url, key, key_stdin, ca_file } => {
+            let key = match (key, key_stdin) {
+                (Some(k), _) => Some(configure::OperatorSecret(Secret::new(k))),
+                (None, true) => Some(configure::OperatorSecret(read_stdin_secret("stream key")?)),
+                (None, false) => None,
+            };
+            if key.is_none() && url.is_none() && ca_file.is_none() {
+                return Err(CliError::Invalid("nothing to change: give --key, --key-stdin, --url or --ca-file".into()));
+            }
+            let update =
+                configure::DestinationUpdate { destination_id: parse_id("destination id", &id)?, url, key, ca_file };
+            configure_change(cfg, Configure::DestinationUpdate(update)).await
+        }
         DestinationCmd::Remove { id } => {
             configure_change(cfg, Configure::DestinationRemove { destination_id: parse_id("destination id", &id)? })
                 .await

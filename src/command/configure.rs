@@ -75,6 +75,19 @@ pub struct DestinationAdd {
     pub enabled: bool,
 }
 
+/// A destination's new stream key, ingest URL or CA file; what is not given stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationUpdate {
+    pub destination_id: DestinationId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<OperatorSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -95,6 +108,8 @@ pub enum Configure {
         settle_ms: Option<u64>,
     },
     DestinationAdd(DestinationAdd),
+    /// Changes a destination's key, URL or CA file; the pushes using it reconnect once.
+    DestinationUpdate(DestinationUpdate),
     DestinationRemove {
         destination_id: DestinationId,
     },
@@ -221,6 +236,30 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
             .map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
             let d = store.add_destination(&a.destination_id, &settings, a.enabled).await?;
             done(format!("destination {} added: {} {}", d.id, d.platform, d.url))
+        }
+        Configure::DestinationUpdate(u) => {
+            let d = store.destination(&u.destination_id).await?;
+            let old = d.settings;
+            let settings = DestinationInput {
+                platform: old.platform,
+                // A preset platform's ingest comes from the preset, never from a stored URL.
+                url: u.url.or_else(|| old.platform.ingest_url().is_none().then(|| old.url.clone())),
+                key: u.key.map_or(old.key.clone(), |k| k.0),
+                backup_ingest: old.backup_ingest,
+                ca_file: u.ca_file.or(old.ca_file.clone()),
+                tls_verify: old.tls_verify,
+            }
+            .validate()
+            .map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
+            let key_changed = settings.key.expose() != old.key.expose();
+            let d = store.update_destination(&u.destination_id, &settings).await?;
+            done(format!(
+                "destination {} updated: {} {}{}",
+                d.id,
+                d.platform,
+                d.url,
+                if key_changed { " (new stream key)" } else { "" }
+            ))
         }
         Configure::DestinationRemove { destination_id } => {
             remove_destination(store, on_air, &destination_id).await?;

@@ -413,6 +413,9 @@ pub struct ProgramCommand {
     pub bitrate_kbps: Option<Kbps>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slate_image: Option<FilePath>,
+    /// `start`: not stored, so not started again after a restart (by default a program is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
     /// `cut`, `pin`, `preroll`; `thumbnail` of a camera (default: the program picture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub camera_id: Option<CameraId>,
@@ -444,6 +447,7 @@ impl ProgramCommand {
             fps: None,
             bitrate_kbps: None,
             slate_image: None,
+            ephemeral: None,
             camera_id: None,
             at_s: None,
             after_s: None,

@@ -107,6 +107,9 @@ pub enum Output {
     },
     ProgramStarted {
         id: ProgramId,
+        /// Not stored: it is not started again after a restart.
+        #[serde(default)]
+        ephemeral: bool,
     },
     Cut {
         at_s: f64,

@@ -49,6 +49,31 @@ impl Store {
         self.destination(id).await
     }
 
+    /// Replaces a destination's settings (a new stream key, ingest URL or CA file); its id,
+    /// enabled state and last use stay.
+    pub async fn update_destination(
+        &self,
+        id: &DestinationId,
+        s: &DestinationSettings,
+    ) -> Result<Destination, StoreError> {
+        self.destination(id).await?;
+        let sealed = self.key.seal(&s.key, &format!("destination:{id}:key"));
+        sqlx::query(
+            "UPDATE destinations SET platform = ?, url = ?, stream_key_enc = ?, backup_ingest = ?, ca_file = ?, tls_verify = ?
+             WHERE id = ?",
+        )
+        .bind(s.platform.as_str())
+        .bind(&s.url)
+        .bind(sealed)
+        .bind(s.backup_ingest)
+        .bind(s.ca_file.as_ref().map(|p| p.to_string_lossy().to_string()))
+        .bind(s.tls_verify)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.destination(id).await
+    }
+
     pub async fn destination(&self, id: &DestinationId) -> Result<Destination, StoreError> {
         let row =
             sqlx::query("SELECT * FROM destinations WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;

@@ -70,12 +70,14 @@ if ! have cargo; then
     if ! curl --proto '=https' --tlsv1.2 -sSf --max-time 60 https://sh.rustup.rs \
         | sh -s -- -y --profile minimal -c rustfmt,clippy; then
       arch="$(uname -m)"
-      init="$(mktemp)"
+      # rustup-init acts on the name it is run as: the file must be called rustup-init.
+      tmpdir="$(mktemp -d)"
+      init="$tmpdir/rustup-init"
       curl --proto '=https' --tlsv1.2 -sSf --max-time 300 -o "$init" \
         "https://static.rust-lang.org/rustup/dist/${arch}-unknown-linux-gnu/rustup-init"
       chmod +x "$init"
       "$init" -y --profile minimal -c rustfmt,clippy
-      rm -f "$init"
+      rm -rf "$tmpdir"
     fi
   fi
 fi

@@ -5,8 +5,11 @@
 #   sudo deploy/install.sh [path/to/vistter-agent]     (default: target/release/vistter-agent)
 #   sudo systemctl enable --now vistter-agent
 #
+# It also installs the packages the agent runs with (ffmpeg, fonts-dejavu-core) with apt-get when
+# they are missing and apt-get exists.
+#
 # DESTDIR=/some/root installs the files under that root instead (packaging, tests): it then
-# creates no user and does not call systemctl.
+# installs no package, creates no user and does not call systemctl.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,8 +17,22 @@ bin="${1:-$here/../target/release/vistter-agent}"
 root="${DESTDIR:-}"
 
 if [ ! -f "$bin" ]; then
-  echo "install.sh: no agent binary at $bin (build it with: cargo build --release)" >&2
+  echo "install.sh: no agent binary at $bin (build it with: cargo build --release --locked)" >&2
   exit 1
+fi
+
+if [ -z "$root" ] && command -v apt-get >/dev/null 2>&1; then
+  # What the agent runs: FFmpeg (ffmpeg, ffprobe) and the overlay font. Checked first, so a box that
+  # has them is not touched and the script stays quick.
+  need=()
+  { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need+=(ffmpeg)
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "install.sh: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
 fi
 
 if [ -z "$root" ]; then

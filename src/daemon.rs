@@ -90,6 +90,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         Err(e) => tracing::error!("segment library: cleaning up: {e}"),
     }
 
+    sweep_assets(&store, &cfg.data_dir).await;
+
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let sink = tokio::spawn(crate::events::sink(Store::open(&cfg.data_dir).await?, ev_rx));
     let env = MediaEnv::new(&cfg, registry, ev_tx);
@@ -172,6 +174,24 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tracing::error!("the store did not close in time; SQLite recovers its WAL at the next start");
     }
     Ok(())
+}
+
+/// Removes the copied show files (timeline assets, overlay images, slates) that no stored
+/// timeline or program refers to any more. Nothing is removed when the store cannot be read.
+async fn sweep_assets(store: &Store, data_dir: &std::path::Path) {
+    let (Ok(timelines), Ok(programs)) = (store.timelines().await, store.programs().await) else { return };
+    let mut keep: Vec<std::path::PathBuf> =
+        timelines.into_iter().filter_map(|t| t.asset_root.map(Into::into)).collect();
+    keep.extend(
+        programs
+            .iter()
+            .filter_map(|(_, json)| serde_json::from_str::<crate::command::ProgramCommand>(json).ok())
+            .filter_map(|p| p.slate_image.map(|f| f.path().to_path_buf())),
+    );
+    let n = crate::assets::sweep(data_dir, &keep);
+    if n > 0 {
+        tracing::info!("{n} copied show file folder(s) no longer used were removed");
+    }
 }
 
 /// The relay streams' task: brings the running relays to the desired state in the store every

@@ -36,6 +36,7 @@
 //! - [`cli`]: the `vistter-agent` command line.
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod cli;
 pub mod clock;
 pub mod command;

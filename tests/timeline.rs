@@ -297,6 +297,17 @@ fn bad_timelines_are_rejected_naming_the_cue_and_nothing_changes() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A 2 s green clip with a tone, 320x180 at 25 fps.
+fn green_clip(path: &Path) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x00ff00:s=320x180:r=25", "-f", "lavfi", "-i"])
+        .args(["sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "aac", "-shortest"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "make the clip: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `show_media`: a video file from the timeline's assets plays like a camera, looped and paced in
 /// real time, between two camera cues.
 #[test]
@@ -307,14 +318,7 @@ fn a_media_cue_plays_its_file_between_camera_cues() {
     setup(&mut agent, &[("r", &r)], &ingest);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("clips")).unwrap();
-    let clip = dir.path().join("clips/green.mp4");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x00ff00:s=320x180:r=25", "-f", "lavfi", "-i"])
-        .args(["sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "aac", "-shortest"])
-        .arg(&clip)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "make the clip: {}", String::from_utf8_lossy(&out.stderr));
+    green_clip(&dir.path().join("clips/green.mp4"));
     let media = json!({"id": "m", "start_time": 3.0, "duration": 5.0, "action": "show_media",
                        "params": {"asset": "clips/green.mp4"}});
     let tl = timeline("media", 12.0, false, vec![cam("a", 0.0, 3.0, "r"), media, cam("b", 8.0, 4.0, "r")], vec![]);
@@ -366,4 +370,68 @@ fn cold_inputs_are_prerolled_their_lead_before_the_cue_and_cut_on_time() {
     let bb = started.iter().find(|c| c.0 == "bb").expect("cue bb started");
     let blue = first_from(&cls, 0, 'B').expect("camera b on air");
     assert!((blue as i64 - (bb.1 * FPS).round() as i64).abs() <= 1, "cut on its frame: {blue} vs {:.0}", bb.1 * FPS);
+}
+
+/// `timeline load` copies the files a timeline uses into the data dir: the show plays its clip
+/// and shows its logo after the folder they were loaded from is gone (a home folder the service
+/// cannot read, a USB stick pulled out). A timeline naming a missing file is refused at load,
+/// naming the file.
+#[test]
+fn a_timelines_files_play_after_the_folder_they_were_loaded_from_is_gone() {
+    let r = RtspCamera::start("red");
+    let ingest = RtmpIngest::start();
+    let mut agent = TestAgent::new();
+    setup(&mut agent, &[("r", &r)], &ingest);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("clips")).unwrap();
+    green_clip(&dir.path().join("clips/green.mp4"));
+    let logo = dir.path().join("logo.png");
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(&logo).unwrap()), 80, 40);
+    enc.set_color(png::ColorType::Rgb);
+    enc.write_header().unwrap().write_image_data(&[255u8; 80 * 40 * 3]).unwrap();
+    let media = json!({"id": "m", "start_time": 3.0, "duration": 3.0, "action": "show_media",
+                       "params": {"asset": "clips/green.mp4"}});
+    let logo_cue = json!({"id": "logo", "start_time": 0.0, "duration": 9.0, "action": "show_overlay",
+                          "params": {"type": "logo", "image": "logo.png", "position": "bottom_right", "opacity": 1.0}});
+    let tl = timeline(
+        "copied",
+        9.0,
+        false,
+        vec![cam("a", 0.0, 3.0, "r"), media, cam("b", 6.0, 3.0, "r")],
+        vec![json!({"layer": 1, "cues": [logo_cue]})],
+    );
+    let file = write(dir.path(), "copied.json", &tl);
+    // A missing file is named at load, and nothing is stored.
+    let broken = timeline(
+        "broken",
+        9.0,
+        false,
+        vec![json!({"id": "m", "start_time": 0.0, "duration": 9.0,
+        "action": "show_media", "params": {"asset": "clips/missing.mp4"}})],
+        vec![],
+    );
+    let refused = agent.cli(&["timeline", "load", &write(dir.path(), "broken.json", &broken)]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("clips/missing.mp4"), "{refused:?}");
+    agent.ok(&["timeline", "load", &file]);
+    // The folder goes before the show is played (and before the daemon even starts).
+    drop(dir);
+    assert!(!Path::new(&file).exists());
+    agent.spawn();
+    agent.ok_when_up(&["timeline", "play", "copied", "--destination", "d1"]);
+    agent.wait_show(Duration::from_secs(40), "the end", |s| s["status"]["engine"]["state"] == "ended");
+    agent.ok(&["timeline", "stop"]);
+    let recs = ingest.recordings();
+    let frames = decode_rgb(&recs[0], W, H);
+    let centre: Vec<char> = frames.iter().map(|f| classify(pixel(f, W, 2, 1))).collect();
+    let green = centre.iter().filter(|c| **c == 'G').count();
+    assert!(
+        green >= 50,
+        "the copied clip played (~75 frames): {green} green frames: {}",
+        centre.iter().collect::<String>()
+    );
+    let corner =
+        frames.iter().filter(|f| pixel(f, W, W - 2, H - 2).0 > 200 && pixel(f, W, W - 2, H - 2).1 > 200).count();
+    assert!(corner * 2 > frames.len(), "the copied logo is on the picture: {corner} of {} frames", frames.len());
+    agent.stop();
 }

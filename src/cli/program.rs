@@ -15,7 +15,13 @@ pub(super) async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), Cli
     let req = match cmd {
         OverlayCmdArgs::Show { overlay, program } => {
             let id = overlay.id.clone();
-            let request = overlay.request()?;
+            let mut request = overlay.request()?;
+            // The image is copied where the service can always read it.
+            if let Some(image) = &request.image {
+                let copy = crate::assets::import_file(&cfg.data_dir, image)
+                    .map_err(|e| CliError::Invalid(format!("--image: {e}")))?;
+                request.image = Some(copy);
+            }
             OverlayUpdate { overlay_id: Some(id), overlay: Some(request), ..update(OverlayAction::Show, program) }
         }
         OverlayCmdArgs::Hide { overlay, program } => {
@@ -37,7 +43,12 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
     let (command, json_out) = match args {
         ProgramCmdArgs::Start { cameras, destinations, profile, size, fps, bitrate, slate, ephemeral, id } => {
             let slate = slate
-                .map(|s| FilePath::new(std::path::absolute(&s).unwrap_or(s)))
+                .map(|s| {
+                    crate::assets::import_file(&cfg.data_dir, &std::path::absolute(&s).unwrap_or(s))
+                        .map_err(|e| CliError::Invalid(format!("--slate: {e}")))
+                })
+                .transpose()?
+                .map(FilePath::new)
                 .transpose()
                 .map_err(|e| CliError::Invalid(format!("--slate: {e}")))?;
             let c = ProgramCommand {

@@ -306,3 +306,75 @@ pub(super) fn print_status(s: &serde_json::Value) {
         );
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum DestinationCmd {
+    /// Add a destination. The stream key is stored encrypted and never printed.
+    Add(DestinationAdd),
+    /// List destinations (keys masked).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a destination's stream key or ingest URL (key rotation). A push that uses it
+    /// reconnects once with the new settings; the other destinations are not disturbed.
+    Update {
+        id: String,
+        /// New ingest URL (custom only).
+        #[arg(long)]
+        url: Option<String>,
+        /// New stream key (prefer --key-stdin: command lines are visible to other users).
+        #[arg(long, conflicts_with = "key_stdin")]
+        key: Option<String>,
+        /// Read the new stream key from standard input.
+        #[arg(long)]
+        key_stdin: bool,
+        /// RTMPS: new CA certificate file for a private ingest.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Remove a destination; live streams stop pushing to it.
+    Remove { id: String },
+    /// Add a destination to a live program (same as `program attach`).
+    Attach {
+        id: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+    /// Remove a destination from a live program (same as `program detach`).
+    Detach {
+        id: String,
+        #[arg(long, default_value = "main")]
+        program: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DestinationAdd {
+    /// Destination id (letters, digits, '-', '_').
+    pub id: String,
+    /// youtube · facebook · twitch · custom
+    #[arg(long)]
+    pub platform: String,
+    /// Ingest URL (custom only): rtmp://host/app or rtmps://host:443/app
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Stream key (prefer --key-stdin: command lines are visible to other users).
+    #[arg(long, conflicts_with = "key_stdin")]
+    pub key: Option<String>,
+    /// Read the stream key from standard input.
+    #[arg(long)]
+    pub key_stdin: bool,
+    /// YouTube only: also push to the backup ingest.
+    #[arg(long)]
+    pub backup_ingest: bool,
+    /// RTMPS: CA certificate file for a private ingest.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// RTMPS: do not verify the ingest's certificate (not recommended).
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Add it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+}

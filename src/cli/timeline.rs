@@ -198,8 +198,10 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
         TimelineCmd::Load { file } => {
             let store = Store::open(&cfg.data_dir).await?;
             // Checked here first, so a mistake is reported with the file's name before anything is sent.
-            let (_, json, asset_root) = read_checked(&store, &file).await?;
+            let (tl, json, root) = read_checked(&store, &file).await?;
             store.close().await;
+            // The files it uses are copied where the service can always read them.
+            let asset_root = crate::assets::import_tree(&cfg.data_dir, &root, &tl.assets()).map_err(invalid)?;
             return configure_change(cfg, Configure::TimelineLoad { json, asset_root }).await;
         }
         TimelineCmd::Export { id, out, key, version } => {

@@ -65,7 +65,7 @@ pub fn import_tree(data_dir: &Path, root: &Path, rels: &[String]) -> Result<Path
         tree.update(digest.as_bytes());
         tree.update([b'\n']);
     }
-    settle(staging, &base.join(hex::encode(tree.finalize())), data_dir)
+    settle(staging, &base.join(hex::encode(tree.finalize())))
 }
 
 /// Copies one file into the data dir (`<digest>/<its name>`) and returns the copy's path.
@@ -78,7 +78,7 @@ pub fn import_file(data_dir: &Path, path: &Path) -> Result<PathBuf, AssetError> 
         .to_string();
     let (base, staging) = staging(data_dir)?;
     let digest = copy_hashing(path, &staging.path().join(&name))?;
-    let folder = settle(staging, &base.join(format!("f-{digest}")), data_dir)?;
+    let folder = settle(staging, &base.join(format!("f-{digest}")))?;
     Ok(folder.join(name))
 }
 
@@ -148,14 +148,13 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<String, AssetError> {
 }
 
 /// Puts the staged folder in place as `dest` (or drops it when `dest` is already there: same
-/// name, same content), owned like the data dir, and returns `dest`.
-fn settle(staging: tempfile::TempDir, dest: &Path, data_dir: &Path) -> Result<PathBuf, AssetError> {
+/// name, same content) and returns `dest`. (A root CLI hands it to the data dir's owner on exit.)
+fn settle(staging: tempfile::TempDir, dest: &Path) -> Result<PathBuf, AssetError> {
     if dest.is_dir() {
         return Ok(dest.to_path_buf());
     }
     let write_err = |source| AssetError::Write { dir: dest.display().to_string(), source };
     set_mode(staging.path(), 0o755)?;
-    own_like(staging.path(), data_dir).map_err(write_err)?;
     let staged = staging.keep();
     match std::fs::rename(&staged, dest) {
         Ok(()) => Ok(dest.to_path_buf()),
@@ -169,34 +168,6 @@ fn settle(staging: tempfile::TempDir, dest: &Path, data_dir: &Path) -> Result<Pa
             Err(write_err(source))
         }
     }
-}
-
-/// When run as root (`sudo vistter-agent …` on the appliance), what is written belongs to the
-/// data dir's owner (the service's user), so the service can later remove it.
-fn own_like(path: &Path, data_dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let owner = std::fs::metadata(data_dir)?;
-    for e in walk(path)? {
-        std::os::unix::fs::lchown(&e, Some(owner.uid()), Some(owner.gid()))?;
-    }
-    Ok(())
-}
-
-fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if out[i].is_dir() && !out[i].is_symlink() {
-            for e in std::fs::read_dir(&out[i])? {
-                out.push(e?.path());
-            }
-        }
-        i += 1;
-    }
-    Ok(out)
 }
 
 fn mkdir(dir: &Path) -> Result<(), AssetError> {

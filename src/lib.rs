@@ -51,6 +51,7 @@ pub mod local_api;
 pub mod logging;
 pub mod media;
 pub mod notify;
+pub mod ownership;
 pub mod ptz;
 pub mod secret;
 pub mod segments;

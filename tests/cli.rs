@@ -401,6 +401,43 @@ fn device_keys_are_made_once_and_the_trust_store_is_managed() {
     assert_eq!(list["keys"].as_array().map(Vec::len), Some(1), "{list}");
 }
 
+/// `sudo vistter-agent …` on an appliance whose data dir belongs to the service's user: what the
+/// command makes there (the device keys on first use, the database, copied show files) is handed
+/// to that user, or the service could no longer read it.
+#[test]
+fn a_root_command_leaves_the_data_dir_to_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs the CLI as root, as `sudo` does on the appliance: run the suite as root (CI does)"
+    );
+    let agent = TestAgent::new();
+    let data = agent.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    // `nobody` stands for the service's user.
+    let (uid, gid) = (65534, 65534);
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    agent.ok(&["device", "show"]);
+    agent.ok(&["camera", "add", "a", "--url", "rtsp://127.0.0.1:1/x"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("slate.png"), b"png").unwrap();
+    let tl = serde_json::json!({"id": "t", "name": "t", "duration": 4, "fps": 25, "resolution": "320x180",
+        "fallback": {"slate": "slate.png"},
+        "tracks": {"video": {"cues": [{"id": "c", "start_time": 0, "duration": 4, "action": "show_camera",
+                                        "params": {"camera_id": "a"}}]}, "overlays": []}});
+    let file = src.path().join("t.json");
+    std::fs::write(&file, tl.to_string()).unwrap();
+    agent.ok(&["timeline", "load", file.to_str().unwrap()]);
+    let mut seen = 0;
+    for p in vistter_agent::ownership::walk(&data).unwrap() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{} belongs to the data dir's owner", p.display());
+        seen += 1;
+    }
+    assert!(data.join("device_ed25519.key").exists() && data.join("agent.db").exists());
+    assert!(data.join("assets").is_dir() && seen > 6, "keys, database and copied files were checked: {seen}");
+}
+
 /// The README's CLI table and the real CLI agree, both ways: every command a row names exists (its
 /// group lists it) and every flag the row gives is in that command's `--help`; and every command
 /// the CLI has is in the table.

@@ -509,7 +509,16 @@ pub async fn execute(cli: Cli) -> i32 {
         }
     };
     crate::logging::init(&cfg.log_level, cfg.log_format, &cfg.log, matches!(cli.command, Command::Run));
-    match dispatch(cli.command, cfg).await {
+    let data_dir = cfg.data_dir.clone();
+    let result = dispatch(cli.command, cfg).await;
+    // `sudo vistter-agent …` on the appliance: what it made in the data dir is the service's.
+    if let Err(e) = crate::ownership::hand_over(&data_dir) {
+        eprintln!(
+            "vistter-agent: {}: files made by this command could not be given to its owner: {e}",
+            data_dir.display()
+        );
+    }
+    match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("vistter-agent: {e}");

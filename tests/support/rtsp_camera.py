@@ -56,7 +56,11 @@ def main():
 
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(args))
-    factory.set_shared(True)
+    # Each client gets its own pipeline, as a real camera gives each client its own session. A
+    # shared media is torn down asynchronously when its last client leaves, and a client arriving
+    # meanwhile gets "455 Method Not Valid in This State" or no answer: a fault of the simulator,
+    # not of the agent (a quick stop and restart of the agent hit it).
+    factory.set_shared(False)
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()

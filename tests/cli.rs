@@ -57,6 +57,7 @@ fn every_command_has_help() {
         &["admin", "set-password"],
         &["admin", "clear-password"],
         &["diag"],
+        &["doctor"],
     ];
     for c in cmds {
         let mut args = c.to_vec();
@@ -145,6 +146,7 @@ fn help_names_every_subcommand_and_flag() {
                 "trust",
                 "status",
                 "diag",
+                "doctor",
                 "admin",
             ],
         ),
@@ -219,6 +221,7 @@ fn help_names_every_subcommand_and_flag() {
         (&["schedule", "disable"], &["<ID>"]),
         (&["demo"], &["--out", "--rtmp", "--seconds", "--size", "--fps", "--bitrate", "--cut-every"]),
         (&["events"], &["--subject", "--limit", "--json"]),
+        (&["doctor"], &["--json", "--strict", "--service-user"]),
         (&["camera", "preset", "set"], &["<CAMERA>", "<PRESET>", "--token"]),
         (&["camera", "preset", "remove"], &["<CAMERA>", "<PRESET>"]),
         (&["camera", "preset", "list"], &["--json"]),

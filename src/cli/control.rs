@@ -180,7 +180,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
 
 /// The running daemon's picture from its status server (`[status]`, the status page's JSON), or
 /// `None` when it is off or does not answer within 3 s.
-async fn live_status(cfg: &Config) -> Option<serde_json::Value> {
+pub(super) async fn live_status(cfg: &Config) -> Option<serde_json::Value> {
     if !cfg.status.enabled {
         return None;
     }
@@ -196,7 +196,7 @@ async fn live_status(cfg: &Config) -> Option<serde_json::Value> {
     serde_json::from_slice(&r.bytes().await.ok()?).ok()
 }
 
-fn secs(s: f64) -> String {
+pub(super) fn secs(s: f64) -> String {
     let s = s.max(0.0) as u64;
     match s {
         s if s >= 3600 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),

@@ -6,6 +6,7 @@
 mod admin;
 mod control;
 mod diag;
+mod doctor;
 mod program;
 mod segment;
 mod setup;
@@ -144,6 +145,11 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         events: i64,
     },
+    /// Check the box and say how to fix what is wrong: FFmpeg, fonts, the data dir, the daemon,
+    /// file owners and modes, the status page, the cameras, the cloud link. Changes nothing.
+    /// Exit codes: 0 all ok (or only warnings without --strict), 1 a warning with --strict,
+    /// 2 a check failed.
+    Doctor(doctor::DoctorArgs),
     /// Show the hardware encoder probe (cached per FFmpeg version).
     Hwaccel {
         /// Probe again instead of using the cache.
@@ -501,7 +507,12 @@ impl CliError {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn execute(cli: Cli) -> i32 {
     let overrides = Overrides { data_dir: cli.data_dir.clone(), log_level: cli.log_level.clone() };
-    let cfg = match Config::load(cli.config.as_deref(), overrides) {
+    let loaded = Config::load(cli.config.as_deref(), overrides);
+    // A missing or broken configuration is one of doctor's findings, not the end of it.
+    if let Command::Doctor(args) = cli.command {
+        return doctor::doctor(args, cli.config.as_deref(), loaded).await;
+    }
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vistter-agent: {e}");
@@ -571,6 +582,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diag { out, events } => diag::diag(&cfg, &out, events).await,
+        Command::Doctor(_) => unreachable!("doctor runs in `execute`, before the configuration is checked"),
         Command::Hwaccel { refresh, json } => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(e.to_string()))?;
             let v = crate::media::hwaccel::cached(&cfg.ffmpeg.path, &cfg.data_dir.join("hwaccel.json"), refresh)

@@ -5,6 +5,7 @@
 //! does a one-second test encode; the first that works is chosen, else libx264. The verdict is
 //! cached per FFmpeg version in the data dir, because probing costs seconds at every start.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -78,21 +79,35 @@ fn test_args(encoder: &str) -> Vec<&str> {
     a
 }
 
-/// Lists and test-encodes every candidate (no cache).
-pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
-    let name = ffmpeg.display().to_string();
-    let version = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
+/// The first line of `ffmpeg -version` (`ffmpeg version 6.1.1 Copyright …`): what the cache is keyed by.
+pub async fn version_line(ffmpeg: &Path) -> Result<String, HwError> {
+    let out = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
         .await
-        .map_err(|e| HwError::NoFfmpeg(name.clone(), e.to_string()))?;
-    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or_default().to_string();
+        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e.to_string()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
+}
+
+/// The encoders this FFmpeg build lists (`ffmpeg -encoders`): built in, not proven to work.
+pub async fn listed_encoders(ffmpeg: &Path) -> Result<BTreeSet<String>, HwError> {
     let list = output(ffmpeg, &["-hide_banner", "-encoders"], Duration::from_secs(10))
         .await
-        .map_err(|e| HwError::NoFfmpeg(name, e.to_string()))?;
-    let listed = String::from_utf8_lossy(&list.stdout).to_string();
-    let is_listed = |enc: &str| listed.lines().any(|l| l.split_whitespace().nth(1) == Some(enc));
+        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e.to_string()))?;
+    // Each encoder line is ` V....D libx264  description`; the header's lines have no second word
+    // that is an encoder name the agent asks about.
+    Ok(String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Lists and test-encodes every candidate (no cache).
+pub async fn probe(ffmpeg: &Path) -> Result<Verdict, HwError> {
+    let version = version_line(ffmpeg).await?;
+    let listed = listed_encoders(ffmpeg).await?;
     let mut candidates = Vec::new();
     for enc in CANDIDATES.iter().chain([&SOFTWARE]) {
-        let mut c = Candidate { encoder: enc.to_string(), listed: is_listed(enc), works: false, error: None };
+        let mut c = Candidate { encoder: enc.to_string(), listed: listed.contains(*enc), works: false, error: None };
         if c.listed {
             match output(ffmpeg, &test_args(enc), Duration::from_secs(15)).await {
                 Ok(o) if o.status.success() => c.works = true,
@@ -132,16 +147,18 @@ pub async fn cached(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdic
     Ok(v)
 }
 
+/// The verdict cached at `cache` if it was made with the FFmpeg whose `-version` line is
+/// `version`; reads only (`vistter-agent doctor` reports it without probing).
+pub fn read_cache(cache: &Path, version: &str) -> Option<Verdict> {
+    let v = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<Verdict>(&b).ok())?;
+    (v.ffmpeg_version == version).then_some(v)
+}
+
 async fn cached_on_disk(ffmpeg: &Path, cache: &Path, refresh: bool) -> Result<Verdict, HwError> {
-    let current = output(ffmpeg, &["-hide_banner", "-version"], Duration::from_secs(10))
-        .await
-        .map_err(|e| HwError::NoFfmpeg(ffmpeg.display().to_string(), e.to_string()))?;
-    let current = String::from_utf8_lossy(&current.stdout).lines().next().unwrap_or_default().to_string();
+    let current = version_line(ffmpeg).await?;
     if !refresh {
-        if let Some(v) = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<Verdict>(&b).ok()) {
-            if v.ffmpeg_version == current {
-                return Ok(v);
-            }
+        if let Some(v) = read_cache(cache, &current) {
+            return Ok(v);
         }
     }
     let v = probe(ffmpeg).await?;

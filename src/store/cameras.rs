@@ -69,28 +69,38 @@ impl Camera {
     /// The URL to open (credentials inserted) and how to show it.
     pub fn source(&self) -> CameraSource {
         let mut real = url::Url::parse(&self.url).expect("validated on insert");
-        let mut shown = real.clone();
         if let Some(u) = &self.username {
             let _ = real.set_username(u);
-            let _ = shown.set_username(u);
         }
         let mut secrets = vec![];
         if let Some(p) = &self.password {
             let _ = real.set_password(Some(p.expose()));
-            let _ = shown.set_password(Some("***"));
             secrets.push(p.clone());
             // FFmpeg may echo the URL, where the password appears percent-encoded.
             if let Some(enc) = real.password() {
                 secrets.push(Secret::new(enc));
             }
         }
-        CameraSource::rtsp(
-            self.id.clone(),
-            Secret::new(real.to_string()),
-            shown.to_string().replace("%2A%2A%2A", "***"),
-            secrets,
-        )
+        let shown = shown_url(&self.url, self.username.as_deref(), self.password.is_some());
+        CameraSource::rtsp(self.id.clone(), Secret::new(real.to_string()), shown, secrets)
     }
+}
+
+/// How a camera's URL is shown to people: the stored URL (which holds no credentials) with the
+/// user and, if there is a password, `***` in its place.
+pub fn shown_url(url: &str, username: Option<&str>, has_password: bool) -> String {
+    let Ok(mut shown) = url::Url::parse(url) else {
+        return crate::logging::mask_url_passwords(url);
+    };
+    // Whatever the row holds, no password from it is shown.
+    let _ = shown.set_password(None);
+    if let Some(u) = username {
+        let _ = shown.set_username(u);
+    }
+    if has_password {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string().replace("%2A%2A%2A", "***")
 }
 
 impl Store {

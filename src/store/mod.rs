@@ -11,6 +11,7 @@ pub mod control;
 pub mod crypto;
 pub mod destinations;
 pub mod events;
+pub mod peek;
 pub mod programs;
 pub mod relays;
 pub mod shows;

@@ -47,6 +47,11 @@ impl TestAgent {
         TestAgent { dir, daemon: None }
     }
 
+    /// The config file every command of this agent is given (`--config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -370,6 +370,7 @@ mod tests {
             backup_ingest: false,
             ca_file: None,
             tls_verify: true,
+            publisher: Default::default(),
         };
         store.add_destination(&DestinationId::new(id).unwrap(), &input.validate().unwrap(), enabled).await.unwrap();
     }

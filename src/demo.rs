@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::ffmpeg::job::JobEvent;
 use crate::ffmpeg::registry::Registry;
-use crate::media::destination::{Ingest, OutputTarget};
+use crate::media::destination::{Ingest, OutputTarget, Publisher};
 use crate::media::encoder::EncoderSettings;
 use crate::media::ingest::ProgramFormat;
 use crate::media::probe::{CameraSource, SourceKind};
@@ -232,6 +232,9 @@ pub async fn run(cfg: &Config, opts: DemoOptions, shutdown: CancellationToken) -
         shown: opts.output.clone(),
         key: Secret::new(""),
         tls: None,
+        ingest_url: opts.output.clone(),
+        // The demo's output is a file: only FFmpeg writes those.
+        publisher: Publisher::Ffmpeg,
     };
     let spec = ProgramSpec {
         id: crate::values::ProgramId::new("demo").expect("a valid id"),

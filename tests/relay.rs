@@ -172,7 +172,12 @@ fn a_camera_without_audio_gets_silent_aac() {
 fn after_a_crash_the_agent_reaps_its_own_ffmpeg_and_resumes() {
     let cam = RtspCamera::start("smpte");
     let ingest = RtmpIngest::start();
-    let mut agent = setup("r1", &cam, &[&ingest]);
+    // The FFmpeg publisher, so there is a pusher process to reap too.
+    let mut agent = TestAgent::new();
+    agent.ok(&["camera", "add", "cam1", "--url", &cam.url()]);
+    agent.ok(&["destination", "add", "d1", "--platform", "custom", "--url", &ingest.url(), "--key", KEYS[0]]);
+    agent.ok(&["destination", "update", "d1", "--publisher", "ffmpeg"]);
+    agent.ok(&["stream", "start", "r1", "--camera", "cam1", "--destination", "d1"]);
     // An FFmpeg that is not the agent's: it must survive everything below.
     let mut decoy = ProcGuard::spawn(
         "decoy ffmpeg",
@@ -222,8 +227,10 @@ fn destinations_attach_and_detach_while_live() {
         s["status"]["outputs"].as_array().is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["destination"] != "d2"))
     });
     let pids_after = agent.ffmpeg_pids("r1");
-    assert_eq!(pids_before[0], pids_after[0], "the ingest was not restarted");
-    assert_eq!(pids_before[1], pids_after[1], "d1's pusher was not restarted");
+    assert_eq!(pids_before, pids_after, "the ingest was not restarted (the pushers are native: no processes)");
+    let outputs = agent.status("r1")["status"]["outputs"].clone();
+    let d1 = outputs.as_array().unwrap().iter().find(|o| o["destination"] == "d1").unwrap();
+    assert_eq!(d1["starts"], 1, "d1's publisher was not restarted: {d1:#}");
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let d2_len = size(&ingests[1].recordings()[0]);
     std::thread::sleep(Duration::from_secs(3));
@@ -269,6 +276,9 @@ fn a_refused_stream_key_is_reported_not_hammered() {
     assert!(locked["permanent_error"].as_str().unwrap().contains("refuses the stream key"), "{locked:#}");
     assert_eq!(locked["retry_in_ms"], 60_000, "retried only at the slowest pace");
     assert_eq!(s["stream"]["state"], "live", "the stream itself is live");
+    // The native publisher learns of the refusal within seconds, before the camera's first frames
+    // may have reached the other ingest.
+    good.wait_for_recordings(1, Duration::from_secs(20));
     assert_eq!(good.recordings().len(), 1, "the other destination is unaffected");
     assert!(ingest.recordings().is_empty());
     let events = s["events"].to_string();

@@ -3,6 +3,7 @@
 //! checked function on the store when no daemon runs. Listing and probing read the store.
 
 use super::*;
+use crate::media::destination::Publisher;
 
 pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError> {
     let timeout = Duration::from_secs(cfg.ffmpeg.rtsp_timeout_s);
@@ -124,6 +125,7 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
                 ca_file: a.ca_file,
                 tls_verify: !a.insecure_skip_verify,
                 enabled: !a.disabled,
+                publisher: a.publisher,
             };
             // Checked here too, so a mistake is reported before anything is sent.
             DestinationInput {
@@ -133,6 +135,7 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
                 backup_ingest: add.backup_ingest,
                 ca_file: add.ca_file.clone(),
                 tls_verify: add.tls_verify,
+                publisher: add.publisher,
             }
             .validate()
             .map_err(|e| CliError::Invalid(e.to_string()))?;
@@ -150,17 +153,24 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
             }
             Ok(())
         }
-        DestinationCmd::Update { id, url, key, key_stdin, ca_file } => {
+        DestinationCmd::Update { id, url, key, key_stdin, ca_file, publisher } => {
             let key = match (key, key_stdin) {
                 (Some(k), _) => Some(configure::OperatorSecret(Secret::new(k))),
                 (None, true) => Some(configure::OperatorSecret(read_stdin_secret("stream key")?)),
                 (None, false) => None,
             };
-            if key.is_none() && url.is_none() && ca_file.is_none() {
-                return Err(CliError::Invalid("nothing to change: give --key, --key-stdin, --url or --ca-file".into()));
+            if key.is_none() && url.is_none() && ca_file.is_none() && publisher.is_none() {
+                return Err(CliError::Invalid(
+                    "nothing to change: give --key, --key-stdin, --url, --ca-file or --publisher".into(),
+                ));
             }
-            let update =
-                configure::DestinationUpdate { destination_id: parse_id("destination id", &id)?, url, key, ca_file };
+            let update = configure::DestinationUpdate {
+                destination_id: parse_id("destination id", &id)?,
+                url,
+                key,
+                ca_file,
+                publisher,
+            };
             configure_change(cfg, Configure::DestinationUpdate(update)).await
         }
         DestinationCmd::Remove { id } => {
@@ -332,6 +342,9 @@ pub enum DestinationCmd {
         /// RTMPS: new CA certificate file for a private ingest.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// What sends the stream: native (the agent's RTMP client) or ffmpeg.
+        #[arg(long, value_parser = parse_publisher)]
+        publisher: Option<Publisher>,
     },
     /// Remove a destination; live streams stop pushing to it.
     Remove { id: String },
@@ -377,4 +390,12 @@ pub struct DestinationAdd {
     /// Add it disabled.
     #[arg(long)]
     pub disabled: bool,
+    /// What sends the stream: native (the agent's own RTMP client, the default) or ffmpeg (an
+    /// FFmpeg process, for an ingest the native client cannot serve).
+    #[arg(long, value_parser = parse_publisher, default_value = "native")]
+    pub publisher: Publisher,
+}
+
+fn parse_publisher(s: &str) -> Result<Publisher, String> {
+    s.parse().map_err(|e: crate::media::destination::DestinationError| e.to_string())
 }

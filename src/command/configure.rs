@@ -15,7 +15,7 @@ use super::on_air::OnAir;
 use super::values::{CameraId, DestinationId, PresetId, ScheduleId, StreamId, TimelineId};
 use super::{ErrorCode, Output, Refusal};
 use crate::config::Config;
-use crate::media::destination::{DestinationInput, Platform};
+use crate::media::destination::{DestinationInput, Platform, Publisher};
 use crate::secret::Secret;
 use crate::segments::manifest::SegmentId;
 use crate::store::cameras::NewCamera;
@@ -73,6 +73,8 @@ pub struct DestinationAdd {
     pub tls_verify: bool,
     #[serde(default = "yes")]
     pub enabled: bool,
+    #[serde(default)]
+    pub publisher: Publisher,
 }
 
 /// A destination's new stream key, ingest URL or CA file; what is not given stays.
@@ -86,6 +88,8 @@ pub struct DestinationUpdate {
     pub key: Option<OperatorSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<Publisher>,
 }
 
 fn yes() -> bool {
@@ -231,6 +235,7 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
                 backup_ingest: a.backup_ingest,
                 ca_file: a.ca_file,
                 tls_verify: a.tls_verify,
+                publisher: a.publisher,
             }
             .validate()
             .map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;
@@ -248,6 +253,7 @@ pub async fn apply(store: &Store, cfg: &Config, on_air: &OnAir, change: Configur
                 backup_ingest: old.backup_ingest,
                 ca_file: u.ca_file.or(old.ca_file.clone()),
                 tls_verify: old.tls_verify,
+                publisher: u.publisher.unwrap_or(old.publisher),
             }
             .validate()
             .map_err(|e| Refusal::new(ErrorCode::SchemaViolation, e.to_string()))?;

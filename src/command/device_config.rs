@@ -171,6 +171,7 @@ impl Apply<'_> {
                         backup_ingest: false,
                         ca_file: None,
                         tls_verify: true,
+                        publisher: Default::default(),
                     };
                     Some(input.validate().map_err(|e| field(at.clone(), e.to_string()))?)
                 }

@@ -108,6 +108,45 @@ pub enum DestinationError {
     CaUnreadable(PathBuf),
     #[error("a backup ingest exists only for YouTube")]
     NoBackup,
+    #[error("unknown publisher {0:?} (expected native or ffmpeg)")]
+    UnknownPublisher(String),
+}
+
+/// What sends a destination's stream to its ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Publisher {
+    /// The agent's own RTMP(S) client: a task, not a process, and the server's exact answers.
+    #[default]
+    Native,
+    /// An FFmpeg process (`-c copy -f flv`), for an ingest the native client cannot serve.
+    Ffmpeg,
+}
+
+impl Publisher {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Publisher::Native => "native",
+            Publisher::Ffmpeg => "ffmpeg",
+        }
+    }
+}
+
+impl FromStr for Publisher {
+    type Err = DestinationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Publisher::Native),
+            "ffmpeg" => Ok(Publisher::Ffmpeg),
+            _ => Err(DestinationError::UnknownPublisher(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A destination's settings as entered, before validation.
@@ -119,6 +158,7 @@ pub struct DestinationInput {
     pub backup_ingest: bool,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
+    pub publisher: Publisher,
 }
 
 /// A validated destination: what the store keeps.
@@ -131,6 +171,7 @@ pub struct DestinationSettings {
     pub backup_ingest: bool,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
+    pub publisher: Publisher,
 }
 
 impl DestinationInput {
@@ -177,6 +218,7 @@ impl DestinationInput {
             backup_ingest: self.backup_ingest,
             ca_file: self.ca_file,
             tls_verify: self.tls_verify,
+            publisher: self.publisher,
         })
     }
 }
@@ -200,6 +242,9 @@ pub struct OutputTarget {
     pub shown: String,
     pub key: Secret,
     pub tls: Option<TlsOptions>,
+    /// The ingest URL without the key (what the native publisher connects to).
+    pub ingest_url: String,
+    pub publisher: Publisher,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +282,8 @@ impl DestinationSettings {
             shown: format!("{base}/***"),
             key: self.key.clone(),
             tls,
+            ingest_url: base.to_string(),
+            publisher: self.publisher,
         }
     }
 
@@ -258,6 +305,7 @@ mod tests {
             backup_ingest: false,
             ca_file: None,
             tls_verify: true,
+            publisher: Publisher::Native,
         }
     }
 

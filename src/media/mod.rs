@@ -3,7 +3,7 @@
 //! and the per-destination pushers.
 //!
 //! - [`flv`]: FLV tag reader. [`fanout`]: cached headers + GOP, one bounded queue per destination.
-//! - [`pusher`]: one supervised FFmpeg per destination ingest. [`relay`]: camera ingest → fan-out.
+//! - [`pusher`]: one supervised sender per destination ingest ([`rtmp`]: the native RTMP(S) client). [`relay`]: camera ingest → fan-out.
 //! - [`destination`]: platform presets and validation. [`probe`]: ffprobe of cameras;
 //!   [`probe_cache`]: what each camera sent at its last probe, so ingests start without one.
 //! - [`hwaccel`]: hardware H.264 encoder probing.
@@ -23,6 +23,7 @@ pub mod probe_cache;
 pub mod program;
 pub mod pusher;
 pub mod relay;
+pub mod rtmp;
 pub mod switcher;
 pub mod thumbnail;
 

@@ -1,5 +1,7 @@
-//! A pusher: one supervised FFmpeg per destination ingest, fed from the fan-out.
+//! A pusher: one supervised sender per destination ingest, fed from the fan-out: the native RTMP
+//! publisher ([`super::rtmp`]) by default, or an FFmpeg process when the destination asks for it.
 //!
+//! The FFmpeg pusher:
 //! `ffmpeg -f flv -i pipe:0 -c copy -f flv URL`. Each (re)start of the process gets a fresh
 //! subscription, so it begins with the FLV header, sequence headers and the last keyframe. The
 //! pusher's backoff is its own: a dead destination never delays another.
@@ -12,8 +14,9 @@ use futures_util::future::join_all;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::destination::{Ingest, OutputTarget};
+use super::destination::{Ingest, OutputTarget, Publisher};
 use super::fanout::{Fanout, SubStats};
+use super::rtmp::publisher::NativePusher;
 use super::MediaEnv;
 use crate::ffmpeg::argv::{common_prefix, Argv};
 use crate::ffmpeg::job::{ChildIo, Job, JobKind, JobSpec, JobStatus};
@@ -153,12 +156,48 @@ async fn feed(
     }
 }
 
+/// One destination ingest's sender: the agent's own RTMP client or an FFmpeg process.
+enum AnyPusher {
+    Native(NativePusher),
+    Ffmpeg(Pusher),
+}
+
+impl AnyPusher {
+    fn start(job_prefix: &str, fanout: &Fanout, target: OutputTarget, env: &MediaEnv) -> AnyPusher {
+        match target.publisher {
+            Publisher::Native => AnyPusher::Native(NativePusher::start(job_prefix, fanout, target, env)),
+            Publisher::Ffmpeg => AnyPusher::Ffmpeg(Pusher::start(job_prefix, fanout, target, env)),
+        }
+    }
+
+    fn target(&self) -> &OutputTarget {
+        match self {
+            AnyPusher::Native(p) => p.target(),
+            AnyPusher::Ffmpeg(p) => p.target(),
+        }
+    }
+
+    fn status(&self) -> PusherStatus {
+        match self {
+            AnyPusher::Native(p) => p.status(),
+            AnyPusher::Ffmpeg(p) => p.status(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            AnyPusher::Native(p) => p.stop().await,
+            AnyPusher::Ffmpeg(p) => p.stop().await,
+        }
+    }
+}
+
 /// The pushers of one program or relay, keyed by destination and ingest.
 pub struct Outputs {
     job_prefix: String,
     fanout: Fanout,
     env: MediaEnv,
-    pushers: BTreeMap<(DestinationId, Ingest), Pusher>,
+    pushers: BTreeMap<(DestinationId, Ingest), AnyPusher>,
 }
 
 impl Outputs {
@@ -193,17 +232,17 @@ impl Outputs {
         for (k, t) in wanted {
             if !self.pushers.contains_key(&k) {
                 tracing::info!(job = %self.job_prefix, destination = %k.0, url = %t.shown, "adding destination");
-                let p = Pusher::start(&self.job_prefix, &self.fanout, t, &self.env);
+                let p = AnyPusher::start(&self.job_prefix, &self.fanout, t, &self.env);
                 self.pushers.insert(k, p);
             }
         }
     }
 
     pub fn status(&self) -> Vec<PusherStatus> {
-        self.pushers.values().map(Pusher::status).collect()
+        self.pushers.values().map(AnyPusher::status).collect()
     }
 
     pub async fn stop(self) {
-        join_all(self.pushers.into_values().map(Pusher::stop)).await;
+        join_all(self.pushers.into_values().map(AnyPusher::stop)).await;
     }
 }

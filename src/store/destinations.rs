@@ -32,8 +32,8 @@ impl Store {
         }
         let sealed = self.key.seal(&s.key, &format!("destination:{id}:key"));
         sqlx::query(
-            "INSERT INTO destinations (id, platform, url, stream_key_enc, backup_ingest, ca_file, tls_verify, enabled, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO destinations (id, platform, url, stream_key_enc, backup_ingest, ca_file, tls_verify, enabled, created_at, publisher)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(s.platform.as_str())
@@ -44,6 +44,7 @@ impl Store {
         .bind(s.tls_verify)
         .bind(enabled)
         .bind(now())
+        .bind(s.publisher.as_str())
         .execute(&self.pool)
         .await?;
         self.destination(id).await
@@ -59,8 +60,8 @@ impl Store {
         self.destination(id).await?;
         let sealed = self.key.seal(&s.key, &format!("destination:{id}:key"));
         sqlx::query(
-            "UPDATE destinations SET platform = ?, url = ?, stream_key_enc = ?, backup_ingest = ?, ca_file = ?, tls_verify = ?
-             WHERE id = ?",
+            "UPDATE destinations SET platform = ?, url = ?, stream_key_enc = ?, backup_ingest = ?, ca_file = ?, tls_verify = ?,
+             publisher = ? WHERE id = ?",
         )
         .bind(s.platform.as_str())
         .bind(&s.url)
@@ -68,6 +69,7 @@ impl Store {
         .bind(s.backup_ingest)
         .bind(s.ca_file.as_ref().map(|p| p.to_string_lossy().to_string()))
         .bind(s.tls_verify)
+        .bind(s.publisher.as_str())
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
@@ -95,6 +97,10 @@ impl Store {
             backup_ingest: row.get("backup_ingest"),
             ca_file: row.get::<Option<String>, _>("ca_file").map(Into::into),
             tls_verify: row.get("tls_verify"),
+            publisher: row
+                .get::<String, _>("publisher")
+                .parse()
+                .map_err(|e: crate::media::destination::DestinationError| StoreError::Invalid(e.to_string()))?,
         };
         Ok(Destination {
             url: settings.shown_url(),

@@ -305,6 +305,7 @@ mod id_tests {
             backup_ingest: false,
             ca_file: None,
             tls_verify: true,
+            publisher: Default::default(),
         }
         .validate()
         .unwrap();

@@ -44,8 +44,13 @@ impl EventRow {
 pub fn row(ev: JobEvent) -> Option<EventRow> {
     Some(match ev {
         JobEvent::Started { job, pid, start, .. } => {
-            tracing::debug!(%job, pid, start, "ffmpeg started");
+            tracing::debug!(%job, pid, start, "started");
             return None;
+        }
+        // pid 0: the native publisher, a task of the agent rather than a process.
+        JobEvent::Healthy { job, kind, pid: 0 } => {
+            tracing::info!(%job, "live (native publisher)");
+            EventRow::about(&kind, Severity::Info, "up", format!("{job}: publishing"))
         }
         JobEvent::Healthy { job, kind, pid } => {
             tracing::info!(%job, pid, "live");

@@ -136,7 +136,8 @@ fn a_hung_camera_is_detected_and_recovers() {
     agent.ok(&["stream", "stop", "r1"]);
     agent.wait_for("r1", Duration::from_secs(20), "stream stopped", |s| s["stream"]["state"] == "stopped");
     let log = agent.log();
-    let pusher: Vec<&str> = log.lines().filter(|l| l.contains("push:d1") && !l.contains("ffmpeg started")).collect();
+    let pusher: Vec<&str> =
+        log.lines().filter(|l| l.contains("push:d1") && !l.contains("\"message\":\"started\"")).collect();
     assert_eq!(
         ingest.recordings().len(),
         1,

@@ -9,6 +9,7 @@
 mod agent;
 pub mod browser;
 mod camera;
+pub mod fake_rtmp;
 mod frames;
 pub mod https;
 mod ingest;

@@ -22,6 +22,7 @@ use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::incoming::{interpret, Control};
 use crate::media::flv::{Tag, TagKind};
 
 /// The chunk size the agent sends with (FFmpeg and OBS use 4096; fewer chunk headers per frame).
@@ -389,33 +390,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         while let Some(payload) = self.input.get_next_message(input).map_err(protocol)? {
             input = &[];
             self.pending = 0;
-            let msg = payload.to_rtmp_message().map_err(protocol)?;
-            match msg {
-                RtmpMessage::SetChunkSize { size } => {
+            match interpret(payload.type_id, &payload.data).map_err(protocol)? {
+                Control::ChunkSize(size) => {
                     if size == 0 || size > MAX_IN_CHUNK_SIZE {
                         return Err(PublishError::Protocol(format!("chunk size {size} out of range")));
                     }
                     self.input.set_max_chunk_size(size as usize).map_err(protocol)?;
                 }
-                RtmpMessage::WindowAcknowledgement { size } => self.ack_window = size,
-                RtmpMessage::UserControl { event_type: UserControlEventType::PingRequest, timestamp, .. } => {
+                Control::AckWindow(size) => self.ack_window = size,
+                Control::Ping(t) => {
                     let pong = RtmpMessage::UserControl {
                         event_type: UserControlEventType::PingResponse,
                         stream_id: None,
                         buffer_length: None,
-                        timestamp: Some(timestamp.unwrap_or(RtmpTimestamp::new(0))),
+                        timestamp: Some(RtmpTimestamp::new(t)),
                     };
                     self.send_control(pong)?;
                 }
-                RtmpMessage::Amf0Command { command_name, transaction_id, additional_arguments, .. } => {
-                    out.push(match command_name.as_str() {
-                        "_result" => Incoming::Result { tx: transaction_id, args: additional_arguments },
-                        "_error" => Incoming::Error { tx: transaction_id, args: additional_arguments },
-                        "onStatus" => status(&additional_arguments),
-                        _ => Incoming::Other,
-                    });
-                }
-                _ => out.push(Incoming::Other),
+                Control::Command { name, tx, args } => out.push(match name.as_str() {
+                    "_result" => Incoming::Result { tx, args },
+                    "_error" => Incoming::Error { tx, args },
+                    "onStatus" => status(&args),
+                    _ => Incoming::Other,
+                }),
+                Control::Ignored => out.push(Incoming::Other),
             }
         }
         if self.pending > MAX_PENDING {

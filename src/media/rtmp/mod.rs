@@ -2,10 +2,12 @@
 //! process, fed from the fan-out with the FLV tags the encoder (or a relayed camera) produces.
 //!
 //! - [`client`]: one publishing session (handshake, `connect` … `publish`, chunking, answers).
+//! - [`incoming`]: the server's messages, read with every length checked.
 //! - [`publisher`]: the supervised task: connect, publish, send, and on failure report the
 //!   server's exact answer and retry with the same backoff and isolation rules as an FFmpeg job.
 
 pub mod client;
+pub mod incoming;
 pub mod publisher;
 
 use std::sync::Arc;

@@ -243,7 +243,8 @@ async fn session(sh: Arc<Shared>, addr: IngestAddr) -> Result<(), PublishError> 
     let target = PublishTarget { app: &addr.app, tc_url: &addr.tc_url, key: sh.target.key.expose() };
     let mut s = Session::publish(io, &target, sh.stage_timeout).await?;
     sh.note(format!("publishing on {}", sh.target.shown));
-    let pid = std::process::id();
+    // No process of its own: pid 0 says so to the event log.
+    let pid = 0;
     sh.event(JobEvent::Started { job: sh.name.clone(), kind: sh.kind.clone(), pid, start: sh.status.borrow().starts });
     let was_degraded = sh.status.borrow().degraded;
     sh.status.send_modify(|st| {

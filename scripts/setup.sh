@@ -63,12 +63,14 @@ if ! have cargo; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     echo "setup: cargo is in ~/.cargo/bin; add it to PATH (source ~/.cargo/env)" >&2
   else
-    echo "setup: installing the Rust toolchain with rustup" >&2
+    # The release named in rust-toolchain.toml, so the first build does not fetch a second one.
+    rust="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../rust-toolchain.toml")"
+    echo "setup: installing the Rust toolchain ${rust:-stable} with rustup" >&2
     have curl || { $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null; }
     # The one-line installer first; where it does not answer, the rustup-init binary from rustup's
     # own distribution server (the same installer, without the shell wrapper).
     if ! curl --proto '=https' --tlsv1.2 -sSf --max-time 60 https://sh.rustup.rs \
-        | sh -s -- -y --profile minimal -c rustfmt,clippy; then
+        | sh -s -- -y --profile minimal -c rustfmt,clippy --default-toolchain "${rust:-stable}"; then
       arch="$(uname -m)"
       # rustup-init acts on the name it is run as: the file must be called rustup-init.
       tmpdir="$(mktemp -d)"
@@ -76,7 +78,7 @@ if ! have cargo; then
       curl --proto '=https' --tlsv1.2 -sSf --max-time 300 -o "$init" \
         "https://static.rust-lang.org/rustup/dist/${arch}-unknown-linux-gnu/rustup-init"
       chmod +x "$init"
-      "$init" -y --profile minimal -c rustfmt,clippy
+      "$init" -y --profile minimal -c rustfmt,clippy --default-toolchain "${rust:-stable}"
       rm -rf "$tmpdir"
     fi
   fi

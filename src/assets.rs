@@ -63,7 +63,7 @@ pub fn import_tree(data_dir: &Path, root: &Path, rels: &[String]) -> Result<Path
         tree.update(rel.as_bytes());
         tree.update([0]);
         tree.update(digest.as_bytes());
-        tree.update([b'\n']);
+        tree.update(*b"\n");
     }
     settle(staging, &base.join(hex::encode(tree.finalize())))
 }

@@ -148,7 +148,8 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
             } else {
                 for d in ds {
                     let state = if d.enabled { "" } else { " (disabled)" };
-                    println!("{:<16} {:<9} {}{state}", d.id, d.platform, d.url);
+                    let publisher = if d.publisher == Publisher::Native { "" } else { " (ffmpeg publisher)" };
+                    println!("{:<16} {:<9} {}{publisher}{state}", d.id, d.platform, d.url);
                 }
             }
             Ok(())

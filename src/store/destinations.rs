@@ -18,6 +18,8 @@ pub struct Destination {
     pub url: String,
     pub enabled: bool,
     pub last_used: Option<String>,
+    /// What sends it: the native RTMP(S) publisher or FFmpeg.
+    pub publisher: crate::media::destination::Publisher,
 }
 
 impl Store {
@@ -104,6 +106,7 @@ impl Store {
         };
         Ok(Destination {
             url: settings.shown_url(),
+            publisher: settings.publisher,
             platform,
             settings,
             enabled: row.get("enabled"),

@@ -118,7 +118,8 @@ fn a_scheduled_show_is_back_within_10s_after_sigkill() {
     for c in p["cameras"].as_array().into_iter().flatten().chain(p["outputs"].as_array().into_iter().flatten()) {
         old.extend(c["ingest"]["pid"].as_u64().or(c["pid"].as_u64()).map(|p| p as u32));
     }
-    assert!(old.len() >= 3, "encoder, camera and pusher pids: {old:?} from {p:#}");
+    // The destination is sent by the native publisher, a task of the agent: no pusher process.
+    assert!(old.len() >= 2, "encoder and camera pids: {old:?} from {p:#}");
     agent.kill9();
     std::thread::sleep(Duration::from_secs(1));
     let restart = unix_now();

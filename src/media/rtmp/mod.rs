@@ -32,16 +32,28 @@ pub struct IngestAddr {
     pub tc_url: String,
 }
 
+/// Why an ingest URL cannot be published to (destinations are validated when added, so this is a
+/// stored URL that no longer parses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("invalid ingest URL: {0}")]
+    Invalid(String),
+    #[error("unsupported ingest URL scheme {0:?}")]
+    Scheme(String),
+    #[error("the ingest URL has no host")]
+    NoHost,
+}
+
 impl IngestAddr {
-    pub fn parse(base: &str) -> Result<IngestAddr, String> {
+    pub fn parse(base: &str) -> Result<IngestAddr, AddrError> {
         let base = base.trim_end_matches('/');
-        let u = url::Url::parse(base).map_err(|e| format!("invalid ingest URL: {e}"))?;
+        let u = url::Url::parse(base).map_err(|e| AddrError::Invalid(e.to_string()))?;
         let tls = match u.scheme() {
             "rtmp" => false,
             "rtmps" => true,
-            s => return Err(format!("unsupported scheme {s:?}")),
+            s => return Err(AddrError::Scheme(s.to_string())),
         };
-        let host = u.host_str().filter(|h| !h.is_empty()).ok_or("the ingest URL has no host")?;
+        let host = u.host_str().filter(|h| !h.is_empty()).ok_or(AddrError::NoHost)?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = u.port().unwrap_or(if tls { 443 } else { 1935 });
         let mut app = u.path().trim_start_matches('/').to_string();
@@ -95,7 +107,8 @@ fn tls_reason(e: &std::io::Error) -> String {
 }
 
 fn tls_config(tls: Option<&TlsOptions>) -> Result<Arc<rustls::ClientConfig>, PublishError> {
-    let provider = crate::control::tls::provider();
+    // The crypto provider is named, as everywhere in the agent (ring).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PublishError::Tls(e.to_string()))?;
@@ -104,12 +117,26 @@ fn tls_config(tls: Option<&TlsOptions>) -> Result<Arc<rustls::ClientConfig>, Pub
         let ca = tls.and_then(|t| t.ca_file.clone()).ok_or_else(|| {
             PublishError::Tls("no CA to verify the ingest with (install ca-certificates or give a CA file)".into())
         })?;
-        let roots = crate::control::tls::roots(&ca).map_err(|e| PublishError::Tls(format!("CA file: {e}")))?;
+        let roots = roots(&ca)?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
     };
     Ok(Arc::new(cfg))
+}
+
+/// The CAs an ingest's certificate is checked against (the system bundle, or the destination's CA file).
+fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, PublishError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| PublishError::Tls(format!("CA file {}: {e}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no PEM certificate in it"));
+    }
+    Ok(roots)
 }
 
 /// For a destination added with TLS verification off (an ingest with a self-made certificate):

@@ -149,7 +149,7 @@ async fn run(
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut closes_at_publish = 0u32;
     let reply;
-    let addr = IngestAddr::parse(sh.target.shown.trim_end_matches("/***"));
+    let addr = IngestAddr::parse(&sh.target.ingest_url);
     'run: loop {
         sh.status.send_modify(|s| {
             s.phase = Phase::Starting;
@@ -160,7 +160,7 @@ async fn run(
         let attempt = match &addr {
             Ok(a) => tokio::spawn(session(sh.clone(), a.clone())),
             Err(e) => {
-                let e = PublishError::Protocol(e.clone());
+                let e = PublishError::Protocol(e.to_string());
                 tokio::spawn(async move { Err(e) })
             }
         };

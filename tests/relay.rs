@@ -278,7 +278,7 @@ fn a_refused_stream_key_is_reported_not_hammered() {
     assert_eq!(locked["retry_in_ms"], 60_000, "retried only at the slowest pace");
     // The native publisher can learn of the refusal before the camera is live: the stream itself
     // goes live all the same.
-    agent.wait_live("r1", Duration::from_secs(30));
+    agent.wait_for("r1", Duration::from_secs(30), "the stream live", |s| s["stream"]["state"] == "live");
     // The native publisher learns of the refusal within seconds, before the camera's first frames
     // may have reached the other ingest.
     good.wait_for_recordings(1, Duration::from_secs(20));

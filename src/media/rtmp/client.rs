@@ -1,6 +1,7 @@
 //! One RTMP publishing session over any byte stream (TCP, or TLS for RTMPS).
 //!
-//! The chunk layer, the message types and AMF0 come from `rml_rtmp`; the command exchange is ours,
+//! The handshake and the outgoing chunk layer come from `rml_rtmp`; what the server sends is read
+//! by [`super::incoming`] (bounded, fuzzed); the command exchange is ours,
 //! because `rml_rtmp`'s `ClientSession` sends no `releaseStream`/`FCPublish` (which some ingests
 //! expect), cannot pass the encoder's own `onMetaData` through, and folds every refusal into one
 //! "unhandled status" event. Here each stage has its own deadline and each answer of the server
@@ -15,14 +16,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
-use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::incoming::{interpret, Control};
+use super::incoming::{interpret, ChunkReader, Control};
 use crate::media::flv::{Tag, TagKind};
 
 /// The chunk size the agent sends with (FFmpeg and OBS use 4096; fewer chunk headers per frame).
@@ -126,13 +127,12 @@ pub struct PublishTarget<'a> {
 pub struct Session<S> {
     io: S,
     out: ChunkSerializer,
-    input: ChunkDeserializer,
+    input: ChunkReader,
     stream_id: u32,
     /// Bytes received and the server's acknowledgement window (we acknowledge as the spec asks).
     received: u64,
     acked: u64,
     ack_window: u32,
-    pending: usize,
     stage_timeout: Duration,
     next_tx: f64,
     wbuf: Vec<u8>,
@@ -156,12 +156,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut s = Session {
             io,
             out: ChunkSerializer::new(),
-            input: ChunkDeserializer::new(),
+            input: ChunkReader::new(),
             stream_id: 0,
             received: 0,
             acked: 0,
             ack_window: 0,
-            pending: 0,
             stage_timeout,
             next_tx: 1.0,
             wbuf: Vec::with_capacity(64 * 1024),
@@ -379,23 +378,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Parses what the server sent, answers what needs an answer, returns the rest.
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Incoming>, PublishError> {
         self.received += bytes.len() as u64;
-        self.pending += bytes.len();
         if self.ack_window > 0 && self.received - self.acked >= u64::from(self.ack_window) {
             self.acked = self.received;
             let ack = RtmpMessage::Acknowledgement { sequence_number: self.received as u32 };
             self.send_control(ack)?;
         }
         let mut out = Vec::new();
-        let mut input = bytes;
-        while let Some(payload) = self.input.get_next_message(input).map_err(protocol)? {
-            input = &[];
-            self.pending = 0;
-            match interpret(payload.type_id, &payload.data).map_err(protocol)? {
+        self.input.push(bytes);
+        while let Some((type_id, data)) = self.input.next_message().map_err(protocol)? {
+            match interpret(type_id, &data).map_err(protocol)? {
                 Control::ChunkSize(size) => {
                     if size == 0 || size > MAX_IN_CHUNK_SIZE {
                         return Err(PublishError::Protocol(format!("chunk size {size} out of range")));
                     }
-                    self.input.set_max_chunk_size(size as usize).map_err(protocol)?;
+                    self.input.set_chunk_size(size as usize);
                 }
                 Control::AckWindow(size) => self.ack_window = size,
                 Control::Ping(t) => {
@@ -416,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Control::Ignored => out.push(Incoming::Other),
             }
         }
-        if self.pending > MAX_PENDING {
+        if self.input.buffered() > MAX_PENDING {
             return Err(PublishError::Protocol(format!(
                 "more than {MAX_PENDING} bytes from the ingest without a whole message"
             )));

@@ -200,3 +200,42 @@ fn a_camera_whose_port_is_closed_is_unreachable_and_its_password_is_never_shown(
         assert!(!text.contains("Hunter2-pw"), "the camera password is never printed:\n{text}");
     }
 }
+
+/// No FFmpeg where the configuration says, and a client certificate the service's user cannot
+/// read (root's, mode 0600): each is its own failure with the command that fixes it.
+#[test]
+fn no_ffmpeg_and_a_certificate_the_service_cannot_read_are_each_named_with_their_fix() {
+    let tls = tempfile::tempdir().unwrap();
+    chmod(tls.path(), 0o755);
+    for (f, mode) in [("ca.pem", 0o644), ("cert.pem", 0o600), ("key.pem", 0o600)] {
+        std::fs::write(tls.path().join(f), "-----BEGIN SOMETHING-----\n").unwrap();
+        chmod(&tls.path().join(f), mode);
+    }
+    let p = |f: &str| tls.path().join(f).display().to_string();
+    let agent = TestAgent::with_config(&format!(
+        "[ffmpeg]\npath = \"/nonexistent/ffmpeg\"\nffprobe = \"/nonexistent/ffprobe\"\n\
+         [control.mqtt]\nurl = \"mqtts://127.0.0.1:8883\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        p("ca.pem"),
+        p("cert.pem"),
+        p("key.pem")
+    ));
+    chmod(&agent.config_path(), 0o644);
+    let out = agent.cli(&["doctor", "--service-user", "nobody"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "a failure:\n{report}");
+    let f = line(&report, "ffmpeg");
+    assert!(
+        f.starts_with("fail ") && f.contains("/nonexistent/ffmpeg") && f.contains("apt-get install ffmpeg"),
+        "{report}"
+    );
+    // Only root can read the certificate and its key: the service (nobody here) cannot.
+    for (check, file) in [("control.mqtt cert_file", "cert.pem"), ("control.mqtt key_file", "key.pem")] {
+        let l = line(&report, check);
+        assert!(
+            l.starts_with("fail ") && l.contains("the service's user nobody cannot read") && l.contains(&p(file)),
+            "{check}:\n{report}"
+        );
+        assert!(l.contains("chgrp") || l.contains("chown"), "the fix is named: {l}");
+    }
+    assert!(line(&report, "daemon").starts_with("warn "), "the daemon is not running:\n{report}");
+}

@@ -157,6 +157,23 @@ pub struct JobStatus {
     pub progress: Option<ProgressSummary>,
 }
 
+impl JobStatus {
+    /// A job (or a native publisher) that has not started yet.
+    pub fn starting() -> JobStatus {
+        JobStatus {
+            phase: Phase::Starting,
+            pid: None,
+            starts: 0,
+            consecutive_failures: 0,
+            degraded: false,
+            permanent_error: None,
+            last_error: None,
+            retry_in_ms: None,
+            progress: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProgressSummary {
     pub out_time_us: Option<i64>,
@@ -244,17 +261,7 @@ pub struct Job {
 impl Job {
     pub fn spawn(spec: JobSpec) -> Job {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        let (status_tx, status_rx) = watch::channel(JobStatus {
-            phase: Phase::Starting,
-            pid: None,
-            starts: 0,
-            consecutive_failures: 0,
-            degraded: false,
-            permanent_error: None,
-            last_error: None,
-            retry_in_ms: None,
-            progress: None,
-        });
+        let (status_tx, status_rx) = watch::channel(JobStatus::starting());
         let ring = Arc::new(Mutex::new(StderrRing::new(spec.stderr_lines, Default::default())));
         super::ring::register(&spec.name, &ring);
         let name = spec.name.clone();

@@ -41,6 +41,20 @@ pub struct PusherStatus {
     pub stderr: Vec<String>,
 }
 
+impl PusherStatus {
+    /// The report of one sender of `target`, whichever publisher it is; `log` is its last lines.
+    pub fn of(target: &OutputTarget, job: JobStatus, queue: SubStats, log: Vec<String>) -> PusherStatus {
+        PusherStatus {
+            destination: target.destination_id.clone(),
+            ingest: target.ingest,
+            url: target.shown.clone(),
+            job,
+            queue,
+            stderr: last_lines(log),
+        }
+    }
+}
+
 /// How many of the kept stderr lines go into each status report.
 pub const STATUS_STDERR_LINES: usize = 10;
 
@@ -98,14 +112,12 @@ impl Pusher {
     }
 
     pub fn status(&self) -> PusherStatus {
-        PusherStatus {
-            destination: self.target.destination_id.clone(),
-            ingest: self.target.ingest,
-            url: self.target.shown.clone(),
-            job: self.job.status(),
-            queue: *self.stats.lock().expect("stats lock"),
-            stderr: last_lines(self.job.stderr_tail()),
-        }
+        PusherStatus::of(
+            &self.target,
+            self.job.status(),
+            *self.stats.lock().expect("stats lock"),
+            self.job.stderr_tail(),
+        )
     }
 
     pub async fn stop(self) {

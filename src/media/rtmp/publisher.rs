@@ -23,7 +23,7 @@ use crate::ffmpeg::job::{JobEvent, JobKind, JobStatus, Phase, ProgressSummary};
 use crate::media::destination::{Ingest, OutputTarget};
 use crate::media::fanout::{Fanout, SubStats};
 use crate::media::flv::{FlvReader, Item, TagKind};
-use crate::media::pusher::{last_lines, PusherStatus};
+use crate::media::pusher::PusherStatus;
 use crate::media::MediaEnv;
 
 /// Lines of the session log kept for status and diagnostics (what FFmpeg's stderr is for the other
@@ -87,17 +87,7 @@ impl NativePusher {
             destination: target.destination_id.clone(),
             backup: target.ingest == Ingest::Backup,
         };
-        let (status_tx, status_rx) = watch::channel(JobStatus {
-            phase: Phase::Starting,
-            pid: None,
-            starts: 0,
-            consecutive_failures: 0,
-            degraded: false,
-            permanent_error: None,
-            last_error: None,
-            retry_in_ms: None,
-            progress: None,
-        });
+        let (status_tx, status_rx) = watch::channel(JobStatus::starting());
         let shared = Arc::new(Shared {
             name: kind.to_string(),
             kind,
@@ -120,14 +110,13 @@ impl NativePusher {
     }
 
     pub fn status(&self) -> PusherStatus {
-        PusherStatus {
-            destination: self.target.destination_id.clone(),
-            ingest: self.target.ingest,
-            url: self.target.shown.clone(),
-            job: self.status.borrow().clone(),
-            queue: *self.shared.stats.lock().expect("stats lock"),
-            stderr: last_lines(self.shared.log.lock().expect("log lock").iter().cloned().collect()),
-        }
+        let log = self.shared.log.lock().expect("log lock").iter().cloned().collect();
+        PusherStatus::of(
+            &self.target,
+            self.status.borrow().clone(),
+            *self.shared.stats.lock().expect("stats lock"),
+            log,
+        )
     }
 
     pub async fn stop(self) {

@@ -38,6 +38,7 @@ fn spec(name: &str, program: &str, args: Argv) -> JobSpec {
         events: None,
         registry: None,
         extra_fds: vec![],
+        env: vec![],
     }
 }
 

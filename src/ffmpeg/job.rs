@@ -83,6 +83,8 @@ pub struct JobSpec {
     pub registry: Option<Registry>,
     /// Extra pipes beyond stdin/stdout/stderr and the progress fd 3 (e.g. PCM audio on fd 4).
     pub extra_fds: Vec<ExtraFd>,
+    /// Environment variables for the child, unless the agent's own environment sets them.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// An extra pipe: which fd the child sees, and which way data flows.
@@ -451,6 +453,12 @@ impl Runner {
             }
         };
         let mut cmd = Command::new(&self.spec.program);
+        // The agent's own environment wins over the job's defaults.
+        for (k, v) in &self.spec.env {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
         cmd.args(argv.expose())
             .stdin(if self.spec.pipe_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(if self.spec.pipe_stdout { Stdio::piped() } else { Stdio::null() })

@@ -234,18 +234,20 @@ pub enum Analysis {
 
 pub fn decode_args(
     cam: &CameraSource,
-    has_audio: bool,
+    probe: Option<&CameraProbe>,
     fmt: ProgramFormat,
     rtsp_timeout: Duration,
     analysis: Analysis,
 ) -> Argv {
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    let has_audio = probe.is_none_or(|p| p.audio_codec.is_some());
     let mut a = match &cam.kind {
         SourceKind::Lavfi { video, audio } => return synthetic_args(video, audio.as_deref(), fmt),
         // A media asset plays like a camera: paced in real time, looped for as long as it is used.
-        SourceKind::Media(path) => return media_args(path, has_audio, fmt),
+        SourceKind::Media(path) => return media_args(path, probe, fmt),
         SourceKind::Rtsp { url, secrets } => {
             let mut a = common_prefix()
+                .args(["-threads", decode_threads(probe), "-filter_threads", "1"])
                 .args(["-fflags", "nobuffer", "-rtsp_transport", "tcp", "-timeout"])
                 .arg(rtsp_timeout.as_micros().to_string());
             if analysis == Analysis::Skip {
@@ -264,9 +266,29 @@ pub fn decode_args(
     a
 }
 
-fn media_args(path: &Path, has_audio: bool, fmt: ProgramFormat) -> Argv {
+/// One malloc arena per decoder: glibc gives each of FFmpeg's threads an arena of its own, and
+/// every arena keeps the frame buffers freed into it. A 720p30 camera decoder with one thread,
+/// measured: 24 MB private with one arena, 28 MB with two, 30 MB with glibc's default; the same
+/// CPU. (The encoder, measured the same way, gained nothing, so it keeps the default.)
+const DECODER_ENV: [(&str, &str); 1] = [("MALLOC_ARENA_MAX", "1")];
+
+/// Decoder threads for a camera of the probed size. A live decoder only has to keep up with
+/// real time: one thread decodes 720p30 H.264 with room to spare, and each frame thread costs a
+/// set of frame buffers (measured on a 720p30 camera: 39 MB of private memory with FFmpeg's
+/// automatic count on 2 cores, 30 MB with one thread, at the same CPU). Larger pictures get two;
+/// an unknown size gets two as well.
+fn decode_threads(probe: Option<&CameraProbe>) -> &'static str {
+    match probe.and_then(|p| Some(p.width? as u64 * p.height? as u64)) {
+        Some(px) if px <= 1280 * 720 => "1",
+        _ => "2",
+    }
+}
+
+fn media_args(path: &Path, probe: Option<&CameraProbe>, fmt: ProgramFormat) -> Argv {
     let (w, h, f) = (fmt.width, fmt.height, fmt.fps);
+    let has_audio = probe.is_none_or(|p| p.audio_codec.is_some());
     let mut a = common_prefix()
+        .args(["-threads", decode_threads(probe), "-filter_threads", "1"])
         .args(["-re", "-stream_loop", "-1", "-i"])
         .arg(path.display().to_string())
         .args(["-map", "0:v:0", "-vf"])
@@ -367,7 +389,7 @@ impl ArgSource for DecodeArgs {
     fn prepare(&self) -> BoxFuture<'static, Result<Argv, PrepareError>> {
         let (ffprobe, cam, t, fmt) = (self.ffprobe.clone(), self.camera.clone(), self.rtsp_timeout, self.format);
         if let SourceKind::Lavfi { .. } = cam.kind {
-            let a = decode_args(&cam, true, fmt, t, Analysis::Full);
+            let a = decode_args(&cam, None, fmt, t, Analysis::Full);
             return Box::pin(async move { Ok(a) });
         }
         let analysis = self.analysis();
@@ -376,7 +398,6 @@ impl ArgSource for DecodeArgs {
         // the camera having changed.
         let trust = if restart { FRESH_FOR } else { TRUST_FOR };
         if let Some(k) = self.probes.known(&cam, trust) {
-            let has_audio = k.probe.audio_codec.is_some();
             if k.age > FRESH_FOR {
                 self.check_in_background(&k.probe);
             }
@@ -389,7 +410,7 @@ impl ArgSource for DecodeArgs {
                 tracing::info!(job = %self.job, "{detail}");
                 self.note("probe_remembered", detail, false);
             }
-            let a = decode_args(&cam, has_audio, fmt, t, analysis);
+            let a = decode_args(&cam, Some(&k.probe), fmt, t, analysis);
             return Box::pin(async move { Ok(a) });
         }
         let probes = self.probes.clone();
@@ -398,7 +419,7 @@ impl ArgSource for DecodeArgs {
                 .probe(&ffprobe, &cam, t)
                 .await
                 .map_err(|e| PrepareError { permanent: matches!(e, ProbeError::Tool(_)), message: e.to_string() })?;
-            Ok(decode_args(&cam, probe.audio_codec.is_some(), fmt, t, analysis))
+            Ok(decode_args(&cam, Some(&probe), fmt, t, analysis))
         })
     }
 }
@@ -432,6 +453,7 @@ impl DecodeIngest {
                 pipe_stdout: true,
                 io: Some(io_tx.clone()),
                 extra_fds: vec![ExtraFd { child_fd: 4, child_writes: true }],
+                env: DECODER_ENV.to_vec(),
                 ..env.job(
                     JobKind::Camera { owner: owner.clone(), camera_id: kind_camera.clone() },
                     Arc::new(DecodeArgs {
@@ -619,6 +641,20 @@ mod tests {
         assert_eq!(next_analysis(Some((Skip, 10)), 10), Full, "no frame from a quick start: analyse");
         assert_eq!(next_analysis(Some((Full, 10)), 10), Skip, "a failing camera alternates");
         assert_eq!(next_analysis(Some((Full, 10)), 99), Skip);
+    }
+
+    #[test]
+    fn a_camera_decoder_gets_threads_for_its_picture_size() {
+        let probe =
+            |w, h| CameraProbe { video_codec: Some("h264".into()), width: Some(w), height: Some(h), audio_codec: None };
+        assert_eq!(decode_threads(Some(&probe(1280, 720))), "1");
+        assert_eq!(decode_threads(Some(&probe(640, 360))), "1");
+        assert_eq!(decode_threads(Some(&probe(1920, 1080))), "2");
+        assert_eq!(decode_threads(Some(&probe(2560, 1440))), "2");
+        assert_eq!(decode_threads(None), "2", "an unknown size");
+        let mut no_size = probe(0, 0);
+        no_size.width = None;
+        assert_eq!(decode_threads(Some(&no_size)), "2");
     }
 
     #[tokio::test(start_paused = true)]

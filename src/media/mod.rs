@@ -97,6 +97,7 @@ impl MediaEnv {
             events: Some(self.events.clone()),
             registry: Some(self.registry.clone()),
             extra_fds: vec![],
+            env: vec![],
         }
     }
 

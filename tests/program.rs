@@ -189,6 +189,62 @@ fn a_killed_program_camera_is_camera_down_with_its_id() {
     agent.stop();
 }
 
+/// Close a camera's connection while it is on air (its RTSP server killed: the kernel closes the
+/// TCP connection): a certain loss, so its backup is on air within 3 frames at the ingest, where a
+/// hang waits the fallback window. Without a backup, the slate, as fast.
+#[test]
+fn a_closed_camera_connection_is_replaced_within_three_frames() {
+    let mut a = RtspCamera::start("red");
+    let c = RtspCamera::start("green");
+    let mut b = RtspCamera::start("blue");
+    let ingest = RtmpIngest::start();
+    let mut agent = setup(&[("c", &c), ("b", &b)], &[&ingest]);
+    agent.ok(&["camera", "add", "a", "--url", &a.url(), "--backup", "c"]);
+    agent.start_program(&["a", "b"], &["d1"]);
+    agent.wait_program(Duration::from_secs(20), "all cameras delivering", |p| {
+        p["cameras"].as_array().is_some_and(|cams| {
+            ["a", "b", "c"].iter().all(|id| {
+                cams.iter().any(|c| c["camera"] == *id && c["frame_age_ms"].as_u64().is_some_and(|a| a < 200))
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // The program time just before and just after the kill bound the moment of the close.
+    let before_a = program_time(&agent);
+    a.kill();
+    let after_a = program_time(&agent);
+    agent.wait_program(Duration::from_secs(5), "backup on air", |p| p["on_air"]["camera"] == "c");
+    agent.ok(&["program", "cut", "b"]);
+    agent.wait_program(Duration::from_secs(5), "b on air", |p| p["on_air"]["camera"] == "b");
+    std::thread::sleep(Duration::from_secs(1));
+    let before_b = program_time(&agent);
+    b.kill();
+    let after_b = program_time(&agent);
+    agent.wait_program(Duration::from_secs(5), "slate", |p| p["on_air"]["kind"] == "slate");
+    std::thread::sleep(Duration::from_millis(500));
+    let cls = stop_and_recording(&mut agent, &ingest);
+    for (what, before, after, want) in [("a → backup c", before_a, after_a, 'G'), ("b → slate", before_b, after_b, 'S')]
+    {
+        let (from, to) = ((before * FPS).floor() as usize, (after * FPS).ceil() as usize);
+        let on = first_from(&cls, from, want).unwrap_or_else(|| panic!("{what}: never on air"));
+        // Frames after the close that still showed the lost camera: at most 3, plus the frames
+        // the CLI's round trip around the kill leaves uncertain.
+        let late = on.saturating_sub(to);
+        let cls_around: String = cls[from.saturating_sub(3)..(on + 3).min(cls.len())].iter().collect();
+        eprintln!(
+            "{what}: kill within frames {from}..={to}, replacement from frame {on} ({late} frames after the later bound, {} after the earlier): {cls_around}",
+            on - from
+        );
+        assert!(late <= 3, "{what}: {late} frames of the lost camera after the close: {cls_around}");
+        assert!(on - from <= 3 + (to - from), "{what}: {cls_around}");
+    }
+    assert!(
+        !cls[(before_a * FPS) as usize..(before_b * FPS) as usize].contains(&'S'),
+        "never the slate while c was healthy"
+    );
+    agent.stop();
+}
+
 /// Hang a camera that has a backup: the backup is on air within 1 s.
 #[test]
 fn a_hung_camera_is_replaced_by_its_backup() {
@@ -230,6 +286,8 @@ fn a_hung_camera_is_replaced_by_its_backup() {
     let took = (green - hang_frame) as f64 / FPS;
     eprintln!("camera hang → backup: {took:.2} s");
     assert!(took <= 1.0 + 0.05, "backup after {took:.2} s");
+    // A hang may pass: the last frame is held for the fallback window (900 ms), not cut at once.
+    assert!(took >= 0.6, "a hang waits its window before the backup: {took:.2} s");
     assert!(!cls[hang_frame..green].contains(&'S'), "no slate while the backup was healthy");
     agent.stop();
 }

@@ -112,6 +112,7 @@ impl SourceState {
             self.health.steady_since = Some(now);
         }
         self.health.last_frame = Some(now);
+        self.health.ended = false;
         self.frames_in += 1;
     }
 }
@@ -156,6 +157,12 @@ impl SourceStore {
         if let Some(f) = old.and_then(|f| Arc::try_unwrap(f).ok()) {
             f.recycle();
         }
+    }
+
+    /// The ingest's output ended (its process exited or closed the pipe): a certain loss until
+    /// the next frame, which the switcher acts on at once (see `switcher`).
+    pub fn ended(&self) {
+        self.lock().health.ended = true;
     }
 
     pub fn put_audio(&self, samples: &[i16]) {
@@ -561,6 +568,7 @@ async fn read_generations(mut io_rx: mpsc::Receiver<ChildIo>, store: SourceStore
             },
             Err(e) => tracing::error!("a camera's frame pipe could not be read: {e}"),
         }
+        store.ended();
         if let Some(t) = audio_task {
             t.abort();
         }

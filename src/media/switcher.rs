@@ -6,6 +6,8 @@
 //! - no fresh frame from the wanted camera for `stall` → hold its last frame (the frame store does
 //!   that by itself: drawing the camera shows its newest frame, however old);
 //! - after `fallback` (900 ms by default) → its backup camera if that is healthy, else the slate;
+//! - its ingest ended (the camera closed the connection, the decoder exited: a certain loss, not a
+//!   hiccup that may pass) → the backup or the slate on the next frame, without holding;
 //! - back to the camera once it has delivered steadily for `recover`.
 //!
 //! A pinned camera overrides cuts; the emergency slate overrides everything. Cuts are scheduled on
@@ -44,6 +46,9 @@ pub struct Health {
     pub last_frame: Option<Instant>,
     /// Since when it has delivered without a gap longer than `stall`.
     pub steady_since: Option<Instant>,
+    /// Its ingest ended (connection closed, decoder gone) after the newest frame: nothing more
+    /// will come until a new one delivers.
+    pub ended: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -229,6 +234,13 @@ impl Switcher {
                         }
                         to
                     }
+                } else if h.ended {
+                    // A certain loss: holding the last frame would only freeze the picture.
+                    let to = self.fallback_for(&cam, now, &health);
+                    self.fallback = Some(to.clone());
+                    self.fallback_unseen = h.last_frame.is_none();
+                    self.events.push(SwitchEvent::FallbackOn { camera: cam.clone(), to: to.clone() });
+                    to
                 } else if age <= self.cfg.fallback && h.last_frame.is_none() {
                     // Cut to a camera with no picture yet (not pre-rolled): keep the current
                     // picture until it delivers or the fallback time is up.
@@ -281,7 +293,7 @@ impl Switcher {
     fn fallback_for(&self, cam: &SourceId, now: Instant, health: &impl Fn(&SourceId) -> Health) -> Visual {
         if let Some(b) = self.backups.get(cam) {
             let h = health(b);
-            if h.last_frame.is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.stall) {
+            if !h.ended && h.last_frame.is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.stall) {
                 return Visual::Camera(b.clone());
             }
         }
@@ -300,6 +312,8 @@ mod tests {
     struct World {
         t0: Instant,
         up: HashMap<&'static str, Vec<(u64, u64)>>,
+        /// Cameras whose up-spans end with their connection closing (else they hang).
+        closes: Vec<&'static str>,
     }
 
     impl World {
@@ -314,6 +328,7 @@ mod tests {
                     let last = last - last % 40;
                     h.last_frame = Some(self.t0 + Duration::from_millis(last));
                     h.steady_since = Some(self.t0 + Duration::from_millis(a));
+                    h.ended = ms > b && self.closes.contains(&cam.as_str());
                 }
             }
             h
@@ -340,7 +355,7 @@ mod tests {
     #[test]
     fn cuts_land_on_the_first_frame_due() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("a"), t0, Duration::ZERO);
         sw.cut(&id("b"), t0 + Duration::from_millis(1000), Duration::ZERO);
@@ -357,7 +372,7 @@ mod tests {
     fn dead_camera_holds_then_slate_then_returns_after_steady_delivery() {
         let t0 = Instant::now();
         // b dies at 2000 ms and comes back at 5000 ms.
-        let w = World { t0, up: HashMap::from([("b", vec![(0, 2000), (5000, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("b", vec![(0, 2000), (5000, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("b"), t0, Duration::ZERO);
         let d = run(&mut sw, &w, 0, 10_000);
@@ -377,7 +392,7 @@ mod tests {
     #[test]
     fn backup_camera_stands_in_when_healthy() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("a", vec![(0, 1000)]), ("c", vec![(0, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 1000)]), ("c", vec![(0, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.set_backup(&id("a"), Some(&id("c")));
         sw.cut(&id("a"), t0, Duration::ZERO);
@@ -389,7 +404,7 @@ mod tests {
     #[test]
     fn a_camera_that_never_delivers_falls_back_from_its_cut() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("a"), t0, Duration::ZERO);
         sw.cut(&id("ghost"), t0 + Duration::from_millis(1000), Duration::ZERO);
@@ -401,7 +416,7 @@ mod tests {
     #[test]
     fn a_camera_that_comes_up_late_is_cut_in_on_its_first_frames() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("late", vec![(3000, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("late", vec![(3000, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("late"), t0, Duration::ZERO);
         let d = run(&mut sw, &w, 0, 4000);
@@ -413,7 +428,7 @@ mod tests {
     #[test]
     fn pin_and_emergency_slate_override_cuts() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("a"), t0, Duration::ZERO);
         sw.pin(Some(&id("b")));
@@ -429,7 +444,7 @@ mod tests {
     #[test]
     fn crossfade_ramps_down_the_outgoing_picture() {
         let t0 = Instant::now();
-        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]) };
+        let w = World { t0, up: HashMap::from([("a", vec![(0, 99_999)]), ("b", vec![(0, 99_999)])]), closes: vec![] };
         let mut sw = Switcher::new(SwitcherConfig::default());
         sw.cut(&id("a"), t0, Duration::ZERO);
         sw.cut(&id("b"), t0 + Duration::from_millis(1000), Duration::from_millis(400));
@@ -440,13 +455,37 @@ mod tests {
         assert!(d.iter().filter(|(t, _)| *t >= 1000).all(|(_, d)| d.main == cam("b")));
     }
 
+    #[test]
+    fn a_closed_camera_is_replaced_on_the_next_frame_and_a_hung_one_is_held() {
+        let t0 = Instant::now();
+        // a closes at 1000 ms; b hangs at 1000 ms; c is the backup of both.
+        let up = HashMap::from([("a", vec![(0, 1000)]), ("b", vec![(0, 1000)]), ("c", vec![(0, 99_999)])]);
+        for (camera, closes, want) in [("a", true, 1040), ("b", false, 1920)] {
+            let w = World { t0, up: up.clone(), closes: vec!["a"] };
+            let mut sw = Switcher::new(SwitcherConfig::default());
+            sw.set_backup(&id(camera), Some(&id("c")));
+            sw.cut(&id(camera), t0, Duration::ZERO);
+            let d = run(&mut sw, &w, 0, 3000);
+            let first_c = d.iter().find(|(_, d)| d.main == cam("c")).unwrap().0;
+            assert_eq!(first_c, want, "{camera} (closes: {closes}): backup from {first_c} ms");
+            assert!(d.iter().all(|(_, d)| d.main != Visual::Slate), "the backup was healthy: never the slate");
+        }
+        // Without a backup, the slate; a closed backup is no backup.
+        let w = World { t0, up, closes: vec!["a", "c"] };
+        let mut sw = Switcher::new(SwitcherConfig::default());
+        sw.set_backup(&id("a"), Some(&id("c")));
+        sw.cut(&id("a"), t0, Duration::ZERO);
+        let d = run(&mut sw, &w, 0, 1200);
+        assert_eq!(d.iter().find(|(_, d)| d.main != cam("a")).unwrap().1.main, cam("c"));
+    }
+
     proptest! {
         /// Whatever the outages, exactly one picture is chosen per frame and the slate is on air
         /// within fallback + one frame of a camera's last frame.
         #[test]
         fn fallback_is_bounded(down_at in 100u64..3000, down_for in 0u64..4000) {
             let t0 = Instant::now();
-            let w = World { t0, up: HashMap::from([("a", vec![(0, down_at), (down_at + down_for, 99_999)])]) };
+            let w = World { t0, up: HashMap::from([("a", vec![(0, down_at), (down_at + down_for, 99_999)])]), closes: vec![] };
             let mut sw = Switcher::new(SwitcherConfig::default());
             sw.cut(&id("a"), t0, Duration::ZERO);
             let d = run(&mut sw, &w, 0, 12_000);

@@ -62,9 +62,26 @@ async fn ffprobe(path: &Path, install: &str) -> Check {
     }
 }
 
-/// The hardware H.264 encoders this FFmpeg lists, and the one the agent uses if the probe has run.
+/// The hardware H.264 encoders this FFmpeg lists, and the one the agent uses if the probe has run;
+/// on a board whose hardware is known (a Raspberry Pi 4 or 5), what it should use, and a warning
+/// when the probe chose otherwise.
 fn hardware(listed: &std::collections::BTreeSet<String>, version_line: &str, cache: &Path) -> Check {
-    if let Some(v) = hwaccel::read_cache(cache, version_line) {
+    let verdict = hwaccel::read_cache(cache, version_line);
+    let check = found(listed, verdict.as_ref());
+    let Some((_, model)) = hwaccel::Board::detect() else { return check };
+    match hwaccel::board_note(&model, verdict.as_ref().map(|v| v.chosen.as_str())) {
+        Some((true, note)) => Check { detail: format!("{}; {note}", check.detail), ..check },
+        Some((false, note)) => Check::warn(
+            "hardware encoder",
+            format!("{}; {note}", check.detail),
+            "check that /dev/video11 exists and the service's user is in the video group, then `sudo vistter-agent hwaccel --refresh`",
+        ),
+        None => check,
+    }
+}
+
+fn found(listed: &std::collections::BTreeSet<String>, verdict: Option<&hwaccel::Verdict>) -> Check {
+    if let Some(v) = verdict {
         let detail = if v.chosen == SOFTWARE {
             format!("none of this FFmpeg's hardware encoders works here: {SOFTWARE} (software) is used")
         } else {

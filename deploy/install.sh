@@ -48,8 +48,11 @@ if [ -z "$root" ]; then
   done
 fi
 
-install -d -m 0755 "$root/usr/local/bin" "$root/etc/systemd/system" "$root/etc/vistter-agent"
-install -C -m 0755 "$bin" "$root/usr/local/bin/vistter-agent"
+# The binary goes where the unit (and the .deb) has it; a copy an older install.sh put in
+# /usr/local/bin would come first on PATH.
+install -d -m 0755 "$root/usr/bin" "$root/etc/systemd/system" "$root/etc/vistter-agent"
+install -C -m 0755 "$bin" "$root/usr/bin/vistter-agent"
+rm -f "$root/usr/local/bin/vistter-agent"
 install -C -m 0644 "$here/systemd/vistter-agent.service" "$root/etc/systemd/system/vistter-agent.service"
 
 conf="$root/etc/vistter-agent/config.toml"

@@ -13,6 +13,8 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--build-only]" >&2; exit 2 ;;
 esac
+# The cargo-deb release the packages are built with (tests/deb.rs checks what it makes).
+CARGO_DEB_VERSION=3.8.0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
@@ -45,6 +47,13 @@ if [ "$mode" = all ]; then
            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav; do
     pkg_installed "$p" || need+=("$p")
   done
+  # The arm64 build and its unit tests (scripts/test-arm64): on an x86-64 host, Debian's cross C
+  # toolchain (linker, and compiler of SQLite, zstd, ring) and qemu-user to run the test binaries.
+  if [ "$(uname -m)" != aarch64 ]; then
+    have aarch64-linux-gnu-gcc || need+=(gcc-aarch64-linux-gnu)
+    pkg_installed libc6-dev-arm64-cross || need+=(libc6-dev-arm64-cross)
+    have qemu-aarch64 || need+=(qemu-user)
+  fi
   # Python for the independent interop client (tests/interop): Debian splits venv/ensurepip off.
   { have python3 && python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } \
     || need+=(python3 python3-venv)
@@ -81,6 +90,22 @@ if ! have cargo; then
       "$init" -y --profile minimal -c rustfmt,clippy --default-toolchain "${rust:-stable}"
       rm -rf "$tmpdir"
     fi
+  fi
+fi
+
+# rustup installs into ~/.cargo/bin, which a fresh shell may not have on its PATH yet.
+if [ "$mode" = all ] && ! have rustup && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+if [ "$mode" = all ] && have rustup; then
+  # The Rust side of the arm64 build (the standard library for the target), for the toolchain
+  # rust-toolchain.toml names; and cargo-deb, which builds the .deb packages (tests/deb.rs).
+  repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  if ! (cd "$repo" && rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu); then
+    echo "setup: adding the Rust target aarch64-unknown-linux-gnu" >&2
+    (cd "$repo" && rustup target add aarch64-unknown-linux-gnu)
+  fi
+  if ! cargo deb --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-deb ${CARGO_DEB_VERSION}" >&2
+    cargo install cargo-deb --locked --version "${CARGO_DEB_VERSION}"
   fi
 fi
 

@@ -1,6 +1,6 @@
 //! Deployment: the sd_notify protocol and its watchdog (against a fake service manager socket),
 //! the systemd unit (`systemd-analyze verify`), and `deploy/install.sh` (idempotent, into a
-//! scratch root).
+//! scratch root). The .deb package is tested in `tests/deb.rs`.
 
 mod common;
 
@@ -171,8 +171,8 @@ fn systemd_unit_verifies() {
         .expect("systemd-analyze not found: install the `systemd` package (scripts/setup.sh does)");
     // Verify a copy whose ExecStart names a binary that exists here (it checks that it does).
     let dir = tempfile::tempdir().unwrap();
-    let exec = "ExecStart=/usr/local/bin/vistter-agent ";
-    assert!(unit.contains(exec), "the unit's ExecStart should be /usr/local/bin/vistter-agent");
+    let exec = "ExecStart=/usr/bin/vistter-agent ";
+    assert!(unit.contains(exec), "the unit's ExecStart should be /usr/bin/vistter-agent (where the .deb puts it)");
     let copy = dir.path().join("vistter-agent.service");
     std::fs::write(&copy, unit.replace(exec, &format!("ExecStart={AGENT_BIN} "))).unwrap();
     let out = run_ok(Command::new(analyze).args(["verify", "--man=no"]).arg(&copy), "systemd-analyze verify");
@@ -234,12 +234,17 @@ fn install_script_is_idempotent_into_a_scratch_root() {
     let expect = |rel: &str| {
         first.get(Path::new(rel)).unwrap_or_else(|| panic!("install.sh did not create {rel}; tree: {:?}", first.keys()))
     };
-    let (mode, contents) = expect("usr/local/bin/vistter-agent");
+    let (mode, contents) = expect("usr/bin/vistter-agent");
     assert_eq!((mode & 0o777, contents.as_slice()), (0o755, std::fs::read(&bin).unwrap().as_slice()), "binary");
     let (_, unit) = expect("etc/systemd/system/vistter-agent.service");
     assert_eq!(unit, &std::fs::read(Path::new(REPO).join("deploy/systemd/vistter-agent.service")).unwrap(), "unit");
     let (_, conf) = expect("etc/vistter-agent/config.toml");
     assert!(String::from_utf8_lossy(conf).contains("data_dir"), "the default config should set data_dir");
+    assert_eq!(
+        conf,
+        &std::fs::read(Path::new(REPO).join("deploy/debian/config.toml")).unwrap(),
+        "install.sh writes the same default config as the .deb installs"
+    );
 
     install();
     assert_eq!(snapshot(&root), first, "a second run changed the installed tree");

@@ -597,6 +597,11 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
                     println!("  {:<18} {}", c.encoder, verdict);
                 }
                 println!("chosen: {}", v.chosen);
+                if let Some(note) =
+                    v.board.as_deref().and_then(|m| crate::media::hwaccel::board_note(m, Some(&v.chosen)))
+                {
+                    println!("board: {}", note.1);
+                }
             }
             Ok(())
         }

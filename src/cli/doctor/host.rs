@@ -47,7 +47,8 @@ pub async fn ffmpeg(cfg: &Config) -> Vec<Check> {
                     "install an FFmpeg built with libx264 and aac, e.g. Debian's: sudo apt-get install ffmpeg",
                 ));
             }
-            out.push(hardware(&listed, &line, &cfg.data_dir.join("hwaccel.json")));
+            let board = hwaccel::Board::detect().map(|(_, model)| model);
+            out.push(hardware(&listed, &line, &cfg.data_dir.join("hwaccel.json"), board.as_deref()));
         }
         Err(e) => out.push(Check::fail("ffmpeg", format!("{version}: its encoders cannot be listed: {e}"), install)),
     }
@@ -62,9 +63,31 @@ async fn ffprobe(path: &Path, install: &str) -> Check {
     }
 }
 
-/// The hardware H.264 encoders this FFmpeg lists, and the one the agent uses if the probe has run.
-fn hardware(listed: &std::collections::BTreeSet<String>, version_line: &str, cache: &Path) -> Check {
-    if let Some(v) = hwaccel::read_cache(cache, version_line) {
+/// The hardware H.264 encoders this FFmpeg lists, and the one the agent uses if the probe has run;
+/// on a board whose hardware is known (a Raspberry Pi 4 or 5), what it should use, and a warning
+/// when the probe chose otherwise. `board` is the device tree's model of this machine, if any.
+fn hardware(
+    listed: &std::collections::BTreeSet<String>,
+    version_line: &str,
+    cache: &Path,
+    board: Option<&str>,
+) -> Check {
+    let verdict = hwaccel::read_cache(cache, version_line);
+    let check = found(listed, verdict.as_ref());
+    let Some(model) = board else { return check };
+    match hwaccel::board_note(model, verdict.as_ref().map(|v| v.chosen.as_str())) {
+        Some((true, note)) => Check { detail: format!("{}; {note}", check.detail), ..check },
+        Some((false, note)) => Check::warn(
+            "hardware encoder",
+            format!("{}; {note}", check.detail),
+            "check that /dev/video11 exists and the service's user is in the video group, then `sudo vistter-agent hwaccel --refresh`",
+        ),
+        None => check,
+    }
+}
+
+fn found(listed: &std::collections::BTreeSet<String>, verdict: Option<&hwaccel::Verdict>) -> Check {
+    if let Some(v) = verdict {
         let detail = if v.chosen == SOFTWARE {
             format!("none of this FFmpeg's hardware encoders works here: {SOFTWARE} (software) is used")
         } else {
@@ -100,6 +123,57 @@ pub fn fonts() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probe verdict cached for `version` that chose `chosen`.
+    fn cached(dir: &Path, version: &str, chosen: &str) -> std::path::PathBuf {
+        let cache = dir.join("hwaccel.json");
+        let v = hwaccel::Verdict {
+            ffmpeg_version: version.into(),
+            candidates: Vec::new(),
+            chosen: chosen.into(),
+            board: None,
+        };
+        std::fs::write(&cache, serde_json::to_vec(&v).unwrap()).unwrap();
+        cache
+    }
+
+    #[test]
+    fn a_raspberry_pi_is_told_which_encoder_it_should_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed: std::collections::BTreeSet<String> = ["h264_v4l2m2m", "libx264"].map(String::from).into();
+        let line = "ffmpeg version 5.1.6-0+deb12u1+rpt3 Copyright";
+
+        let pi5 = hardware(&listed, line, &cached(dir.path(), line, "libx264"), Some("Raspberry Pi 5 Model B Rev 1.0"));
+        assert_eq!(pi5.status, super::super::Status::Ok, "{}", pi5.detail);
+        assert!(
+            pi5.detail.contains("Raspberry Pi 5 Model B Rev 1.0: libx264 (it has no H.264 encoder block"),
+            "{}",
+            pi5.detail
+        );
+
+        let pi4 =
+            hardware(&listed, line, &cached(dir.path(), line, "h264_v4l2m2m"), Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert_eq!(pi4.status, super::super::Status::Ok, "{}", pi4.detail);
+        assert!(pi4.detail.starts_with("h264_v4l2m2m (it passed a test encode); Raspberry Pi 4"), "{}", pi4.detail);
+
+        // The Pi 4's encoder block failed its test encode: a warning, with what to look at.
+        let broken =
+            hardware(&listed, line, &cached(dir.path(), line, "libx264"), Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert_eq!(broken.status, super::super::Status::Warn, "{}", broken.detail);
+        assert!(broken.detail.ends_with("but the probe chose libx264"), "{}", broken.detail);
+        assert!(broken.fix.as_deref().is_some_and(|f| f.contains("/dev/video11")), "{:?}", broken.fix);
+
+        // Not probed yet on a Pi 4: what it should use, no warning.
+        let fresh = hardware(&listed, line, &dir.path().join("absent.json"), Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert_eq!(fresh.status, super::super::Status::Ok, "{}", fresh.detail);
+        assert!(fresh.detail.contains("Raspberry Pi 4 Model B Rev 1.4: h264_v4l2m2m"), "{}", fresh.detail);
+
+        // Any other machine: the line as it was.
+        let pc = hardware(&listed, line, &cached(dir.path(), line, "libx264"), None);
+        assert!(!pc.detail.contains("Raspberry"), "{}", pc.detail);
+        let rock = hardware(&listed, line, &cached(dir.path(), line, "libx264"), Some("Radxa ROCK 5B"));
+        assert_eq!((rock.status, rock.detail), (pc.status, pc.detail));
+    }
 
     #[test]
     fn the_version_is_read_from_the_version_line() {

@@ -31,6 +31,7 @@ fn rig(settle_ms: Option<u64>) -> Rig {
         move_duration: Duration::from_secs(2),
         presets: vec!["tok-dock".into()],
         profile_token: "prof1".into(),
+        ..Default::default()
     }));
     let (a, b) = (RtspCamera::start("red"), RtspCamera::start("blue"));
     let ingest = RtmpIngest::start();

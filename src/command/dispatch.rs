@@ -722,6 +722,9 @@ impl Dispatcher {
             }
             CameraVerb::GotoPreset => {
                 let preset = need(&c.preset_id, "preset_id", "goto_preset")?;
+                // The camera's own client (it has an ONVIF address, or this refuses): what it learned of the
+                // camera's clock and authentication is kept for the next command.
+                let client = self.onvif_client(&c.camera_id).await?;
                 let token = store.presets().await?.get(&c.camera_id).and_then(|m| m.get(&preset).cloned()).ok_or_else(
                     || Refusal {
                         code: ErrorCode::NotFound,
@@ -729,14 +732,8 @@ impl Dispatcher {
                         message: format!("camera {} has no preset {preset}", c.camera_id),
                     },
                 )?;
-                // The camera's own client: what it learned of the camera's clock and authentication is kept.
-                let client = self.onvif_client(&c.camera_id).await?;
-                client
-                    .lock()
-                    .await
-                    .goto_preset(&token)
-                    .await
-                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                let mut client = client.lock().await;
+                client.goto_preset(&token).await.map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
                 Ok(Output::Done)
             }
             CameraVerb::Snapshot => {

@@ -301,3 +301,20 @@ async fn bad_snapshots_are_errors() {
     assert!(matches!(err, PtzError::Auth { action: "snapshot", .. }), "{err:?}");
     assert!(!format!("{err:?}").contains("Not-The-Pass-1"));
 }
+
+/// Cameras that send their WS-Security refusal with HTTP 401 and no challenge: the right password works, a wrong
+/// one is an Auth error after one clock-corrected retry (the clock read again), not a loop.
+#[tokio::test]
+async fn a_ws_security_refusal_sent_as_401_is_retried_once_after_reading_the_clock() {
+    let opts = quick(FakeOnvifOptions { wsse_refusal_status: 401, ..Default::default() });
+    let cam = FakeOnvif::start(opts.clone()).await;
+    PtzClient::new(endpoint(cam.port(), &opts)).goto_preset("1").await.expect("moves");
+
+    let cam = FakeOnvif::start(opts.clone()).await;
+    let ep = OnvifEndpoint { password: Some(Secret::new("Wr0ng-401-pass")), ..endpoint(cam.port(), &opts) };
+    let err = PtzClient::new(ep).goto_preset("1").await.expect_err("refused");
+    assert!(matches!(err, PtzError::Auth { .. }), "{err:?}");
+    let clock_reads = cam.actions().iter().filter(|a| *a == "GetSystemDateAndTime").count();
+    assert_eq!(clock_reads, 2, "{:?}", cam.actions());
+    assert!(cam.requests().len() <= 4, "{:?}", cam.actions());
+}

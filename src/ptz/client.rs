@@ -535,7 +535,10 @@ impl PtzClient {
             let sent_digest = authorization.is_some();
             let req = self.soap_request(url, envelope, authorization);
             let reply = self.send(req, action, MAX_BODY).await?;
-            if reply.status == 401 {
+            // A 401 without any challenge is the SOAP layer's refusal (some cameras send their NotAuthorized
+            // fault with 401): it is handled below like one.
+            let challenged = !reply.challenges.is_empty() || reply.challenge_error.is_some();
+            if reply.status == 401 && (challenged || security.is_none()) {
                 // HTTP-level refusal: a Digest challenge we have not answered yet, or a stale nonce.
                 if let Some(c) = reply.digest().filter(|_| user.is_some()) {
                     if !sent_digest || (c.stale && !stale_retried) {

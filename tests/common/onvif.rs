@@ -69,6 +69,9 @@ pub struct FakeOnvifOptions {
     pub misreports_clock: bool,
     /// The main profile has a PTZ configuration (false: a fixed camera).
     pub ptz: bool,
+    /// The HTTP status of a WS-Security refusal: 400 as the ONVIF core spec says, 401 as some cameras send
+    /// (without a challenge).
+    pub wsse_refusal_status: u16,
     /// How `/snapshot.jpg` is guarded.
     pub snapshot_auth: SnapshotAuth,
     /// What `/snapshot.jpg` serves.
@@ -111,6 +114,7 @@ impl Default for FakeOnvifOptions {
             clock_offset_s: 0,
             misreports_clock: false,
             ptz: true,
+            wsse_refusal_status: 400,
             snapshot_auth: SnapshotAuth::Digest,
             snapshot: FAKE_JPEG.to_vec(),
         }
@@ -305,7 +309,8 @@ fn answer(
         return challenge(opts, rec, digest == DigestCheck::Stale);
     }
     if !auth_ok {
-        return fault(StatusCode::BAD_REQUEST, "env:Sender", "ter:NotAuthorized", "Sender not Authorized");
+        let status = StatusCode::from_u16(opts.wsse_refusal_status).unwrap_or(StatusCode::BAD_REQUEST);
+        return fault(status, "env:Sender", "ter:NotAuthorized", "Sender not Authorized");
     }
     let wrong_profile = profile_token.as_deref() != Some(opts.profile_token.as_str());
     match (path, action) {

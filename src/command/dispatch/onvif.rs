@@ -38,6 +38,9 @@ pub(super) struct CameraOnvif {
     snaps: std::sync::Mutex<HashMap<String, Snap>>,
     /// Cameras whose background refresh is under way (one at a time per camera).
     refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When a camera's last background refresh failed: not tried again within [`SNAPSHOT_FRESH`], so a page
+    /// polling a camera without ONVIF (or a dead one) does not make a request of each poll.
+    failed: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl CameraOnvif {
@@ -121,6 +124,13 @@ impl Dispatcher {
 
     fn refresh_snapshot(&self, id: CameraId) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let failed_lately = |o: &CameraOnvif| {
+            let failed = o.failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.get(id.as_str()).is_some_and(|at| at.elapsed() < SNAPSHOT_FRESH)
+        };
+        if failed_lately(&self.inner.onvif) {
+            return;
+        }
         if !self.inner.onvif.refreshing.lock().unwrap_or_else(|e| e.into_inner()).insert(id.as_str().to_string()) {
             return;
         }
@@ -128,6 +138,12 @@ impl Dispatcher {
         rt.spawn(async move {
             if let Err(r) = this.camera_snapshot(&id).await {
                 tracing::debug!(camera = %id, "no snapshot for the thumbnail: {}", r.message);
+                this.inner
+                    .onvif
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_string(), Instant::now());
             }
             this.inner.onvif.refreshing.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str());
         });

@@ -141,7 +141,7 @@ fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, PublishError> 
 
 /// For a destination added with TLS verification off (an ingest with a self-made certificate):
 /// the connection is encrypted but the server is not authenticated, as the operator asked. Also used for
-/// cameras' HTTPS ONVIF endpoints ([`crate::ptz`]), whose certificates are self-made.
+/// cameras' HTTPS ONVIF endpoints (the PTZ client), whose certificates are self-made.
 #[derive(Debug)]
 pub(crate) struct NoVerify(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 

@@ -218,7 +218,7 @@ async fn configured_profile_token_is_used_without_asking_the_camera() {
     assert!(ptz_reqs.iter().all(|r| r.profile_token.as_deref() == Some("MainStream&PTZ")), "{ptz_reqs:?}");
 }
 
-/// Without a configured token the client asks GetProfiles and uses the camera's first profile.
+/// Without a configured token the client asks GetProfiles and uses the camera's first profile with PTZ.
 #[tokio::test]
 async fn profile_token_is_discovered_when_not_configured() {
     let opts = FakeOnvifOptions {

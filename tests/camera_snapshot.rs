@@ -1,7 +1,8 @@
 //! A camera no program decodes shows its own picture: the daemon asks the camera's ONVIF `GetSnapshotUri` and
 //! fetches that JPEG with HTTP Digest, for the status page's thumbnail route and for `CAMERA_ACTION snapshot`
 //! (through the local operator socket, the same typed command as the cloud's). The camera is the fake ONVIF
-//! camera (`common::onvif::FakeOnvif`) on loopback, requiring Digest and WS-Security.
+//! camera (`common::onvif::FakeOnvif`) on loopback, requiring Digest and WS-Security. `goto_preset` commands
+//! reuse the camera's client, and with it what was learned of the camera's authentication.
 
 mod common;
 
@@ -87,6 +88,7 @@ fn a_camera_not_on_air_shows_its_own_snapshot_on_the_page_and_to_the_cloud() {
         "--onvif-port",
         &port,
     ]);
+    agent.ok(&["camera", "preset", "set", "harbour", "dock", "--token", "dock"]);
     agent.ok(&["camera", "add", "plain", "--url", &format!("rtsp://127.0.0.1:{}/s", free_port())]);
     agent.spawn();
     agent.wait_up(Duration::from_secs(30));
@@ -140,6 +142,22 @@ fn a_camera_not_on_air_shows_its_own_snapshot_on_the_page_and_to_the_cloud() {
     assert!(reqs.iter().any(|r| r.action == "GetSnapshotUri" && r.auth_ok), "{:?}", onvif.actions());
     assert!(reqs.iter().any(|r| r.action == "snapshot" && r.http_auth.as_deref() == Some("Digest")));
     assert!(!onvif.raw().contains(PASSWORD), "the password went over the wire");
+
+    // CAMERA_ACTION goto_preset twice: the camera's client is kept between commands, so what it learned (the
+    // clock, Digest, its nonce) serves the second one: no new challenge, no new clock read.
+    let before = onvif.requests().len();
+    for _ in 0..2 {
+        let reply = command(
+            &agent,
+            &serde_json::json!({"type": "CAMERA_ACTION", "payload": {"action": "goto_preset", "camera_id": "harbour", "preset_id": "dock"}}),
+        );
+        assert!(!reply.to_string().contains("error"), "{reply}");
+    }
+    assert_eq!(onvif.moves().len(), 2);
+    let later = &onvif.requests()[before..];
+    assert!(later.iter().all(|r| r.status == 200), "{later:?}");
+    assert!(!later.iter().any(|r| r.action == "GetSystemDateAndTime"), "{later:?}");
+
     agent.stop();
     assert!(!agent.log().contains(PASSWORD), "the camera password is in the log");
 }

@@ -14,6 +14,7 @@ fn endpoint(cam: &FakeOnvif, opts: &FakeOnvifOptions) -> OnvifEndpoint {
     OnvifEndpoint {
         host: "127.0.0.1".into(),
         port: cam.port(),
+        https: false,
         username: Some(opts.username.clone()),
         password: Some(Secret::new(opts.password.clone())),
         profile_token: None,
@@ -34,7 +35,9 @@ async fn goto_with_correct_credentials_waits_until_the_camera_reports_idle() {
 
     assert!(elapsed >= Duration::from_millis(1800) && elapsed <= Duration::from_millis(3500), "{elapsed:?}");
     assert!(wall >= elapsed, "{wall:?} < {elapsed:?}");
-    let reqs = cam.requests();
+    // The camera's clock is read first (unauthenticated), then discovery and the move.
+    let reqs: Vec<_> = cam.requests().into_iter().skip(1).collect();
+    assert_eq!(cam.actions()[0], "GetSystemDateAndTime");
     let actions: Vec<&str> = reqs.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions[..3], ["GetCapabilities", "GetProfiles", "GotoPreset"], "{actions:?}");
     assert!(actions.len() >= 4 && actions[3..].iter().all(|a| *a == "GetStatus"), "{actions:?}");
@@ -64,7 +67,7 @@ async fn discovery_is_cached_across_calls() {
     let mut ptz = PtzClient::new(endpoint(&cam, &opts));
     ptz.goto_preset("1").await.expect("goto 1");
     ptz.goto_preset("2").await.expect("goto 2");
-    assert_eq!(cam.actions(), ["GetCapabilities", "GetProfiles", "GotoPreset", "GotoPreset"]);
+    assert_eq!(cam.actions(), ["GetSystemDateAndTime", "GetCapabilities", "GetProfiles", "GotoPreset", "GotoPreset"]);
     assert_eq!(cam.moves().iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["1", "2"]);
 }
 
@@ -85,7 +88,9 @@ async fn wrong_password_is_an_auth_error_that_never_shows_the_password() {
     assert!(!shown.contains(wrong) && !shown.contains(&opts.password), "{shown}");
     assert!(shown.contains(&format!("127.0.0.1:{}", cam.port())), "error names the camera: {shown}");
     let reqs = cam.requests();
-    assert!(!reqs.is_empty() && reqs.iter().all(|r| !r.auth_ok), "{reqs:?}");
+    // Only the clock read, which needs no credentials, was let through.
+    let signed: Vec<_> = reqs.iter().filter(|r| r.action != "GetSystemDateAndTime").collect();
+    assert!(!signed.is_empty() && signed.iter().all(|r| !r.auth_ok), "{reqs:?}");
     assert!(cam.moves().is_empty(), "the camera moved for a refused request");
 }
 
@@ -111,7 +116,7 @@ async fn settle_timeout_shorter_than_the_move_gives_timeout() {
     assert_eq!(cam.moves().len(), 1);
 }
 
-/// A preset the camera does not have is the camera's Fault, carrying its code, and nothing moves.
+/// A preset the camera does not have (its `ter:NoToken` fault) is UnknownPreset, naming it, and nothing moves.
 #[tokio::test]
 async fn unknown_preset_is_a_camera_fault() {
     let opts = FakeOnvifOptions::default();
@@ -121,11 +126,8 @@ async fn unknown_preset_is_a_camera_fault() {
     let err = ptz.goto_preset_and_settle("no-such-preset", Duration::from_secs(5)).await.expect_err("fault");
 
     match &err {
-        PtzError::Fault { code, action, .. } => {
-            assert!(code.contains("NoToken"), "{code}");
-            assert_eq!(*action, "GotoPreset");
-        }
-        other => panic!("expected Fault, got {other:?}"),
+        PtzError::UnknownPreset { preset, .. } => assert_eq!(preset, "no-such-preset"),
+        other => panic!("expected UnknownPreset, got {other:?}"),
     }
     assert!(cam.moves().is_empty());
     assert!(!cam.actions().contains(&"GetStatus".to_string()), "polled after a refused goto");
@@ -142,7 +144,7 @@ async fn preset_token_cannot_inject_xml_into_the_request() {
 
     let err = ptz.goto_preset(evil).await.expect_err("unknown preset");
 
-    assert!(matches!(err, PtzError::Fault { .. }), "{err:?}");
+    assert!(matches!(err, PtzError::UnknownPreset { .. }), "{err:?}");
     let goto = cam.requests().into_iter().find(|r| r.action == "GotoPreset").expect("a GotoPreset");
     assert_eq!(goto.preset_token.as_deref(), Some(evil));
     assert!(cam.moves().is_empty());
@@ -155,6 +157,7 @@ async fn closed_port_is_unreachable_quickly() {
     let mut ptz = PtzClient::new(OnvifEndpoint {
         host: "127.0.0.1".into(),
         port,
+        https: false,
         username: Some("admin".into()),
         password: Some(Secret::new("whatever-pass")),
         profile_token: None,
@@ -178,6 +181,7 @@ async fn silent_camera_costs_one_request_timeout_then_unreachable() {
     let mut ptz = PtzClient::new(OnvifEndpoint {
         host: "127.0.0.1".into(),
         port,
+        https: false,
         username: None,
         password: None,
         profile_token: Some("Profile_000".into()),
@@ -214,7 +218,7 @@ async fn configured_profile_token_is_used_without_asking_the_camera() {
     assert!(ptz_reqs.iter().all(|r| r.profile_token.as_deref() == Some("MainStream&PTZ")), "{ptz_reqs:?}");
 }
 
-/// Without a configured token the client asks GetProfiles and uses the camera's first profile.
+/// Without a configured token the client asks GetProfiles and uses the camera's first profile with PTZ.
 #[tokio::test]
 async fn profile_token_is_discovered_when_not_configured() {
     let opts = FakeOnvifOptions {

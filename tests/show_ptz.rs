@@ -31,6 +31,7 @@ fn rig(settle_ms: Option<u64>) -> Rig {
         move_duration: Duration::from_secs(2),
         presets: vec!["tok-dock".into()],
         profile_token: "prof1".into(),
+        ..Default::default()
     }));
     let (a, b) = (RtspCamera::start("red"), RtspCamera::start("blue"));
     let ingest = RtmpIngest::start();
@@ -106,7 +107,10 @@ fn the_cut_waits_for_the_preset_move_to_settle() {
     let moved = event(&events, "ptz_moved");
     assert_eq!(moved.len(), 1, "one preset move: {events:#}");
     let reqs = rig.onvif.requests();
-    assert!(reqs.iter().all(|r| r.auth_ok && r.has_security), "every request carried a valid digest");
+    // The camera's clock is read first, unsigned (ONVIF lets anyone ask it); everything else is signed.
+    let (clock, signed): (Vec<_>, Vec<_>) = reqs.iter().partition(|r| r.action == "GetSystemDateAndTime");
+    assert!(clock.len() == 1 && !clock[0].has_security, "{clock:?}");
+    assert!(signed.iter().all(|r| r.auth_ok && r.has_security), "every request carried a valid digest");
     let gotos: Vec<_> = reqs.iter().filter(|r| r.action == "GotoPreset").collect();
     assert_eq!(gotos.len(), 1);
     assert_eq!(gotos[0].preset_token.as_deref(), Some("tok-dock"));

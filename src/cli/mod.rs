@@ -187,7 +187,7 @@ pub enum CameraCmd {
     /// PTZ settings: ONVIF media profile token and how long a preset move may take.
     Ptz {
         id: String,
-        /// ONVIF media profile token (default: the camera's first profile).
+        /// ONVIF media profile token (default: the camera's first profile with a PTZ configuration).
         #[arg(long)]
         profile: Option<String>,
         /// Longest preset move before the cut goes ahead anyway, ms.

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 pub use super::programs::{spawn_programs, ProgramEntry, ProgramsHandle};
 
+mod onvif;
 mod stored;
 use super::values::*;
 use super::*;
@@ -53,6 +54,8 @@ struct Inner {
     panic_on: Option<String>,
     /// Commands answered since start, by (type, result): `/metrics`' `vistter_commands_total`.
     counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Per-camera ONVIF clients and the snapshot cache.
+    onvif: onvif::CameraOnvif,
 }
 
 impl From<StoreError> for Refusal {
@@ -108,7 +111,8 @@ impl Dispatcher {
         }
         let counts = Default::default();
         let loader = super::timeline_load::Loader::new(&cfg, store.clone());
-        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, loader, panic_on, counts }) }
+        let onvif = onvif::CameraOnvif::default();
+        Dispatcher { inner: Arc::new(Inner { cfg, store, env, director, programs, loader, panic_on, counts, onvif }) }
     }
 
     pub fn director(&self) -> &DirectorHandle {
@@ -352,10 +356,18 @@ impl Dispatcher {
     // -----------------------------------------------------------------------------------------
 
     /// The latest thumbnail (JPEG) of a running program (`name` `program`) or of one of its
-    /// cameras, for readers such as the status page.
+    /// cameras, for readers such as the status page. A camera that no program decodes shows the
+    /// camera's own snapshot (ONVIF `GetSnapshotUri`), cached and refreshed in the background.
     pub fn thumbnail(&self, program: &str, name: &str) -> Option<Arc<Vec<u8>>> {
-        let id = ProgramId::new(program).ok()?;
-        self.lookup(&id).ok()?.thumbs.get(name)
+        let decoded =
+            ProgramId::new(program).ok().and_then(|id| self.lookup(&id).ok()).and_then(|p| p.thumbs.get(name));
+        if decoded.is_some() || name == "program" {
+            return decoded;
+        }
+        match CameraId::new(name) {
+            Ok(id) if !self.decoded(&id) => self.snapshot_thumbnail(name),
+            _ => None,
+        }
     }
 
     /// A running program by id: the operator's, or the show's ([`SHOW_PROGRAM`]).
@@ -710,13 +722,9 @@ impl Dispatcher {
             }
             CameraVerb::GotoPreset => {
                 let preset = need(&c.preset_id, "preset_id", "goto_preset")?;
-                let cam = store.camera(&c.camera_id).await?;
-                let Some(host) = cam.onvif_host.clone() else {
-                    return Err(Refusal::new(
-                        ErrorCode::Conflict,
-                        format!("camera {} has no ONVIF address", c.camera_id),
-                    ));
-                };
+                // The camera's own client (it has an ONVIF address, or this refuses): what it learned of the
+                // camera's clock and authentication is kept for the next command.
+                let client = self.onvif_client(&c.camera_id).await?;
                 let token = store.presets().await?.get(&c.camera_id).and_then(|m| m.get(&preset).cloned()).ok_or_else(
                     || Refusal {
                         code: ErrorCode::NotFound,
@@ -724,30 +732,42 @@ impl Dispatcher {
                         message: format!("camera {} has no preset {preset}", c.camera_id),
                     },
                 )?;
-                let (profile, _) = store.camera_ptz(&c.camera_id).await?;
-                let endpoint = crate::ptz::OnvifEndpoint {
-                    host,
-                    port: cam.onvif_port.unwrap_or(self.inner.cfg.timeline.onvif_port),
-                    username: cam.username.clone(),
-                    password: cam.password.clone(),
-                    profile_token: profile,
-                };
-                crate::ptz::PtzClient::new(endpoint)
-                    .goto_preset(&token)
-                    .await
-                    .map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
+                let mut client = client.lock().await;
+                client.goto_preset(&token).await.map_err(|e| Refusal::new(ErrorCode::Failed, e.to_string()))?;
                 Ok(Output::Done)
             }
             CameraVerb::Snapshot => {
-                let jpeg =
-                    self.users_of(&c.camera_id).iter().find_map(|p| p.thumbs.get(c.camera_id.as_str())).ok_or_else(
-                        || {
-                            Refusal::new(
+                let decoded = self.users_of(&c.camera_id).iter().find_map(|p| p.thumbs.get(c.camera_id.as_str()));
+                let jpeg = match decoded {
+                    Some(j) => j,
+                    // Not in a program: the camera's own snapshot, when it has ONVIF.
+                    None => {
+                        let cam = store.camera(&c.camera_id).await?;
+                        if cam.onvif_host.is_none() {
+                            return Err(Refusal::new(
                                 ErrorCode::NotFound,
-                                format!("camera {} is not decoded by any program now", c.camera_id),
-                            )
-                        },
-                    )?;
+                                format!(
+                                    "camera {} is not decoded by any program now and has no ONVIF address to ask \
+                                     for a snapshot",
+                                    c.camera_id
+                                ),
+                            ));
+                        }
+                        let jpeg = self.camera_snapshot(&c.camera_id).await?;
+                        if jpeg.len() > onvif::MAX_RESULT_JPEG {
+                            return Err(Refusal::new(
+                                ErrorCode::Failed,
+                                format!(
+                                    "camera {}: its snapshot is {} KiB, more than the {} KiB a RESULT carries",
+                                    c.camera_id,
+                                    jpeg.len() / 1024,
+                                    onvif::MAX_RESULT_JPEG / 1024
+                                ),
+                            ));
+                        }
+                        jpeg
+                    }
+                };
                 use base64::Engine;
                 Ok(Output::Jpeg { jpeg_base64: base64::engine::general_purpose::STANDARD.encode(&*jpeg) })
             }

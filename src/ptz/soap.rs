@@ -169,13 +169,60 @@ pub(super) fn parse_capabilities(doc: &xml::Doc) -> Capabilities {
     Capabilities { ptz: xaddr("PTZ"), media: xaddr("Media") }
 }
 
-/// The `token` attribute of the first `Profiles` element of a GetProfiles reply.
-pub(super) fn first_profile_token(doc: &xml::Doc) -> Option<String> {
-    let resp = doc.find("GetProfilesResponse")?;
+/// One media profile of a GetProfiles reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Profile {
+    pub(super) token: String,
+    /// It has a `PTZConfiguration`: PTZ requests may name it.
+    pub(super) ptz: bool,
+    /// Width × height of its video encoder, when it says: snapshots ask the smallest profile.
+    pub(super) pixels: Option<u64>,
+}
+
+/// The profiles of a GetProfiles reply that have a token, in the camera's order.
+pub(super) fn profiles(doc: &xml::Doc) -> Vec<Profile> {
+    let Some(resp) = doc.find("GetProfilesResponse") else { return Vec::new() };
     doc.descendants(resp)
         .filter(|&i| doc.local(i) == "Profiles")
-        .find_map(|i| doc.attr(i, "token"))
-        .filter(|t| !t.trim().is_empty())
+        .filter_map(|i| {
+            let token = doc.attr(i, "token").filter(|t| !t.trim().is_empty())?;
+            let pixels =
+                doc.child(i, "VideoEncoderConfiguration").and_then(|v| doc.child(v, "Resolution")).and_then(|r| {
+                    let dim = |n: &str| doc.child(r, n).and_then(|x| doc.text(x).trim().parse::<u32>().ok());
+                    Some(u64::from(dim("Width")?) * u64::from(dim("Height")?))
+                });
+            Some(Profile { token, ptz: doc.child(i, "PTZConfiguration").is_some(), pixels })
+        })
+        .collect()
+}
+
+/// `MediaUri/Uri` of a GetSnapshotUri reply.
+pub(super) fn parse_snapshot_uri(doc: &xml::Doc) -> Option<String> {
+    let resp = doc.find("GetSnapshotUriResponse")?;
+    let media = doc.descendants(resp).find(|&i| doc.local(i) == "MediaUri")?;
+    doc.child(media, "Uri").map(|u| doc.text(u).trim().to_string()).filter(|u| !u.is_empty())
+}
+
+/// The camera's UTC clock from a GetSystemDateAndTime reply (`SystemDateAndTime/UTCDateTime/{Date,Time}`).
+/// None when it is missing or not a real date (cameras without a set clock send zeros).
+pub(super) fn parse_system_time(doc: &xml::Doc) -> Option<time::OffsetDateTime> {
+    let resp = doc.find("GetSystemDateAndTimeResponse")?;
+    let utc = doc.descendants(resp).find(|&i| doc.local(i) == "UTCDateTime")?;
+    let num = |parent: &str, name: &str| -> Option<i64> {
+        let p = doc.child(utc, parent)?;
+        doc.text(doc.child(p, name)?).trim().parse::<i64>().ok()
+    };
+    let month = time::Month::try_from(u8::try_from(num("Date", "Month")?).ok()?).ok()?;
+    let year = i32::try_from(num("Date", "Year")?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, u8::try_from(num("Date", "Day")?).ok()?).ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(num("Time", "Hour")?).ok()?,
+        u8::try_from(num("Time", "Minute")?).ok()?,
+        // A leap second (60) reads as 59.
+        u8::try_from(num("Time", "Second")?.min(59)).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
 /// `PTZStatus/MoveStatus/{PanTilt,Zoom}` of a GetStatus reply; None if it is not one. A missing MoveStatus or

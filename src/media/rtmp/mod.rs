@@ -140,9 +140,10 @@ fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, PublishError> 
 }
 
 /// For a destination added with TLS verification off (an ingest with a self-made certificate):
-/// the connection is encrypted but the server is not authenticated, as the operator asked.
+/// the connection is encrypted but the server is not authenticated, as the operator asked. Also used for
+/// cameras' HTTPS ONVIF endpoints (the PTZ client), whose certificates are self-made.
 #[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct NoVerify(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(

@@ -455,6 +455,7 @@ impl Director {
                     endpoint: OnvifEndpoint {
                         host,
                         port: c.onvif_port.unwrap_or(ctx.cfg.timeline.onvif_port),
+                        https: crate::ptz::is_https_port(c.onvif_port.unwrap_or(ctx.cfg.timeline.onvif_port)),
                         username: c.username.clone(),
                         password: c.password.clone(),
                         profile_token: profile,

@@ -18,8 +18,10 @@
 //! - [`client`]: the [`PtzClient`] (discovery, requests, settling).
 //! - [`soap`]: envelopes, WS-Security, reply checks and the parsers of the replies we use.
 //! - `xml`: the tolerant scanner the parsers read replies with.
+//! - [`discover`]: finding cameras with WS-Discovery, and their models and RTSP streams.
 
 mod client;
+pub mod discover;
 mod soap;
 #[cfg(test)]
 mod tests;

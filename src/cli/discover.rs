@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{print_json, read_stdin_secret, CliError};
+use crate::config::Config;
 use crate::ptz::discover::{self, Credentials, DiscoveredCamera, Discovery, ProbeOptions};
 use crate::secret::Secret;
 
@@ -20,8 +21,8 @@ pub struct CameraDiscover {
     /// How long to wait for cameras to answer, ms.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=30_000))]
     pub wait_ms: u64,
-    /// Probe from the interface with this IPv4 address (repeat for several). Default: every IPv4
-    /// interface that is up and not loopback.
+    /// Probe from the interface with this IPv4 address (repeat for several). Default: the config's
+    /// `[discovery] interfaces`, else every IPv4 interface that is up and not loopback.
     #[arg(long = "interface", value_name = "ADDRESS")]
     pub interfaces: Vec<Ipv4Addr>,
     /// ONVIF user to ask each camera for its model and stream URLs; the password is asked on the
@@ -33,20 +34,17 @@ pub struct CameraDiscover {
     pub password_stdin: bool,
     #[arg(long)]
     pub json: bool,
-    /// The WS-Discovery port the probe is sent to (tests use their own).
-    #[arg(long, hide = true, default_value_t = discover::WS_DISCOVERY.port())]
-    pub discovery_port: u16,
 }
 
-pub(super) async fn discover(a: CameraDiscover) -> Result<(), CliError> {
+pub(super) async fn discover(a: CameraDiscover, cfg: &Config) -> Result<(), CliError> {
     let creds = match a.username {
         Some(username) => Some(Credentials { password: password(&username, a.password_stdin)?, username }),
         None => None,
     };
     let opts = ProbeOptions {
         wait: Duration::from_millis(a.wait_ms),
-        target: SocketAddrV4::new(*discover::WS_DISCOVERY.ip(), a.discovery_port),
-        interfaces: a.interfaces,
+        target: SocketAddrV4::new(*discover::WS_DISCOVERY.ip(), cfg.discovery.port),
+        interfaces: if a.interfaces.is_empty() { cfg.discovery.interfaces.clone() } else { a.interfaces },
     };
     let found = discover::discover(&opts, creds.as_ref()).await.map_err(|e| match e {
         discover::DiscoverError::Wait(_) => CliError::Invalid(e.to_string()),
@@ -85,7 +83,10 @@ pub fn render(d: &Discovery, wait: Duration, with_credentials: bool) -> String {
         out.push_str(&camera(c));
     }
     if d.ignored_answers > 0 {
-        out.push_str(&format!("\n{} answer(s) ignored (malformed, oversized or not for this probe)\n", d.ignored_answers));
+        out.push_str(&format!(
+            "\n{} answer(s) ignored (malformed, oversized or not for this probe)\n",
+            d.ignored_answers
+        ));
     }
     if !with_credentials && d.cameras.iter().any(|c| c.streams.is_empty()) {
         out.push_str("\ngive --username (the password is asked) to list the cameras' stream URLs\n");

@@ -102,8 +102,8 @@ pub struct StreamProfile {
 /// Probes, then describes every camera that answered (a few at a time).
 pub async fn discover(opts: &ProbeOptions, creds: Option<&Credentials>) -> Result<Discovery, DiscoverError> {
     let report = probe(opts).await?;
-    let cameras = futures_util::stream::iter(report.cameras.iter())
-        .map(|a| describe(a, creds, DEFAULT_REQUEST_TIMEOUT))
+    let cameras = futures_util::stream::iter(report.cameras)
+        .map(|a| async move { describe(&a, creds, DEFAULT_REQUEST_TIMEOUT).await })
         .buffered(PARALLEL)
         .collect()
         .await;

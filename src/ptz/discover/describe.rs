@@ -102,15 +102,36 @@ pub struct StreamProfile {
 /// Probes, then describes every camera that answered (a few at a time).
 pub async fn discover(opts: &ProbeOptions, creds: Option<&Credentials>) -> Result<Discovery, DiscoverError> {
     let report = probe(opts).await?;
-    let cameras = futures_util::stream::iter(report.cameras)
+    let mut cameras: Vec<DiscoveredCamera> = futures_util::stream::iter(report.cameras)
         .map(|a| async move { describe(&a, creds, DEFAULT_REQUEST_TIMEOUT).await })
         .buffered(PARALLEL)
         .collect()
         .await;
+    add_commands(&mut cameras, creds.map(|c| c.username.as_str()));
     Ok(Discovery { cameras, ignored_answers: report.ignored })
 }
 
-/// What one camera offers. Never fails: what could not be learned is said in `note`.
+/// Each camera's `camera add` line, under an id made from its address (`cam-192-168-1-20`), made unique
+/// among the cameras found (`cam-192-168-1-20-2` for a second camera behind the same address).
+pub fn add_commands(cameras: &mut [DiscoveredCamera], username: Option<&str>) {
+    let mut used = std::collections::HashSet::new();
+    for cam in cameras {
+        let base: String = format!("cam-{}", cam.address)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(56)
+            .collect();
+        let id = (1..).map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") }).find(|id| !used.contains(id));
+        let Some(id) = id else { continue };
+        cam.add_command = add_command(cam, &id, username);
+        if cam.add_command.is_some() {
+            used.insert(id);
+        }
+    }
+}
+
+/// What one camera offers (its `add_command` is left to [`add_commands`]). Never fails: what could not be
+/// learned is said in `note`.
 pub async fn describe(answered: &Answered, creds: Option<&Credentials>, timeout: Duration) -> DiscoveredCamera {
     let found = &answered.found;
     let mut cam = DiscoveredCamera {
@@ -146,7 +167,6 @@ pub async fn describe(answered: &Answered, creds: Option<&Credentials>, timeout:
         Ok(Err(e)) => cam.note = Some(note_for(&e, creds.is_some())),
         Err(_) => cam.note = Some(format!("no complete answer within {PER_CAMERA:?}")),
     }
-    cam.add_command = add_command(&cam, creds.map(|c| c.username.as_str()));
     cam
 }
 
@@ -169,13 +189,8 @@ fn note_for(e: &PtzError, had_credentials: bool) -> String {
 
 /// `vistter-agent camera add cam-192-168-1-20 --url 'rtsp://…' --username 'admin' --password-stdin
 /// --onvif-host 192.168.1.20 --onvif-port 80`, for the first stream.
-fn add_command(cam: &DiscoveredCamera, username: Option<&str>) -> Option<String> {
+fn add_command(cam: &DiscoveredCamera, id: &str, username: Option<&str>) -> Option<String> {
     let stream = cam.streams.first()?;
-    let id: String = format!("cam-{}", cam.address)
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(64)
-        .collect();
     let mut line = format!("vistter-agent camera add {id} --url {}", shell_quote(&stream.url));
     if let Some(u) = username {
         line.push_str(&format!(" --username {} --password-stdin", shell_quote(u)));

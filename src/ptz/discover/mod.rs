@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::soap::bounded;
 use super::xml;
 
-pub use describe::{describe, discover, Credentials, DiscoveredCamera, Discovery, StreamProfile};
+pub use describe::{add_commands, describe, discover, Credentials, DiscoveredCamera, Discovery, StreamProfile};
 
 /// The WS-Discovery multicast group and port (IPv4).
 pub const WS_DISCOVERY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 255, 250), 3702);

@@ -214,7 +214,7 @@ async fn hostile_answers_are_ignored_and_a_foreign_xaddr_is_never_contacted() {
     // (some may be lost in the flood); the 300 copies of the garbage are read once, not counted 300 times.
     assert!((7..=20).contains(&found.ignored_answers), "{found:#?}");
     assert!(!format!("{found:?}").contains(PASSWORD));
-    assert!(bad.probes.lock().unwrap().len() >= 1);
+    assert!(!bad.probes.lock().unwrap().is_empty(), "the hostile responder saw the probe");
 }
 
 /// Without credentials the cameras are still listed (model from the scopes), with a note saying a login

@@ -28,7 +28,7 @@ mod tests;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
-use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -375,9 +375,7 @@ impl Collector {
         }
         // A repeated datagram (the camera answering both sends, or a flood of copies) is read once and not
         // counted. Keyed per probe, so a sender cannot aim a collision at a camera's answer.
-        let mut h = self.hasher.build_hasher();
-        datagram.hash(&mut h);
-        if !self.seen_datagrams.insert(h.finish()) {
+        if !self.seen_datagrams.insert(self.hasher.hash_one(datagram)) {
             return;
         }
         self.parsed += 1;

@@ -250,7 +250,8 @@ async fn without_or_with_wrong_credentials_the_camera_is_listed_with_a_note() {
     assert!(!rendered.contains(wrong));
 }
 
-/// The cloud's `CAMERA_ACTION discover`, with the password sealed to the device: ACK, then a RESULT whose
+/// The cloud's `CAMERA_ACTION discover` (announced in STATE `capabilities.features`), with the password
+/// sealed to the device: ACK, then a RESULT whose
 /// output lists both cameras and their streams, in the shape `result.v1.json` documents; the password is in
 /// neither the replies nor the log.
 #[test]
@@ -288,7 +289,9 @@ fn the_cloud_discover_action_returns_the_cameras() {
     let replies = Sub::new(broker.port, &format!("{base}/replies"));
     let states = Sub::new(broker.port, &format!("{base}/state"));
     agent.spawn();
-    states.next_where(Duration::from_secs(20), "the birth STATE", |m| m["payload"]["online"] == true);
+    let birth = states.next_where(Duration::from_secs(20), "the birth STATE", |m| m["payload"]["online"] == true);
+    let features = &birth["payload"]["capabilities"]["features"];
+    assert!(features.as_array().is_some_and(|f| f.contains(&json!("camera_discover"))), "{birth}");
     std::thread::sleep(Duration::from_millis(300));
 
     let id = "9d9f0c52-6a4e-4f6f-9d2e-3c7a1d2b8e01";

@@ -80,6 +80,12 @@ impl CameraDiscover {
 pub async fn run(cfg: &Config, d: CameraDiscover) -> Result<Output, Refusal> {
     d.check()?;
     let spec = d.discover.unwrap_or_default();
+    if spec.password.is_some() && spec.opened_password.is_none() {
+        return Err(Refusal::field(
+            "payload.discover.password",
+            "sealed secrets are opened by the cloud link; on the appliance use `vistter-agent camera discover`",
+        ));
+    }
     let creds = spec.username.map(|username| Credentials {
         username,
         // A username without a password is the empty password, as `camera add` takes it.

@@ -146,6 +146,60 @@ fn profiles_and_stream_uris_are_read_and_checked() {
     assert_eq!(uri(&format!("rtsp://10.0.0.2/{}", "a".repeat(2000))), None);
 }
 
+#[test]
+fn loopback_is_never_probed_by_default() {
+    assert!(!default_interfaces().contains(&Ipv4Addr::LOCALHOST));
+}
+
+fn found(address: &str, url: &str) -> DiscoveredCamera {
+    DiscoveredCamera {
+        address: address.into(),
+        endpoint: format!("urn:uuid:{address}"),
+        xaddrs: vec![],
+        onvif_url: None,
+        onvif_host: Some(address.into()),
+        onvif_port: Some(80),
+        manufacturer: None,
+        model: None,
+        firmware: None,
+        scopes: Scopes::default(),
+        streams: vec![StreamProfile {
+            profile: "p".into(),
+            name: None,
+            url: url.into(),
+            encoding: None,
+            width: None,
+            height: None,
+        }],
+        note: None,
+        add_command: None,
+    }
+}
+
+#[test]
+fn add_lines_have_unique_ids_quoted_values_and_never_a_password() {
+    let mut cams = vec![
+        found("192.168.1.20", "rtsp://192.168.1.20/a?x=1&y=2"),
+        found("192.168.1.20", "rtsp://192.168.1.20/it's"),
+        found("fe80::1", "rtsp://[fe80::1]/s"),
+    ];
+    cams.push(DiscoveredCamera { streams: vec![], ..found("10.0.0.9", "") });
+    add_commands(&mut cams, Some("o'brien"));
+    let lines: Vec<&str> = cams.iter().filter_map(|c| c.add_command.as_deref()).collect();
+    assert_eq!(
+        lines,
+        [
+            "vistter-agent camera add cam-192-168-1-20 --url 'rtsp://192.168.1.20/a?x=1&y=2' \
+             --username 'o'\\''brien' --password-stdin --onvif-host '192.168.1.20' --onvif-port 80",
+            "vistter-agent camera add cam-192-168-1-20-2 --url 'rtsp://192.168.1.20/it'\\''s' \
+             --username 'o'\\''brien' --password-stdin --onvif-host '192.168.1.20' --onvif-port 80",
+            "vistter-agent camera add cam-fe80--1 --url 'rtsp://[fe80::1]/s' --username 'o'\\''brien' \
+             --password-stdin --onvif-host 'fe80::1' --onvif-port 80",
+        ]
+    );
+    assert!(cams[3].add_command.is_none(), "no stream, no line");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::mqtt::{publish, Broker, Sub};
-use common::ws_discovery::{free_udp_port, probe_matches, CameraSpec, FakeCamera, Profile, Responder};
+use common::ws_discovery::{free_udp_port, probe_matches, CameraSpec, FakeCamera, Netns, Profile, Responder};
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -192,7 +192,8 @@ async fn hostile_answers_are_ignored_and_a_foreign_xaddr_is_never_contacted() {
     let foreign = format!("http://{}/onvif/device_service", elsewhere.local_addr().unwrap());
     let bad = Responder::start_after(port, Duration::from_millis(100), move |id| {
         let mut d = hostile(id);
-        d.push(probe_matches(id, "urn:uuid:foreign", &foreign, "onvif://www.onvif.org/name/Forged").into_bytes());
+        // Before the flood, which may fill the prober's socket buffer.
+        d.insert(0, probe_matches(id, "urn:uuid:foreign", &foreign, "onvif://www.onvif.org/name/Forged").into_bytes());
         d
     });
     let opts = ProbeOptions {
@@ -203,10 +204,13 @@ async fn hostile_answers_are_ignored_and_a_foreign_xaddr_is_never_contacted() {
     let creds = Credentials { username: "admin".into(), password: Secret::new(PASSWORD) };
     let found = discover::discover(&opts, Some(&creds)).await.expect("discovery runs");
 
-    let eps: Vec<&str> = found.cameras.iter().map(|c| c.endpoint.as_str()).collect();
+    // In order of arrival, which a loaded machine may change.
+    let mut eps: Vec<&str> = found.cameras.iter().map(|c| c.endpoint.as_str()).collect();
+    eps.sort();
     assert_eq!(eps, ["urn:uuid:6a1b2c3d-0000-4000-8000-000000000001", "urn:uuid:foreign"], "{found:#?}");
-    assert_eq!(found.cameras[0].streams.len(), 1, "{found:#?}");
-    let forged = &found.cameras[1];
+    let by = |ep: &str| found.cameras.iter().find(|c| c.endpoint == ep).unwrap();
+    assert_eq!(by("urn:uuid:6a1b2c3d-0000-4000-8000-000000000001").streams.len(), 1, "{found:#?}");
+    let forged = by("urn:uuid:foreign");
     assert!(forged.streams.is_empty() && forged.add_command.is_none(), "{forged:#?}");
     assert!(forged.note.as_deref().is_some_and(|n| n.contains("not contacted")), "{forged:#?}");
     assert!(elsewhere.accept().is_err(), "the host named by the forged XAddr was contacted");
@@ -327,4 +331,45 @@ fn the_cloud_discover_action_returns_the_cameras() {
     assert!(agent.pid().is_some_and(alive), "the daemon carries on");
     agent.stop();
     assert!(!agent.log().contains(PASSWORD), "the log holds the password");
+}
+
+/// The production path, in a network namespace of the test's own: no interface named and the real port
+/// 3702. The probe goes out of every interface that is up and not loopback (the two ends of a veth pair)
+/// and finds the camera on the far end, at the address it answered from.
+#[test]
+fn with_no_interface_named_every_interface_is_probed_on_port_3702() {
+    let ns = Netns::new("disc");
+    let far = ns.far;
+    let uri = format!("rtsp://{far}:554/Streaming/Channels/101");
+    let cam_uri = uri.clone();
+    let cam = ns.run(move || {
+        FakeCamera::start_on(
+            far,
+            3702,
+            spec(1, "DS-2CD2142FWD-I", vec![profile("Profile_1", "main", 1920, 1080, &cam_uri)]),
+        )
+    });
+    let agent = TestAgent::new();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, AGENT_BIN, "--config"])
+        .arg(agent.config_path())
+        .args(["camera", "discover", "--wait-ms", "1500", "--username", "admin", "--password-stdin", "--json"])
+        .env_remove("VISTTER_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ip netns exec");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let cams = d["cameras"].as_array().expect("cameras");
+    assert_eq!(cams.len(), 1, "{d:#}");
+    assert_eq!(cams[0]["address"], far.to_string(), "{d:#}");
+    assert_eq!(cams[0]["streams"][0]["url"], uri.as_str(), "{d:#}");
+    assert_eq!(cams[0]["ignored_answers"], Value::Null);
+    assert!(cam.actions().iter().all(|(_, ok)| *ok));
+    drop(cam);
+    drop(ns);
 }

@@ -76,16 +76,26 @@ impl Responder {
         delay: Duration,
         answer: impl Fn(&str) -> Vec<Vec<u8>> + Send + 'static,
     ) -> Responder {
+        Self::start_on(Ipv4Addr::LOCALHOST, port, delay, answer)
+    }
+
+    /// Listening on the interface with address `ip` and answering from it.
+    pub fn start_on(
+        ip: Ipv4Addr,
+        port: u16,
+        delay: Duration,
+        answer: impl Fn(&str) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> Responder {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp socket");
         // Several simulated cameras share the port, as real ones share 3702.
         s.set_reuse_address(true).expect("SO_REUSEADDR");
         // Bound to the group itself: only datagrams sent to it arrive, nothing unicast from elsewhere.
         s.bind(&SocketAddr::from((GROUP, port)).into()).expect("bind the group");
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).expect("join the group on loopback");
+        s.join_multicast_v4(&GROUP, &ip).expect("join the group");
         s.set_read_timeout(Some(POLL)).expect("timeout");
         let listen: UdpSocket = s.into();
-        let reply = UdpSocket::bind("127.0.0.1:0").expect("bind the reply socket");
+        let reply = UdpSocket::bind((ip, 0)).expect("bind the reply socket");
         let stop = Arc::new(AtomicBool::new(false));
         let probes = Arc::new(Mutex::new(Vec::new()));
         let (stop2, probes2) = (stop.clone(), probes.clone());
@@ -153,7 +163,12 @@ pub struct FakeCamera {
 
 impl FakeCamera {
     pub fn start(discovery_port: u16, spec: CameraSpec) -> FakeCamera {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(Ipv4Addr::LOCALHOST, discovery_port, spec)
+    }
+
+    /// On the interface with address `ip` (its HTTP server too).
+    pub fn start_on(ip: Ipv4Addr, discovery_port: u16, spec: CameraSpec) -> FakeCamera {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the HTTP port");
         let http_port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -162,22 +177,20 @@ impl FakeCamera {
         let thread = std::thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((conn, _)) => serve(conn, http_port, &spec2, &requests2),
+                    Ok((conn, _)) => serve(conn, ip, http_port, &spec2, &requests2),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
         });
-        let xaddr = format!("http://127.0.0.1:{http_port}/onvif/device_service");
+        let xaddr = format!("http://{ip}:{http_port}/onvif/device_service");
         let scopes = format!(
             "onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/hardware/{} onvif://www.onvif.org/name/{}",
             spec.model, spec.scope_name
         );
         let endpoint = spec.endpoint.clone();
-        let responder =
-            Responder::start(
-                discovery_port,
-                move |id| vec![probe_matches(id, &endpoint, &xaddr, &scopes).into_bytes()],
-            );
+        let responder = Responder::start_on(ip, discovery_port, Duration::ZERO, move |id| {
+            vec![probe_matches(id, &endpoint, &xaddr, &scopes).into_bytes()]
+        });
         FakeCamera { http_port, _responder: responder, stop, thread: Some(thread), requests }
     }
 
@@ -196,7 +209,7 @@ impl Drop for FakeCamera {
 }
 
 /// One HTTP/1.1 request, one answer, then the connection is closed.
-fn serve(mut conn: TcpStream, port: u16, spec: &CameraSpec, requests: &Mutex<Vec<(String, bool)>>) {
+fn serve(mut conn: TcpStream, ip: Ipv4Addr, port: u16, spec: &CameraSpec, requests: &Mutex<Vec<(String, bool)>>) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -241,7 +254,7 @@ fn serve(mut conn: TcpStream, port: u16, spec: &CameraSpec, requests: &Mutex<Vec
     let (status, answer) = if !auth_ok {
         (400, fault("ter:NotAuthorized", "Sender not Authorized"))
     } else {
-        respond(&path, &action, &body, port, spec)
+        respond(&path, &action, &body, ip, port, spec)
     };
     let text = if status == 200 { "OK" } else { "Bad Request" };
     let reply = format!(
@@ -252,7 +265,7 @@ fn serve(mut conn: TcpStream, port: u16, spec: &CameraSpec, requests: &Mutex<Vec
     let _ = conn.write_all(reply.as_bytes());
 }
 
-fn respond(path: &str, action: &str, body: &str, port: u16, spec: &CameraSpec) -> (u16, String) {
+fn respond(path: &str, action: &str, body: &str, ip: Ipv4Addr, port: u16, spec: &CameraSpec) -> (u16, String) {
     let ok = |b: String| (200, envelope(&b));
     match (path, action) {
         ("/onvif/device_service", "GetDeviceInformation") => ok(format!(
@@ -263,7 +276,7 @@ fn respond(path: &str, action: &str, body: &str, port: u16, spec: &CameraSpec) -
         )),
         ("/onvif/device_service", "GetCapabilities") => ok(format!(
             "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Media>\
-             <tt:XAddr>http://127.0.0.1:{port}/onvif/Media</tt:XAddr></tt:Media></tds:Capabilities>\
+             <tt:XAddr>http://{ip}:{port}/onvif/Media</tt:XAddr></tt:Media></tds:Capabilities>\
              </tds:GetCapabilitiesResponse>"
         )),
         ("/onvif/Media", "GetProfiles") => ok(format!(
@@ -340,4 +353,54 @@ fn fault(subcode: &str, reason: &str) -> String {
         "<env:Fault><env:Code><env:Value>env:Sender</env:Value><env:Subcode><env:Value>{subcode}</env:Value>\
          </env:Subcode></env:Code><env:Reason><env:Text xml:lang=\"en\">{reason}</env:Text></env:Reason></env:Fault>"
     ))
+}
+
+/// A network namespace of the test's own with a veth pair inside it (`10.213.N.1/24` and `10.213.N.2/24`,
+/// both up), so probes go out of real, non-loopback interfaces to the real port 3702 and stay inside it.
+/// Deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub near: Ipv4Addr,
+    pub far: Ipv4Addr,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("vsa-{tag}-{}", std::process::id());
+        let n = (std::process::id() % 200) as u8 + 20;
+        let (near, far) = (Ipv4Addr::new(10, 213, n, 1), Ipv4Addr::new(10, 213, n, 2));
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2) is installed");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name: name.clone(), near, far };
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ip(&["-n", &name, "link", "add", "vd0", "type", "veth", "peer", "name", "vd1"]);
+        ip(&["-n", &name, "addr", "add", &format!("{near}/24"), "dev", "vd0"]);
+        ip(&["-n", &name, "addr", "add", &format!("{far}/24"), "dev", "vd1"]);
+        ip(&["-n", &name, "link", "set", "vd0", "up", "multicast", "on"]);
+        ip(&["-n", &name, "link", "set", "vd1", "up", "multicast", "on"]);
+        ns
+    }
+
+    /// Runs `f` on a thread that entered the namespace: the sockets it opens (and the threads it starts)
+    /// belong to the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the test's namespace");
+            f()
+        })
+        .join()
+        .expect("the namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
 }

@@ -368,7 +368,8 @@ fn with_no_interface_named_every_interface_is_probed_on_port_3702() {
     assert_eq!(cams.len(), 1, "{d:#}");
     assert_eq!(cams[0]["address"], far.to_string(), "{d:#}");
     assert_eq!(cams[0]["streams"][0]["url"], uri.as_str(), "{d:#}");
-    assert_eq!(cams[0]["ignored_answers"], Value::Null);
+    // The camera heard the probe on both ends of the pair and answered each: one camera, nothing ignored.
+    assert_eq!(d["ignored_answers"], 0, "{d:#}");
     assert!(cam.actions().iter().all(|(_, ok)| *ok));
     drop(cam);
     drop(ns);

@@ -185,8 +185,15 @@ fn camera_discover_finds_two_cameras_prints_their_streams_and_the_add_line_works
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_answers_are_ignored_and_a_foreign_xaddr_is_never_contacted() {
     let port = free_udp_port();
-    let _cam =
-        FakeCamera::start(port, spec(1, "M3045-V", vec![profile("p0", "main", 1920, 1080, "rtsp://127.0.0.1/x")]));
+    // Its first profile cannot stream (a fault): skipped, the second is listed.
+    let _cam = FakeCamera::start(
+        port,
+        spec(
+            1,
+            "M3045-V",
+            vec![profile("p9", "metadata", 0, 0, ""), profile("p0", "main", 1920, 1080, "rtsp://127.0.0.1/x")],
+        ),
+    );
     let elsewhere = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     elsewhere.set_nonblocking(true).unwrap();
     let foreign = format!("http://{}/onvif/device_service", elsewhere.local_addr().unwrap());
@@ -209,7 +216,10 @@ async fn hostile_answers_are_ignored_and_a_foreign_xaddr_is_never_contacted() {
     eps.sort();
     assert_eq!(eps, ["urn:uuid:6a1b2c3d-0000-4000-8000-000000000001", "urn:uuid:foreign"], "{found:#?}");
     let by = |ep: &str| found.cameras.iter().find(|c| c.endpoint == ep).unwrap();
-    assert_eq!(by("urn:uuid:6a1b2c3d-0000-4000-8000-000000000001").streams.len(), 1, "{found:#?}");
+    let real = by("urn:uuid:6a1b2c3d-0000-4000-8000-000000000001");
+    let urls: Vec<&str> = real.streams.iter().map(|p| p.url.as_str()).collect();
+    assert_eq!(urls, ["rtsp://127.0.0.1/x"], "{found:#?}");
+    assert!(real.add_command.as_deref().is_some_and(|l| l.contains("'rtsp://127.0.0.1/x'")), "{real:#?}");
     let forged = by("urn:uuid:foreign");
     assert!(forged.streams.is_empty() && forged.add_command.is_none(), "{forged:#?}");
     assert!(forged.note.as_deref().is_some_and(|n| n.contains("not contacted")), "{forged:#?}");

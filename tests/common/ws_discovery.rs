@@ -132,7 +132,7 @@ pub struct Profile {
     pub name: String,
     pub width: u32,
     pub height: u32,
-    /// What GetStreamUri answers for it.
+    /// What GetStreamUri answers for it; empty: a fault (a profile the camera cannot stream).
     pub uri: String,
 }
 
@@ -295,6 +295,7 @@ fn respond(path: &str, action: &str, body: &str, ip: Ipv4Addr, port: u16, spec: 
         ("/onvif/Media", "GetStreamUri") => {
             let token = text_of(body, "ProfileToken").unwrap_or_default();
             match spec.profiles.iter().find(|p| p.token == token) {
+                Some(p) if p.uri.is_empty() => (400, fault("ter:InvalidArgVal", "Stream setup not supported")),
                 Some(p) => ok(format!(
                     "<trt:GetStreamUriResponse><trt:MediaUri><tt:Uri>{}</tt:Uri>\
                      <tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false\

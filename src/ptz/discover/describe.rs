@@ -264,6 +264,7 @@ impl<'a> Onvif<'a> {
         };
         let media_url = self.service_url(media.as_deref());
         let doc = self.call(&media_url, "GetProfiles", &format!("<trt:GetProfiles xmlns:trt=\"{NS_TRT}\"/>")).await?;
+        let mut skipped = None;
         for p in profiles(&doc) {
             let body = format!(
                 "<trt:GetStreamUri xmlns:trt=\"{NS_TRT}\" xmlns:tt=\"{NS_TT}\"><trt:StreamSetup>\
@@ -271,10 +272,22 @@ impl<'a> Onvif<'a> {
                  </trt:StreamSetup><trt:ProfileToken>{}</trt:ProfileToken></trt:GetStreamUri>",
                 escape(&p.profile)
             );
-            let doc = self.call(&media_url, "GetStreamUri", &body).await?;
+            // A profile the camera cannot stream (a fault, an odd reply) is skipped; a refused login or a
+            // camera gone quiet ends the description.
+            let doc = match self.call(&media_url, "GetStreamUri", &body).await {
+                Ok(doc) => doc,
+                Err(e @ (PtzError::Fault { .. } | PtzError::BadResponse { .. })) => {
+                    skipped.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(url) = stream_uri(&doc) {
                 cam.streams.push(StreamProfile { url, ..p });
             }
+        }
+        if let (true, Some(e)) = (cam.streams.is_empty(), skipped) {
+            return Err(e);
         }
         if cam.streams.is_empty() {
             cam.note = Some(format!("camera {}: no profile with an RTSP stream URL", self.camera));

@@ -63,6 +63,25 @@ pub struct Config {
     pub control: ControlConfig,
     pub segments: SegmentsConfig,
     pub status: StatusConfig,
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`: where `camera discover` and the cloud's `CAMERA_ACTION discover` look for cameras
+/// (WS-Discovery multicast).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// IPv4 addresses of the interfaces to probe from; empty: every interface that is up and not
+    /// loopback. A box whose uplink is not the camera network names the camera network's address.
+    pub interfaces: Vec<std::net::Ipv4Addr>,
+    /// The UDP port of the probes: 3702, WS-Discovery's (tests use one of their own on loopback).
+    pub port: u16,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig { interfaces: Vec::new(), port: 3702 }
+    }
 }
 
 /// `[status]`: the local read-only HTTP status server (health, readiness, metrics, status JSON).
@@ -364,6 +383,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             segments: SegmentsConfig::default(),
             status: StatusConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }

@@ -123,6 +123,15 @@ fn golden() -> Vec<(&'static str, Value, bool)> {
             ),
             true,
         ),
+        (
+            "camera_action_discover.json",
+            cmd(
+                8,
+                "CAMERA_ACTION",
+                json!({"action": "discover", "discover": {"wait_ms": 3000, "username": "viewer", "password": sealed}}),
+            ),
+            true,
+        ),
         ("ack.json", reply(101, 41, "ACK", json!({})), false),
         (
             "nack.json",
@@ -142,6 +151,32 @@ fn golden() -> Vec<(&'static str, Value, bool)> {
         (
             "result.json",
             reply(104, 44, "RESULT", json!({"status": "succeeded", "output": {"agent_time": TIMESTAMP}})),
+            false,
+        ),
+        (
+            "result_discover.json",
+            reply(
+                108,
+                48,
+                "RESULT",
+                json!({"status": "succeeded", "output": {"kind": "cameras", "ignored_answers": 0, "cameras": [{
+                    "address": "192.168.1.64",
+                    "endpoint": "urn:uuid:4b1ec2a8-35c6-11b2-8c3a-bcad28d1e1f7",
+                    "xaddrs": ["http://192.168.1.64/onvif/device_service"],
+                    "onvif_url": "http://192.168.1.64/onvif/device_service",
+                    "onvif_host": "192.168.1.64",
+                    "onvif_port": 80,
+                    "manufacturer": "HIKVISION",
+                    "model": "DS-2CD2142FWD-I",
+                    "firmware": "V5.5.82 build 190220",
+                    "scopes": {"name": "HIKVISION DS-2CD2142FWD-I", "hardware": "DS-2CD2142FWD-I"},
+                    "streams": [
+                        {"profile": "Profile_1", "name": "mainStream", "url": "rtsp://192.168.1.64:554/Streaming/Channels/101", "encoding": "H264", "width": 2688, "height": 1520},
+                        {"profile": "Profile_2", "name": "subStream", "url": "rtsp://192.168.1.64:554/Streaming/Channels/102", "encoding": "H264", "width": 640, "height": 480}
+                    ],
+                    "add_command": "vistter-agent camera add cam-192-168-1-64 --url 'rtsp://192.168.1.64:554/Streaming/Channels/101' --username 'viewer' --password-stdin --onvif-host '192.168.1.64' --onvif-port 80"
+                }]}}),
+            ),
             false,
         ),
         (
@@ -249,7 +284,9 @@ fn golden_messages_validate_verify_and_pass_the_agents_checks() {
         }
         types.push(ty);
     }
+    // Some types have more than one golden message (CAMERA_ACTION `add` and `discover`).
     types.sort();
+    types.dedup();
     let mut want: Vec<String> = validator_enum("control/envelope.v1.json", "/properties/type/enum");
     want.sort();
     assert_eq!(types, want, "one golden message per type");
@@ -364,6 +401,15 @@ fn schemas_and_the_agent_agree_on_payloads() {
             true,
         ),
         ("CAMERA_ACTION", json!({"action": "snapshot", "camera_id": "dock"}), true),
+        ("CAMERA_ACTION", json!({"action": "discover"}), true),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"wait_ms": 500, "username": "admin"}}), true),
+        ("CAMERA_ACTION", json!({"action": "discover", "camera_id": "dock"}), false),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"wait_ms": 10001}}), false),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"wait_ms": 99}}), false),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"username": ""}}), false),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"username": "a\nb"}}), false),
+        ("CAMERA_ACTION", json!({"action": "discover", "discover": {"interface": "eth0"}}), false),
+        ("CAMERA_ACTION", json!({"action": "snapshot", "camera_id": "dock", "discover": {}}), false),
         ("CAMERA_ACTION", json!({"action": "snapshot"}), false),
         ("CAMERA_ACTION", json!({"action": "goto_preset", "camera_id": "dock", "preset_id": "../x"}), false),
         (
@@ -401,6 +447,11 @@ fn schemas_and_the_cloud_checks_agree_on_credentials_in_urls() {
         ("CAMERA_ACTION", camera("rtsp://admin@10.0.0.2:554/s"), Some("/payload/camera/url")),
         ("CAMERA_ACTION", camera("rtsp://10.0.0.2:554/s"), None),
         ("CAMERA_ACTION", camera("rtsp://10.0.0.2/s?user=a@b"), None),
+        (
+            "CAMERA_ACTION",
+            json!({"action": "discover", "discover": {"username": "admin", "password": "hunter2"}}),
+            Some("/payload/discover/password"),
+        ),
         (
             "DEVICE_CONFIG",
             json!({"mode": "merge", "cameras": [{"id": "gate", "url": "rtsps://a:b@h/s"}]}),
@@ -470,4 +521,23 @@ fn segment_manifests_made_by_the_packer_validate_and_hostile_ones_do_not() {
     let ok = json!({"alg": "ed25519", "key_id": "segments", "value": b64(&[0u8; 64])});
     assert!(sig.is_valid(&ok), "{ok}");
     assert!(!sig.is_valid(&json!({"alg": "rsa", "key_id": "k", "value": b64(&[0u8; 64])})));
+}
+
+/// The golden RESULT of `CAMERA_ACTION discover` has the output shape `result.v1.json` documents, and
+/// the agent reads that output back as its own type.
+#[test]
+fn the_discover_result_matches_its_documented_output() {
+    let schema = json!({"$ref": format!("{BASE}control/result.v1.json#/$defs/discovered_cameras")});
+    let v = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .with_retriever(Files)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("discovered_cameras compiles: {e}"));
+    let m = read("result_discover.json");
+    let output = &m["payload"]["output"];
+    let errs: Vec<String> = v.iter_errors(output).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errs.is_empty(), "{errs:?}");
+    let typed: vistter_agent::command::Output = serde_json::from_value(output.clone()).expect("the agent's own type");
+    assert!(matches!(typed, vistter_agent::command::Output::Cameras { ref cameras, .. } if cameras.len() == 1));
+    assert!(!v.is_valid(&json!({"kind": "cameras", "cameras": [{"address": "x"}], "ignored_answers": 0})));
 }

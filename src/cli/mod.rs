@@ -6,6 +6,7 @@
 mod admin;
 mod control;
 mod diag;
+mod discover;
 mod doctor;
 mod program;
 mod segment;
@@ -169,6 +170,9 @@ pub enum CameraCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Find the ONVIF cameras on the LAN (WS-Discovery): address, model, ONVIF endpoint and, with
+    /// --username, stream URLs and the `camera add` line to paste. Changes nothing.
+    Discover(discover::CameraDiscover),
     /// Connect to a camera and report what it sends.
     Probe {
         /// A camera id, or use --url.

@@ -93,6 +93,7 @@ pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError>
             }
             Ok(())
         }
+        CameraCmd::Discover(d) => super::discover::discover(d, cfg).await,
         CameraCmd::Remove { id } => {
             configure_change(cfg, Configure::CameraRemove { camera_id: parse_id("camera id", &id)? }).await
         }

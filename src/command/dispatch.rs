@@ -173,6 +173,7 @@ impl Dispatcher {
             Command::TimelineExecute(t) => self.show_action(origin, t.check()?).await,
             Command::OverlayUpdate(o) => self.overlay(origin, &o).await,
             Command::CameraAction(c) => self.camera(origin, c).await,
+            Command::CameraDiscover(d) => super::discover::run(&self.inner.cfg, d).await,
             Command::DeviceConfig(c) if origin == Origin::Cloud && c.opened.is_some() => {
                 let on_air = super::device_config::destinations_on_air(&self.on_air().await?);
                 let apply = super::device_config::Apply { store: &self.inner.store, on_air };

@@ -18,6 +18,7 @@
 
 pub mod configure;
 pub mod device_config;
+pub mod discover;
 pub mod dispatch;
 pub mod on_air;
 pub mod programs;
@@ -56,6 +57,9 @@ pub enum Command {
     TimelineExecute(TimelineExecute),
     OverlayUpdate(OverlayUpdate),
     CameraAction(CameraAction),
+    /// `CAMERA_ACTION` `discover` (it names no camera): the cameras on the LAN.
+    #[serde(rename = "CAMERA_ACTION")]
+    CameraDiscover(discover::CameraDiscover),
     DeviceConfig(DeviceConfig),
     TimelineLoad(TimelineLoad),
     /// Local operator: programs driven by hand.
@@ -76,7 +80,7 @@ impl Command {
             Command::StreamControl(_) => "STREAM_CONTROL",
             Command::TimelineExecute(_) => "TIMELINE_EXECUTE",
             Command::OverlayUpdate(_) => "OVERLAY_UPDATE",
-            Command::CameraAction(_) => "CAMERA_ACTION",
+            Command::CameraAction(_) | Command::CameraDiscover(_) => "CAMERA_ACTION",
             Command::DeviceConfig(_) => "DEVICE_CONFIG",
             Command::TimelineLoad(_) => "TIMELINE_LOAD",
             Command::Program(_) => "PROGRAM",
@@ -123,6 +127,11 @@ pub fn from_parts(ty: &str, payload: serde_json::Value) -> Result<Command, Refus
         "STREAM_CONTROL" => Command::StreamControl(read(payload)?),
         "TIMELINE_EXECUTE" => Command::TimelineExecute(read(payload)?),
         "OVERLAY_UPDATE" => Command::OverlayUpdate(read(payload)?),
+        "CAMERA_ACTION" if payload.get("action").and_then(|a| a.as_str()) == Some("discover") => {
+            let d: discover::CameraDiscover = read(payload)?;
+            d.check()?;
+            Command::CameraDiscover(d)
+        }
         "CAMERA_ACTION" => Command::CameraAction(read(payload)?),
         "DEVICE_CONFIG" => Command::DeviceConfig(read(payload)?),
         "TIMELINE_LOAD" => {

@@ -147,6 +147,12 @@ pub enum Output {
     Diagnostics {
         report: Box<DiagnosticsReport>,
     },
+    /// `CAMERA_ACTION discover`: the cameras that answered, with their models and stream URLs.
+    Cameras {
+        cameras: Vec<crate::ptz::discover::DiscoveredCamera>,
+        /// Answers that were malformed, oversized or not for this probe.
+        ignored_answers: usize,
+    },
     /// `CONFIGURE`: what was changed, for the operator.
     Configured {
         summary: String,

@@ -309,9 +309,11 @@ fn plaintext_secret(ty: &str, payload: &Map<String, Value>) -> Found {
     };
     match ty {
         "CAMERA_ACTION" => {
-            let camera = payload.get("camera")?;
-            secret(camera, "/payload/camera".into(), "password")
-                .or_else(|| in_url(camera.get("url"), "/payload/camera/url".into()))
+            let discover = payload.get("discover").and_then(|d| secret(d, "/payload/discover".into(), "password"));
+            let camera = payload.get("camera");
+            discover
+                .or_else(|| camera.and_then(|c| secret(c, "/payload/camera".into(), "password")))
+                .or_else(|| camera.and_then(|c| in_url(c.get("url"), "/payload/camera/url".into())))
         }
         "DEVICE_CONFIG" => each(payload.get("destinations"), "destinations", &|d, at| {
             secret(d, at.clone(), "stream_key").or_else(|| in_url(d.get("url"), format!("{at}/url")))

@@ -194,6 +194,10 @@ impl Inbox {
                         Ok(()) => this.exec.execute(Command::CameraAction(c)).await,
                         Err(refusal) => Reply::Refused { refusal },
                     },
+                    Command::CameraDiscover(mut d) => match this.open_discover_password(&mut d) {
+                        Ok(()) => this.exec.execute(Command::CameraDiscover(d)).await,
+                        Err(refusal) => Reply::Refused { refusal },
+                    },
                     cmd => this.exec.execute(cmd).await,
                 }
             };
@@ -283,6 +287,21 @@ impl Inbox {
                     .current()
                     .open(&sealed.sealed)
                     .map_err(|e| Refusal::field("payload.camera.password", e.to_string()))?;
+                spec.opened_password = Some(opened);
+            }
+        }
+        Ok(())
+    }
+
+    /// `discover`'s sealed password, opened the same way.
+    fn open_discover_password(&self, d: &mut crate::command::discover::CameraDiscover) -> Result<(), Refusal> {
+        if let Some(spec) = d.discover.as_mut() {
+            if let Some(sealed) = spec.password.take() {
+                let opened = self
+                    .keys
+                    .current()
+                    .open(&sealed.sealed)
+                    .map_err(|e| Refusal::field("payload.discover.password", e.to_string()))?;
                 spec.opened_password = Some(opened);
             }
         }

@@ -97,8 +97,9 @@ impl Links {
 }
 
 /// The command types this agent takes from the cloud, and its transports (STATE `capabilities`).
+/// `camera_discover`: `CAMERA_ACTION` takes `discover`.
 fn capabilities(transports: Vec<&'static str>) -> Value {
-    json!({"commands": super::check::CLOUD_TYPES, "transports": transports, "features": ["sealed_secrets", "outbox"]})
+    json!({"commands": super::check::CLOUD_TYPES, "transports": transports, "features": ["sealed_secrets", "outbox", "camera_discover"]})
 }
 
 /// Which STATE message.

@@ -34,9 +34,11 @@
 //! - [`digest`]: `WWW-Authenticate` challenges and HTTP Digest answers.
 //! - [`soap`]: envelopes, WS-Security, reply checks and the parsers of the replies we use.
 //! - `xml`: the tolerant scanner the parsers read replies with.
+//! - [`discover`]: finding cameras with WS-Discovery, and their models and RTSP streams.
 
 mod client;
 pub mod digest;
+pub mod discover;
 mod soap;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ mod probe;
 mod proc;
 mod tls;
 pub mod vseg;
+pub mod ws_discovery;
 
 pub use agent::{alive, event_lines, tail, TestAgent, AGENT_BIN};
 pub use camera::{CameraOpts, RtspCamera, CAMERA_PYTHON};

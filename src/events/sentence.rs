@@ -46,9 +46,14 @@ pub fn local_time(at: &str, tz: &TimeZone, now: Timestamp) -> String {
     }
 }
 
-/// The event as the terminal prints it: its local time, then its sentence.
+/// The event as the terminal prints it: its local time, `[warning]` or worse (the page shows that
+/// by colour), then its sentence.
 pub fn line(e: &Event, tz: &TimeZone, now: Timestamp) -> String {
-    format!("{} {}", local_time(&e.at, tz, now), sentence(e))
+    let time = local_time(&e.at, tz, now);
+    match e.severity.as_str() {
+        "info" => format!("{time} {}", sentence(e)),
+        sev => format!("{time} [{}] {}", clean(sev, 12), sentence(e)),
+    }
 }
 
 /// The event as one sentence (no time): see the module doc.

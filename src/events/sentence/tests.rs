@@ -49,6 +49,11 @@ fn the_briefs_two_examples_read_as_written() {
         failures: 1,
     });
     assert_eq!(sentence(&lost), "Camera harbour lost: connection refused, retrying in 7 s");
+    assert_eq!(
+        line(&lost, &kolkata, now),
+        "12:41:35 [warning] Camera harbour lost: connection refused, retrying in 7 s",
+        "the terminal marks what the page colours"
+    );
 }
 
 #[test]

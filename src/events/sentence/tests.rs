@@ -297,7 +297,6 @@ fn literals(s: &str) -> Vec<String> {
 #[test]
 fn every_kind_the_agent_writes_has_its_own_sentence() {
     let kinds = written_kinds();
-    eprintln!("{} kinds written: {kinds:?}", kinds.len());
     for must in ["cue_started", "camera_down", "segment_rejected", "probe_corrected", "timeline_completed", "cut"] {
         assert!(kinds.contains(must), "the source scan missed {must}: {kinds:?}");
     }

@@ -6,6 +6,10 @@
 //! with the destination id, a program's encoder is `encoder_down`. The stream the job runs in
 //! (`program:show`, `relay:r1`) is the row's scope, so `stream status` and `events --subject` still
 //! find a stream's camera and destination events.
+//!
+//! [`sentence`] reads the rows back as the words people see on the status page and in the CLI.
+
+pub mod sentence;
 
 use tokio::sync::mpsc;
 
@@ -78,6 +82,39 @@ pub fn row(ev: JobEvent) -> Option<EventRow> {
             return None;
         }
     })
+}
+
+/// A `*_down` row's detail read back: `[backup ingest: ]{job}: {reason}; failure {n}, retry in {s} s`,
+/// as [`row`] writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownDetail<'a> {
+    pub backup: bool,
+    pub job: &'a str,
+    pub reason: &'a str,
+    pub failures: u32,
+    pub retry_in_s: f64,
+}
+
+/// Reads a `*_down` detail back (`None`: not in [`row`]'s shape, e.g. an older agent's row).
+pub fn down_detail(detail: &str) -> Option<DownDetail<'_>> {
+    let (backup, rest) = match detail.strip_prefix("backup ingest: ") {
+        Some(r) => (true, r),
+        None => (false, detail),
+    };
+    let (job, rest) = rest.split_once(": ")?;
+    let (reason, tail) = rest.rsplit_once("; failure ")?;
+    let (failures, retry) = tail.split_once(", retry in ")?;
+    let retry_in_s: f64 = retry.strip_suffix(" s")?.parse().ok()?;
+    if !retry_in_s.is_finite() || retry_in_s < 0.0 {
+        return None;
+    }
+    Some(DownDetail { backup, job, reason, failures: failures.parse().ok()?, retry_in_s })
+}
+
+/// A `*_degraded` row's count of failures in a row (`{job}: {n} consecutive failures`).
+pub fn degraded_failures(detail: &str) -> Option<u32> {
+    let detail = detail.strip_prefix("backup ingest: ").unwrap_or(detail);
+    detail.split_once(": ")?.1.strip_suffix(" consecutive failures")?.parse().ok()
 }
 
 /// Job events → log + event table.
@@ -198,5 +235,38 @@ mod tests {
         let k = JobKind::Encoder { owner: "program:main".into() };
         assert!(row(JobEvent::Started { job: k.to_string(), kind: k.clone(), pid: 1, start: 1 }).is_none());
         assert!(row(JobEvent::Stopped { job: k.to_string(), kind: k }).is_none());
+    }
+
+    #[test]
+    fn down_and_degraded_details_read_back_as_they_were_written() {
+        let backup = JobKind::Pusher {
+            owner: "program:show".into(),
+            destination: crate::values::DestinationId::new("yt").unwrap(),
+            backup: true,
+        };
+        let mut ev = failed(backup.clone());
+        if let JobEvent::Failed { reason, retry_in, failures, .. } = &mut ev {
+            *reason = "connection refused; peer: gone".into();
+            *retry_in = Duration::from_millis(6750);
+            *failures = 3;
+        }
+        let r = row(ev).unwrap();
+        let d = down_detail(&r.detail).expect("the writer's shape");
+        assert_eq!(
+            d,
+            DownDetail {
+                backup: true,
+                job: "program:show/push:yt:backup",
+                reason: "connection refused; peer: gone",
+                failures: 3,
+                retry_in_s: 6.8
+            }
+        );
+        let r = row(JobEvent::Degraded { job: backup.to_string(), kind: backup, failures: 12 }).unwrap();
+        assert_eq!(degraded_failures(&r.detail), Some(12));
+        assert_eq!(down_detail("camera c1 went away"), None);
+        assert_eq!(down_detail("j: r; failure x, retry in 2.0 s"), None);
+        assert_eq!(down_detail("j: r; failure 1, retry in NaN s"), None);
+        assert_eq!(degraded_failures("j: many consecutive failures"), None);
     }
 }

@@ -18,7 +18,8 @@
 //!   FLV fan-out, the pushers, relay mode, destination presets, camera probing.
 //! - [`store`]: the SQLite store (WAL): cameras, destinations, relay streams, shows, schedules,
 //!   events, the control plane's records; secrets sealed at rest.
-//! - [`events`]: the sink that turns FFmpeg job events into log lines and event rows.
+//! - [`events`]: the sink that turns FFmpeg job events into log lines and event rows, and the
+//!   sentences people read the rows in (the status page's and the CLI's).
 //! - [`ptz`]: PTZ presets over ONVIF.
 //! - [`trust`]: the trust store file: which keys may command the device, sign packages, or change
 //!   the list; one locked read-change-write function for every writer.

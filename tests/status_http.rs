@@ -442,3 +442,57 @@ fn a_thousand_scrapes_dispatch_no_command() {
     }
     assert_eq!(commands(), before, "a thousand scrapes of /metrics and a hundred of /readyz dispatched no command");
 }
+
+/// The event stream gives each event with its time on the box's clock (`local_time`) and its
+/// words (`sentence`), as the page shows them; `vistter-agent events` prints the same line. The
+/// daemon runs in `Asia/Kolkata` (UTC+05:30), so a UTC clock would show.
+#[test]
+fn the_event_stream_carries_each_events_words_and_local_time() {
+    const ZONE: &str = "Asia/Kolkata";
+    let port = free_port();
+    let mut agent = TestAgent::with_config(&format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"));
+    agent.spawn_with_env(&[("TZ", ZONE)]);
+    let start = Instant::now();
+    while get(port, "/healthz").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the status server never listened; log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // HTTP/1.0: the stream is the body as it comes (no chunking), until the server closes it.
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    write!(s, "GET /api/v1/events/stream?after=0 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let (mut text, mut buf, start) = (String::new(), [0u8; 4096], Instant::now());
+    let started = loop {
+        let found = text.lines().filter_map(|l| l.strip_prefix("data: ")).find_map(|d| {
+            let v: Value = serde_json::from_str(d).ok()?;
+            (v["event_type"] == "agent_started").then_some(v)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no agent_started on the event stream:\n{text}");
+        if let Ok(n) = s.read(&mut buf) {
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    assert_eq!(started["sentence"], format!("The agent {} started", env!("CARGO_PKG_VERSION")), "{started}");
+    let at: jiff::Timestamp = started["at"].as_str().unwrap().parse().unwrap();
+    let clock = at.to_zoned(jiff::tz::TimeZone::get(ZONE).unwrap()).strftime("%H:%M:%S").to_string();
+    let local = started["local_time"].as_str().unwrap();
+    assert!(local.ends_with(&clock), "{local:?} is not {at} on a {ZONE} clock");
+    for field in ["id", "at", "severity", "event_type", "subject", "scope", "detail"] {
+        assert!(started.get(field).is_some(), "the event itself is there too ({field}): {started}");
+    }
+    let out = std::process::Command::new(AGENT_BIN)
+        .arg("--config")
+        .arg(agent.config_path())
+        .args(["events", "--limit", "100"])
+        .env_remove("VISTTER_CONFIG")
+        .env("TZ", ZONE)
+        .output()
+        .expect("run vistter-agent");
+    let cli = String::from_utf8_lossy(&out.stdout);
+    let want = format!("{local} {}", started["sentence"].as_str().unwrap());
+    assert!(cli.lines().any(|l| l == want), "`events` lacks the stream's line {want:?}:\n{cli}");
+    agent.stop();
+}

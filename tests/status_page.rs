@@ -1,7 +1,9 @@
 //! The status page of a real daemon playing a show to a real ingest (nginx-rtmp), looked at in
 //! headless Chromium on a desktop and a 390 px phone, and its controls tried from outside:
 //! without a password, without a session, without the CSRF token, from another site, and with
-//! repeated wrong passwords.
+//! repeated wrong passwords. The daemon runs in a time zone other than the test machine's
+//! (`Asia/Kolkata`, UTC+05:30): the events read as sentences in that zone's clock, the same words
+//! as the CLI's; a camera killed with the show on air shows its last picture greyed with its age.
 
 mod common;
 
@@ -14,6 +16,65 @@ use common::*;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "marina-admin-42";
+
+/// The box's time zone in this test (never UTC, so a UTC clock on the page would show).
+const ZONE: &str = "Asia/Kolkata";
+
+/// `at` (an event's RFC 3339 UTC stamp) as the clock time in [`ZONE`], worked out here.
+fn zone_clock(at: &str) -> String {
+    let t: jiff::Timestamp = at.parse().unwrap_or_else(|e| panic!("{at:?} is not a timestamp: {e}"));
+    t.to_zoned(jiff::tz::TimeZone::get(ZONE).unwrap()).strftime("%H:%M:%S").to_string()
+}
+
+/// A CLI command of `agent` run in [`ZONE`], as an operator on the box would; its stdout.
+fn cli_in_zone(agent: &TestAgent, args: &[&str]) -> String {
+    let out = std::process::Command::new(AGENT_BIN)
+        .arg("--config")
+        .arg(agent.config_path())
+        .args(args)
+        .env_remove("VISTTER_CONFIG")
+        .env("TZ", ZONE)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run vistter-agent");
+    assert!(out.status.success(), "vistter-agent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The event list as the page shows it: each item's type, id, shown time, `datetime`, sentence,
+/// JSON (behind its `<details>`), and whether that JSON is showing.
+const EVENT_ITEMS: &str = "[...document.querySelectorAll('#event-list li')].map(li => ({ \
+    type: li.dataset.type, id: li.dataset.id, time: li.querySelector('time').textContent, \
+    datetime: li.querySelector('time').getAttribute('datetime'), said: li.querySelector('.said').textContent, \
+    json: li.querySelector('details pre').textContent, open: li.querySelector('details').open, \
+    shown: li.querySelector('details pre').checkVisibility() }))";
+
+/// What sticks out to the right of a `width` px viewport (each element's right edge), and the
+/// document's scroll width.
+fn overflow(b: &mut Browser, width: u32) -> (u64, Vec<String>) {
+    let v = b.eval(&format!(
+        "[document.documentElement.scrollWidth, [...document.querySelectorAll('body *')] \
+         .filter(e => e.getBoundingClientRect().right > {width}.5) \
+         .map(e => e.tagName + '#' + e.id + '.' + e.className.baseVal + e.className + ' ' + \
+         Math.round(e.getBoundingClientRect().right))]"
+    ));
+    let wide = v[1].as_array().unwrap().iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect();
+    (v[0].as_u64().unwrap(), wide)
+}
+
+/// At a `width` px phone, with every event's JSON open: nothing wider than the screen.
+fn fits_a_phone(b: &mut Browser, width: u32) {
+    b.eval("document.querySelectorAll('#event-list details').forEach(d => d.open = true); true");
+    let (scroll, wide) = overflow(b, width);
+    assert!(scroll <= width as u64, "the page scrolls sideways at {width} px: scrollWidth {scroll}; wide: {wide:?}");
+    assert!(wide.is_empty(), "elements stick out of a {width} px screen: {wide:?}");
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('#destinations thead')).display"),
+        json!("none"),
+        "the destinations are cards on a phone, not a table"
+    );
+    b.eval("document.querySelectorAll('#event-list details').forEach(d => d.open = false); true");
+}
 
 struct Resp {
     status: u16,
@@ -116,7 +177,7 @@ fn shot(b: &mut Browser, name: &str) {
 
 #[test]
 fn the_status_page_shows_the_show_and_guards_its_controls() {
-    let (r, g) = (RtspCamera::start("red"), RtspCamera::start("green"));
+    let (r, mut g) = (RtspCamera::start("red"), RtspCamera::start("green"));
     let ingest = RtmpIngest::start();
     let port = free_port();
     let mut agent = TestAgent::with_config(&format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"));
@@ -129,7 +190,7 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
     let tl_path = dir.path().join("harbour.json");
     std::fs::write(&tl_path, tl.to_string()).unwrap();
     agent.ok(&["timeline", "load", tl_path.to_str().unwrap()]);
-    agent.spawn();
+    agent.spawn_with_env(&[("TZ", ZONE)]);
     agent.ok_when_up(&["timeline", "play", "harbour", "--destination", "d1"]);
     agent.wait_show(Duration::from_secs(40), "the show playing", |s| s["status"]["engine"]["state"] == "playing");
     let base = format!("http://127.0.0.1:{port}");
@@ -184,12 +245,51 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
     let t = Instant::now();
     b.wait(
         Duration::from_secs(10),
-        "the event on the page",
-        "[...document.querySelectorAll('#event-list li b')].some(x => x.textContent === 'segment_rejected')",
+        "the event on the page, in words",
+        "[...document.querySelectorAll('#event-list li[data-type=\"segment_rejected\"] .said')] \
+         .some(x => x.textContent.startsWith('A segment package was refused: '))",
     );
     let took = t.elapsed();
     eprintln!("event on the page {took:?} after the CLI returned");
     assert!(took < Duration::from_secs(2), "the event took {took:?} to appear");
+
+    // ---- The events read as sentences in the box's clock, each with its JSON one click away.
+    b.wait(
+        Duration::from_secs(20),
+        "a cue event in words",
+        "[...document.querySelectorAll('#event-list li[data-type=\"cue_started\"] .said')] \
+         .some(x => /^Cue c-(red|green) started (on time|[0-9]+ ms late)$/.test(x.textContent))",
+    );
+    let items = b.eval(EVENT_ITEMS);
+    let items = items.as_array().expect("the event list");
+    assert!(items.len() >= 3, "{items:?}");
+    for it in items {
+        let (said, time, at) =
+            (it["said"].as_str().unwrap(), it["time"].as_str().unwrap(), it["datetime"].as_str().unwrap());
+        let ty = it["type"].as_str().unwrap();
+        assert!(!said.is_empty() && !said.contains("{\"") && !said.contains(ty), "{ty} is not in words: {said:?}");
+        assert!(time.ends_with(&zone_clock(at)), "{ty}: {time:?} is not {at} on a {ZONE} clock");
+        let json: Value = serde_json::from_str(it["json"].as_str().unwrap()).expect("the event's JSON");
+        assert_eq!((json["event_type"].as_str(), json["at"].as_str()), (Some(ty), Some(at)), "{json}");
+        assert_eq!(json["id"].to_string(), it["id"].as_str().unwrap());
+        assert_eq!((&it["open"], &it["shown"]), (&json!(false), &json!(false)), "the JSON waits for a click: {it}");
+    }
+    let cue = items.iter().find(|it| it["type"] == "cue_started").expect("a cue event").clone();
+    b.eval(&format!(
+        "document.querySelector('#event-list li[data-id=\"{}\"] summary').click(); true",
+        cue["id"].as_str().unwrap()
+    ));
+    let shown = b.eval(&format!(
+        "(function(){{ var p = document.querySelector('#event-list li[data-id=\"{}\"] details pre'); \
+         return p.checkVisibility() && p.getBoundingClientRect().height > 20; }})()",
+        cue["id"].as_str().unwrap()
+    ));
+    assert_eq!(shown, json!(true), "one click shows the JSON");
+    // The terminal says the same words at the same time.
+    let cli = cli_in_zone(&agent, &["events", "--limit", "200"]);
+    let want = format!("{} {}", cue["time"].as_str().unwrap(), cue["said"].as_str().unwrap());
+    assert!(cli.lines().any(|l| l == want), "`events` lacks the page's line {want:?}:\n{cli}");
+    assert!(!cli.contains("cue_started") && !cli.contains("{\""), "`events` prints raw rows:\n{cli}");
     shot(&mut b, "status-page-1280.png");
 
     // ---- The same page on a 390 px phone: everything there, nothing wider than the screen.
@@ -201,8 +301,7 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
         "graphs on the phone",
         "document.querySelectorAll('#destinations svg').length >= 3",
     );
-    let widths = b.eval("[document.documentElement.scrollWidth, document.documentElement.clientWidth]");
-    assert!(widths[0].as_u64() <= widths[1].as_u64(), "the page scrolls sideways on a phone: {widths}");
+    fits_a_phone(&mut b, 390);
     shot(&mut b, "status-page-390.png");
 
     // ---- /metrics of the live show, read by Prometheus' own client library's parser.
@@ -244,9 +343,14 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
     assert_eq!(body["cameras"].as_array().map(Vec::len), Some(2), "{body:#}");
 
     // And in a terminal: `vistter-agent status` prints the same picture.
-    let text = agent.ok(&["status"]);
+    let text = cli_in_zone(&agent, &["status"]);
     for want in ["Harbour view (harbour) playing", "camera    r", "camera    g", "push      d1", "system    cpu"] {
         assert!(text.contains(want), "`status` lacks {want:?}:\n{text}");
+    }
+    let recent: Vec<&str> = text.lines().filter(|l| l.starts_with("event     ")).collect();
+    assert!(!recent.is_empty(), "`status` shows the recent events:\n{text}");
+    for l in &recent {
+        assert!(!l.contains("{\"") && !l.contains("_started"), "`status` prints a raw event: {l:?}");
     }
     let j: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).expect("status --json");
     assert_eq!(j["daemon_running"], true, "{j:#}");
@@ -343,6 +447,49 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
     // Through all of it the show kept going to the ingest.
     assert!(agent.pid().is_some_and(alive), "the daemon is alive");
     agent.wait_show(Duration::from_secs(10), "still playing", |s| s["status"]["engine"]["state"] == "playing");
+
+    // ---- A camera dies with the show on air: its last picture, greyed, with its age.
+    g.kill();
+    b.goto(&format!("{base}/"));
+    b.wait(
+        Duration::from_secs(30),
+        "camera g marked as down",
+        "document.querySelector('#cameras li[data-camera=\"g\"].stale') && \
+         /^last picture [0-9]+ s ago$/.test(document.querySelector('#cameras li[data-camera=\"g\"] .age').textContent)",
+    );
+    let tile = b.eval(
+        "(function(){ var g = document.querySelector('#cameras li[data-camera=\"g\"] img.thumb'); \
+         var r = document.querySelector('#cameras li[data-camera=\"r\"]'); \
+         return { filter: getComputedStyle(g).filter, picture: g.complete && g.naturalWidth > 0, \
+         r_stale: r.classList.contains('stale'), r_filter: getComputedStyle(r.querySelector('img.thumb')).filter, \
+         r_text: r.innerText }; })()",
+    );
+    assert!(tile["filter"].as_str().unwrap_or_default().contains("grayscale"), "g's picture is greyed: {tile}");
+    assert_eq!(tile["picture"], true, "g shows its last picture, not a blank: {tile}");
+    assert_eq!((&tile["r_stale"], &tile["r_filter"]), (&json!(false), &json!("none")), "r is live: {tile}");
+    assert!(tile["r_text"].as_str().unwrap_or_default().contains("frame age"), "{tile}");
+    b.wait(
+        Duration::from_secs(20),
+        "the loss of g in words",
+        "[...document.querySelectorAll('#event-list li[data-type=\"camera_down\"] .said')] \
+         .some(x => x.textContent.startsWith('Camera g lost: ') && / retrying in [0-9.]+ s/.test(x.textContent))",
+    );
+    shot(&mut b, "status-page-camera-down-1280.png");
+    let lost = b.eval(EVENT_ITEMS).as_array().unwrap().iter().find(|it| it["type"] == "camera_down").unwrap().clone();
+    eprintln!("camera g on the page: {} {}", lost["time"], lost["said"]);
+    let cli = cli_in_zone(&agent, &["events", "--limit", "200"]);
+    let want = format!("{} [warning] {}", lost["time"].as_str().unwrap(), lost["said"].as_str().unwrap());
+    assert!(cli.lines().any(|l| l == want), "`events` lacks the page's line {want:?}:\n{cli}");
+    b.viewport(390, 844, true);
+    b.goto(&format!("{base}/"));
+    b.wait(
+        Duration::from_secs(20),
+        "g down on the phone",
+        "document.querySelector('#cameras li[data-camera=\"g\"].stale')",
+    );
+    fits_a_phone(&mut b, 390);
+    shot(&mut b, "status-page-camera-down-390.png");
+    assert!(agent.pid().is_some_and(alive), "the daemon is alive");
 }
 
 /// The page's input paths with hostile values, through a logged-in session (so every check past

@@ -8,6 +8,7 @@ use super::CliError;
 use crate::command::configure::Configure;
 use crate::config::Config;
 use crate::control::keys::DeviceKeys;
+use crate::events::sentence;
 use crate::trust::{Role, TrustEntry, TrustError, TrustStore};
 
 #[derive(Subcommand, Debug)]
@@ -282,13 +283,22 @@ fn print_live(l: &serde_json::Value) {
         sys["temperature"]["celsius"].as_f64().map_or("temperature –".into(), |c| format!("{c:.1} °C")),
         sys["disk"]["free_bytes"].as_f64().map_or("–".into(), |b| format!("{:.1}", b / 1e9)),
     );
+    let (zone, now) = (sentence::box_zone(), jiff::Timestamp::now());
     for e in l["recent_events"].as_array().into_iter().flatten().take(5) {
-        println!(
-            "event     {} {} {} {}",
-            str_of(&e["at"]),
-            str_of(&e["event_type"]),
-            str_of(&e["subject"]),
-            e["detail"].as_str().unwrap_or("")
-        );
+        println!("event     {}", sentence::line(&event_of(e), &zone, now));
+    }
+}
+
+/// An event of the store as a JSON reply carries it (the status server's, `stream status`'s).
+pub(super) fn event_of(v: &serde_json::Value) -> crate::store::events::Event {
+    let text = |k: &str| v[k].as_str().map(str::to_string);
+    crate::store::events::Event {
+        id: v["id"].as_i64().unwrap_or(0),
+        at: text("at").unwrap_or_default(),
+        severity: text("severity").unwrap_or_default(),
+        event_type: text("event_type").unwrap_or_default(),
+        subject: text("subject"),
+        scope: text("scope"),
+        detail: text("detail"),
     }
 }

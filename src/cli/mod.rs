@@ -572,15 +572,10 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&events).expect("serializes"));
             } else {
+                // The status page's words, in the box's local time (`--json` has the rows).
+                let (zone, now) = (crate::events::sentence::box_zone(), jiff::Timestamp::now());
                 for e in events {
-                    println!(
-                        "{} {:<8} {:<18} {:<28} {}",
-                        e.at,
-                        e.severity,
-                        e.event_type,
-                        e.subject.unwrap_or_default(),
-                        e.detail.unwrap_or_default()
-                    );
+                    println!("{}", crate::events::sentence::line(&e, &zone, now));
                 }
             }
             Ok(())

@@ -307,15 +307,10 @@ pub(super) fn print_status(s: &serde_json::Value) {
     for o in st["outputs"].as_array().into_iter().flatten() {
         line(format!("→ {} ({})", o["destination"].as_str().unwrap_or("?"), o["ingest"].as_str().unwrap_or("")), o);
     }
+    let (zone, now) = (crate::events::sentence::box_zone(), jiff::Timestamp::now());
     for e in s["events"].as_array().into_iter().flatten() {
-        println!(
-            "  {} {:<8} {:<16} {} {}",
-            e["at"].as_str().unwrap_or(""),
-            e["severity"].as_str().unwrap_or(""),
-            e["event_type"].as_str().unwrap_or(""),
-            e["subject"].as_str().unwrap_or(""),
-            e["detail"].as_str().unwrap_or("")
-        );
+        let e = control::event_of(e);
+        println!("  {}", crate::events::sentence::line(&e, &zone, now));
     }
 }
 

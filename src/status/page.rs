@@ -4,12 +4,22 @@
 //! The script only refreshes: the program thumbnail each second, the live sections every two
 //! seconds (`/partial`, rendered here too), and the event list from `/api/v1/events/stream` (SSE).
 //! Every value shown is escaped; the page's Content-Security-Policy allows no inline script.
+//!
+//! Events read as sentences in the box's local time ([`crate::events::sentence`], the same words
+//! as the CLI's), each with its JSON one click away. A camera that is down or whose picture is
+//! older than [`STALE_AFTER_MS`] shows its last picture greyed, with its age. The layout is one
+//! column on a phone, and the destinations table becomes one card per destination there, so
+//! nothing scrolls sideways at 390 px.
 
 use std::fmt::Write as _;
 
 use super::auth::{Flash, MIN_PASSWORD};
 use super::history::{svg, Point};
+use crate::events::sentence;
 use crate::store::events::Event;
+
+/// A camera picture older than this (ms) is shown as a last picture, greyed, with its age.
+pub const STALE_AFTER_MS: u64 = 2000;
 
 /// HTML-escapes text for an element's content or a quoted attribute.
 pub fn esc(s: &str) -> String {
@@ -128,6 +138,9 @@ pub struct PageData {
     pub schedules: Option<Vec<crate::timeline::schedule::Schedule>>,
     pub timelines: Vec<(String, String)>,
     pub events: Vec<Event>,
+    /// The box's time zone and the wall clock now: the events' times are shown in it.
+    pub zone: jiff::tz::TimeZone,
+    pub wall_now: jiff::Timestamp,
     pub system: crate::control::telemetry::System,
 }
 
@@ -176,7 +189,7 @@ pub fn page(d: &PageData, controls: &Controls) -> String {
     h.push_str("</section><div id=\"live\">");
     live(&mut h, d);
     h.push_str("</div>");
-    events(&mut h, &d.events);
+    events(&mut h, d);
     controls_html(&mut h, d, controls);
     h.push_str("</main></body></html>");
     h
@@ -241,22 +254,7 @@ fn live(h: &mut String, d: &PageData) {
     } else {
         h.push_str("<ul class=\"tiles\">");
         for c in &d.cameras {
-            let _ = write!(
-                h,
-                "<li class=\"camera\" data-camera=\"{id}\"><img class=\"thumb\" loading=\"lazy\" alt=\"{id}\" \
-                 src=\"/thumb/{p}/camera/{ps}.jpg?t={t}\"><div><b>{id}</b>{air} {health}<br>\
-                 <small>frame age {age} · {fps} fps</small>{err}</div></li>",
-                id = esc(&c.id),
-                p = seg(&c.program),
-                ps = seg(&c.id),
-                t = d.now as u64,
-                air = if c.on_air { " <span class=\"badge good\">on air</span>" } else { "" },
-                health = badge(&c.health),
-                age = c.frame_age_ms.map_or("–".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
-                fps = c.fps.map_or("–".to_string(), |f| format!("{f:.1}")),
-                err =
-                    c.error.as_ref().map_or(String::new(), |e| format!("<br><small class=\"err\">{}</small>", esc(e))),
-            );
+            camera_tile(h, c, d.now);
         }
         h.push_str("</ul>");
     }
@@ -268,23 +266,26 @@ fn live(h: &mut String, d: &PageData) {
         h.push_str("<p class=\"muted\">No destination is configured.</p>");
     } else {
         h.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>Destination</th><th>State</th><th>Bitrate</th><th>Uptime</th>\
+            "<table class=\"cards\"><thead><tr><th>Destination</th><th>State</th><th>Bitrate</th><th>Uptime</th>\
              <th>Reconnects</th></tr></thead><tbody>",
         );
         for x in &d.destinations {
             let _ = write!(
                 h,
-                "<tr data-destination=\"{id}\"><td>{id}{prog}</td><td>{state}{err}</td><td>{br}</td><td>{up}</td><td>{rc}</td></tr>",
+                "<tr data-destination=\"{id}\"><td>{id}{prog}</td><td data-label=\"State\">{state}{err}</td>\
+                 <td data-label=\"Bitrate\">{br}</td><td data-label=\"Uptime\">{up}</td>\
+                 <td data-label=\"Reconnects\">{rc}</td></tr>",
                 id = esc(&x.id),
                 prog = x.program.as_ref().map_or(String::new(), |p| format!(" <small>({})</small>", esc(p))),
                 state = badge(&x.state),
-                err = x.error.as_ref().map_or(String::new(), |e| format!("<br><small class=\"err\">{}</small>", esc(e))),
+                err =
+                    x.error.as_ref().map_or(String::new(), |e| format!("<br><small class=\"err\">{}</small>", esc(e))),
                 br = x.bitrate_kbps.map_or("–".to_string(), |b| format!("{b:.0} kbit/s")),
                 up = x.uptime_s.map_or("–".to_string(), duration),
                 rc = x.reconnects,
             );
         }
-        h.push_str("</tbody></table></div>");
+        h.push_str("</tbody></table>");
     }
     if !d.graphs.is_empty() {
         h.push_str("<h3>Up to the last hour</h3><div class=\"graphs\">");
@@ -411,29 +412,82 @@ fn live(h: &mut String, d: &PageData) {
     );
 }
 
-fn event_li(h: &mut String, e: &Event) {
+/// One event: its local time, its sentence, and its JSON behind a click.
+fn event_li(h: &mut String, e: &Event, zone: &jiff::tz::TimeZone, now: jiff::Timestamp) {
     let _ = write!(
         h,
-        "<li class=\"{sev}\" data-id=\"{id}\"><time>{at}</time> <b>{ty}</b> {subject} <small>{detail}</small></li>",
+        "<li class=\"{sev}\" data-id=\"{id}\" data-type=\"{ty}\"><time datetime=\"{at}\">{local}</time> \
+         <span class=\"said\">{said}</span><details><summary>JSON</summary><pre>{json}</pre></details></li>",
         sev = esc(&e.severity),
         id = e.id,
-        at = esc(&e.at),
         ty = esc(&e.event_type),
-        subject = esc(e.subject.as_deref().unwrap_or("")),
-        detail = esc(e.detail.as_deref().unwrap_or("")),
+        at = esc(&e.at),
+        local = esc(&sentence::local_time(&e.at, zone, now)),
+        said = esc(&sentence::sentence(e)),
+        json = esc(&event_json(e)),
     );
 }
 
-fn events(h: &mut String, events: &[Event]) {
-    let last = events.last().map_or(0, |e| e.id);
+/// The event as the page shows it behind its sentence (and as `events --json` prints it).
+pub fn event_json(e: &Event) -> String {
+    serde_json::to_string_pretty(e).unwrap_or_default()
+}
+
+fn events(h: &mut String, d: &PageData) {
+    let last = d.events.last().map_or(0, |e| e.id);
     let _ = write!(
         h,
         "<section class=\"card wide\" id=\"events\"><h2>Recent events</h2><ul id=\"event-list\" data-last=\"{last}\">"
     );
-    for e in events.iter().rev() {
-        event_li(h, e);
+    for e in d.events.iter().rev() {
+        event_li(h, e, &d.zone, d.wall_now);
     }
     h.push_str("</ul></section>");
+}
+
+/// A camera: its picture (live, or its last one greyed with its age), its state and figures.
+fn camera_tile(h: &mut String, c: &CameraRow, now: f64) {
+    let stale = c.health != "running" || c.frame_age_ms.is_none_or(|ms| ms > STALE_AFTER_MS);
+    let picture = match c.frame_age_ms {
+        Some(_) => format!(
+            "<img class=\"thumb\" loading=\"lazy\" alt=\"{id}\" src=\"/thumb/{p}/camera/{ps}.jpg?t={t}\">",
+            id = esc(&c.id),
+            p = seg(&c.program),
+            ps = seg(&c.id),
+            t = now as u64,
+        ),
+        None => "<div class=\"thumb none\">no picture yet</div>".to_string(),
+    };
+    let figures = match c.frame_age_ms {
+        Some(ms) if stale => format!("<small class=\"age\">last picture {} ago</small>", ago(ms)),
+        Some(ms) => format!(
+            "<small>frame age {:.1} s · {} fps</small>",
+            ms as f64 / 1000.0,
+            c.fps.map_or("–".to_string(), |f| format!("{f:.1}"))
+        ),
+        None => "<small class=\"age\">no picture yet</small>".to_string(),
+    };
+    let _ = write!(
+        h,
+        "<li class=\"camera{stale}\" data-camera=\"{id}\">{picture}<div><b>{id}</b>{air} {health}<br>{figures}{err}</div></li>",
+        stale = if stale { " stale" } else { "" },
+        id = esc(&c.id),
+        air = if c.on_air { " <span class=\"badge good\">on air</span>" } else { "" },
+        health = badge(&c.health),
+        err = c.error.as_ref().map_or(String::new(), |e| format!("<br><small class=\"err\">{}</small>", esc(e))),
+    );
+}
+
+/// How old a picture is, for people: `4 s`, `2 min`, `1 h 5 min`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
 }
 
 fn hidden(csrf: &str) -> String {
@@ -540,15 +594,25 @@ h2{font-size:1rem;margin:0 0 .5rem}h3{font-size:.9rem;margin:.75rem 0 .25rem}h4{
 .thumb{width:160px;max-width:40vw;aspect-ratio:16/9;object-fit:cover;background:#000;border-radius:.25rem}
 .thumb.big{width:100%;max-width:640px;display:block}
 ul{margin:0;padding:0;list-style:none}ul.tiles li{display:flex;gap:.5rem;align-items:flex-start;margin:.25rem 0}
-.scroll{overflow-x:auto}table{width:100%;border-collapse:collapse;font-size:.9rem}
-th,td{text-align:left;padding:.2rem .3rem;border-bottom:1px solid #8882}th,td .badge{white-space:nowrap}
-@media (max-width:500px){table{font-size:.8rem}}
+ul.tiles li>div{min-width:0;overflow-wrap:anywhere}
+.camera.stale .thumb{filter:grayscale(1) brightness(.7);opacity:.75}.camera .age{color:var(--bad)}
+.thumb.none{display:flex;flex:none;align-items:center;justify-content:center;color:#aaa;font-size:.75rem}
+table{width:100%;border-collapse:collapse;font-size:.9rem}
+th,td{text-align:left;padding:.2rem .3rem;border-bottom:1px solid #8882;overflow-wrap:anywhere}th,td .badge{white-space:nowrap}
+@media (max-width:600px){table.cards,table.cards tbody,table.cards tr,table.cards td{display:block}
+table.cards thead{display:none}table.cards tr{padding:.35rem 0;border-bottom:1px solid #8882}
+table.cards td{border:0;padding:.05rem 0}table.cards td[data-label]::before{content:attr(data-label) ": ";color:var(--muted)}}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .75rem;margin:0}dt{color:var(--muted)}dd{margin:0;min-width:0;word-break:break-word}
 progress{width:100%}
 .graphs{display:grid;gap:.5rem;grid-template-columns:repeat(auto-fill,minmax(250px,1fr))}
 .graph{margin:0}.graph svg{width:100%;height:48px;color:var(--good);background:#8881;border-radius:.25rem}.graph figcaption{font-size:.8rem}
-#event-list li{padding:.15rem 0;border-bottom:1px solid #8882;font-size:.85rem;word-break:break-word}
-#event-list li.warning b{color:var(--warn)}#event-list li.error b{color:var(--bad)}#event-list time{color:var(--muted);font-size:.75rem}
+#event-list li{display:flex;flex-wrap:wrap;align-items:baseline;gap:0 .4rem;padding:.15rem 0;border-bottom:1px solid #8882;font-size:.85rem}
+#event-list .said{flex:1 1 12rem;min-width:0;overflow-wrap:anywhere}
+#event-list li.warning .said{color:var(--warn)}#event-list li.error .said,#event-list li.critical .said{color:var(--bad)}
+#event-list time{color:var(--muted);font-size:.75rem;font-variant-numeric:tabular-nums}
+#event-list details{flex:none;max-width:100%}#event-list details[open]{flex-basis:100%}
+#event-list summary{cursor:pointer;color:var(--muted);font-size:.75rem}
+#event-list pre{margin:.25rem 0;padding:.4rem;background:#8881;border-radius:.25rem;font-size:.75rem;white-space:pre-wrap;overflow-wrap:anywhere}
 #event-list{max-height:22rem;overflow:auto}
 .controls{display:flex;flex-wrap:wrap;gap:.5rem}.controls form{display:flex;gap:.25rem}
 button,select,input{font:inherit;padding:.35rem .7rem;border-radius:.35rem;border:1px solid #8886;background:var(--card);color:var(--fg);max-width:100%}
@@ -590,15 +654,25 @@ pub const JS: &str = r#"
       var e;
       try { e = JSON.parse(m.data); } catch (x) { return; }
       if (list.querySelector('li[data-id="' + Number(e.id) + '"]')) return;
+      // The server's words and time (the page's and the CLI's); the JSON is the event itself.
       var li = document.createElement('li');
       li.className = String(e.severity || '');
       li.setAttribute('data-id', String(Number(e.id)));
-      var t = document.createElement('time'); t.textContent = e.at || '';
-      var b = document.createElement('b'); b.textContent = e.event_type || '';
-      var s = document.createElement('small'); s.textContent = e.detail || '';
+      li.setAttribute('data-type', String(e.event_type || ''));
+      var t = document.createElement('time');
+      t.textContent = String(e.local_time || e.at || '');
+      t.setAttribute('datetime', String(e.at || ''));
+      var s = document.createElement('span');
+      s.className = 'said';
+      s.textContent = String(e.sentence || e.event_type || '');
+      var raw = {};
+      Object.keys(e).forEach(function (k) { if (k !== 'local_time' && k !== 'sentence') raw[k] = e[k]; });
+      var d = document.createElement('details');
+      var su = document.createElement('summary'); su.textContent = 'JSON';
+      var pre = document.createElement('pre'); pre.textContent = JSON.stringify(raw, null, 2);
+      d.appendChild(su); d.appendChild(pre);
       li.appendChild(t); li.appendChild(document.createTextNode(' '));
-      li.appendChild(b); li.appendChild(document.createTextNode(' ' + (e.subject || '') + ' '));
-      li.appendChild(s);
+      li.appendChild(s); li.appendChild(d);
       list.insertBefore(li, list.firstChild);
       while (list.children.length > 100) list.removeChild(list.lastChild);
     });
@@ -619,5 +693,59 @@ mod tests {
     fn text_and_ids_are_escaped() {
         assert_eq!(esc("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
         assert_eq!(seg("cam 1/../x"), "cam%201%2F..%2Fx");
+    }
+
+    #[test]
+    fn an_event_is_its_sentence_in_local_time_with_its_json_behind_a_click() {
+        let e = Event {
+            id: 3,
+            at: "2026-12-06T07:11:35Z".into(),
+            severity: "warning".into(),
+            event_type: "camera_down".into(),
+            subject: Some("<img src=x onerror=alert(1)>".into()),
+            scope: Some("program:show".into()),
+            detail: Some("program:show/camera:x: refused\u{1b}[2J; failure 1, retry in 7.0 s".into()),
+        };
+        let mut h = String::new();
+        let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
+        event_li(&mut h, &e, &kolkata, "2026-12-06T08:00:00Z".parse().unwrap());
+        assert!(h.contains("<time datetime=\"2026-12-06T07:11:35Z\">12:41:35</time>"), "{h}");
+        assert!(
+            h.contains("<span class=\"said\">Camera &lt;img src=x onerror=alert(1)&gt; lost: refused [2J, retrying in 7 s</span>"),
+            "{h}"
+        );
+        assert!(h.contains("<details><summary>JSON</summary><pre>{\n  &quot;id&quot;: 3,"), "{h}");
+        assert!(!h.contains("<img"), "escaped: {h}");
+    }
+
+    fn cam(health: &str, age: Option<u64>) -> CameraRow {
+        CameraRow {
+            id: "harbour".into(),
+            program: "show".into(),
+            health: health.into(),
+            frame_age_ms: age,
+            fps: Some(25.0),
+            on_air: false,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_camera_that_is_down_shows_its_last_picture_greyed_with_its_age() {
+        let tile = |c: CameraRow| {
+            let mut h = String::new();
+            camera_tile(&mut h, &c, 10.0);
+            h
+        };
+        let down = tile(cam("backoff", Some(125_000)));
+        assert!(down.contains("class=\"camera stale\"") && down.contains("last picture 2 min ago"), "{down}");
+        assert!(down.contains("<img class=\"thumb\""), "the last picture is shown: {down}");
+        let hung = tile(cam("running", Some(STALE_AFTER_MS + 1)));
+        assert!(hung.contains("camera stale") && hung.contains("last picture 2 s ago"), "{hung}");
+        let live = tile(cam("running", Some(40)));
+        assert!(!live.contains("stale") && live.contains("frame age 0.0 s · 25.0 fps"), "{live}");
+        let never = tile(cam("starting", None));
+        assert!(never.contains("no picture yet") && !never.contains("<img"), "{never}");
+        assert_eq!(ago(3_725_000), "1 h 2 min");
     }
 }

@@ -23,6 +23,7 @@ use super::page::{self, CameraRow, Controls, DestinationRow, PageData, ShowView}
 use super::{outbox, programs, segments, Shared, SOURCE_TIMEOUT};
 use crate::command::{Command, ProgramInfo, Reply};
 use crate::control::telemetry;
+use crate::events::sentence;
 use crate::media::switcher::Visual;
 use crate::timeline::actor::Origin;
 
@@ -170,8 +171,8 @@ struct After {
     after: Option<i64>,
 }
 
-/// New events as they are recorded (`event: event`, data: the event as JSON), from `after` (or
-/// from now). Ends when the agent stops; at most [`MAX_STREAMS`] at once.
+/// New events as they are recorded (`event: event`, data: the event as JSON with its
+/// `local_time` and `sentence`), from `after` (or from now). Ends when the agent stops; at most [`MAX_STREAMS`] at once.
 async fn events_stream(State(s): State<Arc<Shared>>, Query(q): Query<After>) -> Response {
     let Ok(permit) = s.streams.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams are open\n").into_response();
@@ -181,26 +182,44 @@ async fn events_stream(State(s): State<Arc<Shared>>, Query(q): Query<After>) -> 
         None => timed(s.store.last_event_id()).await.unwrap_or(0),
     };
     let state = (s, after, VecDeque::<crate::store::events::Event>::new(), permit);
-    let stream = futures_util::stream::unfold(state, |(s, mut after, mut queue, permit)| async move {
-        loop {
-            if let Some(e) = queue.pop_front() {
-                let data = serde_json::to_string(&e).unwrap_or_default();
-                let ev = SseEvent::default().event("event").id(e.id.to_string()).data(data);
-                return Some((Ok::<_, Infallible>(ev), (s, after, queue, permit)));
-            }
-            tokio::select! {
-                _ = s.stop.cancelled() => return None,
-                _ = tokio::time::sleep(EVENT_POLL) => {}
-            }
-            if let Some(v) = timed(s.store.events_after(after, 100)).await {
-                if let Some(last) = v.last() {
-                    after = last.id;
+    let zone = sentence::box_zone();
+    let stream = futures_util::stream::unfold(state, move |(s, mut after, mut queue, permit)| {
+        let zone = zone.clone();
+        async move {
+            loop {
+                if let Some(e) = queue.pop_front() {
+                    let told = Told {
+                        local_time: sentence::local_time(&e.at, &zone, jiff::Timestamp::now()),
+                        sentence: sentence::sentence(&e),
+                        event: &e,
+                    };
+                    let data = serde_json::to_string(&told).unwrap_or_default();
+                    let ev = SseEvent::default().event("event").id(e.id.to_string()).data(data);
+                    return Some((Ok::<_, Infallible>(ev), (s, after, queue, permit)));
                 }
-                queue.extend(v);
+                tokio::select! {
+                    _ = s.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(EVENT_POLL) => {}
+                }
+                if let Some(v) = timed(s.store.events_after(after, 100)).await {
+                    if let Some(last) = v.last() {
+                        after = last.id;
+                    }
+                    queue.extend(v);
+                }
             }
         }
     });
     sse(stream)
+}
+
+/// An event on the event stream: the event, with its time and sentence as the page shows them.
+#[derive(serde::Serialize)]
+struct Told<'a> {
+    #[serde(flatten)]
+    event: &'a crate::store::events::Event,
+    local_time: String,
+    sentence: String,
 }
 
 fn sse(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
@@ -503,6 +522,8 @@ async fn gather(s: &Shared) -> PageData {
         schedules: schedules.map(|v| v.into_iter().filter_map(|(_, j)| serde_json::from_str(&j).ok()).collect()),
         timelines: timelines.unwrap_or_default(),
         events: events.unwrap_or_default(),
+        zone: sentence::box_zone(),
+        wall_now: jiff::Timestamp::now(),
         system,
     }
 }

@@ -439,3 +439,17 @@ mod prop {
         }
     }
 }
+
+/// A hostile camera's reply nested 100,000 deep, or made of 60,000 empty elements, is read only
+/// to a bounded depth and size (lookups below an element cost its depth: unbounded, one such
+/// reply cost about 10^9 steps), and a parser over it finds nothing instead of hanging.
+#[test]
+fn a_deeply_nested_or_huge_reply_is_cut_short() {
+    use super::xml::Doc;
+    let deep = format!("<Envelope><Body>{}</Body></Envelope>", "<a>".repeat(100_000));
+    let d = Doc::parse(&deep);
+    assert!(d.descendants(0).count() < 64, "{}", d.descendants(0).count());
+    let wide = format!("<r>{}</r>", "<b/>".repeat(60_000));
+    assert!(Doc::parse(&wide).descendants(0).count() < 16_384);
+    assert!(super::soap::parse_status(&d).is_none(), "no status in a hostile reply");
+}

@@ -2,6 +2,13 @@
 //! validation, no namespace resolution. Malformed input yields a partial tree, never a panic: the callers then
 //! find what they need or report a bad response.
 
+/// Deepest nesting read. SOAP replies nest about 12 deep; a reply nested deeper is broken or
+/// hostile, and its parse stops there (a partial tree, as for any malformed reply). Lookups below
+/// an element cost its depth, so this also bounds the work a hostile camera's reply can cause.
+const MAX_DEPTH: usize = 64;
+/// Most elements read from one reply (GetProfiles of a many-stream camera has about a thousand).
+const MAX_ELEMS: usize = 16_384;
+
 /// One element.
 #[derive(Debug)]
 struct Elem {
@@ -61,6 +68,9 @@ impl Doc {
                 rest = &r[gt + 1..];
                 if name.is_empty() {
                     continue;
+                }
+                if open.len() >= MAX_DEPTH || elems.len() >= MAX_ELEMS {
+                    break;
                 }
                 elems.push(Elem {
                     local: name.to_string(),

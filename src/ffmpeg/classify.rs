@@ -47,6 +47,25 @@ pub fn classify(stderr_tail: &[String]) -> FailureKind {
     FailureKind::Transient
 }
 
+/// Start-up hints FFmpeg prints while it analyses an input, which say nothing about why it
+/// later exited (a quick start skips the analysis on purpose; see `media::ingest`).
+const HINTS: &[&str] = &[
+    "consider increasing the value for the 'analyzeduration'",
+    "not enough frames to estimate rate",
+    "could not find codec parameters for stream",
+    "guessed channel layout",
+];
+
+/// The stderr line that best says why a job ended: the last one that is not a start-up hint
+/// (the last line of all when every line is one; empty when there are none).
+pub fn telling_line(tail: &[String]) -> String {
+    let is_hint = |l: &String| {
+        let l = l.to_ascii_lowercase();
+        HINTS.iter().any(|h| l.contains(h))
+    };
+    tail.iter().rev().find(|l| !is_hint(l)).or(tail.last()).cloned().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +94,20 @@ mod tests {
         );
         assert_eq!(classify(&lines(&["Server error: Already publishing"])), FailureKind::Transient);
         assert_eq!(classify(&[]), FailureKind::Transient);
+    }
+
+    #[test]
+    fn the_telling_line_passes_over_start_up_hints() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let tail = lines(&[
+            "[rtsp @ 0x1] method SETUP failed: 461 Unsupported transport",
+            "[rtsp @ 0x1] Stream #0: not enough frames to estimate rate; consider increasing probesize",
+            "Consider increasing the value for the 'analyzeduration' (0) and 'probesize' (32) options",
+        ]);
+        assert_eq!(telling_line(&tail), tail[0]);
+        let hints =
+            lines(&["Consider increasing the value for the 'analyzeduration' (0) and 'probesize' (32) options"]);
+        assert_eq!(telling_line(&hints), hints[0], "only hints: the last one");
+        assert_eq!(telling_line(&[]), "");
     }
 }

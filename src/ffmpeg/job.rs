@@ -609,7 +609,7 @@ impl Runner {
                     // Let stderr drain so classification sees FFmpeg's last words.
                     let _ = tokio::time::timeout(Duration::from_millis(500), &mut stderr_task).await;
                     let tail = self.ring.lock().expect("ring lock").lines();
-                    let last = tail.last().cloned().unwrap_or_default();
+                    let last = super::classify::telling_line(&tail);
                     let (kind, reason) = match classify(&tail) {
                         FailureKind::Permanent { reason, line } => (true, format!("{reason} (ffmpeg {st}: {line})")),
                         FailureKind::Transient => (false, format!("ffmpeg exited ({st}){}", if last.is_empty() { String::new() } else { format!(": {last}") })),

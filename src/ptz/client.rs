@@ -672,17 +672,7 @@ impl PtzClient {
     }
 
     fn unreachable(&self, action: &'static str, e: reqwest::Error) -> PtzError {
-        let reason = if e.is_timeout() {
-            format!("no answer within {:?}", self.request_timeout)
-        } else {
-            // The innermost cause ("Connection refused", "No route to host"), without the URL reqwest adds.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(inner) = cause.source() {
-                cause = inner;
-            }
-            bounded(&cause.to_string())
-        };
-        PtzError::Unreachable { camera: self.camera.clone(), action, reason }
+        PtzError::Unreachable { camera: self.camera.clone(), action, reason: request_failure(&e, self.request_timeout) }
     }
 
     fn bad(&self, action: &'static str, detail: &str) -> PtzError {
@@ -721,4 +711,17 @@ fn camera_tls() -> rustls::ClientConfig {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(crate::media::rtmp::NoVerify(provider)))
         .with_no_client_auth()
+}
+
+/// Why a request to a camera got no answer, in a few words: a timeout, else the innermost cause
+/// ("Connection refused", "No route to host") without the URL reqwest adds.
+pub(crate) fn request_failure(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {timeout:?}");
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    bounded(&cause.to_string())
 }

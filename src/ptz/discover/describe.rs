@@ -358,15 +358,7 @@ impl<'a> Onvif<'a> {
     }
 
     fn unreachable(&self, action: &'static str, e: reqwest::Error) -> PtzError {
-        let reason = if e.is_timeout() {
-            format!("no answer within {:?}", self.timeout)
-        } else {
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(inner) = cause.source() {
-                cause = inner;
-            }
-            bounded(&cause.to_string())
-        };
+        let reason = crate::ptz::client::request_failure(&e, self.timeout);
         PtzError::Unreachable { camera: self.camera.clone(), action, reason }
     }
 

@@ -27,6 +27,8 @@ fn setup(agent: &TestAgent, cam: &RtspCamera, ingest: &RtmpIngest, dir: &Path) {
 
 /// Plays the show (once the daemon answers) until a new recording appears at the ingest.
 fn play_until_on_air(agent: &TestAgent, ingest: &RtmpIngest) {
+    // The native publisher is on air within a second of the restart: same second, same file name.
+    ingest.wait_for_a_fresh_file_name();
     let before = ingest.recordings().len();
     agent.ok_when_up(&["program", "status", "--json"]);
     agent.ok(&["timeline", "play", "one", "--destination", "d1"]);

@@ -155,6 +155,17 @@ impl RtmpIngest {
         files.into_iter().map(|f| f.2).collect()
     }
 
+    /// Waits until the wall clock is past the second of the newest recording's name: nginx names
+    /// a recording KEY-<unix seconds>, so a publish of the same key within that second would
+    /// truncate the newest file instead of making a new one.
+    pub fn wait_for_a_fresh_file_name(&self) {
+        let newest = self.recordings().iter().map(|p| unique_suffix(p)).max().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while unix_now() <= newest && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until at least `n` recordings exist; panics (with the listing and nginx's log)
     /// after `timeout`.
     pub fn wait_for_recordings(&self, n: usize, timeout: Duration) -> Vec<PathBuf> {
@@ -261,6 +272,10 @@ fn set_mode(p: &Path, mode: u32) {
 }
 
 /// The number record_unique appends ("key-1716912345.flv" → 1716912345), 0 if none.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 fn unique_suffix(p: &Path) -> u64 {
     p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.rsplit('-').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }

@@ -115,3 +115,98 @@ fn each_ingest_failure_is_reported_in_its_own_words_and_the_healthy_ingests_play
     }
     agent.stop();
 }
+
+/// The positions where the on-air colour changes between `a` and `b` (a run of either, frame by frame).
+fn transitions(cls: &[char], a: char, b: char) -> Vec<usize> {
+    let mut last = None;
+    let mut at = Vec::new();
+    for (i, c) in cls.iter().enumerate().filter(|(_, c)| **c == a || **c == b) {
+        if last.is_some_and(|l| l != *c) {
+            at.push(i);
+        }
+        last = Some(*c);
+    }
+    at
+}
+
+/// A show (a program with scheduled cuts between two cameras with audio) published natively to
+/// nginx-rtmp, to RTMPS through a TLS terminator with a private CA, and to FFmpeg's own RTMP server
+/// at once: each receives one session with every cut 39 frames after the last (1.3 s at 30 fps),
+/// and audio locked to video.
+#[test]
+fn a_show_with_cuts_reaches_nginx_rtmps_and_ffmpeg_intact_with_audio_locked() {
+    const FPS: f64 = 30.0;
+    const CUTS: usize = 8;
+    let red = RtspCamera::start("red");
+    let blue = RtspCamera::start("blue");
+    let nginx = RtmpIngest::start();
+    let behind_tls = RtmpIngest::start();
+    let tls = TlsFront::start(behind_tls.port());
+    let ff_port = free_port();
+    let ff_out = tempfile::Builder::new().prefix("ffmpeg-listen-").tempdir().unwrap();
+    let ff_file = ff_out.path().join("received.flv");
+    let mut ff = ProcGuard::spawn(
+        "ffmpeg -listen 1",
+        ffmpeg_cmd()
+            .args(["-listen", "1", "-i", &format!("rtmp://127.0.0.1:{ff_port}/live/show-ff")])
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(&ff_file),
+    );
+    let mut agent = TestAgent::new();
+    agent.ok(&["camera", "add", "a", "--url", &red.url()]);
+    agent.ok(&["camera", "add", "b", "--url", &blue.url()]);
+    agent.ok(&["destination", "add", "plain", "--platform", "custom", "--url", &nginx.url(), "--key", "show-plain"]);
+    let ca = tls.ca();
+    let rtmps = format!("rtmps://127.0.0.1:{}/live", tls.port());
+    agent.ok(&[
+        "destination",
+        "add",
+        "tls",
+        "--platform",
+        "custom",
+        "--url",
+        &rtmps,
+        "--key",
+        "show-tls",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    let ff_url = format!("rtmp://127.0.0.1:{ff_port}/live");
+    agent.ok(&["destination", "add", "ffmpeg", "--platform", "custom", "--url", &ff_url, "--key", "show-ff"]);
+    agent.spawn();
+    agent.start_program_fps(&["a", "b"], &["plain", "tls", "ffmpeg"], 30);
+    let base = agent.program("main")["program_time_s"].as_f64().unwrap().ceil() + 2.0;
+    for k in 0..CUTS {
+        let cam = if k % 2 == 0 { "b" } else { "a" };
+        agent.ok(&["program", "cut", cam, "--at", &format!("{:.3}", base + k as f64 * 1.3)]);
+    }
+    let end = base + (CUTS - 1) as f64 * 1.3 + 2.0;
+    agent.wait_program(Duration::from_secs(60), "the cuts to play out", |p| {
+        p["program_time_s"].as_f64().unwrap_or(0.0) > end
+    });
+    agent.ok(&["program", "stop"]);
+    assert!(ff.wait_timeout(Duration::from_secs(10)).is_some(), "ffmpeg -listen ended with the stream");
+    agent.stop();
+
+    let plain = nginx.recordings();
+    let behind = behind_tls.recordings();
+    assert_eq!(plain.len(), 1, "nginx: one session: {plain:?}");
+    assert_eq!(behind.len(), 1, "RTMPS: one session: {behind:?}");
+    for (name, file) in [("nginx", &plain[0]), ("RTMPS", &behind[0]), ("ffmpeg -listen", &ff_file)] {
+        let cls = classes(&decode_rgb(file, 16, 9), 16, 2, 1);
+        let at = transitions(&cls, 'R', 'B');
+        let spacing: Vec<i64> = at.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
+        eprintln!("{name}: {} frames, cuts at {at:?}", cls.len());
+        assert_eq!(at.len(), CUTS, "{name}: every cut, and nothing else: {at:?}");
+        assert!(spacing.iter().all(|s| (s - 39).abs() <= 1), "{name}: cuts 39 frames apart: {spacing:?}");
+        let (v, a) = (packet_times(file, "v"), packet_times(file, "a"));
+        assert!(!v.is_empty() && !a.is_empty(), "{name}: video and audio");
+        let first = |t: &[f64]| t.iter().cloned().fold(f64::INFINITY, f64::min);
+        let last = |t: &[f64]| t.iter().cloned().fold(0.0, f64::max);
+        let (vs, as_) = (first(&v), first(&a));
+        let (ve, ae) = (last(&v) + 1.0 / FPS, last(&a) + 1024.0 / 48000.0);
+        eprintln!("{name}: video {vs:.3}..{ve:.3} s, audio {as_:.3}..{ae:.3} s");
+        assert!((vs - as_).abs() < 0.1 && (ve - ae).abs() < 0.1, "{name}: audio locked to video");
+        assert!(max_gap(&a) < 0.1 && max_gap(&v) < 0.1, "{name}: no gaps");
+    }
+}

@@ -55,7 +55,8 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
     let r = 1.164 * c + 1.596 * e;
     let g = 1.164 * c - 0.392 * d - 0.813 * e;
     let b = 1.164 * c + 2.017 * d;
-    (r.round().clamp(0.0, 255.0) as u8, g.round().clamp(0.0, 255.0) as u8, b.round().clamp(0.0, 255.0) as u8)
+    // Rounded to nearest; the float-to-int cast saturates at 0 and 255 (and is cheaper than round()).
+    ((r + 0.5) as u8, (g + 0.5) as u8, (b + 0.5) as u8)
 }
 
 impl Frame {

@@ -1,6 +1,8 @@
-//! Thumbnails: small JPEGs of the program and of each source, refreshed every second and kept in
-//! memory for the status page and the CLI. Encoded off the bus task (a blocking thread), from a
-//! nearest-neighbour downscale straight out of YUV, so a 1080p frame costs the bus one clone.
+//! Thumbnails: small JPEGs of the program and of each source for the status page, the CLI and the
+//! cloud. Every second the bus hands over a small picture (a nearest-neighbour downscale straight
+//! out of YUV, made off the bus task); it becomes a JPEG only when somebody asks for it. A show
+//! nobody looks at spends nothing on JPEG encoding (it was 6% of the agent's CPU during a show),
+//! and what is asked for is never more than a second old.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,44 +13,84 @@ use super::frame::{yuv_to_rgb, Frame};
 pub const MAX_WIDTH: u32 = 320;
 const QUALITY: u8 = 70;
 
-/// Latest JPEG per name (`program`, or a camera id).
+/// A downscaled picture waiting to be encoded.
+pub struct Small {
+    rgb: Vec<u8>,
+    width: u16,
+    height: u16,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The newest picture, when it is newer than `jpeg`.
+    pending: Option<Small>,
+    jpeg: Option<Arc<Vec<u8>>>,
+}
+
+/// Latest picture per name (`program`, or a camera id).
 #[derive(Clone, Default)]
 pub struct Thumbnails {
-    inner: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl Thumbnails {
+    /// The newest picture of `name` as a JPEG, encoded now if it has not been yet.
     pub fn get(&self, name: &str) -> Option<Arc<Vec<u8>>> {
-        self.inner.lock().expect("thumbnails lock").get(name).cloned()
+        let pending = {
+            let mut map = self.inner.lock().expect("thumbnails lock");
+            let e = map.get_mut(name)?;
+            match e.pending.take() {
+                Some(p) => p,
+                None => return e.jpeg.clone(),
+            }
+        };
+        // Encoded outside the lock: the bus's next picture is not held up by a reader.
+        let jpeg = Arc::new(encode(&pending));
+        let mut map = self.inner.lock().expect("thumbnails lock");
+        let e = map.entry(name.to_string()).or_default();
+        // A newer picture that arrived meanwhile stays pending; this one is still the newest JPEG.
+        e.jpeg = Some(jpeg.clone());
+        Some(jpeg)
     }
 
-    pub fn put(&self, name: &str, jpeg: Vec<u8>) {
-        self.inner.lock().expect("thumbnails lock").insert(name.to_string(), Arc::new(jpeg));
+    /// Replaces the picture of `name`.
+    pub fn put(&self, name: &str, picture: Small) {
+        self.inner.lock().expect("thumbnails lock").entry(name.to_string()).or_default().pending = Some(picture);
     }
 }
 
-/// A JPEG of `frame`, scaled down to at most `max_width` wide.
-pub fn jpeg(frame: &Frame, max_width: u32) -> Vec<u8> {
+/// `frame` scaled down to at most `max_width` wide, as RGB.
+pub fn downscale(frame: &Frame, max_width: u32) -> Small {
     let scale = (frame.width as f64 / max_width as f64).max(1.0);
     let w = ((frame.width as f64 / scale) as u32).max(2) & !1;
     let h = ((frame.height as f64 / scale) as u32).max(2) & !1;
     let (yp, up, vp) = frame.planes();
     let fw = frame.width as usize;
+    let cols: Vec<usize> = (0..w).map(|x| ((x as f64 * scale) as usize).min(fw - 1)).collect();
     let mut rgb = Vec::with_capacity((w * h * 3) as usize);
     for y in 0..h {
         let sy = ((y as f64 * scale) as usize).min(frame.height as usize - 1);
-        for x in 0..w {
-            let sx = ((x as f64 * scale) as usize).min(fw - 1);
+        for &sx in &cols {
             let c = (sy / 2) * (fw / 2) + sx / 2;
             let (r, g, b) = yuv_to_rgb(yp[sy * fw + sx], up[c], vp[c]);
             rgb.extend_from_slice(&[r, g, b]);
         }
     }
+    Small { rgb, width: w as u16, height: h as u16 }
+}
+
+/// The JPEG of a downscaled picture.
+pub fn encode(p: &Small) -> Vec<u8> {
     let mut out = Vec::new();
     jpeg_encoder::Encoder::new(&mut out, QUALITY)
-        .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .encode(&p.rgb, p.width, p.height, jpeg_encoder::ColorType::Rgb)
         .expect("in-memory JPEG encoding of a valid buffer");
     out
+}
+
+/// A JPEG of `frame`, scaled down to at most `max_width` wide.
+pub fn jpeg(frame: &Frame, max_width: u32) -> Vec<u8> {
+    encode(&downscale(frame, max_width))
 }
 
 #[cfg(test)]
@@ -70,5 +112,19 @@ mod tests {
         let small = jpeg(&Frame::solid(64, 36, (0, 0, 255)), MAX_WIDTH);
         let sof = small.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
         assert_eq!(u16::from_be_bytes([small[sof + 7], small[sof + 8]]), 64, "never scaled up");
+    }
+
+    #[test]
+    fn a_picture_is_encoded_once_when_asked_and_the_newest_wins() {
+        let t = Thumbnails::default();
+        assert!(t.get("c1").is_none());
+        t.put("c1", downscale(&Frame::solid(1280, 720, (255, 0, 0)), MAX_WIDTH));
+        let first = t.get("c1").expect("encoded on demand");
+        assert_eq!(&first[..2], &[0xff, 0xd8]);
+        assert!(Arc::ptr_eq(&first, &t.get("c1").unwrap()), "not encoded twice");
+        t.put("c1", downscale(&Frame::solid(1280, 720, (0, 0, 255)), MAX_WIDTH));
+        let second = t.get("c1").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second) && first != second, "the newer picture");
+        assert_eq!(*second, jpeg(&Frame::solid(1280, 720, (0, 0, 255)), MAX_WIDTH));
     }
 }

@@ -341,10 +341,10 @@ impl Bus {
                 stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();
             let (thumbs, busy) = (self.thumbs.clone(), self.thumbs_busy.clone());
             tokio::task::spawn_blocking(move || {
-                thumbs.put("program", thumbnail::jpeg(&program, thumbnail::MAX_WIDTH));
+                thumbs.put("program", thumbnail::downscale(&program, thumbnail::MAX_WIDTH));
                 program.recycle();
                 for (k, f) in sources {
-                    thumbs.put(&k, thumbnail::jpeg(&f, thumbnail::MAX_WIDTH));
+                    thumbs.put(&k, thumbnail::downscale(&f, thumbnail::MAX_WIDTH));
                 }
                 busy.store(false, Ordering::Release);
             });

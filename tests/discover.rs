@@ -30,6 +30,7 @@ fn spec(n: u32, model: &str, profiles: Vec<Profile>) -> CameraSpec {
         scope_name: format!("Camera%20{n}"),
         username: "admin".into(),
         password: PASSWORD.into(),
+        http_digest: false,
         profiles,
     }
 }
@@ -130,12 +131,13 @@ fn camera_discover_finds_two_cameras_prints_their_streams_and_the_add_line_works
     for hidden in ["urn:uuid:huge", "urn:uuid:deep", "urn:uuid:ftp", "urn:uuid:stale", "urn:uuid:cut", PASSWORD] {
         assert!(!stdout.contains(hidden) && !stderr.contains(hidden), "{hidden} shown:\n{stdout}\n{stderr}");
     }
-    // Every request carried a good digest; each camera was asked its model, services, profiles, stream URLs.
+    // Every request carried a good digest; each camera was asked its clock (unsigned), model, services,
+    // profiles, stream URLs.
     for (cam, streams) in [(&a, 2), (&b, 1)] {
         let actions = cam.actions();
         assert!(actions.iter().all(|(_, ok)| *ok), "{actions:?}");
         let names: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
-        let mut want = vec!["GetDeviceInformation", "GetCapabilities", "GetProfiles"];
+        let mut want = vec!["GetSystemDateAndTime", "GetDeviceInformation", "GetCapabilities", "GetProfiles"];
         want.extend(std::iter::repeat_n("GetStreamUri", streams));
         assert_eq!(names, want);
     }
@@ -262,6 +264,48 @@ async fn without_or_with_wrong_credentials_the_camera_is_listed_with_a_note() {
     assert!(!format!("{refused:?}").contains(wrong), "{refused:#?}");
     let rendered = serde_json::to_string(&refused).unwrap();
     assert!(!rendered.contains(wrong));
+}
+
+/// A camera that wants HTTP Digest on its ONVIF calls and ignores WS-Security (Reolink and many OEM cameras):
+/// with credentials its streams are listed, each request after the challenge carrying a Digest the camera
+/// checks; without them the note asks for a login; with a wrong password the note says the camera refused,
+/// and the password is nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_wants_http_digest_lists_its_streams() {
+    let port = free_udp_port();
+    let url = "rtsp://127.0.0.1:554/h264Preview_01_main";
+    let cam = FakeCamera::start(
+        port,
+        CameraSpec { http_digest: true, ..spec(1, "RLC-823A", vec![profile("p0", "main", 2560, 1440, url)]) },
+    );
+    let opts = ProbeOptions {
+        wait: Duration::from_millis(1000),
+        target: SocketAddrV4::new(Ipv4Addr::new(239, 255, 255, 250), port),
+        interfaces: vec![Ipv4Addr::LOCALHOST],
+    };
+    let creds = Credentials { username: "admin".into(), password: Secret::new(PASSWORD) };
+    let found = discover::discover(&opts, Some(&creds)).await.expect("discovery runs");
+    assert_eq!(found.cameras.len(), 1, "{found:#?}");
+    let c = &found.cameras[0];
+    assert_eq!(c.manufacturer.as_deref(), Some("HIKVISION"), "GetDeviceInformation answered: {c:#?}");
+    assert_eq!(c.streams.iter().map(|s| s.url.as_str()).collect::<Vec<_>>(), vec![url], "{c:#?}");
+    assert!(c.note.is_none(), "{c:#?}");
+    let actions = cam.actions();
+    for want in ["GetDeviceInformation", "GetProfiles", "GetStreamUri"] {
+        assert!(actions.iter().any(|(a, ok)| a == want && *ok), "{want} answered with a valid Digest: {actions:?}");
+    }
+
+    let none = discover::discover(&opts, None).await.expect("discovery runs");
+    let note = none.cameras[0].note.as_deref().unwrap_or_default();
+    assert!(none.cameras[0].streams.is_empty() && note.contains("--username"), "{note}");
+
+    let wrong = "Wr0ng-digest-pa55word";
+    let creds = Credentials { username: "admin".into(), password: Secret::new(wrong) };
+    let refused = discover::discover(&opts, Some(&creds)).await.expect("discovery runs");
+    let note = refused.cameras[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("refused our HTTP Digest"), "{note}");
+    let rendered = format!("{refused:?}{}", serde_json::to_string(&refused).unwrap());
+    assert!(!rendered.contains(wrong) && !rendered.contains(PASSWORD), "{rendered}");
 }
 
 /// The cloud's `CAMERA_ACTION discover` (announced in STATE `capabilities.features`), with the password

@@ -514,6 +514,12 @@ impl PtzClient {
         (self.endpoint.username.clone(), password)
     }
 
+    /// One SOAP call to any service of this camera (discovery's GetDeviceInformation, GetProfiles,
+    /// GetStreamUri), authenticated the way the camera turns out to want, as PTZ calls are.
+    pub(super) async fn soap(&mut self, url: &str, action: &'static str, body: &str) -> Result<xml::Doc, PtzError> {
+        self.call(url, action, body).await
+    }
+
     /// POSTs one SOAP request and returns the parsed reply, or the error it amounts to. Learns, on the way, how
     /// the camera authenticates: a Digest challenge is answered and the request retried; a `stale` nonce renewed
     /// once; a WS-Security refusal retried once after re-reading the camera's clock and, when Digest was

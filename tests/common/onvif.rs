@@ -566,7 +566,7 @@ fn check_digest(
 }
 
 /// `k=v, k="quoted, with \"escapes\""` pairs of an Authorization header (the client's; well-formed).
-fn auth_params(s: &str) -> Vec<(String, String)> {
+pub fn auth_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {

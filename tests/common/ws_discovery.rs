@@ -146,6 +146,9 @@ pub struct CameraSpec {
     /// Empty: no authentication.
     pub username: String,
     pub password: String,
+    /// The camera wants HTTP Digest (MD5, `qop=auth`) on every ONVIF call and ignores WS-Security, as many
+    /// Reolink and OEM cameras do: a request without a valid `Authorization` gets a 401 challenge.
+    pub http_digest: bool,
     pub profiles: Vec<Profile>,
 }
 
@@ -249,17 +252,37 @@ fn serve(mut conn: TcpStream, ip: Ipv4Addr, port: u16, spec: &CameraSpec, reques
             name.rsplit(':').next().unwrap_or("").to_string()
         })
         .unwrap_or_default();
-    let auth_ok = spec.username.is_empty() || digest_ok(&body, spec);
+    let http_auth = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().to_string())
+    });
+    // The clock is read before anything else and, as ONVIF requires, without authentication.
+    let auth_ok = spec.username.is_empty()
+        || action == "GetSystemDateAndTime"
+        || if spec.http_digest {
+            http_auth.as_deref().is_some_and(|a| http_digest_ok(a, "POST", &path, spec))
+        } else {
+            digest_ok(&body, spec)
+        };
     requests.lock().unwrap().push((action.clone(), auth_ok));
-    let (status, answer) = if !auth_ok {
-        (400, fault("ter:NotAuthorized", "Sender not Authorized"))
-    } else {
-        respond(&path, &action, &body, ip, port, spec)
+    let (status, answer) = match (auth_ok, spec.http_digest) {
+        (false, true) => (401, "<html><body>401 Unauthorized</body></html>".to_string()),
+        (false, false) => (400, fault("ter:NotAuthorized", "Sender not Authorized")),
+        (true, _) => respond(&path, &action, &body, ip, port, spec),
     };
-    let text = if status == 200 { "OK" } else { "Bad Request" };
+    let text = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Bad Request",
+    };
+    let challenge = if status == 401 {
+        format!("WWW-Authenticate: Digest realm=\"{DIGEST_REALM}\", qop=\"auth\", algorithm=MD5, nonce=\"{DIGEST_NONCE}\"\r\n")
+    } else {
+        String::new()
+    };
     let reply = format!(
-        "HTTP/1.1 {status} {text}\r\nContent-Type: application/soap+xml; charset=utf-8\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{answer}",
+        "HTTP/1.1 {status} {text}\r\n{challenge}Content-Type: application/soap+xml; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
         answer.len()
     );
     let _ = conn.write_all(reply.as_bytes());
@@ -268,6 +291,22 @@ fn serve(mut conn: TcpStream, ip: Ipv4Addr, port: u16, spec: &CameraSpec, reques
 fn respond(path: &str, action: &str, body: &str, ip: Ipv4Addr, port: u16, spec: &CameraSpec) -> (u16, String) {
     let ok = |b: String| (200, envelope(&b));
     match (path, action) {
+        ("/onvif/device_service", "GetSystemDateAndTime") => {
+            let t = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+            ok(format!(
+                "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>NTP</tt:DateTimeType>\
+                 <tt:DaylightSavings>false</tt:DaylightSavings><tt:UTCDateTime><tt:Time><tt:Hour>{}</tt:Hour>\
+                 <tt:Minute>{}</tt:Minute><tt:Second>{}</tt:Second></tt:Time><tt:Date><tt:Year>{}</tt:Year>\
+                 <tt:Month>{}</tt:Month><tt:Day>{}</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime>\
+                 </tds:GetSystemDateAndTimeResponse>",
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.year(),
+                t.month(),
+                t.day()
+            ))
+        }
         ("/onvif/device_service", "GetDeviceInformation") => ok(format!(
             "<tds:GetDeviceInformationResponse><tds:Manufacturer>{}</tds:Manufacturer><tds:Model>{}</tds:Model>\
              <tds:FirmwareVersion>V5.5.82 build 190220</tds:FirmwareVersion><tds:SerialNumber>X1</tds:SerialNumber>\
@@ -323,6 +362,29 @@ fn text_of(body: &str, local: &str) -> Option<String> {
         }
     }
     None
+}
+
+const DIGEST_REALM: &str = "IPC discovery test";
+const DIGEST_NONCE: &str = "6b1f0c2a9d8e7f60";
+
+/// An `Authorization: Digest` header checked the way the camera would (RFC 7616, MD5, `qop=auth`), computed
+/// independently of the agent's code.
+fn http_digest_ok(header: &str, method: &str, target: &str, spec: &CameraSpec) -> bool {
+    let Some(rest) = header.strip_prefix("Digest ") else { return false };
+    let params = super::onvif::auth_params(rest);
+    let p = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response), Some(qop), Some(nc), Some(cnonce)) =
+        (p("username"), p("realm"), p("nonce"), p("uri"), p("response"), p("qop"), p("nc"), p("cnonce"))
+    else {
+        return false;
+    };
+    if user != spec.username || realm != DIGEST_REALM || nonce != DIGEST_NONCE || uri != target || qop != "auth" {
+        return false;
+    }
+    let h = |s: String| hex::encode(md5::Md5::digest(s.as_bytes()));
+    let ha1 = h(format!("{user}:{realm}:{}", spec.password));
+    let ha2 = h(format!("{method}:{uri}"));
+    h(format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")) == response
 }
 
 /// The UsernameToken's PasswordDigest recomputed from its Nonce and Created and the password the camera knows.

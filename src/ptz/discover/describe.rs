@@ -11,16 +11,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
-use super::super::soap::{bounded, check_reply, created_stamp, escape, parse_capabilities, SecurityHeader};
-use super::super::{xml, PtzError, DEFAULT_REQUEST_TIMEOUT, MAX_BODY};
+use super::super::soap::{bounded, escape, parse_capabilities};
+use super::super::{xml, OnvifEndpoint, PtzClient, PtzError, DEFAULT_REQUEST_TIMEOUT};
 use super::{probe, Answered, DiscoverError, ProbeOptions, Scopes};
 use crate::secret::Secret;
 
-/// Most tags in a reply that is parsed (a 20-profile GetProfiles has about 3000).
-const MAX_REPLY_TAGS: usize = 8192;
 /// Most profiles asked for their stream URL.
 const MAX_PROFILES: usize = 8;
 /// Longest stream URL kept.
@@ -161,7 +158,7 @@ pub async fn describe(answered: &Answered, creds: Option<&Credentials>, timeout:
     cam.onvif_url = Some(device.to_string());
     cam.onvif_host = device.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
     cam.onvif_port = device.port_or_known_default();
-    let client = Onvif::new(&device, creds, timeout);
+    let mut client = Onvif::new(&device, creds, timeout);
     match tokio::time::timeout(PER_CAMERA, client.describe(&mut cam)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => cam.note = Some(note_for(&e, creds.is_some())),
@@ -206,42 +203,34 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The few ONVIF calls discovery makes, to one camera.
-struct Onvif<'a> {
-    /// No proxy, no redirects: requests go to the camera and nowhere else.
-    http: reqwest::Client,
+/// The few ONVIF calls discovery makes, to one camera, through the same client as PTZ (the camera's
+/// clock read first, HTTP Digest and WS-Security as the camera wants them, bounded replies).
+struct Onvif {
+    client: PtzClient,
     device_url: String,
     /// `scheme://host:port` of the device service: every other service is reached on it.
     origin: String,
-    /// `host:port`, as errors name the camera.
-    camera: String,
-    creds: Option<&'a Credentials>,
-    timeout: Duration,
 }
 
-impl<'a> Onvif<'a> {
-    fn new(device: &url::Url, creds: Option<&'a Credentials>, timeout: Duration) -> Onvif<'a> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("building the HTTP client for ONVIF");
-        let host = device.host_str().unwrap_or("");
-        let port = device.port_or_known_default().unwrap_or(80);
-        Onvif {
-            http,
-            device_url: device.to_string(),
-            origin: format!("{}://{host}:{port}", device.scheme()),
-            camera: format!("{host}:{port}"),
-            creds,
-            timeout,
-        }
+impl Onvif {
+    fn new(device: &url::Url, creds: Option<&Credentials>, timeout: Duration) -> Onvif {
+        let host = device.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
+        let endpoint = OnvifEndpoint {
+            host,
+            port: device.port_or_known_default().unwrap_or(80),
+            https: device.scheme() == "https",
+            username: creds.map(|c| c.username.clone()),
+            password: creds.map(|c| c.password.clone()),
+            profile_token: None,
+        };
+        let client = PtzClient::new(endpoint).with_request_timeout(timeout);
+        Onvif { origin: format!("{}://{}", device.scheme(), client.camera()), device_url: device.to_string(), client }
     }
 
-    async fn describe(&self, cam: &mut DiscoveredCamera) -> Result<(), PtzError> {
+    async fn describe(&mut self, cam: &mut DiscoveredCamera) -> Result<(), PtzError> {
         let info = self
             .call(
-                &self.device_url,
+                &self.device_url.clone(),
                 "GetDeviceInformation",
                 &format!("<tds:GetDeviceInformation xmlns:tds=\"{NS_TDS}\"/>"),
             )
@@ -256,7 +245,8 @@ impl<'a> Onvif<'a> {
         let body = format!(
             "<tds:GetCapabilities xmlns:tds=\"{NS_TDS}\"><tds:Category>Media</tds:Category></tds:GetCapabilities>"
         );
-        let media = match self.call(&self.device_url, "GetCapabilities", &body).await {
+        let device_url = self.device_url.clone();
+        let media = match self.call(&device_url, "GetCapabilities", &body).await {
             Ok(doc) => parse_capabilities(&doc).media,
             // Cameras that only implement GetServices serve Media at the well-known path.
             Err(PtzError::Fault { .. }) => None,
@@ -290,7 +280,7 @@ impl<'a> Onvif<'a> {
             return Err(e);
         }
         if cam.streams.is_empty() {
-            cam.note = Some(format!("camera {}: no profile with an RTSP stream URL", self.camera));
+            cam.note = Some(format!("camera {}: no profile with an RTSP stream URL", self.client.camera()));
         }
         Ok(())
     }
@@ -310,60 +300,8 @@ impl<'a> Onvif<'a> {
         format!("{}{path}", self.origin)
     }
 
-    /// POSTs one SOAP request and returns the parsed reply, or the error it amounts to.
-    async fn call(&self, url: &str, action: &'static str, body: &str) -> Result<xml::Doc, PtzError> {
-        let security = self.creds.map(|c| {
-            let mut nonce = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut nonce);
-            let created = created_stamp(time::OffsetDateTime::now_utc());
-            SecurityHeader::new(&c.username, c.password.expose(), &nonce, &created)
-        });
-        let envelope = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-             <s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\">{}<s:Body>{body}</s:Body></s:Envelope>",
-            security.as_ref().map(|s| s.xml.as_str()).unwrap_or("")
-        );
-        let resp = self
-            .http
-            .post(url)
-            .timeout(self.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")
-            .body(envelope)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(action, e))?;
-        let status = resp.status().as_u16();
-        let bytes = self.read_bounded(resp, action).await?;
-        if bytes.iter().filter(|&&b| b == b'<').count() > MAX_REPLY_TAGS {
-            return Err(self.bad(action, &format!("reply with more than {MAX_REPLY_TAGS} tags")));
-        }
-        let doc = xml::Doc::parse(&String::from_utf8_lossy(&bytes));
-        check_reply(&self.camera, action, status, &doc, security.as_ref())?;
-        Ok(doc)
-    }
-
-    async fn read_bounded(&self, mut resp: reqwest::Response, action: &'static str) -> Result<Vec<u8>, PtzError> {
-        let too_big = || self.bad(action, &format!("reply larger than {} KiB", MAX_BODY / 1024));
-        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(too_big());
-        }
-        let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(action, e))? {
-            if buf.len() + chunk.len() > MAX_BODY {
-                return Err(too_big());
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf)
-    }
-
-    fn unreachable(&self, action: &'static str, e: reqwest::Error) -> PtzError {
-        let reason = crate::ptz::client::request_failure(&e, self.timeout);
-        PtzError::Unreachable { camera: self.camera.clone(), action, reason }
-    }
-
-    fn bad(&self, action: &'static str, detail: &str) -> PtzError {
-        PtzError::BadResponse { camera: self.camera.clone(), action, detail: detail.to_string() }
+    async fn call(&mut self, url: &str, action: &'static str, body: &str) -> Result<xml::Doc, PtzError> {
+        self.client.soap(url, action, body).await
     }
 }
 

@@ -514,6 +514,20 @@ impl Config {
         if c.topic_prefix.is_empty() || c.topic_prefix.contains(['#', '+']) || c.topic_prefix.ends_with('/') {
             return bad("control.topic_prefix must be non-empty, without MQTT wildcards or a trailing '/'");
         }
+        // The broker and the studio know the device by its client certificate; a user or password in
+        // the URL would be silently unused. (The URL itself is not repeated: it holds the password.)
+        let with_userinfo = |u: &str| {
+            url::Url::parse(&u.replace("{device_id}", "d"))
+                .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        };
+        for (key, url) in [("mqtt", c.mqtt.as_ref().map(|m| &m.url)), ("ws", c.ws.as_ref().map(|w| &w.url))] {
+            if url.is_some_and(|u| with_userinfo(u)) {
+                return Err(ConfigError::Invalid(format!(
+                    "control.{key}.url must not carry a user or password: the device signs in with its client \
+                     certificate (cert_file, key_file)"
+                )));
+            }
+        }
         if let Some(m) = &c.mqtt {
             match m.url.split_once("://").map(|(s, _)| s) {
                 Some("mqtt") if m.allow_insecure => {}
@@ -650,6 +664,28 @@ mod tests {
         assert!(err.contains("control.topic_prefix"), "{err}");
         let err = load(None, &[("VISTTER_CONTROL__MAX_SKEW_S", "0")]).unwrap_err().to_string();
         assert!(err.contains("control.max_skew_s"), "{err}");
+    }
+
+    /// The broker knows the device by its client certificate; a user or password written into a control
+    /// URL would be silently unused (and a password sits in a world-readable file). Refused, naming the key
+    /// and never repeating the password.
+    #[test]
+    fn a_user_or_password_in_a_control_url_is_refused_without_repeating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let tls = "ca_file = \"/etc/ca.pem\"\ncert_file = \"/etc/c.pem\"\nkey_file = \"/etc/k.pem\"\n";
+        for (section, url) in [
+            ("mqtt", "mqtts://device:Hunter2-secret@broker.example:8883"),
+            ("mqtt", "mqtts://device@broker.example:8883"),
+            ("ws", "wss://device:Hunter2-secret@studio.example/v1/devices/{device_id}/channel"),
+        ] {
+            std::fs::write(&path, format!("[control.{section}]\nurl = \"{url}\"\n{tls}")).unwrap();
+            let err = load(Some(&path), &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("control.{section}.url")) && err.contains("client certificate"), "{err}");
+            assert!(!err.contains("Hunter2-secret"), "{err}");
+        }
+        std::fs::write(&path, format!("[control.mqtt]\nurl = \"mqtts://broker.example:8883\"\n{tls}")).unwrap();
+        load(Some(&path), &[]).expect("a URL without credentials is fine");
     }
 
     #[test]

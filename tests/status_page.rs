@@ -457,13 +457,22 @@ fn the_status_page_shows_the_show_and_guards_its_controls() {
         "document.querySelector('#cameras li[data-camera=\"g\"].stale') && \
          /^last picture [0-9]+ s ago$/.test(document.querySelector('#cameras li[data-camera=\"g\"] .age').textContent)",
     );
-    let tile = b.eval(
-        "(function(){ var g = document.querySelector('#cameras li[data-camera=\"g\"] img.thumb'); \
-         var r = document.querySelector('#cameras li[data-camera=\"r\"]'); \
-         return { filter: getComputedStyle(g).filter, picture: g.complete && g.naturalWidth > 0, \
-         r_stale: r.classList.contains('stale'), r_filter: getComputedStyle(r.querySelector('img.thumb')).filter, \
-         r_text: r.innerText }; })()",
-    );
+    // The section is redrawn every 2 s with a new picture URL: read it once the image has finished loading
+    // (a missing picture never does: a 404 leaves it without a size).
+    let t = Instant::now();
+    let tile = loop {
+        let tile = b.eval(
+            "(function(){ var g = document.querySelector('#cameras li[data-camera=\"g\"] img.thumb'); \
+             var r = document.querySelector('#cameras li[data-camera=\"r\"]'); \
+             return { filter: getComputedStyle(g).filter, picture: g.complete && g.naturalWidth > 0, \
+             r_stale: r.classList.contains('stale'), r_filter: getComputedStyle(r.querySelector('img.thumb')).filter, \
+             r_text: r.innerText }; })()",
+        );
+        if tile["picture"] == json!(true) || t.elapsed() > Duration::from_secs(10) {
+            break tile;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(tile["filter"].as_str().unwrap_or_default().contains("grayscale"), "g's picture is greyed: {tile}");
     assert_eq!(tile["picture"], true, "g shows its last picture, not a blank: {tile}");
     assert_eq!((&tile["r_stale"], &tile["r_filter"]), (&json!(false), &json!("none")), "r is live: {tile}");

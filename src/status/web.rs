@@ -155,13 +155,20 @@ fn jpeg(j: Option<Arc<Vec<u8>>>) -> Response {
     }
 }
 
+/// A thumbnail, JPEG-encoded on a blocking thread when it is asked for (encoding is CPU work that
+/// must not hold up the server's other requests).
+async fn thumbnail(s: &Shared, program: String, name: String) -> Response {
+    let d = s.dispatcher.clone();
+    jpeg(tokio::task::spawn_blocking(move || d.thumbnail(&program, &name)).await.ok().flatten())
+}
+
 async fn program_thumb(State(s): State<Arc<Shared>>, Path(program): Path<String>) -> Response {
-    jpeg(s.dispatcher.thumbnail(&program, "program"))
+    thumbnail(&s, program, "program".into()).await
 }
 
 async fn camera_thumb(State(s): State<Arc<Shared>>, Path((program, file)): Path<(String, String)>) -> Response {
     match file.strip_suffix(".jpg").filter(|c| !c.is_empty() && *c != "program") {
-        Some(camera) => jpeg(s.dispatcher.thumbnail(&program, camera)),
+        Some(camera) => thumbnail(&s, program, camera.to_string()).await,
         None => (StatusCode::NOT_FOUND, "no such thumbnail\n").into_response(),
     }
 }

@@ -533,3 +533,15 @@ fn the_readme_cli_table_matches_the_cli() {
     missing.sort();
     assert!(missing.is_empty(), "commands missing from the README's CLI table: {missing:?}");
 }
+
+/// `vistter-agent hwaccel | head -1` and the like: a reader that goes away before the output ends
+/// ends the command quietly (exit 0), never with a panic (it was "failed printing to stdout").
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let agent = TestAgent::new();
+    // hwaccel test-encodes before it prints, so the pipe is closed by the time it writes.
+    let out = agent.cli_closed_stdout(&["hwaccel"]);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(code(&out), 0, "{err}");
+}

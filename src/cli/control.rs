@@ -63,11 +63,11 @@ pub fn device(cmd: DeviceCmd, cfg: &Config) -> Result<(), CliError> {
             "device_public_key": p.device_public_key,
             "device_sealing_key": p.device_sealing_key,
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
     } else {
-        println!("device_id           {id}");
-        println!("device_public_key   {}  (ed25519: verifies what this device sends)", p.device_public_key);
-        println!("device_sealing_key  {}  (X25519: seal secrets to this device)", p.device_sealing_key);
+        outln!("device_id           {id}");
+        outln!("device_public_key   {}  (ed25519: verifies what this device sends)", p.device_public_key);
+        outln!("device_sealing_key  {}  (X25519: seal secrets to this device)", p.device_sealing_key);
     }
     Ok(())
 }
@@ -84,7 +84,7 @@ pub async fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
         TrustCmd::List { json } => {
             let store = TrustStore::load(&path).map_err(trust_error)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&store).expect("serialises"));
+                outln!("{}", serde_json::to_string_pretty(&store).expect("serialises"));
             } else {
                 for e in &store.keys {
                     let roles: Vec<&str> = e
@@ -96,7 +96,7 @@ pub async fn trust(cmd: TrustCmd, cfg: &Config) -> Result<(), CliError> {
                             Role::TrustAdmin => "trust_admin",
                         })
                         .collect();
-                    println!("{:<24} {}  {}", e.key_id, e.public_key, roles.join(","));
+                    outln!("{:<24} {}  {}", e.key_id, e.public_key, roles.join(","));
                 }
             }
         }
@@ -138,28 +138,28 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         "segments": segments,
     });
     if json {
-        println!("{doc}");
+        outln!("{doc}");
         return Ok(());
     }
-    println!("device    {}", doc["device_id"].as_str().unwrap_or_default());
+    outln!("device    {}", doc["device_id"].as_str().unwrap_or_default());
     match &live {
         Some(l) => print_live(l),
-        None if running => println!("daemon    running; its status server ([status]) did not answer"),
-        None => println!("daemon    not running"),
+        None if running => outln!("daemon    running; its status server ([status]) did not answer"),
+        None => outln!("daemon    not running"),
     }
     match (configured, running, doc["links"].as_object()) {
-        (false, _, _) => println!("cloud     not configured ([control.mqtt] / [control.ws])"),
-        (true, false, _) => println!("cloud     the daemon is not running"),
+        (false, _, _) => outln!("cloud     not configured ([control.mqtt] / [control.ws])"),
+        (true, false, _) => outln!("cloud     the daemon is not running"),
         (true, true, Some(l)) => {
             for (k, v) in l {
-                println!("{k:<9} {}", v.as_str().unwrap_or_default());
+                outln!("{k:<9} {}", v.as_str().unwrap_or_default());
             }
         }
-        (true, true, None) => println!("cloud     starting"),
+        (true, true, None) => outln!("cloud     starting"),
     }
-    println!("outbox    {} message(s), {} bytes waiting", row.0, row.1);
+    outln!("outbox    {} message(s), {} bytes waiting", row.0, row.1);
     if segments.is_empty() {
-        println!("segments  none installed");
+        outln!("segments  none installed");
     }
     for s in segments.iter().filter(|s| s.active) {
         let kept: Vec<String> = segments
@@ -167,7 +167,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             .filter(|o| o.segment_id == s.segment_id && !o.active)
             .map(|o| o.version.to_string())
             .collect();
-        println!(
+        outln!(
             "segment   {} v{} active (timeline {}, {} bytes){}",
             s.segment_id,
             s.version,
@@ -209,13 +209,13 @@ pub(super) fn secs(s: f64) -> String {
 /// What the status page shows, as terminal lines.
 fn print_live(l: &serde_json::Value) {
     let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("–").to_string();
-    println!("agent     {} up {}", str_of(&l["agent_version"]), secs(l["uptime_s"].as_f64().unwrap_or(0.0)));
+    outln!("agent     {} up {}", str_of(&l["agent_version"]), secs(l["uptime_s"].as_f64().unwrap_or(0.0)));
     let show = &l["show"];
     if show.is_object() {
         let name = show["timeline_name"].as_str().unwrap_or_else(|| show["timeline_id"].as_str().unwrap_or("?"));
         let pos = show["position_s"].as_f64().unwrap_or(0.0);
         let of = show["duration_s"].as_f64().map_or(String::new(), |d| format!(" of {}", secs(d)));
-        println!(
+        outln!(
             "show      {name} ({}) {} at {}{of}, loop {}",
             str_of(&show["timeline_id"]),
             str_of(&show["state"]),
@@ -225,23 +225,23 @@ fn print_live(l: &serde_json::Value) {
         let next = show["next_cue"].as_array().map_or("–".to_string(), |n| {
             format!("{} at {}", n[0].as_str().unwrap_or("?"), secs(n[1].as_f64().unwrap_or(0.0)))
         });
-        println!(
+        outln!(
             "cue       {} → next {next}; late {} of {}",
             str_of(&show["current_cue"]),
             show["late_cues"],
             show["cues"]
         );
         if show["emergency_slate"] == true {
-            println!("slate     EMERGENCY SLATE IS UP");
+            outln!("slate     EMERGENCY SLATE IS UP");
         }
     } else {
-        println!("show      none playing");
+        outln!("show      none playing");
     }
     for (t, secs_ago) in l["cloud_last_contact_s"].as_object().into_iter().flatten() {
-        println!("contact   {t} heard from {} ago", secs(secs_ago.as_f64().unwrap_or(0.0)));
+        outln!("contact   {t} heard from {} ago", secs(secs_ago.as_f64().unwrap_or(0.0)));
     }
     for c in l["cameras"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "camera    {:<12} {:<9}{} frame age {} · {} fps{}",
             str_of(&c["id"]),
             str_of(&c["health"]),
@@ -252,7 +252,7 @@ fn print_live(l: &serde_json::Value) {
         );
     }
     for d in l["destinations"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "push      {:<12} {:<9} {} · restarts {} (program {})",
             str_of(&d["id"]),
             str_of(&d["state"]),
@@ -262,7 +262,7 @@ fn print_live(l: &serde_json::Value) {
         );
     }
     for s in l["schedules"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "schedule  {:<12} {}{} {}–{} {}",
             str_of(&s["id"]),
             s["days_of_week"]
@@ -275,7 +275,7 @@ fn print_live(l: &serde_json::Value) {
         );
     }
     let sys = &l["system"];
-    println!(
+    outln!(
         "system    cpu {} · memory {} MB available · agent {} MB · {} · disk {} GB free",
         sys["cpu_percent"].as_f64().map_or("–".into(), |c| format!("{c:.0}%")),
         sys["memory"]["available_kb"].as_f64().map_or("–".into(), |k| format!("{:.0}", k / 1000.0)),
@@ -285,7 +285,7 @@ fn print_live(l: &serde_json::Value) {
     );
     let (zone, now) = (sentence::box_zone(), jiff::Timestamp::now());
     for e in l["recent_events"].as_array().into_iter().flatten().take(5) {
-        println!("event     {}", sentence::line(&event_of(e), &zone, now));
+        outln!("event     {}", sentence::line(&event_of(e), &zone, now));
     }
 }
 

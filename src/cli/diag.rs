@@ -137,7 +137,7 @@ pub async fn diag(cfg: &Config, out: &Path, events: i64) -> Result<(), CliError>
     if daemon_line.starts_with("No logs") {
         eprintln!("vistter-agent: {daemon_line}");
     }
-    println!("{} ({files} files)", out.display());
+    outln!("{} ({files} files)", out.display());
     Ok(())
 }
 

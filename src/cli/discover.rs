@@ -53,7 +53,7 @@ pub(super) async fn discover(a: CameraDiscover, cfg: &Config) -> Result<(), CliE
     if a.json {
         print_json(&found);
     } else {
-        print!("{}", render(&found, opts.wait, creds.is_some()));
+        out!("{}", render(&found, opts.wait, creds.is_some()));
     }
     Ok(())
 }

@@ -3,11 +3,23 @@
 //! Management commands write desired state to the store; the daemon (`run`) picks changes up within
 //! `reconcile_interval_ms`. Output is for people (masked secrets, tables) or `--json` for scripts.
 
+/// `println!` for the command's answers (see [`out`]).
+macro_rules! outln {
+    () => { $crate::cli::out::write(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::out::write(format_args!($($t)*), true) };
+}
+
+/// `print!` for the command's answers (see [`out`]).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::out::write(format_args!($($t)*), false) };
+}
+
 mod admin;
 mod control;
 mod diag;
 mod discover;
 mod doctor;
+mod out;
 mod program;
 mod segment;
 mod setup;
@@ -550,7 +562,7 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         }
         Command::CheckConfig => {
             let text = toml::to_string_pretty(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
-            println!("# configuration is valid; effective values:\n{text}");
+            outln!("# configuration is valid; effective values:\n{text}");
             Ok(())
         }
         Command::Camera(c) => setup::camera(c, &cfg).await,
@@ -570,12 +582,12 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
         Command::Events { subject, limit, json } => {
             let events = Store::open(&cfg.data_dir).await?.events(subject.as_deref(), limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&events).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&events).expect("serializes"));
             } else {
                 // The status page's words, in the box's local time (`--json` has the rows).
                 let (zone, now) = (crate::events::sentence::box_zone(), jiff::Timestamp::now());
                 for e in events {
-                    println!("{}", crate::events::sentence::line(&e, &zone, now));
+                    outln!("{}", crate::events::sentence::line(&e, &zone, now));
                 }
             }
             Ok(())
@@ -588,18 +600,18 @@ async fn dispatch(cmd: Command, cfg: Config) -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
             } else {
-                println!("{}", v.ffmpeg_version);
+                outln!("{}", v.ffmpeg_version);
                 for c in &v.candidates {
                     let verdict = if c.works { "works".to_string() } else { c.error.clone().unwrap_or_default() };
-                    println!("  {:<18} {}", c.encoder, verdict);
+                    outln!("  {:<18} {}", c.encoder, verdict);
                 }
-                println!("chosen: {}", v.chosen);
+                outln!("chosen: {}", v.chosen);
                 if let Some(note) =
                     v.board.as_deref().and_then(|m| crate::media::hwaccel::board_note(m, Some(&v.chosen)))
                 {
-                    println!("board: {}", note.1);
+                    outln!("board: {}", note.1);
                 }
             }
             Ok(())
@@ -634,7 +646,7 @@ async fn demo(
         }
     };
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(format!("{}: {e}", cfg.data_dir.display())))?;
-    println!(
+    outln!(
         "vistter-agent demo: two built-in sources, a cut every {cut_every} s, logo, clock and lower third, {}x{} at {fps} fps\n  → {shown}{}\n  Ctrl-C to stop.",
         size.width,
         size.height,
@@ -657,7 +669,7 @@ async fn demo(
         cut_every: Duration::from_secs(cut_every.max(1)),
     };
     crate::demo::run(&cfg, opts, token).await.map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("demo stopped");
+    outln!("demo stopped");
     Ok(())
 }
 
@@ -685,18 +697,18 @@ fn read_stdin_secret(what: &str) -> Result<Secret, CliError> {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+    outln!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }
 
 async fn kill_all(cfg: &Config) -> Result<(), CliError> {
     let store = Store::open(&cfg.data_dir).await?;
     let n = store.stop_all_relays().await?;
-    println!("{n} stream(s) set to stopped");
+    outln!("{n} stream(s) set to stopped");
     // The show too, and it must not come back after a restart.
     store.set_desired_show(None).await?;
     let kill = cmd::Command::StreamControl(cmd::StreamControl::new(cmd::StreamCommand::KillAll));
     if let Ok(Output::KilledAll { show, programs }) = ask_daemon(cfg, &kill).await {
-        println!("show {} and {programs} program(s) stopped", if show { "was" } else { "not running:" });
+        outln!("show {} and {programs} program(s) stopped", if show { "was" } else { "not running:" });
     }
     let _ = store.add_event(crate::store::Severity::Warning, "kill_all", "agent", &format!("{n} stream(s)")).await;
     // Give a running daemon the chance to stop its jobs cleanly, then kill whatever is left.
@@ -707,7 +719,7 @@ async fn kill_all(cfg: &Config) -> Result<(), CliError> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let killed = reg.reap_leftovers().await;
-    println!("{} FFmpeg process(es) killed", killed.len());
+    outln!("{} FFmpeg process(es) killed", killed.len());
     Ok(())
 }
 
@@ -734,7 +746,7 @@ pub(crate) async fn configure_change(cfg: &Config, change: Configure) -> Result<
     };
     match out {
         Output::Configured { summary } => {
-            println!("{summary}");
+            outln!("{summary}");
             Ok(())
         }
         o => Err(unexpected(&o)),

@@ -34,7 +34,7 @@ pub(super) async fn overlay(cmd: OverlayCmdArgs, cfg: &Config) -> Result<(), Cli
         OverlayCmdArgs::Clear { program } => update(OverlayAction::ClearAll, program),
     };
     ask_daemon(cfg, &cmd::Command::OverlayUpdate(req)).await?;
-    println!("ok");
+    outln!("ok");
     Ok(())
 }
 
@@ -103,7 +103,7 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
                 .decode(jpeg_base64)
                 .map_err(|e| CliError::Failed(format!("bad thumbnail from the agent: {e}")))?;
             std::fs::write(&out, jpeg).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
-            println!("{}", out.display());
+            outln!("{}", out.display());
             return Ok(());
         }
     };
@@ -116,7 +116,7 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
                     crate::media::switcher::Visual::Camera(c) => format!("camera {c}"),
                     crate::media::switcher::Visual::Slate => "slate".to_string(),
                 };
-                println!(
+                outln!(
                     "program {}: {on_air}{} · t={:.1}s · {} frames, {} dropped · encoder {} {:?}",
                     st.id,
                     if st.holding { " (holding last frame)" } else { "" },
@@ -128,22 +128,22 @@ pub(super) async fn program(args: ProgramCmdArgs, cfg: &Config) -> Result<(), Cl
                 );
                 for c in &st.cameras {
                     let age = c.frame_age_ms.map_or("-".to_string(), |a| a.to_string());
-                    println!("  camera {:<12} {:<9} frame age {age} ms", c.camera, format!("{:?}", c.ingest.phase));
+                    outln!("  camera {:<12} {:<9} frame age {age} ms", c.camera, format!("{:?}", c.ingest.phase));
                 }
                 for o in &st.outputs {
-                    println!("  → {:<14} {:?}", o.destination, o.job.phase);
+                    outln!("  → {:<14} {:?}", o.destination, o.job.phase);
                 }
             }
         }
-        Output::Cut { at_s } => println!("cut at {at_s:.3} s"),
+        Output::Cut { at_s } => outln!("cut at {at_s:.3} s"),
         Output::ProgramStarted { id, ephemeral: false } => {
-            println!("program {id} started (stored: it starts again after a restart, until `program stop`)")
+            outln!("program {id} started (stored: it starts again after a restart, until `program stop`)")
         }
         Output::ProgramStarted { id, ephemeral: true } => {
-            println!("program {id} started (ephemeral: it is not started again after a restart)")
+            outln!("program {id} started (ephemeral: it is not started again after a restart)")
         }
-        Output::Destinations { destinations } => println!("destinations: {}", destinations.join(", ")),
-        Output::Done => println!("ok"),
+        Output::Destinations { destinations } => outln!("destinations: {}", destinations.join(", ")),
+        Output::Done => outln!("ok"),
         other => return Err(unexpected(&other)),
     }
     Ok(())

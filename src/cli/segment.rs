@@ -125,11 +125,11 @@ pub(crate) async fn import_context(
 
 fn print_installed(i: &Installed, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(i).expect("serializes"));
+        outln!("{}", serde_json::to_string_pretty(i).expect("serializes"));
     } else if i.already_installed {
-        println!("segment {} version {} is installed already: nothing changed", i.segment_id, i.version);
+        outln!("segment {} version {} is installed already: nothing changed", i.segment_id, i.version);
     } else {
-        println!(
+        outln!(
             "segment {} version {} installed ({} files, {} bytes), timeline {}{}",
             i.segment_id,
             i.version,
@@ -183,9 +183,9 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
                 let v = serde_json::json!({"valid": true, "segment_id": m.segment_id, "version": m.version,
                     "key_id": checked.key_id, "files": m.files.len(), "bytes": m.total_bytes(),
                     "expires_at": m.expires_at, "entrypoint": m.entrypoint, "manifest_sha256": checked.manifest_sha256});
-                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
             } else {
-                println!(
+                outln!(
                     "valid: segment {} version {}, {} files, {} bytes, signed by {}{}",
                     m.segment_id,
                     m.version,
@@ -238,12 +238,12 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
             let lib = Library::new(Store::open(&cfg.data_dir).await?, &cfg.data_dir);
             let rows = lib.list().await.map_err(refused)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
             } else if rows.is_empty() {
-                println!("no segments installed");
+                outln!("no segments installed");
             } else {
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<24} v{:<6} {:<7} {:>12} bytes {:>5} files  timeline {}  from {}  {}",
                         r.segment_id,
                         r.version,
@@ -277,13 +277,13 @@ pub async fn segment(cmd: SegmentCmd, cfg: &Config) -> Result<(), CliError> {
             match super::ask_daemon(cfg, &req).await? {
                 Output::Started { preflight } => {
                     for w in preflight.warnings {
-                        println!("warning  {w}");
+                        outln!("warning  {w}");
                     }
                 }
                 Output::Done => {}
                 other => return Err(super::unexpected(&other)),
             }
-            println!("segment {id} version {version} playing");
+            outln!("segment {id} version {version} playing");
             Ok(())
         }
     }
@@ -315,7 +315,7 @@ fn pack_to(
         b.finish_and_clear();
     }
     let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    println!(
+    outln!(
         "{}: segment {} version {}, {} files, {} bytes ({} packed), signed by {key_id}",
         out.display(),
         m.segment_id,

@@ -40,7 +40,7 @@ pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError>
                 let p = probe_camera(&cfg.ffmpeg.ffprobe, &cam.source(), timeout)
                     .await
                     .map_err(|e| CliError::Unavailable(format!("camera {}: {e}; nothing was stored", cam.id)))?;
-                println!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
+                outln!("probe: video {:?}, audio {:?}", p.video_codec, p.audio_codec);
             }
             configure_change(cfg, Configure::CameraAdd(add)).await
         }
@@ -52,7 +52,7 @@ pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError>
             } else {
                 for c in cams {
                     let backup = c.backup_camera_id.as_ref().map(|b| format!(" (backup: {b})")).unwrap_or_default();
-                    println!("{:<16} {}{backup}", c.id, c.source().shown);
+                    outln!("{:<16} {}{backup}", c.id, c.source().shown);
                 }
             }
             Ok(())
@@ -82,7 +82,7 @@ pub(super) async fn camera(cmd: CameraCmd, cfg: &Config) -> Result<(), CliError>
             if json {
                 print_json(&p);
             } else {
-                println!(
+                outln!(
                     "{}: video {} {}x{}, audio {}",
                     source.shown,
                     p.video_codec.as_deref().unwrap_or("?"),
@@ -150,7 +150,7 @@ pub(super) async fn destination(cmd: DestinationCmd, cfg: &Config) -> Result<(),
                 for d in ds {
                     let state = if d.enabled { "" } else { " (disabled)" };
                     let publisher = if d.publisher == Publisher::Native { "" } else { " (ffmpeg publisher)" };
-                    println!("{:<16} {:<9} {}{publisher}{state}", d.id, d.platform, d.url);
+                    outln!("{:<16} {:<9} {}{publisher}{state}", d.id, d.platform, d.url);
                 }
             }
             Ok(())
@@ -253,7 +253,7 @@ pub(super) async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError>
                 print_json(&rows);
             } else {
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<16} {:<8} {:<13} camera {:<12} → {}",
                         r.id,
                         format!("{:?}", r.desired).to_lowercase(),
@@ -271,7 +271,7 @@ pub(super) async fn stream(cmd: StreamCmd, cfg: &Config) -> Result<(), CliError>
 pub(super) fn print_status(s: &serde_json::Value) {
     let st = &s["status"];
     let r = &s["stream"];
-    println!(
+    outln!(
         "stream {}: {} (desired {})  camera {} {}",
         r["id"].as_str().unwrap_or("?"),
         r["state"].as_str().unwrap_or("?"),
@@ -299,7 +299,7 @@ pub(super) fn print_status(s: &serde_json::Value) {
         if let Some(ms) = j["retry_in_ms"].as_u64() {
             l.push_str(&format!(" (retry in {:.1} s)", ms as f64 / 1000.0));
         }
-        println!("{l}");
+        outln!("{l}");
     };
     if st.get("ingest").is_some() {
         line("ingest".into(), &st["ingest"]);
@@ -310,7 +310,7 @@ pub(super) fn print_status(s: &serde_json::Value) {
     let (zone, now) = (crate::events::sentence::box_zone(), jiff::Timestamp::now());
     for e in s["events"].as_array().into_iter().flatten() {
         let e = control::event_of(e);
-        println!("  {}", crate::events::sentence::line(&e, &zone, now));
+        outln!("  {}", crate::events::sentence::line(&e, &zone, now));
     }
 }
 

@@ -196,8 +196,8 @@ pub(crate) fn keygen(key_id: &str, out: &std::path::Path, role: &str) -> Result<
         .open(out)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
-    println!("{role} key {key_id} written to {}", out.display());
-    println!("on the device: vistter-agent trust add {key_id} --public-key {public} --role {role}");
+    outln!("{role} key {key_id} written to {}", out.display());
+    outln!("on the device: vistter-agent trust add {key_id} --public-key {public} --role {role}");
     Ok(())
 }
 
@@ -308,7 +308,7 @@ async fn send(a: SendArgs) -> Result<(), CliError> {
             continue;
         }
         let ok = verified(&m, device_key.as_deref());
-        println!("{}", json!({"verified": ok, "message": m}));
+        outln!("{}", json!({"verified": ok, "message": m}));
         if !ok {
             return Err(CliError::Failed("a reply's signature does not verify with the device's key".into()));
         }
@@ -328,7 +328,7 @@ async fn watch(b: BrokerArgs, device: &str, device_key: Option<String>, count: O
     let mut n = 0;
     while let Some((topic, body)) = rx.recv().await {
         let Ok(m) = serde_json::from_slice::<Value>(&body) else {
-            println!("{}", json!({"topic": topic, "error": "not JSON"}));
+            outln!("{}", json!({"topic": topic, "error": "not JSON"}));
             continue;
         };
         if topic.ends_with("/commands") {
@@ -337,7 +337,7 @@ async fn watch(b: BrokerArgs, device: &str, device_key: Option<String>, count: O
         if key.is_none() && m["type"] == "STATE" {
             key = m["payload"]["device_public_key"].as_str().map(String::from);
         }
-        println!("{}", json!({"topic": topic, "verified": verified(&m, key.as_deref()), "message": m}));
+        outln!("{}", json!({"topic": topic, "verified": verified(&m, key.as_deref()), "message": m}));
         n += 1;
         if count.is_some_and(|c| n >= c) {
             return Ok(());
@@ -437,7 +437,7 @@ async fn serve_ws(listen: &str, files: TlsFiles, key: &std::path::Path) -> Resul
                             if key.is_none() && m["type"] == "STATE" {
                                 key = m["payload"]["device_public_key"].as_str().map(String::from);
                             }
-                            println!("{}", json!({"device": device, "verified": verified(&m, key.as_deref()), "message": m}));
+                            outln!("{}", json!({"device": device, "verified": verified(&m, key.as_deref()), "message": m}));
                         }
                         Some(Ok(_)) => {}
                         _ => break,

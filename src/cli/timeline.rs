@@ -210,24 +210,24 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
         TimelineCmd::Validate { file } => {
             let store = Store::open(&cfg.data_dir).await?;
             let (tl, ..) = read_checked(&store, &file).await?;
-            println!("timeline {} is valid", tl.id);
+            outln!("timeline {} is valid", tl.id);
             return Ok(());
         }
         TimelineCmd::List { json } => {
             let store = Store::open(&cfg.data_dir).await?;
             let rows = store.timelines().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
             } else {
                 for r in rows {
-                    println!("{:<24} {:>9.1} s  {}", r.id, r.duration_s, r.name);
+                    outln!("{:<24} {:>9.1} s  {}", r.id, r.duration_s, r.name);
                 }
             }
             return Ok(());
         }
         TimelineCmd::Show { id } => {
             let store = Store::open(&cfg.data_dir).await?;
-            println!("{}", store.timeline(&super::parse_id("timeline id", &id)?).await?.json);
+            outln!("{}", store.timeline(&super::parse_id("timeline id", &id)?).await?.json);
             return Ok(());
         }
         TimelineCmd::Remove { id } => {
@@ -238,10 +238,10 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
             let store = Store::open(&cfg.data_dir).await?;
             let rows = store.executions(limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
             } else {
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:>5} {:<20} {:<9} {:<11} {} → {}{}",
                         r.id,
                         r.timeline_id,
@@ -265,15 +265,15 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
                 return Err(CliError::Failed("the agent sent no pre-flight".into()));
             };
             for b in &preflight.blockers {
-                println!("BLOCKER  {b}");
+                outln!("BLOCKER  {b}");
             }
             for w in &preflight.warnings {
-                println!("warning  {w}");
+                outln!("warning  {w}");
             }
             if !preflight.blockers.is_empty() {
                 return Err(CliError::Failed("pre-flight failed".into()));
             }
-            println!("ready to go live");
+            outln!("ready to go live");
             return Ok(());
         }
         TimelineCmd::Status { json } => {
@@ -282,12 +282,12 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
                 return Err(CliError::Failed("the agent sent no show status".into()));
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&show).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&show).expect("serializes"));
             } else {
                 let d = &show.desired;
                 match &show.status {
-                    None => println!("{} (starting, by the {})", d.timeline_id, d.origin.as_str()),
-                    Some(s) => println!(
+                    None => outln!("{} (starting, by the {})", d.timeline_id, d.origin.as_str()),
+                    Some(s) => outln!(
                         "{} ({:?} by the {}): {} at {:.1} s, loop {}, on {}",
                         d.timeline_id,
                         s.engine.state,
@@ -342,13 +342,13 @@ pub async fn timeline(cmd: TimelineCmd, cfg: &Config) -> Result<(), CliError> {
     match ask_daemon(cfg, &req).await? {
         Output::Started { preflight } => {
             for w in preflight.warnings {
-                println!("warning  {w}");
+                outln!("warning  {w}");
             }
         }
         Output::Done | Output::Destinations { .. } => {}
         other => return Err(super::unexpected(&other)),
     }
-    println!("ok");
+    outln!("ok");
     Ok(())
 }
 
@@ -397,10 +397,10 @@ pub async fn schedule(cmd: ScheduleCmd, cfg: &Config) -> Result<(), CliError> {
             let rows = Store::open(&cfg.data_dir).await?.schedules().await?;
             let list: Vec<serde_json::Value> = rows.iter().filter_map(|(_, j)| serde_json::from_str(j).ok()).collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
             } else {
                 for s in list {
-                    println!(
+                    outln!(
                         "{:<16} {:<8} {} {}–{} {:?} → {:?}{}",
                         s["id"].as_str().unwrap_or_default(),
                         s["timezone"].as_str().unwrap_or_default(),
@@ -443,12 +443,12 @@ pub async fn preset(cmd: PresetCmd, cfg: &Config) -> Result<(), CliError> {
         PresetCmd::List { json } => {
             let p = Store::open(&cfg.data_dir).await?.presets().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&p).expect("serializes"));
+                outln!("{}", serde_json::to_string_pretty(&p).expect("serializes"));
             } else {
                 let mut rows: Vec<_> = p.iter().flat_map(|(c, m)| m.iter().map(move |(k, t)| (c, k, t))).collect();
                 rows.sort();
                 for (c, k, t) in rows {
-                    println!("{c:<16} {k:<16} token {t}");
+                    outln!("{c:<16} {k:<16} token {t}");
                 }
             }
         }

@@ -98,6 +98,21 @@ impl TestAgent {
         out
     }
 
+    /// Runs a CLI command whose standard output is a pipe that is closed before the command writes
+    /// (a reader such as `head` that has gone away).
+    pub fn cli_closed_stdout(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .base()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vistter-agent");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("wait for vistter-agent")
+    }
+
     /// Runs a CLI command with `input` on its standard input.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;

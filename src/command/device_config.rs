@@ -164,14 +164,20 @@ impl Apply<'_> {
                         Some(Err(refusal)) => return Err(refusal.clone()),
                         None => return Err(field(format!("{at}.stream_key"), "the sealed stream key was not opened")),
                     };
+                    // What the contract does not carry stays as the operator set it on the box: the
+                    // publisher, and for an RTMPS ingest a private CA and certificate checking (a key
+                    // rotated from the cloud must not drop the CA its ingest is verified with).
+                    let local = self.store.destination(&id).await.ok().map(|d| d.settings);
+                    let tls = d.url.as_deref().or(platform.ingest_url()).is_some_and(|u| u.starts_with("rtmps://"));
                     let input = DestinationInput {
                         platform,
                         url: d.url.clone(),
                         key,
-                        backup_ingest: false,
-                        ca_file: None,
-                        tls_verify: true,
-                        publisher: Default::default(),
+                        backup_ingest: local.as_ref().is_some_and(|l| l.backup_ingest)
+                            && platform.backup_url().is_some(),
+                        ca_file: local.as_ref().and_then(|l| l.ca_file.clone()).filter(|_| tls),
+                        tls_verify: local.as_ref().is_none_or(|l| l.tls_verify || !tls),
+                        publisher: local.as_ref().map(|l| l.publisher).unwrap_or_default(),
                     };
                     Some(input.validate().map_err(|e| field(at.clone(), e.to_string()))?)
                 }
@@ -283,6 +289,39 @@ mod tests {
         let cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": []})).unwrap();
         let r = Apply { store: &store, on_air: vec![] }.run(cfg).await;
         assert!(r.unwrap_err().message.contains("through the cloud link"));
+    }
+
+    /// The contract carries a destination's platform, URL, key and enabled flag; what only the box knows
+    /// (the publisher, a private CA for an RTMPS ingest, certificate checking) stays as the operator set it
+    /// when the cloud changes the key.
+    #[tokio::test]
+    async fn a_new_key_from_the_cloud_keeps_what_only_the_box_knows() {
+        use crate::media::destination::Publisher;
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, store, trust) = setup(dir.path()).await;
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let url = "rtmps://ingest.example:443/live";
+        let id = DestinationId::new("fb").unwrap();
+        let local = DestinationInput {
+            platform: Platform::Custom,
+            url: Some(url.into()),
+            key: Secret::new("old-key"),
+            backup_ingest: false,
+            ca_file: Some(ca.clone()),
+            tls_verify: true,
+            publisher: Publisher::Ffmpeg,
+        };
+        store.add_destination(&id, &local.validate().unwrap(), true).await.unwrap();
+        let sealed = seal_to(&keys.public().device_sealing_key, "new-key").unwrap();
+        let mut cfg: DeviceConfig = serde_json::from_value(json!({"mode": "merge", "destinations": [
+            {"id": "fb", "platform": "custom", "url": url, "stream_key": {"sealed": sealed}}]}))
+        .unwrap();
+        crate::control::inbox::open_device_config(&keys, &mut cfg, trust, dir.path().join("trust.json"));
+        Apply { store: &store, on_air: vec![] }.run(cfg).await.expect("applied");
+        let s = store.destination(&id).await.unwrap().settings;
+        assert_eq!(s.key.expose(), "new-key");
+        assert_eq!((s.publisher, s.ca_file.as_deref()), (Publisher::Ffmpeg, Some(ca.as_path())));
     }
 
     #[tokio::test]

@@ -138,6 +138,7 @@ const IN_ROOT: &str = r#"
 fact() { printf '%s: %s\n' "$1" "$(printf '%s' "$2" | tr '\n' ' ')"; }
 step() { name=$1; shift; "$@" >/tmp/step.log 2>&1; rc=$?; fact "$name" "exit $rc $(cat /tmp/step.log)"; }
 mode() { stat -c '%U:%G %a' "$1" 2>/dev/null || echo absent; }
+mkdir -p /var/lib/vistter-agent && echo '{}' >/var/lib/vistter-agent/hwaccel.json
 step install dpkg -i /tmp/vistter-agent.deb
 fact user "$(getent passwd vistter | cut -d: -f1,6,7)"
 fact uid "$(id -u vistter)"
@@ -146,6 +147,7 @@ fact binary "$(mode /usr/bin/vistter-agent)"
 fact unit "$(mode /usr/lib/systemd/system/vistter-agent.service)"
 fact config "$(mode /etc/vistter-agent/config.toml)"
 fact data "$(mode /var/lib/vistter-agent)"
+fact data-file "$(mode /var/lib/vistter-agent/hwaccel.json)"
 fact enabled "$(readlink /etc/systemd/system/multi-user.target.wants/vistter-agent.service)"
 step verify systemd-analyze verify --man=no /usr/lib/systemd/system/vistter-agent.service
 fact runs "$(vistter-agent --version 2>&1)"
@@ -212,6 +214,8 @@ fn the_package_installs_upgrades_removes_and_purges_in_a_chroot() {
     assert_eq!(fact("unit"), "root:root 644");
     assert_eq!(fact("config"), "root:vistter 640", "the configuration is for root and the service only");
     assert_eq!(fact("data"), "vistter:vistter 700");
+    // The chroot had a data folder left by `sudo vistter-agent hwaccel` before the package: now the service's.
+    assert_eq!(fact("data-file"), "vistter:vistter 644", "a root-owned leftover is handed to the service");
     assert!(fact("enabled").ends_with("/systemd/system/vistter-agent.service"), "not enabled: {}", fact("enabled"));
     assert_eq!(
         fact("verify").trim_end(),

@@ -103,20 +103,34 @@ fn secrets_readable_by_every_user_fail_with_the_chmod_that_fixes_them() {
         chmod(&tls.path().join(f), 0o644);
     }
     let p = |f: &str| tls.path().join(f).display().to_string();
-    let agent = TestAgent::with_config(&format!(
-        "[control.mqtt]\nurl = \"mqtts://device:Pa55word-x@127.0.0.1:8883\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        p("ca.pem"),
-        p("cert.pem"),
-        p("key.pem")
-    ));
+    let mqtt = |url: &str| {
+        format!(
+            "[control.mqtt]\nurl = \"{url}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            p("ca.pem"),
+            p("cert.pem"),
+            p("key.pem")
+        )
+    };
+    // A password written into the broker's URL: the configuration is refused (the device signs in with
+    // its certificate), and the file that holds the password is flagged as readable by every user.
+    let agent = TestAgent::with_config(&mqtt("mqtts://device:Pa55word-x@127.0.0.1:8883"));
     chmod(&agent.config_path(), 0o644);
-
     let (code, report) = doctor(&agent, &[]);
     assert_eq!(code, 2, "a failure:\n{report}");
     let config = agent.config_path().display().to_string();
     let c = line(&report, "config file");
     assert!(c.starts_with("fail ") && c.contains(&config) && c.contains("password"), "{report}");
     assert!(c.contains(&format!("chmod 0600 {config}")), "{report}");
+    let refused = line(&report, "config");
+    assert!(refused.starts_with("fail ") && refused.contains("control.mqtt.url must not carry"), "{report}");
+    assert!(!report.contains("Pa55word-x"), "the password is never printed:\n{report}");
+
+    // Without it, the client key readable by every user fails with the chmod that fixes it.
+    let agent = TestAgent::with_config(&mqtt("mqtts://127.0.0.1:8883"));
+    chmod(&agent.config_path(), 0o644);
+    let (code, report) = doctor(&agent, &[]);
+    assert_eq!(code, 2, "a failure:\n{report}");
+    assert!(line(&report, "config file").starts_with("ok "), "no secret in the file:\n{report}");
     let k = line(&report, "control.mqtt key_file");
     assert!(
         k.starts_with("fail ") && k.contains("mode 0644") && k.contains(&format!("chmod 0600 {}", p("key.pem"))),
@@ -124,13 +138,10 @@ fn secrets_readable_by_every_user_fail_with_the_chmod_that_fixes_them() {
     );
     assert!(line(&report, "control.mqtt cert_file").starts_with("ok "), "a certificate is no secret:\n{report}");
     let link = line(&report, "cloud link mqtt");
-    assert!(link.contains("mqtts://device:***@127.0.0.1:8883") && link.contains("unknown"), "{report}");
-    assert!(!report.contains("Pa55word-x"), "the password is never printed:\n{report}");
+    assert!(link.contains("mqtts://127.0.0.1:8883") && link.contains("unknown"), "{report}");
 
-    chmod(&agent.config_path(), 0o600);
     chmod(&tls.path().join("key.pem"), 0o600);
     let (_, report) = doctor(&agent, &[]);
-    assert!(line(&report, "config file").starts_with("ok "), "{report}");
     assert!(line(&report, "control.mqtt key_file").starts_with("ok "), "{report}");
 }
 

@@ -155,11 +155,10 @@ fn jpeg(j: Option<Arc<Vec<u8>>>) -> Response {
     }
 }
 
-/// A thumbnail, JPEG-encoded on a blocking thread when it is asked for (encoding is CPU work that
-/// must not hold up the server's other requests).
+/// A thumbnail: encoded off the server's threads, and for a camera not on air its first snapshot
+/// waited for (see `Dispatcher::thumbnail_waiting`).
 async fn thumbnail(s: &Shared, program: String, name: String) -> Response {
-    let d = s.dispatcher.clone();
-    jpeg(tokio::task::spawn_blocking(move || d.thumbnail(&program, &name)).await.ok().flatten())
+    jpeg(s.dispatcher.thumbnail_waiting(program, name).await)
 }
 
 async fn program_thumb(State(s): State<Arc<Shared>>, Path(program): Path<String>) -> Response {

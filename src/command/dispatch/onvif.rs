@@ -122,6 +122,28 @@ impl Dispatcher {
         shown
     }
 
+    /// [`Dispatcher::thumbnail`] for a reader that can wait (the status page's picture routes): the JPEG is
+    /// encoded on a blocking thread, and a camera whose first snapshot is being fetched is waited for (the
+    /// fetch is bounded by its own timeout) rather than answered with nothing.
+    pub async fn thumbnail_waiting(&self, program: String, name: String) -> Option<Arc<Vec<u8>>> {
+        let d = self.clone();
+        let asked = name.clone();
+        let now = tokio::task::spawn_blocking(move || d.thumbnail(&program, &asked)).await.ok().flatten();
+        if now.is_some() || name == "program" {
+            return now;
+        }
+        let id = CameraId::new(&name).ok()?;
+        if self.decoded(&id) {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + crate::ptz::SNAPSHOT_TIMEOUT + Duration::from_millis(500);
+        let refreshing = || self.inner.onvif.refreshing.lock().unwrap_or_else(|e| e.into_inner()).contains(id.as_str());
+        while refreshing() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.onvif.cached(&id, SNAPSHOT_SHOWN)
+    }
+
     fn refresh_snapshot(&self, id: CameraId) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         let failed_lately = |o: &CameraOnvif| {

@@ -23,6 +23,21 @@ fn output(s: &Value, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// FFmpeg's own RTMP server (`-listen 1`) on a free port, taking stream `key` of app `live` and
+/// writing what it receives to `received.flv` in the returned folder; it ends with the stream.
+fn ffmpeg_listen(key: &str) -> (u16, tempfile::TempDir, ProcGuard) {
+    let port = free_port();
+    let out = tempfile::Builder::new().prefix("ffmpeg-listen-").tempdir().unwrap();
+    let ff = ProcGuard::spawn(
+        "ffmpeg -listen 1",
+        ffmpeg_cmd()
+            .args(["-listen", "1", "-i", &format!("rtmp://127.0.0.1:{port}/live/{key}")])
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(out.path().join("received.flv")),
+    );
+    (port, out, ff)
+}
+
 #[test]
 fn each_ingest_failure_is_reported_in_its_own_words_and_the_healthy_ingests_play_on() {
     let cam = RtspCamera::start("ball");
@@ -30,16 +45,8 @@ fn each_ingest_failure_is_reported_in_its_own_words_and_the_healthy_ingests_play
     let refused = FakeIngest::start(FakeMode::Refuse("NetStream.Publish.BadName"));
     let silent = FakeIngest::start(FakeMode::Silent);
     let closer = FakeIngest::start(FakeMode::CloseAfter(150));
-    let ff_port = free_port();
-    let ff_out = tempfile::Builder::new().prefix("ffmpeg-listen-").tempdir().unwrap();
+    let (ff_port, ff_out, mut ff) = ffmpeg_listen(KEYS[1]);
     let ff_file = ff_out.path().join("received.flv");
-    let mut ff = ProcGuard::spawn(
-        "ffmpeg -listen 1",
-        ffmpeg_cmd()
-            .args(["-listen", "1", "-i", &format!("rtmp://127.0.0.1:{ff_port}/live/{}", KEYS[1])])
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(&ff_file),
-    );
     let mut agent = TestAgent::with_config("[ffmpeg]\nfirst_progress_timeout_s = 4\n");
     agent.ok(&["camera", "add", "cam1", "--url", &cam.url()]);
     let urls = [nginx.url(), format!("rtmp://127.0.0.1:{ff_port}/live"), refused.url(), silent.url(), closer.url()];
@@ -142,16 +149,8 @@ fn a_show_with_cuts_reaches_nginx_rtmps_and_ffmpeg_intact_with_audio_locked() {
     let nginx = RtmpIngest::start();
     let behind_tls = RtmpIngest::start();
     let tls = TlsFront::start(behind_tls.port());
-    let ff_port = free_port();
-    let ff_out = tempfile::Builder::new().prefix("ffmpeg-listen-").tempdir().unwrap();
+    let (ff_port, ff_out, mut ff) = ffmpeg_listen("show-ff");
     let ff_file = ff_out.path().join("received.flv");
-    let mut ff = ProcGuard::spawn(
-        "ffmpeg -listen 1",
-        ffmpeg_cmd()
-            .args(["-listen", "1", "-i", &format!("rtmp://127.0.0.1:{ff_port}/live/show-ff")])
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(&ff_file),
-    );
     let mut agent = TestAgent::new();
     agent.ok(&["camera", "add", "a", "--url", &red.url()]);
     agent.ok(&["camera", "add", "b", "--url", &blue.url()]);

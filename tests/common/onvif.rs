@@ -323,19 +323,7 @@ fn answer(
                 }))
                 .expect("a clock offset within range")
                 .to_zoned(jiff::tz::TimeZone::UTC);
-            ok(&format!(
-                "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>Manual</tt:DateTimeType>\
-                 <tt:DaylightSavings>false</tt:DaylightSavings><tt:UTCDateTime><tt:Time><tt:Hour>{}</tt:Hour>\
-                 <tt:Minute>{}</tt:Minute><tt:Second>{}</tt:Second></tt:Time><tt:Date><tt:Year>{}</tt:Year>\
-                 <tt:Month>{}</tt:Month><tt:Day>{}</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime>\
-                 </tds:GetSystemDateAndTimeResponse>",
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.year(),
-                t.month(),
-                t.day()
-            ))
+            ok(&system_date_and_time(&t, "Manual"))
         }
         (DEVICE, "GetCapabilities") => {
             let base = format!("http://127.0.0.1:{}", shared.port);
@@ -688,4 +676,21 @@ fn unescape(s: &str) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The body of a GetSystemDateAndTime answer saying `t` (UTC); `kind` is `Manual` or `NTP`.
+pub fn system_date_and_time(t: &jiff::Zoned, kind: &str) -> String {
+    format!(
+        "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>{kind}</tt:DateTimeType>\
+         <tt:DaylightSavings>false</tt:DaylightSavings><tt:UTCDateTime><tt:Time><tt:Hour>{}</tt:Hour>\
+         <tt:Minute>{}</tt:Minute><tt:Second>{}</tt:Second></tt:Time><tt:Date><tt:Year>{}</tt:Year>\
+         <tt:Month>{}</tt:Month><tt:Day>{}</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime>\
+         </tds:GetSystemDateAndTimeResponse>",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.year(),
+        t.month(),
+        t.day()
+    )
 }

@@ -293,19 +293,7 @@ fn respond(path: &str, action: &str, body: &str, ip: Ipv4Addr, port: u16, spec: 
     match (path, action) {
         ("/onvif/device_service", "GetSystemDateAndTime") => {
             let t = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
-            ok(format!(
-                "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>NTP</tt:DateTimeType>\
-                 <tt:DaylightSavings>false</tt:DaylightSavings><tt:UTCDateTime><tt:Time><tt:Hour>{}</tt:Hour>\
-                 <tt:Minute>{}</tt:Minute><tt:Second>{}</tt:Second></tt:Time><tt:Date><tt:Year>{}</tt:Year>\
-                 <tt:Month>{}</tt:Month><tt:Day>{}</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime>\
-                 </tds:GetSystemDateAndTimeResponse>",
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.year(),
-                t.month(),
-                t.day()
-            ))
+            ok(super::onvif::system_date_and_time(&t, "NTP"))
         }
         ("/onvif/device_service", "GetDeviceInformation") => ok(format!(
             "<tds:GetDeviceInformationResponse><tds:Manufacturer>{}</tds:Manufacturer><tds:Model>{}</tds:Model>\

@@ -9,11 +9,14 @@
 //!
 //! For each side: CPU seconds (utime + stime from /proc/PID/stat) and peak PSS (the sum over the
 //! side's processes, sampled every 200 ms) in total and by role. Cases: 720p30 with 2 cameras,
-//! 1080p30 with 2 cameras (the cameras scaled up on both sides), 720p30 with 3 cameras.
+//! 1080p30 with 2 cameras (the cameras scaled up on both sides), 720p30 with 3 cameras, all with
+//! cameras showing a still colour at 300 kbit/s (cheap to decode and encode, so what the agent
+//! adds shows most); and 720p30 with 2 cameras filming a moving picture at 3000 kbit/s, as real
+//! cameras do.
 //!
 //! `cargo bench --bench show` (or `./bench`). Environment: `BENCH_SECS` measured seconds per side
 //! after a 5 s warm-up (default 30); `BENCH_SHOW_CASES` a comma list of `720p2`, `1080p2`,
-//! `720p3` (default all). Exits non-zero only if the run itself failed; missed targets print MISS.
+//! `720p3`, `720p2-moving` (default all). Exits non-zero only if the run itself failed; missed targets print MISS.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,13 +45,21 @@ struct Case {
     height: u32,
     kbps: u32,
     cameras: usize,
+    /// Cameras filming a moving scene at a camera's bitrate instead of a still colour.
+    moving: bool,
 }
 
-const CASES: [Case; 3] = [
-    Case { name: "720p2", profile: "720p30", width: 1280, height: 720, kbps: 2500, cameras: 2 },
-    Case { name: "1080p2", profile: "reliability", width: 1920, height: 1080, kbps: 4500, cameras: 2 },
-    Case { name: "720p3", profile: "720p30", width: 1280, height: 720, kbps: 2500, cameras: 3 },
+const CASES: [Case; 4] = [
+    Case { name: "720p2", profile: "720p30", width: 1280, height: 720, kbps: 2500, cameras: 2, moving: false },
+    Case { name: "1080p2", profile: "reliability", width: 1920, height: 1080, kbps: 4500, cameras: 2, moving: false },
+    Case { name: "720p3", profile: "720p30", width: 1280, height: 720, kbps: 2500, cameras: 3, moving: false },
+    Case { name: "720p2-moving", profile: "720p30", width: 1280, height: 720, kbps: 2500, cameras: 2, moving: true },
 ];
+
+/// The moving cameras: scrolling test patterns at 3000 kbit/s, 4 pixels a frame.
+const MOVING: [&str; 2] = ["smpte", "smpte100"];
+const MOVING_KBPS: u32 = 3000;
+const MOVING_SPEED: u32 = 4;
 
 // ---------------------------------------------------------------------------------------------
 // /proc sampling of a process tree.
@@ -289,18 +300,34 @@ fn main() {
     let tck = clk_tck();
     require_bin("ffmpeg");
     assert!(std::path::Path::new(FONT).exists(), "{FONT} missing: run scripts/setup.sh (fonts-dejavu-core)");
-    let cams: Vec<SimCamera> = PATTERNS.iter().map(|p| SimCamera::start(p)).collect();
+    let cases: Vec<&Case> =
+        CASES.iter().filter(|c| only.as_deref().is_none_or(|o| o.split(',').any(|x| x.trim() == c.name))).collect();
+    let still: Vec<SimCamera> = if cases.iter().any(|c| !c.moving) {
+        PATTERNS.iter().map(|p| SimCamera::start(p)).collect()
+    } else {
+        Vec::new()
+    };
+    let moving: Vec<SimCamera> = if cases.iter().any(|c| c.moving) {
+        MOVING.iter().map(|p| SimCamera::start_with(p, MOVING_KBPS, MOVING_SPEED)).collect()
+    } else {
+        Vec::new()
+    };
     let mut missed = Vec::new();
-    for case in CASES.iter().filter(|c| only.as_deref().is_none_or(|o| o.split(',').any(|x| x.trim() == c.name))) {
-        let cams = &cams[..case.cameras];
+    for case in cases {
+        let cams = if case.moving { &moving[..case.cameras] } else { &still[..case.cameras] };
         eprintln!("show bench {}: agent …", case.name);
         let agent = run_agent(case, cams, secs);
         eprintln!("show bench {}: one FFmpeg command …", case.name);
         let one = run_ffmpeg(case, cams, secs);
         println!();
         println!(
-            "show {}x{}@30 ({}), {} cameras 1280x720@30 → 3 ingests, libx264 veryfast {} kbit/s, {secs} s per side",
-            case.width, case.height, case.name, case.cameras, case.kbps
+            "show {}x{}@30 ({}), {} cameras 1280x720@30 ({}) → 3 ingests, libx264 veryfast {} kbit/s, {secs} s per side",
+            case.width,
+            case.height,
+            case.name,
+            case.cameras,
+            if case.moving { "scrolling pictures, 3000 kbit/s" } else { "still colours, 300 kbit/s" },
+            case.kbps
         );
         println!("{:<30}{:>8}{:>10}{:>14}{:>7}", "", "CPU s", "%core", "peak PSS MB", "procs");
         let row = |label: &str, ticks: u64, wall: f64, pss_kb: u64, n: usize| {

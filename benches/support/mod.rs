@@ -74,6 +74,9 @@ pub fn write_logo(path: &Path) {
 
 pub struct SimCamera {
     pattern: &'static str,
+    /// H.264 kbit/s and pixels per frame the picture scrolls (0: still).
+    bitrate: u32,
+    motion: u32,
     port: u16,
     proc: Option<ProcGuard>,
     dir: tempfile::TempDir,
@@ -81,10 +84,17 @@ pub struct SimCamera {
 }
 
 impl SimCamera {
+    /// A still picture at the simulator's own 300 kbit/s.
     pub fn start(pattern: &'static str) -> SimCamera {
+        SimCamera::start_with(pattern, 300, 0)
+    }
+
+    /// A picture scrolling `motion` pixels a frame, at `bitrate` kbit/s: decoding and encoding
+    /// it costs what a camera filming a scene costs, not what a still colour costs.
+    pub fn start_with(pattern: &'static str, bitrate: u32, motion: u32) -> SimCamera {
         require_bin("ffprobe");
         let dir = tempfile::Builder::new().prefix("bench-cam-").tempdir().expect("tempdir");
-        let mut cam = SimCamera { pattern, port: 0, proc: None, dir, starts: 0 };
+        let mut cam = SimCamera { pattern, bitrate, motion, port: 0, proc: None, dir, starts: 0 };
         cam.port = free_port();
         for attempt in 1..=5 {
             match cam.spawn() {
@@ -157,6 +167,7 @@ impl SimCamera {
         let mut cmd = Command::new(CAMERA_PYTHON);
         cmd.arg(script)
             .args(["--port", &self.port.to_string(), "--pattern", self.pattern])
+            .args(["--bitrate", &self.bitrate.to_string(), "--motion", &self.motion.to_string()])
             .args(["--width", &CAM_W.to_string(), "--height", &CAM_H.to_string(), "--fps", &CAM_FPS.to_string()])
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())

@@ -18,9 +18,9 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 def launch_line(args):
     video = (
-        f"videotestsrc is-live=true pattern={args.pattern} "
+        f"videotestsrc is-live=true pattern={args.pattern} horizontal-speed={args.motion} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate=300 key-int-max={2 * args.fps} "
+        f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} key-int-max={2 * args.fps} "
         f"! video/x-h264,profile=baseline "
         f"! rtph264pay name=pay0 pt=96 config-interval=1"
     )
@@ -42,6 +42,9 @@ def main():
     p.add_argument("--height", type=int, default=180)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--freq", type=float, default=440.0)
+    p.add_argument("--bitrate", type=int, default=300, help="H.264 bitrate, kbit/s")
+    p.add_argument("--motion", type=int, default=0,
+                   help="pixels per frame the picture scrolls (0: a still picture)")
     p.add_argument("--mount", default="/cam")
     args = p.parse_args()
 

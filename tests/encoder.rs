@@ -9,7 +9,7 @@ use vistter_agent::config::Config;
 use vistter_agent::ffmpeg::registry::Registry;
 use vistter_agent::media::encoder::{Encoder, EncoderSettings};
 use vistter_agent::media::fanout::Fanout;
-use vistter_agent::media::frame::Frame;
+use vistter_agent::media::frame::{Frame, OutFrame};
 use vistter_agent::media::ingest::ProgramFormat;
 use vistter_agent::media::MediaEnv;
 
@@ -27,7 +27,7 @@ async fn raw_frames_and_pcm_come_out_as_flv() {
     let mut sent = 0;
     for n in 0..100u32 {
         let f = Frame::solid(160, 90, ((n * 2) as u8, 0, 0));
-        if enc.send(f, &audio) {
+        if enc.send(OutFrame::Own(f), &audio) {
             sent += 1;
         }
         tokio::time::sleep(Duration::from_millis(40)).await;

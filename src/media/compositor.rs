@@ -29,7 +29,7 @@ use ab_glyph::FontVec;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::media::frame::Frame;
+use crate::media::frame::{Band, Frame};
 use crate::values::OverlayId;
 use raster::{render_text, Rgba, TextStyle};
 use sprite::Sprite;
@@ -579,10 +579,39 @@ impl Compositor {
     /// the compositor's re-places every overlay once (the program size changed); a frame of odd size or
     /// whose buffer does not match its size is left alone.
     pub fn compose(&mut self, frame: &mut Frame, now: Instant, wall: OffsetDateTime) {
+        let Some(visible) = self.prepare(frame, now, wall) else { return };
+        for (i, m) in visible {
+            self.overlays[i].sprite.blend(frame, m);
+        }
+        self.overlays.retain(|o| !o.fade.finished(now, &o.spec));
+    }
+
+    /// Composes as [`Compositor::compose`] would onto `base`, but onto a copy of only the rows the
+    /// visible overlays cover: `base` with the returned band over it is the composed frame. `None`
+    /// when no overlay is visible (the frame is `base` as it is).
+    pub fn compose_over(&mut self, base: &Frame, now: Instant, wall: OffsetDateTime) -> Option<Band> {
+        let visible = self.prepare(base, now, wall)?;
+        let (fw, fh) = (base.width as i64, base.height as i64);
+        let rows = visible.iter().filter_map(|&(i, _)| self.overlays[i].sprite.rows(fw, fh));
+        let band = rows.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))).map(|(top, bottom)| {
+            let mut band = Band::copy_of(base, top, bottom - top);
+            for &(i, m) in &visible {
+                self.overlays[i].sprite.blend_band(&mut band, m);
+            }
+            band
+        });
+        self.overlays.retain(|o| !o.fade.finished(now, &o.spec));
+        band
+    }
+
+    /// Brings every overlay up to date for this frame (its size, the text's tokens) and lists the
+    /// visible ones in draw order, with their multipliers. `None` for a frame of odd size or whose
+    /// buffer does not match its size.
+    fn prepare(&mut self, frame: &Frame, now: Instant, wall: OffsetDateTime) -> Option<Vec<(usize, u32)>> {
         let (fw, fh) = (frame.width, frame.height);
         let even = |n: u32| n != 0 && n.is_multiple_of(2);
         if !even(fw) || !even(fh) || frame.data.len() != Frame::byte_len(fw, fh) {
-            return;
+            return None;
         }
         if (fw, fh) != (self.width, self.height) {
             (self.width, self.height) = (fw, fh);
@@ -591,7 +620,8 @@ impl Compositor {
             }
         }
         self.last_wall = wall;
-        for o in &mut self.overlays {
+        let mut visible = Vec::new();
+        for (i, o) in self.overlays.iter_mut().enumerate() {
             let m = (o.spec.opacity * o.fade.level(now, &o.spec) * 256.0).round().clamp(0.0, 256.0) as u32;
             if m == 0 {
                 continue;
@@ -599,9 +629,9 @@ impl Compositor {
             if let Some(font) = &self.font {
                 o.refresh_text(font, &self.vars, wall, fw, fh);
             }
-            o.sprite.blend(frame, m);
+            visible.push((i, m));
         }
-        self.overlays.retain(|o| !o.fade.finished(now, &o.spec));
+        Some(visible)
     }
 }
 

@@ -128,6 +128,118 @@ impl Frame {
     }
 }
 
+/// Whole rows of a frame: luma rows `top..top + rows` and the chroma rows under them (`top` and
+/// `rows` even). Overlays are drawn on a copy of these rows only, and the rest of the source's
+/// picture goes to the encoder uncopied (see [`OutFrame`]).
+pub struct Band {
+    /// The frame's size.
+    pub width: u32,
+    pub height: u32,
+    pub top: u32,
+    pub rows: u32,
+    data: Vec<u8>,
+}
+
+impl Band {
+    /// A copy of rows `top..top + rows` of `frame` (even bounds inside the frame).
+    pub fn copy_of(frame: &Frame, top: u32, rows: u32) -> Band {
+        assert!(top.is_multiple_of(2) && rows.is_multiple_of(2) && top + rows <= frame.height, "band rows");
+        let (w, cw) = (frame.width as usize, frame.width as usize / 2);
+        let (t, r) = (top as usize, rows as usize);
+        let (y, u, v) = frame.planes();
+        let mut data = Vec::with_capacity(w * r + 2 * cw * (r / 2));
+        data.extend_from_slice(&y[t * w..(t + r) * w]);
+        for plane in [u, v] {
+            data.extend_from_slice(&plane[t / 2 * cw..(t + r) / 2 * cw]);
+        }
+        Band { width: frame.width, height: frame.height, top, rows, data }
+    }
+
+    /// (Y, U, V) rows.
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        let luma = self.width as usize * self.rows as usize;
+        let (y, rest) = self.data.split_at(luma);
+        let (u, v) = rest.split_at(rest.len() / 2);
+        (y, u, v)
+    }
+
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let luma = self.width as usize * self.rows as usize;
+        let (y, rest) = self.data.split_at_mut(luma);
+        let chroma = rest.len() / 2;
+        let (u, v) = rest.split_at_mut(chroma);
+        (y, u, v)
+    }
+}
+
+/// A program frame on its way to the encoder: a picture of its own (the slate, a crossfade), or a
+/// source's picture as it is, with the rows the overlays cover replaced. The second is what a
+/// show sends almost always: the source's 1.4 MB (at 720p) are never copied by the agent, and
+/// reach the encoder's pipe by reference (see `encoder`).
+pub enum OutFrame {
+    Own(Frame),
+    Over { base: std::sync::Arc<Frame>, band: Option<Band> },
+}
+
+impl OutFrame {
+    pub fn byte_len(&self) -> usize {
+        match self {
+            OutFrame::Own(f) => f.data.len(),
+            OutFrame::Over { base, .. } => base.data.len(),
+        }
+    }
+
+    /// The frame's bytes, in order, as at most 9 slices.
+    pub fn slices(&self) -> Vec<&[u8]> {
+        match self {
+            OutFrame::Own(f) => vec![&f.data],
+            OutFrame::Over { base, band: None } => vec![&base.data],
+            OutFrame::Over { base, band: Some(b) } => {
+                let (w, cw) = (base.width as usize, base.width as usize / 2);
+                let (t, r) = (b.top as usize, b.rows as usize);
+                let (by, bu, bv) = base.planes();
+                let (py, pu, pv) = b.planes();
+                let mut out = Vec::with_capacity(9);
+                for (plane, patch, width, top, rows) in
+                    [(by, py, w, t, r), (bu, pu, cw, t / 2, r / 2), (bv, pv, cw, t / 2, r / 2)]
+                {
+                    out.extend([&plane[..top * width], patch, &plane[(top + rows) * width..]]);
+                }
+                out.retain(|s| !s.is_empty());
+                out
+            }
+        }
+    }
+
+    /// The whole picture in a frame of its own (thumbnails).
+    pub fn to_frame(&self) -> Frame {
+        match self {
+            OutFrame::Own(f) => f.pooled_copy(),
+            OutFrame::Over { base, .. } => {
+                let mut data = buffer(base.data.len());
+                let mut at = 0;
+                for s in self.slices() {
+                    data[at..at + s.len()].copy_from_slice(s);
+                    at += s.len();
+                }
+                Frame { width: base.width, height: base.height, data }
+            }
+        }
+    }
+
+    /// Done with: its buffers go back for reuse (a source's picture too, if nothing else holds it).
+    pub fn release(self) {
+        match self {
+            OutFrame::Own(f) => f.recycle(),
+            OutFrame::Over { base, .. } => {
+                if let Ok(f) = std::sync::Arc::try_unwrap(base) {
+                    f.recycle();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +255,39 @@ mod tests {
         }
         assert_eq!(rgb_to_yuv(0, 0, 0), (16, 128, 128));
         assert_eq!(rgb_to_yuv(255, 255, 255), (235, 128, 128));
+    }
+
+    /// A frame whose every byte differs from its neighbours', to see where each byte went.
+    fn numbered(width: u32, height: u32) -> Frame {
+        let data = (0..Frame::byte_len(width, height)).map(|i| (i * 7 % 251) as u8).collect();
+        Frame::from_bytes(width, height, data).unwrap()
+    }
+
+    #[test]
+    fn a_frame_with_a_band_drawn_over_reads_as_the_frame_with_those_rows_replaced() {
+        let base = std::sync::Arc::new(numbered(8, 6));
+        for (top, rows) in [(0, 2), (2, 2), (4, 2), (0, 6), (2, 4)] {
+            let mut band = Band::copy_of(&base, top, rows);
+            let (y, u, v) = band.planes_mut();
+            y.fill(1);
+            u.fill(2);
+            v.fill(3);
+            let out = OutFrame::Over { base: base.clone(), band: Some(band) };
+            assert!(out.slices().len() <= 9);
+            let flat: Vec<u8> = out.slices().concat();
+            assert_eq!(flat.len(), out.byte_len());
+            let got = out.to_frame();
+            assert_eq!(got.data, flat);
+            let mut want = (*base).clone();
+            let (y, u, v) = want.planes_mut();
+            let (t, r) = (top as usize, rows as usize);
+            y[t * 8..(t + r) * 8].fill(1);
+            u[t / 2 * 4..(t + r) / 2 * 4].fill(2);
+            v[t / 2 * 4..(t + r) / 2 * 4].fill(3);
+            assert_eq!(got, want, "band {top}+{rows}");
+        }
+        let plain = OutFrame::Over { base: base.clone(), band: None };
+        assert_eq!(plain.slices().concat(), base.data);
     }
 
     #[test]

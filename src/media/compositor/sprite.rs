@@ -16,7 +16,7 @@
 //! pixels (0..=1020). Everything fits in u32.
 
 use super::raster::Rgba;
-use crate::media::frame::{rgb_to_yuv, Frame};
+use crate::media::frame::{rgb_to_yuv, Band, Frame};
 
 const LUMA_DEN: u32 = 255 * 256;
 const CHROMA_DEN: u32 = 4 * 255 * 256;
@@ -105,18 +105,52 @@ impl Sprite {
 
     /// Blends onto `frame` with multiplier `m` (0..=256). The frame's buffer must match its size.
     pub(super) fn blend(&self, frame: &mut Frame, m: u32) {
+        let (fw, fh) = (frame.width as i64, frame.height as i64);
+        let (yp, up, vp) = frame.planes_mut();
+        self.blend_rows((yp, up, vp), (fw, fh), (0, fh), m);
+    }
+
+    /// Blends onto the rows of a frame held in `band`, as [`Sprite::blend`] would onto the frame.
+    pub(super) fn blend_band(&self, band: &mut Band, m: u32) {
+        let (fw, fh) = (band.width as i64, band.height as i64);
+        let rows = (band.top as i64, band.top as i64 + band.rows as i64);
+        self.blend_rows(band.planes_mut(), (fw, fh), rows, m);
+    }
+
+    /// The luma rows (even bounds, inside the frame) that blending changes, luma and chroma: what a
+    /// [`Band`] must hold. `None` when the overlay is off the frame.
+    pub(super) fn rows(&self, fw: i64, fh: i64) -> Option<(u32, u32)> {
+        let luma = clip(self.x, self.y, self.w, self.h, fw, fh)
+            .map(|(_, _, y0, y1)| (y0.div_euclid(2), (y1 + 1).div_euclid(2)));
+        let chroma = clip(self.cx, self.cy, self.cw, self.ch, fw / 2, fh / 2).map(|(_, _, y0, y1)| (y0, y1));
+        let (top, bottom) = match (luma, chroma) {
+            (Some(l), Some(c)) => (l.0.min(c.0), l.1.max(c.1)),
+            (Some(r), None) | (None, Some(r)) => r,
+            (None, None) => return None,
+        };
+        let (top, bottom) = (top * 2, (bottom * 2).min(fh.div_euclid(2) * 2));
+        (top < bottom).then_some((top as u32, bottom as u32))
+    }
+
+    /// Blends onto planes that hold luma rows `rows.0..rows.1` of a `fw` x `fh` frame and the chroma
+    /// rows under them (`rows` even); what lies outside those rows is left alone.
+    fn blend_rows(
+        &self,
+        (yp, up, vp): (&mut [u8], &mut [u8], &mut [u8]),
+        (fw, fh): (i64, i64),
+        rows: (i64, i64),
+        m: u32,
+    ) {
         let m = m.min(256);
         if m == 0 {
             return;
         }
-        let (fw, fh) = (frame.width as i64, frame.height as i64);
-        let (yp, up, vp) = frame.planes_mut();
-
+        let (top, bottom) = (rows.0.max(0), rows.1.min(fh));
         if let Some((x0, x1, y0, y1)) = clip(self.x, self.y, self.w, self.h, fw, fh) {
             let n = (x1 - x0) as usize;
-            for fy in y0..y1 {
+            for fy in y0.max(top)..y1.min(bottom) {
                 let s = ((fy - self.y) * self.w as i64 + (x0 - self.x)) as usize;
-                let d = (fy * fw + x0) as usize;
+                let d = ((fy - top) * fw + x0) as usize;
                 let dst = &mut yp[d..d + n];
                 for ((px, &l), &a) in dst.iter_mut().zip(&self.luma[s..s + n]).zip(&self.alpha[s..s + n]) {
                     if a != 0 {
@@ -128,11 +162,12 @@ impl Sprite {
 
         // Chroma planes are (w/2) x (h/2): an odd frame's last row/column has no chroma of its own.
         let (cfw, cfh) = (fw / 2, fh / 2);
+        let (ctop, cbottom) = (top / 2, bottom / 2);
         if let Some((x0, x1, y0, y1)) = clip(self.cx, self.cy, self.cw, self.ch, cfw, cfh) {
             let n = (x1 - x0) as usize;
-            for fy in y0..y1 {
+            for fy in y0.max(ctop)..y1.min(cbottom) {
                 let s = ((fy - self.cy) * self.cw as i64 + (x0 - self.cx)) as usize;
-                let d = (fy * cfw + x0) as usize;
+                let d = ((fy - ctop) * cfw + x0) as usize;
                 let alphas = &self.calpha[s..s + n];
                 for (plane, sums) in [(&mut *up, &self.u), (&mut *vp, &self.v)] {
                     for ((px, &c), &a) in plane[d..d + n].iter_mut().zip(&sums[s..s + n]).zip(alphas) {

@@ -9,7 +9,7 @@ use time::macros::datetime;
 use tokio::time::Instant;
 
 use super::*;
-use crate::media::frame::rgb_to_yuv;
+use crate::media::frame::{rgb_to_yuv, OutFrame};
 use crate::values::OverlayId;
 
 fn oid(s: &str) -> OverlayId {
@@ -264,6 +264,41 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// Drawing onto a copy of only the rows the overlays cover, then reading the picture with
+    /// those rows replaced, gives exactly what drawing onto the whole picture gives: any
+    /// placement, two overlays at once, half transparent, text included.
+    #[test]
+    fn drawing_on_the_covered_rows_equals_drawing_on_the_whole_picture(case in cases(), other in cases(), label in prop::bool::ANY) {
+        let (fw, fh) = (case.fw.max(64), case.fh.max(48));
+        let now = Instant::now();
+        let mut whole = compositor(fw, fh);
+        let mut banded = compositor(fw, fh);
+        for (id, c, colour) in [("a", &case, GREEN), ("b", &other, [255, 0, 0, 140])] {
+            let mut spec = OverlaySpec::new(oid(id), OverlayKind::Image { png: PathBuf::new() });
+            spec.position = c.position;
+            (spec.offset_x, spec.offset_y) = (Offset::Px(c.ox), Offset::Px(c.oy));
+            (spec.scale, spec.opacity) = (c.scale, c.opacity);
+            let (w, h) = scaled(c.ow, c.oh, c.scale);
+            if w as i64 * h as i64 > 4 * fw as i64 * fh as i64 {
+                continue;
+            }
+            show_rgba(&mut whole, spec.clone(), Rgba::new(c.ow, c.oh, colour), now);
+            show_rgba(&mut banded, spec, Rgba::new(c.ow, c.oh, colour), now);
+        }
+        if label {
+            for comp in [&mut whole, &mut banded] {
+                comp.show(text("t", "{{time}}", Some([0, 0, 0, 128])), now).unwrap();
+            }
+        }
+        let data = (0..Frame::byte_len(fw, fh)).map(|i| (i * 13 % 241) as u8).collect();
+        let base = Frame::from_bytes(fw, fh, data).unwrap();
+        let mut want = base.clone();
+        whole.compose(&mut want, now, wall());
+        let band = banded.compose_over(&base, now, wall());
+        let got = OutFrame::Over { base: std::sync::Arc::new(base), band }.to_frame();
+        prop_assert!(got == want, "the band differs from drawing on the whole picture");
     }
 }
 

@@ -18,7 +18,7 @@ use crate::media::compositor::Compositor;
 use crate::media::degrade::{Action, DegradeController, Sample};
 use crate::media::encoder::{Encoder, EncoderSettings};
 use crate::media::fanout::Fanout;
-use crate::media::frame::Frame;
+use crate::media::frame::{Frame, OutFrame};
 use crate::media::ingest::{DecodeIngest, ProgramFormat, SourceStore};
 use crate::media::pusher::Outputs;
 use crate::media::switcher::{SwitchEvent, Switcher, Visual};
@@ -302,23 +302,35 @@ impl Bus {
             }
             f
         };
-        let mut frame = match picture(&d.main) {
-            Some(f) => f.pooled_copy(),
-            None => slate(),
-        };
-        if let Some((from, remaining)) = &d.from {
-            match picture(from) {
-                Some(prev) => frame.mix_from(&prev, *remaining),
-                None => {
-                    let prev = slate();
-                    frame.mix_from(&prev, *remaining);
-                    prev.recycle();
-                }
+        let main = picture(&d.main).filter(|f| (f.width, f.height) == (self.fmt.width, self.fmt.height));
+        let compositor = self.compositor.as_mut().filter(|_| self.overlays_enabled);
+        // A camera on air: its picture as it is, with only the rows under the overlays redrawn.
+        let frame = match (main, &d.from) {
+            (Some(base), None) => {
+                let band = compositor.and_then(|c| c.compose_over(&base, deadline, wall));
+                OutFrame::Over { base, band }
             }
-        }
-        if let (Some(c), true) = (self.compositor.as_mut(), self.overlays_enabled) {
-            c.compose(&mut frame, deadline, wall);
-        }
+            (main, from) => {
+                let mut frame = match main {
+                    Some(f) => f.pooled_copy(),
+                    None => slate(),
+                };
+                if let Some((from, remaining)) = from {
+                    match picture(from) {
+                        Some(prev) => frame.mix_from(&prev, *remaining),
+                        None => {
+                            let prev = slate();
+                            frame.mix_from(&prev, *remaining);
+                            prev.recycle();
+                        }
+                    }
+                }
+                if let Some(c) = compositor {
+                    c.compose(&mut frame, deadline, wall);
+                }
+                OutFrame::Own(frame)
+            }
+        };
         // Audio follows the picture; a source going on air starts from its newest samples.
         let source = match &d.main {
             Visual::Camera(c) => Some(c.clone()),
@@ -336,7 +348,7 @@ impl Bus {
             None => audio.resize(self.fmt.samples_per_frame(), 0),
         }
         if n.is_multiple_of(self.fmt.fps as u64) && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
-            let program = frame.pooled_copy();
+            let program = frame.to_frame();
             let sources: Vec<(String, Arc<Frame>)> =
                 stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();
             let (thumbs, busy) = (self.thumbs.clone(), self.thumbs_busy.clone());

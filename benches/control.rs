@@ -41,8 +41,6 @@ const PREFIX: &str = "vistter/v1";
 const P99_TARGET_MS: f64 = 10.0;
 const RATE_TARGET: f64 = 2000.0;
 const RSS_TARGET_MB: f64 = 20.0;
-/// The environment `deploy/systemd/vistter-agent.service` and `deploy/balena/Dockerfile` set.
-const DEPLOYED_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

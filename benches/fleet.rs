@@ -38,7 +38,6 @@ use tokio::sync::mpsc;
 use vistter_agent::control::envelope::{b64, sign, timestamp_now};
 
 const PREFIX: &str = "vistter/v1";
-const DEPLOYED_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
 /// mosquitto on a fixed port, logging each connection with a Unix timestamp; restartable.
 struct LoggedBroker {

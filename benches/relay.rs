@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{clk_tck, env_u64, pass};
+use support::{clk_tck, env_u64, pass, DEPLOYED_ENV};
 
 const WARMUP: Duration = Duration::from_secs(2);
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -378,7 +378,7 @@ fn bench_agent(cam: &BenchCamera, secs: u64, publisher: &str) -> AgentResult {
     for n in 1..=pairs.len() {
         agent.ok(&["destination", "update", &format!("d{n}"), "--publisher", publisher]);
     }
-    agent.spawn();
+    agent.spawn_at("info", DEPLOYED_ENV);
     let took = agent.wait_live("r1", Duration::from_secs(60));
     let pid = agent.pid().expect("agent pid");
     eprintln!(

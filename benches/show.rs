@@ -14,6 +14,13 @@
 //! adds shows most); and 720p30 with 2 cameras filming a moving picture at 3000 kbit/s, as real
 //! cameras do.
 //!
+//! The agent runs as deployed (log level `info`, `MALLOC_ARENA_MAX=2` as the systemd unit sets).
+//! The simulated cameras encode their audio with GStreamer's voaacenc, not avenc_aac, so that no
+//! FFmpeg library is mapped outside the sides measured: PSS divides a shared page among every
+//! process that maps it, and a simulator holding FFmpeg's libraries would take a share of them
+//! from each side (more from the side with fewer FFmpeg processes). Real cameras share no memory
+//! with the box.
+//!
 //! `cargo bench --bench show` (or `./bench`). Environment: `BENCH_SECS` measured seconds per side
 //! after a 5 s warm-up (default 30); `BENCH_SHOW_CASES` a comma list of `720p2`, `1080p2`,
 //! `720p3`, `720p2-moving` (default all). Exits non-zero only if the run itself failed; missed targets print MISS.
@@ -29,7 +36,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{clk_tck, env_u64, pass, SimCamera};
+use support::{clk_tck, env_u64, pass, SimCamera, DEPLOYED_ENV};
 
 const WARMUP: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -195,7 +202,7 @@ fn run_agent(case: &Case, cams: &[SimCamera], secs: u64) -> Side {
         ]);
     }
     start.extend(["--destination", "d1", "--destination", "d2", "--destination", "d3"]);
-    agent.spawn();
+    agent.spawn_at("info", DEPLOYED_ENV);
     let t = Instant::now();
     loop {
         let out = agent.cli(&start);

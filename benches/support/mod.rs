@@ -17,6 +17,10 @@ pub const CAM_W: u32 = 1280;
 pub const CAM_H: u32 = 720;
 pub const CAM_FPS: u32 = 30;
 
+/// The environment `deploy/systemd/vistter-agent.service` and `deploy/balena/Dockerfile` set:
+/// a benchmark runs the agent as deployed (with `TestAgent::spawn_at("info", DEPLOYED_ENV)`).
+pub const DEPLOYED_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
+
 /// A whole number from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -169,6 +173,11 @@ impl SimCamera {
             .args(["--port", &self.port.to_string(), "--pattern", self.pattern])
             .args(["--bitrate", &self.bitrate.to_string(), "--motion", &self.motion.to_string()])
             .args(["--width", &CAM_W.to_string(), "--height", &CAM_H.to_string(), "--fps", &CAM_FPS.to_string()])
+            // GStreamer's own avenc_aac would load FFmpeg's libraries into the simulator, which
+            // would then take a share of their pages from every FFmpeg measured (PSS divides a
+            // shared page among all who map it), a larger share from a side with fewer FFmpeg
+            // processes. Real cameras share no memory with the box.
+            .args(["--aac-encoder", "voaacenc"])
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -27,7 +27,7 @@ def launch_line(args):
     audio = (
         f" audiotestsrc is-live=true wave=sine freq={args.freq} "
         f"! audioconvert ! audioresample ! audio/x-raw,rate=44100,channels=1 "
-        f"! avenc_aac ! rtpmp4gpay name=pay1 pt=97"
+        f"! {args.aac_encoder} ! rtpmp4gpay name=pay1 pt=97"
     )
     return "( " + video + ("" if args.no_audio else audio) + " )"
 
@@ -46,6 +46,10 @@ def main():
     p.add_argument("--motion", type=int, default=0,
                    help="pixels per frame the picture scrolls (0: a still picture)")
     p.add_argument("--mount", default="/cam")
+    p.add_argument("--aac-encoder", default="avenc_aac", choices=["avenc_aac", "voaacenc"],
+                   help="GStreamer's AAC encoder: avenc_aac loads FFmpeg's libraries into this "
+                        "process, voaacenc does not (benchmarks that measure FFmpeg's shared "
+                        "memory use it)")
     args = p.parse_args()
 
     Gst.init(None)

@@ -111,6 +111,13 @@ impl Frame {
         (y, u, v)
     }
 
+    /// Picture row `r`: its luma row and the chroma rows under it.
+    pub fn row(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
+        let (y, u, v) = self.planes();
+        let (w, cw) = (self.width as usize, self.width as usize / 2);
+        (&y[r * w..(r + 1) * w], &u[r / 2 * cw..(r / 2 + 1) * cw], &v[r / 2 * cw..(r / 2 + 1) * cw])
+    }
+
     /// The RGB colour at a pixel.
     pub fn rgb_at(&self, x: u32, y: u32) -> (u8, u8, u8) {
         let (yp, up, vp) = self.planes();
@@ -131,6 +138,7 @@ impl Frame {
 /// Whole rows of a frame: luma rows `top..top + rows` and the chroma rows under them (`top` and
 /// `rows` even). Overlays are drawn on a copy of these rows only, and the rest of the source's
 /// picture goes to the encoder uncopied (see [`OutFrame`]).
+#[derive(Clone)]
 pub struct Band {
     /// The frame's size.
     pub width: u32,
@@ -211,7 +219,38 @@ impl OutFrame {
         }
     }
 
-    /// The whole picture in a frame of its own (thumbnails).
+    /// (width, height).
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            OutFrame::Own(f) => (f.width, f.height),
+            OutFrame::Over { base, .. } => (base.width, base.height),
+        }
+    }
+
+    /// Picture row `r` (`r < height`): its luma row and the chroma rows under it, from the band
+    /// where the band covers it.
+    pub fn row(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
+        match self {
+            OutFrame::Own(f) => f.row(r),
+            OutFrame::Over { base, band: Some(b) } if (b.top as usize..(b.top + b.rows) as usize).contains(&r) => {
+                let (y, u, v) = b.planes();
+                let (w, cw, i) = (b.width as usize, b.width as usize / 2, r - b.top as usize);
+                (&y[i * w..(i + 1) * w], &u[i / 2 * cw..(i / 2 + 1) * cw], &v[i / 2 * cw..(i / 2 + 1) * cw])
+            }
+            OutFrame::Over { base, .. } => base.row(r),
+        }
+    }
+
+    /// The same picture for another reader (thumbnails): a source's picture is shared, not
+    /// copied (only the band is); a picture of its own is copied.
+    pub fn share(&self) -> OutFrame {
+        match self {
+            OutFrame::Own(f) => OutFrame::Own(f.pooled_copy()),
+            OutFrame::Over { base, band } => OutFrame::Over { base: base.clone(), band: band.clone() },
+        }
+    }
+
+    /// The whole picture in a frame of its own.
     pub fn to_frame(&self) -> Frame {
         match self {
             OutFrame::Own(f) => f.pooled_copy(),

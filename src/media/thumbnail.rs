@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::frame::{yuv_to_rgb, Frame};
+use super::frame::{yuv_to_rgb, Frame, OutFrame};
 
 /// Thumbnails are at most this wide (height follows the aspect ratio).
 pub const MAX_WIDTH: u32 = 320;
@@ -61,18 +61,35 @@ impl Thumbnails {
 
 /// `frame` scaled down to at most `max_width` wide, as RGB.
 pub fn downscale(frame: &Frame, max_width: u32) -> Small {
-    let scale = (frame.width as f64 / max_width as f64).max(1.0);
-    let w = ((frame.width as f64 / scale) as u32).max(2) & !1;
-    let h = ((frame.height as f64 / scale) as u32).max(2) & !1;
-    let (yp, up, vp) = frame.planes();
-    let fw = frame.width as usize;
+    downscale_rows(frame.width, frame.height, max_width, |r| frame.row(r))
+}
+
+/// A program frame scaled down: a source's picture is read where it is, with the overlays' rows
+/// from their band, without a copy of the whole picture.
+pub fn downscale_out(frame: &OutFrame, max_width: u32) -> Small {
+    let (w, h) = frame.size();
+    downscale_rows(w, h, max_width, |r| frame.row(r))
+}
+
+/// A picture of `width` x `height` given by its rows (luma row, chroma rows under it), scaled
+/// down to at most `max_width` wide by nearest neighbour.
+fn downscale_rows<'a>(
+    width: u32,
+    height: u32,
+    max_width: u32,
+    row: impl Fn(usize) -> (&'a [u8], &'a [u8], &'a [u8]),
+) -> Small {
+    let scale = (width as f64 / max_width as f64).max(1.0);
+    let w = ((width as f64 / scale) as u32).max(2) & !1;
+    let h = ((height as f64 / scale) as u32).max(2) & !1;
+    let fw = width as usize;
     let cols: Vec<usize> = (0..w).map(|x| ((x as f64 * scale) as usize).min(fw - 1)).collect();
     let mut rgb = Vec::with_capacity((w * h * 3) as usize);
     for y in 0..h {
-        let sy = ((y as f64 * scale) as usize).min(frame.height as usize - 1);
+        let sy = ((y as f64 * scale) as usize).min(height as usize - 1);
+        let (yr, ur, vr) = row(sy);
         for &sx in &cols {
-            let c = (sy / 2) * (fw / 2) + sx / 2;
-            let (r, g, b) = yuv_to_rgb(yp[sy * fw + sx], up[c], vp[c]);
+            let (r, g, b) = yuv_to_rgb(yr[sx], ur[sx / 2], vr[sx / 2]);
             rgb.extend_from_slice(&[r, g, b]);
         }
     }
@@ -112,6 +129,31 @@ mod tests {
         let small = jpeg(&Frame::solid(64, 36, (0, 0, 255)), MAX_WIDTH);
         let sof = small.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
         assert_eq!(u16::from_be_bytes([small[sof + 7], small[sof + 8]]), 64, "never scaled up");
+    }
+
+    /// The program's thumbnail is read from the source's picture and the overlays' band without a
+    /// copy; it must be the thumbnail of the picture the encoder gets.
+    #[test]
+    fn a_program_frame_downscales_as_its_whole_picture_would() {
+        use crate::media::frame::Band;
+        for (w, h) in [(1280, 720), (854, 480), (64, 36)] {
+            let data = (0..Frame::byte_len(w, h)).map(|i| (i * 7 % 251) as u8).collect();
+            let base = Arc::new(Frame::from_bytes(w, h, data).unwrap());
+            for (top, rows) in [(0, 2), (h - 12, 12), (2, h - 4), (0, h), (h / 2, 2)] {
+                let mut band = Band::copy_of(&base, top, rows);
+                let (y, u, v) = band.planes_mut();
+                y.fill(200);
+                u.fill(20);
+                v.fill(240);
+                for out in
+                    [OutFrame::Over { base: base.clone(), band: Some(band.clone()) }, OutFrame::Own((*base).clone())]
+                {
+                    let (got, want) = (downscale_out(&out, MAX_WIDTH), downscale(&out.to_frame(), MAX_WIDTH));
+                    assert_eq!((got.width, got.height), (want.width, want.height));
+                    assert!(got.rgb == want.rgb, "{w}x{h}, band {top}+{rows}");
+                }
+            }
+        }
     }
 
     #[test]

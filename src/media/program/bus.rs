@@ -348,13 +348,13 @@ impl Bus {
             None => audio.resize(self.fmt.samples_per_frame(), 0),
         }
         if n.is_multiple_of(self.fmt.fps as u64) && !self.thumbs_busy.swap(true, Ordering::AcqRel) {
-            let program = frame.to_frame();
+            let program = frame.share();
             let sources: Vec<(String, Arc<Frame>)> =
                 stores.iter().filter_map(|(k, s)| s.latest().map(|f| (k.to_string(), f))).collect();
             let (thumbs, busy) = (self.thumbs.clone(), self.thumbs_busy.clone());
             tokio::task::spawn_blocking(move || {
-                thumbs.put("program", thumbnail::downscale(&program, thumbnail::MAX_WIDTH));
-                program.recycle();
+                thumbs.put("program", thumbnail::downscale_out(&program, thumbnail::MAX_WIDTH));
+                program.release();
                 for (k, f) in sources {
                     thumbs.put(&k, thumbnail::downscale(&f, thumbnail::MAX_WIDTH));
                 }

@@ -62,7 +62,9 @@ def main():
     server.set_service(str(args.port))
 
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args))
+    launch = launch_line(args)
+    print(f"launch: {launch}", file=sys.stderr, flush=True)
+    factory.set_launch(launch)
     # Each client gets its own pipeline, as a real camera gives each client its own session. A
     # shared media is torn down asynchronously when its last client leaves, and a client arriving
     # meanwhile gets "455 Method Not Valid in This State" or no answer: a fault of the simulator,

@@ -188,3 +188,31 @@ fn demo_refuses_a_frame_rate_a_timeline_cannot_run_at() {
     assert!(err.contains("--fps 8") && err.contains("24, 25, 30"), "says which rates work: {err}");
     assert!(!out.exists(), "nothing was recorded");
 }
+
+/// Running the demo again replaces its earlier recording (FFmpeg would refuse to write over it,
+/// and the second show would record nothing); a path that is not a file is refused before
+/// anything starts, and left as it was.
+#[test]
+fn a_second_demo_replaces_the_earlier_recording() {
+    require_bin("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.flv");
+    std::fs::write(&out, b"an earlier recording").unwrap();
+    let res = demo(dir.path(), &["--out", out.to_str().unwrap(), "--seconds", "4", "--size", SIZE, "--fps", "25"]);
+    let (stdout, log) = (String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    assert!(res.status.success(), "demo failed: {log}");
+    assert!(stdout.contains("replaces the earlier recording"), "says so: {stdout}");
+    assert!(!log.contains("already exists"), "FFmpeg wrote the file: {log}");
+    assert_eq!(codecs_of(&probe_streams(&out), "video"), vec!["h264"], "a new recording");
+    let d = probe_duration(&out);
+    assert!(d >= 2.0, "recording is {d:.1} s");
+
+    let folder = dir.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("keep"), b"x").unwrap();
+    let res = demo(dir.path(), &["--out", folder.to_str().unwrap(), "--seconds", "2"]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "refused as invalid usage: {err}");
+    assert!(err.contains("--out") && err.contains("not a file"), "says why: {err}");
+    assert!(folder.join("keep").exists(), "the folder is untouched");
+}

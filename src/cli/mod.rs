@@ -27,7 +27,7 @@ mod studio;
 mod timeline;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -631,6 +631,7 @@ async fn demo(
     cut_every: u64,
 ) -> Result<(), CliError> {
     let fps = Fps::new(fps).map_err(|e| CliError::Invalid(format!("--fps {fps} cannot drive a timeline: {e}")))?.get();
+    let to_file = rtmp.is_none();
     let (output, shown) = match rtmp {
         Some(u) if u.starts_with("rtmp://") || u.starts_with("rtmps://") => {
             let shown = match u.rfind('/') {
@@ -645,6 +646,9 @@ async fn demo(
             (p.display().to_string(), p.display().to_string())
         }
     };
+    // The demo's recording is written fresh each run (FFmpeg would refuse to write over the last
+    // one and the show would record nothing); a path that is not a file is left alone.
+    let replaces = to_file && demo_output_exists(Path::new(&output))?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CliError::Failed(format!("{}: {e}", cfg.data_dir.display())))?;
     outln!(
         "vistter-agent demo: two built-in sources, a cut every {cut_every} s, logo, clock and lower third, {}x{} at {fps} fps\n  → {shown}{}\n  Ctrl-C to stop.",
@@ -652,6 +656,10 @@ async fn demo(
         size.height,
         if shown.starts_with("rtmp") { String::new() } else { format!("\n  watch it with: ffplay {shown}   (or open it in VLC)") }
     );
+    if replaces {
+        std::fs::remove_file(&output).map_err(|e| CliError::Failed(format!("{shown}: {e}")))?;
+        outln!("  (this recording replaces the earlier recording at {shown})");
+    }
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -671,6 +679,17 @@ async fn demo(
     crate::demo::run(&cfg, opts, token).await.map_err(|e| CliError::Failed(e.to_string()))?;
     outln!("demo stopped");
     Ok(())
+}
+
+/// Whether the demo's `--out` holds an earlier recording (a file, or a link, which is replaced,
+/// not followed); anything else there is refused.
+fn demo_output_exists(path: &Path) -> Result<bool, CliError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() || m.file_type().is_symlink() => Ok(true),
+        Ok(_) => Err(CliError::Invalid(format!("--out {}: not a file; name the recording to write", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(CliError::Failed(format!("--out {}: {e}", path.display()))),
+    }
 }
 
 async fn run_daemon(cfg: Config) -> Result<(), CliError> {

@@ -207,6 +207,17 @@ fn a_second_demo_replaces_the_earlier_recording() {
     let d = probe_duration(&out);
     assert!(d >= 2.0, "recording is {d:.1} s");
 
+    // A link at --out is replaced, never followed: what it pointed to stays as it was.
+    let elsewhere = dir.path().join("someone-elses-file");
+    std::fs::write(&elsewhere, b"not the demo's").unwrap();
+    let link = dir.path().join("link.flv");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let res = demo(dir.path(), &["--out", link.to_str().unwrap(), "--seconds", "3", "--size", SIZE, "--fps", "25"]);
+    assert!(res.status.success(), "demo failed: {}", String::from_utf8_lossy(&res.stderr));
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not the demo's", "the link's target is untouched");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file(), "the recording replaced the link");
+    assert_eq!(codecs_of(&probe_streams(&link), "video"), vec!["h264"]);
+
     let folder = dir.path().join("a-folder");
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(folder.join("keep"), b"x").unwrap();

@@ -113,9 +113,7 @@ impl Frame {
 
     /// Picture row `r`: its luma row and the chroma rows under it.
     pub fn row(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
-        let (y, u, v) = self.planes();
-        let (w, cw) = (self.width as usize, self.width as usize / 2);
-        (&y[r * w..(r + 1) * w], &u[r / 2 * cw..(r / 2 + 1) * cw], &v[r / 2 * cw..(r / 2 + 1) * cw])
+        row_of(self.planes(), self.width, r)
     }
 
     /// The RGB colour at a pixel.
@@ -133,6 +131,13 @@ impl Frame {
             *a = ((*a as u32 * (256 - t) + *b as u32 * t) >> 8) as u8;
         }
     }
+}
+
+/// Row `r` of planes `width` pixels wide (luma row `r`, chroma row `r / 2`), counted from the
+/// planes' first row.
+fn row_of<'a>((y, u, v): (&'a [u8], &'a [u8], &'a [u8]), width: u32, r: usize) -> (&'a [u8], &'a [u8], &'a [u8]) {
+    let (w, cw) = (width as usize, width as usize / 2);
+    (&y[r * w..(r + 1) * w], &u[r / 2 * cw..(r / 2 + 1) * cw], &v[r / 2 * cw..(r / 2 + 1) * cw])
 }
 
 /// Whole rows of a frame: luma rows `top..top + rows` and the chroma rows under them (`top` and
@@ -232,10 +237,8 @@ impl OutFrame {
     pub fn row(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
         match self {
             OutFrame::Own(f) => f.row(r),
-            OutFrame::Over { base, band: Some(b) } if (b.top as usize..(b.top + b.rows) as usize).contains(&r) => {
-                let (y, u, v) = b.planes();
-                let (w, cw, i) = (b.width as usize, b.width as usize / 2, r - b.top as usize);
-                (&y[i * w..(i + 1) * w], &u[i / 2 * cw..(i / 2 + 1) * cw], &v[i / 2 * cw..(i / 2 + 1) * cw])
+            OutFrame::Over { band: Some(b), .. } if (b.top as usize..(b.top + b.rows) as usize).contains(&r) => {
+                row_of(b.planes(), b.width, r - b.top as usize)
             }
             OutFrame::Over { base, .. } => base.row(r),
         }
